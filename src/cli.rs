@@ -1,0 +1,90 @@
+//! Command-line definitions, and nothing else: `settings` resolves these into
+//! what the commands use.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vpsup",
+    version,
+    about = "Agentless VPS provisioner: harden a fresh Ubuntu/Debian VPS, deploy a compose stack behind nginx with HTTPS, over SSH.",
+    after_help = "TARGET is [USER@]HOST[:PORT], a host name from vpsup.toml, or an alias from ~/.ssh/config."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Dry run: show what would change, change nothing.
+    #[arg(long, global = true)]
+    pub check: bool,
+    /// Show diffs of files that change (secrets masked).
+    #[arg(long, global = true)]
+    pub diff: bool,
+    /// More detail (timings, round trips); repeat for more.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors and the final result.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable output on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Project config file [default: ./vpsup.toml].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Only these hosts from vpsup.toml (comma-separated or repeated).
+    #[arg(long, global = true, value_name = "HOST", value_delimiter = ',')]
+    pub limit: Vec<String>,
+    /// Answer yes to every confirmation prompt.
+    #[arg(short, long, global = true)]
+    pub yes: bool,
+    /// Private key to log in with (tried before ~/.ssh/config's and the agent's).
+    #[arg(short, long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Read the SSH password from standard input (first line).
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+    /// Seconds to wait for a host to answer before giving up.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
+    pub connect_timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Bootstrap a fresh host: admin user, SSH hardening, firewall, Docker, nginx.
+    Init { target: Option<String> },
+    /// Deploy the compose stack and its sites over HTTPS.
+    Deploy,
+    /// Renew certificates that are due, install them, reload nginx.
+    RenewCerts {
+        /// Renew even when not due.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show hosts, containers, sites, certificates, firewall and last deploy.
+    Status,
+    /// Return to the previous release.
+    Rollback,
+    /// Connect and report what a host is: OS, resources, sudo, installed tools.
+    Facts { target: Option<String> },
+}
+
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Init { .. } => "init",
+            Command::Deploy => "deploy",
+            Command::RenewCerts { .. } => "renew-certs",
+            Command::Status => "status",
+            Command::Rollback => "rollback",
+            Command::Facts { .. } => "facts",
+        }
+    }
+}

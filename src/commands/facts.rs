@@ -1,0 +1,161 @@
+//! `vpsup facts`: connect to each host and report what it is, in one probe.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::{connect, millis, MAX_PARALLEL_HOSTS};
+use crate::facts::{self, HostFacts};
+use crate::settings::{HostTarget, Settings, Verbosity};
+use crate::transport::Transport;
+
+#[derive(Debug, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub facts: Option<HostFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Timing {
+    pub handshake_ms: u64,
+    pub auth_ms: u64,
+    pub probe_ms: u64,
+    pub total_ms: u64,
+    pub round_trips: usize,
+}
+
+pub async fn run(settings: &Settings, target: Option<&str>) -> anyhow::Result<()> {
+    let targets = settings.targets(target)?;
+    let limit = Arc::new(Semaphore::new(MAX_PARALLEL_HOSTS));
+    let runs = targets.into_iter().map(|t| {
+        let limit = limit.clone();
+        async move {
+            let _slot = limit.acquire().await;
+            probe(settings, t).await
+        }
+    });
+    let reports = futures::future::join_all(runs).await;
+
+    if settings.json {
+        #[derive(Serialize)]
+        struct Output<'a> {
+            hosts: &'a [HostReport],
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&Output { hosts: &reports })?
+        );
+    } else {
+        for report in &reports {
+            print_report(report, settings.verbosity);
+        }
+    }
+    let failed = reports.iter().filter(|r| r.error.is_some()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} host(s) could not be probed", reports.len());
+    }
+    Ok(())
+}
+
+async fn probe(settings: &Settings, target: HostTarget) -> HostReport {
+    let started = Instant::now();
+    let mut report = HostReport {
+        host: target.name.clone(),
+        target: target.ssh.describe(),
+        facts: None,
+        error: None,
+        timing: None,
+    };
+    let result: anyhow::Result<()> = async {
+        let (transport, connected) = connect(settings, &target).await?;
+        let probe_started = Instant::now();
+        let facts = facts::gather(&transport).await.context("gathering facts")?;
+        report.timing = Some(Timing {
+            handshake_ms: millis(connected.handshake),
+            auth_ms: millis(connected.auth),
+            probe_ms: millis(probe_started.elapsed()),
+            total_ms: millis(started.elapsed()),
+            round_trips: transport.round_trips(),
+        });
+        report.facts = Some(facts);
+        transport.close().await;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        report.error = Some(format!("{e:#}"));
+    }
+    report
+}
+
+fn print_report(report: &HostReport, verbosity: Verbosity) {
+    println!("{} ({})", report.host, report.target);
+    if let Some(error) = &report.error {
+        println!("  error: {error}");
+        return;
+    }
+    let Some(f) = &report.facts else { return };
+    let installed = |v: &Option<String>| v.clone().unwrap_or_else(|| "not installed".to_string());
+    let os = if f.os_name.is_empty() {
+        format!("{} {}", f.os_id, f.os_version)
+    } else {
+        f.os_name.clone()
+    };
+    let rows = [
+        (
+            "OS",
+            format!("{os}  [{} {} {}]", f.os_id, f.os_version, f.os_codename),
+        ),
+        ("Kernel", format!("{} ({})", f.kernel, f.arch)),
+        ("CPUs", f.cpus.to_string()),
+        (
+            "Memory",
+            format!("{} MiB, swap {} MiB", f.memory_mib, f.swap_mib),
+        ),
+        ("Root disk free", format!("{} MiB", f.root_disk_free_mib)),
+        ("Hostname", f.hostname.clone()),
+        (
+            "Public IPv4",
+            f.public_ipv4.clone().unwrap_or_else(|| {
+                format!(
+                    "none visible (addresses: {})",
+                    list_or_none(&f.ipv4_addresses)
+                )
+            }),
+        ),
+        ("User", f.user.clone()),
+        ("Sudo", f.sudo.describe().to_string()),
+        ("Init system", f.init_system.clone()),
+        ("Docker", installed(&f.docker)),
+        ("Compose v2", installed(&f.compose_v2)),
+        ("nginx", installed(&f.nginx)),
+        ("ufw", installed(&f.ufw)),
+    ];
+    for (label, value) in rows {
+        println!("  {label:<15} {value}");
+    }
+    if let (Verbosity::Verbose(_), Some(t)) = (verbosity, &report.timing) {
+        println!(
+            "  {:<15} {} ms (handshake {} ms, auth {} ms, probe {} ms; {} round trip(s))",
+            "Time", t.total_ms, t.handshake_ms, t.auth_ms, t.probe_ms, t.round_trips
+        );
+    }
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".to_string()
+    } else {
+        items.join(", ")
+    }
+}

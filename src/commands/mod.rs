@@ -1,0 +1,68 @@
+//! One module per command. Each takes resolved `Settings` and returns what
+//! happened; `main` maps errors to exit codes.
+
+pub mod facts;
+
+use std::time::Duration;
+
+use crate::cli::{Cli, Command};
+use crate::settings::{HostTarget, Settings, SettingsError};
+use crate::transport::ssh::{ConnectReport, SshError, SshTransport};
+
+/// Exit statuses, documented in the README.
+pub mod exit {
+    /// Something failed on a host.
+    pub const FAILED: u8 = 1;
+    /// Bad input: command line, vpsup.toml, ~/.ssh/config.
+    pub const BAD_INPUT: u8 = 2;
+    /// The command exists in the plan but has not been built yet.
+    pub const NOT_AVAILABLE: u8 = 3;
+}
+
+/// A command whose issue has not landed: says so instead of pretending.
+#[derive(Debug, thiserror::Error)]
+#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `vpsup facts`; see the README's roadmap")]
+pub struct NotAvailable(pub &'static str);
+
+/// Most hosts connected to at once.
+pub const MAX_PARALLEL_HOSTS: usize = 16;
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::resolve(&cli.global)?;
+    match &cli.command {
+        Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
+        other => Err(NotAvailable(other.name()).into()),
+    }
+}
+
+/// The exit status for an error returned by `run`.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.is::<NotAvailable>() {
+        exit::NOT_AVAILABLE
+    } else if error.is::<SettingsError>() {
+        exit::BAD_INPUT
+    } else {
+        exit::FAILED
+    }
+}
+
+/// Connects to one host and tells the operator when its host key was new.
+pub async fn connect(
+    settings: &Settings,
+    target: &HostTarget,
+) -> Result<(SshTransport, ConnectReport), SshError> {
+    let (transport, report) = SshTransport::connect(&target.ssh, &settings.credentials).await?;
+    if let Some(fingerprint) = &report.learned_host_key {
+        // Security-relevant: shown even with -q, on stderr so --json stays clean.
+        eprintln!(
+            "vpsup: {}: new host, learned its key {fingerprint} into {}",
+            target.ssh.describe(),
+            target.ssh.known_hosts.display()
+        );
+    }
+    Ok((transport, report))
+}
+
+pub fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}

@@ -1,0 +1,401 @@
+//! `vpsup.toml`: the project's configuration. Parsing is strict: an unknown key
+//! or a value of the wrong type or shape is an error naming file, line and column.
+//! Values are validated while they are deserialized (newtypes below), so the
+//! error points at the offending value.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_FILE: &str = "vpsup.toml";
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Hosts by name (`[hosts.web]`); the name is what `--limit` and commands take.
+    #[serde(default)]
+    pub hosts: BTreeMap<Name, HostConfig>,
+    pub acme: Option<AcmeConfig>,
+    pub app: Option<AppConfig>,
+    #[serde(default)]
+    pub sites: Vec<SiteConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// IP address, DNS name, or an alias from ~/.ssh/config.
+    pub address: String,
+    pub port: Option<Port>,
+    pub user: Option<String>,
+    pub identity_file: Option<PathBuf>,
+    /// Use `sudo -n` for privileged steps when `user` is not root.
+    #[serde(default = "yes")]
+    pub sudo: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    pub email: Email,
+    #[serde(default)]
+    pub directory: AcmeDirectory,
+    /// PEM file with an extra root trusted for the ACME directory's own TLS (e.g. Pebble's).
+    pub extra_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub name: Name,
+    #[serde(default = "default_compose_files")]
+    pub compose_files: Vec<PathBuf>,
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    pub domain: Domain,
+    /// The compose service that serves this site.
+    pub service: String,
+    /// The container port nginx proxies to.
+    pub port: Port,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_compose_files() -> Vec<PathBuf> {
+    vec![PathBuf::from("compose.yml")]
+}
+
+/// A host or app name: lowercase letters, digits, `-` and `_`, as used in unit
+/// names, compose project names and `--limit`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Name(String);
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Name(s))
+        } else {
+            Err(format!(
+                "invalid name {s:?}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+            ))
+        }
+    }
+}
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A TCP port, 1-65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Port(pub u16);
+
+impl TryFrom<i64> for Port {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u16::try_from(n) {
+            Ok(p) if p > 0 => Ok(Port(p)),
+            _ => Err(format!("invalid port {n}: use 1-65535")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Email(pub String);
+
+impl TryFrom<String> for Email {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.split_once('@') {
+            Some((local, domain)) if !local.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace) => {
+                Ok(Email(s))
+            }
+            _ => Err(format!("invalid email address {s:?}: Let's Encrypt needs a working address for expiry notices")),
+        }
+    }
+}
+
+/// A fully qualified domain name; `*.` is allowed as the first label (wildcard).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Domain(pub String);
+
+impl TryFrom<String> for Domain {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let name = s.strip_prefix("*.").unwrap_or(&s);
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if s.len() <= 253 && name.contains('.') && name.split('.').all(label_ok) {
+            Ok(Domain(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "invalid domain {s:?}: expected a name like app.example.com"
+            ))
+        }
+    }
+}
+
+/// Where certificates come from: Let's Encrypt (default), its staging
+/// environment, or any ACME directory URL.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(try_from = "String")]
+pub enum AcmeDirectory {
+    #[default]
+    LetsEncrypt,
+    LetsEncryptStaging,
+    Url(String),
+}
+
+impl TryFrom<String> for AcmeDirectory {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "letsencrypt" => Ok(AcmeDirectory::LetsEncrypt),
+            "letsencrypt-staging" => Ok(AcmeDirectory::LetsEncryptStaging),
+            url if url.starts_with("https://") => Ok(AcmeDirectory::Url(s)),
+            _ => Err(format!(
+                "invalid ACME directory {s:?}: use \"letsencrypt\", \"letsencrypt-staging\" or an https:// directory URL"
+            )),
+        }
+    }
+}
+
+impl AcmeDirectory {
+    pub fn url(&self) -> &str {
+        match self {
+            AcmeDirectory::LetsEncrypt => "https://acme-v02.api.letsencrypt.org/directory",
+            AcmeDirectory::LetsEncryptStaging => {
+                "https://acme-staging-v02.api.letsencrypt.org/directory"
+            }
+            AcmeDirectory::Url(url) => url,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}\n{snippet}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+        snippet: String,
+    },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses `text`; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let offset = e.span().map_or(0, |s| s.start);
+            let (line, column) = line_col(text, offset);
+            let source_line = text.lines().nth(line - 1).unwrap_or("");
+            let width = e.span().map_or(1, |s| {
+                text[s]
+                    .lines()
+                    .next()
+                    .map_or(1, |l| l.chars().count().max(1))
+            });
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim_end().to_string(),
+                snippet: format!(
+                    "{line:>4} | {source_line}\n     | {}{}",
+                    " ".repeat(column - 1),
+                    "^".repeat(width)
+                ),
+            }
+        })
+    }
+
+    pub fn host(&self, name: &str) -> Option<&HostConfig> {
+        self.hosts
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, h)| h)
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("vpsup.toml"))
+    }
+
+    fn error_at(text: &str) -> (usize, usize, String) {
+        match parse(text).unwrap_err() {
+            ConfigError::Invalid {
+                line,
+                column,
+                message,
+                ..
+            } => (line, column, message),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_full_config_parses_with_defaults() {
+        let c = parse(
+            r#"
+[hosts.web]
+address = "203.0.113.42"
+user = "deploy"
+
+[hosts.db-1]
+address = "db.example.com"
+port = 2222
+identity_file = "~/.ssh/id_db"
+sudo = false
+
+[acme]
+email = "ops@example.com"
+
+[app]
+name = "doctor"
+
+[[sites]]
+domain = "Doctor.Example.com"
+service = "frontend"
+port = 3000
+"#,
+        )
+        .unwrap();
+        let web = c.host("web").unwrap();
+        assert_eq!(web.port, None);
+        assert!(web.sudo);
+        let db = c.host("db-1").unwrap();
+        assert_eq!(db.port, Some(Port(2222)));
+        assert!(!db.sudo);
+        let acme = c.acme.unwrap();
+        assert_eq!(acme.directory, AcmeDirectory::LetsEncrypt);
+        assert!(acme.directory.url().starts_with("https://acme-v02."));
+        assert_eq!(c.app.unwrap().compose_files, [PathBuf::from("compose.yml")]);
+        assert_eq!(c.sites[0].domain.0, "doctor.example.com");
+    }
+
+    #[test]
+    fn empty_file_is_a_valid_empty_config() {
+        let c = parse("").unwrap();
+        assert!(c.hosts.is_empty() && c.acme.is_none() && c.sites.is_empty());
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_column() {
+        let (line, col, msg) = error_at("[hosts.web]\naddress = \"1.2.3.4\"\nadress = \"x\"\n");
+        assert_eq!((line, col), (3, 1));
+        assert!(msg.contains("unknown field `adress`"), "{msg}");
+        assert!(msg.contains("address"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_line_and_column() {
+        let (line, col, msg) = error_at("[hosts.web]\naddress = \"h\"\nport = \"22\"\n");
+        assert_eq!((line, col), (3, 8));
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_point_at_the_value() {
+        let (line, col, msg) = error_at("[hosts.web]\naddress = \"h\"\nport = 70000\n");
+        assert_eq!((line, col), (3, 8));
+        assert!(msg.contains("invalid port 70000"), "{msg}");
+
+        let (line, _, msg) =
+            error_at("[acme]\nemail = \"ops@example.com\"\ndirectory = \"http://x\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("https://"), "{msg}");
+
+        let (line, _, msg) =
+            error_at("[[sites]]\ndomain = \"localhost\"\nservice = \"a\"\nport = 80\n");
+        assert_eq!(line, 2);
+        assert!(msg.contains("invalid domain"), "{msg}");
+
+        let (_, _, msg) = error_at("[hosts.Web]\naddress = \"h\"\n");
+        assert!(msg.contains("invalid name \"Web\""), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_shows_the_line() {
+        let err = parse("[hosts.web]\naddress = \"unterminated\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("vpsup.toml:2:"), "{text}");
+        assert!(text.contains("   2 | address = \"unterminated"), "{text}");
+    }
+
+    #[test]
+    fn missing_required_key_is_reported() {
+        let err = parse("[hosts.web]\nuser = \"deploy\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("missing field `address`"), "{err}");
+        assert!(err.starts_with("vpsup.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        assert_eq!(line_col("ab\ncdé\nx", 0), (1, 1));
+        assert_eq!(line_col("ab\ncdé\nx", 3), (2, 1));
+        assert_eq!(line_col("ab\ncdé\nx", 8), (3, 1));
+        assert_eq!(line_col("ab\ncdé\nx", 7), (2, 4));
+    }
+}

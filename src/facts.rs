@@ -1,0 +1,318 @@
+//! Host facts, gathered by one shell script in one exec, then parsed here.
+//! The script prints `key=value` lines; all interpretation (versions, units,
+//! which address is public) happens in Rust, where it is unit-tested.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use serde::Serialize;
+
+use crate::transport::{ExecRequest, Transport, TransportError};
+
+/// The probe. It only reads, needs no root, and runs with whatever the host
+/// has: a missing tool yields an empty value, never a failure.
+pub const PROBE_SCRIPT: &str = r#"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH
+nl='
+'
+# First line only, without forking: every fork costs on a slow VPS.
+emit() { printf '%s=%s\n' "$1" "${2%%"$nl"*}"; }
+have() { command -v "$1" >/dev/null 2>&1; }
+if [ -r /etc/os-release ]; then
+  ( . /etc/os-release
+    emit os_id "${ID:-}"; emit os_version "${VERSION_ID:-}"
+    emit os_codename "${VERSION_CODENAME:-}"; emit os_name "${PRETTY_NAME:-}" )
+fi
+emit kernel "$(uname -r)"
+emit arch "$(uname -m)"
+emit cpus "$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
+emit mem_kb "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+emit swap_kb "$(awk '/^SwapTotal:/ {print $2}' /proc/meminfo)"
+emit root_free_kb "$(df -Pk / | awk 'NR==2 {print $4}')"
+emit hostname "$(hostname 2>/dev/null || cat /proc/sys/kernel/hostname)"
+emit ipv4 "$(ip -4 -o addr show scope global 2>/dev/null | awk '{print $4}' | tr '\n' ' ')"
+emit user "$(id -un)"
+if [ "$(id -u)" = 0 ]; then s=root
+elif ! have sudo; then s=absent
+elif sudo -n true 2>/dev/null; then s=passwordless
+else s=needs_password; fi
+emit sudo "$s"
+if [ -d /run/systemd/system ]; then i=systemd; else i="$(cat /proc/1/comm 2>/dev/null)"; fi
+emit init "$i"
+have docker && emit docker "$(docker --version 2>/dev/null)"
+have docker && emit compose "$(docker compose version --short 2>/dev/null)"
+have nginx && emit nginx "$(nginx -v 2>&1)"
+have ufw && emit ufw "$(ufw version 2>/dev/null)"
+exit 0
+"#;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostFacts {
+    pub os_id: String,
+    pub os_version: String,
+    pub os_codename: String,
+    pub os_name: String,
+    pub kernel: String,
+    pub arch: String,
+    pub cpus: u32,
+    pub memory_mib: u64,
+    pub swap_mib: u64,
+    pub root_disk_free_mib: u64,
+    pub hostname: String,
+    /// The first global IPv4 address that is not in a private, shared or
+    /// loopback range: what the internet reaches, when the host can see it.
+    pub public_ipv4: Option<String>,
+    pub ipv4_addresses: Vec<String>,
+    pub user: String,
+    pub sudo: SudoAccess,
+    pub init_system: String,
+    pub docker: Option<String>,
+    pub compose_v2: Option<String>,
+    pub nginx: Option<String>,
+    pub ufw: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SudoAccess {
+    /// Logged in as root: no sudo needed.
+    Root,
+    Passwordless,
+    NeedsPassword,
+    /// sudo is not installed.
+    Absent,
+}
+
+impl SudoAccess {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SudoAccess::Root => "not needed (root)",
+            SudoAccess::Passwordless => "passwordless",
+            SudoAccess::NeedsPassword => "asks for a password (vpsup needs passwordless sudo)",
+            SudoAccess::Absent => "not installed",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("{host}: the facts probe printed something unexpected ({detail}); is this a Linux host with a POSIX shell?")]
+    Unparsable { host: String, detail: String },
+}
+
+/// Runs the probe (one round trip) and parses its output.
+pub async fn gather(transport: &dyn Transport) -> Result<HostFacts, FactsError> {
+    let out = transport
+        .run_ok("facts probe", ExecRequest::new(PROBE_SCRIPT))
+        .await?;
+    parse(&out.stdout_str()).map_err(|detail| FactsError::Unparsable {
+        host: transport.describe(),
+        detail,
+    })
+}
+
+/// Parses the probe's `key=value` lines.
+pub fn parse(output: &str) -> Result<HostFacts, String> {
+    let kv: HashMap<&str, &str> = output
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k, v.trim()))
+        .collect();
+    let text = |k: &str| kv.get(k).copied().unwrap_or("").to_string();
+    let number = |k: &str| -> Result<u64, String> {
+        let v = kv.get(k).copied().unwrap_or("");
+        v.parse()
+            .map_err(|_| format!("{k} should be a number, got {v:?}"))
+    };
+    let optional =
+        |k: &str, extract: &dyn Fn(&str) -> Option<String>| kv.get(k).and_then(|v| extract(v));
+    let ipv4_addresses: Vec<String> = text("ipv4")
+        .split_whitespace()
+        .map(|cidr| cidr.split('/').next().unwrap_or(cidr).to_string())
+        .collect();
+    let sudo = match kv.get("sudo").copied() {
+        Some("root") => SudoAccess::Root,
+        Some("passwordless") => SudoAccess::Passwordless,
+        Some("needs_password") => SudoAccess::NeedsPassword,
+        Some("absent") => SudoAccess::Absent,
+        other => {
+            return Err(format!(
+                "sudo should be root/passwordless/needs_password/absent, got {other:?}"
+            ))
+        }
+    };
+    Ok(HostFacts {
+        os_id: text("os_id"),
+        os_version: text("os_version"),
+        os_codename: text("os_codename"),
+        os_name: text("os_name"),
+        kernel: text("kernel"),
+        arch: text("arch"),
+        cpus: number("cpus")? as u32,
+        memory_mib: number("mem_kb")? / 1024,
+        swap_mib: number("swap_kb")? / 1024,
+        root_disk_free_mib: number("root_free_kb")? / 1024,
+        hostname: text("hostname"),
+        public_ipv4: ipv4_addresses.iter().find(|a| is_public_ipv4(a)).cloned(),
+        ipv4_addresses,
+        user: text("user"),
+        sudo,
+        init_system: text("init"),
+        docker: optional("docker", &|v| version_after(v, "Docker version ")),
+        compose_v2: optional("compose", &first_version),
+        nginx: optional("nginx", &|v| version_after(v, "nginx version: nginx/")),
+        ufw: optional("ufw", &|v| version_after(v, "ufw ")),
+    })
+}
+
+/// The version that follows `prefix` ("Docker version 26.1.5+dfsg1, build x" -> "26.1.5+dfsg1").
+fn version_after(line: &str, prefix: &str) -> Option<String> {
+    line.strip_prefix(prefix).and_then(first_version)
+}
+
+/// The leading version token of `s` ("2.26.1" or "v2.26.1-desktop" -> "2.26.1"...).
+fn first_version(s: &str) -> Option<String> {
+    let token = s.trim().trim_start_matches('v');
+    let version: String = token
+        .chars()
+        .take_while(|c| !c.is_whitespace() && *c != ',')
+        .collect();
+    version
+        .starts_with(|c: char| c.is_ascii_digit())
+        .then_some(version)
+}
+
+/// Not private (RFC 1918), shared (CGNAT, RFC 6598), loopback, link-local,
+/// unspecified or multicast.
+pub fn is_public_ipv4(addr: &str) -> bool {
+    let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+        return false;
+    };
+    let [a, b, ..] = ip.octets();
+    let shared = a == 100 && (64..128).contains(&b);
+    !(ip.is_private()
+        || shared
+        || ip.is_loopback()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || ip.is_broadcast())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "os_id=ubuntu
+os_version=24.04
+os_codename=noble
+os_name=Ubuntu 24.04.1 LTS
+kernel=6.8.0-45-generic
+arch=x86_64
+cpus=2
+mem_kb=2014464
+swap_kb=0
+root_free_kb=35651584
+hostname=vps-1
+ipv4=10.0.0.5/24 203.0.113.42/24 
+user=root
+sudo=root
+init=systemd
+docker=Docker version 27.3.1, build ce12230
+compose=2.29.7
+nginx=nginx version: nginx/1.24.0 (Ubuntu)
+ufw=ufw 0.36.2
+";
+
+    #[test]
+    fn parses_a_typical_ubuntu_host() {
+        let f = parse(SAMPLE).unwrap();
+        assert_eq!(f.os_id, "ubuntu");
+        assert_eq!(f.os_codename, "noble");
+        assert_eq!(f.cpus, 2);
+        assert_eq!(f.memory_mib, 1967);
+        assert_eq!(f.swap_mib, 0);
+        assert_eq!(f.root_disk_free_mib, 34816);
+        assert_eq!(f.ipv4_addresses, ["10.0.0.5", "203.0.113.42"]);
+        assert_eq!(f.public_ipv4.as_deref(), Some("203.0.113.42"));
+        assert_eq!(f.sudo, SudoAccess::Root);
+        assert_eq!(f.docker.as_deref(), Some("27.3.1"));
+        assert_eq!(f.compose_v2.as_deref(), Some("2.29.7"));
+        assert_eq!(f.nginx.as_deref(), Some("1.24.0"));
+        assert_eq!(f.ufw.as_deref(), Some("0.36.2"));
+    }
+
+    #[test]
+    fn missing_tools_are_none() {
+        let minimal: String = SAMPLE
+            .lines()
+            .filter(|l| {
+                !["docker=", "compose=", "nginx=", "ufw="]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = parse(&minimal).unwrap();
+        assert_eq!(
+            (f.docker, f.compose_v2, f.nginx, f.ufw),
+            (None, None, None, None)
+        );
+        // Docker without the compose plugin prints nothing for compose.
+        let f = parse(&format!("{minimal}compose=\n")).unwrap();
+        assert_eq!(f.compose_v2, None);
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_zeroes() {
+        assert!(parse("hello\n").is_err());
+        assert!(parse(&SAMPLE.replace("cpus=2", "cpus=two"))
+            .unwrap_err()
+            .contains("cpus"));
+    }
+
+    #[test]
+    fn public_address_detection() {
+        for private in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "100.64.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+        ] {
+            assert!(!is_public_ipv4(private), "{private}");
+        }
+        for public in [
+            "203.0.113.42",
+            "198.51.100.15",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+        ] {
+            assert!(is_public_ipv4(public), "{public}");
+        }
+        assert!(!is_public_ipv4("not-an-ip"));
+    }
+
+    #[test]
+    fn versions_are_extracted() {
+        assert_eq!(
+            first_version("v2.26.1-desktop.1").as_deref(),
+            Some("2.26.1-desktop.1")
+        );
+        assert_eq!(
+            first_version("docker: 'compose' is not a docker command."),
+            None
+        );
+        assert_eq!(
+            version_after(
+                "Docker version 26.1.5+dfsg1, build a72d7cd",
+                "Docker version "
+            )
+            .as_deref(),
+            Some("26.1.5+dfsg1")
+        );
+    }
+}

@@ -1,0 +1,9 @@
+//! vpsup: an agentless VPS provisioner in one binary. See README.md.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod facts;
+pub mod settings;
+pub mod ssh_config;
+pub mod transport;

@@ -1,0 +1,238 @@
+//! How vpsup runs things on a host. Every remote action is a shell script built
+//! by a pure function (see `script`), run through one `exec` primitive. The file
+//! operations (`put_file`, `read_file`, `exists`) are such scripts too, so the SSH
+//! and the local transport share one tested implementation of them.
+
+pub mod known_hosts;
+pub mod local;
+pub mod script;
+pub mod ssh;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use local::LocalTransport;
+pub use ssh::{SshTarget, SshTransport};
+
+/// Which output stream a chunk came from, for streaming callers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Called with each chunk of output as it arrives (e.g. to show a long apt-get).
+pub type OutputSink = Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>;
+
+/// One command to run on the host.
+#[derive(Clone, Default)]
+pub struct ExecRequest {
+    /// POSIX shell script, run by `sh -c`. Never put secrets here: the script is
+    /// a process argument and visible in `ps`. Secrets go through `stdin`.
+    pub script: String,
+    /// Bytes fed to the script's standard input, then EOF.
+    pub stdin: Option<Vec<u8>>,
+    /// Run as root: through `sudo -n` when the login user is not root.
+    pub become_root: bool,
+    /// Receives output chunks as they arrive, in addition to the collected output.
+    pub stream: Option<OutputSink>,
+}
+
+impl ExecRequest {
+    pub fn new(script: impl Into<String>) -> Self {
+        ExecRequest {
+            script: script.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn stdin(mut self, bytes: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(bytes.into());
+        self
+    }
+
+    pub fn become_root(mut self, yes: bool) -> Self {
+        self.become_root = yes;
+        self
+    }
+
+    pub fn stream(mut self, sink: OutputSink) -> Self {
+        self.stream = Some(sink);
+        self
+    }
+}
+
+/// What a finished command left behind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Exit status; `None` when the command was killed by a signal.
+    pub exit_status: Option<u32>,
+    /// Name of the signal that killed the command, if any.
+    pub exit_signal: Option<String>,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.exit_status == Some(0)
+    }
+
+    pub fn stdout_str(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+
+    /// The last `lines` lines of stderr, for error messages.
+    pub fn stderr_tail(&self, lines: usize) -> String {
+        let text = self.stderr_str();
+        let all: Vec<&str> = text.trim_end().lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// "exit 3" or "killed by signal TERM", for messages.
+    pub fn status_text(&self) -> String {
+        match (&self.exit_status, &self.exit_signal) {
+            (Some(code), _) => format!("exit {code}"),
+            (None, Some(sig)) => format!("killed by signal {sig}"),
+            (None, None) => "no exit status (connection lost?)".to_string(),
+        }
+    }
+}
+
+/// Ownership and permissions of a file written on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileMeta {
+    /// Octal permission bits, e.g. 0o644. Always set explicitly, never left to umask.
+    pub mode: u32,
+    /// `user` or `user:group`; `None` keeps the writer's own.
+    pub owner: Option<String>,
+}
+
+impl FileMeta {
+    pub fn mode(mode: u32) -> Self {
+        FileMeta { mode, owner: None }
+    }
+
+    pub fn owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{user}@{host}: sudo asks for a password, and vpsup never types one. Give {user} passwordless sudo (`{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}) or connect as root")]
+    SudoNeedsPassword { user: String, host: String },
+    #[error("{host}: {what} failed ({status}): {stderr}")]
+    Remote {
+        host: String,
+        what: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("{host}: connection lost while running a command ({detail}); the host may have rebooted or the network dropped")]
+    ConnectionLost { host: String, detail: String },
+    #[error("local command failed to start: {0}")]
+    Spawn(#[from] std::io::Error),
+}
+
+pub type Result<T, E = TransportError> = std::result::Result<T, E>;
+
+/// A way to run commands on one host. Implementations only provide `exec`;
+/// everything else is built on it.
+#[async_trait]
+pub trait Transport: Send + Sync {
+    /// `user@host:port` or `local`, for messages.
+    fn describe(&self) -> String;
+
+    /// Whether the transport already runs as root (then `become_root` needs no sudo).
+    fn is_root(&self) -> bool;
+
+    /// Number of commands run so far: the round trips this transport cost.
+    fn round_trips(&self) -> usize;
+
+    /// Run one command and wait for it; streams output to `req.stream` as it comes.
+    async fn exec(&self, req: ExecRequest) -> Result<ExecOutput>;
+
+    /// The error for a command that did not succeed: what it was, its status, stderr's tail.
+    fn failure(&self, what: &str, out: &ExecOutput) -> TransportError {
+        TransportError::Remote {
+            host: self.describe(),
+            what: what.to_string(),
+            status: out.status_text(),
+            stderr: out.stderr_tail(5),
+        }
+    }
+
+    /// Run a command that must succeed; a failure becomes `TransportError::Remote`
+    /// naming `what` with the command's status and stderr tail.
+    async fn run_ok(&self, what: &str, req: ExecRequest) -> Result<ExecOutput> {
+        let out = self.exec(req).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(self.failure(what, &out))
+        }
+    }
+
+    /// Write `content` to `path` atomically: a temp file beside it, checked for
+    /// size and hash, given its mode/owner, then renamed over `path`. A dropped
+    /// connection leaves the old file intact, never a half-written one.
+    async fn put_file(
+        &self,
+        path: &str,
+        content: &[u8],
+        meta: &FileMeta,
+        become_root: bool,
+    ) -> Result<()> {
+        let req = ExecRequest::new(script::put_file(path, content, meta))
+            .stdin(content.to_vec())
+            .become_root(become_root);
+        self.run_ok(&format!("writing {path}"), req).await?;
+        Ok(())
+    }
+
+    /// Contents of `path`, or `None` when it does not exist.
+    async fn read_file(&self, path: &str, become_root: bool) -> Result<Option<Vec<u8>>> {
+        let req = ExecRequest::new(script::read_file(path)).become_root(become_root);
+        let out = self.exec(req).await?;
+        match out.exit_status {
+            Some(0) => Ok(Some(out.stdout)),
+            Some(script::ABSENT_EXIT) => Ok(None),
+            _ => Err(self.failure(&format!("reading {path}"), &out)),
+        }
+    }
+
+    /// Whether `path` exists (any file type).
+    async fn exists(&self, path: &str, become_root: bool) -> Result<bool> {
+        let req = ExecRequest::new(script::exists(path)).become_root(become_root);
+        let out = self.exec(req).await?;
+        match out.exit_status {
+            Some(0) => Ok(true),
+            Some(script::ABSENT_EXIT) => Ok(false),
+            _ => Err(self.failure(&format!("checking {path}"), &out)),
+        }
+    }
+}
+
+/// Turns the output of a `sudo -n` wrapped command into a clear error when sudo
+/// refused because it wanted a password. Shared by both transports.
+pub(crate) fn check_sudo(
+    out: ExecOutput,
+    used_sudo: bool,
+    user: &str,
+    host: &str,
+) -> Result<ExecOutput> {
+    if used_sudo && out.exit_status == Some(1) && script::sudo_wants_password(&out.stderr) {
+        return Err(TransportError::SudoNeedsPassword {
+            user: user.to_string(),
+            host: host.to_string(),
+        });
+    }
+    Ok(out)
+}

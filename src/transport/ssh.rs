@@ -1,0 +1,528 @@
+//! The SSH transport on russh: one connection per host, one channel per command,
+//! any number of commands in parallel over it.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use russh::client::{self, AuthResult, Handle};
+use russh::keys::agent::client::AgentClient;
+use russh::keys::agent::AgentIdentity;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
+use russh::{ChannelMsg, MethodKind};
+use tokio::net::TcpStream;
+
+use super::known_hosts::{self, HostKeyMismatch, HostKeyVerdict};
+use super::{check_sudo, script, ExecOutput, ExecRequest, OutputStream, Transport, TransportError};
+
+/// Everything needed to reach and log in to one host, fully resolved
+/// (CLI over vpsup.toml over ~/.ssh/config over defaults).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// Address or DNS name to connect to.
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// Private keys to offer, in order.
+    pub identity_files: Vec<PathBuf>,
+    /// Only offer agent keys that match `identity_files` (OpenSSH's IdentitiesOnly).
+    pub identities_only: bool,
+    pub known_hosts: PathBuf,
+    pub connect_timeout: Duration,
+}
+
+impl SshTarget {
+    pub fn describe(&self) -> String {
+        format!("{}@{}:{}", self.user, self.host, self.port)
+    }
+}
+
+/// Asks the person at the terminal for a secret (key passphrase, password).
+/// Returns `None` when nobody can answer.
+pub type SecretPrompt = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Credentials beyond key files: resolved by the command layer, not read here.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// ssh-agent socket (from SSH_AUTH_SOCK).
+    pub agent_socket: Option<PathBuf>,
+    /// Password given up front (`--password-stdin`).
+    pub password: Option<String>,
+    /// Ask for passphrases of encrypted keys, and for a password as a last resort.
+    pub prompt: Option<SecretPrompt>,
+}
+
+/// How the connection went, for the command layer to report.
+#[derive(Debug, Clone)]
+pub struct ConnectReport {
+    /// Set when the host key was new and has just been recorded.
+    pub learned_host_key: Option<String>,
+    /// "publickey (~/.ssh/id_ed25519)", "publickey (agent: comment)", "password".
+    pub auth_method: String,
+    pub handshake: Duration,
+    pub auth: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("cannot connect to {addr}: {source}. Is the host up and sshd listening on that port?")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{addr}: no SSH answer within {secs} s (host down, port filtered by a firewall, or not an SSH server). Check the address and port, or raise --connect-timeout")]
+    Timeout { addr: String, secs: u64 },
+    #[error("{0}")]
+    HostKeyChanged(Box<HostKeyMismatch>),
+    #[error("cannot use known_hosts file {}: {detail}", path.display())]
+    KnownHosts { path: PathBuf, detail: String },
+    #[error("{target}: authentication failed; tried {tried}. {hint}")]
+    AuthFailed {
+        target: String,
+        tried: String,
+        hint: String,
+    },
+    #[error("cannot use key {}: {detail}", path.display())]
+    KeyFile { path: PathBuf, detail: String },
+    #[error("{addr}: SSH error: {source}")]
+    Protocol {
+        addr: String,
+        #[source]
+        source: russh::Error,
+    },
+}
+
+/// A live, authenticated SSH connection to one host.
+pub struct SshTransport {
+    handle: Arc<Handle<HostKeyChecker>>,
+    target: SshTarget,
+    round_trips: AtomicUsize,
+}
+
+impl SshTransport {
+    /// Connects, verifies the host key, and authenticates.
+    pub async fn connect(
+        target: &SshTarget,
+        creds: &Credentials,
+    ) -> Result<(SshTransport, ConnectReport), SshError> {
+        let addr = format!("{}:{}", target.host, target.port);
+        let started = Instant::now();
+        let verdict = Arc::new(Mutex::new(None));
+        let checker = HostKeyChecker {
+            host: target.host.clone(),
+            port: target.port,
+            known_hosts: target.known_hosts.clone(),
+            verdict: verdict.clone(),
+        };
+        let config = Arc::new(client::Config {
+            // No inactivity timeout: a quiet `apt-get` may run for many minutes.
+            // Keepalives find a dead peer instead (4 unanswered x 15 s).
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 4,
+            ..Default::default()
+        });
+        let handshake = async {
+            let tcp = TcpStream::connect(&addr)
+                .await
+                .map_err(|source| SshError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let _ = tcp.set_nodelay(true);
+            client::connect_stream(config, tcp, checker)
+                .await
+                .map_err(|source| {
+                    host_key_error(&verdict).unwrap_or(SshError::Protocol {
+                        addr: addr.clone(),
+                        source,
+                    })
+                })
+        };
+        let mut handle = tokio::time::timeout(target.connect_timeout, handshake)
+            .await
+            .map_err(|_| SshError::Timeout {
+                addr: addr.clone(),
+                secs: target.connect_timeout.as_secs(),
+            })??;
+        let handshake_time = started.elapsed();
+        let learned_host_key = match verdict.lock().map(|v| v.clone()) {
+            Ok(Some(HostKeyVerdict::Learned { fingerprint })) => Some(fingerprint),
+            _ => None,
+        };
+
+        let auth_started = Instant::now();
+        let auth_method = Authenticator::new(&mut handle, target, creds).run().await?;
+        let report = ConnectReport {
+            learned_host_key,
+            auth_method,
+            handshake: handshake_time,
+            auth: auth_started.elapsed(),
+        };
+        let transport = SshTransport {
+            handle: Arc::new(handle),
+            target: target.clone(),
+            round_trips: AtomicUsize::new(0),
+        };
+        Ok((transport, report))
+    }
+
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// Says goodbye to the server; dropping the transport also closes it.
+    pub async fn close(self) {
+        let _ = self
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "en")
+            .await;
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> TransportError {
+        TransportError::ConnectionLost {
+            host: self.target.describe(),
+            detail: e.to_string(),
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for SshTransport {
+    fn describe(&self) -> String {
+        self.target.describe()
+    }
+
+    fn is_root(&self) -> bool {
+        self.target.user == "root"
+    }
+
+    fn round_trips(&self) -> usize {
+        self.round_trips.load(Ordering::Relaxed)
+    }
+
+    async fn exec(&self, req: ExecRequest) -> super::Result<ExecOutput> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let use_sudo = req.become_root && !self.is_root();
+        let command = script::command_line(&script::argv(&req.script, use_sudo));
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(e))?;
+        channel
+            .exec(true, command)
+            .await
+            .map_err(|e| self.lost(e))?;
+        let (mut reader, writer) = channel.split();
+
+        // Feed stdin while reading output: a command that talks while it reads
+        // must not deadlock against a full window.
+        let feed = async {
+            if let Some(stdin) = &req.stdin {
+                writer.data(&stdin[..]).await?;
+            }
+            writer.eof().await
+        };
+        let collect = async {
+            let mut out = ExecOutput::default();
+            while let Some(msg) = reader.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => {
+                        if let Some(sink) = &req.stream {
+                            sink(OutputStream::Stdout, &data);
+                        }
+                        out.stdout.extend_from_slice(&data);
+                    }
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        if let Some(sink) = &req.stream {
+                            sink(OutputStream::Stderr, &data);
+                        }
+                        out.stderr.extend_from_slice(&data);
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        out.exit_signal = Some(format!("{signal_name:?}"))
+                    }
+                    _ => {}
+                }
+            }
+            out
+        };
+        let (fed, out) = tokio::join!(feed, collect);
+        if out.exit_status.is_none() && out.exit_signal.is_none() {
+            let detail = match fed {
+                Err(e) => e.to_string(),
+                Ok(()) => "the channel closed without an exit status".to_string(),
+            };
+            return Err(self.lost(detail));
+        }
+        check_sudo(out, use_sudo, &self.target.user, &self.target.host)
+    }
+}
+
+/// The russh handler: checks the server's host key against known_hosts and
+/// leaves its verdict where `connect` can turn it into a clear error.
+struct HostKeyChecker {
+    host: String,
+    port: u16,
+    known_hosts: PathBuf,
+    verdict: Arc<Mutex<Option<HostKeyVerdict>>>,
+}
+
+impl client::Handler for HostKeyChecker {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        offered: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let verdict = match offered {
+            PublicKeyOrCertificate::PublicKey { key, .. } => {
+                known_hosts::verify(&self.known_hosts, &self.host, self.port, key)
+            }
+            PublicKeyOrCertificate::Certificate(_) => HostKeyVerdict::Unusable {
+                path: self.known_hosts.clone(),
+                detail: "the server offered a host certificate; vpsup checks plain host keys only"
+                    .to_string(),
+            },
+        };
+        let accepted = matches!(
+            verdict,
+            HostKeyVerdict::Known | HostKeyVerdict::Learned { .. }
+        );
+        if let Ok(mut slot) = self.verdict.lock() {
+            *slot = Some(verdict);
+        }
+        Ok(accepted)
+    }
+}
+
+fn host_key_error(verdict: &Mutex<Option<HostKeyVerdict>>) -> Option<SshError> {
+    match verdict.lock().ok()?.clone()? {
+        HostKeyVerdict::Changed(mismatch) => Some(SshError::HostKeyChanged(mismatch)),
+        HostKeyVerdict::Unusable { path, detail } => Some(SshError::KnownHosts { path, detail }),
+        HostKeyVerdict::Known | HostKeyVerdict::Learned { .. } => None,
+    }
+}
+
+/// Tries, in order: the identity files, the agent's keys, passphrase-protected
+/// identity files (asking for the passphrase), then a password. Remembers what
+/// it tried so a failure can say so.
+struct Authenticator<'a> {
+    handle: &'a mut Handle<HostKeyChecker>,
+    target: &'a SshTarget,
+    creds: &'a Credentials,
+    tried: Vec<String>,
+    /// Methods the server still accepts, from its last refusal.
+    server_methods: Option<Vec<MethodKind>>,
+}
+
+impl<'a> Authenticator<'a> {
+    fn new(
+        handle: &'a mut Handle<HostKeyChecker>,
+        target: &'a SshTarget,
+        creds: &'a Credentials,
+    ) -> Self {
+        Authenticator {
+            handle,
+            target,
+            creds,
+            tried: Vec::new(),
+            server_methods: None,
+        }
+    }
+
+    async fn run(mut self) -> Result<String, SshError> {
+        let user = self.target.user.clone();
+        let mut encrypted = Vec::new();
+        for path in &self.target.identity_files {
+            match russh::keys::load_secret_key(path, None) {
+                Ok(key) => {
+                    if self.try_key(key, path).await? {
+                        return Ok(format!("publickey ({})", path.display()));
+                    }
+                }
+                Err(russh::keys::Error::KeyIsEncrypted) => encrypted.push(path.clone()),
+                // A default key file that does not exist is simply not offered.
+                Err(russh::keys::Error::IO(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(SshError::KeyFile {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+        }
+
+        if let Some(socket) = self.creds.agent_socket.clone() {
+            if let Some(comment) = self.try_agent(&socket).await? {
+                return Ok(format!("publickey (agent: {comment})"));
+            }
+        }
+
+        for path in encrypted {
+            let Some(prompt) = &self.creds.prompt else {
+                self.tried.push(format!(
+                    "{} (encrypted, and no terminal to ask its passphrase: add it to ssh-agent with `ssh-add {}`)",
+                    path.display(),
+                    path.display()
+                ));
+                continue;
+            };
+            let Some(passphrase) =
+                prompt(&format!("Enter passphrase for key '{}': ", path.display()))
+            else {
+                continue;
+            };
+            let key = russh::keys::load_secret_key(&path, Some(&passphrase)).map_err(|e| {
+                SshError::KeyFile {
+                    path: path.clone(),
+                    detail: format!("{e} (wrong passphrase?)"),
+                }
+            })?;
+            if self.try_key(key, &path).await? {
+                return Ok(format!("publickey ({})", path.display()));
+            }
+        }
+
+        if self.server_accepts(MethodKind::Password) {
+            let password = match (&self.creds.password, &self.creds.prompt) {
+                (Some(p), _) => Some(p.clone()),
+                (None, Some(prompt)) => prompt(&format!("{}'s password: ", self.target.describe())),
+                (None, None) => None,
+            };
+            if let Some(password) = password {
+                self.tried.push("password".to_string());
+                let result = self
+                    .handle
+                    .authenticate_password(&user, password)
+                    .await
+                    .map_err(|e| self.protocol(e))?;
+                if self.accepted(result) {
+                    return Ok("password".to_string());
+                }
+            }
+        }
+        Err(self.failure())
+    }
+
+    async fn try_key(&mut self, key: PrivateKey, path: &Path) -> Result<bool, SshError> {
+        self.tried.push(format!("key {}", path.display()));
+        let hash = self.rsa_hash().await?;
+        let result = self
+            .handle
+            .authenticate_publickey(
+                &self.target.user,
+                PrivateKeyWithHashAlg::new(Arc::new(key), hash),
+            )
+            .await
+            .map_err(|e| self.protocol(e))?;
+        Ok(self.accepted(result))
+    }
+
+    /// Offers the agent's keys (only those matching identity files under
+    /// IdentitiesOnly). Returns the accepted key's comment.
+    async fn try_agent(&mut self, socket: &Path) -> Result<Option<String>, SshError> {
+        let Ok(mut agent) = AgentClient::connect_uds(socket).await else {
+            self.tried
+                .push(format!("agent at {} (not reachable)", socket.display()));
+            return Ok(None);
+        };
+        let identities = agent.request_identities().await.unwrap_or_default();
+        let wanted: Vec<PublicKey> = self
+            .target
+            .identity_files
+            .iter()
+            .filter_map(|p| russh::keys::load_public_key(p.with_extension("pub")).ok())
+            .collect();
+        let mut offered = 0;
+        for identity in identities {
+            let AgentIdentity::PublicKey { key, comment } = identity else {
+                continue; // certificates are not supported yet
+            };
+            if self.target.identities_only && !wanted.iter().any(|w| w.key_data() == key.key_data())
+            {
+                continue;
+            }
+            offered += 1;
+            let hash = self.rsa_hash().await?;
+            let result = self
+                .handle
+                .authenticate_publickey_with(&self.target.user, key, hash, &mut agent)
+                .await;
+            match result {
+                Ok(result) => {
+                    if self.accepted(result) {
+                        return Ok(Some(comment));
+                    }
+                }
+                Err(e) => self
+                    .tried
+                    .push(format!("agent key {comment} (agent error: {e})")),
+            }
+        }
+        self.tried.push(format!("{offered} agent key(s)"));
+        Ok(None)
+    }
+
+    async fn rsa_hash(&self) -> Result<Option<russh::keys::HashAlg>, SshError> {
+        Ok(self
+            .handle
+            .best_supported_rsa_hash()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .flatten())
+    }
+
+    fn accepted(&mut self, result: AuthResult) -> bool {
+        match result {
+            AuthResult::Success => true,
+            AuthResult::Failure {
+                remaining_methods, ..
+            } => {
+                self.server_methods = Some(remaining_methods.iter().copied().collect());
+                false
+            }
+        }
+    }
+
+    /// Before any refusal we do not know what the server accepts: assume it may.
+    fn server_accepts(&self, method: MethodKind) -> bool {
+        self.server_methods
+            .as_ref()
+            .is_none_or(|m| m.contains(&method))
+    }
+
+    fn protocol(&self, source: russh::Error) -> SshError {
+        SshError::Protocol {
+            addr: format!("{}:{}", self.target.host, self.target.port),
+            source,
+        }
+    }
+
+    fn failure(&self) -> SshError {
+        let accepts = self
+            .server_methods
+            .as_ref()
+            .map(|m| m.iter().map(<&str>::from).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        let tried = if self.tried.is_empty() {
+            "nothing (no key file, agent or password available)".to_string()
+        } else {
+            self.tried.join(", ")
+        };
+        let hint = format!(
+            "The server accepts: {accepts}. Check the user name ({}), that your public key is in its ~/.ssh/authorized_keys, or pass a key with --identity / a password with --password-stdin",
+            self.target.user
+        );
+        SshError::AuthFailed {
+            target: self.target.describe(),
+            tried,
+            hint,
+        }
+    }
+}
