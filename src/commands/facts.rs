@@ -99,11 +99,11 @@ async fn probe(settings: &Settings, target: HostTarget) -> HostReport {
 }
 
 fn print_report(report: &HostReport, verbosity: Verbosity) {
-    println!("{} ({})", report.host, report.target);
     if let Some(error) = &report.error {
-        println!("  error: {error}");
+        eprintln!("{}: {error}", report.host);
         return;
     }
+    println!("{} ({})", report.host, report.target);
     let Some(f) = &report.facts else { return };
     let installed = |v: &Option<String>| v.clone().unwrap_or_else(|| "not installed".to_string());
     let os = if f.os_name.is_empty() {

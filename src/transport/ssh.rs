@@ -505,18 +505,24 @@ impl<'a> Authenticator<'a> {
     }
 
     fn failure(&self) -> SshError {
-        let accepts = self
-            .server_methods
-            .as_ref()
-            .map(|m| m.iter().map(<&str>::from).collect::<Vec<_>>().join(", "))
-            .unwrap_or_default();
+        let accepts = match &self.server_methods {
+            Some(methods) => format!(
+                "The server accepts: {}. ",
+                methods
+                    .iter()
+                    .map(<&str>::from)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => String::new(),
+        };
         let tried = if self.tried.is_empty() {
             "nothing (no key file, agent or password available)".to_string()
         } else {
             self.tried.join(", ")
         };
         let hint = format!(
-            "The server accepts: {accepts}. Check the user name ({}), that your public key is in its ~/.ssh/authorized_keys, or pass a key with --identity / a password with --password-stdin",
+            "{accepts}Check the user name ({}), that your public key is in its ~/.ssh/authorized_keys, or pass a key with --identity / a password with --password-stdin",
             self.target.user
         );
         SshError::AuthFailed {

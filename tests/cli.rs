@@ -1,0 +1,338 @@
+//! The real `vpsup` binary, run as a user would, against a real sshd.
+
+mod support;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use support::*;
+
+/// A throwaway operator: its own HOME (so ~/.ssh/config and known_hosts are
+/// ours) and project directory.
+struct Operator {
+    home: tempfile::TempDir,
+    project: tempfile::TempDir,
+}
+
+impl Operator {
+    fn new() -> Operator {
+        let op = Operator {
+            home: tempfile::tempdir().unwrap(),
+            project: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(op.home.path().join(".ssh")).unwrap();
+        op
+    }
+
+    fn ssh_dir(&self) -> PathBuf {
+        self.home.path().join(".ssh")
+    }
+
+    fn write_config(&self, text: &str) {
+        std::fs::write(self.project.path().join("vpsup.toml"), text).unwrap();
+    }
+
+    fn vpsup(&self, args: &[&str]) -> Output {
+        self.vpsup_with_stdin(args, b"")
+    }
+
+    fn vpsup_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vpsup"))
+            .args(args)
+            .current_dir(self.project.path())
+            .env("HOME", self.home.path())
+            .env_remove("SSH_AUTH_SOCK")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe_output(out)))
+}
+
+fn key_arg(sshd: &TestSshd) -> String {
+    sshd.client_key.display().to_string()
+}
+
+fn local(cmd: &str) -> String {
+    let out = Command::new("sh").args(["-c", cmd]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn facts_json_reports_this_machine_truthfully_in_one_round_trip() {
+    let sshd = TestSshd::start();
+    let op = Operator::new();
+    let target = format!("root@127.0.0.1:{}", sshd.port);
+    let out = op.vpsup(&["facts", &target, "-i", &key_arg(&sshd), "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("new host, learned its key ED25519 SHA256:"),
+        "{}",
+        stderr(&out)
+    );
+
+    let report = json(&out);
+    let host = &report["hosts"][0];
+    assert_eq!(host["target"], target.as_str());
+    let f = &host["facts"];
+    // The sshd runs on this machine, so the facts must be this machine's.
+    assert_eq!(f["os_id"], local(". /etc/os-release; echo $ID").as_str());
+    assert_eq!(
+        f["os_version"],
+        local(". /etc/os-release; echo $VERSION_ID").as_str()
+    );
+    assert_eq!(
+        f["os_codename"],
+        local(". /etc/os-release; echo $VERSION_CODENAME").as_str()
+    );
+    assert_eq!(f["kernel"], local("uname -r").as_str());
+    assert_eq!(f["arch"], local("uname -m").as_str());
+    assert_eq!(f["cpus"].as_u64().unwrap().to_string(), local("nproc"));
+    assert_eq!(f["hostname"], local("hostname").as_str());
+    let mem_kb: u64 = local("awk '/^MemTotal:/ {print $2}' /proc/meminfo")
+        .parse()
+        .unwrap();
+    assert_eq!(f["memory_mib"].as_u64().unwrap(), mem_kb / 1024);
+    assert!(f["root_disk_free_mib"].as_u64().unwrap() > 0);
+    assert!(f["swap_mib"].is_u64());
+    assert_eq!(f["user"], "root");
+    assert_eq!(f["sudo"], "root");
+    assert!(f["init_system"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(f["ipv4_addresses"].is_array());
+    assert!(f.get("public_ipv4").is_some());
+    let has = |tool: &str| !local(&format!("PATH=$PATH:/usr/sbin command -v {tool}")).is_empty();
+    for (key, tool) in [("docker", "docker"), ("nginx", "nginx"), ("ufw", "ufw")] {
+        assert_eq!(!f[key].is_null(), has(tool), "{key}: {f}");
+    }
+    assert!(f.get("compose_v2").is_some());
+    assert_eq!(host["timing"]["round_trips"], 1, "facts must cost one exec");
+
+    // A second run knows the host and says nothing about keys.
+    let out = op.vpsup(&["facts", &target, "-i", &key_arg(&sshd), "--json"]);
+    assert!(
+        out.status.success() && !stderr(&out).contains("learned"),
+        "{}",
+        describe_output(&out)
+    );
+}
+
+#[test]
+fn facts_table_for_config_hosts_shows_sudo_access_per_user() {
+    let sshd = TestSshd::start();
+    let op = Operator::new();
+    let (sudoer, plain) = (sudo_user(), plain_user());
+    op.write_config(&format!(
+        "[hosts.good]\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\nidentity_file = \"{key}\"\n\n\
+         [hosts.plain]\naddress = \"127.0.0.1\"\nport = {port}\nuser = \"{}\"\nidentity_file = \"{key}\"\n",
+        sudoer.name,
+        plain.name,
+        port = sshd.port,
+        key = key_arg(&sshd)
+    ));
+    let out = op.vpsup(&["facts", "-v"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("good ({}@127.0.0.1:{})", sudoer.name, sshd.port)),
+        "{text}"
+    );
+    assert!(text.contains("Sudo            passwordless"), "{text}");
+    assert!(
+        text.contains("Sudo            asks for a password"),
+        "{text}"
+    );
+    assert!(
+        text.contains("1 round trip(s)"),
+        "-v shows the round trips: {text}"
+    );
+
+    let out = op.vpsup(&["facts", "--limit", "plain", "--json"]);
+    let hosts = json(&out)["hosts"].as_array().unwrap().clone();
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0]["facts"]["sudo"], "needs_password");
+}
+
+#[test]
+fn ssh_config_aliases_are_honoured() {
+    let sshd = TestSshd::start();
+    let op = Operator::new();
+    std::fs::write(
+        op.ssh_dir().join("config"),
+        format!(
+            "Host myvps\n  HostName 127.0.0.1\n  Port {}\n  User root\n  IdentityFile {}\n  IdentitiesOnly yes\n",
+            sshd.port,
+            key_arg(&sshd)
+        ),
+    )
+    .unwrap();
+    let out = op.vpsup(&["facts", "myvps", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(
+        json(&out)["hosts"][0]["target"],
+        format!("root@127.0.0.1:{}", sshd.port).as_str()
+    );
+}
+
+#[test]
+fn password_from_stdin_logs_in_and_never_shows_up() {
+    let sshd = TestSshd::start();
+    let op = Operator::new();
+    let user = sudo_user();
+    let target = format!("{}@127.0.0.1:{}", user.name, sshd.port);
+    let input = format!("{}\n", user.password);
+    let out = op.vpsup_with_stdin(
+        &["facts", &target, "--password-stdin", "--json", "-v"],
+        input.as_bytes(),
+    );
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(json(&out)["hosts"][0]["facts"]["user"], user.name.as_str());
+    assert!(!describe_output(&out).contains(&user.password));
+
+    let out = op.vpsup_with_stdin(&["facts", &target, "--password-stdin"], b"wrong\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("authentication failed; tried password"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn a_changed_host_key_stops_the_cli_and_keeps_known_hosts() {
+    let mut sshd = TestSshd::start();
+    let op = Operator::new();
+    let target = format!("root@127.0.0.1:{}", sshd.port);
+    assert!(op
+        .vpsup(&["facts", &target, "-i", &key_arg(&sshd)])
+        .status
+        .success());
+    let known_hosts = op.ssh_dir().join("known_hosts");
+    let before = std::fs::read_to_string(&known_hosts).unwrap();
+
+    sshd.regenerate_host_key_and_restart();
+    let out = op.vpsup(&["facts", &target, "-i", &key_arg(&sshd)]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    assert!(
+        text.contains("HOST KEY CHANGED"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(text.contains("known:   ED25519 SHA256:") && text.contains("offered: ED25519 SHA256:"));
+    assert!(text.contains("ssh-keygen -R"));
+    assert_eq!(std::fs::read_to_string(&known_hosts).unwrap(), before);
+}
+
+#[test]
+fn unreachable_host_times_out_with_a_clear_message() {
+    let op = Operator::new();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("root@127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let out = op.vpsup(&["facts", &target, "--connect-timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        describe_output(&out).contains("no SSH answer within 1 s"),
+        "{}",
+        describe_output(&out)
+    );
+}
+
+#[test]
+fn malformed_config_reports_file_line_and_column_and_exits_2() {
+    let op = Operator::new();
+    op.write_config("[hosts.web]\naddress = \"203.0.113.42\"\nadress = \"typo\"\n");
+    let out = op.vpsup(&["facts"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("vpsup.toml:3:1: unknown field `adress`"),
+        "{err}"
+    );
+    assert!(err.contains("   3 | adress = \"typo\""), "{err}");
+
+    op.write_config("[hosts.web]\naddress = \"h\"\nport = \"22\"\n");
+    let err = stderr(&op.vpsup(&["facts"]));
+    assert!(err.contains("vpsup.toml:3:8: invalid type"), "{err}");
+
+    let missing = op.vpsup(&["facts", "--config", "nope.toml"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("cannot read nope.toml"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn no_host_and_unknown_limit_are_bad_input() {
+    let op = Operator::new();
+    let out = op.vpsup(&["facts"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("no host given"), "{}", stderr(&out));
+
+    op.write_config("[hosts.web]\naddress = \"203.0.113.42\"\n");
+    let out = op.vpsup(&["facts", "--limit", "db"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--limit db: no such host"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn commands_not_built_yet_say_so_and_fail() {
+    let op = Operator::new();
+    for args in [
+        &["init", "root@203.0.113.42"][..],
+        &["deploy"],
+        &["renew-certs"],
+        &["status"],
+        &["rollback"],
+    ] {
+        let out = op.vpsup(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(
+            stderr(&out).contains("is not available yet"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn help_lists_every_command_and_common_flag() {
+    let out = Operator::new().vpsup(&["--help"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    for word in [
+        "init",
+        "deploy",
+        "renew-certs",
+        "status",
+        "facts",
+        "--check",
+        "--diff",
+        "--json",
+        "--config",
+        "--limit",
+        "--yes",
+        "--verbose",
+        "--quiet",
+    ] {
+        assert!(text.contains(word), "--help lacks {word}: {text}");
+    }
+}
