@@ -4,6 +4,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod facts;
+pub mod modules;
 pub mod settings;
 pub mod ssh_config;
 pub mod transport;

@@ -42,11 +42,32 @@ pub fn sudo_wants_password(stderr: &[u8]) -> bool {
     text.contains("sudo: a password is required") || text.contains("sudo: a terminal is required")
 }
 
-/// Writes stdin to `path` atomically. The temp file is created by mktemp (0600,
-/// so nobody reads it half-done), checked against the expected size and SHA-256
-/// (a dropped connection gives `cat` an early EOF, which must not be renamed into
-/// place), synced, given its owner and mode, and only then renamed.
+/// Writes stdin to `path` atomically (see `atomic_write`).
 pub fn put_file(path: &str, content: &[u8], meta: &FileMeta) -> String {
+    atomic_write(path, content, meta, "cat > \"$tmp\"")
+}
+
+/// Writes `content` to `path` atomically with the content inside the script
+/// (base64 in a here-document), so many files can be written by one script.
+/// Scripts that carry content must travel on stdin, never as an argument.
+pub fn write_file(path: &str, content: &[u8], meta: &FileMeta) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+    let mut wrapped = String::with_capacity(encoded.len() + encoded.len() / 76 + 1);
+    for line in encoded.as_bytes().chunks(76) {
+        wrapped.push_str(std::str::from_utf8(line).unwrap_or_default());
+        wrapped.push('\n');
+    }
+    let fill = format!("base64 -d > \"$tmp\" <<'VPSUP_CONTENT_EOF'\n{wrapped}VPSUP_CONTENT_EOF");
+    atomic_write(path, content, meta, &fill)
+}
+
+/// The temp file is created by mktemp (0600, so nobody reads it half-done),
+/// filled by `fill`, checked against the expected size and SHA-256 (a dropped
+/// connection gives `cat` an early EOF, which must not be renamed into place),
+/// synced, given its owner and mode, and only then renamed over `path`. Runs in
+/// a subshell so its `set -e` and trap do not leak into a surrounding script.
+fn atomic_write(path: &str, content: &[u8], meta: &FileMeta, fill: &str) -> String {
     let size = content.len();
     let sha = hex(&Sha256::digest(content));
     let dest = quote(path);
@@ -55,11 +76,12 @@ pub fn put_file(path: &str, content: &[u8], meta: &FileMeta) -> String {
         None => String::new(),
     };
     format!(
-        r#"set -e
+        r#"(
+set -e
 dest={dest}
 tmp=$(mktemp "$(dirname -- "$dest")/.vpsup-tmp.XXXXXX")
 trap 'rm -f -- "$tmp"' EXIT
-cat > "$tmp"
+{fill}
 got=$(wc -c < "$tmp")
 if [ "$got" -ne {size} ]; then echo "upload of $dest incomplete: $got of {size} bytes arrived" >&2; exit 1; fi
 if [ "$(sha256sum < "$tmp" | cut -d' ' -f1)" != {sha} ]; then echo "upload of $dest corrupted: SHA-256 mismatch" >&2; exit 1; fi
@@ -67,6 +89,7 @@ sync -- "$tmp" 2>/dev/null || :
 {chown}chmod {mode:04o} "$tmp"
 mv -f -- "$tmp" "$dest"
 trap - EXIT
+)
 "#,
         mode = meta.mode
     )
@@ -134,6 +157,13 @@ mod tests {
         // The rename is the last thing that touches the destination.
         let mv = s.find("mv -f").unwrap();
         assert!(s.find("sha256sum").unwrap() < mv && s.find("chmod").unwrap() < mv);
+    }
+
+    #[test]
+    fn write_file_carries_the_content_in_a_here_document() {
+        let s = write_file("/etc/x", b"hello", &FileMeta::mode(0o644));
+        assert!(s.contains("base64 -d > \"$tmp\" <<'VPSUP_CONTENT_EOF'\naGVsbG8=\nVPSUP_CONTENT_EOF\n"), "{s}");
+        assert!(s.contains("-ne 5 ]"));
     }
 
     #[test]

@@ -1,0 +1,279 @@
+//! Modules: each one is *facts in, commands out*. A module
+//! 1. prints the state it needs with a read-only shell snippet (`probe`), which
+//!    the engine runs together with every other task's probe in ONE exec;
+//! 2. compares that state with what its arguments ask for (`plan`), purely,
+//!    returning the shell commands that close the difference (none: `ok`).
+//! The engine runs the commands, batching several tasks into one exec. Modules
+//! never do I/O and never print, so each is unit-tested without a network.
+
+pub mod file_state;
+
+pub mod apt;
+pub mod authorized_key;
+pub mod command;
+pub mod copy;
+pub mod file;
+pub mod line;
+pub mod service;
+pub mod sysctl;
+pub mod template;
+pub mod ufw;
+pub mod user;
+
+use serde::de::DeserializeOwned;
+
+use crate::facts::HostFacts;
+
+/// One configured module instance (a task's module with its arguments).
+pub trait Module: Send + Sync + std::fmt::Debug {
+    /// A POSIX sh snippet that prints, on stdout, the state `plan` needs. It runs
+    /// inside the play's probe script, in a subshell, as root when the task
+    /// becomes root. It must only read, must be quick, and must not depend on its
+    /// exit status (the engine ignores it) or on stderr (discarded). Return an
+    /// empty string when `plan` needs no state.
+    fn probe(&self, opts: &ProbeOptions) -> String;
+
+    /// Compares the probed state (exactly what `probe` printed) with the desired
+    /// state. No changes means the task is `ok`.
+    fn plan(&self, probed: &str, ctx: &PlanContext) -> Result<Plan, ModuleError>;
+
+    /// What this module's changes may touch, so the engine knows which later
+    /// tasks' probed state went stale and must be probed again before planning.
+    fn scope(&self) -> Scope;
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeOptions {
+    /// `--diff`: file-like modules also print the current content (base64) so
+    /// `plan` can show a unified diff.
+    pub with_content: bool,
+}
+
+/// What `plan` may use besides the probed state.
+pub struct PlanContext<'a> {
+    pub facts: &'a HostFacts,
+    /// Renders a template (by name, e.g. `sshd_hardening.conf.tera`) with the
+    /// play's variables, the host facts and the config.
+    pub render: &'a dyn Fn(&str) -> Result<String, String>,
+}
+
+/// The commands that bring the host to the desired state, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+impl Plan {
+    pub fn ok() -> Plan {
+        Plan::default()
+    }
+
+    pub fn change(change: Change) -> Plan {
+        Plan {
+            changes: vec![change],
+        }
+    }
+
+    pub fn is_ok(&self) -> bool {
+        self.changes.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// Why, in a few words: "install nginx, ufw", "mode 0644 -> 0600", "create".
+    pub summary: String,
+    /// POSIX sh run with `set -e` (as root when the task becomes root). File
+    /// content travels inside the script (see `transport::script::write_file`);
+    /// the engine sends scripts on stdin, so they never show up in `ps`.
+    pub script: String,
+    /// Unified diff of a file's content, when `ProbeOptions::with_content` was set
+    /// and the content changes. Already masked when the content is secret.
+    pub diff: Option<String>,
+    /// Whether running this counts as `changed` (false for e.g. a `command`
+    /// task with `changed_when: false`).
+    pub reports_change: bool,
+}
+
+impl Change {
+    pub fn new(summary: impl Into<String>, script: impl Into<String>) -> Change {
+        Change {
+            summary: summary.into(),
+            script: script.into(),
+            diff: None,
+            reports_change: true,
+        }
+    }
+
+    pub fn with_diff(mut self, diff: Option<String>) -> Change {
+        self.diff = diff;
+        self
+    }
+}
+
+/// What a module's changes may affect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Only these keys: `path:/etc/x`, `package:nginx`, `unit:ssh.service`,
+    /// `sysctl:net.ipv4.ip_forward`, `user:deploy`, `ufw`. A later task whose
+    /// scope shares a key is re-probed after this one changes something.
+    Keys(Vec<String>),
+    /// Anything on the host (package installs, arbitrary commands): every later
+    /// task is re-probed after this one changes something.
+    Host,
+}
+
+impl Scope {
+    pub fn path(path: &str) -> Scope {
+        Scope::Keys(vec![format!("path:{path}")])
+    }
+
+    /// Whether a change within `self` can make state probed for `other` stale.
+    pub fn affects(&self, other: &Scope) -> bool {
+        match (self, other) {
+            (Scope::Host, _) | (_, Scope::Host) => true,
+            (Scope::Keys(mine), Scope::Keys(theirs)) => mine.iter().any(|k| theirs.contains(k)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModuleError {
+    /// The task's arguments are wrong (unknown key, bad value).
+    #[error("invalid arguments: {0}")]
+    Args(String),
+    /// The probe printed something the module cannot read.
+    #[error("unexpected probe output: {0}")]
+    Probe(String),
+    /// The desired state cannot be reached (e.g. a template failed to render).
+    #[error("{0}")]
+    Plan(String),
+}
+
+/// Modules validate their arguments beyond what serde checks.
+pub trait Validate {
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// The module names a task may use.
+pub const NAMES: &[&str] = &[
+    "apt",
+    "authorized_key",
+    "command",
+    "copy",
+    "file",
+    "line",
+    "service",
+    "sysctl",
+    "template",
+    "ufw",
+    "user",
+];
+
+/// Builds the module `name` from a task's (already rendered) arguments.
+pub fn build(name: &str, args: serde_json::Value) -> Result<Box<dyn Module>, ModuleError> {
+    match name {
+        "apt" => from_args::<apt::Apt>(args),
+        "authorized_key" => from_args::<authorized_key::AuthorizedKey>(args),
+        "command" => from_args::<command::CommandTask>(args),
+        "copy" => from_args::<copy::Copy>(args),
+        "file" => from_args::<file::File>(args),
+        "line" => from_args::<line::Line>(args),
+        "service" => from_args::<service::Service>(args),
+        "sysctl" => from_args::<sysctl::Sysctl>(args),
+        "template" => from_args::<template::Template>(args),
+        "ufw" => from_args::<ufw::Ufw>(args),
+        "user" => from_args::<user::User>(args),
+        other => Err(ModuleError::Args(format!(
+            "unknown module `{other}`; known: {}",
+            NAMES.join(", ")
+        ))),
+    }
+}
+
+fn from_args<M>(args: serde_json::Value) -> Result<Box<dyn Module>, ModuleError>
+where
+    M: Module + Validate + DeserializeOwned + 'static,
+{
+    let module: M = serde_json::from_value(args).map_err(|e| ModuleError::Args(e.to_string()))?;
+    module.validate().map_err(ModuleError::Args)?;
+    Ok(Box::new(module))
+}
+
+/// File modes are written as strings ("0644") in playbooks, as YAML would
+/// otherwise read 0644 as the decimal 644.
+pub fn parse_mode(mode: &str) -> Result<u32, String> {
+    let digits = mode.strip_prefix("0o").unwrap_or(mode);
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 && !digits.is_empty() => Ok(m),
+        _ => Err(format!("invalid mode {mode:?}: use octal like \"0644\"")),
+    }
+}
+
+/// Deserializes a mode string ("0644") into its bits.
+pub fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::Deserialize;
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => parse_mode(&s).map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! Helpers for module unit tests.
+    use super::*;
+
+    pub fn facts() -> HostFacts {
+        crate::facts::parse(
+            "os_id=debian\nos_version=13\nos_codename=trixie\nos_name=Debian GNU/Linux 13 (trixie)\n\
+             kernel=6.12.0\narch=x86_64\ncpus=2\nmem_kb=2048000\nswap_kb=0\nroot_free_kb=8000000\n\
+             hostname=vps\nipv4=198.51.100.15/24\nuser=root\nsudo=root\ninit=systemd\n",
+        )
+        .expect("sample facts parse")
+    }
+
+    /// Plans `module` against `probed` with sample facts and a renderer that
+    /// knows no templates.
+    pub fn plan(module: &dyn Module, probed: &str) -> Result<Plan, ModuleError> {
+        let facts = facts();
+        let render = |name: &str| Err(format!("no template {name} in tests"));
+        module.plan(probed, &PlanContext { facts: &facts, render: &render })
+    }
+
+    pub fn build_from_yaml(name: &str, yaml: &str) -> Result<Box<dyn Module>, ModuleError> {
+        let args: serde_json::Value = serde_saphyr::from_str(yaml).expect("test YAML parses");
+        build(name, args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_as_octal_strings() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("600"), Ok(0o600));
+        assert_eq!(parse_mode("0o2775"), Ok(0o2775));
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("").is_err());
+        assert!(parse_mode("17777").is_err());
+    }
+
+    #[test]
+    fn scopes_overlap_by_key_and_host_scope_touches_everything() {
+        let a = Scope::path("/etc/a");
+        assert!(a.affects(&Scope::Keys(vec!["path:/etc/a".into(), "x".into()])));
+        assert!(!a.affects(&Scope::path("/etc/b")));
+        assert!(Scope::Host.affects(&a) && a.affects(&Scope::Host));
+    }
+
+    #[test]
+    fn unknown_module_lists_the_known_ones() {
+        let err = build("aptt", serde_json::json!({})).unwrap_err().to_string();
+        assert!(err.contains("unknown module `aptt`") && err.contains("apt, authorized_key"), "{err}");
+    }
+}
