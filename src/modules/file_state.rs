@@ -122,8 +122,14 @@ impl Attributes {
         if owner_differs || group_differs {
             let owner = self.owner.clone().unwrap_or_else(|| info.owner.clone());
             let group = self.group.clone().unwrap_or_else(|| info.group.clone());
-            summary.push(format!("owner {}:{} -> {owner}:{group}", info.owner, info.group));
-            script.push(format!("chown -h -- {} {p}", quote(&format!("{owner}:{group}"))));
+            summary.push(format!(
+                "owner {}:{} -> {owner}:{group}",
+                info.owner, info.group
+            ));
+            script.push(format!(
+                "chown -h -- {} {p}",
+                quote(&format!("{owner}:{group}"))
+            ));
         }
         if let Some(mode) = self.mode.filter(|m| *m != info.mode) {
             summary.push(format!("mode {:04o} -> {mode:04o}", info.mode));
@@ -147,14 +153,20 @@ impl Attributes {
 /// `--diff`. Secret content shows only that it changed.
 pub fn diff(path: &str, old: Option<&[u8]>, new: &[u8], secret: bool) -> Option<String> {
     if secret {
-        return Some(format!("--- {path}\n+++ {path}\n(secret content changed; not shown)\n"));
+        return Some(format!(
+            "--- {path}\n+++ {path}\n(secret content changed; not shown)\n"
+        ));
     }
     let old_text = String::from_utf8_lossy(old.unwrap_or_default());
     let new_text = String::from_utf8_lossy(new);
     if old_text == new_text {
         return None;
     }
-    let old_name = if old.is_some() { path.to_string() } else { "/dev/null".to_string() };
+    let old_name = if old.is_some() {
+        path.to_string()
+    } else {
+        "/dev/null".to_string()
+    };
     Some(
         similar::TextDiff::from_lines(old_text.as_ref(), new_text.as_ref())
             .unified_diff()
@@ -179,13 +191,28 @@ mod tests {
         assert_eq!(parse("absent\n"), Ok(FileState::Absent));
         let f = parse("file 644 root adm 2cf24dba\ncontent aGVsbG8=\n").unwrap();
         let info = f.info().unwrap();
-        assert_eq!((info.kind, info.mode, info.owner.as_str(), info.group.as_str()), (Kind::File, 0o644, "root", "adm"));
+        assert_eq!(
+            (
+                info.kind,
+                info.mode,
+                info.owner.as_str(),
+                info.group.as_str()
+            ),
+            (Kind::File, 0o644, "root", "adm")
+        );
         assert_eq!(info.sha256.as_deref(), Some("2cf24dba"));
         assert_eq!(info.content.as_deref(), Some(&b"hello"[..]));
         let d = parse("directory 2775 deploy deploy\n").unwrap();
         assert_eq!(d.info().unwrap().kind, Kind::Directory);
         assert_eq!(d.info().unwrap().mode, 0o2775);
-        assert_eq!(parse("file 600 a b x\ncontent too-large\n").unwrap().info().unwrap().content, None);
+        assert_eq!(
+            parse("file 600 a b x\ncontent too-large\n")
+                .unwrap()
+                .info()
+                .unwrap()
+                .content,
+            None
+        );
         assert!(parse("").is_err());
         assert!(parse("socket 1 2 3").is_err());
     }
@@ -196,7 +223,10 @@ mod tests {
         let file = dir.path().join("it's here");
         std::fs::write(&file, "hello").unwrap();
         let run = |script: String| {
-            let out = std::process::Command::new("sh").args(["-c", &script]).output().unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
             parse(&String::from_utf8(out.stdout).unwrap()).unwrap()
         };
         let state = run(probe(file.to_str().unwrap(), true));
@@ -204,7 +234,13 @@ mod tests {
         assert_eq!(info.kind, Kind::File);
         assert_eq!(info.sha256.as_deref(), Some(sha256_hex(b"hello").as_str()));
         assert_eq!(info.content.as_deref(), Some(&b"hello"[..]));
-        assert_eq!(run(probe(dir.path().to_str().unwrap(), false)).info().unwrap().kind, Kind::Directory);
+        assert_eq!(
+            run(probe(dir.path().to_str().unwrap(), false))
+                .info()
+                .unwrap()
+                .kind,
+            Kind::Directory
+        );
         assert_eq!(run(probe("/nonexistent/x", true)), FileState::Absent);
     }
 
@@ -218,9 +254,17 @@ mod tests {
             sha256: None,
             content: None,
         };
-        let want = Attributes { mode: Some(0o644), owner: Some("root".into()), group: None };
+        let want = Attributes {
+            mode: Some(0o644),
+            owner: Some("root".into()),
+            group: None,
+        };
         assert_eq!(want.fix("/x", &info), None);
-        let want = Attributes { mode: Some(0o600), owner: None, group: Some("adm".into()) };
+        let want = Attributes {
+            mode: Some(0o600),
+            owner: None,
+            group: Some("adm".into()),
+        };
         let (summary, script) = want.fix("/x", &info).unwrap();
         assert_eq!(summary, "owner root:root -> root:adm, mode 0644 -> 0600");
         assert_eq!(script, "chown -h -- root:adm /x\nchmod 0600 /x");
@@ -229,8 +273,13 @@ mod tests {
     #[test]
     fn diffs_are_unified_and_secrets_masked() {
         let d = diff("/etc/app.conf", Some(b"a\nb\n"), b"a\nc\n", false).unwrap();
-        assert!(d.contains("--- /etc/app.conf") && d.contains("-b\n") && d.contains("+c\n"), "{d}");
-        assert!(diff("/x", None, b"new\n", false).unwrap().contains("--- /dev/null"));
+        assert!(
+            d.contains("--- /etc/app.conf") && d.contains("-b\n") && d.contains("+c\n"),
+            "{d}"
+        );
+        assert!(diff("/x", None, b"new\n", false)
+            .unwrap()
+            .contains("--- /dev/null"));
         assert_eq!(diff("/x", Some(b"same"), b"same", false), None);
         let masked = diff("/x", Some(b"PASSWORD=old\n"), b"PASSWORD=new\n", true).unwrap();
         assert!(!masked.contains("old") && !masked.contains("new\n") && masked.contains("secret"));

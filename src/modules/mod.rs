@@ -240,7 +240,13 @@ pub mod testing {
     pub fn plan(module: &dyn Module, probed: &str) -> Result<Plan, ModuleError> {
         let facts = facts();
         let render = |name: &str| Err(format!("no template {name} in tests"));
-        module.plan(probed, &PlanContext { facts: &facts, render: &render })
+        module.plan(
+            probed,
+            &PlanContext {
+                facts: &facts,
+                render: &render,
+            },
+        )
     }
 
     pub fn build_from_yaml(name: &str, yaml: &str) -> Result<Box<dyn Module>, ModuleError> {
@@ -273,7 +279,12 @@ mod tests {
 
     #[test]
     fn unknown_module_lists_the_known_ones() {
-        let err = build("aptt", serde_json::json!({})).unwrap_err().to_string();
-        assert!(err.contains("unknown module `aptt`") && err.contains("apt, authorized_key"), "{err}");
+        let err = build("aptt", serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown module `aptt`") && err.contains("apt, authorized_key"),
+            "{err}"
+        );
     }
 }

@@ -162,7 +162,10 @@ mod tests {
     #[test]
     fn write_file_carries_the_content_in_a_here_document() {
         let s = write_file("/etc/x", b"hello", &FileMeta::mode(0o644));
-        assert!(s.contains("base64 -d > \"$tmp\" <<'VPSUP_CONTENT_EOF'\naGVsbG8=\nVPSUP_CONTENT_EOF\n"), "{s}");
+        assert!(
+            s.contains("base64 -d > \"$tmp\" <<'VPSUP_CONTENT_EOF'\naGVsbG8=\nVPSUP_CONTENT_EOF\n"),
+            "{s}"
+        );
         assert!(s.contains("-ne 5 ]"));
     }
 
