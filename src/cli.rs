@@ -74,6 +74,18 @@ pub enum Command {
     Rollback,
     /// Connect and report what a host is: OS, resources, sudo, installed tools.
     Facts { target: Option<String> },
+    /// Run a playbook: a built-in or project playbook name, or a YAML file.
+    Play {
+        playbook: String,
+        target: Option<String>,
+        /// A variable for the playbook's templates and `when:` (repeatable);
+        /// VALUE is read as YAML (`port=2222` is a number).
+        #[arg(short = 'e', long = "var", value_name = "NAME=VALUE")]
+        vars: Vec<String>,
+        /// Only run tasks with one of these tags (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+    },
 }
 
 impl Command {
@@ -85,6 +97,7 @@ impl Command {
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",
+            Command::Play { .. } => "play",
         }
     }
 }

@@ -7,11 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub const DEFAULT_FILE: &str = "vpsup.toml";
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Hosts by name (`[hosts.web]`); the name is what `--limit` and commands take.
@@ -23,7 +23,7 @@ pub struct Config {
     pub sites: Vec<SiteConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HostConfig {
     /// IP address, DNS name, or an alias from ~/.ssh/config.
@@ -36,7 +36,7 @@ pub struct HostConfig {
     pub sudo: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AcmeConfig {
     pub email: Email,
@@ -46,7 +46,7 @@ pub struct AcmeConfig {
     pub extra_root: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub name: Name,
@@ -56,7 +56,7 @@ pub struct AppConfig {
     pub env_files: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct SiteConfig {
     pub domain: Domain,
@@ -76,7 +76,7 @@ fn default_compose_files() -> Vec<PathBuf> {
 
 /// A host or app name: lowercase letters, digits, `-` and `_`, as used in unit
 /// names, compose project names and `--limit`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct Name(String);
 
@@ -111,7 +111,7 @@ impl fmt::Display for Name {
 }
 
 /// A TCP port, 1-65535.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "i64")]
 pub struct Port(pub u16);
 
@@ -125,7 +125,7 @@ impl TryFrom<i64> for Port {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct Email(pub String);
 
@@ -142,7 +142,7 @@ impl TryFrom<String> for Email {
 }
 
 /// A fully qualified domain name; `*.` is allowed as the first label (wildcard).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct Domain(pub String);
 
@@ -169,8 +169,8 @@ impl TryFrom<String> for Domain {
 
 /// Where certificates come from: Let's Encrypt (default), its staging
 /// environment, or any ACME directory URL.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
-#[serde(try_from = "String")]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(try_from = "String", into = "String")]
 pub enum AcmeDirectory {
     #[default]
     LetsEncrypt,
@@ -189,6 +189,12 @@ impl TryFrom<String> for AcmeDirectory {
                 "invalid ACME directory {s:?}: use \"letsencrypt\", \"letsencrypt-staging\" or an https:// directory URL"
             )),
         }
+    }
+}
+
+impl From<AcmeDirectory> for String {
+    fn from(d: AcmeDirectory) -> String {
+        d.url().to_string()
     }
 }
 

@@ -3,8 +3,10 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod engine;
 pub mod facts;
 pub mod modules;
+pub mod report;
 pub mod settings;
 pub mod ssh_config;
 pub mod transport;

@@ -65,6 +65,8 @@ pub enum SettingsError {
     },
     #[error("invalid target {spec:?}: {why}. Use [USER@]HOST[:PORT], e.g. root@203.0.113.42:22")]
     BadTarget { spec: String, why: String },
+    #[error("--var {pair:?}: {why}")]
+    BadVar { pair: String, why: String },
     #[error("--password-stdin: could not read a password from standard input ({0})")]
     PasswordStdin(String),
     #[error("cannot find your home directory (HOME is not set); vpsup needs it for ~/.ssh")]

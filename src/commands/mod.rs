@@ -2,10 +2,13 @@
 //! happened; `main` maps errors to exit codes.
 
 pub mod facts;
+pub mod play;
 
 use std::time::Duration;
 
 use crate::cli::{Cli, Command};
+use crate::engine::assets::AssetError;
+use crate::engine::playbook::PlaybookError;
 use crate::settings::{HostTarget, Settings, SettingsError};
 use crate::transport::ssh::{ConnectReport, SshError, SshTransport};
 
@@ -13,7 +16,7 @@ use crate::transport::ssh::{ConnectReport, SshError, SshTransport};
 pub mod exit {
     /// Something failed on a host.
     pub const FAILED: u8 = 1;
-    /// Bad input: command line, vpsup.toml, ~/.ssh/config.
+    /// Bad input: command line, vpsup.toml, ~/.ssh/config, a playbook.
     pub const BAD_INPUT: u8 = 2;
     /// The command exists in the plan but has not been built yet.
     pub const NOT_AVAILABLE: u8 = 3;
@@ -31,6 +34,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
+        Command::Play {
+            playbook,
+            target,
+            vars,
+            tags,
+        } => play::run(&settings, playbook, target.as_deref(), vars, tags).await,
         other => Err(NotAvailable(other.name()).into()),
     }
 }
@@ -39,7 +48,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.is::<NotAvailable>() {
         exit::NOT_AVAILABLE
-    } else if error.is::<SettingsError>() {
+    } else if error.is::<SettingsError>() || error.is::<PlaybookError>() || error.is::<AssetError>()
+    {
         exit::BAD_INPUT
     } else {
         exit::FAILED

@@ -3,6 +3,7 @@
 //!    the engine runs together with every other task's probe in ONE exec;
 //! 2. compares that state with what its arguments ask for (`plan`), purely,
 //!    returning the shell commands that close the difference (none: `ok`).
+//!
 //! The engine runs the commands, batching several tasks into one exec. Modules
 //! never do I/O and never print, so each is unit-tested without a network.
 

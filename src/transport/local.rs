@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::{check_sudo, script, ExecOutput, ExecRequest, OutputSink, OutputStream, Transport};
+use super::{check_sudo, ExecOutput, ExecRequest, OutputSink, OutputStream, Transport};
 
 pub struct LocalTransport {
     user: String,
@@ -43,7 +43,7 @@ impl Transport for LocalTransport {
     async fn exec(&self, req: ExecRequest) -> super::Result<ExecOutput> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let use_sudo = req.become_root && !self.is_root;
-        let argv = script::argv(&req.script, use_sudo);
+        let (argv, input) = req.program(use_sudo);
         let mut child = tokio::process::Command::new(&argv[0])
             .args(&argv[1..])
             .stdin(Stdio::piped())
@@ -57,7 +57,7 @@ impl Transport for LocalTransport {
             unreachable!("all three streams were requested as pipes");
         };
         let feed = async {
-            if let Some(bytes) = &req.stdin {
+            if let Some(bytes) = input {
                 // A script that exits without reading its input is not an error.
                 let _ = stdin.write_all(bytes).await;
             }
@@ -143,6 +143,17 @@ mod tests {
         // No temp file is left beside it.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
         assert_eq!(t.round_trips(), 5);
+    }
+
+    #[tokio::test]
+    async fn piped_scripts_run_from_stdin_and_keep_their_commands_off_it() {
+        // `cat` must not swallow the rest of the script: the engine redirects
+        // commands' stdin, but the shell itself reads the script from stdin.
+        let out = local()
+            .exec(ExecRequest::piped("x=1\necho \"x=$x\"\necho second"))
+            .await
+            .unwrap();
+        assert_eq!(out.stdout_str(), "x=1\nsecond\n");
     }
 
     #[tokio::test]

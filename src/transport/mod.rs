@@ -37,6 +37,9 @@ pub struct ExecRequest {
     pub become_root: bool,
     /// Receives output chunks as they arrive, in addition to the collected output.
     pub stream: Option<OutputSink>,
+    /// Send `script` on stdin to `sh -s` instead of as an argument: for long
+    /// scripts and scripts that carry file content or secrets (never in `ps`).
+    pub script_on_stdin: bool,
 }
 
 impl ExecRequest {
@@ -44,6 +47,24 @@ impl ExecRequest {
         ExecRequest {
             script: script.into(),
             ..Default::default()
+        }
+    }
+
+    /// A script sent on stdin (see `script_on_stdin`); it cannot also take input.
+    pub fn piped(script: impl Into<String>) -> Self {
+        ExecRequest {
+            script: script.into(),
+            script_on_stdin: true,
+            ..Default::default()
+        }
+    }
+
+    /// The argv to run and what to feed its stdin.
+    pub(crate) fn program(&self, use_sudo: bool) -> (Vec<String>, Option<&[u8]>) {
+        if self.script_on_stdin {
+            (script::argv_stdin(use_sudo), Some(self.script.as_bytes()))
+        } else {
+            (script::argv(&self.script, use_sudo), self.stdin.as_deref())
         }
     }
 

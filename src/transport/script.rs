@@ -23,11 +23,24 @@ pub fn quote(s: &str) -> String {
 /// in the C locale (stable messages to parse), through `sudo -n` when asked.
 /// `sudo -n` fails at once instead of waiting for a password nobody will type.
 pub fn argv(script: &str, use_sudo: bool) -> Vec<String> {
+    let mut argv = shell_prefix(use_sudo);
+    argv.extend(["-c".to_string(), script.to_string()]);
+    argv
+}
+
+/// Like `argv`, for a script the shell reads from stdin (`sh -s`).
+pub fn argv_stdin(use_sudo: bool) -> Vec<String> {
+    let mut argv = shell_prefix(use_sudo);
+    argv.push("-s".to_string());
+    argv
+}
+
+fn shell_prefix(use_sudo: bool) -> Vec<String> {
     let mut argv: Vec<String> = vec!["env".into(), "LC_ALL=C".into()];
     if use_sudo {
         argv.extend(["sudo", "-n", "--"].map(String::from));
     }
-    argv.extend(["sh".to_string(), "-c".to_string(), script.to_string()]);
+    argv.push("sh".to_string());
     argv
 }
 

@@ -207,7 +207,8 @@ impl Transport for SshTransport {
     async fn exec(&self, req: ExecRequest) -> super::Result<ExecOutput> {
         self.round_trips.fetch_add(1, Ordering::Relaxed);
         let use_sudo = req.become_root && !self.is_root();
-        let command = script::command_line(&script::argv(&req.script, use_sudo));
+        let (argv, stdin) = req.program(use_sudo);
+        let command = script::command_line(&argv);
         let channel = self
             .handle
             .channel_open_session()
@@ -222,8 +223,8 @@ impl Transport for SshTransport {
         // Feed stdin while reading output: a command that talks while it reads
         // must not deadlock against a full window.
         let feed = async {
-            if let Some(stdin) = &req.stdin {
-                writer.data(&stdin[..]).await?;
+            if let Some(stdin) = stdin {
+                writer.data(stdin).await?;
             }
             writer.eof().await
         };

@@ -1,0 +1,197 @@
+//! One exec, many tasks: builds the script that probes and/or changes several
+//! tasks at once, and splits its output back per task. Every section starts
+//! with a marker line carrying a per-run random nonce, so no task output can
+//! forge one.
+
+use std::collections::HashMap;
+
+use crate::facts::PROBE_SCRIPT;
+
+pub struct BatchScript {
+    marker: String,
+    body: String,
+    sections: usize,
+}
+
+impl BatchScript {
+    pub fn new(nonce: u64) -> BatchScript {
+        let marker = format!("@@vpsup-{nonce:016x}");
+        let body = format!("M={marker}\nvpsup_err=$(mktemp)\ntrap 'rm -f \"$vpsup_err\"' EXIT\n");
+        BatchScript {
+            marker,
+            body,
+            sections: 0,
+        }
+    }
+
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sections == 0
+    }
+
+    /// The host facts (see `facts::PROBE_SCRIPT`).
+    pub fn facts(&mut self) {
+        self.section("facts");
+        self.body
+            .push_str(&format!("(\n{PROBE_SCRIPT}\n) </dev/null 2>/dev/null\n"));
+    }
+
+    /// Task `id`'s probe. Probes only read: their status and stderr are ignored.
+    pub fn probe(&mut self, id: usize, snippet: &str) {
+        self.section(&format!("probe {id}"));
+        if !snippet.trim().is_empty() {
+            self.body
+                .push_str(&format!("(\n{snippet}\n) </dev/null 2>/dev/null\n"));
+        }
+    }
+
+    /// Task `id`'s change script, under `set -e`. The first failing task ends the
+    /// whole script: later tasks must not run on a host in an unknown state.
+    pub fn change(&mut self, id: usize, script: &str) {
+        self.section(&format!("begin {id}"));
+        self.body.push_str(&format!(
+            "(\nset -e\n{script}\n) </dev/null 2>\"$vpsup_err\"\nrc=$?\nprintf '\\n%s stderr {id}\\n' \"$M\"\ncat \"$vpsup_err\"\nprintf '\\n%s end {id} %s\\n' \"$M\" \"$rc\"\n[ \"$rc\" -eq 0 ] || exit 0\n"
+        ));
+    }
+
+    pub fn finish(mut self) -> String {
+        self.section("done");
+        self.body
+    }
+
+    fn section(&mut self, what: &str) {
+        self.sections += 1;
+        self.body
+            .push_str(&format!("printf '\\n%s {what}\\n' \"$M\"\n"));
+    }
+}
+
+/// What one batch printed, per section.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct BatchOutput {
+    pub facts: Option<String>,
+    pub probes: HashMap<usize, String>,
+    /// In the order they ran.
+    pub changes: Vec<ChangeOutput>,
+    /// The `done` marker arrived: the script ran to its end.
+    pub complete: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeOutput {
+    pub id: usize,
+    pub stdout: String,
+    pub stderr: String,
+    /// `None` when the script died inside this task (no `end` marker).
+    pub status: Option<i32>,
+}
+
+pub fn parse(output: &str, marker: &str) -> BatchOutput {
+    let mut result = BatchOutput::default();
+    let separator = format!("\n{marker} ");
+    for piece in output.split(&separator).skip(1) {
+        let (header, content) = piece.split_once('\n').unwrap_or((piece, ""));
+        let mut words = header.split_whitespace();
+        let kind = words.next().unwrap_or("");
+        let id = words.next().and_then(|w| w.parse::<usize>().ok());
+        match (kind, id) {
+            ("facts", _) => result.facts = Some(content.to_string()),
+            ("probe", Some(id)) => {
+                result.probes.insert(id, content.to_string());
+            }
+            ("begin", Some(id)) => result.changes.push(ChangeOutput {
+                id,
+                stdout: content.to_string(),
+                stderr: String::new(),
+                status: None,
+            }),
+            ("stderr", Some(id)) => {
+                if let Some(c) = result.changes.last_mut().filter(|c| c.id == id) {
+                    c.stderr = content.to_string();
+                }
+            }
+            ("end", Some(id)) => {
+                let status = words.next().and_then(|w| w.parse().ok());
+                if let Some(c) = result.changes.last_mut().filter(|c| c.id == id) {
+                    c.status = status;
+                }
+            }
+            ("done", _) => result.complete = true,
+            _ => {}
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(script: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-s")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut child| {
+                use std::io::Write;
+                child.stdin.take().unwrap().write_all(script.as_bytes())?;
+                child.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    #[test]
+    fn probes_and_changes_come_back_per_task() {
+        let mut b = BatchScript::new(7);
+        b.probe(0, "echo state-of-0");
+        b.probe(1, "");
+        b.change(2, "echo out; echo err >&2; printf 'no newline'");
+        b.change(3, "cat; echo read-nothing");
+        let marker = b.marker().to_string();
+        let out = parse(&run(&b.finish()), &marker);
+        assert!(out.complete);
+        assert_eq!(out.probes[&0], "state-of-0\n");
+        assert_eq!(out.probes[&1], "");
+        assert_eq!(out.changes.len(), 2);
+        assert_eq!(out.changes[0].stdout, "out\nno newline");
+        assert_eq!(out.changes[0].stderr, "err\n");
+        assert_eq!(out.changes[0].status, Some(0));
+        // Commands cannot read the rest of the script from stdin.
+        assert_eq!(out.changes[1].stdout, "read-nothing\n");
+    }
+
+    #[test]
+    fn the_first_failure_stops_the_batch() {
+        let mut b = BatchScript::new(1);
+        b.change(0, "false\necho never");
+        b.change(1, "echo also-never");
+        let marker = b.marker().to_string();
+        let out = parse(&run(&b.finish()), &marker);
+        assert!(!out.complete);
+        assert_eq!(out.changes.len(), 1);
+        assert_eq!(out.changes[0].status, Some(1));
+        assert_eq!(out.changes[0].stdout, "");
+    }
+
+    #[test]
+    fn facts_section_parses_as_host_facts() {
+        let mut b = BatchScript::new(2);
+        b.facts();
+        let marker = b.marker().to_string();
+        let out = parse(&run(&b.finish()), &marker);
+        let facts = crate::facts::parse(out.facts.as_deref().unwrap()).unwrap();
+        assert!(facts.cpus >= 1);
+    }
+
+    #[test]
+    fn a_truncated_output_is_incomplete() {
+        let out = parse("\n@@vpsup-x begin 4\npartial", "@@vpsup-x");
+        assert!(!out.complete);
+        assert_eq!(out.changes[0].status, None);
+    }
+}

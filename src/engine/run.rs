@@ -1,0 +1,582 @@
+//! The run loop of one play on one host (see the module docs in `engine`).
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use serde_json::json;
+
+use super::batch::{self, BatchOutput, BatchScript};
+use super::playbook::{Action, Play, Task};
+use super::render::{mentions, Renderer, Vars};
+use super::{Observer, PlayReport, Recap, RunOptions, Status, TaskResult};
+use crate::facts::{self, HostFacts};
+use crate::modules::{self, Change, Module, Plan, PlanContext, ProbeOptions, Scope};
+use crate::transport::{ExecRequest, Transport};
+
+/// Runs `play` on the host behind `transport`. `vars.base` holds the command's
+/// variables (they override the play's own `vars`), `host` and `config`.
+pub async fn run_play(
+    transport: &dyn Transport,
+    play: &Play,
+    renderer: &Renderer,
+    mut vars: Vars,
+    options: &RunOptions,
+    observer: &dyn Observer,
+) -> PlayReport {
+    let started = Instant::now();
+    let round_trips_before = transport.round_trips();
+    let mut base = play.vars.clone();
+    base.append(&mut vars.base);
+    vars.base = base;
+
+    let mut run = Run {
+        transport,
+        play,
+        renderer,
+        vars,
+        options,
+        observer,
+        units: Vec::new(),
+        facts: None,
+        results: Vec::new(),
+        emitted: 0,
+        batch: Vec::new(),
+        notified: BTreeSet::new(),
+        failed: false,
+    };
+    run.execute().await;
+
+    let handlers_not_run = if run.failed {
+        run.notified
+            .iter()
+            .map(|&u| run.units[u].task.name.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    PlayReport {
+        play: play.name.clone(),
+        recap: Recap::of(&run.results),
+        tasks: run.results,
+        handlers_not_run,
+        round_trips: transport.round_trips() - round_trips_before,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// A task or handler being run.
+struct Unit<'p> {
+    task: &'p Task,
+    handler: bool,
+    module: Option<Box<dyn Module>>,
+    /// Why the module could not be built (bad arguments, render error).
+    build_error: Option<String>,
+    /// Its arguments refer to `facts`, so it is built after the first probe.
+    needs_facts: bool,
+    /// What its probe printed last.
+    probed: Option<String>,
+    /// A change queued or run since `probed` may have altered its state.
+    stale: bool,
+    /// Planned (and, for changes, queued or run) already.
+    done: bool,
+}
+
+impl Unit<'_> {
+    fn become_root(&self, play: &Play) -> bool {
+        self.task.become_root.unwrap_or(play.become_root)
+    }
+
+    fn scope(&self) -> Option<Scope> {
+        self.module.as_ref().map(|m| m.scope())
+    }
+}
+
+/// A planned change waiting in the current batch.
+struct Queued {
+    unit: usize,
+    plan: Plan,
+    /// Where its result goes in `results`.
+    slot: usize,
+}
+
+struct Run<'a> {
+    transport: &'a dyn Transport,
+    play: &'a Play,
+    renderer: &'a Renderer,
+    vars: Vars,
+    options: &'a RunOptions,
+    observer: &'a dyn Observer,
+    units: Vec<Unit<'a>>,
+    facts: Option<HostFacts>,
+    results: Vec<TaskResult>,
+    /// Results before this index have been given to the observer.
+    emitted: usize,
+    batch: Vec<Queued>,
+    /// Handler units notified and not yet run, in definition order.
+    notified: BTreeSet<usize>,
+    failed: bool,
+}
+
+impl<'a> Run<'a> {
+    async fn execute(&mut self) {
+        let play = self.play;
+        for task in &play.tasks {
+            let unit = self.build(task, false);
+            self.units.push(unit);
+        }
+        for handler in &play.handlers {
+            let unit = self.build(handler, true);
+            self.units.push(unit);
+        }
+        if !self.probe_all().await {
+            return;
+        }
+        for index in 0..play.tasks.len() {
+            if self.failed {
+                return;
+            }
+            match &self.units[index].task.action {
+                Action::FlushHandlers => {
+                    self.flush().await;
+                    self.run_handlers().await;
+                }
+                Action::Module { .. } if self.selected(index) => self.step(index).await,
+                Action::Module { .. } => {}
+            }
+        }
+        self.flush().await;
+        self.run_handlers().await;
+    }
+
+    fn selected(&self, index: usize) -> bool {
+        let tags = &self.options.tags;
+        tags.is_empty() || self.units[index].task.tags.iter().any(|t| tags.contains(t))
+    }
+
+    /// Builds a unit's module from its rendered arguments. Arguments that refer
+    /// to `facts` wait until the facts are known.
+    fn build(&self, task: &'a Task, handler: bool) -> Unit<'a> {
+        let mut unit = Unit {
+            task,
+            handler,
+            module: None,
+            build_error: None,
+            needs_facts: false,
+            probed: None,
+            stale: false,
+            done: false,
+        };
+        if let Action::Module { module, args } = &task.action {
+            if self.facts.is_none() && mentions(args, "facts") {
+                unit.needs_facts = true;
+                unit.stale = true;
+                return unit;
+            }
+            let built = self.renderer.args(args, &self.vars).and_then(|rendered| {
+                modules::build(module, rendered).map_err(|e| format!("{module}: {e}"))
+            });
+            match built {
+                Ok(m) => unit.module = Some(m),
+                Err(e) => unit.build_error = Some(format!("{}: {e}", task.origin)),
+            }
+        }
+        unit
+    }
+
+    fn probe_options(&self) -> ProbeOptions {
+        ProbeOptions {
+            with_content: self.options.diff,
+        }
+    }
+
+    /// The first exec: host facts and every buildable unit's probe.
+    async fn probe_all(&mut self) -> bool {
+        self.observer.phase("probing");
+        let mut script = BatchScript::new(nonce());
+        script.facts();
+        for (id, unit) in self.units.iter().enumerate() {
+            if let Some(module) = &unit.module {
+                script.probe(id, &module.probe(&self.probe_options()));
+            }
+        }
+        let Some(output) = self.exec(script, self.play.become_root).await else {
+            return false;
+        };
+        let facts = match output.facts.as_deref().map(facts::parse) {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => return self.fail_play(format!("gathering facts: {e}")),
+            None => {
+                return self.fail_play("gathering facts: the probe printed nothing".to_string())
+            }
+        };
+        self.vars.with_facts(&facts);
+        self.facts = Some(facts);
+        self.store_probes(&output);
+        // Now the units that waited for facts can be built; they are stale
+        // (never probed) and get probed before they are planned.
+        for index in 0..self.units.len() {
+            if self.units[index].needs_facts {
+                let rebuilt = self.build(self.units[index].task, self.units[index].handler);
+                let unit = &mut self.units[index];
+                unit.module = rebuilt.module;
+                unit.build_error = rebuilt.build_error;
+            }
+        }
+        true
+    }
+
+    /// Plans one task or handler, recording its result or queueing its change.
+    async fn step(&mut self, index: usize) {
+        if let Some(error) = self.units[index].build_error.clone() {
+            self.record_failure(index, error);
+            return;
+        }
+        let task = self.units[index].task;
+        // `when` may read results of tasks still in the batch: run them first.
+        let when_reads_results = task.when.as_deref().is_some_and(|w| w.contains("results"));
+        if self.units[index].stale || (when_reads_results && !self.batch.is_empty()) {
+            self.flush().await;
+            if self.failed {
+                return;
+            }
+        }
+        if let Some(expression) = &task.when {
+            match self.renderer.when(expression, &self.vars) {
+                Ok(true) => {}
+                Ok(false) => {
+                    self.units[index].done = true;
+                    let result =
+                        TaskResult::new(&task.name, Status::Skipped, self.units[index].handler);
+                    self.register(index, &result);
+                    self.push_result(result);
+                    return;
+                }
+                Err(e) => return self.record_failure(index, format!("{}: {e}", task.origin)),
+            }
+        }
+        let plan = match self.plan(index) {
+            Ok(plan) => plan,
+            Err(e) => return self.record_failure(index, format!("{}: {e}", task.origin)),
+        };
+        self.units[index].done = true;
+        if plan.is_ok() {
+            let result = TaskResult::new(&task.name, Status::Ok, self.units[index].handler);
+            self.register(index, &result);
+            self.push_result(result);
+        } else if self.options.check {
+            let result = self.changed_result(index, &plan, None);
+            self.notify(index, &result);
+            self.register(index, &result);
+            self.push_result(result);
+        } else {
+            self.queue(index, plan).await;
+        }
+    }
+
+    fn plan(&self, index: usize) -> Result<Plan, String> {
+        let unit = &self.units[index];
+        let module = unit.module.as_ref().ok_or("the task has no module")?;
+        let facts = self.facts.as_ref().ok_or("no facts")?;
+        let render = |name: &str| self.renderer.template(name, &self.vars);
+        let ctx = PlanContext {
+            facts,
+            render: &render,
+        };
+        let probed = unit.probed.as_deref().unwrap_or("");
+        module.plan(probed, &ctx).map_err(|e| e.to_string())
+    }
+
+    /// Adds a change to the batch and marks the later units it may affect stale.
+    async fn queue(&mut self, index: usize, plan: Plan) {
+        let become_root = self.units[index].become_root(self.play);
+        if self
+            .batch
+            .first()
+            .is_some_and(|q| self.units[q.unit].become_root(self.play) != become_root)
+        {
+            self.flush().await;
+            if self.failed {
+                return;
+            }
+        }
+        if let Some(scope) = self.units[index].scope() {
+            for later in self.units.iter_mut().filter(|u| !u.done) {
+                if later.scope().is_some_and(|s| scope.affects(&s)) {
+                    later.stale = true;
+                }
+            }
+        }
+        let slot = self.results.len();
+        // A placeholder keeps results in task order until the batch has run.
+        self.results.push(TaskResult::new(
+            &self.units[index].task.name,
+            Status::Changed,
+            self.units[index].handler,
+        ));
+        self.batch.push(Queued {
+            unit: index,
+            plan,
+            slot,
+        });
+        if self.units[index].task.register.is_some() {
+            self.flush().await;
+        }
+    }
+
+    /// Runs the queued changes and re-probes every stale unit, in one exec.
+    async fn flush(&mut self) {
+        let mut script = BatchScript::new(nonce());
+        for queued in &self.batch {
+            let body: Vec<&str> = queued
+                .plan
+                .changes
+                .iter()
+                .map(|c| c.script.as_str())
+                .collect();
+            script.change(queued.unit, &body.join("\n"));
+        }
+        let options = self.probe_options();
+        let reprobed: Vec<usize> = (0..self.units.len())
+            .filter(|&i| {
+                let u = &self.units[i];
+                u.stale && !u.done && u.module.is_some()
+            })
+            .collect();
+        for &id in &reprobed {
+            if let Some(module) = &self.units[id].module {
+                script.probe(id, &module.probe(&options));
+            }
+        }
+        if script.is_empty() {
+            return;
+        }
+        let become_root = self.batch.first().map_or(self.play.become_root, |q| {
+            self.units[q.unit].become_root(self.play)
+        });
+        if !self.batch.is_empty() {
+            self.observer
+                .phase(&format!("applying {} change(s)", self.batch.len()));
+        }
+        // The batch stays queued during the exec, so a failure reported by
+        // `exec` is not preceded by the placeholders of tasks that never ran.
+        let output = self.exec(script, become_root).await;
+        let batch = std::mem::take(&mut self.batch);
+        let Some(output) = output else {
+            self.drop_slots(batch.iter().map(|q| q.slot).collect());
+            return;
+        };
+        for queued in &batch {
+            if self.failed {
+                break;
+            }
+            let ran = output.changes.iter().find(|c| c.id == queued.unit);
+            let result = match ran {
+                Some(c) if c.status == Some(0) => {
+                    self.changed_result(queued.unit, &queued.plan, Some(c))
+                }
+                Some(c) => {
+                    let mut r = self.changed_result(queued.unit, &queued.plan, Some(c));
+                    r.status = Status::Failed;
+                    r.error = Some(match c.status {
+                        Some(code) => format!(
+                            "{}: failed (exit {code}): {}",
+                            self.units[queued.unit].task.origin,
+                            tail(&c.stderr, &c.stdout)
+                        ),
+                        None => format!(
+                            "{}: the connection ended while this task ran",
+                            self.units[queued.unit].task.origin
+                        ),
+                    });
+                    self.failed = true;
+                    r
+                }
+                None => {
+                    self.failed = true;
+                    TaskResult::failed(
+                        &self.units[queued.unit].task.name,
+                        self.units[queued.unit].handler,
+                        "the batch ended before this task ran (connection lost?)".to_string(),
+                    )
+                }
+            };
+            if result.status != Status::Failed {
+                self.notify(queued.unit, &result);
+            }
+            self.register(queued.unit, &result);
+            self.results[queued.slot] = result;
+        }
+        if self.failed {
+            // Tasks queued after the failing one never ran: they leave no result.
+            let unrun = batch
+                .iter()
+                .filter(|q| !output.changes.iter().any(|c| c.id == q.unit));
+            self.drop_slots(unrun.map(|q| q.slot).collect());
+        } else if output.complete {
+            self.store_probes(&output);
+        }
+        self.emit_ready(usize::MAX);
+    }
+
+    async fn run_handlers(&mut self) {
+        let handlers: Vec<usize> = std::mem::take(&mut self.notified).into_iter().collect();
+        for (position, &index) in handlers.iter().enumerate() {
+            if self.failed {
+                // Not run: put back what is left so the report names them.
+                self.notified.extend(&handlers[position..]);
+                return;
+            }
+            self.units[index].done = false;
+            self.step(index).await;
+        }
+        self.flush().await;
+    }
+
+    /// Notifies the task's handlers when it changed something.
+    fn notify(&mut self, index: usize, result: &TaskResult) {
+        if result.status != Status::Changed {
+            return;
+        }
+        for name in &self.units[index].task.notify {
+            if let Some(h) = self
+                .units
+                .iter()
+                .position(|u| u.handler && &u.task.name == name)
+            {
+                self.notified.insert(h);
+            }
+        }
+    }
+
+    fn register(&mut self, index: usize, result: &TaskResult) {
+        if let Some(name) = &self.units[index].task.register {
+            let value = json!({
+                "changed": result.status == Status::Changed,
+                "failed": result.status == Status::Failed,
+                "skipped": result.status == Status::Skipped,
+                "exit_status": result.exit_status,
+                "stdout": result.stdout,
+                "stderr": result.stderr,
+            });
+            self.vars.results.insert(name.clone(), value);
+        }
+    }
+
+    fn changed_result(
+        &self,
+        index: usize,
+        plan: &Plan,
+        ran: Option<&batch::ChangeOutput>,
+    ) -> TaskResult {
+        let unit = &self.units[index];
+        let reports_change = plan.changes.iter().any(|c: &Change| c.reports_change);
+        let status = if reports_change {
+            Status::Changed
+        } else {
+            Status::Ok
+        };
+        let mut result = TaskResult::new(&unit.task.name, status, unit.handler);
+        result.changes = plan.changes.iter().map(|c| c.summary.clone()).collect();
+        result.diffs = plan.changes.iter().filter_map(|c| c.diff.clone()).collect();
+        if let Some(ran) = ran {
+            result.exit_status = ran.status;
+            result.stdout = ran.stdout.clone();
+            result.stderr = ran.stderr.clone();
+        }
+        result
+    }
+
+    fn store_probes(&mut self, output: &BatchOutput) {
+        for (&id, text) in &output.probes {
+            if let Some(unit) = self.units.get_mut(id) {
+                unit.probed = Some(text.clone());
+                unit.stale = false;
+            }
+        }
+    }
+
+    /// Runs one batch script; a transport failure fails the play.
+    async fn exec(&mut self, script: BatchScript, become_root: bool) -> Option<BatchOutput> {
+        let marker = script.marker().to_string();
+        match self
+            .transport
+            .exec(ExecRequest::piped(script.finish()).become_root(become_root))
+            .await
+        {
+            Ok(out) => Some(batch::parse(&out.stdout_str(), &marker)),
+            Err(e) => {
+                self.fail_play(e.to_string());
+                None
+            }
+        }
+    }
+
+    fn fail_play(&mut self, error: String) -> bool {
+        self.failed = true;
+        let mut result = TaskResult::failed("(host)", false, error);
+        result.name = format!("play {:?}", self.play.name);
+        self.push_result(result);
+        false
+    }
+
+    fn record_failure(&mut self, index: usize, error: String) {
+        self.failed = true;
+        let unit = &self.units[index];
+        let result = TaskResult::failed(&unit.task.name, unit.handler, error);
+        self.push_result(result);
+    }
+
+    /// Removes the placeholder results of queued tasks that never ran.
+    fn drop_slots(&mut self, slots: BTreeSet<usize>) {
+        let mut index = 0;
+        self.results.retain(|_| {
+            index += 1;
+            !slots.contains(&(index - 1))
+        });
+        self.emit_ready(usize::MAX);
+    }
+
+    fn push_result(&mut self, result: TaskResult) {
+        self.results.push(result);
+        let first_waiting = self
+            .batch
+            .iter()
+            .map(|q| q.slot)
+            .min()
+            .unwrap_or(usize::MAX);
+        self.emit_ready(first_waiting);
+    }
+
+    /// Tells the observer about results up to (not including) `limit`.
+    fn emit_ready(&mut self, limit: usize) {
+        let end = self.results.len().min(limit);
+        while self.emitted < end {
+            self.observer.task(&self.results[self.emitted]);
+            self.emitted += 1;
+        }
+    }
+}
+
+/// The last lines of stderr (or stdout when stderr is empty), for messages.
+fn tail(stderr: &str, stdout: &str) -> String {
+    let text = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+/// A marker nonce: random per process and per call (RandomState is seeded from
+/// the OS), so task output cannot accidentally look like our section markers.
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
+}
