@@ -93,3 +93,58 @@ fn facts_overhead_against_openssh() {
         ms(vpsup) - ms(openssh_probe)
     );
 }
+
+/// A 30-task playbook that has nothing to do: the engine's fixed cost. Target:
+/// one connection plus one probe exec, well under 0.5 s on loopback.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn noop_playbook_of_30_tasks() {
+    let sshd = TestSshd::start();
+    let op = Operator::new();
+    let dir = tempfile::tempdir().unwrap();
+    // Ten each of file, copy and command: directory, content and a one-time step.
+    let tasks: String = (0..10)
+        .map(|i| {
+            r#"
+    - name: dir I
+      file: { path: "{{ dir }}/dI", state: directory, mode: "0755" }
+    - name: file I
+      copy: { dest: "{{ dir }}/dI/f", content: "content I\n", mode: "0644" }
+    - name: once I
+      command: { run: "touch {{ dir }}/dI/once", creates: "{{ dir }}/dI/once" }"#
+                .replace('I', &i.to_string())
+        })
+        .collect();
+    std::fs::write(
+        op.project.path().join("noop.yml"),
+        format!("- name: thirty\n  tasks:{tasks}\n"),
+    )
+    .unwrap();
+    let target = format!("root@127.0.0.1:{}", sshd.port);
+    let dir_var = format!("dir={}", dir.path().display());
+    let key = key_arg(&sshd);
+    let play = || {
+        let out = op.vpsup(&[
+            "play", "noop.yml", &target, "-i", &key, "-e", &dir_var, "--json",
+        ]);
+        assert!(out.status.success(), "{}", describe_output(&out));
+        json(&out)["hosts"][0]["plays"][0].clone()
+    };
+    let first = play();
+    assert_eq!(first["recap"]["changed"], 30);
+    let mut round_trips = 0;
+    let wall = time_runs(|| {
+        let report = play();
+        assert_eq!(report["recap"]["ok"], 30);
+        round_trips = report["round_trips"].as_u64().unwrap();
+    });
+    println!(
+        "\nvpsup play: 30-task no-op playbook against a loopback sshd, median of {RUNS} runs:"
+    );
+    println!(
+        "  first run (30 changes)     {} round trips",
+        first["round_trips"]
+    );
+    println!("  no-op run wall time        {:7.1} ms (whole command: start, connect, probe, plan, recap)", ms(wall));
+    println!("  no-op run round trips      {round_trips} (target: 1 probe exec)");
+}

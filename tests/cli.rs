@@ -2,70 +2,9 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
-use serde_json::Value;
 use support::*;
-
-/// A throwaway operator: its own HOME (so ~/.ssh/config and known_hosts are
-/// ours) and project directory.
-struct Operator {
-    home: tempfile::TempDir,
-    project: tempfile::TempDir,
-}
-
-impl Operator {
-    fn new() -> Operator {
-        let op = Operator {
-            home: tempfile::tempdir().unwrap(),
-            project: tempfile::tempdir().unwrap(),
-        };
-        std::fs::create_dir(op.home.path().join(".ssh")).unwrap();
-        op
-    }
-
-    fn ssh_dir(&self) -> PathBuf {
-        self.home.path().join(".ssh")
-    }
-
-    fn write_config(&self, text: &str) {
-        std::fs::write(self.project.path().join("vpsup.toml"), text).unwrap();
-    }
-
-    fn vpsup(&self, args: &[&str]) -> Output {
-        self.vpsup_with_stdin(args, b"")
-    }
-
-    fn vpsup_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vpsup"))
-            .args(args)
-            .current_dir(self.project.path())
-            .env("HOME", self.home.path())
-            .env_remove("SSH_AUTH_SOCK")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
-    }
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe_output(out)))
-}
-
-fn key_arg(sshd: &TestSshd) -> String {
-    sshd.client_key.display().to_string()
-}
 
 fn local(cmd: &str) -> String {
     let out = Command::new("sh").args(["-c", cmd]).output().unwrap();

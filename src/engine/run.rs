@@ -580,3 +580,257 @@ fn nonce() -> u64 {
     );
     hasher.finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::engine::assets::Asset;
+    use crate::engine::playbook;
+    use crate::engine::Silent;
+    use crate::transport::{ExecOutput, LocalTransport};
+
+    /// The real local transport, remembering every script it ran.
+    struct Recording {
+        inner: LocalTransport,
+        scripts: Mutex<Vec<String>>,
+    }
+
+    #[async_trait]
+    impl Transport for Recording {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn is_root(&self) -> bool {
+            true
+        }
+        fn round_trips(&self) -> usize {
+            self.inner.round_trips()
+        }
+        async fn exec(&self, req: ExecRequest) -> crate::transport::Result<ExecOutput> {
+            self.scripts.lock().unwrap().push(req.script.clone());
+            self.inner.exec(req).await
+        }
+    }
+
+    fn recording() -> Recording {
+        Recording {
+            inner: LocalTransport::new("test", true),
+            scripts: Mutex::new(Vec::new()),
+        }
+    }
+
+    async fn run(
+        yaml: &str,
+        dir: &std::path::Path,
+        options: RunOptions,
+        t: &Recording,
+    ) -> PlayReport {
+        let plays = playbook::parse(yaml, "test.yml").unwrap();
+        let templates: BTreeMap<String, Asset> = BTreeMap::new();
+        let renderer = Renderer::new(&templates).unwrap();
+        let mut vars = Vars::default();
+        vars.base
+            .insert("dir".into(), json!(dir.display().to_string()));
+        run_play(t, &plays[0], &renderer, vars, &options, &Silent).await
+    }
+
+    fn statuses(report: &PlayReport) -> Vec<(String, Status)> {
+        report
+            .tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.status))
+            .collect()
+    }
+
+    const HANDLERS: &str = r#"
+- name: handlers
+  tasks:
+    - name: a
+      copy: { dest: "{{ dir }}/a", content: "a" }
+      notify: [second, first]
+    - name: b
+      copy: { dest: "{{ dir }}/b", content: "b" }
+      notify: second
+  handlers:
+    - name: first
+      command: { run: "echo first >> {{ dir }}/log" }
+    - name: second
+      command: { run: "echo second >> {{ dir }}/log" }
+"#;
+
+    #[tokio::test]
+    async fn handlers_run_once_each_in_definition_order_and_only_when_notified() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = recording();
+        let report = run(HANDLERS, dir.path(), RunOptions::default(), &t).await;
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "first\nsecond\n"
+        );
+        assert_eq!(report.recap.changed, 4);
+        assert!(report.tasks[2].handler && report.tasks[2].name == "first");
+
+        // Converged: nothing notifies, so no handler runs; one probe, nothing else.
+        let t = recording();
+        let report = run(HANDLERS, dir.path(), RunOptions::default(), &t).await;
+        assert_eq!(
+            statuses(&report),
+            [("a".into(), Status::Ok), ("b".into(), Status::Ok)]
+        );
+        assert_eq!(report.round_trips, 1);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "first\nsecond\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn check_mode_plans_everything_and_sends_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = recording();
+        let options = RunOptions {
+            check: true,
+            diff: true,
+            ..Default::default()
+        };
+        let report = run(HANDLERS, dir.path(), options, &t).await;
+        assert_eq!(
+            report.recap.changed, 4,
+            "two tasks and two handlers would change"
+        );
+        assert!(report.tasks[0].diffs[0].contains("+a"));
+        assert_eq!(report.round_trips, 1, "check mode costs the probe only");
+        let scripts = t.scripts.lock().unwrap();
+        assert!(
+            scripts
+                .iter()
+                .all(|s| !s.contains(" begin ") && !s.contains("mv -f")),
+            "{scripts:?}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failing_task_stops_the_play_and_names_the_handlers_that_did_not_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: failing
+  tasks:
+    - name: a
+      copy: { dest: "{{ dir }}/a", content: "a" }
+      notify: first
+    - name: boom
+      command: { run: "echo going down >&2; exit 4" }
+    - name: never reached
+      copy: { dest: "{{ dir }}/c", content: "c" }
+  handlers:
+    - name: first
+      command: { run: "touch {{ dir }}/handled" }
+"#;
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(
+            statuses(&report),
+            [
+                ("a".into(), Status::Changed),
+                ("boom".into(), Status::Failed)
+            ]
+        );
+        let error = report.tasks[1].error.as_deref().unwrap();
+        assert!(
+            error.contains("exit 4") && error.contains("going down"),
+            "{error}"
+        );
+        assert_eq!(report.handlers_not_run, ["first"]);
+        assert!(!dir.path().join("c").exists() && !dir.path().join("handled").exists());
+    }
+
+    #[tokio::test]
+    async fn when_register_and_stale_state_are_respected() {
+        let dir = tempfile::tempdir().unwrap();
+        // `second` reads a file that `first` creates in the same run: it must be
+        // planned against fresh state, and `when` sees `first`'s result.
+        let yaml = r#"
+- name: ordering
+  tasks:
+    - name: first
+      command: { run: "echo made > {{ dir }}/made", creates: "{{ dir }}/made" }
+      register: made
+    - name: second
+      command: { run: "echo again > {{ dir }}/again", creates: "{{ dir }}/made" }
+    - name: only after a change
+      copy: { dest: "{{ dir }}/flag", content: "x" }
+      when: results.made.changed
+    - name: skipped on the facts
+      copy: { dest: "{{ dir }}/never", content: "x" }
+      when: facts.cpus < 1
+"#;
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(
+            statuses(&report),
+            [
+                ("first".into(), Status::Changed),
+                ("second".into(), Status::Ok),
+                ("only after a change".into(), Status::Changed),
+                ("skipped on the facts".into(), Status::Skipped),
+            ]
+        );
+        assert!(!dir.path().join("again").exists());
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(
+            report.tasks[2].status,
+            Status::Skipped,
+            "nothing changed this time"
+        );
+    }
+
+    #[tokio::test]
+    async fn arguments_that_need_facts_are_built_after_the_probe() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: facts in args
+  tasks:
+    - name: per-arch file
+      copy: { dest: "{{ dir }}/{{ facts.arch }}", content: "{{ facts.os_id }}" }
+"#;
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(report.recap.changed, 1, "{report:?}");
+        let arch = std::process::Command::new("uname")
+            .arg("-m")
+            .output()
+            .unwrap();
+        let arch = String::from_utf8(arch.stdout).unwrap();
+        assert!(dir.path().join(arch.trim()).exists());
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(report.recap.ok, 1);
+        assert_eq!(
+            report.round_trips, 2,
+            "the facts probe, then this task's own probe"
+        );
+    }
+
+    #[tokio::test]
+    async fn tags_select_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: tagged
+  tasks:
+    - name: a
+      copy: { dest: "{{ dir }}/a", content: "a" }
+      tags: [web]
+    - name: b
+      copy: { dest: "{{ dir }}/b", content: "b" }
+"#;
+        let options = RunOptions {
+            tags: vec!["web".into()],
+            ..Default::default()
+        };
+        let report = run(yaml, dir.path(), options, &recording()).await;
+        assert_eq!(statuses(&report), [("a".into(), Status::Changed)]);
+        assert!(!dir.path().join("b").exists());
+    }
+}

@@ -12,10 +12,12 @@
 #![allow(dead_code, unused_imports)]
 
 mod agent;
+mod operator;
 mod sshd;
 mod users;
 
 pub use agent::TestAgent;
+pub use operator::{json, key_arg, stderr, Operator};
 pub use sshd::{SshdOptions, TestSshd};
 pub use users::{plain_user, sudo_user, TestUser};
 

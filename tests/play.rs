@@ -1,0 +1,273 @@
+//! The playbook engine end to end: `vpsup play` over a real sshd, with the
+//! file-only modules on a temp directory.
+
+mod support;
+
+use std::path::Path;
+
+use serde_json::Value;
+use support::*;
+
+const SITE: &str = r#"
+- name: site
+  tasks:
+    - name: app directory
+      file: { path: "{{ dir }}/app", state: directory, mode: "0750" }
+    - name: app config
+      copy: { dest: "{{ dir }}/app/app.conf", content: "port={{ port }}\n", mode: "0640" }
+      notify: restart app
+    - name: motd
+      template: { src: motd.tera, dest: "{{ dir }}/motd" }
+    - name: sshd-like setting
+      line: { path: "{{ dir }}/settings", line: "PermitRootLogin no", regexp: "^#?PermitRootLogin", create: true }
+    - name: one-time setup
+      command: { run: "echo set-up > {{ dir }}/setup", creates: "{{ dir }}/setup" }
+  handlers:
+    - name: restart app
+      command: { run: "echo restarted >> {{ dir }}/restarts" }
+"#;
+
+struct Project {
+    op: Operator,
+    sshd: TestSshd,
+    target: tempfile::TempDir,
+}
+
+impl Project {
+    fn new() -> Project {
+        let op = Operator::new();
+        std::fs::write(op.project.path().join("site.yml"), SITE).unwrap();
+        std::fs::create_dir(op.project.path().join("templates")).unwrap();
+        std::fs::write(
+            op.project.path().join("templates/motd.tera"),
+            "Welcome to {{ facts.hostname }}, port {{ port }}\n",
+        )
+        .unwrap();
+        Project {
+            op,
+            sshd: TestSshd::start(),
+            target: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.target.path()
+    }
+
+    fn play(&self, extra: &[&str]) -> std::process::Output {
+        let target = format!("root@127.0.0.1:{}", self.sshd.port);
+        let dir = format!("dir={}", self.dir().display());
+        let key = key_arg(&self.sshd);
+        let mut args = vec![
+            "play",
+            "site.yml",
+            &target,
+            "-i",
+            &key,
+            "-e",
+            &dir,
+            "-e",
+            "port=8080",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        self.op.vpsup(&args)
+    }
+}
+
+fn host(out: &std::process::Output) -> Value {
+    json(out)["hosts"][0].clone()
+}
+
+fn statuses(host: &Value) -> Vec<(String, String)> {
+    host["plays"][0]["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap().to_string(),
+                t["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn first_run_changes_then_a_second_run_is_all_ok_in_one_probe() {
+    let p = Project::new();
+    let out = p.play(&[]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let first = host(&out);
+    let changed: Vec<String> = statuses(&first)
+        .into_iter()
+        .filter(|(_, s)| s == "changed")
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        changed,
+        [
+            "app directory",
+            "app config",
+            "motd",
+            "sshd-like setting",
+            "one-time setup",
+            "restart app"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("app/app.conf")).unwrap(),
+        "port=8080\n"
+    );
+    assert!(std::fs::read_to_string(p.dir().join("motd"))
+        .unwrap()
+        .starts_with("Welcome to "));
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("settings")).unwrap(),
+        "PermitRootLogin no\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("restarts")).unwrap(),
+        "restarted\n"
+    );
+
+    let out = p.play(&[]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let second = host(&out);
+    assert!(statuses(&second).iter().all(|(_, s)| s == "ok"), "{second}");
+    assert_eq!(second["plays"][0]["recap"]["changed"], 0);
+    assert_eq!(
+        second["plays"][0]["round_trips"], 1,
+        "a no-op run is one probe exec"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("restarts")).unwrap(),
+        "restarted\n"
+    );
+
+    // The human recap says the same.
+    let target = format!("root@127.0.0.1:{}", p.sshd.port);
+    let dir = format!("dir={}", p.dir().display());
+    let out = p.op.vpsup(&[
+        "play",
+        "site.yml",
+        &target,
+        "-i",
+        &key_arg(&p.sshd),
+        "-e",
+        &dir,
+        "-e",
+        "port=8080",
+        "-v",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("ok=5") && text.contains("changed=0") && text.contains("round_trips=1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_changes_nothing_and_diff_shows_the_difference() {
+    let p = Project::new();
+    assert!(p.play(&[]).status.success());
+    std::fs::write(p.dir().join("app/app.conf"), "port=1\n").unwrap();
+    std::fs::remove_file(p.dir().join("setup")).unwrap();
+
+    let out = p.play(&["--check", "--diff"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let h = host(&out);
+    let config = &h["plays"][0]["tasks"][1];
+    assert_eq!(config["status"], "changed");
+    let diff = config["diffs"][0].as_str().unwrap();
+    assert!(
+        diff.contains("-port=1") && diff.contains("+port=8080"),
+        "{diff}"
+    );
+    assert_eq!(h["plays"][0]["round_trips"], 1);
+    // Nothing changed on the host.
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("app/app.conf")).unwrap(),
+        "port=1\n"
+    );
+    assert!(!p.dir().join("setup").exists());
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("restarts")).unwrap(),
+        "restarted\n"
+    );
+
+    // The human output shows the diff too, and says nothing was changed.
+    let target = format!("root@127.0.0.1:{}", p.sshd.port);
+    let dir = format!("dir={}", p.dir().display());
+    let out = p.op.vpsup(&[
+        "play",
+        "site.yml",
+        &target,
+        "-i",
+        &key_arg(&p.sshd),
+        "-e",
+        &dir,
+        "-e",
+        "port=8080",
+        "--check",
+        "--diff",
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("would change") && text.contains("+port=8080"),
+        "{text}"
+    );
+    assert!(text.contains("check mode: nothing was changed"), "{text}");
+}
+
+#[test]
+fn a_failing_task_stops_the_play_and_reports_pending_handlers() {
+    let p = Project::new();
+    let failing = SITE.replace(
+        "echo set-up > {{ dir }}/setup",
+        "echo no space left >&2; exit 28",
+    );
+    std::fs::write(p.op.project.path().join("site.yml"), failing).unwrap();
+    let out = p.play(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let h = host(&out);
+    let tasks = statuses(&h);
+    assert_eq!(
+        tasks.last().unwrap(),
+        &("one-time setup".to_string(), "failed".to_string())
+    );
+    let error = h["plays"][0]["tasks"][4]["error"].as_str().unwrap();
+    assert!(
+        error.contains("exit 28") && error.contains("no space left"),
+        "{error}"
+    );
+    assert_eq!(
+        h["plays"][0]["handlers_not_run"],
+        serde_json::json!(["restart app"])
+    );
+    assert!(!p.dir().join("restarts").exists());
+}
+
+#[test]
+fn playbook_mistakes_are_bad_input_naming_file_and_line() {
+    let p = Project::new();
+    std::fs::write(
+        p.op.project.path().join("site.yml"),
+        "- name: x\n  tasks:\n    - name: a\n      cpy: {}\n",
+    )
+    .unwrap();
+    let out = p.play(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("site.yml:3: unknown module or task key `cpy`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = p.op.vpsup(&["play", "nope", "root@127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no playbook \"nope\""),
+        "{}",
+        stderr(&out)
+    );
+}
