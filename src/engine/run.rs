@@ -79,6 +79,9 @@ struct Unit<'p> {
     stale: bool,
     /// Planned (and, for changes, queued or run) already.
     done: bool,
+    /// Check mode: an earlier task would have changed this one's state, so its
+    /// plan (and any error in it) is only a guess.
+    after_would_change: bool,
 }
 
 impl Unit<'_> {
@@ -165,6 +168,7 @@ impl<'a> Run<'a> {
             probed: None,
             stale: false,
             done: false,
+            after_would_change: false,
         };
         if let Action::Module { module, args } = &task.action {
             if self.facts.is_none() && mentions(args, "facts") {
@@ -256,6 +260,18 @@ impl<'a> Run<'a> {
         }
         let plan = match self.plan(index) {
             Ok(plan) => plan,
+            // In check mode, "group docker does not exist" after a task that
+            // would install docker is not a failure: it is what that change fixes.
+            Err(e) if self.options.check && self.units[index].after_would_change => {
+                let mut result =
+                    TaskResult::new(&task.name, Status::Changed, self.units[index].handler);
+                result.changes = vec![format!(
+                    "cannot plan before earlier changes are applied ({e})"
+                )];
+                self.units[index].done = true;
+                self.push_result(result);
+                return;
+            }
             Err(e) => return self.record_failure(index, format!("{}: {e}", task.origin)),
         };
         self.units[index].done = true;
@@ -264,6 +280,7 @@ impl<'a> Run<'a> {
             self.register(index, &result);
             self.push_result(result);
         } else if self.options.check {
+            self.mark_affected(index, |unit| unit.after_would_change = true);
             let result = self.changed_result(index, &plan, None);
             self.notify(index, &result);
             self.register(index, &result);
@@ -299,13 +316,7 @@ impl<'a> Run<'a> {
                 return;
             }
         }
-        if let Some(scope) = self.units[index].scope() {
-            for later in self.units.iter_mut().filter(|u| !u.done) {
-                if later.scope().is_some_and(|s| scope.affects(&s)) {
-                    later.stale = true;
-                }
-            }
-        }
+        self.mark_affected(index, |unit| unit.stale = true);
         let slot = self.results.len();
         // A placeholder keeps results in task order until the batch has run.
         self.results.push(TaskResult::new(
@@ -320,6 +331,19 @@ impl<'a> Run<'a> {
         });
         if self.units[index].task.register.is_some() {
             self.flush().await;
+        }
+    }
+
+    /// Applies `mark` to every unit not yet planned whose state a change by
+    /// unit `index` may affect.
+    fn mark_affected(&mut self, index: usize, mark: impl Fn(&mut Unit)) {
+        let Some(scope) = self.units[index].scope() else {
+            return;
+        };
+        for later in self.units.iter_mut().filter(|u| !u.done) {
+            if later.scope().is_some_and(|s| scope.affects(&s)) {
+                mark(later);
+            }
         }
     }
 
@@ -811,6 +835,39 @@ mod tests {
             report.round_trips, 2,
             "the facts probe, then this task's own probe"
         );
+    }
+
+    #[tokio::test]
+    async fn check_mode_does_not_fail_a_task_that_an_earlier_change_would_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: dependent
+  tasks:
+    - name: make the directory
+      file: { path: "{{ dir }}/sub", state: directory }
+    - name: a file in it must already exist
+      file: { path: "{{ dir }}/sub", state: file }
+"#;
+        let options = RunOptions {
+            check: true,
+            ..Default::default()
+        };
+        let report = run(yaml, dir.path(), options, &recording()).await;
+        assert_eq!(report.recap.failed, 0, "{report:?}");
+        assert!(report.tasks[1].changes[0].starts_with("cannot plan before earlier changes"));
+        // Without the earlier change the same error is a real failure.
+        let yaml = yaml.replace("state: directory", "state: absent");
+        let report = run(
+            &yaml,
+            dir.path(),
+            RunOptions {
+                check: true,
+                ..Default::default()
+            },
+            &recording(),
+        )
+        .await;
+        assert_eq!(report.recap.failed, 1);
     }
 
     #[tokio::test]
