@@ -83,14 +83,10 @@ impl Module for CommandTask {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{build_from_yaml, plan};
+    use crate::modules::testing::{build_from_yaml, plan, run_probe};
 
     fn probe_locally(m: &dyn Module) -> String {
-        let out = std::process::Command::new("sh")
-            .args(["-c", &m.probe(&ProbeOptions::default())])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
+        run_probe(m, ProbeOptions::default())
     }
 
     #[test]

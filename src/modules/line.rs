@@ -714,18 +714,7 @@ mod tests {
             path.display()
         );
         let module = build(&yaml);
-        let sh = |script: &str| {
-            let out = std::process::Command::new("/bin/sh")
-                .args(["-c", script])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let sh = testing::run_change;
         let probe = module.probe(&ProbeOptions::default());
         let plan = testing::plan(&*module, &sh(&probe)).unwrap();
         sh(&plan.changes[0].script);

@@ -250,6 +250,31 @@ pub mod testing {
         )
     }
 
+    /// Runs `module`'s probe in a local `sh`, as the engine would, and returns
+    /// what it printed.
+    pub fn run_probe(module: &dyn Module, opts: ProbeOptions) -> String {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &module.probe(&opts)])
+            .output()
+            .expect("sh runs");
+        String::from_utf8(out.stdout).expect("probe output is UTF-8")
+    }
+
+    /// Runs a change script in a local `sh -e` and returns its stdout; panics
+    /// with its stderr when it fails.
+    pub fn run_change(script: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .output()
+            .expect("sh runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("output is UTF-8")
+    }
+
     pub fn build_from_yaml(name: &str, yaml: &str) -> Result<Box<dyn Module>, ModuleError> {
         let args: serde_json::Value = serde_saphyr::from_str(yaml).expect("test YAML parses");
         build(name, args)

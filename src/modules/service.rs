@@ -622,11 +622,7 @@ mod tests {
     #[test]
     fn real_probe_degrades_to_a_clear_error_without_systemd() {
         let module = service("name: nginx\nmasked: false");
-        let out = std::process::Command::new("sh")
-            .args(["-c", &module.probe(&ProbeOptions::default())])
-            .output()
-            .expect("sh runs");
-        let probed = String::from_utf8_lossy(&out.stdout);
+        let probed = testing::run_probe(&*module, ProbeOptions::default());
         let systemd_runs = std::path::Path::new("/run/systemd/system").is_dir();
         match testing::plan(&*module, &probed) {
             Ok(_) => assert!(systemd_runs, "planned without systemd from {probed:?}"),

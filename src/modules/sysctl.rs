@@ -498,11 +498,10 @@ mod tests {
     #[test]
     fn real_probe_finds_write_only_keys_unreadable() {
         let module = sysctl("file: /nonexistent/60-vpsup.conf\nvalues: {vm.drop_caches: 3}");
-        let out = std::process::Command::new("sh")
-            .args(["-c", &module.probe(&ProbeOptions::default())])
-            .output()
-            .unwrap();
-        match testing::plan(&*module, &String::from_utf8(out.stdout).unwrap()) {
+        match testing::plan(
+            &*module,
+            &testing::run_probe(&*module, ProbeOptions::default()),
+        ) {
             Err(ModuleError::Plan(message)) => {
                 assert!(message.contains("cannot be read"), "{message}")
             }
@@ -574,27 +573,15 @@ mod tests {
             range.trim().replace('\t', " ")
         ));
         let probe_and_plan = || {
-            let script = module.probe(&ProbeOptions { with_content: true });
-            let out = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .output()
-                .unwrap();
-            testing::plan(&*module, &String::from_utf8(out.stdout).unwrap()).unwrap()
+            let probed = testing::run_probe(&*module, ProbeOptions { with_content: true });
+            testing::plan(&*module, &probed).unwrap()
         };
         let plan = probe_and_plan();
         assert_eq!(plan.changes.len(), 1, "only the file differs: {plan:?}");
         assert!(plan.changes[0]
             .summary
             .ends_with("(not in this kernel, skipped: net.vpsup.no_such_key)"));
-        let run = std::process::Command::new("sh")
-            .args(["-ec", &plan.changes[0].script])
-            .output()
-            .unwrap();
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        testing::run_change(&plan.changes[0].script);
         assert!(std::fs::read_to_string(&file)
             .unwrap()
             .contains("net.vpsup.no_such_key = 1\n"));

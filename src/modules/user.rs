@@ -566,11 +566,7 @@ mod tests {
     }
 
     fn run_probe(m: &dyn Module) -> String {
-        let out = std::process::Command::new("sh")
-            .args(["-c", &m.probe(&ProbeOptions::default())])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout).unwrap()
+        crate::modules::testing::run_probe(m, ProbeOptions::default())
     }
 
     #[test]
