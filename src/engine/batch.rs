@@ -16,7 +16,9 @@ pub struct BatchScript {
 impl BatchScript {
     pub fn new(nonce: u64) -> BatchScript {
         let marker = format!("@@vpsup-{nonce:016x}");
-        let body = format!("M={marker}\nvpsup_err=$(mktemp)\ntrap 'rm -f \"$vpsup_err\"' EXIT\n");
+        // The marker appears only as literals in this script (which tasks
+        // cannot read: their stdin is /dev/null), never in a variable they could print.
+        let body = "vpsup_err=$(mktemp)\ntrap 'rm -f \"$vpsup_err\"' EXIT\n".to_string();
         BatchScript {
             marker,
             body,
@@ -53,7 +55,8 @@ impl BatchScript {
     pub fn change(&mut self, id: usize, script: &str) {
         self.section(&format!("begin {id}"));
         self.body.push_str(&format!(
-            "(\nset -e\n{script}\n) </dev/null 2>\"$vpsup_err\"\nrc=$?\nprintf '\\n%s stderr {id}\\n' \"$M\"\ncat \"$vpsup_err\"\nprintf '\\n%s end {id} %s\\n' \"$M\" \"$rc\"\n[ \"$rc\" -eq 0 ] || exit 0\n"
+            "(\nset -e\n{script}\n) </dev/null 2>\"$vpsup_err\"\nrc=$?\nprintf '\\n{marker} stderr {id}\\n'\ncat \"$vpsup_err\"\nprintf '\\n{marker} end {id} %s\\n' \"$rc\"\n[ \"$rc\" -eq 0 ] || exit 0\n",
+            marker = self.marker
         ));
     }
 
@@ -65,7 +68,7 @@ impl BatchScript {
     fn section(&mut self, what: &str) {
         self.sections += 1;
         self.body
-            .push_str(&format!("printf '\\n%s {what}\\n' \"$M\"\n"));
+            .push_str(&format!("printf '\\n{} {what}\\n'\n", self.marker));
     }
 }
 
@@ -186,6 +189,15 @@ mod tests {
         let out = parse(&run(&b.finish()), &marker);
         let facts = crate::facts::parse(out.facts.as_deref().unwrap()).unwrap();
         assert!(facts.cpus >= 1);
+    }
+
+    #[test]
+    fn tasks_cannot_see_the_marker() {
+        let mut b = BatchScript::new(3);
+        b.change(0, "set | grep -c @@vpsup || true");
+        let marker = b.marker().to_string();
+        let out = parse(&run(&b.finish()), &marker);
+        assert_eq!(out.changes[0].stdout, "0\n");
     }
 
     #[test]

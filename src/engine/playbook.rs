@@ -103,6 +103,12 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Play>, PlaybookError> {
         file: file.to_string(),
         message: e.to_string(),
     })?;
+    if raw.is_empty() {
+        return Err(PlaybookError::Yaml {
+            file: file.to_string(),
+            message: "the playbook has no plays (expected a list: `- name: ...`)".to_string(),
+        });
+    }
     raw.into_iter().map(|p| play(p, file)).collect()
 }
 
@@ -126,6 +132,12 @@ fn play(raw: RawPlay, file: &str) -> Result<Play, PlaybookError> {
         return Err(play_error(format!(
             "{}: a handler cannot be `meta: flush_handlers`",
             h.origin
+        )));
+    }
+    if let Some(h) = handlers.iter().find(|h| !h.notify.is_empty()) {
+        return Err(play_error(format!(
+            "{}: handler {:?} notifies other handlers; handlers run once at the end, so list them on the task instead",
+            h.origin, h.name
         )));
     }
     let handler_names: BTreeSet<&str> = handlers.iter().map(|h| h.name.as_str()).collect();
@@ -345,6 +357,9 @@ mod tests {
         assert!(e.starts_with("p.yml: ") && e.contains("taks"), "{e}");
         let e = error("- name: x\n  tasks:\n    - meta: reboot\n");
         assert!(e.contains("unknown meta action"), "{e}");
+        let e = error("- name: x\n  tasks: []\n  handlers:\n    - name: a\n      file: {}\n      notify: b\n    - name: b\n      file: {}\n");
+        assert!(e.contains("handler \"a\" notifies other handlers"), "{e}");
+        assert!(error("[]").contains("no plays"));
     }
 
     #[test]

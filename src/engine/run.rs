@@ -10,7 +10,7 @@ use super::playbook::{Action, Play, Task};
 use super::render::{mentions, Renderer, Vars};
 use super::{Observer, PlayReport, Recap, RunOptions, Status, TaskResult};
 use crate::facts::{self, HostFacts};
-use crate::modules::{self, Change, Module, Plan, PlanContext, ProbeOptions, Scope};
+use crate::modules::{self, Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope};
 use crate::transport::{ExecRequest, Transport};
 
 /// Runs `play` on the host behind `transport`. `vars.base` holds the command's
@@ -82,6 +82,8 @@ struct Unit<'p> {
     /// Check mode: an earlier task would have changed this one's state, so its
     /// plan (and any error in it) is only a guess.
     after_would_change: bool,
+    /// A result (of any status) was recorded for it in the current round.
+    attempted: bool,
 }
 
 impl Unit<'_> {
@@ -131,7 +133,8 @@ impl<'a> Run<'a> {
             let unit = self.build(handler, true);
             self.units.push(unit);
         }
-        if !self.probe_all().await {
+        // Bad arguments are found before anything runs on the host.
+        if self.fail_on_build_error() || !self.probe_all().await || self.fail_on_build_error() {
             return;
         }
         for index in 0..play.tasks.len() {
@@ -149,6 +152,19 @@ impl<'a> Run<'a> {
         }
         self.flush().await;
         self.run_handlers().await;
+    }
+
+    /// Fails the play on the first unit whose module could not be built.
+    fn fail_on_build_error(&mut self) -> bool {
+        let Some(index) = self.units.iter().position(|u| u.build_error.is_some()) else {
+            return false;
+        };
+        let error = self.units[index].build_error.clone().unwrap_or_default();
+        self.failed = true;
+        let unit = &self.units[index];
+        let result = TaskResult::failed(&unit.task.name, unit.handler, error);
+        self.finish_unit(index, result);
+        true
     }
 
     fn selected(&self, index: usize) -> bool {
@@ -169,6 +185,7 @@ impl<'a> Run<'a> {
             stale: false,
             done: false,
             after_would_change: false,
+            attempted: false,
         };
         if let Action::Module { module, args } = &task.action {
             if self.facts.is_none() && mentions(args, "facts") {
@@ -198,9 +215,17 @@ impl<'a> Run<'a> {
         self.observer.phase("probing");
         let mut script = BatchScript::new(nonce());
         script.facts();
-        for (id, unit) in self.units.iter().enumerate() {
-            if let Some(module) = &unit.module {
-                script.probe(id, &module.probe(&self.probe_options()));
+        let options = self.probe_options();
+        let play = self.play;
+        for (id, unit) in self.units.iter_mut().enumerate() {
+            match &unit.module {
+                // Probed as the task will run; the others are probed in an exec
+                // with their own `become` before they are planned.
+                Some(module) if unit.become_root(play) == play.become_root => {
+                    script.probe(id, &module.probe(&options))
+                }
+                Some(_) => unit.stale = true,
+                None => {}
             }
         }
         let Some(output) = self.exec(script, self.play.become_root).await else {
@@ -231,18 +256,19 @@ impl<'a> Run<'a> {
 
     /// Plans one task or handler, recording its result or queueing its change.
     async fn step(&mut self, index: usize) {
-        if let Some(error) = self.units[index].build_error.clone() {
-            self.record_failure(index, error);
-            return;
-        }
         let task = self.units[index].task;
         // `when` may read results of tasks still in the batch: run them first.
         let when_reads_results = task.when.as_deref().is_some_and(|w| w.contains("results"));
         if self.units[index].stale || (when_reads_results && !self.batch.is_empty()) {
             self.flush().await;
-            if self.failed {
-                return;
-            }
+        }
+        if self.units[index].stale && !self.failed {
+            // Still stale: it runs with another `become` than the batch had.
+            let become_root = self.units[index].become_root(self.play);
+            self.flush_as(Some(become_root)).await;
+        }
+        if self.failed {
+            return;
         }
         if let Some(expression) = &task.when {
             match self.renderer.when(expression, &self.vars) {
@@ -251,56 +277,59 @@ impl<'a> Run<'a> {
                     self.units[index].done = true;
                     let result =
                         TaskResult::new(&task.name, Status::Skipped, self.units[index].handler);
-                    self.register(index, &result);
-                    self.push_result(result);
+                    self.finish_unit(index, result);
                     return;
                 }
-                Err(e) => return self.record_failure(index, format!("{}: {e}", task.origin)),
+                Err(e) => return self.fail_task(index, format!("{}: {e}", task.origin)).await,
             }
         }
         let plan = match self.plan(index) {
             Ok(plan) => plan,
             // In check mode, "group docker does not exist" after a task that
             // would install docker is not a failure: it is what that change fixes.
-            Err(e) if self.options.check && self.units[index].after_would_change => {
+            Err(e @ ModuleError::Plan(_))
+                if self.options.check && self.units[index].after_would_change =>
+            {
                 let mut result =
                     TaskResult::new(&task.name, Status::Changed, self.units[index].handler);
                 result.changes = vec![format!(
                     "cannot plan before earlier changes are applied ({e})"
                 )];
                 self.units[index].done = true;
-                self.push_result(result);
+                self.finish_unit(index, result);
                 return;
             }
-            Err(e) => return self.record_failure(index, format!("{}: {e}", task.origin)),
+            Err(e) => return self.fail_task(index, format!("{}: {e}", task.origin)).await,
         };
         self.units[index].done = true;
         if plan.is_ok() {
             let result = TaskResult::new(&task.name, Status::Ok, self.units[index].handler);
-            self.register(index, &result);
-            self.push_result(result);
+            self.finish_unit(index, result);
         } else if self.options.check {
             self.mark_affected(index, |unit| unit.after_would_change = true);
             let result = self.changed_result(index, &plan, None);
             self.notify(index, &result);
-            self.register(index, &result);
-            self.push_result(result);
+            self.finish_unit(index, result);
         } else {
             self.queue(index, plan).await;
         }
     }
 
-    fn plan(&self, index: usize) -> Result<Plan, String> {
+    fn plan(&self, index: usize) -> Result<Plan, ModuleError> {
         let unit = &self.units[index];
-        let module = unit.module.as_ref().ok_or("the task has no module")?;
-        let facts = self.facts.as_ref().ok_or("no facts")?;
+        let missing = |what: &str| ModuleError::Plan(format!("internal: {what}"));
+        let module = unit
+            .module
+            .as_ref()
+            .ok_or_else(|| missing("the task has no module"))?;
+        let facts = self.facts.as_ref().ok_or_else(|| missing("no facts"))?;
         let render = |name: &str| self.renderer.template(name, &self.vars);
         let ctx = PlanContext {
             facts,
             render: &render,
         };
         let probed = unit.probed.as_deref().unwrap_or("");
-        module.plan(probed, &ctx).map_err(|e| e.to_string())
+        module.plan(probed, &ctx)
     }
 
     /// Adds a change to the batch and marks the later units it may affect stale.
@@ -349,6 +378,18 @@ impl<'a> Run<'a> {
 
     /// Runs the queued changes and re-probes every stale unit, in one exec.
     async fn flush(&mut self) {
+        self.flush_as(None).await;
+    }
+
+    /// `flush`, where an empty batch probes as `become_root` (default: the play's).
+    /// Only stale units that run with the exec's `become` are re-probed.
+    async fn flush_as(&mut self, become_root: Option<bool>) {
+        let become_root = self
+            .batch
+            .first()
+            .map_or(become_root.unwrap_or(self.play.become_root), |q| {
+                self.units[q.unit].become_root(self.play)
+            });
         let mut script = BatchScript::new(nonce());
         for queued in &self.batch {
             let body: Vec<&str> = queued
@@ -363,7 +404,7 @@ impl<'a> Run<'a> {
         let reprobed: Vec<usize> = (0..self.units.len())
             .filter(|&i| {
                 let u = &self.units[i];
-                u.stale && !u.done && u.module.is_some()
+                u.stale && !u.done && u.module.is_some() && u.become_root(self.play) == become_root
             })
             .collect();
         for &id in &reprobed {
@@ -374,9 +415,6 @@ impl<'a> Run<'a> {
         if script.is_empty() {
             return;
         }
-        let become_root = self.batch.first().map_or(self.play.become_root, |q| {
-            self.units[q.unit].become_root(self.play)
-        });
         if !self.batch.is_empty() {
             self.observer
                 .phase(&format!("applying {} change(s)", self.batch.len()));
@@ -428,6 +466,7 @@ impl<'a> Run<'a> {
                 self.notify(queued.unit, &result);
             }
             self.register(queued.unit, &result);
+            self.units[queued.unit].attempted = true;
             self.results[queued.slot] = result;
         }
         if self.failed {
@@ -444,16 +483,22 @@ impl<'a> Run<'a> {
 
     async fn run_handlers(&mut self) {
         let handlers: Vec<usize> = std::mem::take(&mut self.notified).into_iter().collect();
-        for (position, &index) in handlers.iter().enumerate() {
-            if self.failed {
-                // Not run: put back what is left so the report names them.
-                self.notified.extend(&handlers[position..]);
-                return;
-            }
+        for &index in &handlers {
             self.units[index].done = false;
+            self.units[index].attempted = false;
+        }
+        for &index in &handlers {
+            if self.failed {
+                break;
+            }
             self.step(index).await;
         }
         self.flush().await;
+        if self.failed {
+            // The report names every notified handler that never got to run.
+            let unrun = handlers.iter().filter(|&&h| !self.units[h].attempted);
+            self.notified.extend(unrun);
+        }
     }
 
     /// Notifies the task's handlers when it changed something.
@@ -501,7 +546,9 @@ impl<'a> Run<'a> {
         };
         let mut result = TaskResult::new(&unit.task.name, status, unit.handler);
         result.changes = plan.changes.iter().map(|c| c.summary.clone()).collect();
-        result.diffs = plan.changes.iter().filter_map(|c| c.diff.clone()).collect();
+        if self.options.diff {
+            result.diffs = plan.changes.iter().filter_map(|c| c.diff.clone()).collect();
+        }
         if let Some(ran) = ran {
             result.exit_status = ran.status;
             result.stdout = ran.stdout.clone();
@@ -543,10 +590,23 @@ impl<'a> Run<'a> {
         false
     }
 
-    fn record_failure(&mut self, index: usize, error: String) {
+    /// Fails the play at unit `index`. Changes already queued before it run
+    /// first (they were planned before the failure, and may notify handlers).
+    async fn fail_task(&mut self, index: usize, error: String) {
+        self.flush().await;
+        if self.failed {
+            return; // the batch failed first; that failure is the one to report
+        }
         self.failed = true;
         let unit = &self.units[index];
         let result = TaskResult::failed(&unit.task.name, unit.handler, error);
+        self.finish_unit(index, result);
+    }
+
+    /// Records a unit's final result (any status).
+    fn finish_unit(&mut self, index: usize, result: TaskResult) {
+        self.register(index, &result);
+        self.units[index].attempted = true;
         self.push_result(result);
     }
 
@@ -868,6 +928,102 @@ mod tests {
         )
         .await;
         assert_eq!(report.recap.failed, 1);
+    }
+
+    #[tokio::test]
+    async fn a_plan_error_runs_the_changes_queued_before_it_and_names_pending_handlers() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: plan error
+  tasks:
+    - name: queued first
+      copy: { dest: "{{ dir }}/a", content: "a" }
+      notify: h
+    - name: cannot plan
+      file: { path: "{{ dir }}/missing", state: file }
+    - name: never
+      copy: { dest: "{{ dir }}/b", content: "b" }
+  handlers:
+    - name: h
+      command: { run: "touch {{ dir }}/handled" }
+"#;
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(
+            statuses(&report),
+            [
+                ("queued first".into(), Status::Changed),
+                ("cannot plan".into(), Status::Failed)
+            ]
+        );
+        assert!(dir.path().join("a").exists() && !dir.path().join("b").exists());
+        assert_eq!(report.handlers_not_run, ["h"]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_handler_reports_the_handlers_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: handler failure
+  tasks:
+    - name: t
+      copy: { dest: "{{ dir }}/a", content: "a" }
+      notify: [h1, h2]
+  handlers:
+    - name: h1
+      command: { run: "exit 3" }
+    - name: h2
+      command: { run: "touch {{ dir }}/h2" }
+"#;
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(report.tasks.last().unwrap().status, Status::Failed);
+        assert_eq!(report.handlers_not_run, ["h2"]);
+        assert!(!dir.path().join("h2").exists());
+    }
+
+    #[tokio::test]
+    async fn bad_arguments_fail_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: bad args
+  tasks:
+    - name: fine
+      copy: { dest: "{{ dir }}/a", content: "a" }
+    - name: typo
+      copy: { dest: "{{ dir }}/b", contnet: "b" }
+"#;
+        let t = recording();
+        let report = run(yaml, dir.path(), RunOptions::default(), &t).await;
+        assert_eq!(statuses(&report), [("typo".into(), Status::Failed)]);
+        assert!(report.tasks[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("contnet"));
+        assert_eq!(report.round_trips, 0, "nothing ran on the host");
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[tokio::test]
+    async fn a_change_to_a_directory_makes_paths_below_it_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        std::fs::write(dir.path().join("d/f"), "f").unwrap();
+        let yaml = r#"
+- name: parent and child
+  tasks:
+    - name: remove the directory
+      file: { path: "{{ dir }}/d", state: absent }
+    - name: recreate it
+      file: { path: "{{ dir }}/d", state: directory }
+    - name: the file in it
+      copy: { dest: "{{ dir }}/d/f", content: "f" }
+"#;
+        let report = run(yaml, dir.path(), RunOptions::default(), &recording()).await;
+        assert_eq!(report.recap.changed, 3, "{report:?}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("d/f")).unwrap(),
+            "f"
+        );
     }
 
     #[tokio::test]

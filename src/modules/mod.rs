@@ -130,12 +130,30 @@ impl Scope {
     }
 
     /// Whether a change within `self` can make state probed for `other` stale.
+    /// Paths overlap when one contains the other (removing `/srv/app` changes
+    /// `/srv/app/app.conf`).
     pub fn affects(&self, other: &Scope) -> bool {
         match (self, other) {
             (Scope::Host, _) | (_, Scope::Host) => true,
-            (Scope::Keys(mine), Scope::Keys(theirs)) => mine.iter().any(|k| theirs.contains(k)),
+            (Scope::Keys(mine), Scope::Keys(theirs)) => mine
+                .iter()
+                .any(|a| theirs.iter().any(|b| keys_overlap(a, b))),
         }
     }
+}
+
+fn keys_overlap(a: &str, b: &str) -> bool {
+    match (a.strip_prefix("path:"), b.strip_prefix("path:")) {
+        (Some(x), Some(y)) => contains_path(x, y) || contains_path(y, x),
+        _ => a == b,
+    }
+}
+
+/// Whether `inner` is `outer` or below it, by whole path components.
+fn contains_path(outer: &str, inner: &str) -> bool {
+    let outer = outer.trim_end_matches('/');
+    let inner = inner.trim_end_matches('/');
+    inner == outer || (inner.starts_with(outer) && inner[outer.len()..].starts_with('/'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,6 +319,10 @@ mod tests {
         assert!(a.affects(&Scope::Keys(vec!["path:/etc/a".into(), "x".into()])));
         assert!(!a.affects(&Scope::path("/etc/b")));
         assert!(Scope::Host.affects(&a) && a.affects(&Scope::Host));
+        assert!(Scope::path("/srv/app").affects(&Scope::path("/srv/app/app.conf")));
+        assert!(Scope::path("/srv/app/app.conf").affects(&Scope::path("/srv/app/")));
+        assert!(!Scope::path("/srv/app").affects(&Scope::path("/srv/application")));
+        assert!(!Scope::Keys(vec!["unit:a".into()]).affects(&Scope::Keys(vec!["unit:ab".into()])));
     }
 
     #[test]

@@ -297,11 +297,14 @@ impl Module for Service {
 
     fn scope(&self) -> Scope {
         let unit = self.unit();
-        // The path too: `mask` writes it, and a task writing that unit file must
-        // make this task probe again.
+        // The unit files too: `mask` writes one, and a task writing a unit file
+        // or a drop-in must make this task probe again (daemon-reload).
         Scope::Keys(vec![
             format!("unit:{unit}"),
             format!("path:/etc/systemd/system/{unit}"),
+            format!("path:/etc/systemd/system/{unit}.d"),
+            format!("path:/usr/lib/systemd/system/{unit}"),
+            format!("path:/lib/systemd/system/{unit}"),
         ])
     }
 }
@@ -360,7 +363,10 @@ mod tests {
                 module.scope(),
                 Scope::Keys(vec![
                     format!("unit:{unit}"),
-                    format!("path:/etc/systemd/system/{unit}")
+                    format!("path:/etc/systemd/system/{unit}"),
+                    format!("path:/etc/systemd/system/{unit}.d"),
+                    format!("path:/usr/lib/systemd/system/{unit}"),
+                    format!("path:/lib/systemd/system/{unit}")
                 ])
             );
         }

@@ -15,11 +15,13 @@ mod agent;
 mod operator;
 mod sshd;
 mod users;
+mod vm;
 
 pub use agent::TestAgent;
 pub use operator::{json, key_arg, stderr, Operator};
 pub use sshd::{SshdOptions, TestSshd};
 pub use users::{plain_user, sudo_user, TestUser};
+pub use vm::TestVm;
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
