@@ -297,7 +297,12 @@ fn read_password(mut input: impl BufRead) -> Result<String, SettingsError> {
 }
 
 fn terminal_prompt() -> crate::transport::ssh::SecretPrompt {
-    Arc::new(|question: &str| {
+    // Several hosts connect at once: one question at a time on the terminal.
+    let terminal = Arc::new(std::sync::Mutex::new(()));
+    Arc::new(move |question: &str| {
+        let _turn = terminal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         rpassword::prompt_password(question)
             .ok()
             .filter(|s| !s.is_empty())

@@ -61,12 +61,8 @@ pub enum SshConfigError {
         line: usize,
         message: String,
     },
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    #[error("cannot read {path}: {cause}")]
+    Read { path: String, cause: io::Error },
 }
 
 #[derive(Debug, Clone)]
@@ -357,7 +353,7 @@ fn read_config(path: &Path) -> Result<Option<String>, SshConfigError> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(source) => Err(SshConfigError::Read {
             path: path.display().to_string(),
-            source,
+            cause: source,
         }),
     }
 }

@@ -110,6 +110,75 @@ async fn a_changed_host_key_is_refused_with_both_fingerprints_and_never_overwrit
 }
 
 #[tokio::test]
+async fn a_host_with_several_key_types_is_known_by_the_recorded_one() {
+    // The server has an ED25519 and an ECDSA host key; known_hosts records only
+    // the ECDSA one. OpenSSH connects; so must we, without calling it "changed".
+    let keys = tempfile::tempdir().unwrap();
+    let ecdsa = keys.path().join("host_ecdsa");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ecdsa", "-N", "", "-f"])
+        .arg(&ecdsa)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::set_permissions(keys.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sshd = TestSshd::start_with(SshdOptions {
+        extra_config: format!("HostKey {}\n", ecdsa.display()),
+        ..Default::default()
+    });
+    let home = tempfile::tempdir().unwrap();
+    let t = target(&sshd, "root", home.path());
+    let ecdsa_pub = std::fs::read_to_string(ecdsa.with_extension("pub")).unwrap();
+    let mut fields = ecdsa_pub.split_whitespace();
+    let line = format!(
+        "[127.0.0.1]:{} {} {}\n",
+        sshd.port,
+        fields.next().unwrap(),
+        fields.next().unwrap()
+    );
+    std::fs::write(&t.known_hosts, &line).unwrap();
+    let (_, report) = SshTransport::connect(&t, &Credentials::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.learned_host_key, None);
+    assert_eq!(std::fs::read_to_string(&t.known_hosts).unwrap(), line);
+}
+
+#[tokio::test]
+async fn an_unreadable_key_file_does_not_stop_the_agent() {
+    let sshd = TestSshd::start();
+    let agent = TestAgent::start();
+    agent.add(&sshd.client_key);
+    let home = tempfile::tempdir().unwrap();
+    let garbage = home.path().join("id_ecdsa");
+    std::fs::write(&garbage, "not a key").unwrap();
+    let mut t = target(&sshd, "root", home.path());
+    t.identity_files = vec![garbage.clone()];
+    let creds = Credentials {
+        agent_socket: Some(agent.sock.clone()),
+        ..Default::default()
+    };
+    let (_, report) = SshTransport::connect(&t, &creds)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        report.auth_method.contains("agent"),
+        "{}",
+        report.auth_method
+    );
+    // Without the agent, the failure says why the key was not used.
+    let text = SshTransport::connect(&t, &Credentials::default())
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        text.contains(&format!("{} (unreadable", garbage.display())),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn agent_auth_works_without_any_key_file() {
     let sshd = TestSshd::start();
     let agent = TestAgent::start();

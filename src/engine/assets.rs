@@ -25,11 +25,10 @@ pub struct Assets {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AssetError {
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error(
         "no playbook {name:?}: not a file, and not a built-in or project playbook (known: {known})"
@@ -120,9 +119,9 @@ fn overlay(
 }
 
 fn read(path: &Path) -> Result<String, AssetError> {
-    std::fs::read_to_string(path).map_err(|source| AssetError::Read {
+    std::fs::read_to_string(path).map_err(|cause| AssetError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::io::Write;
 
 use russh::keys::known_hosts::known_host_keys_path;
-use russh::keys::{HashAlg, PublicKey};
+use russh::keys::{Algorithm, HashAlg, PublicKey};
 
 /// What checking the offered key against known_hosts concluded.
 #[derive(Debug, Clone)]
@@ -50,6 +50,20 @@ pub fn describe_key(key: &PublicKey) -> String {
         .unwrap_or(&algo)
         .to_uppercase();
     format!("{short} {}", key.fingerprint(HashAlg::Sha256))
+}
+
+/// The key algorithms recorded for `host:port`, so the handshake can ask the
+/// server for a key we know (as OpenSSH orders its host key algorithms)
+/// instead of mistaking another type for a changed key.
+pub fn recorded_algorithms(path: &Path, host: &str, port: u16) -> Vec<Algorithm> {
+    known_host_keys_path(host, port, path)
+        .map(|keys| keys.iter().map(|(_, k)| k.algorithm()).collect())
+        .unwrap_or_default()
+}
+
+/// The same kind of key, whatever signature hash an RSA key is used with.
+pub fn same_family(a: &Algorithm, b: &Algorithm) -> bool {
+    matches!((a, b), (Algorithm::Rsa { .. }, Algorithm::Rsa { .. })) || a == b
 }
 
 /// Checks `offered` for `host:port` against `path`, learning it when the host is new.
@@ -177,6 +191,26 @@ mod tests {
         }
         // The refused key was not written.
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn recorded_algorithms_are_listed_for_the_host_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        verify(&path, "a.example", 22, &key(KEY_A));
+        assert_eq!(
+            recorded_algorithms(&path, "a.example", 22),
+            [Algorithm::Ed25519]
+        );
+        assert!(recorded_algorithms(&path, "b.example", 22).is_empty());
+        let rsa = Algorithm::Rsa { hash: None };
+        assert!(same_family(
+            &rsa,
+            &Algorithm::Rsa {
+                hash: Some(russh::keys::HashAlg::Sha256)
+            }
+        ));
+        assert!(!same_family(&rsa, &Algorithm::Ed25519));
     }
 
     #[test]

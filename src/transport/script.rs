@@ -100,7 +100,7 @@ if [ "$got" -ne {size} ]; then echo "upload of $dest incomplete: $got of {size} 
 if [ "$(sha256sum < "$tmp" | cut -d' ' -f1)" != {sha} ]; then echo "upload of $dest corrupted: SHA-256 mismatch" >&2; exit 1; fi
 sync -- "$tmp" 2>/dev/null || :
 {chown}chmod {mode:04o} "$tmp"
-mv -f -- "$tmp" "$dest"
+mv -f -T -- "$tmp" "$dest"
 trap - EXIT
 )
 "#,

@@ -67,12 +67,8 @@ pub struct ConnectReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error("cannot connect to {addr}: {source}. Is the host up and sshd listening on that port?")]
-    Connect {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("cannot connect to {addr}: {cause}. Is the host up and sshd listening on that port?")]
+    Connect { addr: String, cause: std::io::Error },
     #[error("{addr}: no SSH answer within {secs} s (host down, port filtered by a firewall, or not an SSH server). Check the address and port, or raise --connect-timeout")]
     Timeout { addr: String, secs: u64 },
     #[error("{0}")]
@@ -85,14 +81,8 @@ pub enum SshError {
         tried: String,
         hint: String,
     },
-    #[error("cannot use key {}: {detail}", path.display())]
-    KeyFile { path: PathBuf, detail: String },
-    #[error("{addr}: SSH error: {source}")]
-    Protocol {
-        addr: String,
-        #[source]
-        source: russh::Error,
-    },
+    #[error("{addr}: SSH error: {cause}")]
+    Protocol { addr: String, cause: russh::Error },
 }
 
 /// A live, authenticated SSH connection to one host.
@@ -123,14 +113,15 @@ impl SshTransport {
             inactivity_timeout: None,
             keepalive_interval: Some(Duration::from_secs(15)),
             keepalive_max: 4,
+            preferred: known_types_first(target),
             ..Default::default()
         });
         let handshake = async {
             let tcp = TcpStream::connect(&addr)
                 .await
-                .map_err(|source| SshError::Connect {
+                .map_err(|cause| SshError::Connect {
                     addr: addr.clone(),
-                    source,
+                    cause,
                 })?;
             let _ = tcp.set_nodelay(true);
             client::connect_stream(config, tcp, checker)
@@ -138,7 +129,7 @@ impl SshTransport {
                 .map_err(|source| {
                     host_key_error(&verdict).unwrap_or(SshError::Protocol {
                         addr: addr.clone(),
-                        source,
+                        cause: source,
                     })
                 })
         };
@@ -302,6 +293,23 @@ impl client::Handler for HostKeyChecker {
     }
 }
 
+/// russh's algorithm preferences with the host key types already recorded for
+/// this host first, so a server with several host keys shows the one we know.
+fn known_types_first(target: &SshTarget) -> russh::Preferred {
+    let defaults = russh::Preferred::default();
+    let recorded = known_hosts::recorded_algorithms(&target.known_hosts, &target.host, target.port);
+    let (mut known, other): (Vec<_>, Vec<_>) = defaults
+        .key
+        .iter()
+        .cloned()
+        .partition(|a| recorded.iter().any(|r| known_hosts::same_family(r, a)));
+    known.extend(other);
+    russh::Preferred {
+        key: std::borrow::Cow::Owned(known),
+        ..defaults
+    }
+}
+
 fn host_key_error(verdict: &Mutex<Option<HostKeyVerdict>>) -> Option<SshError> {
     match verdict.lock().ok()?.clone()? {
         HostKeyVerdict::Changed(mismatch) => Some(SshError::HostKeyChanged(mismatch)),
@@ -350,12 +358,11 @@ impl<'a> Authenticator<'a> {
                 Err(russh::keys::Error::KeyIsEncrypted) => encrypted.push(path.clone()),
                 // A default key file that does not exist is simply not offered.
                 Err(russh::keys::Error::IO(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(SshError::KeyFile {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })
-                }
+                // An unreadable key is one fewer way in, not the end: the agent
+                // or another key may still work. The failure message lists it.
+                Err(e) => self
+                    .tried
+                    .push(format!("{} (unreadable: {e})", path.display())),
             }
         }
 
@@ -374,19 +381,23 @@ impl<'a> Authenticator<'a> {
                 ));
                 continue;
             };
-            let Some(passphrase) =
-                prompt(&format!("Enter passphrase for key '{}': ", path.display()))
-            else {
-                continue;
-            };
-            let key = russh::keys::load_secret_key(&path, Some(&passphrase)).map_err(|e| {
-                SshError::KeyFile {
-                    path: path.clone(),
-                    detail: format!("{e} (wrong passphrase?)"),
+            // Three tries at the passphrase, as ssh does.
+            for _ in 0..3 {
+                let question = format!("Enter passphrase for key '{}': ", path.display());
+                let Some(passphrase) = prompt(&question) else {
+                    break;
+                };
+                match russh::keys::load_secret_key(&path, Some(&passphrase)) {
+                    Ok(key) => {
+                        if self.try_key(key, &path).await? {
+                            return Ok(format!("publickey ({})", path.display()));
+                        }
+                        break;
+                    }
+                    Err(_) => self
+                        .tried
+                        .push(format!("{} (wrong passphrase)", path.display())),
                 }
-            })?;
-            if self.try_key(key, &path).await? {
-                return Ok(format!("publickey ({})", path.display()));
             }
         }
 
@@ -438,7 +449,7 @@ impl<'a> Authenticator<'a> {
             .target
             .identity_files
             .iter()
-            .filter_map(|p| russh::keys::load_public_key(p.with_extension("pub")).ok())
+            .filter_map(|p| russh::keys::load_public_key(format!("{}.pub", p.display())).ok())
             .collect();
         let mut offered = 0;
         for identity in identities {
@@ -501,7 +512,7 @@ impl<'a> Authenticator<'a> {
     fn protocol(&self, source: russh::Error) -> SshError {
         SshError::Protocol {
             addr: format!("{}:{}", self.target.host, self.target.port),
-            source,
+            cause: source,
         }
     }
 
