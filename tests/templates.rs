@@ -1,0 +1,181 @@
+//! Every built-in template, rendered with fixed variables and compared with its
+//! golden file in tests/golden/ (VPSUP_BLESS=1 rewrites them after a deliberate
+//! change: review the diff), then checked by the program that will read it:
+//! `sshd -t`, `nginx -t`, a JSON parser.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+use support::describe_output;
+use vpsup::engine::assets::Assets;
+use vpsup::engine::render::{Renderer, Vars};
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+fn vars() -> Vars {
+    let mut vars = Vars::default();
+    for (name, value) in [
+        ("ssh_port", json!(2222)),
+        ("admin_user", json!("deploy")),
+        ("acme_webroot", json!("/var/lib/vpsup/acme")),
+    ] {
+        vars.base.insert(name.to_string(), value);
+    }
+    vars
+}
+
+fn render(name: &str) -> String {
+    let assets = Assets::load(None).unwrap();
+    let renderer = Renderer::new(&assets.templates).unwrap();
+    renderer
+        .template(name, &vars())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn every_template_matches_its_golden_file() {
+    let assets = Assets::load(None).unwrap();
+    assert!(!assets.templates.is_empty());
+    let bless = std::env::var_os("VPSUP_BLESS").is_some();
+    for name in assets.templates.keys() {
+        let rendered = render(name);
+        let golden = golden_dir().join(format!("{name}.out"));
+        if bless {
+            std::fs::create_dir_all(golden_dir()).unwrap();
+            std::fs::write(&golden, &rendered).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&golden).unwrap_or_else(|_| {
+            panic!(
+                "no golden file {} for template {name}: run with VPSUP_BLESS=1 and review it",
+                golden.display()
+            )
+        });
+        assert_eq!(
+            rendered,
+            expected,
+            "{name} differs from {}",
+            golden.display()
+        );
+    }
+}
+
+#[test]
+fn the_sshd_drop_in_passes_sshd_t_and_hardens_what_it_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let drop_in = dir.path().join("00-vpsup.conf");
+    std::fs::write(&drop_in, render("sshd_hardening.conf.tera")).unwrap();
+    let host_key = dir.path().join("host_key");
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&host_key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    // Like Debian's sshd_config: the drop-ins first, then settings they override.
+    let config = dir.path().join("sshd_config");
+    std::fs::write(
+        &config,
+        format!(
+            "Include {}\nHostKey {}\nPermitRootLogin yes\nPasswordAuthentication yes\nPort 22\n",
+            drop_in.display(),
+            host_key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all("/run/sshd").unwrap();
+    let check = Command::new("/usr/sbin/sshd")
+        .arg("-t")
+        .arg("-f")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "sshd -t: {}",
+        describe_output(&check)
+    );
+    let effective = Command::new("/usr/sbin/sshd")
+        .args([
+            "-T",
+            "-C",
+            "user=deploy,host=client.example,addr=203.0.113.9",
+            "-f",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        effective.status.success(),
+        "sshd -T: {}",
+        describe_output(&effective)
+    );
+    let effective = String::from_utf8_lossy(&effective.stdout);
+    for line in [
+        "port 2222",
+        "permitrootlogin no",
+        "passwordauthentication no",
+        "kbdinteractiveauthentication no",
+        "maxauthtries 3",
+        "logingracetime 30",
+        "x11forwarding no",
+        "authenticationmethods publickey",
+    ] {
+        assert!(
+            effective.lines().any(|l| l == line),
+            "sshd -T lacks {line:?}:\n{effective}"
+        );
+    }
+    assert!(
+        !effective.contains("hmac-sha1"),
+        "no SHA-1 MACs:\n{effective}"
+    );
+}
+
+#[test]
+fn the_nginx_snippets_pass_nginx_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("vpsup-tls.conf");
+    let default = dir.path().join("vpsup-default.conf");
+    std::fs::write(&tls, render("nginx_tls.conf.tera")).unwrap();
+    std::fs::write(&default, render("nginx_default.conf.tera")).unwrap();
+    let config = dir.path().join("nginx.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "pid {}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include {};\n  include {};\n}}\n",
+            dir.path().display(),
+            tls.display(),
+            default.display()
+        ),
+    )
+    .unwrap();
+    let check = Command::new("/usr/sbin/nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&config)
+        .arg("-p")
+        .arg(dir.path())
+        .args(["-e", "stderr"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "nginx -t: {}",
+        describe_output(&check)
+    );
+}
+
+#[test]
+fn docker_daemon_json_is_json_with_log_rotation() {
+    let value: serde_json::Value =
+        serde_json::from_str(&render("docker_daemon.json.tera")).unwrap();
+    assert_eq!(value["log-driver"], "json-file");
+    assert_eq!(value["log-opts"]["max-size"], "10m");
+    assert_eq!(value["log-opts"]["max-file"], "3");
+}
