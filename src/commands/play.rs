@@ -26,6 +26,7 @@ pub async fn run(
     let assets = Assets::load(Some(&project_dir(settings)))?;
     let asset = assets.playbook(playbook)?;
     let plays = playbook::parse(&asset.text, &asset.origin)?;
+    playbook::check_arguments(&plays)?;
     let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
     let vars = parse_vars(vars)?;
     let options = RunOptions {

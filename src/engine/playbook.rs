@@ -112,6 +112,23 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Play>, PlaybookError> {
     raw.into_iter().map(|p| play(p, file)).collect()
 }
 
+/// Builds every module whose arguments use no template, so mistakes in them
+/// (an unknown key, a bad mode) are found before connecting to any host.
+pub fn check_arguments(plays: &[Play]) -> Result<(), PlaybookError> {
+    let tasks = plays.iter().flat_map(|p| p.tasks.iter().chain(&p.handlers));
+    for task in tasks {
+        if let Action::Module { module, args } = &task.action {
+            if !super::render::mentions(args, "") {
+                modules::build(module, args.clone()).map_err(|e| PlaybookError::Task {
+                    origin: task.origin.clone(),
+                    message: format!("task {:?}: {module}: {e}", task.name),
+                })?;
+            }
+        }
+    }
+    Ok(())
+}
+
 fn play(raw: RawPlay, file: &str) -> Result<Play, PlaybookError> {
     let parse_tasks = |list: Vec<Spanned<Map<String, Value>>>| -> Result<Vec<Task>, PlaybookError> {
         list.into_iter()
@@ -363,9 +380,33 @@ mod tests {
     }
 
     #[test]
+    fn module_arguments_without_templates_are_checked_up_front() {
+        let plays = parse("- name: x\n  tasks:\n    - name: a\n      file: { path: /x, state: directory, mode: \"999\" }\n", "p.yml").unwrap();
+        let e = check_arguments(&plays).unwrap_err().to_string();
+        assert!(
+            e.starts_with("p.yml:3: task \"a\": file: ") && e.contains("invalid mode"),
+            "{e}"
+        );
+        // Templated arguments are checked per host, once rendered.
+        let plays = parse("- name: x\n  tasks:\n    - name: a\n      file: { path: \"{{ d }}\", state: directory }\n", "p.yml").unwrap();
+        assert!(check_arguments(&plays).is_ok());
+    }
+
+    #[test]
     fn yaml_is_parsed_safely() {
-        // Billion laughs: anchors expanding exponentially must be refused, not evaluated.
-        let bomb = "- name: &a [x,x,x,x,x,x,x,x,x]\n  vars: {b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c], e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], f: [*e,*e,*e,*e,*e,*e,*e,*e,*e]}\n";
-        assert!(parse(bomb, "bomb.yml").is_err());
+        // Billion laughs: nine levels of nine-fold aliases would be 9^9 nodes;
+        // the parser's budget must refuse it rather than expand it.
+        let mut bomb = String::from(
+            "- name: x\n  tasks: []\n  vars:\n    l0: &l0 [x, x, x, x, x, x, x, x, x]\n",
+        );
+        for level in 1..9 {
+            let prev = format!("*l{}", level - 1);
+            bomb.push_str(&format!(
+                "    l{level}: &l{level} [{}]\n",
+                vec![prev; 9].join(", ")
+            ));
+        }
+        let err = parse(&bomb, "bomb.yml").unwrap_err().to_string();
+        assert!(err.starts_with("bomb.yml: "), "{err}");
     }
 }

@@ -79,7 +79,8 @@ impl Renderer {
     }
 }
 
-/// Whether `args` refers to `name` (e.g. `facts`) inside a template expression.
+/// Whether `args` refers to `name` (e.g. `facts`) inside a template expression;
+/// with an empty `name`, whether it has any template expression at all.
 pub fn mentions(args: &Value, name: &str) -> bool {
     match args {
         Value::String(s) => is_template(s) && s.contains(name),

@@ -32,7 +32,7 @@ impl Validate for Copy {
 
 impl Module for Copy {
     fn probe(&self, opts: &ProbeOptions) -> String {
-        file_state::probe(&self.dest, opts.with_content)
+        probe_dest(&self.dest, opts)
     }
 
     fn plan(&self, probed: &str, _ctx: &PlanContext) -> Result<Plan, ModuleError> {
@@ -53,6 +53,21 @@ impl Module for Copy {
         Scope::path(&self.dest)
     }
 }
+
+/// The file's state, or `parent-missing` when its directory does not exist
+/// (so the plan can say so, instead of `mktemp` failing in the change).
+pub fn probe_dest(dest: &str, opts: &ProbeOptions) -> String {
+    let parent = std::path::Path::new(dest)
+        .parent()
+        .map_or("/".to_string(), |p| p.display().to_string());
+    format!(
+        "if [ -d {} ]; then\n{}\nelse echo {PARENT_MISSING}; fi",
+        crate::transport::script::quote(&parent),
+        file_state::probe(dest, opts.with_content)
+    )
+}
+
+const PARENT_MISSING: &str = "parent-missing";
 
 pub fn validate_dest(dest: &str) -> Result<(), String> {
     if dest.starts_with('/') && !dest.ends_with('/') {
@@ -75,6 +90,15 @@ const DEFAULT_MODE: u32 = 0o644;
 
 impl DesiredFile<'_> {
     pub fn plan(&self, probed: &str) -> Result<Plan, ModuleError> {
+        if probed.trim() == PARENT_MISSING {
+            let parent = std::path::Path::new(self.dest)
+                .parent()
+                .unwrap_or(std::path::Path::new("/"));
+            return Err(ModuleError::Plan(format!(
+                "directory {} does not exist: create it first (file module, state: directory)",
+                parent.display()
+            )));
+        }
         let state = file_state::parse(probed).map_err(ModuleError::Probe)?;
         let info = match &state {
             FileState::Absent => {
@@ -208,6 +232,28 @@ mod tests {
     fn a_directory_in_the_way_is_an_error() {
         let err = plan(&*module(""), "directory 755 root root\n").unwrap_err();
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_directory_is_named_at_plan_time() {
+        let m = module("");
+        let err = plan(&*m, "parent-missing\n").unwrap_err().to_string();
+        assert!(err.contains("directory /etc does not exist"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let inside = build_from_yaml(
+            "copy",
+            &format!("dest: {}/nope/x\ncontent: x\n", dir.path().display()),
+        )
+        .unwrap();
+        let probed = crate::modules::testing::run_probe(&*inside, ProbeOptions::default());
+        assert_eq!(probed.trim(), "parent-missing");
+        let here = build_from_yaml(
+            "copy",
+            &format!("dest: {}/x\ncontent: x\n", dir.path().display()),
+        )
+        .unwrap();
+        let probed = crate::modules::testing::run_probe(&*here, ProbeOptions::default());
+        assert_eq!(plan(&*here, &probed).unwrap().changes[0].summary, "create");
     }
 
     #[test]

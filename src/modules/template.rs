@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::copy::{validate_dest, DesiredFile};
+use super::copy::{probe_dest, validate_dest, DesiredFile};
 use super::file_state::{self, Attributes};
 use super::{de_mode, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope, Validate};
 
@@ -29,7 +29,7 @@ impl Validate for Template {
 
 impl Module for Template {
     fn probe(&self, opts: &ProbeOptions) -> String {
-        file_state::probe(&self.dest, opts.with_content)
+        probe_dest(&self.dest, opts)
     }
 
     fn plan(&self, probed: &str, ctx: &PlanContext) -> Result<Plan, ModuleError> {
