@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 use super::copy::{probe_dest, validate_dest, DesiredFile};
-use super::file_state::{self, Attributes};
+use super::file_state::Attributes;
 use super::{de_mode, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope, Validate};
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +77,7 @@ mod tests {
         assert_eq!(p.changes[0].summary, "create");
         let same = format!(
             "file 644 root root {}\n",
-            file_state::sha256_hex(b"welcome\n")
+            crate::modules::file_state::sha256_hex(b"welcome\n")
         );
         assert!(m.plan(&same, &ctx).unwrap().is_ok());
     }
