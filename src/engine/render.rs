@@ -114,7 +114,8 @@ fn render_value(value: &Value, context: &Context) -> Result<Value, String> {
     })
 }
 
-/// Tera's errors hide the useful part in their sources.
+/// Tera's errors hide the useful part in their sources, and name one-off
+/// templates by an internal name the user never wrote.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
@@ -122,7 +123,10 @@ fn chain(e: &dyn std::error::Error) -> String {
         parts.push(s.to_string());
         source = s.source();
     }
-    parts.join(": ")
+    parts
+        .join(": ")
+        .replace("Failed to render '__tera_one_off': ", "")
+        .replace(" while rendering '__tera_one_off'", "")
 }
 
 #[cfg(test)]
@@ -166,7 +170,7 @@ mod tests {
             json!({"name": "deploy", "groups": ["sudo", "debian"], "n": 5, "plain": "x"})
         );
         let err = r.args(&json!({"x": "{{ nope }}"}), &vars()).unwrap_err();
-        assert!(err.contains("nope"), "{err}");
+        assert!(err.contains("nope") && !err.contains("__tera"), "{err}");
     }
 
     #[test]

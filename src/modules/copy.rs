@@ -1,20 +1,22 @@
-//! `copy`: a file with given content, mode and owner. `template` renders its
-//! content first and then shares everything here.
+//! `copy` and `template`: a whole file with given content (`copy: content`) or
+//! content rendered from `templates/NAME.tera` (`template: src`), mode, owner.
+//! One module behind two names, so both behave exactly alike.
 
 use serde::Deserialize;
 
 use super::file_state::{self, Attributes, FileState, Kind};
-use super::{
-    de_mode, Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope, Validate,
-};
+use super::{de_mode, Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope};
 use crate::transport::script;
 use crate::transport::FileMeta;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Copy {
+pub struct ManagedFile {
     pub dest: String,
-    pub content: String,
+    /// `copy`: the content itself.
+    pub content: Option<String>,
+    /// `template`: the template that renders the content.
+    pub src: Option<String>,
     #[serde(default, deserialize_with = "de_mode")]
     pub mode: Option<u32>,
     pub owner: Option<String>,
@@ -24,21 +26,50 @@ pub struct Copy {
     pub secret: bool,
 }
 
-impl Validate for Copy {
-    fn validate(&self) -> Result<(), String> {
-        validate_dest(&self.dest)
+/// Which of the two names built it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Content,
+    Template,
+}
+
+impl ManagedFile {
+    pub fn build(args: serde_json::Value, source: Source) -> Result<Box<dyn Module>, ModuleError> {
+        let file: ManagedFile =
+            serde_json::from_value(args).map_err(|e| ModuleError::Args(e.to_string()))?;
+        validate_dest(&file.dest).map_err(ModuleError::Args)?;
+        let wrong = match (source, &file.content, &file.src) {
+            (Source::Content, Some(_), None) | (Source::Template, None, Some(_)) => None,
+            (Source::Content, _, Some(_)) => {
+                Some("copy takes `content`; for a template use the template module")
+            }
+            (Source::Content, None, None) => Some("copy needs `content`"),
+            (Source::Template, Some(_), _) => {
+                Some("template takes `src`; for literal content use the copy module")
+            }
+            (Source::Template, None, None) => Some("template needs `src` (a template name)"),
+        };
+        match wrong {
+            Some(why) => Err(ModuleError::Args(why.to_string())),
+            None => Ok(Box::new(file)),
+        }
     }
 }
 
-impl Module for Copy {
+impl Module for ManagedFile {
     fn probe(&self, opts: &ProbeOptions) -> String {
         probe_dest(&self.dest, opts)
     }
 
-    fn plan(&self, probed: &str, _ctx: &PlanContext) -> Result<Plan, ModuleError> {
+    fn plan(&self, probed: &str, ctx: &PlanContext) -> Result<Plan, ModuleError> {
+        let content = match (&self.content, &self.src) {
+            (Some(content), _) => content.clone(),
+            (None, Some(src)) => (ctx.render)(src).map_err(ModuleError::Plan)?,
+            (None, None) => return Err(ModuleError::Args("no content".to_string())),
+        };
         let wanted = DesiredFile {
             dest: &self.dest,
-            content: self.content.as_bytes(),
+            content: content.as_bytes(),
             attributes: Attributes {
                 mode: self.mode,
                 owner: self.owner.clone(),
@@ -77,7 +108,7 @@ pub fn validate_dest(dest: &str) -> Result<(), String> {
     }
 }
 
-/// A whole file as it should be: shared by `copy` and `template`.
+/// A whole file as it should be.
 pub struct DesiredFile<'a> {
     pub dest: &'a str,
     pub content: &'a [u8],
@@ -150,7 +181,7 @@ impl DesiredFile<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{build_from_yaml, plan};
+    use crate::modules::testing::{build_from_yaml, facts, plan};
 
     fn module(extra: &str) -> Box<dyn Module> {
         build_from_yaml(
@@ -261,5 +292,62 @@ mod tests {
         assert!(build_from_yaml("copy", "dest: relative\ncontent: x\n").is_err());
         assert!(build_from_yaml("copy", "dest: /x\ncontent: x\nmode: 644x\n").is_err());
         assert!(build_from_yaml("copy", "dest: /x\ncontent: x\ncolour: red\n").is_err());
+    }
+    #[test]
+    fn renders_then_plans_like_copy() {
+        let m = build_from_yaml(
+            "template",
+            "src: motd.tera\ndest: /etc/motd\nmode: \"0644\"\n",
+        )
+        .unwrap();
+        let facts = facts();
+        let render = |name: &str| {
+            assert_eq!(name, "motd.tera");
+            Ok("welcome\n".to_string())
+        };
+        let ctx = PlanContext {
+            facts: &facts,
+            render: &render,
+        };
+        let p = m.plan("absent\n", &ctx).unwrap();
+        assert_eq!(p.changes[0].summary, "create");
+        let same = format!(
+            "file 644 root root {}\n",
+            file_state::sha256_hex(b"welcome\n")
+        );
+        assert!(m.plan(&same, &ctx).unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_render_error_fails_the_task() {
+        let m = build_from_yaml("template", "src: broken.tera\ndest: /etc/x\n").unwrap();
+        let facts = facts();
+        let render = |_: &str| Err("broken.tera line 3: unknown variable `admin`".to_string());
+        let err = m
+            .plan(
+                "absent\n",
+                &PlanContext {
+                    facts: &facts,
+                    render: &render,
+                },
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("unknown variable `admin`"));
+    }
+
+    #[test]
+    fn copy_and_template_take_their_own_source() {
+        assert!(build_from_yaml("copy", "dest: /x\nsrc: a.tera\n")
+            .unwrap_err()
+            .to_string()
+            .contains("template module"));
+        assert!(build_from_yaml("template", "dest: /x\ncontent: hi\n")
+            .unwrap_err()
+            .to_string()
+            .contains("copy module"));
+        assert!(build_from_yaml("template", "dest: /x\n")
+            .unwrap_err()
+            .to_string()
+            .contains("needs `src`"));
     }
 }

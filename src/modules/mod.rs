@@ -17,7 +17,6 @@ pub mod file;
 pub mod line;
 pub mod service;
 pub mod sysctl;
-pub mod template;
 pub mod ufw;
 pub mod user;
 
@@ -197,12 +196,12 @@ pub fn build(name: &str, args: serde_json::Value) -> Result<Box<dyn Module>, Mod
         "apt" => from_args::<apt::Apt>(args),
         "authorized_key" => from_args::<authorized_key::AuthorizedKey>(args),
         "command" => from_args::<command::CommandTask>(args),
-        "copy" => from_args::<copy::Copy>(args),
+        "copy" => copy::ManagedFile::build(args, copy::Source::Content),
         "file" => from_args::<file::File>(args),
         "line" => from_args::<line::Line>(args),
         "service" => from_args::<service::Service>(args),
         "sysctl" => from_args::<sysctl::Sysctl>(args),
-        "template" => from_args::<template::Template>(args),
+        "template" => copy::ManagedFile::build(args, copy::Source::Template),
         "ufw" => from_args::<ufw::Ufw>(args),
         "user" => from_args::<user::User>(args),
         other => Err(ModuleError::Args(format!(
