@@ -54,7 +54,8 @@ impl Project {
         self.target.path()
     }
 
-    fn play(&self, extra: &[&str]) -> std::process::Output {
+    /// `vpsup play site.yml` on the sshd with the test's variables, plus `extra`.
+    fn run(&self, extra: &[&str]) -> std::process::Output {
         let target = format!("root@127.0.0.1:{}", self.sshd.port);
         let dir = format!("dir={}", self.dir().display());
         let key = key_arg(&self.sshd);
@@ -68,10 +69,13 @@ impl Project {
             &dir,
             "-e",
             "port=8080",
-            "--json",
         ];
         args.extend_from_slice(extra);
         self.op.vpsup(&args)
+    }
+
+    fn play(&self, extra: &[&str]) -> std::process::Output {
+        self.run(&[&["--json"], extra].concat())
     }
 }
 
@@ -146,20 +150,7 @@ fn first_run_changes_then_a_second_run_is_all_ok_in_one_probe() {
     );
 
     // The human recap says the same.
-    let target = format!("root@127.0.0.1:{}", p.sshd.port);
-    let dir = format!("dir={}", p.dir().display());
-    let out = p.op.vpsup(&[
-        "play",
-        "site.yml",
-        &target,
-        "-i",
-        &key_arg(&p.sshd),
-        "-e",
-        &dir,
-        "-e",
-        "port=8080",
-        "-v",
-    ]);
+    let out = p.run(&["-v"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("ok=5") && text.contains("changed=0") && text.contains("round_trips=1"),
@@ -197,21 +188,7 @@ fn check_changes_nothing_and_diff_shows_the_difference() {
     );
 
     // The human output shows the diff too, and says nothing was changed.
-    let target = format!("root@127.0.0.1:{}", p.sshd.port);
-    let dir = format!("dir={}", p.dir().display());
-    let out = p.op.vpsup(&[
-        "play",
-        "site.yml",
-        &target,
-        "-i",
-        &key_arg(&p.sshd),
-        "-e",
-        &dir,
-        "-e",
-        "port=8080",
-        "--check",
-        "--diff",
-    ]);
+    let out = p.run(&["--check", "--diff"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("would change") && text.contains("+port=8080"),
