@@ -248,3 +248,53 @@ fn playbook_mistakes_are_bad_input_naming_file_and_line() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_config_that_fails_its_check_is_never_left_in_place() {
+    // A real nginx: the site file is checked with `nginx -t` once in place,
+    // and a broken one is replaced by the previous version.
+    let p = Project::new();
+    let conf = p.dir().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "pid {0}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{ include {0}/site.conf; }}\n",
+            p.dir().display()
+        ),
+    )
+    .unwrap();
+    let playbook = |body: &str| {
+        format!(
+            "- name: site\n  tasks:\n    - name: nginx site\n      copy:\n        dest: \"{{{{ dir }}}}/site.conf\"\n        content: \"{body}\"\n        check: \"nginx -t -q -c {} -p {{{{ dir }}}} -e stderr\"\n",
+            conf.display()
+        )
+    };
+    std::fs::write(
+        p.op.project.path().join("site.yml"),
+        playbook("server { listen 8080; }\\n"),
+    )
+    .unwrap();
+    let out = p.play(&[]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let good = std::fs::read_to_string(p.dir().join("site.conf")).unwrap();
+
+    std::fs::write(
+        p.op.project.path().join("site.yml"),
+        playbook("server { listen 8080; bogus_directive on; }\\n"),
+    )
+    .unwrap();
+    let out = p.play(&[]);
+    assert_eq!(out.status.code(), Some(1));
+    let error = host(&out)["plays"][0]["tasks"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("bogus_directive") && error.contains("check failed"),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(p.dir().join("site.conf")).unwrap(),
+        good
+    );
+}

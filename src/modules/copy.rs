@@ -24,6 +24,10 @@ pub struct ManagedFile {
     /// Never show the content in diffs.
     #[serde(default)]
     pub secret: bool,
+    /// A command that checks the whole configuration with the new file in
+    /// place (`sshd -t`, `nginx -t`); when it fails, the previous file is put
+    /// back and the task fails, so a bad config is never left to be loaded.
+    pub check: Option<String>,
 }
 
 /// Which of the two names built it.
@@ -76,6 +80,7 @@ impl Module for ManagedFile {
                 group: self.group.clone(),
             },
             secret: self.secret,
+            check: self.check.as_deref(),
         };
         wanted.plan(probed)
     }
@@ -114,6 +119,7 @@ pub struct DesiredFile<'a> {
     pub content: &'a [u8],
     pub attributes: Attributes,
     pub secret: bool,
+    pub check: Option<&'a str>,
 }
 
 /// Mode of a file created without an explicit one.
@@ -174,7 +180,12 @@ impl DesiredFile<'_> {
             mode: self.attributes.mode.unwrap_or(DEFAULT_MODE),
             owner: self.attributes.chown_spec(),
         };
-        Change::new(summary, script::write_file(self.dest, self.content, &meta)).with_diff(diff)
+        let write = script::write_file(self.dest, self.content, &meta);
+        let script = match self.check {
+            Some(check) => script::checked_replace(self.dest, &write, check),
+            None => write,
+        };
+        Change::new(summary, script).with_diff(diff)
     }
 }
 
@@ -333,6 +344,50 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("unknown variable `admin`"));
+    }
+
+    #[test]
+    fn a_failed_check_puts_the_previous_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("app.conf");
+        std::fs::write(&dest, "good\n").unwrap();
+        let yaml = |content: &str| {
+            format!(
+                "dest: {}\ncontent: \"{content}\\n\"\ncheck: \"grep -qx good {}\"\n",
+                dest.display(),
+                dest.display()
+            )
+        };
+        let run = |yaml: String| {
+            let m = build_from_yaml("copy", &yaml).unwrap();
+            let probed = crate::modules::testing::run_probe(&*m, ProbeOptions::default());
+            let script = plan(&*m, &probed).unwrap().changes[0].script.clone();
+            std::process::Command::new("sh")
+                .args(["-ec", &script])
+                .output()
+                .unwrap()
+        };
+        let out = run(yaml("bad"));
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("check failed"),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "good\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no backup left behind"
+        );
+        // A file that did not exist before is removed again.
+        std::fs::remove_file(&dest).unwrap();
+        assert!(!run(yaml("bad")).status.success());
+        assert!(!dest.exists());
+        // A passing check keeps the new file.
+        std::fs::write(&dest, "old\n").unwrap();
+        assert!(run(yaml("good")).status.success());
+        assert_eq!(std::fs::read_to_string(&dest).unwrap(), "good\n");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

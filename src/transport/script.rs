@@ -108,6 +108,27 @@ trap - EXIT
     )
 }
 
+/// Runs `write` (which replaces `path`), then `check` with the new file in
+/// place. When the check fails, the previous file (or its absence) is restored,
+/// the check's output is on stderr, and the script fails.
+pub fn checked_replace(path: &str, write: &str, check: &str) -> String {
+    let p = quote(path);
+    format!(
+        r#"backup=
+if [ -e {p} ]; then backup=$(mktemp "$(dirname -- {p})/.vpsup-backup.XXXXXX"); cp -p -- {p} "$backup"; fi
+{write}
+if ! ( {check}
+) >&2 </dev/null; then
+  if [ -n "$backup" ]; then mv -f -T -- "$backup" {p}; else rm -f -- {p}; fi
+  printf 'check failed: %s; the previous %s is back in place\n' {check_text} {p} >&2
+  exit 1
+fi
+[ -z "$backup" ] || rm -f -- "$backup"
+"#,
+        check_text = quote(check),
+    )
+}
+
 /// Prints `path`, or exits with `ABSENT_EXIT` when it does not exist.
 pub fn read_file(path: &str) -> String {
     let p = quote(path);
