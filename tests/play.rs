@@ -298,3 +298,46 @@ fn a_config_that_fails_its_check_is_never_left_in_place() {
         good
     );
 }
+
+#[test]
+fn several_hosts_run_in_parallel_with_a_result_each() {
+    let (a, b) = (TestSshd::start(), TestSshd::start());
+    let op = Operator::new();
+    let dir = tempfile::tempdir().unwrap();
+    op.write_config(&format!(
+        "[hosts.alpha]\naddress = \"127.0.0.1\"\nport = {}\nidentity_file = \"{}\"\n\n\
+         [hosts.beta]\naddress = \"127.0.0.1\"\nport = {}\nidentity_file = \"{}\"\n",
+        a.port,
+        key_arg(&a),
+        b.port,
+        key_arg(&b)
+    ));
+    std::fs::write(
+        op.project.path().join("hosts.yml"),
+        "- name: per host\n  tasks:\n    - name: marker\n      copy: { dest: \"{{ dir }}/{{ host.name }}\", content: \"{{ host.port }}\" }\n",
+    )
+    .unwrap();
+    let dir_var = format!("dir={}", dir.path().display());
+    let out = op.vpsup(&["play", "hosts.yml", "-e", &dir_var, "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let hosts = json(&out)["hosts"].as_array().unwrap().clone();
+    let names: Vec<&str> = hosts.iter().map(|h| h["host"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    assert!(
+        hosts.iter().all(|h| h["plays"][0]["recap"]["changed"] == 1),
+        "{hosts:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("alpha")).unwrap(),
+        a.port.to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("beta")).unwrap(),
+        b.port.to_string()
+    );
+
+    // --limit narrows it, and the human recap has a line per host.
+    let out = op.vpsup(&["play", "hosts.yml", "-e", &dir_var, "--limit", "beta"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("beta") && !text.contains("alpha"), "{text}");
+}
