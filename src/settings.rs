@@ -125,10 +125,6 @@ impl Settings {
         })
     }
 
-    pub fn verbose(&self) -> bool {
-        matches!(self.verbosity, Verbosity::Verbose(_))
-    }
-
     /// The hosts a command works on: `explicit` when given (a vpsup.toml host
     /// name or `[USER@]HOST[:PORT]`), else every host in vpsup.toml, narrowed by `--limit`.
     pub fn targets(&self, explicit: Option<&str>) -> Result<Vec<HostTarget>, SettingsError> {

@@ -161,10 +161,6 @@ impl SshTransport {
         Ok((transport, report))
     }
 
-    pub fn target(&self) -> &SshTarget {
-        &self.target
-    }
-
     /// Says goodbye to the server; dropping the transport also closes it.
     pub async fn close(self) {
         let _ = self
