@@ -23,6 +23,14 @@ fn target(sshd: &TestSshd, user: &str, home: &Path) -> SshTarget {
     }
 }
 
+/// The error of a login that must fail.
+async fn refused(target: &SshTarget, creds: &Credentials) -> SshError {
+    match SshTransport::connect(target, creds).await {
+        Ok(_) => panic!("{} logged in, but must not", target.describe()),
+        Err(e) => e,
+    }
+}
+
 async fn connect(target: &SshTarget) -> SshTransport {
     match SshTransport::connect(target, &Credentials::default()).await {
         Ok((t, _)) => t,
@@ -167,11 +175,7 @@ async fn an_unreadable_key_file_does_not_stop_the_agent() {
         report.auth_method
     );
     // Without the agent, the failure says why the key was not used.
-    let text = SshTransport::connect(&t, &Credentials::default())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let text = refused(&t, &Credentials::default()).await.to_string();
     assert!(
         text.contains(&format!("{} (unreadable", garbage.display())),
         "{text}"
@@ -213,11 +217,7 @@ async fn identities_only_keeps_unrelated_agent_keys_back() {
         agent_socket: Some(agent.sock.clone()),
         ..Default::default()
     };
-    let err = SshTransport::connect(&t, &creds)
-        .await
-        .err()
-        .expect("must not log in")
-        .to_string();
+    let err = refused(&t, &creds).await.to_string();
     assert!(err.contains("0 agent key(s)"), "{err}");
 }
 
@@ -246,10 +246,7 @@ async fn password_auth_and_wrong_password_or_key_errors() {
         user.name
     );
 
-    let err = SshTransport::connect(&t, &with_password("wrong"))
-        .await
-        .err()
-        .expect("wrong password accepted");
+    let err = refused(&t, &with_password("wrong")).await;
     let text = err.to_string();
     assert!(matches!(err, SshError::AuthFailed { .. }), "{text}");
     assert!(
@@ -263,11 +260,7 @@ async fn password_auth_and_wrong_password_or_key_errors() {
 
     let wrong_key = generate_key(home.path(), "not-authorized", None);
     t.identity_files = vec![wrong_key.clone()];
-    let text = SshTransport::connect(&t, &Credentials::default())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let text = refused(&t, &Credentials::default()).await.to_string();
     assert!(
         text.contains(&format!("key {}", wrong_key.display())),
         "{text}"
@@ -285,11 +278,7 @@ async fn an_encrypted_key_without_a_terminal_says_to_use_the_agent() {
     let locked = generate_key(home.path(), "locked", Some("correct horse"));
     let mut t = target(&sshd, "root", home.path());
     t.identity_files = vec![locked];
-    let text = SshTransport::connect(&t, &Credentials::default())
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let text = refused(&t, &Credentials::default()).await.to_string();
     assert!(
         text.contains("encrypted") && text.contains("ssh-add"),
         "{text}"
@@ -542,10 +531,7 @@ async fn an_unreachable_or_silent_host_fails_fast_and_clearly() {
 
     // Nothing listening: refused at once.
     t.port = free_port();
-    let err = SshTransport::connect(&t, &Credentials::default())
-        .await
-        .err()
-        .unwrap();
+    let err = refused(&t, &Credentials::default()).await;
     assert!(matches!(err, SshError::Connect { .. }), "{err}");
     assert!(err.to_string().contains("Connection refused"), "{err}");
 
@@ -553,10 +539,7 @@ async fn an_unreachable_or_silent_host_fails_fast_and_clearly() {
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     t.port = silent.local_addr().unwrap().port();
     t.connect_timeout = Duration::from_secs(1);
-    let err = SshTransport::connect(&t, &Credentials::default())
-        .await
-        .err()
-        .unwrap();
+    let err = refused(&t, &Credentials::default()).await;
     assert!(matches!(err, SshError::Timeout { secs: 1, .. }), "{err}");
     assert!(
         err.to_string().contains("no SSH answer within 1 s"),
