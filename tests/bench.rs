@@ -148,3 +148,37 @@ fn noop_playbook_of_30_tasks() {
     println!("  no-op run wall time        {:7.1} ms (whole command: start, connect, probe, plan, recap)", ms(wall));
     println!("  no-op run round trips      {round_trips} (target: 1 probe exec)");
 }
+
+/// Fan-out: `vpsup facts` on 8 hosts (8 sshds on loopback) at once, against
+/// one host. With hosts in parallel the 8-host run should cost far less than 8x.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn facts_fan_out_over_8_hosts() {
+    let hosts: Vec<TestSshd> = (0..8).map(|_| TestSshd::start()).collect();
+    let op = Operator::new();
+    let config: String = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "[hosts.h{i}]\naddress = \"127.0.0.1\"\nport = {}\nidentity_file = \"{}\"\n\n",
+                h.port,
+                key_arg(h)
+            )
+        })
+        .collect();
+    op.write_config(&config);
+    let facts = |extra: &[&str]| {
+        let out = op.vpsup(&[&["facts", "--json"], extra].concat());
+        assert!(out.status.success(), "{}", describe_output(&out));
+    };
+    let one = time_runs(|| facts(&["--limit", "h0"]));
+    let eight = time_runs(|| facts(&[]));
+    println!("\nvpsup facts fan-out over loopback sshds, median of {RUNS} runs:");
+    println!("  1 host                     {:7.1} ms", ms(one));
+    println!("  8 hosts in parallel        {:7.1} ms", ms(eight));
+    println!(
+        "  8 hosts / 1 host = {:.2}x (8.00x would be one host after another)",
+        eight.as_secs_f64() / one.as_secs_f64()
+    );
+}
