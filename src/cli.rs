@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{DockerSource, PortRule, Size, UserName};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vpsup",
@@ -59,7 +61,13 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Bootstrap a fresh host: admin user, SSH hardening, firewall, Docker, nginx.
-    Init { target: Option<String> },
+    Init {
+        /// [USER@]HOST[:PORT] of a fresh host (usually root@ADDRESS), or a host
+        /// from vpsup.toml [default: every host in vpsup.toml].
+        target: Option<String>,
+        #[command(flatten)]
+        options: InitArgs,
+    },
     /// Deploy the compose stack and its sites over HTTPS.
     Deploy,
     /// Renew certificates that are due, install them, reload nginx.
@@ -86,6 +94,29 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
     },
+}
+
+/// `vpsup init` options; each overrides the same key in vpsup.toml's [init].
+#[derive(Debug, Args, Default)]
+pub struct InitArgs {
+    /// The admin user to create [default: deploy].
+    #[arg(long, value_name = "NAME")]
+    pub admin_user: Option<UserName>,
+    /// Move sshd to this port (the firewall opens it first).
+    #[arg(long, value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub ssh_port: Option<u16>,
+    /// Another public key for the admin user: a .pub file or a key line (repeatable).
+    #[arg(long = "key", value_name = "PUBKEY")]
+    pub extra_keys: Vec<String>,
+    /// Where Docker comes from [default: official].
+    #[arg(long, value_enum)]
+    pub docker: Option<DockerSource>,
+    /// Swap file size when RAM is under 2 GiB (0: none) [default: 1G].
+    #[arg(long, value_name = "SIZE")]
+    pub swap: Option<Size>,
+    /// Another port to open in the firewall, like 8443 or 51820/udp (repeatable).
+    #[arg(long = "allow", value_name = "PORT[/PROTO]")]
+    pub allow_ports: Vec<PortRule>,
 }
 
 impl Command {

@@ -17,6 +17,7 @@ pub struct Config {
     /// Hosts by name (`[hosts.web]`); the name is what `--limit` and commands take.
     #[serde(default)]
     pub hosts: BTreeMap<Name, HostConfig>,
+    pub init: Option<InitConfig>,
     pub acme: Option<AcmeConfig>,
     pub app: Option<AppConfig>,
     #[serde(default)]
@@ -34,6 +35,184 @@ pub struct HostConfig {
     /// Use `sudo -n` for privileged steps when `user` is not root.
     #[serde(default = "yes")]
     pub sudo: bool,
+}
+
+/// How `vpsup init` sets a host up. Every key is optional; the command line
+/// overrides each one.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InitConfig {
+    /// The admin user to create (default `deploy`).
+    pub admin_user: Option<UserName>,
+    /// The port sshd moves to (default: stays on 22).
+    pub ssh_port: Option<Port>,
+    /// More public keys for the admin: `ssh-ed25519 AAAA... comment` lines or
+    /// paths to `.pub` files.
+    #[serde(default)]
+    pub extra_keys: Vec<String>,
+    /// Where Docker comes from (default `official`, falling back to `distro`).
+    pub docker: Option<DockerSource>,
+    /// Swap file size when RAM is under 2 GiB: `1G`, `512M`, or `0` for none.
+    pub swap: Option<Size>,
+    /// More ports open to the internet besides SSH, 80 and 443: `8443`, `51820/udp`.
+    #[serde(default)]
+    pub allow_ports: Vec<PortRule>,
+}
+
+/// Where Docker Engine comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DockerSource {
+    /// Docker's own apt repository (docker-ce, compose plugin); when the host
+    /// cannot reach it, the distribution's packages instead.
+    Official,
+    /// The distribution's `docker.io` and `docker-compose` packages.
+    Distro,
+}
+
+impl DockerSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DockerSource::Official => "official",
+            DockerSource::Distro => "distro",
+        }
+    }
+}
+
+/// A Unix user name as `useradd` accepts it (and not root).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct UserName(pub String);
+
+impl TryFrom<String> for UserName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = (1..=32).contains(&s.len())
+            && s.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        match s.as_str() {
+            "root" => Err("the admin user cannot be root: init closes root login".to_string()),
+            _ if ok => Ok(UserName(s)),
+            _ => Err(format!(
+                "invalid user name {s:?}: use up to 32 lowercase letters, digits, '-' or '_', starting with a letter"
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for UserName {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        UserName::try_from(s.to_string())
+    }
+}
+
+/// A size in bytes, written `512M`, `1G`, `1.5G` or a plain number of bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Size(pub u64);
+
+impl Size {
+    pub fn mib(self) -> u64 {
+        self.0 / (1024 * 1024)
+    }
+}
+
+impl TryFrom<String> for Size {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl std::str::FromStr for Size {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("invalid size {s:?}: use a number with K, M or G, like 1G or 512M");
+        let t = s.trim();
+        let (number, unit) = match t.find(|c: char| c.is_ascii_alphabetic()) {
+            Some(i) => t.split_at(i),
+            None => (t, ""),
+        };
+        let factor: u64 = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        let n: f64 = number.trim().parse().map_err(|_| bad())?;
+        if !n.is_finite() || n < 0.0 {
+            return Err(bad());
+        }
+        Ok(Size((n * factor as f64) as u64))
+    }
+}
+
+impl From<Size> for String {
+    fn from(s: Size) -> String {
+        match s.0 {
+            0 => "0".to_string(),
+            b if b % (1 << 30) == 0 => format!("{}G", b >> 30),
+            b if b % (1 << 20) == 0 => format!("{}M", b >> 20),
+            b => b.to_string(),
+        }
+    }
+}
+
+/// A port opened in the firewall: `8443` (tcp) or `51820/udp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "PortRuleInput", into = "String")]
+pub struct PortRule {
+    pub port: u16,
+    pub udp: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PortRuleInput {
+    Number(i64),
+    Text(String),
+}
+
+impl TryFrom<PortRuleInput> for PortRule {
+    type Error = String;
+    fn try_from(input: PortRuleInput) -> Result<Self, String> {
+        match input {
+            PortRuleInput::Number(n) => Ok(PortRule {
+                port: Port::try_from(n)?.0,
+                udp: false,
+            }),
+            PortRuleInput::Text(s) => s.parse(),
+        }
+    }
+}
+
+impl std::str::FromStr for PortRule {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("invalid port {s:?}: use PORT or PORT/tcp or PORT/udp, like 51820/udp");
+        let (port, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+        let udp = match proto {
+            "tcp" => false,
+            "udp" => true,
+            _ => return Err(bad()),
+        };
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(bad)?;
+        Ok(PortRule { port, udp })
+    }
+}
+
+impl From<PortRule> for String {
+    fn from(r: PortRule) -> String {
+        format!("{}/{}", r.port, if r.udp { "udp" } else { "tcp" })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -336,6 +515,58 @@ port = 3000
         assert!(acme.directory.url().starts_with("https://acme-v02."));
         assert_eq!(c.app.unwrap().compose_files, [PathBuf::from("compose.yml")]);
         assert_eq!(c.sites[0].domain.0, "doctor.example.com");
+    }
+
+    #[test]
+    fn init_options_parse_and_validate() {
+        let c = parse(
+            "[init]\nadmin_user = \"ops\"\nssh_port = 2222\ndocker = \"distro\"\nswap = \"1.5G\"\nallow_ports = [8443, \"51820/udp\"]\nextra_keys = [\"~/.ssh/work.pub\"]\n",
+        )
+        .unwrap();
+        let init = c.init.unwrap();
+        assert_eq!(init.admin_user, Some(UserName("ops".into())));
+        assert_eq!(init.ssh_port, Some(Port(2222)));
+        assert_eq!(init.docker, Some(DockerSource::Distro));
+        assert_eq!(init.swap.unwrap().mib(), 1536);
+        assert_eq!(
+            init.allow_ports,
+            [
+                PortRule {
+                    port: 8443,
+                    udp: false
+                },
+                PortRule {
+                    port: 51820,
+                    udp: true
+                }
+            ]
+        );
+        let (line, col, msg) = error_at("[init]\nadmin_user = \"root\"\n");
+        assert_eq!((line, col), (2, 14));
+        assert!(msg.contains("cannot be root"), "{msg}");
+        let (_, _, msg) = error_at("[init]\nallow_ports = [\"80/sctp\"]\n");
+        assert!(msg.contains("PORT/udp"), "{msg}");
+        let (_, _, msg) = error_at("[init]\nswap = \"lots\"\n");
+        assert!(msg.contains("invalid size"), "{msg}");
+        let (_, _, msg) = error_at("[init]\ndocker = \"snap\"\n");
+        assert!(msg.contains("official") && msg.contains("distro"), "{msg}");
+    }
+
+    #[test]
+    fn sizes_read_and_write_back() {
+        for (text, bytes, back) in [
+            ("1G", 1u64 << 30, "1G"),
+            ("512M", 512 << 20, "512M"),
+            ("512MiB", 512 << 20, "512M"),
+            ("0", 0, "0"),
+            ("2048", 2048, "2048"),
+        ] {
+            let size: Size = text.parse().unwrap();
+            assert_eq!(size.0, bytes, "{text}");
+            assert_eq!(String::from(size), back);
+        }
+        assert!("1T".parse::<Size>().is_err());
+        assert!("-1G".parse::<Size>().is_err());
     }
 
     #[test]

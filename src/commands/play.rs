@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 use tokio::sync::Semaphore;
 
@@ -11,9 +12,10 @@ use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::engine::assets::Assets;
 use crate::engine::playbook::{self, Play};
 use crate::engine::render::{Renderer, Vars};
-use crate::engine::{run_play, Observer, RunOptions};
+use crate::engine::{run_play, Hooks, NoHooks, Observer, RunOptions};
 use crate::report::{HostOutcome, Reporter};
 use crate::settings::{HostTarget, Settings, SettingsError};
+use crate::transport::ssh::{SshError, SshTarget, SshTransport};
 
 pub async fn run(
     settings: &Settings,
@@ -34,7 +36,10 @@ pub async fn run(
         diff: settings.diff,
         tags: tags.to_vec(),
     };
-    let outcomes = run_on_hosts(settings, &targets, &plays, &renderer, &vars, &options).await;
+    let outcomes = run_on_hosts(
+        settings, &targets, &plays, &renderer, &vars, &options, &PlainRun,
+    )
+    .await;
     let failed = outcomes.iter().filter(|o| o.failed()).count();
     if failed > 0 {
         anyhow::bail!("{failed} of {} host(s) failed", outcomes.len());
@@ -50,6 +55,33 @@ pub fn project_dir(settings: &Settings) -> std::path::PathBuf {
     }
 }
 
+/// What a command adds to running plays on a host: how it connects, and the
+/// hooks its playbook may name.
+#[async_trait]
+pub trait HostRun: Sync {
+    /// Connects; returns the connection and the target it really used.
+    async fn connect(
+        &self,
+        settings: &Settings,
+        target: &HostTarget,
+    ) -> Result<(SshTransport, SshTarget), SshError> {
+        let (transport, _) = connect(settings, target).await?;
+        Ok((transport, target.ssh.clone()))
+    }
+
+    /// The hooks for one host, given the target connected to.
+    fn hooks<'a>(&'a self, settings: &'a Settings, connected: SshTarget) -> Box<dyn Hooks + 'a>;
+}
+
+/// `vpsup play`: a plain connection and no hooks.
+struct PlainRun;
+
+impl HostRun for PlainRun {
+    fn hooks<'a>(&'a self, _: &'a Settings, _: SshTarget) -> Box<dyn Hooks + 'a> {
+        Box::new(NoHooks)
+    }
+}
+
 /// Runs `plays` on every target, several hosts at once, one connection each,
 /// and prints progress and the recap.
 pub async fn run_on_hosts(
@@ -59,6 +91,7 @@ pub async fn run_on_hosts(
     renderer: &Renderer,
     vars: &Map<String, Value>,
     options: &RunOptions,
+    host_run: &dyn HostRun,
 ) -> Vec<HostOutcome> {
     let reporter = Reporter::new(settings);
     let limit = Arc::new(Semaphore::new(MAX_PARALLEL_HOSTS));
@@ -75,17 +108,26 @@ pub async fn run_on_hosts(
                 error: None,
             };
             observer.phase("connecting");
-            match connect(settings, target).await {
+            match host_run.connect(settings, target).await {
                 Err(e) => outcome.error = Some(e.to_string()),
-                Ok((transport, _)) => {
+                Ok((transport, connected)) => {
+                    outcome.target = connected.describe();
+                    let hooks = host_run.hooks(settings, connected);
                     for play in plays {
                         let host_vars = Vars {
                             base: base_vars(settings, target, vars),
                             ..Default::default()
                         };
-                        let report =
-                            run_play(&transport, play, renderer, host_vars, options, &observer)
-                                .await;
+                        let report = run_play(
+                            &transport,
+                            play,
+                            renderer,
+                            host_vars,
+                            options,
+                            hooks.as_ref(),
+                            &observer,
+                        )
+                        .await;
                         let failed = report.failed();
                         outcome.plays.push(report);
                         if failed {

@@ -16,9 +16,13 @@ pub mod playbook;
 pub mod render;
 mod run;
 
+use async_trait::async_trait;
 use serde::Serialize;
 
 pub use run::run_play;
+
+use crate::facts::HostFacts;
+use crate::transport::Transport;
 
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
@@ -142,4 +146,33 @@ pub struct Silent;
 impl Observer for Silent {
     fn phase(&self, _: &str) {}
     fn task(&self, _: &TaskResult) {}
+}
+
+/// Steps of a command that a playbook cannot express, such as opening a second
+/// connection. A task names one with `before: NAME`; the engine runs it (after
+/// applying the changes queued so far) right before that task's change, and
+/// only when there is one, so a converged host costs nothing extra. An error
+/// fails the task and its change is not applied.
+#[async_trait]
+pub trait Hooks: Send + Sync {
+    fn provides(&self, name: &str) -> bool;
+    async fn run(
+        &self,
+        name: &str,
+        transport: &dyn Transport,
+        facts: &HostFacts,
+    ) -> Result<(), String>;
+}
+
+/// For commands without hooks (`vpsup play`).
+pub struct NoHooks;
+
+#[async_trait]
+impl Hooks for NoHooks {
+    fn provides(&self, _: &str) -> bool {
+        false
+    }
+    async fn run(&self, name: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
+        Err(format!("no hook {name:?} in this command"))
+    }
 }

@@ -48,6 +48,9 @@ pub struct Task {
     pub tags: Vec<String>,
     /// Name under which the result is available to later `when:` as `results.NAME`.
     pub register: Option<String>,
+    /// A hook of the running command (see `engine::Hooks`) that must succeed
+    /// right before this task's change is applied.
+    pub before: Option<String>,
     /// Where the task starts, for messages: `playbooks/init.yml:12`.
     pub origin: String,
 }
@@ -94,7 +97,7 @@ fn yes() -> bool {
 
 /// Keys a task may have besides its one module.
 const TASK_KEYS: &[&str] = &[
-    "name", "when", "notify", "become", "tags", "register", "meta",
+    "name", "when", "notify", "become", "tags", "register", "before", "meta",
 ];
 
 /// Parses a playbook; `file` names it in errors.
@@ -227,6 +230,10 @@ fn task(mut map: Map<String, Value>, origin: String) -> Result<Task, PlaybookErr
         .remove("register")
         .map(|v| string(v, "register"))
         .transpose()?;
+    let before = map
+        .remove("before")
+        .map(|v| string(v, "before"))
+        .transpose()?;
     let become_root = match map.remove("become") {
         None => None,
         Some(Value::Bool(b)) => Some(b),
@@ -297,6 +304,7 @@ fn task(mut map: Map<String, Value>, origin: String) -> Result<Task, PlaybookErr
         become_root,
         tags,
         register,
+        before,
         origin,
     })
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::batch::{self, BatchOutput, BatchScript};
 use super::playbook::{Action, Play, Task};
 use super::render::{mentions, Renderer, Vars};
-use super::{Observer, PlayReport, Recap, RunOptions, Status, TaskResult};
+use super::{Hooks, Observer, PlayReport, Recap, RunOptions, Status, TaskResult};
 use crate::facts::{self, HostFacts};
 use crate::modules::{self, Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope};
 use crate::transport::{ExecRequest, Transport};
@@ -21,6 +21,7 @@ pub async fn run_play(
     renderer: &Renderer,
     mut vars: Vars,
     options: &RunOptions,
+    hooks: &dyn Hooks,
     observer: &dyn Observer,
 ) -> PlayReport {
     let started = Instant::now();
@@ -35,6 +36,7 @@ pub async fn run_play(
         renderer,
         vars,
         options,
+        hooks,
         observer,
         units: Vec::new(),
         facts: None,
@@ -110,6 +112,7 @@ struct Run<'a> {
     renderer: &'a Renderer,
     vars: Vars,
     options: &'a RunOptions,
+    hooks: &'a dyn Hooks,
     observer: &'a dyn Observer,
     units: Vec<Unit<'a>>,
     facts: Option<HostFacts>,
@@ -132,6 +135,18 @@ impl<'a> Run<'a> {
         for handler in &play.handlers {
             let unit = self.build(handler, true);
             self.units.push(unit);
+        }
+        let hooks = self.hooks;
+        for unit in &mut self.units {
+            match &unit.task.before {
+                Some(hook) if !hooks.provides(hook) && unit.build_error.is_none() => {
+                    unit.build_error = Some(format!(
+                        "{}: `before: {hook}` names a step this command does not have",
+                        unit.task.origin
+                    ))
+                }
+                _ => {}
+            }
         }
         // Bad arguments are found before anything runs on the host.
         if self.fail_on_build_error() || !self.probe_all().await || self.fail_on_build_error() {
@@ -311,7 +326,34 @@ impl<'a> Run<'a> {
             self.notify(index, &result);
             self.finish_unit(index, result);
         } else {
+            if let Some(hook) = &task.before {
+                if !self.run_hook(index, hook).await {
+                    return;
+                }
+            }
             self.queue(index, plan).await;
+        }
+    }
+
+    /// Runs the hook a task names before its change, after the changes queued
+    /// so far (the hook may depend on them). False when the play failed.
+    async fn run_hook(&mut self, index: usize, hook: &str) -> bool {
+        self.flush().await;
+        if self.failed {
+            return false;
+        }
+        self.observer.phase(hook);
+        let Some(facts) = self.facts.as_ref() else {
+            return false;
+        };
+        match self.hooks.run(hook, self.transport, facts).await {
+            Ok(()) => true,
+            Err(e) => {
+                let origin = &self.units[index].task.origin;
+                let error = format!("{origin}: {e}");
+                self.fail_task(index, error).await;
+                false
+            }
         }
     }
 
@@ -675,7 +717,7 @@ mod tests {
     use super::*;
     use crate::engine::assets::Asset;
     use crate::engine::playbook;
-    use crate::engine::Silent;
+    use crate::engine::{NoHooks, Silent};
     use crate::transport::{ExecOutput, LocalTransport};
 
     /// The real local transport, remembering every script it ran.
@@ -714,13 +756,130 @@ mod tests {
         options: RunOptions,
         t: &Recording,
     ) -> PlayReport {
+        run_hooked(yaml, dir, options, t, &NoHooks).await
+    }
+
+    async fn run_hooked(
+        yaml: &str,
+        dir: &std::path::Path,
+        options: RunOptions,
+        t: &Recording,
+        hooks: &dyn Hooks,
+    ) -> PlayReport {
         let plays = playbook::parse(yaml, "test.yml").unwrap();
         let templates: BTreeMap<String, Asset> = BTreeMap::new();
         let renderer = Renderer::new(&templates).unwrap();
         let mut vars = Vars::default();
         vars.base
             .insert("dir".into(), json!(dir.display().to_string()));
-        run_play(t, &plays[0], &renderer, vars, &options, &Silent).await
+        run_play(t, &plays[0], &renderer, vars, &options, hooks, &Silent).await
+    }
+
+    /// A hook `gate` that records what it saw on the host, and may refuse.
+    struct Gate {
+        dir: std::path::PathBuf,
+        open: bool,
+        seen: Mutex<Vec<bool>>,
+    }
+
+    #[async_trait]
+    impl Hooks for Gate {
+        fn provides(&self, name: &str) -> bool {
+            name == "gate"
+        }
+        async fn run(&self, _: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
+            // Whether the change queued before the gated task was applied first.
+            self.seen.lock().unwrap().push(self.dir.join("a").exists());
+            if self.open {
+                Ok(())
+            } else {
+                Err("gate closed".to_string())
+            }
+        }
+    }
+
+    const GATED: &str = r#"
+- name: gated
+  tasks:
+    - name: a
+      copy: { dest: "{{ dir }}/a", content: "a" }
+    - name: b
+      copy: { dest: "{{ dir }}/b", content: "b" }
+      before: gate
+    - name: c
+      copy: { dest: "{{ dir }}/c", content: "c" }
+"#;
+
+    #[tokio::test]
+    async fn a_hook_runs_before_its_tasks_change_after_earlier_changes_and_only_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let closed = Gate {
+            dir: dir.path().to_path_buf(),
+            open: false,
+            seen: Mutex::new(Vec::new()),
+        };
+        let report = run_hooked(
+            GATED,
+            dir.path(),
+            RunOptions::default(),
+            &recording(),
+            &closed,
+        )
+        .await;
+        assert_eq!(*closed.seen.lock().unwrap(), [true]);
+        assert_eq!(
+            statuses(&report),
+            [("a".into(), Status::Changed), ("b".into(), Status::Failed)]
+        );
+        assert!(report.tasks[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .ends_with("gate closed"));
+        assert!(
+            !dir.path().join("b").exists(),
+            "a refused hook blocks the change"
+        );
+
+        let open = Gate {
+            open: true,
+            ..closed
+        };
+        open.seen.lock().unwrap().clear();
+        let report = run_hooked(
+            GATED,
+            dir.path(),
+            RunOptions::default(),
+            &recording(),
+            &open,
+        )
+        .await;
+        assert_eq!(report.recap.changed, 2);
+        assert_eq!(*open.seen.lock().unwrap(), [true]);
+
+        // Converged: no change to guard, so the hook does not run.
+        let t = recording();
+        let report = run_hooked(GATED, dir.path(), RunOptions::default(), &t, &open).await;
+        assert_eq!((report.recap.ok, report.round_trips), (3, 1));
+        assert_eq!(open.seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_hook_the_command_lacks_fails_the_play_before_anything_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = recording();
+        let report = run(GATED, dir.path(), RunOptions::default(), &t).await;
+        assert!(report.failed());
+        assert!(
+            report.tasks[0]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("`before: gate`"),
+            "{:?}",
+            report.tasks
+        );
+        assert_eq!(report.round_trips, 0);
     }
 
     fn statuses(report: &PlayReport) -> Vec<(String, Status)> {

@@ -10,6 +10,7 @@
 pub mod file_state;
 
 pub mod apt;
+pub mod assert;
 pub mod authorized_key;
 pub mod command;
 pub mod copy;
@@ -178,6 +179,7 @@ pub trait Validate {
 /// The module names a task may use.
 pub const NAMES: &[&str] = &[
     "apt",
+    "assert",
     "authorized_key",
     "command",
     "copy",
@@ -194,6 +196,7 @@ pub const NAMES: &[&str] = &[
 pub fn build(name: &str, args: serde_json::Value) -> Result<Box<dyn Module>, ModuleError> {
     match name {
         "apt" => from_args::<apt::Apt>(args),
+        "assert" => from_args::<assert::Assert>(args),
         "authorized_key" => from_args::<authorized_key::AuthorizedKey>(args),
         "command" => from_args::<command::CommandTask>(args),
         "copy" => copy::ManagedFile::build(args, copy::Source::Content),
