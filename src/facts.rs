@@ -42,6 +42,14 @@ have docker && emit docker "$(docker --version 2>/dev/null)"
 have docker && emit compose "$(docker compose version --short 2>/dev/null)"
 have nginx && emit nginx "$(nginx -v 2>&1)"
 have ufw && emit ufw "$(ufw version 2>/dev/null)"
+# Which package provides Docker, without forking dpkg.
+for p in docker-ce docker.io; do [ -e "/var/lib/dpkg/info/$p.list" ] && emit docker_package "$p" && break; done
+# The ports sshd is configured for (readable as root only).
+have sshd && [ "$(id -u)" = 0 ] && emit sshd_ports "$(sshd -T 2>/dev/null | awk '$1 == "port" {printf "%s ", $2}')"
+if have chronyd; then t=chrony; elif have ntpd; then t=ntp
+elif [ -x /usr/lib/systemd/systemd-timesyncd ] || [ -x /lib/systemd/systemd-timesyncd ]; then t=systemd-timesyncd
+else t=; fi
+emit time_sync "$t"
 exit 0
 "#;
 
@@ -69,6 +77,12 @@ pub struct HostFacts {
     pub compose_v2: Option<String>,
     pub nginx: Option<String>,
     pub ufw: Option<String>,
+    /// `docker-ce` (Docker's repository) or `docker.io` (the distribution's).
+    pub docker_package: Option<String>,
+    /// Ports in sshd's configuration (empty when not probed as root).
+    pub sshd_ports: Vec<u16>,
+    /// The installed time sync daemon: chrony, ntp or systemd-timesyncd.
+    pub time_sync: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -163,7 +177,17 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
         compose_v2: optional("compose", &first_version),
         nginx: optional("nginx", &|v| version_after(v, "nginx version: nginx/")),
         ufw: optional("ufw", &|v| version_after(v, "ufw ")),
+        docker_package: optional("docker_package", &non_empty),
+        sshd_ports: text("sshd_ports")
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+        time_sync: optional("time_sync", &non_empty),
     })
+}
+
+fn non_empty(v: &str) -> Option<String> {
+    (!v.is_empty()).then(|| v.to_string())
 }
 
 /// The version that follows `prefix` ("Docker version 26.1.5+dfsg1, build x" -> "26.1.5+dfsg1").
@@ -223,6 +247,9 @@ docker=Docker version 27.3.1, build ce12230
 compose=2.29.7
 nginx=nginx version: nginx/1.24.0 (Ubuntu)
 ufw=ufw 0.36.2
+docker_package=docker-ce
+sshd_ports=22 2222 
+time_sync=systemd-timesyncd
 ";
 
     #[test]
@@ -241,6 +268,9 @@ ufw=ufw 0.36.2
         assert_eq!(f.compose_v2.as_deref(), Some("2.29.7"));
         assert_eq!(f.nginx.as_deref(), Some("1.24.0"));
         assert_eq!(f.ufw.as_deref(), Some("0.36.2"));
+        assert_eq!(f.docker_package.as_deref(), Some("docker-ce"));
+        assert_eq!(f.sshd_ports, [22, 2222]);
+        assert_eq!(f.time_sync.as_deref(), Some("systemd-timesyncd"));
     }
 
     #[test]
@@ -248,17 +278,19 @@ ufw=ufw 0.36.2
         let minimal: String = SAMPLE
             .lines()
             .filter(|l| {
-                !["docker=", "compose=", "nginx=", "ufw="]
+                !["docker", "compose=", "nginx=", "ufw=", "sshd_ports=", "time_sync="]
                     .iter()
                     .any(|p| l.starts_with(p))
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let f = parse(&minimal).unwrap();
+        let f = parse(&format!("{minimal}time_sync=\n")).unwrap();
         assert_eq!(
             (f.docker, f.compose_v2, f.nginx, f.ufw),
             (None, None, None, None)
         );
+        assert_eq!((f.docker_package, f.time_sync), (None, None));
+        assert!(f.sshd_ports.is_empty());
         // Docker without the compose plugin prints nothing for compose.
         let f = parse(&format!("{minimal}compose=\n")).unwrap();
         assert_eq!(f.compose_v2, None);

@@ -140,6 +140,7 @@ fn print_report(report: &HostReport, verbosity: Verbosity) {
         ("Compose v2", installed(&f.compose_v2)),
         ("nginx", installed(&f.nginx)),
         ("ufw", installed(&f.ufw)),
+        ("Time sync", installed(&f.time_sync)),
     ];
     for (label, value) in rows {
         println!("  {label:<15} {value}");

@@ -742,11 +742,20 @@ vpsup_lock_holder() {{
 vpsup_apt_get() {{
   deadline=$(( $(date +%s) + {timeout} ))
   waiting=
+  repaired=
   while :; do
     rc=0
     DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none apt-get -y -o DPkg::Lock::Timeout={timeout} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null 2>"$vpsup_apt_err" || rc=$?
     cat "$vpsup_apt_err" >&2
     [ "$rc" -ne 0 ] || return 0
+    # A run killed halfway (a dropped connection, Ctrl-C) leaves dpkg
+    # half-configured; apt refuses to go on until that is finished.
+    if [ -z "$repaired" ] && grep -q 'dpkg was interrupted' "$vpsup_apt_err"; then
+      echo "apt: an earlier package run was interrupted; finishing it (dpkg --configure -a)" >&2
+      DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold </dev/null
+      repaired=1
+      continue
+    fi
     lock=$(sed -n -e 's/^E: Could not get lock \([^ ]*[^ .]\).*/\1/p' -e 's/^E: Unable to acquire the dpkg frontend lock (\([^)]*\)).*/\1/p' "$vpsup_apt_err" | head -n 1)
     [ -n "$lock" ] || exit "$rc"
     if [ "$(date +%s)" -ge "$deadline" ]; then
@@ -1224,14 +1233,22 @@ mod tests {
     /// Runs `vpsup_apt_get --version` from a change script with a fake
     /// `apt-get` first in PATH (never the real one: see the guard).
     fn run_with_fake_apt_get(fake: &str, lock_timeout: u64) -> std::process::Output {
+        run_with_fakes(fake, "exit 99", lock_timeout)
+    }
+
+    /// The same with a fake `dpkg` too.
+    fn run_with_fakes(fake: &str, fake_dpkg: &str, lock_timeout: u64) -> std::process::Output {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("apt-get");
-        std::fs::write(&bin, format!("#!/bin/sh\n{fake}\n")).unwrap();
-        std::process::Command::new("chmod")
-            .arg("755")
-            .arg(&bin)
-            .status()
-            .unwrap();
+        for (name, body) in [("apt-get", fake), ("dpkg", fake_dpkg)] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::process::Command::new("chmod")
+                .arg("755")
+                .arg(&path)
+                .status()
+                .unwrap();
+        }
         let m = Apt {
             packages: vec![],
             state: PackageState::Present,
@@ -1284,6 +1301,21 @@ mod tests {
         );
         assert!(stderr.contains(&expected), "{stderr}");
         assert!(!String::from_utf8_lossy(&out.stdout).contains("after"));
+    }
+
+    #[test]
+    fn an_interrupted_dpkg_run_is_finished_once_then_apt_goes_on() {
+        let interrupted = "if [ ! -e configured ]; then echo \"E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem.\" >&2; exit 100; fi\necho installed";
+        let out = run_with_fakes(interrupted, "echo \"$@\" > configured", 0);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("apt: an earlier package run was interrupted"), "{stderr}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "installed\nafter\n");
+
+        // When finishing it does not help, the second failure is final.
+        let always = "echo \"E: dpkg was interrupted, you must manually run 'dpkg --configure -a'\" >&2; exit 100";
+        let out = run_with_fakes(always, "true", 0);
+        assert_eq!(out.status.code(), Some(100));
     }
 
     #[test]
