@@ -278,9 +278,16 @@ time_sync=systemd-timesyncd
         let minimal: String = SAMPLE
             .lines()
             .filter(|l| {
-                !["docker", "compose=", "nginx=", "ufw=", "sshd_ports=", "time_sync="]
-                    .iter()
-                    .any(|p| l.starts_with(p))
+                ![
+                    "docker",
+                    "compose=",
+                    "nginx=",
+                    "ufw=",
+                    "sshd_ports=",
+                    "time_sync=",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
             })
             .map(|l| format!("{l}\n"))
             .collect();

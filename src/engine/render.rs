@@ -29,13 +29,17 @@ impl Vars {
         self.facts = serde_json::to_value(facts).ok();
     }
 
-    fn context(&self) -> Result<Context, String> {
+    fn all(&self) -> Value {
         let mut all = self.base.clone();
         if let Some(facts) = &self.facts {
             all.insert("facts".to_string(), facts.clone());
         }
         all.insert("results".to_string(), Value::Object(self.results.clone()));
-        Context::from_value(Value::Object(all)).map_err(|e| chain(&e))
+        Value::Object(all)
+    }
+
+    fn context(&self) -> Result<Context, String> {
+        Context::from_value(self.all()).map_err(|e| chain(&e))
     }
 }
 
@@ -64,10 +68,12 @@ impl Renderer {
             .map_err(|e| format!("template {name}: {}", chain(&e)))
     }
 
-    /// Renders every string in `args` that contains `{{` or `{%`.
+    /// Renders every string in `args` that contains `{{` or `{%`. A string that
+    /// is only `{{ name.path }}` becomes that variable's value with its type (a
+    /// list stays a list), as in Ansible.
     pub fn args(&self, args: &Value, vars: &Vars) -> Result<Value, String> {
         let context = vars.context()?;
-        render_value(args, &context)
+        render_value(args, &vars.all(), &context)
     }
 
     /// Evaluates a `when:` expression (Tera syntax: `facts.memory_mib < 2048 and not x`).
@@ -94,23 +100,42 @@ fn is_template(s: &str) -> bool {
     s.contains("{{") || s.contains("{%")
 }
 
-fn render_value(value: &Value, context: &Context) -> Result<Value, String> {
+fn render_value(value: &Value, all: &Value, context: &Context) -> Result<Value, String> {
     Ok(match value {
-        Value::String(s) if is_template(s) => Value::String(
-            Tera::one_off(s, context, false).map_err(|e| format!("{s:?}: {}", chain(&e)))?,
-        ),
+        Value::String(s) if is_template(s) => match whole_variable(s, all) {
+            Some(v) if !v.is_string() => v.clone(),
+            _ => Value::String(
+                Tera::one_off(s, context, false).map_err(|e| format!("{s:?}: {}", chain(&e)))?,
+            ),
+        },
         Value::Array(items) => Value::Array(
             items
                 .iter()
-                .map(|v| render_value(v, context))
+                .map(|v| render_value(v, all, context))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| Ok((k.clone(), render_value(v, context)?)))
+                .map(|(k, v)| Ok((k.clone(), render_value(v, all, context)?)))
                 .collect::<Result<_, String>>()?,
         ),
         other => other.clone(),
+    })
+}
+
+/// The value of `{{ a.b.c }}` when `s` is exactly that (and it exists).
+fn whole_variable<'v>(s: &str, all: &'v Value) -> Option<&'v Value> {
+    let path = s.trim().strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    let simple = |part: &str| {
+        !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    if !path.split('.').all(simple) {
+        return None;
+    }
+    path.split('.').try_fold(all, |v, key| match v {
+        Value::Object(map) => map.get(key),
+        Value::Array(items) => items.get(key.parse::<usize>().ok()?),
+        _ => None,
     })
 }
 
@@ -170,6 +195,16 @@ mod tests {
             json!({"name": "deploy", "groups": ["sudo", "debian"], "n": 5, "plain": "x"})
         );
         let err = r.args(&json!({"x": "{{ nope }}"}), &vars()).unwrap_err();
+        assert!(err.contains("nope") && !err.contains("__tera"), "{err}");
+        // A lone variable keeps its type; anything more is text.
+        assert_eq!(
+            r.args(&json!({"a": "{{ ports }}", "b": "{{ ports.1 }}", "c": "{{ ports.0 }}/tcp", "d": "{{admin_user}}"}), &vars())
+                .unwrap(),
+            json!({"a": [22, 80], "b": 80, "c": "22/tcp", "d": "deploy"})
+        );
+        let err = r
+            .args(&json!({"x": "{{ nope.deeper }}"}), &vars())
+            .unwrap_err();
         assert!(err.contains("nope") && !err.contains("__tera"), "{err}");
     }
 

@@ -1309,7 +1309,10 @@ mod tests {
         let out = run_with_fakes(interrupted, "echo \"$@\" > configured", 0);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
-        assert!(stderr.contains("apt: an earlier package run was interrupted"), "{stderr}");
+        assert!(
+            stderr.contains("apt: an earlier package run was interrupted"),
+            "{stderr}"
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "installed\nafter\n");
 
         // When finishing it does not help, the second failure is final.

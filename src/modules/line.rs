@@ -14,7 +14,7 @@ const DEFAULT_MARKER: &str = "# {mark} VPSUP MANAGED BLOCK";
 /// Mode of a file created without `mode`.
 const DEFAULT_MODE: u32 = 0o644;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
     path: String,
@@ -36,6 +36,8 @@ pub struct Line {
     group: Option<String>,
     /// Lines to keep between the markers, instead of `line`.
     block: Option<String>,
+    /// A template (`NAME.tera`) that renders the block, instead of `block`.
+    block_src: Option<String>,
     /// The marker lines around `block`; `{mark}` becomes BEGIN and END.
     marker: Option<String>,
 }
@@ -55,7 +57,10 @@ impl Validate for Line {
         }
         let regexp = compile("regexp", self.regexp.as_deref())?;
         compile("insert_after", self.insert_after.as_deref())?;
-        if self.block.is_some() {
+        if self.block.is_some() && self.block_src.is_some() {
+            return Err("give either `block` or `block_src`, not both".to_string());
+        }
+        if self.block.is_some() || self.block_src.is_some() {
             if self.line.is_some() {
                 return Err("give either `line` or `block`, not both".to_string());
             }
@@ -320,7 +325,15 @@ impl Module for Line {
         file_state::probe(&self.path, true)
     }
 
-    fn plan(&self, probed: &str, _ctx: &PlanContext) -> Result<Plan, ModuleError> {
+    fn plan(&self, probed: &str, ctx: &PlanContext) -> Result<Plan, ModuleError> {
+        if let Some(src) = &self.block_src {
+            let rendered = Line {
+                block: Some((ctx.render)(src).map_err(ModuleError::Plan)?),
+                block_src: None,
+                ..self.clone()
+            };
+            return rendered.plan(probed, ctx);
+        }
         let info = match file_state::parse(probed).map_err(ModuleError::Probe)? {
             FileState::Absent if self.state == LineState::Absent => return Ok(Plan::ok()),
             FileState::Absent => return self.create(),
@@ -638,6 +651,35 @@ mod tests {
             testing::plan(&*module, "file 644 root root abc\ncontent !!!\n"),
             Err(ModuleError::Probe(_))
         ));
+    }
+
+    #[test]
+    fn a_block_can_come_from_a_template() {
+        let module = testing::build_from_yaml(
+            "line",
+            "path: /etc/ufw/after.rules\nblock_src: rules.tera\n",
+        )
+        .unwrap();
+        let facts = testing::facts();
+        let render = |name: &str| match name {
+            "rules.tera" => Ok("*filter\nCOMMIT\n".to_string()),
+            other => Err(format!("no template {other}")),
+        };
+        let ctx = PlanContext {
+            facts: &facts,
+            render: &render,
+        };
+        let old = base64::engine::general_purpose::STANDARD.encode("x\n");
+        let plan = module
+            .plan(&format!("file 644 root root 2\ncontent {old}\n"), &ctx)
+            .unwrap();
+        assert_eq!(plan.changes[0].summary, "insert block");
+        assert!(
+            testing::build_from_yaml("line", "path: /x\nblock: a\nblock_src: b\n")
+                .unwrap_err()
+                .to_string()
+                .contains("either `block` or `block_src`")
+        );
     }
 
     #[test]
