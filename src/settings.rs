@@ -125,6 +125,15 @@ impl Settings {
         })
     }
 
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    /// The private key given with `-i`, if any.
+    pub fn identity(&self) -> Option<&Path> {
+        self.identity.as_deref()
+    }
+
     /// The hosts a command works on: `explicit` when given (a vpsup.toml host
     /// name or `[USER@]HOST[:PORT]`), else every host in vpsup.toml, narrowed by `--limit`.
     pub fn targets(&self, explicit: Option<&str>) -> Result<Vec<HostTarget>, SettingsError> {

@@ -237,8 +237,7 @@ fn no_host_and_unknown_limit_are_bad_input() {
 fn commands_not_built_yet_say_so_and_fail() {
     let op = Operator::new();
     for args in [
-        &["init", "root@203.0.113.42"][..],
-        &["deploy"],
+        &["deploy"][..],
         &["renew-certs"],
         &["status"],
         &["rollback"],
@@ -251,6 +250,39 @@ fn commands_not_built_yet_say_so_and_fail() {
             stderr(&out)
         );
     }
+}
+
+/// Mistakes `init` catches before connecting anywhere (the address is
+/// unroutable documentation space: nothing may be contacted).
+#[test]
+fn init_refuses_bad_input_before_connecting() {
+    let op = Operator::new();
+    let out = op.vpsup(&["init"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no host given"), "{}", stderr(&out));
+
+    let out = op.vpsup(&["init", "root@203.0.113.42", "--admin-user", "root"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("cannot be root"), "{}", stderr(&out));
+
+    // No key in ~/.ssh and no agent: nothing to give the admin.
+    let out = op.vpsup(&["init", "root@203.0.113.42"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no public key of yours to install for the admin user deploy")
+            && err.contains("ssh-keygen -t ed25519"),
+        "{err}"
+    );
+
+    op.write_config("[init]\nswap = \"lots\"\n");
+    let out = op.vpsup(&["init", "root@203.0.113.42"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("vpsup.toml:2:8: invalid size"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

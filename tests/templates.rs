@@ -23,6 +23,8 @@ fn vars() -> Vars {
         ("ssh_port", json!(2222)),
         ("admin_user", json!("deploy")),
         ("acme_webroot", json!("/var/lib/vpsup/acme")),
+        ("sshd_dropin", json!("/etc/ssh/sshd_config.d/00-vpsup.conf")),
+        ("sshd_revert_dir", json!("/var/lib/vpsup/sshd-revert")),
     ] {
         vars.base.insert(name.to_string(), value);
     }
@@ -62,6 +64,26 @@ fn every_template_matches_its_golden_file() {
             "{name} differs from {}",
             golden.display()
         );
+    }
+}
+
+#[test]
+fn the_host_scripts_are_valid_sh() {
+    let assets = Assets::load(None).unwrap();
+    let scripts: Vec<&String> = assets
+        .templates
+        .keys()
+        .filter(|n| n.ends_with(".sh.tera"))
+        .collect();
+    assert!(scripts.len() >= 3, "{scripts:?}");
+    for name in scripts {
+        let rendered = render(name);
+        assert!(rendered.starts_with("#!/bin/sh\n"), "{name}");
+        let out = Command::new("sh")
+            .args(["-n", "-c", &rendered])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", describe_output(&out));
     }
 }
 

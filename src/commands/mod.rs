@@ -2,6 +2,7 @@
 //! happened; `main` maps errors to exit codes.
 
 pub mod facts;
+pub mod init;
 pub mod play;
 
 use std::time::Duration;
@@ -24,7 +25,7 @@ pub mod exit {
 
 /// A command whose issue has not landed: says so instead of pretending.
 #[derive(Debug, thiserror::Error)]
-#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `vpsup facts`; see the README's roadmap")]
+#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `init`, `facts` and `play`; see the README's roadmap")]
 pub struct NotAvailable(pub &'static str);
 
 /// Most hosts connected to at once.
@@ -33,6 +34,7 @@ pub const MAX_PARALLEL_HOSTS: usize = 16;
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
+        Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Play {
             playbook,
@@ -48,7 +50,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if error.is::<NotAvailable>() {
         exit::NOT_AVAILABLE
-    } else if error.is::<SettingsError>() || error.is::<PlaybookError>() || error.is::<AssetError>()
+    } else if error.is::<SettingsError>()
+        || error.is::<PlaybookError>()
+        || error.is::<AssetError>()
+        || error.is::<init::InitError>()
     {
         exit::BAD_INPUT
     } else {

@@ -70,14 +70,19 @@ pub trait HostRun: Sync {
     }
 
     /// The hooks for one host, given the target connected to.
-    fn hooks<'a>(&'a self, settings: &'a Settings, connected: SshTarget) -> Box<dyn Hooks + 'a>;
+    fn hooks<'a>(
+        &'a self,
+        settings: &'a Settings,
+        target: &HostTarget,
+        connected: SshTarget,
+    ) -> Box<dyn Hooks + 'a>;
 }
 
 /// `vpsup play`: a plain connection and no hooks.
 struct PlainRun;
 
 impl HostRun for PlainRun {
-    fn hooks<'a>(&'a self, _: &'a Settings, _: SshTarget) -> Box<dyn Hooks + 'a> {
+    fn hooks<'a>(&'a self, _: &'a Settings, _: &HostTarget, _: SshTarget) -> Box<dyn Hooks + 'a> {
         Box::new(NoHooks)
     }
 }
@@ -112,7 +117,7 @@ pub async fn run_on_hosts(
                 Err(e) => outcome.error = Some(e.to_string()),
                 Ok((transport, connected)) => {
                     outcome.target = connected.describe();
-                    let hooks = host_run.hooks(settings, connected);
+                    let hooks = host_run.hooks(settings, target, connected);
                     for play in plays {
                         let host_vars = Vars {
                             base: base_vars(settings, target, vars),

@@ -242,6 +242,27 @@ pub fn de_mode<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D:
     }
 }
 
+/// Deserializes a port given as a number or as a string of digits (a rendered
+/// template is always a string).
+pub fn de_port<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    use serde::Deserialize;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumberOrText {
+        Number(u64),
+        Text(String),
+    }
+    let number = match Option::<NumberOrText>::deserialize(d)? {
+        None => return Ok(None),
+        Some(NumberOrText::Number(n)) => n.to_string(),
+        Some(NumberOrText::Text(t)) => t.trim().to_string(),
+    };
+    number
+        .parse::<u16>()
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("invalid port {number:?}: use 1-65535")))
+}
+
 #[cfg(test)]
 pub mod testing {
     //! Helpers for module unit tests.
@@ -333,7 +354,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("unknown module `aptt`") && err.contains("apt, authorized_key"),
+            err.contains("unknown module `aptt`") && err.contains("apt, assert, authorized_key"),
             "{err}"
         );
     }

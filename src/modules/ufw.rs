@@ -26,6 +26,7 @@ const UFW_DEFAULTS: &str = "/etc/default/ufw";
 pub struct Ufw {
     /// The port sshd listens on: required to enable the firewall or purge rules,
     /// so vpsup can prove SSH stays reachable.
+    #[serde(default, deserialize_with = "super::de_port")]
     ssh_port: Option<u16>,
     #[serde(default)]
     defaults: Defaults,

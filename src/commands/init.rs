@@ -1,0 +1,917 @@
+//! `vpsup init`: runs playbooks/init.yml on fresh hosts, with the two steps a
+//! playbook cannot express (fresh logins as the admin, see `AdminLogin`), then
+//! records in vpsup.toml how to reach each host from now on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use serde_json::{json, Map, Value};
+
+use super::connect;
+use super::play::{project_dir, run_on_hosts, HostRun};
+use crate::cli::InitArgs;
+use crate::config::{Config, DockerSource, InitConfig, PortRule, Size};
+use crate::engine::assets::Assets;
+use crate::engine::playbook;
+use crate::engine::render::Renderer;
+use crate::engine::{Hooks, RunOptions};
+use crate::facts::HostFacts;
+use crate::settings::{HostTarget, Settings, SettingsError};
+use crate::transport::ssh::{Credentials, SshError, SshTarget, SshTransport};
+use crate::transport::{ExecRequest, Transport};
+
+const DEFAULT_ADMIN: &str = "deploy";
+/// Hosts with less RAM than this get a swap file.
+const DEFAULT_SWAP: Size = Size(1 << 30);
+/// How long the sshd revert timer waits for the admin's login to be proven.
+/// Between arming and confirming there are a few seconds of work; the margin
+/// is for slow hosts and networks.
+const REVERT_SECONDS: u32 = 300;
+const SSHD_ARM: &str = "/usr/local/lib/vpsup/sshd-arm";
+
+/// `init`'s options: the command line over vpsup.toml's [init] over defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitOptions {
+    pub admin_user: String,
+    pub ssh_port: u16,
+    pub extra_keys: Vec<String>,
+    pub docker: DockerSource,
+    pub swap: Size,
+    pub allow_ports: Vec<PortRule>,
+}
+
+impl InitOptions {
+    pub fn resolve(args: &InitArgs, config: Option<&InitConfig>) -> InitOptions {
+        let empty = InitConfig::default();
+        let config = config.unwrap_or(&empty);
+        InitOptions {
+            admin_user: args
+                .admin_user
+                .as_ref()
+                .or(config.admin_user.as_ref())
+                .map_or(DEFAULT_ADMIN.to_string(), |u| u.0.clone()),
+            ssh_port: args.ssh_port.or(config.ssh_port.map(|p| p.0)).unwrap_or(22),
+            extra_keys: cli_or_file(&args.extra_keys, &config.extra_keys),
+            docker: args
+                .docker
+                .or(config.docker)
+                .unwrap_or(DockerSource::Official),
+            swap: args.swap.or(config.swap).unwrap_or(DEFAULT_SWAP),
+            allow_ports: cli_or_file(&args.allow_ports, &config.allow_ports),
+        }
+    }
+
+    /// ufw rules: SSH (rate-limited), HTTP, HTTPS and the extra ports.
+    fn firewall_rules(&self) -> Value {
+        let mut rules = vec![
+            json!({"port": self.ssh_port, "proto": "tcp", "action": "limit", "comment": "ssh"}),
+            json!({"port": 80, "proto": "tcp", "action": "allow", "comment": "http"}),
+            json!({"port": 443, "proto": "tcp", "action": "allow", "comment": "https"}),
+        ];
+        for rule in &self.allow_ports {
+            let proto = if rule.udp { "udp" } else { "tcp" };
+            rules.push(json!({"port": rule.port, "proto": proto, "action": "allow", "comment": "vpsup init allow"}));
+        }
+        Value::Array(rules)
+    }
+
+    /// The playbook's variables.
+    fn vars(&self, admin_keys: &[String]) -> Map<String, Value> {
+        let mut vars = Map::new();
+        vars.insert("admin_user".into(), json!(self.admin_user));
+        vars.insert("admin_keys".into(), json!(admin_keys));
+        vars.insert("ssh_port".into(), json!(self.ssh_port));
+        vars.insert("docker_source".into(), json!(self.docker.as_str()));
+        vars.insert("swap_mib".into(), json!(self.swap.mib()));
+        vars.insert("firewall_rules".into(), self.firewall_rules());
+        vars
+    }
+}
+
+/// A list given on the command line replaces the one in vpsup.toml.
+fn cli_or_file<T: Clone>(cli: &[T], file: &[T]) -> Vec<T> {
+    if cli.is_empty() { file } else { cli }.to_vec()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("no public key of yours to install for the admin user {admin}: looked for {looked}. Create one with `ssh-keygen -t ed25519`, or pass --key FILE.pub")]
+    NoOperatorKey { admin: String, looked: String },
+    #[error("--key {0:?}: {1}")]
+    BadKey(String, String),
+    #[error("cannot update {}: {cause}", path.display())]
+    Record { path: PathBuf, cause: String },
+}
+
+pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> anyhow::Result<()> {
+    let init_config = settings.config.as_ref().and_then(|c| c.init.as_ref());
+    let options = InitOptions::resolve(args, init_config);
+    let targets = settings.targets(target)?;
+    let assets = Assets::load(Some(&project_dir(settings)))?;
+    let asset = assets.playbook("init")?;
+    let plays = playbook::parse(&asset.text, &asset.origin)?;
+    playbook::check_arguments(&plays)?;
+    let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
+
+    // Every host gets the same keys: found once, before connecting anywhere.
+    let first = targets
+        .first()
+        .ok_or_else(|| SettingsError::NoHosts(settings.config_path.clone()))?;
+    let keys = admin_keys(settings, &first.ssh, &options).await?;
+    let run_options = RunOptions {
+        check: settings.check,
+        diff: settings.diff,
+        tags: Vec::new(),
+    };
+    let init = InitRun {
+        options: options.clone(),
+        ssh_ports: Mutex::new(BTreeMap::new()),
+    };
+    let outcomes = run_on_hosts(
+        settings,
+        &targets,
+        &plays,
+        &renderer,
+        &options.vars(&keys),
+        &run_options,
+        &init,
+    )
+    .await;
+
+    if !settings.check {
+        let ports = init
+            .ssh_ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for (target, outcome) in targets.iter().zip(&outcomes) {
+            if outcome.failed() {
+                continue;
+            }
+            let port = ports.get(&target.name).copied().unwrap_or(target.ssh.port);
+            let record = Record {
+                path: &settings.config_path,
+                config: settings.config.as_ref(),
+                identity: settings.identity(),
+            };
+            if let Some(note) = record.host(target, port, &options, args)? {
+                eprintln!("vpsup: {note}");
+            }
+        }
+    }
+    let failed = outcomes.iter().filter(|o| o.failed()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} host(s) failed", outcomes.len());
+    }
+    Ok(())
+}
+
+/// `init`'s side of the run: connecting (root's login may already be closed)
+/// and the hooks.
+struct InitRun {
+    options: InitOptions,
+    /// The SSH port each host answers on after the run, by host name.
+    ssh_ports: Mutex<BTreeMap<String, u16>>,
+}
+
+#[async_trait]
+impl HostRun for InitRun {
+    /// A host initialised before refuses root: go on as the admin, as the
+    /// operator would have to.
+    async fn connect(
+        &self,
+        settings: &Settings,
+        target: &HostTarget,
+    ) -> Result<(SshTransport, SshTarget), SshError> {
+        match connect(settings, target).await {
+            Err(SshError::AuthFailed { .. }) if target.ssh.user == "root" => {
+                let admin = HostTarget {
+                    ssh: SshTarget {
+                        user: self.options.admin_user.clone(),
+                        ..target.ssh.clone()
+                    },
+                    ..target.clone()
+                };
+                eprintln!(
+                    "vpsup: {}: root's login is refused (closed by an earlier init?); trying the admin, {}",
+                    target.ssh.describe(),
+                    admin.ssh.describe()
+                );
+                let (transport, _) = connect(settings, &admin).await?;
+                Ok((transport, admin.ssh))
+            }
+            other => other.map(|(transport, _)| (transport, target.ssh.clone())),
+        }
+    }
+
+    fn hooks<'a>(
+        &'a self,
+        settings: &'a Settings,
+        target: &HostTarget,
+        connected: SshTarget,
+    ) -> Box<dyn Hooks + 'a> {
+        Box::new(AdminLogin {
+            run: self,
+            host: target.name.clone(),
+            credentials: Credentials {
+                // Proves the key, never a password: the password is what closes.
+                agent_socket: settings.credentials.agent_socket.clone(),
+                password: None,
+                prompt: None,
+            },
+            connected,
+        })
+    }
+}
+
+/// The hooks init.yml names. Each logs in afresh as the admin, on its own
+/// connection, with the operator's keys only (never a password: password login
+/// is what is being closed), and runs `sudo -n true`.
+struct AdminLogin<'a> {
+    run: &'a InitRun,
+    host: String,
+    connected: SshTarget,
+    credentials: Credentials,
+}
+
+const BEFORE_HARDENING: &str = "admin_login";
+const AFTER_RELOAD: &str = "admin_login_after_reload";
+
+impl AdminLogin<'_> {
+    /// The port to reach sshd on once its new configuration is loaded: the
+    /// same as now unless init moves it. (Compared with the port sshd listens
+    /// on, not the one connected to, which may be forwarded.)
+    fn port_after_reload(&self, facts: &HostFacts) -> u16 {
+        let listening = facts.sshd_ports.first().copied().unwrap_or(22);
+        if self.run.options.ssh_port == listening {
+            self.connected.port
+        } else {
+            self.run.options.ssh_port
+        }
+    }
+
+    async fn prove(&self, port: u16) -> Result<(), String> {
+        let target = SshTarget {
+            user: self.run.options.admin_user.clone(),
+            port,
+            ..self.connected.clone()
+        };
+        let who = target.describe();
+        let (transport, _) = SshTransport::connect(&target, &self.credentials)
+            .await
+            .map_err(|e| format!("a fresh login as {who} failed: {e}"))?;
+        let sudo = transport
+            .run_ok("sudo -n true", ExecRequest::new("true").become_root(true))
+            .await;
+        transport.close().await;
+        sudo.map(|_| ())
+            .map_err(|e| format!("{who} logs in but cannot use sudo: {e}"))
+    }
+}
+
+#[async_trait]
+impl Hooks for AdminLogin<'_> {
+    fn provides(&self, name: &str) -> bool {
+        name == BEFORE_HARDENING || name == AFTER_RELOAD
+    }
+
+    async fn run(
+        &self,
+        name: &str,
+        transport: &dyn Transport,
+        facts: &HostFacts,
+    ) -> Result<(), String> {
+        if name == BEFORE_HARDENING {
+            self.prove(self.connected.port).await.map_err(|e| {
+                format!("{e}. Root and password logins stay open until the admin's login works")
+            })?;
+            let arm = format!("{SSHD_ARM} {REVERT_SECONDS}");
+            transport
+                .run_ok(
+                    "arming the sshd revert timer",
+                    ExecRequest::new(arm).become_root(true),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(());
+        }
+        let port = self.port_after_reload(facts);
+        self.prove(port).await.map_err(|e| {
+            format!("after sshd reloaded its new configuration, {e}. The revert timer puts the previous sshd configuration back within {REVERT_SECONDS} s; this session stays open")
+        })?;
+        self.run
+            .ssh_ports
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.host.clone(), port);
+        Ok(())
+    }
+}
+
+/// The public keys the admin gets: `--key`/[init] extra_keys, plus the
+/// operator's own, as ssh-copy-id finds them: the `.pub` beside each identity
+/// file (or the public half of an unencrypted key), else the agent's keys.
+async fn admin_keys(
+    settings: &Settings,
+    target: &SshTarget,
+    options: &InitOptions,
+) -> Result<Vec<String>, InitError> {
+    let base = project_dir(settings);
+    let mut keys = Vec::new();
+    for extra in &options.extra_keys {
+        keys.extend(extra_key(extra, &base, settings.home())?);
+    }
+    let mut looked = Vec::new();
+    let mut own = Vec::new();
+    for file in &target.identity_files {
+        looked.push(file.display().to_string());
+        if let Some(key) = public_half(file) {
+            own.push(key);
+        }
+    }
+    if own.is_empty() {
+        match &settings.credentials.agent_socket {
+            Some(socket) => {
+                looked.push("ssh-agent".to_string());
+                own.extend(agent_keys(socket).await);
+            }
+            None => looked.push("ssh-agent (SSH_AUTH_SOCK is not set)".to_string()),
+        }
+    }
+    if own.is_empty() {
+        return Err(InitError::NoOperatorKey {
+            admin: options.admin_user.clone(),
+            looked: looked.join(", "),
+        });
+    }
+    for key in own {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
+}
+
+/// A key line as given, or the key lines of a `.pub` file.
+fn extra_key(spec: &str, base: &Path, home: &Path) -> Result<Vec<String>, InitError> {
+    let spec = spec.trim();
+    if is_key_line(spec) {
+        return Ok(vec![spec.to_string()]);
+    }
+    let path = match spec.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None => base.join(spec),
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        InitError::BadKey(
+            spec.to_string(),
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
+    let lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(String::from)
+        .collect();
+    match lines.iter().find(|l| !is_key_line(l)) {
+        Some(bad) => Err(InitError::BadKey(
+            spec.to_string(),
+            format!(
+                "{} has a line that is not an OpenSSH public key: {bad:?}",
+                path.display()
+            ),
+        )),
+        None if lines.is_empty() => Err(InitError::BadKey(
+            spec.to_string(),
+            format!("{} holds no public key", path.display()),
+        )),
+        None => Ok(lines),
+    }
+}
+
+fn is_key_line(s: &str) -> bool {
+    russh::keys::PublicKey::from_openssh(s.trim()).is_ok()
+}
+
+/// The public key of an identity file: its `.pub`, else derived from the
+/// private key when that is not encrypted.
+fn public_half(private: &Path) -> Option<String> {
+    let mut pub_path = private.as_os_str().to_owned();
+    pub_path.push(".pub");
+    if let Ok(text) = std::fs::read_to_string(PathBuf::from(pub_path)) {
+        let line = text.lines().next().unwrap_or("").trim().to_string();
+        if is_key_line(&line) {
+            return Some(line);
+        }
+    }
+    let key = russh::keys::load_secret_key(private, None).ok()?;
+    key.public_key().to_openssh().ok()
+}
+
+async fn agent_keys(socket: &Path) -> Vec<String> {
+    let Ok(mut agent) = russh::keys::agent::client::AgentClient::connect_uds(socket).await else {
+        return Vec::new();
+    };
+    let identities = agent.request_identities().await.unwrap_or_default();
+    identities
+        .iter()
+        .filter_map(|id| match id {
+            russh::keys::agent::AgentIdentity::PublicKey { key, .. } => key.to_openssh().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Records in vpsup.toml how to reach the host from now on (as the admin, on
+/// the port sshd answers) and the init options given on the command line, so
+/// a re-run (and `deploy`) needs no flags. Creates the file when the project
+/// has none; edits keep its comments and layout. Says what it did, if anything.
+struct Record<'a> {
+    path: &'a Path,
+    config: Option<&'a Config>,
+    /// The `-i` key, recorded for a new host.
+    identity: Option<&'a Path>,
+}
+
+impl Record<'_> {
+    fn host(
+        &self,
+        target: &HostTarget,
+        port: u16,
+        options: &InitOptions,
+        args: &InitArgs,
+    ) -> Result<Option<String>, InitError> {
+        let path = self.path;
+        let failed = |cause: String| InitError::Record {
+            path: path.to_path_buf(),
+            cause,
+        };
+        let before = match std::fs::read_to_string(path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(failed(e.to_string())),
+        };
+        let mut doc: toml_edit::DocumentMut = before
+            .as_deref()
+            .unwrap_or("# vpsup project configuration (see the README for every key).\n")
+            .parse()
+            .map_err(|e: toml_edit::TomlError| failed(e.to_string()))?;
+        let configured = self.config.is_some_and(|c| c.host(&target.name).is_some());
+        let name = if configured {
+            target.name.clone()
+        } else {
+            let taken: Vec<&str> = self
+                .config
+                .map(|c| c.hosts.keys().map(|n| n.as_str()).collect())
+                .unwrap_or_default();
+            host_name_for(&target.name, &taken)
+        };
+
+        let hosts = table_in(doc.as_table_mut(), "hosts", true);
+        let host = table_in(hosts, &name, false);
+        if !configured {
+            host["address"] = toml_edit::value(target.name.as_str());
+            if let Some(identity) = self.identity {
+                let absolute =
+                    std::path::absolute(identity).unwrap_or_else(|_| identity.to_path_buf());
+                host["identity_file"] = toml_edit::value(absolute.display().to_string());
+            }
+        }
+        if port != target.ssh.port || (!configured && port != 22) {
+            host["port"] = toml_edit::value(i64::from(port));
+        }
+        if host.get("user").and_then(|u| u.as_str()) != Some(options.admin_user.as_str()) {
+            host["user"] = toml_edit::value(options.admin_user.as_str());
+        }
+
+        // Flags are remembered: a re-run must not create another admin or move SSH back.
+        let given: Vec<(&str, toml_edit::Item)> = [
+            args.admin_user
+                .as_ref()
+                .map(|u| ("admin_user", toml_edit::value(u.0.as_str()))),
+            args.ssh_port
+                .map(|p| ("ssh_port", toml_edit::value(i64::from(p)))),
+            args.docker
+                .map(|d| ("docker", toml_edit::value(d.as_str()))),
+            args.swap
+                .map(|s| ("swap", toml_edit::value(String::from(s)))),
+            (!args.allow_ports.is_empty()).then(|| {
+                let ports: toml_edit::Array =
+                    args.allow_ports.iter().map(|p| String::from(*p)).collect();
+                ("allow_ports", toml_edit::value(ports))
+            }),
+            (!args.extra_keys.is_empty()).then(|| {
+                let keys: toml_edit::Array = args.extra_keys.iter().map(String::as_str).collect();
+                ("extra_keys", toml_edit::value(keys))
+            }),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !given.is_empty() {
+            let init = table_in(doc.as_table_mut(), "init", false);
+            for (key, item) in given {
+                init[key] = item;
+            }
+        }
+
+        let after = doc.to_string();
+        if before.as_deref() == Some(after.as_str()) {
+            return Ok(None);
+        }
+        // Written beside, then renamed: never a half-written config.
+        let temporary = path.with_extension("toml.vpsup-new");
+        std::fs::write(&temporary, &after)
+            .and_then(|()| std::fs::rename(&temporary, path))
+            .map_err(|e| failed(e.to_string()))?;
+        let verb = if before.is_some() {
+            "updated"
+        } else {
+            "created"
+        };
+        Ok(Some(format!(
+            "{verb} {}: host {name} is reached as {}@{}:{port} from now on",
+            path.display(),
+            options.admin_user,
+            target.ssh.host
+        )))
+    }
+}
+
+/// The table `key` in `parent`, created when missing (`implicit`: written
+/// only through its sub-tables, as `[hosts.web]` without a bare `[hosts]`).
+fn table_in<'t>(
+    parent: &'t mut toml_edit::Table,
+    key: &str,
+    implicit: bool,
+) -> &'t mut toml_edit::Table {
+    let item = parent.entry(key).or_insert_with(|| {
+        let mut table = toml_edit::Table::new();
+        table.set_implicit(implicit);
+        toml_edit::Item::Table(table)
+    });
+    if !item.is_table() {
+        // An inline table (`hosts = { ... }`) becomes a normal one.
+        if let Some(inline) = item.as_inline_table().cloned() {
+            *item = toml_edit::Item::Table(inline.into_table());
+        }
+    }
+    item.as_table_mut().expect("a table")
+}
+
+/// A vpsup.toml host name for an address as typed: `web` stays `web`,
+/// `203.0.113.42` becomes `203-0-113-42`; a taken name gets a number.
+fn host_name_for(address: &str, taken: &[&str]) -> String {
+    let mut name: String = address
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches('-').chars().take(50).collect();
+    if name.is_empty() {
+        name = "vps".to_string();
+    }
+    let mut candidate = name.clone();
+    let mut n = 2;
+    while taken.contains(&candidate.as_str()) {
+        candidate = format!("{name}-{n}");
+        n += 1;
+    }
+    candidate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Port, UserName};
+    use crate::engine::playbook::Action;
+    use crate::engine::render::Vars;
+    use crate::transport::ssh::SshTarget;
+
+    fn target(name: &str, user: &str, port: u16) -> HostTarget {
+        HostTarget {
+            name: name.to_string(),
+            sudo: true,
+            ssh: SshTarget {
+                host: name.to_string(),
+                port,
+                user: user.to_string(),
+                identity_files: vec![],
+                identities_only: false,
+                known_hosts: PathBuf::from("/dev/null"),
+                connect_timeout: std::time::Duration::from_secs(5),
+            },
+        }
+    }
+
+    #[test]
+    fn options_come_from_flags_then_config_then_defaults() {
+        let defaults = InitOptions::resolve(&InitArgs::default(), None);
+        assert_eq!(
+            (
+                defaults.admin_user.as_str(),
+                defaults.ssh_port,
+                defaults.docker,
+                defaults.swap.mib()
+            ),
+            ("deploy", 22, DockerSource::Official, 1024)
+        );
+        let config = InitConfig {
+            admin_user: Some(UserName("ops".into())),
+            ssh_port: Some(Port(2222)),
+            allow_ports: vec!["8443".parse().unwrap()],
+            ..Default::default()
+        };
+        let args = InitArgs {
+            ssh_port: Some(2200),
+            ..Default::default()
+        };
+        let o = InitOptions::resolve(&args, Some(&config));
+        assert_eq!((o.admin_user.as_str(), o.ssh_port), ("ops", 2200));
+        assert_eq!(o.allow_ports.len(), 1);
+        let rules = o.firewall_rules();
+        assert_eq!(rules[0]["port"], 2200);
+        assert_eq!(rules[0]["action"], "limit");
+        assert_eq!(rules[3]["port"], 8443);
+    }
+
+    #[test]
+    fn host_names_from_addresses() {
+        assert_eq!(host_name_for("web", &[]), "web");
+        assert_eq!(host_name_for("203.0.113.42", &[]), "203-0-113-42");
+        assert_eq!(
+            host_name_for("Web.Example.com", &["web-example-com"]),
+            "web-example-com-2"
+        );
+        assert_eq!(host_name_for("::1", &[]), "1");
+        assert_eq!(host_name_for("---", &[]), "vps");
+    }
+
+    #[test]
+    fn a_new_host_is_recorded_in_a_new_file_then_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vpsup.toml");
+        let options = InitOptions::resolve(&InitArgs::default(), None);
+        let args = InitArgs {
+            allow_ports: vec!["51820/udp".parse().unwrap()],
+            ..Default::default()
+        };
+        let record = Record {
+            path: &path,
+            config: None,
+            identity: Some(Path::new("/keys/id_vps")),
+        };
+        let note = record
+            .host(&target("203.0.113.42", "root", 22), 22, &options, &args)
+            .unwrap()
+            .unwrap();
+        assert!(
+            note.starts_with("created ") && note.contains("deploy@203.0.113.42:22"),
+            "{note}"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let config = Config::parse(&text, &path).unwrap();
+        let host = config.host("203-0-113-42").unwrap();
+        assert_eq!(host.address, "203.0.113.42");
+        assert_eq!(host.user.as_deref(), Some("deploy"));
+        assert_eq!(host.port, None, "22 goes without saying");
+        assert_eq!(
+            host.identity_file.as_deref(),
+            Some(Path::new("/keys/id_vps"))
+        );
+        assert_eq!(config.init.as_ref().unwrap().allow_ports[0].port, 51820);
+
+        // Re-run: the host is now configured, and already right.
+        let record = Record {
+            config: Some(&config),
+            ..record
+        };
+        let again = record
+            .host(&target("203-0-113-42", "deploy", 22), 22, &options, &args)
+            .unwrap();
+        assert_eq!(again, None);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+    }
+
+    #[test]
+    fn a_configured_host_is_updated_in_place_keeping_comments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vpsup.toml");
+        let text = "# my project\n[hosts.web]\naddress = \"203.0.113.9\" # the droplet\nuser = \"root\"\n\n[app]\nname = \"doctor\"\n";
+        std::fs::write(&path, text).unwrap();
+        let config = Config::parse(text, &path).unwrap();
+        let options = InitOptions::resolve(
+            &InitArgs {
+                ssh_port: Some(2222),
+                ..Default::default()
+            },
+            None,
+        );
+        let record = Record {
+            path: &path,
+            config: Some(&config),
+            identity: None,
+        };
+        let args = InitArgs {
+            ssh_port: Some(2222),
+            ..Default::default()
+        };
+        record
+            .host(&target("web", "root", 22), 2222, &options, &args)
+            .unwrap()
+            .unwrap();
+        let after = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            after.starts_with(
+                "# my project\n[hosts.web]\naddress = \"203.0.113.9\" # the droplet\n"
+            ),
+            "{after}"
+        );
+        let config = Config::parse(&after, &path).unwrap();
+        let web = config.host("web").unwrap();
+        assert_eq!(
+            (web.user.as_deref(), web.port),
+            (Some("deploy"), Some(Port(2222)))
+        );
+        assert_eq!(config.init.unwrap().ssh_port, Some(Port(2222)));
+        assert_eq!(config.app.unwrap().name.as_str(), "doctor");
+    }
+
+    #[test]
+    fn keys_from_lines_files_and_identity_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("id_test");
+        let made = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "op@laptop", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let pub_line = std::fs::read_to_string(dir.path().join("id_test.pub")).unwrap();
+        assert_eq!(public_half(&key).as_deref(), Some(pub_line.trim()));
+        // Without the .pub, the public half is derived from the private key.
+        std::fs::remove_file(dir.path().join("id_test.pub")).unwrap();
+        let derived = public_half(&key).unwrap();
+        assert_eq!(
+            derived.split_whitespace().nth(1),
+            pub_line.split_whitespace().nth(1)
+        );
+        assert_eq!(public_half(&dir.path().join("missing")), None);
+
+        std::fs::write(dir.path().join("team.pub"), format!("# team\n{pub_line}\n")).unwrap();
+        let lines = extra_key("team.pub", dir.path(), dir.path()).unwrap();
+        assert_eq!(lines, [pub_line.trim()]);
+        assert_eq!(
+            extra_key(pub_line.trim(), dir.path(), dir.path())
+                .unwrap()
+                .len(),
+            1
+        );
+        let err = extra_key("nope.pub", dir.path(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
+        std::fs::write(dir.path().join("bad.pub"), "hello\n").unwrap();
+        let err = extra_key("bad.pub", dir.path(), dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an OpenSSH public key"), "{err}");
+    }
+
+    /// init.yml, rendered for a host described by `facts` (and, when given,
+    /// what the Docker probe printed): the names of the tasks that would run.
+    /// Every selected task's arguments render and build into a module.
+    fn selected_tasks(
+        facts: &str,
+        docker_from: Option<&str>,
+        options: &InitOptions,
+    ) -> Vec<String> {
+        let assets = Assets::load(None).unwrap();
+        let asset = assets.playbook("init").unwrap();
+        let plays = playbook::parse(&asset.text, &asset.origin).unwrap();
+        playbook::check_arguments(&plays).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let mut vars = Vars::default();
+        vars.base = plays[0].vars.clone();
+        vars.base.extend(options.vars(&["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk4Cz6ZlMbDcj6ZgvjKOPhv1gKPtcCHJmBb6yMd0pD5 op".to_string()]));
+        vars.with_facts(&crate::facts::parse(facts).unwrap());
+        vars.results.insert(
+            "docker_from".into(),
+            json!({"stdout": docker_from.unwrap_or(""), "skipped": docker_from.is_none()}),
+        );
+        let mut selected = Vec::new();
+        for task in plays[0].tasks.iter().chain(&plays[0].handlers) {
+            let Action::Module { module, args } = &task.action else {
+                continue;
+            };
+            if let Some(when) = &task.when {
+                if !renderer
+                    .when(when, &vars)
+                    .unwrap_or_else(|e| panic!("{}: {e}", task.name))
+                {
+                    continue;
+                }
+            }
+            let rendered = renderer
+                .args(args, &vars)
+                .unwrap_or_else(|e| panic!("{}: {e}", task.name));
+            let built = crate::modules::build(module, rendered);
+            assert!(built.is_ok(), "{}: {:?}", task.name, built.err());
+            selected.push(task.name.clone());
+        }
+        for name in [
+            "sshd_apply.sh.tera",
+            "sshd_arm.sh.tera",
+            "sshd_revert.sh.tera",
+            "ufw_docker_user.rules.tera",
+        ] {
+            renderer.template(name, &vars).unwrap();
+        }
+        selected
+    }
+
+    const FRESH_DEBIAN: &str = "os_id=debian\nos_version=13\nos_codename=trixie\nos_name=Debian GNU/Linux 13 (trixie)\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nipv4=198.51.100.15/24\nuser=root\nsudo=root\ninit=systemd\nsshd_ports=22\ntime_sync=\n";
+
+    #[test]
+    fn a_fresh_small_debian_gets_everything_with_docker_as_probed() {
+        let options = InitOptions::resolve(&InitArgs::default(), None);
+        let tasks = selected_tasks(FRESH_DEBIAN, Some("distro\n"), &options);
+        for expected in [
+            "time sync daemon (when none is installed)",
+            "choose where Docker comes from",
+            "Docker Engine and compose v2 from the distribution",
+            "swap file (RAM under 2 GiB, no swap yet)",
+            "SSH hardening drop-in (sorts before cloud-init's; checked with sshd -t)",
+        ] {
+            assert!(
+                tasks.iter().any(|t| t == expected),
+                "{expected} missing from {tasks:?}"
+            );
+        }
+        assert!(!tasks.iter().any(|t| t.contains("Docker's repository")));
+        assert!(!tasks.iter().any(|t| t == "the old SSH port is closed"));
+        let official = selected_tasks(FRESH_DEBIAN, Some("official\n"), &options);
+        assert!(official
+            .iter()
+            .any(|t| t == "Docker Engine and compose v2 from Docker's repository"));
+    }
+
+    #[test]
+    fn a_converged_host_keeps_its_docker_and_a_port_move_closes_the_old_port() {
+        let converged = FRESH_DEBIAN
+            .replace("mem_kb=2000000", "mem_kb=4000000")
+            .replace("time_sync=", "time_sync=chrony")
+            + "docker_package=docker-ce\n";
+        let mut options = InitOptions::resolve(&InitArgs::default(), None);
+        options.ssh_port = 2222;
+        let tasks = selected_tasks(&converged, None, &options);
+        assert!(tasks
+            .iter()
+            .any(|t| t == "Docker Engine and compose v2 from Docker's repository"));
+        for skipped in [
+            "choose where Docker comes from",
+            "time sync running",
+            "Docker Engine and compose v2 from the distribution",
+        ] {
+            assert!(
+                !tasks.iter().any(|t| t == skipped),
+                "{skipped} ran: {tasks:?}"
+            );
+        }
+        assert!(!tasks.iter().any(|t| t.starts_with("swap file")));
+        assert!(tasks.iter().any(|t| t == "the old SSH port is closed"));
+    }
+
+    #[test]
+    fn an_unsupported_os_is_refused_by_name() {
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let plays = playbook::parse(&assets.playbook("init").unwrap().text, "init.yml").unwrap();
+        let Action::Module { module, args } = &plays[0].tasks[0].action else {
+            panic!()
+        };
+        let mut vars = Vars::default();
+        let centos = FRESH_DEBIAN
+            .replace("os_id=debian", "os_id=centos")
+            .replace("os_version=13", "os_version=9")
+            .replace("Debian GNU/Linux 13 (trixie)", "CentOS Stream 9");
+        vars.with_facts(&crate::facts::parse(&centos).unwrap());
+        let m = crate::modules::build(module, renderer.args(args, &vars).unwrap()).unwrap();
+        let err = crate::modules::testing::plan(m.as_ref(), "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("CentOS Stream 9 (centos 9) is not supported"),
+            "{err}"
+        );
+    }
+}
