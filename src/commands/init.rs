@@ -859,10 +859,11 @@ mod tests {
         }
         assert!(!tasks.iter().any(|t| t.contains("Docker's repository")));
         assert!(!tasks.iter().any(|t| t == "the old SSH port is closed"));
+        assert!(!tasks.iter().any(|t| t.starts_with("SSH stays open")));
         let official = selected_tasks(FRESH_DEBIAN, Some("official\n"), &options);
         assert!(official
             .iter()
-            .any(|t| t == "Docker Engine and compose v2 from Docker's repository"));
+            .any(|t| t == "Docker Engine and compose v2 from Docker's repository (Debian)"));
     }
 
     #[test]
@@ -876,7 +877,7 @@ mod tests {
         let tasks = selected_tasks(&converged, None, &options);
         assert!(tasks
             .iter()
-            .any(|t| t == "Docker Engine and compose v2 from Docker's repository"));
+            .any(|t| t == "Docker Engine and compose v2 from Docker's repository (Debian)"));
         for skipped in [
             "choose where Docker comes from",
             "time sync running",
@@ -889,6 +890,12 @@ mod tests {
         }
         assert!(!tasks.iter().any(|t| t.starts_with("swap file")));
         assert!(tasks.iter().any(|t| t == "the old SSH port is closed"));
+        assert!(tasks.iter().any(|t| t.starts_with("SSH stays open")));
+
+        // sshd's ports unknown: the move is from 22, which stays open meanwhile.
+        let unknown = converged.replace("sshd_ports=22\n", "");
+        let tasks = selected_tasks(&unknown, None, &options);
+        assert!(tasks.iter().any(|t| t.starts_with("SSH stays open")));
     }
 
     #[test]

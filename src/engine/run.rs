@@ -274,17 +274,13 @@ impl<'a> Run<'a> {
         let task = self.units[index].task;
         // `when` may read results of tasks still in the batch: run them first.
         let when_reads_results = task.when.as_deref().is_some_and(|w| w.contains("results"));
-        if self.units[index].stale || (when_reads_results && !self.batch.is_empty()) {
+        if when_reads_results && !self.batch.is_empty() {
             self.flush().await;
+            if self.failed {
+                return;
+            }
         }
-        if self.units[index].stale && !self.failed {
-            // Still stale: it runs with another `become` than the batch had.
-            let become_root = self.units[index].become_root(self.play);
-            self.flush_as(Some(become_root)).await;
-        }
-        if self.failed {
-            return;
-        }
+        // `when` before any re-probe: a skipped task costs no exec.
         if let Some(expression) = &task.when {
             match self.renderer.when(expression, &self.vars) {
                 Ok(true) => {}
@@ -297,6 +293,17 @@ impl<'a> Run<'a> {
                 }
                 Err(e) => return self.fail_task(index, format!("{}: {e}", task.origin)).await,
             }
+        }
+        if self.units[index].stale && self.needs_probe(index) {
+            self.flush().await;
+            if self.units[index].stale && !self.failed {
+                // Still stale: it runs with another `become` than the batch had.
+                let become_root = self.units[index].become_root(self.play);
+                self.flush_as(Some(become_root)).await;
+            }
+        }
+        if self.failed {
+            return;
         }
         let plan = match self.plan(index) {
             Ok(plan) => plan,
@@ -355,6 +362,16 @@ impl<'a> Run<'a> {
                 false
             }
         }
+    }
+
+    /// Whether the unit's plan reads probed state (an `assert`, or a `command`
+    /// without conditions, plans from its arguments alone).
+    fn needs_probe(&self, index: usize) -> bool {
+        let options = self.probe_options();
+        self.units[index]
+            .module
+            .as_ref()
+            .is_some_and(|m| !m.probe(&options).is_empty())
     }
 
     fn plan(&self, index: usize) -> Result<Plan, ModuleError> {
@@ -419,8 +436,12 @@ impl<'a> Run<'a> {
     }
 
     /// Runs the queued changes and re-probes every stale unit, in one exec.
+    /// Nothing queued, nothing to do: stale units are re-probed when (and
+    /// if) they are planned.
     async fn flush(&mut self) {
-        self.flush_as(None).await;
+        if !self.batch.is_empty() {
+            self.flush_as(None).await;
+        }
     }
 
     /// `flush`, where an empty batch probes as `become_root` (default: the play's).
@@ -862,6 +883,31 @@ mod tests {
         let report = run_hooked(GATED, dir.path(), RunOptions::default(), &t, &open).await;
         assert_eq!((report.recap.ok, report.round_trips), (3, 1));
         assert_eq!(open.seen.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn tasks_built_from_facts_cost_no_exec_when_skipped_or_probe_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: facts
+  tasks:
+    - name: known system
+      assert: { that: "{{ facts.kernel != '' }}", fail_msg: no kernel }
+    - meta: flush_handlers
+    - name: not for this host
+      copy: { dest: "{{ dir }}/{{ facts.hostname }}", content: x }
+      when: facts.os_id == "plan9"
+"#;
+        let t = recording();
+        let report = run(yaml, dir.path(), RunOptions::default(), &t).await;
+        assert_eq!(
+            statuses(&report),
+            [
+                ("known system".into(), Status::Ok),
+                ("not for this host".into(), Status::Skipped)
+            ]
+        );
+        assert_eq!(report.round_trips, 1, "{:?}", t.scripts.lock().unwrap());
     }
 
     #[tokio::test]
