@@ -182,3 +182,152 @@ fn facts_fan_out_over_8_hosts() {
         eight.as_secs_f64() / one.as_secs_f64()
     );
 }
+
+/// `vpsup init` on a fresh VM: the first run, then the no-op re-run against
+/// what OpenSSH's client pays for one connect plus the very probe vpsup sends
+/// (captured through the library from a --check run). ufw rate-limits SSH on
+/// the hardened VM (6 new connections per 30 s), so groups of runs are
+/// separated by pauses and each takes the median of 3.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn init_on_a_fresh_vm() {
+    let vm = TestVm::boot();
+    let op = Operator::new();
+    let key = vm.root_key();
+    let target = format!("root@127.0.0.1:{}", vm.ssh_port);
+    let init = |args: &[&str]| {
+        let started = Instant::now();
+        let out = op.vpsup(args);
+        assert!(out.status.success(), "{}", describe_output(&out));
+        (started.elapsed(), json(&out)["hosts"][0]["plays"][0].clone())
+    };
+    let (first_wall, first) = init(&["init", &target, "-i", key.to_str().unwrap(), "--json"]);
+    let pause = || std::thread::sleep(Duration::from_secs(31));
+    pause();
+    let probe = capture_init_probe(&vm, &op);
+    pause();
+    let mut round_trips = 0;
+    let noop = median3(|| {
+        let (wall, report) = init(&["init", "--json"]);
+        assert_eq!(report["recap"]["changed"], 0, "{report}");
+        round_trips = report["round_trips"].as_u64().unwrap();
+        wall
+    });
+    pause();
+    let ssh = |command: &str, stdin: &[u8]| {
+        let started = Instant::now();
+        let mut child = Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
+            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-i"])
+            .arg(&key)
+            .args(["-p", &vm.ssh_port.to_string(), "deploy@127.0.0.1", command])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), stdin).unwrap();
+        assert!(child.wait().unwrap().success());
+        started.elapsed()
+    };
+    let ssh_probe = median3(|| ssh("sudo -n sh -s", probe.as_bytes()));
+    pause();
+    let ssh_true = median3(|| ssh("true", b""));
+    println!("\nvpsup init on a fresh Debian 13 VM under QEMU emulation:");
+    println!(
+        "  first run                  {:7.1} s, {} changed, {} round trips",
+        first_wall.as_secs_f64(),
+        first["recap"]["changed"],
+        first["round_trips"]
+    );
+    println!("  no-op re-run (median of 3) {:7.1} s, {round_trips} round trip(s) (target: 1)", noop.as_secs_f64());
+    println!("  ssh connect + `true`       {:7.1} s", ssh_true.as_secs_f64());
+    println!("  ssh connect + init's probe {:7.1} s ({} bytes of script)", ssh_probe.as_secs_f64(), probe.len());
+    println!(
+        "  no-op re-run / (ssh + the same probe) = {:.2}x (target: at most about 2x)",
+        noop.as_secs_f64() / ssh_probe.as_secs_f64()
+    );
+}
+
+fn median3(mut run: impl FnMut() -> Duration) -> Duration {
+    median((0..3).map(|_| run()).collect())
+}
+
+/// The probe script of init's re-run: init.yml in check mode through the
+/// library, on a transport that records what it is asked to run.
+fn capture_init_probe(vm: &TestVm, op: &Operator) -> String {
+    use std::sync::Mutex;
+    use vpsup::commands::init::InitOptions;
+    use vpsup::engine::assets::Assets;
+    use vpsup::engine::render::{Renderer, Vars};
+    use vpsup::engine::{playbook, run_play, Hooks, RunOptions, Silent};
+    use vpsup::facts::HostFacts;
+    use vpsup::transport::ssh::{Credentials, SshTarget, SshTransport};
+    use vpsup::transport::{ExecOutput, ExecRequest, Transport};
+
+    struct Recording {
+        inner: SshTransport,
+        scripts: Mutex<Vec<String>>,
+    }
+    #[async_trait::async_trait]
+    impl Transport for Recording {
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+        fn is_root(&self) -> bool {
+            self.inner.is_root()
+        }
+        fn round_trips(&self) -> usize {
+            self.inner.round_trips()
+        }
+        async fn exec(&self, req: ExecRequest) -> vpsup::transport::Result<ExecOutput> {
+            self.scripts.lock().unwrap().push(req.script.clone());
+            self.inner.exec(req).await
+        }
+    }
+    /// Check mode never runs hooks; they only need to exist.
+    struct Present;
+    #[async_trait::async_trait]
+    impl Hooks for Present {
+        fn provides(&self, _: &str) -> bool {
+            true
+        }
+        async fn run(&self, _: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            port: vm.ssh_port,
+            user: "deploy".into(),
+            identity_files: vec![vm.root_key()],
+            identities_only: true,
+            known_hosts: op.ssh_dir().join("known_hosts"),
+            connect_timeout: Duration::from_secs(20),
+        };
+        let (inner, _) = SshTransport::connect(&target, &Credentials::default()).await.unwrap();
+        let transport = Recording {
+            inner,
+            scripts: Mutex::new(Vec::new()),
+        };
+        let assets = Assets::load(None).unwrap();
+        let plays = playbook::parse(&assets.playbook("init").unwrap().text, "init.yml").unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let admin_key = std::fs::read_to_string(vm.root_key().with_extension("pub")).unwrap();
+        let options = InitOptions::resolve(&Default::default(), None);
+        let vars = Vars {
+            base: options.vars(&[admin_key.trim().to_string()]),
+            ..Default::default()
+        };
+        let check = RunOptions {
+            check: true,
+            ..Default::default()
+        };
+        let report = run_play(&transport, &plays[0], &renderer, vars, &check, &Present, &Silent).await;
+        assert_eq!((report.recap.changed, report.round_trips), (0, 1), "{report:?}");
+        let scripts = transport.scripts.lock().unwrap();
+        scripts[0].clone()
+    })
+}

@@ -78,7 +78,7 @@ impl InitOptions {
     }
 
     /// The playbook's variables.
-    fn vars(&self, admin_keys: &[String]) -> Map<String, Value> {
+    pub fn vars(&self, admin_keys: &[String]) -> Map<String, Value> {
         let mut vars = Map::new();
         vars.insert("admin_user".into(), json!(self.admin_user));
         vars.insert("admin_keys".into(), json!(admin_keys));

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
@@ -39,6 +39,11 @@ impl Operator {
     }
 
     pub fn vpsup_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
+        self.spawn(args, stdin).wait_with_output().unwrap()
+    }
+
+    /// Starts vpsup without waiting for it (to interrupt it, say).
+    pub fn spawn(&self, args: &[&str], stdin: &[u8]) -> Child {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vpsup"))
             .args(args)
             .current_dir(self.project.path())
@@ -50,7 +55,7 @@ impl Operator {
             .spawn()
             .unwrap();
         child.stdin.take().unwrap().write_all(stdin).unwrap();
-        child.wait_with_output().unwrap()
+        child
     }
 }
 

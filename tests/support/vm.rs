@@ -10,6 +10,8 @@ pub struct TestVm {
     pub http_port: u16,
     pub https_port: u16,
     pub probe_port: u16,
+    /// Forwarded to the same port number in the guest (for moving sshd).
+    pub alt_ssh_port: u16,
     /// The cached image directory (root key, password, kernel).
     pub image: PathBuf,
     dir: tempfile::TempDir,
@@ -46,6 +48,7 @@ impl TestVm {
             http_port: port("HTTP_PORT"),
             https_port: port("HTTPS_PORT"),
             probe_port: port("PROBE_PORT"),
+            alt_ssh_port: port("ALT_SSH_PORT"),
             image: PathBuf::from(value("IMAGE")),
             dir,
         };
@@ -75,6 +78,18 @@ impl TestVm {
     /// Runs `command` on the guest with the OpenSSH client, as `user` with `key`
     /// (or any other `-o` options), never touching the caller's known_hosts.
     pub fn ssh(&self, user: &str, key: &Path, command: &str, extra: &[&str]) -> Output {
+        self.ssh_on(self.ssh_port, user, key, command, extra)
+    }
+
+    /// `ssh` to another forwarded port.
+    pub fn ssh_on(
+        &self,
+        port: u16,
+        user: &str,
+        key: &Path,
+        command: &str,
+        extra: &[&str],
+    ) -> Output {
         Command::new("ssh")
             .args([
                 "-F",
@@ -95,7 +110,7 @@ impl TestVm {
             .args(["-o", "IdentitiesOnly=yes", "-i"])
             .arg(key)
             .args(extra)
-            .args(["-p", &self.ssh_port.to_string()])
+            .args(["-p", &port.to_string()])
             .arg(format!("{user}@127.0.0.1"))
             .arg(command)
             .output()
