@@ -69,8 +69,8 @@ impl Renderer {
     }
 
     /// Renders every string in `args` that contains `{{` or `{%`. A string that
-    /// is only `{{ name.path }}` becomes that variable's value with its type (a
-    /// list stays a list), as in Ansible.
+    /// is only `{{ name.path }}` naming a list or a map becomes that value (a
+    /// list stays a list, as in Ansible); everything else renders to text.
     pub fn args(&self, args: &Value, vars: &Vars) -> Result<Value, String> {
         let context = vars.context()?;
         render_value(args, &vars.all(), &context)
@@ -103,7 +103,7 @@ fn is_template(s: &str) -> bool {
 fn render_value(value: &Value, all: &Value, context: &Context) -> Result<Value, String> {
     Ok(match value {
         Value::String(s) if is_template(s) => match whole_variable(s, all) {
-            Some(v) if !v.is_string() => v.clone(),
+            Some(v) if v.is_array() || v.is_object() => v.clone(),
             _ => Value::String(
                 Tera::one_off(s, context, false).map_err(|e| format!("{s:?}: {}", chain(&e)))?,
             ),
@@ -196,11 +196,11 @@ mod tests {
         );
         let err = r.args(&json!({"x": "{{ nope }}"}), &vars()).unwrap_err();
         assert!(err.contains("nope") && !err.contains("__tera"), "{err}");
-        // A lone variable keeps its type; anything more is text.
+        // A lone list variable stays a list; anything else is text.
         assert_eq!(
             r.args(&json!({"a": "{{ ports }}", "b": "{{ ports.1 }}", "c": "{{ ports.0 }}/tcp", "d": "{{admin_user}}"}), &vars())
                 .unwrap(),
-            json!({"a": [22, 80], "b": 80, "c": "22/tcp", "d": "deploy"})
+            json!({"a": [22, 80], "b": "80", "c": "22/tcp", "d": "deploy"})
         );
         let err = r
             .args(&json!({"x": "{{ nope.deeper }}"}), &vars())
