@@ -1,5 +1,6 @@
 //! vpsup: an agentless VPS provisioner in one binary. See README.md.
 
+pub mod acme;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -199,7 +199,10 @@ fn init_on_a_fresh_vm() {
         let started = Instant::now();
         let out = op.vpsup(args);
         assert!(out.status.success(), "{}", describe_output(&out));
-        (started.elapsed(), json(&out)["hosts"][0]["plays"][0].clone())
+        (
+            started.elapsed(),
+            json(&out)["hosts"][0]["plays"][0].clone(),
+        )
     };
     let (first_wall, first) = init(&["init", &target, "-i", key.to_str().unwrap(), "--json"]);
     let pause = || std::thread::sleep(Duration::from_secs(31));
@@ -217,8 +220,21 @@ fn init_on_a_fresh_vm() {
     let ssh = |command: &str, stdin: &[u8]| {
         let started = Instant::now();
         let mut child = Command::new("ssh")
-            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no"])
-            .args(["-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-i"])
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+            ])
+            .args([
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-i",
+            ])
             .arg(&key)
             .args(["-p", &vm.ssh_port.to_string(), "deploy@127.0.0.1", command])
             .stdin(Stdio::piped())
@@ -239,9 +255,19 @@ fn init_on_a_fresh_vm() {
         first["recap"]["changed"],
         first["round_trips"]
     );
-    println!("  no-op re-run (median of 3) {:7.1} s, {round_trips} round trip(s) (target: 1)", noop.as_secs_f64());
-    println!("  ssh connect + `true`       {:7.1} s", ssh_true.as_secs_f64());
-    println!("  ssh connect + init's probe {:7.1} s ({} bytes of script)", ssh_probe.as_secs_f64(), probe.len());
+    println!(
+        "  no-op re-run (median of 3) {:7.1} s, {round_trips} round trip(s) (target: 1)",
+        noop.as_secs_f64()
+    );
+    println!(
+        "  ssh connect + `true`       {:7.1} s",
+        ssh_true.as_secs_f64()
+    );
+    println!(
+        "  ssh connect + init's probe {:7.1} s ({} bytes of script)",
+        ssh_probe.as_secs_f64(),
+        probe.len()
+    );
     println!(
         "  no-op re-run / (ssh + the same probe) = {:.2}x (target: at most about 2x)",
         noop.as_secs_f64() / ssh_probe.as_secs_f64()
@@ -307,7 +333,9 @@ fn capture_init_probe(vm: &TestVm, op: &Operator) -> String {
             known_hosts: op.ssh_dir().join("known_hosts"),
             connect_timeout: Duration::from_secs(20),
         };
-        let (inner, _) = SshTransport::connect(&target, &Credentials::default()).await.unwrap();
+        let (inner, _) = SshTransport::connect(&target, &Credentials::default())
+            .await
+            .unwrap();
         let transport = Recording {
             inner,
             scripts: Mutex::new(Vec::new()),
@@ -325,8 +353,15 @@ fn capture_init_probe(vm: &TestVm, op: &Operator) -> String {
             check: true,
             ..Default::default()
         };
-        let report = run_play(&transport, &plays[0], &renderer, vars, &check, &Present, &Silent).await;
-        assert_eq!((report.recap.changed, report.round_trips), (0, 1), "{report:?}");
+        let report = run_play(
+            &transport, &plays[0], &renderer, vars, &check, &Present, &Silent,
+        )
+        .await;
+        assert_eq!(
+            (report.recap.changed, report.round_trips),
+            (0, 1),
+            "{report:?}"
+        );
         let scripts = transport.scripts.lock().unwrap();
         scripts[0].clone()
     })

@@ -13,12 +13,14 @@
 
 mod agent;
 mod operator;
+mod pebble;
 mod sshd;
 mod users;
 mod vm;
 
 pub use agent::TestAgent;
 pub use operator::{json, key_arg, stderr, Operator};
+pub use pebble::{TestNginx, TestPebble};
 pub use sshd::{SshdOptions, TestSshd};
 pub use users::{plain_user, sudo_user, TestUser};
 pub use vm::TestVm;

@@ -1,0 +1,246 @@
+//! Certificates on one host: reuse a valid one, issue a missing one, renew a
+//! due one. `deploy` calls `ensure` for its sites; `renew-certs` (from the
+//! operator's machine or the host's own timer) calls `renew_all`.
+
+use std::path::PathBuf;
+
+use time::OffsetDateTime;
+use tokio::sync::OnceCell;
+
+use super::certinfo::CertInfo;
+use super::client::{AcmeClient, Solver};
+use super::http01::Http01;
+use super::policy::{self, Decision};
+use super::store::{cert_name, CertMeta, ChallengeKind, Store, StoredCert};
+use super::AcmeError;
+use crate::transport::Transport;
+
+/// Where certificates come from and where they go on the host.
+#[derive(Debug, Clone)]
+pub struct AcmeSettings {
+    pub directory: String,
+    pub email: String,
+    /// A PEM file with an extra root for the directory's own TLS.
+    pub extra_root: Option<PathBuf>,
+    pub profile: Option<String>,
+    /// The certificate store on the host.
+    pub store_dir: String,
+    /// The ACME webroot nginx serves on :80.
+    pub webroot: String,
+}
+
+/// What happened to one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Valid and not due: kept (renewal starts at `renew_from`).
+    Kept {
+        renew_from: OffsetDateTime,
+    },
+    Issued,
+    Renewed {
+        why: String,
+    },
+    /// Check mode: would be issued or renewed.
+    WouldRenew {
+        why: String,
+    },
+}
+
+impl Action {
+    pub fn changed(&self) -> bool {
+        matches!(self, Action::Issued | Action::Renewed { .. })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CertOutcome {
+    pub name: String,
+    pub info: Option<CertInfo>,
+    pub action: Action,
+}
+
+pub struct Certs<'a> {
+    pub transport: &'a dyn Transport,
+    pub settings: &'a AcmeSettings,
+    client: OnceCell<AcmeClient>,
+}
+
+impl<'a> Certs<'a> {
+    pub fn new(transport: &'a dyn Transport, settings: &'a AcmeSettings) -> Certs<'a> {
+        Certs {
+            transport,
+            settings,
+            client: OnceCell::new(),
+        }
+    }
+
+    pub fn store(&self) -> Store<'a> {
+        Store {
+            transport: self.transport,
+            dir: self.settings.store_dir.clone(),
+        }
+    }
+
+    /// The ACME account, opened once (registered and stored on first use).
+    async fn client(&self) -> Result<&AcmeClient, AcmeError> {
+        self.client
+            .get_or_try_init(|| async {
+                let store = self.store();
+                let stored = store
+                    .account(&self.settings.directory)
+                    .await
+                    .map_err(|e| AcmeError::Other(e.to_string()))?;
+                let (client, created) = AcmeClient::open(
+                    &self.settings.directory,
+                    &self.settings.email,
+                    self.settings.extra_root.as_deref(),
+                    stored.as_deref(),
+                )
+                .await?;
+                if let Some(credentials) = created {
+                    store
+                        .save_account(&self.settings.directory, &credentials)
+                        .await
+                        .map_err(|e| {
+                            AcmeError::Other(format!("storing the new ACME account: {e}"))
+                        })?;
+                }
+                Ok(client)
+            })
+            .await
+    }
+
+    /// A valid certificate for exactly `names`: the stored one unless it is
+    /// missing, for other names, due, or `force`d.
+    pub async fn ensure(
+        &self,
+        names: &[String],
+        challenge: ChallengeKind,
+        force: bool,
+    ) -> Result<CertOutcome, AcmeError> {
+        let name = cert_name(names);
+        let stored = self
+            .store()
+            .list()
+            .await
+            .map_err(AcmeError::Other)?
+            .into_iter()
+            .find(|c| c.name == name);
+        let meta = CertMeta {
+            names: names.to_vec(),
+            challenge,
+            directory: self.settings.directory.clone(),
+            profile: self.settings.profile.clone(),
+        };
+        match stored {
+            Some(cert) if cert.meta.names == names => self.renew(&cert, force, false).await,
+            _ => self.issue(&meta, None, Action::Issued).await,
+        }
+    }
+
+    /// Renews every stored certificate that is due (or all, with `force`).
+    /// Each result stands alone: one failure does not stop the others.
+    pub async fn renew_all(
+        &self,
+        force: bool,
+        check: bool,
+    ) -> Result<Vec<Result<CertOutcome, (String, AcmeError)>>, AcmeError> {
+        let stored = self.store().list().await.map_err(AcmeError::Other)?;
+        let mut outcomes = Vec::new();
+        for cert in &stored {
+            outcomes.push(
+                self.renew(cert, force, check)
+                    .await
+                    .map_err(|e| (cert.name.clone(), e)),
+            );
+        }
+        Ok(outcomes)
+    }
+
+    async fn renew(
+        &self,
+        cert: &StoredCert,
+        force: bool,
+        check: bool,
+    ) -> Result<CertOutcome, AcmeError> {
+        let info = CertInfo::from_pem_chain(&cert.chain_pem)
+            .map_err(|e| AcmeError::Other(format!("{}: fullchain.pem: {e}", cert.name)))?;
+        let client = self.client().await?;
+        let window = if cert.meta.directory == client.directory {
+            client.renewal_window(&info.leaf_der).await?
+        } else {
+            None
+        };
+        let decision = if force {
+            Decision::Renew {
+                why: "--force".to_string(),
+            }
+        } else {
+            policy::decide(
+                info.not_before,
+                info.not_after,
+                OffsetDateTime::now_utc(),
+                window,
+            )
+        };
+        match decision {
+            Decision::Keep { renew_from } => Ok(CertOutcome {
+                name: cert.name.clone(),
+                info: Some(info),
+                action: Action::Kept { renew_from },
+            }),
+            Decision::Renew { why } if check => Ok(CertOutcome {
+                name: cert.name.clone(),
+                info: Some(info),
+                action: Action::WouldRenew { why },
+            }),
+            Decision::Renew { why } => {
+                let mut meta = cert.meta.clone();
+                meta.directory = self.settings.directory.clone();
+                let replaces = window.map(|_| info.leaf_der.as_slice());
+                self.issue(&meta, replaces, Action::Renewed { why }).await
+            }
+        }
+    }
+
+    async fn issue(
+        &self,
+        meta: &CertMeta,
+        replaces: Option<&[u8]>,
+        action: Action,
+    ) -> Result<CertOutcome, AcmeError> {
+        let client = self.client().await?;
+        let solver: Box<dyn Solver + '_> = match meta.challenge {
+            ChallengeKind::Http01 => Box::new(Http01 {
+                transport: self.transport,
+                webroot: self.settings.webroot.clone(),
+            }),
+            ChallengeKind::Dns01 => {
+                return Err(AcmeError::Other(format!(
+                    "{}: DNS-01 needs a DNS provider, and vpsup has none configured",
+                    meta.names.join(", ")
+                )))
+            }
+        };
+        let issued = client
+            .issue(
+                &meta.names,
+                solver.as_ref(),
+                replaces,
+                meta.profile.as_deref(),
+            )
+            .await?;
+        let info = CertInfo::from_pem_chain(&issued.chain_pem)
+            .map_err(|e| AcmeError::Other(format!("the CA's certificate: {e}")))?;
+        let name = self
+            .store()
+            .install(meta, &issued.key_pem, &issued.chain_pem)
+            .await
+            .map_err(|e| AcmeError::Other(format!("installing the certificate: {e}")))?;
+        Ok(CertOutcome {
+            name,
+            info: Some(info),
+            action,
+        })
+    }
+}

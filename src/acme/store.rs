@@ -1,0 +1,283 @@
+//! The certificate store on the host: the one source of truth shared by every
+//! operator machine and by the host's own renewal timer.
+//!
+//! ```text
+//! /etc/vpsup/acme/                      0700 root
+//!   accounts/<directory-hash>.json      0600  ACME account credentials, one per CA directory
+//!   certs/<name>/fullchain.pem          0644  leaf first; nginx's ssl_certificate
+//!   certs/<name>/privkey.pem            0600  ECDSA P-256; nginx's ssl_certificate_key
+//!   certs/<name>/cert.json              0644  what renewal needs: names, challenge, directory
+//! ```
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::transport::script::quote;
+use crate::transport::{ExecRequest, FileMeta, Transport, TransportError};
+
+pub const DEFAULT_DIR: &str = "/etc/vpsup/acme";
+
+/// How a certificate's names are proven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChallengeKind {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "dns-01")]
+    Dns01,
+}
+
+/// What renewal needs to know about a certificate besides the certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertMeta {
+    pub names: Vec<String>,
+    pub challenge: ChallengeKind,
+    /// The ACME directory URL that issued it.
+    pub directory: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+}
+
+/// A certificate as the store holds it (without its private key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCert {
+    pub name: String,
+    pub meta: CertMeta,
+    pub chain_pem: String,
+}
+
+pub struct Store<'a> {
+    pub transport: &'a dyn Transport,
+    pub dir: String,
+}
+
+/// The directory name of a certificate: its first name, a wildcard's `*`
+/// spelled out (`*.example.com` -> `wildcard.example.com`).
+pub fn cert_name(names: &[String]) -> String {
+    let first = names.first().map(String::as_str).unwrap_or("certificate");
+    match first.strip_prefix("*.") {
+        Some(rest) => format!("wildcard.{rest}"),
+        None => first.to_string(),
+    }
+}
+
+impl Store<'_> {
+    pub fn cert_dir(&self, name: &str) -> String {
+        format!("{}/certs/{name}", self.dir)
+    }
+
+    pub fn fullchain_path(&self, name: &str) -> String {
+        format!("{}/fullchain.pem", self.cert_dir(name))
+    }
+
+    pub fn privkey_path(&self, name: &str) -> String {
+        format!("{}/privkey.pem", self.cert_dir(name))
+    }
+
+    fn account_path(&self, directory: &str) -> String {
+        let hash = Sha256::digest(directory.as_bytes());
+        let hex: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{}/accounts/{hex}.json", self.dir)
+    }
+
+    /// The stored account credentials for `directory`, if any.
+    pub async fn account(&self, directory: &str) -> Result<Option<String>, TransportError> {
+        let bytes = self
+            .transport
+            .read_file(&self.account_path(directory), true)
+            .await?;
+        Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    pub async fn save_account(
+        &self,
+        directory: &str,
+        credentials: &str,
+    ) -> Result<(), TransportError> {
+        self.make_dir(&format!("{}/accounts", self.dir)).await?;
+        self.transport
+            .put_file(
+                &self.account_path(directory),
+                credentials.as_bytes(),
+                &FileMeta::mode(0o600).owner("root:root"),
+                true,
+            )
+            .await
+    }
+
+    async fn make_dir(&self, path: &str) -> Result<(), TransportError> {
+        let script = format!(
+            "umask 077; mkdir -p {} && chmod 0700 {}",
+            quote(path),
+            quote(&self.dir)
+        );
+        self.transport
+            .run_ok(
+                "creating the certificate store",
+                ExecRequest::new(script).become_root(true),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Every certificate in the store, in one exec.
+    pub async fn list(&self) -> Result<Vec<StoredCert>, String> {
+        let script = format!(
+            r#"d={}/certs
+[ -d "$d" ] || exit 0
+for c in "$d"/*/; do
+  [ -f "$c/cert.json" ] && [ -f "$c/fullchain.pem" ] || continue
+  printf 'cert %s\n' "$(basename "$c")"
+  printf 'meta %s\n' "$(base64 -w0 "$c/cert.json")"
+  printf 'chain %s\n' "$(base64 -w0 "$c/fullchain.pem")"
+done"#,
+            quote(&self.dir)
+        );
+        let out = self
+            .transport
+            .run_ok(
+                "reading the certificate store",
+                ExecRequest::new(script).become_root(true),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        parse_listing(&out.stdout_str())
+    }
+
+    /// Installs a certificate and its key (key first: a chain never points at
+    /// a missing key), each written atomically.
+    pub async fn install(
+        &self,
+        meta: &CertMeta,
+        key_pem: &str,
+        chain_pem: &str,
+    ) -> Result<String, TransportError> {
+        let name = cert_name(&meta.names);
+        self.make_dir(&self.cert_dir(&name)).await?;
+        let root = |mode| FileMeta::mode(mode).owner("root:root");
+        self.transport
+            .put_file(
+                &self.privkey_path(&name),
+                key_pem.as_bytes(),
+                &root(0o600),
+                true,
+            )
+            .await?;
+        self.transport
+            .put_file(
+                &self.fullchain_path(&name),
+                chain_pem.as_bytes(),
+                &root(0o644),
+                true,
+            )
+            .await?;
+        let json = serde_json::to_string_pretty(meta).unwrap_or_default();
+        self.transport
+            .put_file(
+                &format!("{}/cert.json", self.cert_dir(&name)),
+                json.as_bytes(),
+                &root(0o644),
+                true,
+            )
+            .await?;
+        Ok(name)
+    }
+}
+
+fn parse_listing(text: &str) -> Result<Vec<StoredCert>, String> {
+    use base64::Engine;
+    let decode = |what: &str, v: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.trim())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| format!("certificate store: bad {what} ({e})"))
+    };
+    let mut certs = Vec::new();
+    let mut name = None;
+    let mut meta = None;
+    for line in text.lines() {
+        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
+        match key {
+            "cert" => name = Some(value.to_string()),
+            "meta" => {
+                let json = decode("cert.json", value)?;
+                meta = Some(serde_json::from_str::<CertMeta>(&json).map_err(|e| {
+                    format!(
+                        "certificate store: {}: cert.json is unreadable ({e})",
+                        name.clone().unwrap_or_default()
+                    )
+                })?);
+            }
+            "chain" => {
+                if let (Some(name), Some(meta)) = (name.take(), meta.take()) {
+                    certs.push(StoredCert {
+                        name,
+                        meta,
+                        chain_pem: decode("fullchain.pem", value)?,
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::LocalTransport;
+
+    #[test]
+    fn names_of_certificates() {
+        assert_eq!(
+            cert_name(&["app.example.com".into(), "www.example.com".into()]),
+            "app.example.com"
+        );
+        assert_eq!(cert_name(&["*.example.com".into()]), "wildcard.example.com");
+    }
+
+    #[tokio::test]
+    async fn installs_lists_and_keeps_the_key_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let transport = LocalTransport::new("test", true);
+        let store = Store {
+            transport: &transport,
+            dir: dir.path().join("acme").display().to_string(),
+        };
+        assert!(store.list().await.unwrap().is_empty());
+        let meta = CertMeta {
+            names: vec!["*.example.test".into(), "example.test".into()],
+            challenge: ChallengeKind::Dns01,
+            directory: "https://ca.test/dir".into(),
+            profile: None,
+        };
+        let name = store.install(&meta, "KEY\n", "CHAIN\n").await.unwrap();
+        assert_eq!(name, "wildcard.example.test");
+        let listed = store.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (listed[0].name.as_str(), listed[0].chain_pem.as_str()),
+            ("wildcard.example.test", "CHAIN\n")
+        );
+        assert_eq!(listed[0].meta, meta);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store.privkey_path(&name)), 0o600);
+        assert_eq!(mode(&store.dir), 0o700);
+
+        assert_eq!(store.account("https://ca.test/dir").await.unwrap(), None);
+        store
+            .save_account("https://ca.test/dir", "{\"id\":1}")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .account("https://ca.test/dir")
+                .await
+                .unwrap()
+                .as_deref(),
+            Some("{\"id\":1}")
+        );
+        assert_eq!(store.account("https://other.test/dir").await.unwrap(), None);
+    }
+}
