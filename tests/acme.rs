@@ -10,6 +10,7 @@ use std::time::Duration;
 use support::*;
 use vpsup::acme::certinfo::CertInfo;
 use vpsup::acme::certs::{AcmeSettings, Action, Certs};
+use vpsup::acme::dns01::{algorithm, Rfc2136};
 use vpsup::acme::store::ChallengeKind;
 use vpsup::transport::ssh::{Credentials, SshTarget, SshTransport};
 
@@ -34,33 +35,44 @@ fn served(nginx: &TestNginx, root: &std::path::Path, name: &str) -> CertInfo {
     CertInfo::from_pem_chain(&text["tls ok\n".len()..]).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
-    let sshd = TestSshd::start();
-    let nginx = TestNginx::start();
-    let pebble = TestPebble::start(nginx.http_port);
-    let home = tempfile::tempdir().unwrap();
+/// Root over a real sshd on loopback: the "host".
+async fn connect_root(sshd: &TestSshd, home: &std::path::Path) -> SshTransport {
     let target = SshTarget {
         host: "127.0.0.1".into(),
         port: sshd.port,
         user: "root".into(),
         identity_files: vec![sshd.client_key.clone()],
         identities_only: false,
-        known_hosts: home.path().join("known_hosts"),
+        known_hosts: home.join("known_hosts"),
         connect_timeout: Duration::from_secs(10),
     };
-    let (transport, _) = SshTransport::connect(&target, &Credentials::default())
+    SshTransport::connect(&target, &Credentials::default())
         .await
-        .unwrap();
-    let store_dir = tempfile::tempdir().unwrap();
-    let settings = AcmeSettings {
+        .unwrap()
+        .0
+}
+
+fn settings(pebble: &TestPebble, nginx: &TestNginx, store: &std::path::Path) -> AcmeSettings {
+    AcmeSettings {
         directory: pebble.directory.clone(),
         email: "ops@example.test".into(),
         extra_root: Some(pebble.tls_root.clone()),
         profile: None,
-        store_dir: store_dir.path().join("acme").display().to_string(),
+        store_dir: store.join("acme").display().to_string(),
         webroot: nginx.webroot.display().to_string(),
-    };
+        dns: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
+    let sshd = TestSshd::start();
+    let nginx = TestNginx::start();
+    let pebble = TestPebble::start(nginx.http_port);
+    let home = tempfile::tempdir().unwrap();
+    let transport = connect_root(&sshd, home.path()).await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let settings = settings(&pebble, &nginx, store_dir.path());
     let certs = Certs::new(&transport, &settings);
     let names = vec![
         "app.example.test".to_string(),
@@ -148,4 +160,79 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
         .unwrap()
         .collect();
     assert_eq!(accounts.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dns01_wildcard_through_a_real_bind_with_tsig() {
+    let sshd = TestSshd::start();
+    let nginx = TestNginx::start();
+    let bind = TestBind::start("example.test");
+    // Pebble resolves through BIND: it sees exactly the TXT records vpsup adds.
+    let pebble = TestPebble::start_with_dns(nginx.http_port, Some(bind.port));
+    let home = tempfile::tempdir().unwrap();
+    let transport = connect_root(&sshd, home.path()).await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let provider = Rfc2136 {
+        server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
+        zone: bind.zone.clone(),
+        key_name: bind.key_name.clone(),
+        algorithm: algorithm("hmac-sha256").unwrap(),
+        secret: bind.secret.clone(),
+    };
+    let mut settings = settings(&pebble, &nginx, store_dir.path());
+
+    // A wildcard without a DNS provider is refused, with what to configure.
+    let names = vec!["*.example.test".to_string(), "example.test".to_string()];
+    let err = Certs::new(&transport, &settings)
+        .ensure(&names, ChallengeKind::Dns01, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("[acme.dns]"), "{err}");
+
+    // A wrong TSIG secret: the update is refused, and the secret is not in the message.
+    settings.dns = Some(Rfc2136 {
+        secret: "d3JvbmcgdHNpZyBzZWNyZXQgZm9yIHRoZSB0ZXN0IQ==".into(),
+        ..provider.clone()
+    });
+    let err = Certs::new(&transport, &settings)
+        .ensure(&names, ChallengeKind::Dns01, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("127.0.0.1:{}", bind.port)), "{err}");
+    assert!(
+        !err.contains("d3Jvbmc") && !err.contains(&bind.secret),
+        "{err}"
+    );
+
+    settings.dns = Some(provider);
+    let certs = Certs::new(&transport, &settings);
+    let issued = certs
+        .ensure(&names, ChallengeKind::Dns01, false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", pebble.log(), bind.log()));
+    assert_eq!(issued.action, Action::Issued);
+    assert_eq!(issued.name, "wildcard.example.test");
+    assert_eq!(issued.info.unwrap().names, names);
+
+    // The TXT records were added through BIND, then removed again.
+    let journal = bind.zone_dump();
+    assert!(
+        journal.contains("add _acme-challenge.example.test.") && journal.contains("TXT"),
+        "{journal}"
+    );
+    assert!(
+        journal.contains("del _acme-challenge.example.test."),
+        "{journal}"
+    );
+
+    // nginx serves the wildcard for any name under the zone.
+    let store = certs.store();
+    nginx.enable_tls(
+        std::path::Path::new(&store.fullchain_path(&issued.name)),
+        std::path::Path::new(&store.privkey_path(&issued.name)),
+    );
+    let served = served(&nginx, &pebble.issuing_root(), "anything.example.test");
+    assert_eq!(served.names, names);
 }

@@ -9,6 +9,7 @@ use tokio::sync::OnceCell;
 
 use super::certinfo::CertInfo;
 use super::client::{AcmeClient, Solver};
+use super::dns01::Rfc2136;
 use super::http01::Http01;
 use super::policy::{self, Decision};
 use super::store::{cert_name, CertMeta, ChallengeKind, Store, StoredCert};
@@ -27,6 +28,8 @@ pub struct AcmeSettings {
     pub store_dir: String,
     /// The ACME webroot nginx serves on :80.
     pub webroot: String,
+    /// The DNS provider for DNS-01 (wildcards), when configured.
+    pub dns: Option<Rfc2136>,
 }
 
 /// What happened to one certificate.
@@ -215,12 +218,15 @@ impl<'a> Certs<'a> {
                 transport: self.transport,
                 webroot: self.settings.webroot.clone(),
             }),
-            ChallengeKind::Dns01 => {
-                return Err(AcmeError::Other(format!(
-                    "{}: DNS-01 needs a DNS provider, and vpsup has none configured",
-                    meta.names.join(", ")
-                )))
-            }
+            ChallengeKind::Dns01 => match &self.settings.dns {
+                Some(provider) => Box::new(provider.clone()),
+                None => {
+                    return Err(AcmeError::Other(format!(
+                        "{}: a wildcard needs DNS-01, which needs a DNS provider: configure [acme.dns] (RFC 2136 with a TSIG key)",
+                        meta.names.join(", ")
+                    )))
+                }
+            },
         };
         let issued = client
             .issue(

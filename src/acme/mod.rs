@@ -5,6 +5,7 @@
 pub mod certinfo;
 pub mod certs;
 pub mod client;
+pub mod dns01;
 pub mod http01;
 pub mod policy;
 pub mod store;

@@ -12,6 +12,7 @@
 #![allow(dead_code, unused_imports)]
 
 mod agent;
+mod bind;
 mod operator;
 mod pebble;
 mod sshd;
@@ -19,6 +20,7 @@ mod users;
 mod vm;
 
 pub use agent::TestAgent;
+pub use bind::TestBind;
 pub use operator::{json, key_arg, stderr, Operator};
 pub use pebble::{TestNginx, TestPebble};
 pub use sshd::{SshdOptions, TestSshd};

@@ -32,8 +32,15 @@ fn wait_for_port(port: u16, what: &str) {
 }
 
 impl TestPebble {
-    /// Starts Pebble validating HTTP-01 on `http_port` (where the test's nginx listens).
+    /// Starts Pebble validating HTTP-01 on `http_port` (where the test's nginx
+    /// listens); names resolve through challtestsrv (all to 127.0.0.1).
     pub fn start(http_port: u16) -> TestPebble {
+        TestPebble::start_with_dns(http_port, None)
+    }
+
+    /// The same, resolving names (and DNS-01 TXT records) through the DNS
+    /// server on 127.0.0.1:`dns_port` instead.
+    pub fn start_with_dns(http_port: u16, dns_port: Option<u16>) -> TestPebble {
         let dir = tempfile::tempdir().unwrap();
         // Pebble's listener certificate, for "localhost", self-signed: it is its own root.
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -89,7 +96,10 @@ impl TestPebble {
         let pebble = Command::new("pebble")
             .arg("-config")
             .arg(&config_path)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .args([
+                "-dnsserver",
+                &format!("127.0.0.1:{}", dns_port.unwrap_or(dns)),
+            ])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             // Authorizations are never reused: every order really validates.
