@@ -223,6 +223,58 @@ pub struct AcmeConfig {
     pub directory: AcmeDirectory,
     /// PEM file with an extra root trusted for the ACME directory's own TLS (e.g. Pebble's).
     pub extra_root: Option<PathBuf>,
+    /// An ACME profile to order (`tlsserver`, `shortlived` at Let's Encrypt).
+    pub profile: Option<String>,
+    /// The certificate store on each host.
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// The ACME webroot that nginx serves on :80 (init sets it up).
+    #[serde(default = "default_webroot")]
+    pub webroot: String,
+    /// Run on the host after certificates changed, to make the web server use them.
+    #[serde(default = "default_reload")]
+    pub reload: String,
+    /// The DNS provider for DNS-01 (wildcard certificates).
+    pub dns: Option<DnsConfig>,
+}
+
+fn default_store() -> String {
+    "/etc/vpsup/acme".to_string()
+}
+
+fn default_webroot() -> String {
+    "/var/lib/vpsup/acme".to_string()
+}
+
+fn default_reload() -> String {
+    "nginx -t && systemctl reload nginx".to_string()
+}
+
+/// RFC 2136 dynamic updates signed with TSIG (BIND, Knot, PowerDNS, ...).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsConfig {
+    /// `rfc2136`, the only provider so far.
+    pub provider: DnsProvider,
+    /// The primary server that accepts updates: `ns1.example.com:53` or an address.
+    pub server: String,
+    pub zone: Domain,
+    pub key_name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// A file holding the base64 TSIG secret (kept out of vpsup.toml, which is
+    /// usually committed).
+    pub secret_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsProvider {
+    Rfc2136,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_string()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

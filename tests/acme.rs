@@ -236,3 +236,107 @@ async fn dns01_wildcard_through_a_real_bind_with_tsig() {
     let served = served(&nginx, &pebble.issuing_root(), "anything.example.test");
     assert_eq!(served.names, names);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
+    let sshd = TestSshd::start();
+    let nginx = TestNginx::start();
+    let pebble = TestPebble::start(nginx.http_port);
+    let home = tempfile::tempdir().unwrap();
+    let transport = connect_root(&sshd, home.path()).await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let settings = settings(&pebble, &nginx, store_dir.path());
+    let op = Operator::new();
+    let config = |directory: &str| {
+        format!(
+            "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n[acme]\nemail = \"ops@example.test\"\ndirectory = \"{directory}\"\nextra_root = \"{}\"\nstore = \"{}\"\nwebroot = \"{}\"\nreload = \"{}\"\n",
+            sshd.port,
+            key_arg(&sshd),
+            pebble.tls_root.display(),
+            settings.store_dir,
+            settings.webroot,
+            nginx.reload_command()
+        )
+    };
+    op.write_config(&config(&pebble.directory));
+
+    let out = op.vpsup(&["renew-certs"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no certificates in the store yet"));
+
+    // A certificate in the store (deploy will put it there), served by nginx.
+    let names = vec!["app.example.test".to_string()];
+    let first = Certs::new(&transport, &settings)
+        .ensure(&names, ChallengeKind::Http01, false)
+        .await
+        .unwrap();
+    let store = Certs::new(&transport, &settings).store();
+    let chain = std::path::PathBuf::from(store.fullchain_path(&first.name));
+    nginx.enable_tls(
+        &chain,
+        std::path::Path::new(&store.privkey_path(&first.name)),
+    );
+    let root = pebble.issuing_root();
+    let serial = first.info.unwrap().serial;
+
+    // Not due: reported, kept.
+    let out = op.vpsup(&["renew-certs", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let cert = json(&out)["hosts"][0]["certificates"][0].clone();
+    assert_eq!(cert["names"], serde_json::json!(["app.example.test"]));
+    assert!(
+        cert["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok (renews from "),
+        "{cert}"
+    );
+    assert!(cert["days_left"].as_i64().unwrap() > 300, "{cert}");
+    assert_eq!(
+        cert["issuer"]
+            .as_str()
+            .map(|i| i.starts_with("Pebble Intermediate")),
+        Some(true),
+        "{cert}"
+    );
+
+    // --check --force: says what it would do, does nothing.
+    let out = op.vpsup(&["renew-certs", "--force", "--check"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would renew (--force)"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(served(&nginx, &root, "app.example.test").serial, serial);
+
+    // An unreachable CA: fails loudly, the certificate stays as it was.
+    let before = std::fs::read_to_string(&chain).unwrap();
+    op.write_config(&config(&format!("https://localhost:{}/dir", free_port())));
+    let out = op.vpsup(&["renew-certs", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("renewal failed"),
+        "{}",
+        describe_output(&out)
+    );
+    assert_eq!(std::fs::read_to_string(&chain).unwrap(), before);
+
+    // --force renews, installs and reloads nginx: it serves the new serial.
+    op.write_config(&config(&pebble.directory));
+    let out = op.vpsup(&["renew-certs", "--force"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("renewed (--force)"),
+        "{}",
+        describe_output(&out)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while served(&nginx, &root, "app.example.test").serial == serial {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx still serves the old certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

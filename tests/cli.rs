@@ -238,7 +238,6 @@ fn commands_not_built_yet_say_so_and_fail() {
     let op = Operator::new();
     for args in [
         &["deploy"][..],
-        &["renew-certs"],
         &["status"],
         &["rollback"],
     ] {
@@ -283,6 +282,15 @@ fn init_refuses_bad_input_before_connecting() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn renew_certs_without_acme_config_says_what_is_missing() {
+    let op = Operator::new();
+    op.write_config("[hosts.web]\naddress = \"203.0.113.42\"\n");
+    let out = op.vpsup(&["renew-certs"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("needs an [acme] section with your email"), "{}", stderr(&out));
 }
 
 #[test]

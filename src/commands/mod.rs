@@ -4,6 +4,7 @@
 pub mod facts;
 pub mod init;
 pub mod play;
+pub mod renew_certs;
 
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ pub mod exit {
 
 /// A command whose issue has not landed: says so instead of pretending.
 #[derive(Debug, thiserror::Error)]
-#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `init`, `facts` and `play`; see the README's roadmap")]
+#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `init`, `renew-certs`, `facts` and `play`; see the README's roadmap")]
 pub struct NotAvailable(pub &'static str);
 
 /// Most hosts connected to at once.
@@ -35,6 +36,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
         Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
+        Command::RenewCerts { force } => renew_certs::run(&settings, *force).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Play {
             playbook,
@@ -54,6 +56,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.is::<PlaybookError>()
         || error.is::<AssetError>()
         || error.is::<init::InitError>()
+        || error.is::<renew_certs::RenewError>()
     {
         exit::BAD_INPUT
     } else {
