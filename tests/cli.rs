@@ -236,11 +236,7 @@ fn no_host_and_unknown_limit_are_bad_input() {
 #[test]
 fn commands_not_built_yet_say_so_and_fail() {
     let op = Operator::new();
-    for args in [
-        &["deploy"][..],
-        &["status"],
-        &["rollback"],
-    ] {
+    for args in [&["deploy"][..], &["status"], &["rollback"]] {
         let out = op.vpsup(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         assert!(
@@ -290,7 +286,11 @@ fn renew_certs_without_acme_config_says_what_is_missing() {
     op.write_config("[hosts.web]\naddress = \"203.0.113.42\"\n");
     let out = op.vpsup(&["renew-certs"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("needs an [acme] section with your email"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("needs an [acme] section with your email"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -74,6 +74,7 @@ docker compose version
 sudo nginx -t 2>&1
 curl -s -o /dev/null -w 'unknown host on :80 -> %{http_code}\n' -H 'Host: unknown.example' http://127.0.0.1/ || true
 echo "active: $(sudo systemctl is-active fail2ban nginx docker systemd-timesyncd | tr '\n' ' ')"
+echo "boot revert: $(sudo systemctl is-enabled vpsup-sshd-boot-revert)"
 echo "swap: $(swapon --show=NAME --noheadings)"
 echo "ip_forward=$(sysctl -n net.ipv4.ip_forward) kptr_restrict=$(sysctl -n kernel.kptr_restrict)"
 sudo grep -c 'VPSUP DOCKER-USER' /etc/ufw/after.rules | sed 's/^/docker-user markers: /'
@@ -177,6 +178,7 @@ fn init_hardens_a_fresh_vps_end_to_end() {
         "nginx: configuration file /etc/nginx/nginx.conf test is successful",
         "unknown host on :80 -> 000",
         "active: active active active active",
+        "boot revert: enabled",
         "swap: /swapfile",
         "ip_forward=1 kptr_restrict=2",
         "docker-user markers: 2",

@@ -113,6 +113,14 @@ impl<'a> Certs<'a> {
             .await
     }
 
+    async fn has_account(&self) -> bool {
+        self.client.initialized()
+            || matches!(
+                self.store().account(&self.settings.directory).await,
+                Ok(Some(_))
+            )
+    }
+
     /// A valid certificate for exactly `names`: the stored one unless it is
     /// missing, for other names, due, or `force`d.
     pub async fn ensure(
@@ -168,11 +176,19 @@ impl<'a> Certs<'a> {
     ) -> Result<CertOutcome, AcmeError> {
         let info = CertInfo::from_pem_chain(&cert.chain_pem)
             .map_err(|e| AcmeError::Other(format!("{}: fullchain.pem: {e}", cert.name)))?;
-        let client = self.client().await?;
-        let window = if cert.meta.directory == client.directory {
-            client.renewal_window(&info.leaf_der).await?
-        } else {
+        // The CA's renewal window, when it offers one. Check mode never
+        // registers an account (nothing may change), and an unanswered
+        // renewal-info request falls back to the lifetime rule: renewal must
+        // not depend on an optional endpoint.
+        let window = if check && !self.has_account().await {
             None
+        } else {
+            let client = self.client().await?;
+            if cert.meta.directory == client.directory {
+                client.renewal_window(&info.leaf_der).await.unwrap_or(None)
+            } else {
+                None
+            }
         };
         let decision = if force {
             Decision::Renew {

@@ -86,6 +86,7 @@ impl InitOptions {
         vars.insert("docker_source".into(), json!(self.docker.as_str()));
         vars.insert("swap_mib".into(), json!(self.swap.mib()));
         vars.insert("firewall_rules".into(), self.firewall_rules());
+        vars.insert("revert_seconds".into(), json!(REVERT_SECONDS));
         vars
     }
 }
@@ -147,7 +148,9 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         for (target, outcome) in targets.iter().zip(&outcomes) {
-            if outcome.failed() {
+            // Once the admin's login on the new configuration is proven, that
+            // is how the host is reached, even if a later step failed.
+            if outcome.failed() && !ports.contains_key(&target.name) {
                 continue;
             }
             let port = ports.get(&target.name).copied().unwrap_or(target.ssh.port);
@@ -199,8 +202,21 @@ impl HostRun for InitRun {
                     target.ssh.describe(),
                     admin.ssh.describe()
                 );
-                let (transport, _) = connect(settings, &admin).await?;
-                Ok((transport, admin.ssh))
+                match connect(settings, &admin).await {
+                    Ok((transport, _)) => Ok((transport, admin.ssh)),
+                    // Neither got in: both reasons matter (a wrong root password
+                    // on a fresh host is the likelier story).
+                    Err(SshError::AuthFailed {
+                        target: who,
+                        tried,
+                        hint,
+                    }) => Err(SshError::AuthFailed {
+                        target: format!("{} (and {who})", target.ssh.describe()),
+                        tried,
+                        hint: format!("{hint} Root's login was refused too."),
+                    }),
+                    Err(other) => Err(other),
+                }
             }
             other => other.map(|(transport, _)| (transport, target.ssh.clone())),
         }
@@ -287,6 +303,8 @@ impl Hooks for AdminLogin<'_> {
             self.prove(self.connected.port).await.map_err(|e| {
                 format!("{e}. Root and password logins stay open until the admin's login works")
             })?;
+            // Armed before the drop-in is written: a run that dies right after
+            // writing it (or a reboot) still gets the previous configuration back.
             let arm = format!("{SSHD_ARM} {REVERT_SECONDS}");
             transport
                 .run_ok(
