@@ -35,6 +35,24 @@ fn served(nginx: &TestNginx, root: &std::path::Path, name: &str) -> CertInfo {
     CertInfo::from_pem_chain(&text["tls ok\n".len()..]).unwrap()
 }
 
+/// Waits (10 s at most) until the serial nginx serves for `name` satisfies
+/// `wanted`: a reload takes effect as its workers restart.
+fn wait_until_served(
+    nginx: &TestNginx,
+    root: &std::path::Path,
+    name: &str,
+    wanted: impl Fn(&str) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !wanted(&served(nginx, root, name).serial) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nginx still serves the old certificate"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Root over a real sshd on loopback: the "host".
 async fn connect_root(sshd: &TestSshd, home: &std::path::Path) -> SshTransport {
     let target = SshTarget {
@@ -146,14 +164,9 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
         .output()
         .unwrap();
     assert!(out.status.success());
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while served(&nginx, &root, "www.example.test").serial != new_serial {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nginx still serves the old certificate"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_served(&nginx, &root, "www.example.test", |serial| {
+        serial == new_serial
+    });
 
     // The account was registered once and stored on the host (0600).
     let accounts: Vec<_> = std::fs::read_dir(store_dir.path().join("acme/accounts"))
@@ -331,12 +344,5 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
         "{}",
         describe_output(&out)
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while served(&nginx, &root, "app.example.test").serial == serial {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nginx still serves the old certificate"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_until_served(&nginx, &root, "app.example.test", |served| served != serial);
 }
