@@ -75,6 +75,10 @@ pub enum Command {
         /// Renew even when not due.
         #[arg(long)]
         force: bool,
+        /// On the host itself (what its renewal timer runs): the certificate
+        /// store here, settings from /etc/vpsup/acme/renew.toml unless --config.
+        #[arg(long)]
+        local: bool,
     },
     /// Show hosts, containers, sites, certificates, firewall and last deploy.
     Status,
@@ -117,6 +121,11 @@ pub struct InitArgs {
     /// Another port to open in the firewall, like 8443 or 51820/udp (repeatable).
     #[arg(long = "allow", value_name = "PORT[/PROTO]")]
     pub allow_ports: Vec<PortRule>,
+    /// The vpsup executable to install on the host for its certificate renewal
+    /// timer, when this one cannot run there (another CPU or libc)
+    /// [default: this vpsup].
+    #[arg(long, value_name = "PATH")]
+    pub host_binary: Option<PathBuf>,
 }
 
 impl Command {

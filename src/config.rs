@@ -57,6 +57,9 @@ pub struct InitConfig {
     /// More ports open to the internet besides SSH, 80 and 443: `8443`, `51820/udp`.
     #[serde(default)]
     pub allow_ports: Vec<PortRule>,
+    /// The vpsup executable installed on the host for its renewal timer, when
+    /// the one running cannot run there (default: the running vpsup).
+    pub host_binary: Option<PathBuf>,
 }
 
 /// Where Docker Engine comes from.

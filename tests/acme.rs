@@ -16,7 +16,7 @@ use vpsup::transport::ssh::{Credentials, SshTarget, SshTransport};
 
 /// The certificate nginx serves for `name`, fetched with curl trusting only
 /// Pebble's issuing root (so the chain must verify).
-fn served(nginx: &TestNginx, root: &std::path::Path, name: &str) -> CertInfo {
+fn try_served(nginx: &TestNginx, root: &std::path::Path, name: &str) -> Result<CertInfo, String> {
     let resolve = format!("{name}:{}:127.0.0.1", nginx.https_port);
     let out = Command::new("curl")
         .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
@@ -26,30 +26,38 @@ fn served(nginx: &TestNginx, root: &std::path::Path, name: &str) -> CertInfo {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "curl: {}{text}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.starts_with("tls ok"), "{text}");
-    CertInfo::from_pem_chain(&text["tls ok\n".len()..]).unwrap()
+    if !out.status.success() || !text.starts_with("tls ok") {
+        return Err(format!(
+            "curl: {}{text}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    CertInfo::from_pem_chain(&text["tls ok\n".len()..])
 }
 
-/// Waits (10 s at most) until the serial nginx serves for `name` satisfies
-/// `wanted`: a reload takes effect as its workers restart.
+fn served(nginx: &TestNginx, root: &std::path::Path, name: &str) -> CertInfo {
+    try_served(nginx, root, name).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Waits (10 s at most) until nginx serves `name` a certificate that verifies
+/// and whose serial satisfies `wanted`: a reload takes effect as its workers
+/// restart. Returns it.
 fn wait_until_served(
     nginx: &TestNginx,
     root: &std::path::Path,
     name: &str,
     wanted: impl Fn(&str) -> bool,
-) {
+) -> CertInfo {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !wanted(&served(nginx, root, name).serial) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nginx still serves the old certificate"
-        );
-        std::thread::sleep(Duration::from_millis(200));
+    loop {
+        let seen = try_served(nginx, root, name);
+        match &seen {
+            Ok(info) if wanted(&info.serial) => return info.clone(),
+            _ if std::time::Instant::now() > deadline => {
+                panic!("nginx does not serve the expected certificate: {seen:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
     }
 }
 
@@ -126,10 +134,7 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
     // nginx serves it, and the chain verifies against Pebble's issuing root.
     nginx.enable_tls(&chain, &key);
     let root = pebble.issuing_root();
-    assert_eq!(
-        served(&nginx, &root, "app.example.test").serial,
-        issued.serial
-    );
+    wait_until_served(&nginx, &root, "app.example.test", |s| s == issued.serial);
 
     // A valid certificate that is not due is reused, not re-issued.
     let again = certs
@@ -246,7 +251,12 @@ async fn dns01_wildcard_through_a_real_bind_with_tsig() {
         std::path::Path::new(&store.fullchain_path(&issued.name)),
         std::path::Path::new(&store.privkey_path(&issued.name)),
     );
-    let served = served(&nginx, &pebble.issuing_root(), "anything.example.test");
+    let served = wait_until_served(
+        &nginx,
+        &pebble.issuing_root(),
+        "anything.example.test",
+        |_| true,
+    );
     assert_eq!(served.names, names);
 }
 
@@ -291,6 +301,7 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
     );
     let root = pebble.issuing_root();
     let serial = first.info.unwrap().serial;
+    wait_until_served(&nginx, &root, "app.example.test", |s| s == serial);
 
     // Not due: reported, kept.
     let out = op.vpsup(&["renew-certs", "--json"]);
@@ -344,5 +355,46 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
         "{}",
         describe_output(&out)
     );
-    wait_until_served(&nginx, &root, "app.example.test", |served| served != serial);
+    let renewed = wait_until_served(&nginx, &root, "app.example.test", |served| served != serial);
+
+    // On the "host" itself (this machine), as its timer runs it: the local
+    // transport, with the settings the operator's run left in the store.
+    let local_config = format!("{}/renew.toml", settings.store_dir);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&local_config)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let out = op.vpsup(&[
+        "renew-certs",
+        "--local",
+        "--force",
+        "--config",
+        &local_config,
+    ]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("renewed (--force)"),
+        "{}",
+        describe_output(&out)
+    );
+    wait_until_served(&nginx, &root, "app.example.test", |s| s != renewed.serial);
+
+    // A host where nothing was issued yet: the timer has nothing to do.
+    let out = op.vpsup(&[
+        "renew-certs",
+        "--local",
+        "--config",
+        "/nonexistent/renew.toml",
+    ]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("no certificates to renew on this host yet"),
+        "{}",
+        describe_output(&out)
+    );
 }

@@ -344,7 +344,7 @@ fn capture_init_probe(vm: &TestVm, op: &Operator) -> String {
         let plays = playbook::parse(&assets.playbook("init").unwrap().text, "init.yml").unwrap();
         let renderer = Renderer::new(&assets.templates).unwrap();
         let admin_key = std::fs::read_to_string(vm.root_key().with_extension("pub")).unwrap();
-        let options = InitOptions::resolve(&Default::default(), None);
+        let options = InitOptions::resolve(&Default::default(), None, std::path::Path::new("."));
         let vars = Vars {
             base: options.vars(&[admin_key.trim().to_string()]),
             ..Default::default()

@@ -236,7 +236,7 @@ fn no_host_and_unknown_limit_are_bad_input() {
 #[test]
 fn commands_not_built_yet_say_so_and_fail() {
     let op = Operator::new();
-    for args in [&["deploy"][..], &["status"], &["rollback"]] {
+    for args in [&["deploy"][..], &["rollback"]] {
         let out = op.vpsup(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         assert!(
@@ -314,4 +314,57 @@ fn help_lists_every_command_and_common_flag() {
     ] {
         assert!(text.contains(word), "--help lacks {word}: {text}");
     }
+}
+
+/// `status` over a real sshd: this machine's facts, the certificate in the
+/// store with its days left, and that nothing renews it on the "host".
+#[test]
+fn status_shows_facts_certificates_and_who_renews_them() {
+    let sshd = TestSshd::start();
+    let op = Operator::new();
+    let store = tempfile::tempdir().unwrap();
+    let cert_dir = store.path().join("certs/app.example.test");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["app.example.test".to_string()]).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(10);
+    params.not_after = now + time::Duration::days(20) + time::Duration::hours(1);
+    std::fs::write(
+        cert_dir.join("fullchain.pem"),
+        params.self_signed(&key).unwrap().pem(),
+    )
+    .unwrap();
+    std::fs::write(
+        cert_dir.join("cert.json"),
+        r#"{"names":["app.example.test"],"challenge":"http-01","directory":"https://ca.example/dir"}"#,
+    )
+    .unwrap();
+    op.write_config(&format!(
+        "[hosts.local]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n[acme]\nemail = \"ops@example.test\"\nstore = \"{}\"\n",
+        sshd.port,
+        key_arg(&sshd),
+        store.path().display()
+    ));
+
+    let out = op.vpsup(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let host = json(&out)["hosts"][0].clone();
+    assert_eq!(
+        host["facts"]["hostname"],
+        local("hostname").as_str(),
+        "{host}"
+    );
+    assert!(host["uptime_days"].as_f64().is_some(), "{host}");
+    assert_eq!(
+        host["certificates"][0]["names"][0], "app.example.test",
+        "{host}"
+    );
+    assert_eq!(host["certificates"][0]["days_left"], 20, "{host}");
+    assert_eq!(host["renewal"]["mode"], "elsewhere", "{host}");
+
+    let out = op.vpsup(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("app.example.test: 20 days left"), "{text}");
+    assert!(text.contains("renewal      NOT on the host"), "{text}");
 }

@@ -25,6 +25,8 @@ fn vars() -> Vars {
         ("acme_webroot", json!("/var/lib/vpsup/acme")),
         ("sshd_dropin", json!("/etc/ssh/sshd_config.d/00-vpsup.conf")),
         ("sshd_revert_dir", json!("/var/lib/vpsup/sshd-revert")),
+        ("host_binary_path", json!("/usr/local/bin/vpsup")),
+        ("acme_store", json!("/etc/vpsup/acme")),
     ] {
         vars.base.insert(name.to_string(), value);
     }

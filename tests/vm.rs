@@ -273,6 +273,11 @@ sudo sshd -T | grep '^maxauthtries'"#,
         assert!(seen.contains(expected), "missing {expected:?} in:\n{seen}");
     }
 
+    // Certificates: issued through the VM's nginx, then renewed by the host's
+    // own timer, without the operator.
+    cool_down();
+    certificates_renew_on_the_host(&vm, &op, &root_key);
+
     // Converged: a second init (from vpsup.toml, as the admin) changes
     // nothing, in one connection and one probe; --check agrees.
     cool_down();
@@ -314,6 +319,144 @@ sudo sshd -T | grep '^maxauthtries'"#,
         "sshd must offer no password method: {}",
         text(&out)
     );
+}
+
+/// After init: a certificate issued over SSH through the VM's nginx (HTTP-01,
+/// Pebble validating from outside), `renew-certs` from the operator (which
+/// hands the host its settings), then the host's timer service and a forced
+/// `renew-certs --local` on the host itself; `status` reports it. Four SSH
+/// connections.
+fn certificates_renew_on_the_host(vm: &TestVm, op: &Operator, key: &Path) {
+    // Pebble resolves every name to 127.0.0.1 and validates on the port that
+    // QEMU forwards to the VM's :80.
+    let pebble = TestPebble::start(vm.http_port);
+    let pebble_port = pebble
+        .directory
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/dir");
+    let config_path = op.project.path().join("vpsup.toml");
+    let mut config = std::fs::read_to_string(&config_path).unwrap();
+    config.push_str(&format!(
+        "\n[acme]\nemail = \"ops@example.test\"\ndirectory = \"{}\"\nextra_root = \"{}\"\n",
+        pebble.directory,
+        pebble.tls_root.display()
+    ));
+    std::fs::write(&config_path, config).unwrap();
+    let acme = vpsup::acme::certs::AcmeSettings {
+        directory: pebble.directory.clone(),
+        email: "ops@example.test".into(),
+        extra_root: Some(pebble.tls_root.clone()),
+        profile: None,
+        store_dir: "/etc/vpsup/acme".into(),
+        webroot: "/var/lib/vpsup/acme".into(),
+        dns: None,
+    };
+    let names = vec!["app.vpsup.test".to_string()];
+    let issued = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let target = vpsup::transport::ssh::SshTarget {
+            host: "127.0.0.1".into(),
+            port: vm.ssh_port,
+            user: "deploy".into(),
+            identity_files: vec![key.to_path_buf()],
+            identities_only: true,
+            known_hosts: op.ssh_dir().join("known_hosts"),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let (transport, _) =
+            vpsup::transport::ssh::SshTransport::connect(&target, &Default::default())
+                .await
+                .unwrap();
+        let certs = vpsup::acme::certs::Certs::new(&transport, &acme);
+        let outcome = certs
+            .ensure(&names, vpsup::acme::store::ChallengeKind::Http01, false)
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
+        transport.close().await;
+        outcome
+    });
+    assert_eq!(issued.action, vpsup::acme::certs::Action::Issued);
+
+    // The operator's run keeps it and hands the host the settings its timer needs.
+    let out = op.vpsup(&["renew-certs", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let host = json(&out)["hosts"][0].clone();
+    assert_eq!(host["host_settings"], "written", "{host}");
+    assert!(
+        host["certificates"][0]["action"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok (renews from"),
+        "{host}"
+    );
+
+    // On the host: the CA is reached at the same URL as from here (a test
+    // proxy stands in for the internet), the timer is on, its service renews.
+    let chain = format!("/etc/vpsup/acme/certs/{}/fullchain.pem", issued.name);
+    let script = format!(
+        r#"printf '[Socket]\nListenStream=127.0.0.1:{pebble_port}\n' | sudo tee /etc/systemd/system/test-ca.socket >/dev/null
+printf '[Service]\nExecStart=/usr/lib/systemd/systemd-socket-proxyd 198.51.100.2:{pebble_port}\n' | sudo tee /etc/systemd/system/test-ca.service >/dev/null
+sudo systemctl daemon-reload && sudo systemctl start test-ca.socket
+echo "timer: $(sudo systemctl is-enabled vpsup-renew-certs.timer) $(sudo systemctl is-active vpsup-renew-certs.timer)"
+sudo systemctl show -p RandomizedDelayUSec -p Persistent vpsup-renew-certs.timer
+sudo systemctl start vpsup-renew-certs.service
+echo "service result: $(sudo systemctl show -p Result --value vpsup-renew-certs.service)"
+sudo journalctl -u vpsup-renew-certs.service --no-pager -o cat | grep -i 'app.vpsup.test'
+before=$(sudo sha256sum {chain})
+sudo /usr/local/bin/vpsup renew-certs --local --force && echo "local run ok"
+[ "$(sudo sha256sum {chain})" != "$before" ] && echo "renewed on the host"
+echo '--- chain'
+sudo cat {chain}"#
+    );
+    let out = vm.ssh("deploy", key, &script, &[]);
+    let seen = text(&out);
+    for expected in [
+        "timer: enabled active",
+        "RandomizedDelayUSec=1d",
+        "Persistent=yes",
+        "service result: success",
+        "local run ok",
+        "renewed (--force)",
+        "renewed on the host",
+    ] {
+        assert!(
+            seen.contains(expected),
+            "missing {expected:?} in:\n{seen}\n{}",
+            pebble.log()
+        );
+    }
+    // The renewed chain verifies against Pebble's issuing root.
+    let chain_pem = seen.split("--- chain\n").nth(1).unwrap();
+    let renewed = vpsup::acme::certinfo::CertInfo::from_pem_chain(chain_pem).unwrap();
+    assert_eq!(renewed.names, names);
+    assert_ne!(renewed.serial, issued.info.unwrap().serial);
+    let dir = tempfile::tempdir().unwrap();
+    let chain_file = dir.path().join("fullchain.pem");
+    std::fs::write(&chain_file, chain_pem).unwrap();
+    let verify = std::process::Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(pebble.issuing_root())
+        .arg("-untrusted")
+        .arg(&chain_file)
+        .arg(&chain_file)
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    // `status` says the host renews by itself, and what it holds.
+    let out = op.vpsup(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let host = json(&out)["hosts"][0].clone();
+    assert_eq!(host["renewal"]["mode"], "host-timer", "{host}");
+    assert_eq!(host["renewal"]["last_result"], "success", "{host}");
+    assert!(host["renewal"]["next_run"].is_string(), "{host}");
+    assert_eq!(
+        host["certificates"][0]["names"][0], "app.vpsup.test",
+        "{host}"
+    );
+    assert_eq!(host["firewall"]["active"], true, "{host}");
+    assert_eq!(host["facts"]["os_id"], "debian", "{host}");
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Certificates through ACME: the client (`client`), when to renew (`policy`),
-//! reading certificates (`certinfo`), the store on the host (`store`) and the
-//! HTTP-01 answer through the host's webroot (`http01`).
+//! reading certificates (`certinfo`), the store on the host (`store`), the
+//! HTTP-01 answer through the host's webroot (`http01`), DNS-01 through RFC 2136
+//! (`dns01`) and the settings the host's own renewal timer reads (`host_settings`).
 
 pub mod certinfo;
 pub mod certs;
 pub mod client;
 pub mod dns01;
+pub mod host_settings;
 pub mod http01;
 pub mod policy;
 pub mod store;

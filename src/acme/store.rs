@@ -121,22 +121,11 @@ impl Store<'_> {
 
     /// Every certificate in the store, in one exec.
     pub async fn list(&self) -> Result<Vec<StoredCert>, String> {
-        let script = format!(
-            r#"d={}/certs
-[ -d "$d" ] || exit 0
-for c in "$d"/*/; do
-  [ -f "$c/cert.json" ] && [ -f "$c/fullchain.pem" ] || continue
-  printf 'cert %s\n' "$(basename "$c")"
-  printf 'meta %s\n' "$(base64 -w0 "$c/cert.json")"
-  printf 'chain %s\n' "$(base64 -w0 "$c/fullchain.pem")"
-done"#,
-            quote(&self.dir)
-        );
         let out = self
             .transport
             .run_ok(
                 "reading the certificate store",
-                ExecRequest::new(script).become_root(true),
+                ExecRequest::new(listing_script(&self.dir)).become_root(true),
             )
             .await
             .map_err(|e| e.to_string())?;
@@ -183,7 +172,25 @@ done"#,
     }
 }
 
-fn parse_listing(text: &str) -> Result<Vec<StoredCert>, String> {
+/// A script (run as root) that prints every certificate in the store at
+/// `dir`, for `parse_listing`; other commands fold it into their one probe.
+pub fn listing_script(dir: &str) -> String {
+    format!(
+        r#"d={}/certs
+if [ -d "$d" ]; then
+  for c in "$d"/*/; do
+    [ -f "$c/cert.json" ] && [ -f "$c/fullchain.pem" ] || continue
+    printf 'cert %s\n' "$(basename "$c")"
+    printf 'meta %s\n' "$(base64 -w0 "$c/cert.json")"
+    printf 'chain %s\n' "$(base64 -w0 "$c/fullchain.pem")"
+  done
+fi"#,
+        quote(dir)
+    )
+}
+
+/// The certificates `listing_script` printed.
+pub fn parse_listing(text: &str) -> Result<Vec<StoredCert>, String> {
     use base64::Engine;
     let decode = |what: &str, v: &str| {
         base64::engine::general_purpose::STANDARD

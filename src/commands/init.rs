@@ -1,5 +1,5 @@
 //! `vpsup init`: runs playbooks/init.yml on fresh hosts, with the two steps a
-//! playbook cannot express (fresh logins as the admin, see `AdminLogin`), then
+//! playbook cannot express (fresh logins as the admin, see `InitHooks`), then
 //! records in vpsup.toml how to reach each host from now on.
 
 use std::collections::BTreeMap;
@@ -10,17 +10,19 @@ use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
 use super::connect;
+use super::host_binary::{HostBinary, HOST_PATH};
 use super::play::{project_dir, run_on_hosts, HostRun};
 use crate::cli::InitArgs;
 use crate::config::{Config, DockerSource, InitConfig, PortRule, Size};
 use crate::engine::assets::Assets;
 use crate::engine::playbook;
 use crate::engine::render::Renderer;
-use crate::engine::{Hooks, RunOptions};
+use crate::engine::{Hooks, RunOptions, Status};
 use crate::facts::HostFacts;
+use crate::report::HostOutcome;
 use crate::settings::{HostTarget, Settings, SettingsError};
 use crate::transport::ssh::{Credentials, SshError, SshTarget, SshTransport};
-use crate::transport::{ExecRequest, Transport};
+use crate::transport::{ExecRequest, FileMeta, Transport};
 
 const DEFAULT_ADMIN: &str = "deploy";
 /// Hosts with less RAM than this get a swap file.
@@ -40,10 +42,13 @@ pub struct InitOptions {
     pub docker: DockerSource,
     pub swap: Size,
     pub allow_ports: Vec<PortRule>,
+    /// `--host-binary` (as given) or [init] host_binary (from the project
+    /// directory); none: this vpsup.
+    pub host_binary: Option<PathBuf>,
 }
 
 impl InitOptions {
-    pub fn resolve(args: &InitArgs, config: Option<&InitConfig>) -> InitOptions {
+    pub fn resolve(args: &InitArgs, config: Option<&InitConfig>, project: &Path) -> InitOptions {
         let empty = InitConfig::default();
         let config = config.unwrap_or(&empty);
         InitOptions {
@@ -60,6 +65,10 @@ impl InitOptions {
                 .unwrap_or(DockerSource::Official),
             swap: args.swap.or(config.swap).unwrap_or(DEFAULT_SWAP),
             allow_ports: cli_or_file(&args.allow_ports, &config.allow_ports),
+            host_binary: args
+                .host_binary
+                .clone()
+                .or_else(|| config.host_binary.as_ref().map(|p| project.join(p))),
         }
     }
 
@@ -104,11 +113,13 @@ pub enum InitError {
     BadKey(String, String),
     #[error("cannot update {}: {cause}", path.display())]
     Record { path: PathBuf, cause: String },
+    #[error("--host-binary: {0}")]
+    HostBinary(String),
 }
 
 pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> anyhow::Result<()> {
     let init_config = settings.config.as_ref().and_then(|c| c.init.as_ref());
-    let options = InitOptions::resolve(args, init_config);
+    let options = InitOptions::resolve(args, init_config, &project_dir(settings));
     let targets = settings.targets(target)?;
     let assets = Assets::load(Some(&project_dir(settings)))?;
     let asset = assets.playbook("init")?;
@@ -126,20 +137,53 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
         diff: settings.diff,
         tags: Vec::new(),
     };
+    let (host_binary, no_binary_reason) = match &options.host_binary {
+        Some(path) => (
+            Some(HostBinary::load(path).map_err(InitError::HostBinary)?),
+            None,
+        ),
+        None => match std::env::current_exe()
+            .map_err(|e| e.to_string())
+            .and_then(|p| HostBinary::load(&p))
+        {
+            Ok(me) => (Some(me), None),
+            Err(why) => (None, Some(why)),
+        },
+    };
+    let mut vars = options.vars(&keys);
+    vars.extend(HostBinary::vars(host_binary.as_ref()));
+    // Where the renewal timer finds its settings: the project's certificate store.
+    let store = settings
+        .config
+        .as_ref()
+        .and_then(|c| c.acme.as_ref())
+        .map_or(crate::acme::store::DEFAULT_DIR, |a| a.store.as_str());
+    vars.insert("acme_store".into(), json!(store));
     let init = InitRun {
         options: options.clone(),
         ssh_ports: Mutex::new(BTreeMap::new()),
+        host_binary,
     };
     let outcomes = run_on_hosts(
         settings,
         &targets,
         &plays,
         &renderer,
-        &options.vars(&keys),
+        &vars,
         &run_options,
         &init,
     )
     .await;
+    for (target, outcome) in targets.iter().zip(&outcomes) {
+        if !outcome.failed() && task_skipped(outcome, HOST_BINARY_TASK) {
+            warn_no_host_renewal(
+                settings,
+                target,
+                init.host_binary.as_ref(),
+                no_binary_reason.as_deref(),
+            );
+        }
+    }
 
     if !settings.check {
         let ports = init
@@ -171,12 +215,53 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
     Ok(())
 }
 
+/// The init.yml task that installs vpsup on the host (skipped when no binary
+/// fits the host's CPU).
+const HOST_BINARY_TASK: &str = "vpsup on the host, for the certificate renewal timer";
+
+fn task_skipped(outcome: &HostOutcome, name: &str) -> bool {
+    outcome
+        .plays
+        .iter()
+        .flat_map(|p| &p.tasks)
+        .any(|t| t.name == name && t.status == Status::Skipped)
+}
+
+/// Loud: without the timer, certificates expire unless something else renews them.
+fn warn_no_host_renewal(
+    settings: &Settings,
+    target: &HostTarget,
+    binary: Option<&HostBinary>,
+    why: Option<&str>,
+) {
+    let why = match (binary, why) {
+        (Some(b), _) => format!(
+            "{} runs on {} and this host's CPU is another",
+            b.source.display(),
+            b.arches.join("/")
+        ),
+        (None, Some(why)) => why.to_string(),
+        (None, None) => "no vpsup binary for it".to_string(),
+    };
+    let project = std::path::absolute(project_dir(settings)).unwrap_or_default();
+    eprintln!(
+        "vpsup: WARNING: {host}: certificate renewal is NOT scheduled on the host ({why}).\n\
+         vpsup: Certificates will expire unless `vpsup renew-certs` runs from elsewhere, e.g. this cron line on a machine that is always on:\n\
+         vpsup:     17 3 * * * cd {project} && vpsup renew-certs --limit {host}\n\
+         vpsup: or re-run init with --host-binary PATH, a vpsup built for the host (a static musl build runs on any Linux).",
+        host = target.name,
+        project = project.display()
+    );
+}
+
 /// `init`'s side of the run: connecting (root's login may already be closed)
 /// and the hooks.
 struct InitRun {
     options: InitOptions,
     /// The SSH port each host answers on after the run, by host name.
     ssh_ports: Mutex<BTreeMap<String, u16>>,
+    /// What `install_vpsup` uploads.
+    host_binary: Option<HostBinary>,
 }
 
 #[async_trait]
@@ -228,7 +313,7 @@ impl HostRun for InitRun {
         target: &HostTarget,
         connected: SshTarget,
     ) -> Box<dyn Hooks + 'a> {
-        Box::new(AdminLogin {
+        Box::new(InitHooks {
             run: self,
             host: target.name.clone(),
             credentials: Credentials {
@@ -242,10 +327,11 @@ impl HostRun for InitRun {
     }
 }
 
-/// The hooks init.yml names. Each logs in afresh as the admin, on its own
-/// connection, with the operator's keys only (never a password: password login
-/// is what is being closed), and runs `sudo -n true`.
-struct AdminLogin<'a> {
+/// The hooks init.yml names. The two logins each log in afresh as the admin,
+/// on their own connection, with the operator's keys only (never a password:
+/// password login is what is being closed), and run `sudo -n true`.
+/// `install_vpsup` uploads the binary for the renewal timer.
+struct InitHooks<'a> {
     run: &'a InitRun,
     host: String,
     connected: SshTarget,
@@ -254,8 +340,9 @@ struct AdminLogin<'a> {
 
 const BEFORE_HARDENING: &str = "admin_login";
 const AFTER_RELOAD: &str = "admin_login_after_reload";
+const INSTALL_VPSUP: &str = "install_vpsup";
 
-impl AdminLogin<'_> {
+impl InitHooks<'_> {
     /// The port to reach sshd on once its new configuration is loaded: the
     /// same as now unless init moves it. (Compared with the port sshd listens
     /// on, not the one connected to, which may be forwarded.)
@@ -288,9 +375,9 @@ impl AdminLogin<'_> {
 }
 
 #[async_trait]
-impl Hooks for AdminLogin<'_> {
+impl Hooks for InitHooks<'_> {
     fn provides(&self, name: &str) -> bool {
-        name == BEFORE_HARDENING || name == AFTER_RELOAD
+        name == BEFORE_HARDENING || name == AFTER_RELOAD || name == INSTALL_VPSUP
     }
 
     async fn run(
@@ -299,6 +386,20 @@ impl Hooks for AdminLogin<'_> {
         transport: &dyn Transport,
         facts: &HostFacts,
     ) -> Result<(), String> {
+        if name == INSTALL_VPSUP {
+            let Some(binary) = &self.run.host_binary else {
+                return Err("no vpsup binary to install".to_string());
+            };
+            return transport
+                .put_file(
+                    HOST_PATH,
+                    &binary.content,
+                    &FileMeta::mode(0o755).owner("root:root"),
+                    true,
+                )
+                .await
+                .map_err(|e| e.to_string());
+        }
         if name == BEFORE_HARDENING {
             self.prove(self.connected.port).await.map_err(|e| {
                 format!("{e}. Root and password logins stay open until the admin's login works")
@@ -525,6 +626,13 @@ impl Record<'_> {
                 let keys: toml_edit::Array = args.extra_keys.iter().map(String::as_str).collect();
                 ("extra_keys", toml_edit::value(keys))
             }),
+            args.host_binary.as_ref().map(|p| {
+                let absolute = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                (
+                    "host_binary",
+                    toml_edit::value(absolute.display().to_string()),
+                )
+            }),
         ]
         .into_iter()
         .flatten()
@@ -633,7 +741,7 @@ mod tests {
 
     #[test]
     fn options_come_from_flags_then_config_then_defaults() {
-        let defaults = InitOptions::resolve(&InitArgs::default(), None);
+        let defaults = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
         assert_eq!(
             (
                 defaults.admin_user.as_str(),
@@ -653,7 +761,7 @@ mod tests {
             ssh_port: Some(2200),
             ..Default::default()
         };
-        let o = InitOptions::resolve(&args, Some(&config));
+        let o = InitOptions::resolve(&args, Some(&config), Path::new("."));
         assert_eq!((o.admin_user.as_str(), o.ssh_port), ("ops", 2200));
         assert_eq!(o.allow_ports.len(), 1);
         let rules = o.firewall_rules();
@@ -678,7 +786,7 @@ mod tests {
     fn a_new_host_is_recorded_in_a_new_file_then_nothing_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vpsup.toml");
-        let options = InitOptions::resolve(&InitArgs::default(), None);
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
         let args = InitArgs {
             allow_ports: vec!["51820/udp".parse().unwrap()],
             ..Default::default()
@@ -733,6 +841,7 @@ mod tests {
                 ..Default::default()
             },
             None,
+            Path::new("."),
         );
         let record = Record {
             path: &path,
@@ -821,6 +930,10 @@ mod tests {
         let mut vars = Vars::default();
         vars.base = plays[0].vars.clone();
         vars.base.extend(options.vars(&["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk4Cz6ZlMbDcj6ZgvjKOPhv1gKPtcCHJmBb6yMd0pD5 op".to_string()]));
+        // This test binary stands in for vpsup: an x86_64 (or whatever runs
+        // the tests) Linux executable.
+        let me = HostBinary::load(&std::env::current_exe().unwrap()).unwrap();
+        vars.base.extend(HostBinary::vars(Some(&me)));
         vars.with_facts(&crate::facts::parse(facts).unwrap());
         vars.results.insert(
             "docker_from".into(),
@@ -860,8 +973,32 @@ mod tests {
     const FRESH_DEBIAN: &str = "os_id=debian\nos_version=13\nos_codename=trixie\nos_name=Debian GNU/Linux 13 (trixie)\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nipv4=198.51.100.15/24\nuser=root\nsudo=root\ninit=systemd\nsshd_ports=22\ntime_sync=\n";
 
     #[test]
+    fn the_renewal_timer_comes_with_a_binary_for_the_hosts_cpu_only() {
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let renewal = [
+            HOST_BINARY_TASK,
+            "certificate renewal service",
+            "certificate renewal timer on",
+        ];
+        let here = FRESH_DEBIAN.replace("arch=x86_64", &format!("arch={}", std::env::consts::ARCH));
+        let tasks = selected_tasks(&here, Some("distro\n"), &options);
+        for expected in renewal {
+            assert!(
+                tasks.iter().any(|t| t == expected),
+                "{expected} missing from {tasks:?}"
+            );
+        }
+        let other = FRESH_DEBIAN.replace("arch=x86_64", "arch=s390x");
+        let tasks = selected_tasks(&other, Some("distro\n"), &options);
+        assert!(
+            !tasks.iter().any(|t| renewal.contains(&t.as_str())),
+            "{tasks:?}"
+        );
+    }
+
+    #[test]
     fn a_fresh_small_debian_gets_everything_with_docker_as_probed() {
-        let options = InitOptions::resolve(&InitArgs::default(), None);
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
         let tasks = selected_tasks(FRESH_DEBIAN, Some("distro\n"), &options);
         for expected in [
             "time sync daemon (when none is installed)",
@@ -890,7 +1027,7 @@ mod tests {
             .replace("mem_kb=2000000", "mem_kb=4000000")
             .replace("time_sync=", "time_sync=chrony")
             + "docker_package=docker-ce\n";
-        let mut options = InitOptions::resolve(&InitArgs::default(), None);
+        let mut options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
         options.ssh_port = 2222;
         let tasks = selected_tasks(&converged, None, &options);
         assert!(tasks

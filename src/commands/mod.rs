@@ -2,11 +2,16 @@
 //! happened; `main` maps errors to exit codes.
 
 pub mod facts;
+pub mod host_binary;
 pub mod init;
 pub mod play;
 pub mod renew_certs;
+pub mod status;
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::acme::{host_settings, store};
 
 use crate::cli::{Cli, Command};
 use crate::engine::assets::AssetError;
@@ -26,18 +31,30 @@ pub mod exit {
 
 /// A command whose issue has not landed: says so instead of pretending.
 #[derive(Debug, thiserror::Error)]
-#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `init`, `renew-certs`, `facts` and `play`; see the README's roadmap")]
+#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `init`, `renew-certs`, `status`, `facts` and `play`; see the README's roadmap")]
 pub struct NotAvailable(pub &'static str);
 
 /// Most hosts connected to at once.
 pub const MAX_PARALLEL_HOSTS: usize = 16;
 
-pub async fn run(cli: Cli) -> anyhow::Result<()> {
+pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    if let Command::RenewCerts { local: true, .. } = cli.command {
+        let host_config = cli
+            .global
+            .config
+            .get_or_insert_with(|| PathBuf::from(host_settings::config_path(store::DEFAULT_DIR)));
+        if !host_config.exists() {
+            // The timer runs before anything was issued: nothing to do yet.
+            println!("no certificates to renew on this host yet: {} is written by the first `vpsup renew-certs` or `vpsup deploy` with an [acme] section", host_config.display());
+            return Ok(());
+        }
+    }
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
         Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
-        Command::RenewCerts { force } => renew_certs::run(&settings, *force).await,
+        Command::RenewCerts { force, local } => renew_certs::run(&settings, *force, *local).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
+        Command::Status => status::run(&settings).await,
         Command::Play {
             playbook,
             target,

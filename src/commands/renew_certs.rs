@@ -1,7 +1,8 @@
 //! `vpsup renew-certs`: for every host in vpsup.toml (or `--limit`), every
 //! certificate in its store: renew when due (or `--force`), install, make the
 //! web server use it (`[acme] reload`, by default `nginx -t` then a reload),
-//! and print names / issuer / expiry / days left / action.
+//! and print names / issuer / expiry / days left / action. `--local` does the
+//! same on the host itself, through the local transport: what its timer runs.
 
 use std::path::Path;
 
@@ -12,9 +13,10 @@ use super::play::project_dir;
 use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
 use crate::acme::dns01::{self, Rfc2136};
+use crate::acme::host_settings::{self, HostFile, HostSettingsError};
 use crate::config::AcmeConfig;
-use crate::settings::{HostTarget, Settings};
-use crate::transport::{ExecRequest, Transport};
+use crate::settings::Settings;
+use crate::transport::{ExecRequest, LocalTransport, Transport};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RenewError {
@@ -22,6 +24,8 @@ pub enum RenewError {
     NoAcme(std::path::PathBuf),
     #[error("[acme.dns]: {0}")]
     Dns(String),
+    #[error("[acme]: {0}")]
+    HostFiles(#[from] HostSettingsError),
 }
 
 /// The ACME settings from vpsup.toml; relative paths are from its directory.
@@ -89,30 +93,76 @@ struct CertRow {
 struct HostRow {
     host: String,
     certificates: Vec<CertRow>,
+    /// Whether the settings the host's own timer reads were `written` or `unchanged`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_settings: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
 
 impl HostRow {
+    fn new(host: String) -> HostRow {
+        HostRow {
+            host,
+            certificates: Vec::new(),
+            host_settings: None,
+            error: None,
+        }
+    }
+
+    fn unreachable(host: &str, error: String) -> HostRow {
+        HostRow {
+            error: Some(error),
+            ..HostRow::new(host.to_string())
+        }
+    }
+
     fn failed(&self) -> bool {
         self.error.is_some() || self.certificates.iter().any(|c| c.error.is_some())
     }
 }
 
-pub async fn run(settings: &Settings, force: bool) -> anyhow::Result<()> {
-    let acme = settings
+pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Result<()> {
+    let acme_config = settings
         .config
         .as_ref()
         .and_then(|c| c.acme.as_ref())
         .ok_or_else(|| RenewError::NoAcme(settings.config_path.clone()))?;
-    let acme = acme_settings(acme, &project_dir(settings))?;
-    let targets = settings.targets(None)?;
-    let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
-    let rows = futures::future::join_all(targets.iter().map(|target| async {
-        let _slot = limit.acquire().await;
-        renew_host(settings, target, &acme, force).await
-    }))
-    .await;
+    let project = project_dir(settings);
+    let acme = acme_settings(acme_config, &project)?;
+    let rows = if local {
+        let transport = LocalTransport::current();
+        vec![renew_on(&transport, local_host_name(), settings, &acme, force, &[]).await]
+    } else {
+        // What the host's own timer needs, refreshed by every real run.
+        let host_files = if settings.check {
+            Vec::new()
+        } else {
+            host_settings::files(acme_config, &project)?
+        };
+        let targets = settings.targets(None)?;
+        let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
+        futures::future::join_all(targets.iter().map(|target| async {
+            let _slot = limit.acquire().await;
+            match connect(settings, target).await {
+                Err(e) => HostRow::unreachable(&target.name, e.to_string()),
+                Ok((transport, _)) => {
+                    let row = renew_on(
+                        &transport,
+                        target.name.clone(),
+                        settings,
+                        &acme,
+                        force,
+                        &host_files,
+                    )
+                    .await;
+                    transport.close().await;
+                    row
+                }
+            }
+        }))
+        .await
+    };
     if settings.json {
         let doc = serde_json::json!({"check": settings.check, "hosts": rows});
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -126,25 +176,25 @@ pub async fn run(settings: &Settings, force: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn renew_host(
+/// This machine's name, for the report of a `--local` run.
+fn local_host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
+/// Renews on one host; then, when `host_files` are given, brings the host
+/// timer's settings up to date.
+async fn renew_on(
+    transport: &dyn Transport,
+    host: String,
     settings: &Settings,
-    target: &HostTarget,
     acme: &AcmeSettings,
     force: bool,
+    host_files: &[HostFile],
 ) -> HostRow {
-    let mut row = HostRow {
-        host: target.name.clone(),
-        certificates: Vec::new(),
-        error: None,
-    };
-    let transport = match connect(settings, target).await {
-        Ok((t, _)) => t,
-        Err(e) => {
-            row.error = Some(e.to_string());
-            return row;
-        }
-    };
-    let certs = Certs::new(&transport, acme);
+    let mut row = HostRow::new(host);
+    let certs = Certs::new(transport, acme);
     match certs.renew_all(force, settings.check).await {
         Err(e) => row.error = Some(e.to_string()),
         Ok(outcomes) => {
@@ -153,13 +203,32 @@ async fn renew_host(
                 .any(|o| o.as_ref().is_ok_and(|o| o.action.changed()));
             row.certificates = outcomes.into_iter().map(cert_row).collect();
             if changed {
-                if let Err(e) = reload(&transport, &acme_reload(settings)).await {
+                if let Err(e) = reload(transport, &acme_reload(settings)).await {
                     row.error = Some(e);
                 }
             }
         }
     }
-    transport.close().await;
+    // Only settings that just worked are handed to the host's timer.
+    if !host_files.is_empty() && !row.failed() {
+        match host_settings::sync(transport, &acme.store_dir, host_files).await {
+            Ok(written) => {
+                row.host_settings = Some(if written.is_empty() {
+                    "unchanged"
+                } else {
+                    "written"
+                })
+            }
+            Err(e) => {
+                let e = format!("the host's renewal timer settings were not updated: {e}");
+                row.error = Some(
+                    row.error
+                        .take()
+                        .map_or(e.clone(), |first| format!("{first}; {e}")),
+                );
+            }
+        }
+    }
     row
 }
 
@@ -238,6 +307,12 @@ fn print_table(rows: &[HostRow]) {
         }
         if row.certificates.is_empty() && row.error.is_none() {
             println!("{}: no certificates in the store yet", row.host);
+        }
+        if row.host_settings == Some("written") {
+            println!(
+                "{}: the settings the host's own renewal timer reads were updated",
+                row.host
+            );
         }
         for c in &row.certificates {
             match &c.error {

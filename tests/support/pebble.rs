@@ -178,7 +178,19 @@ impl TestNginx {
             child: None,
             dir,
         };
-        nginx.write_config(None);
+        // HTTPS is bound from the start, with a placeholder certificate: a
+        // port picked now and bound only later could be taken meanwhile by
+        // another test's server.
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let params =
+            rcgen::CertificateParams::new(vec!["placeholder.invalid".to_string()]).unwrap();
+        let (chain, key_file) = (
+            nginx.dir.path().join("placeholder.pem"),
+            nginx.dir.path().join("placeholder.key"),
+        );
+        std::fs::write(&chain, params.self_signed(&key).unwrap().pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        nginx.write_config(&chain, &key_file);
         let child = Command::new("nginx")
             .process_group(0)
             .arg("-c")
@@ -190,6 +202,7 @@ impl TestNginx {
             .expect("nginx runs");
         nginx.child = Some(child);
         wait_for_port(http_port, "nginx");
+        wait_for_port(https_port, "nginx https");
         nginx
     }
 
@@ -197,17 +210,15 @@ impl TestNginx {
         self.dir.path().join("nginx.conf")
     }
 
-    /// The config: always the webroot on HTTP; HTTPS with `tls` (chain, key).
-    fn write_config(&self, tls: Option<(&Path, &Path)>) {
+    /// The config: the webroot on HTTP; HTTPS with this chain and key.
+    fn write_config(&self, chain: &Path, key: &Path) {
         let d = self.dir.path().display();
-        let https = tls.map_or(String::new(), |(chain, key)| {
-            format!(
-                "server {{ listen 127.0.0.1:{} ssl; ssl_certificate {}; ssl_certificate_key {}; location / {{ return 200 \"tls ok\\n\"; }} }}",
-                self.https_port,
-                chain.display(),
-                key.display()
-            )
-        });
+        let https = format!(
+            "server {{ listen 127.0.0.1:{} ssl; ssl_certificate {}; ssl_certificate_key {}; location / {{ return 200 \"tls ok\\n\"; }} }}",
+            self.https_port,
+            chain.display(),
+            key.display()
+        );
         let config = format!(
             "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n  server {{ listen 127.0.0.1:{}; location ^~ /.well-known/acme-challenge/ {{ root {}; default_type text/plain; }} }}\n  {https}\n}}\n",
             self.http_port,
@@ -227,7 +238,7 @@ impl TestNginx {
 
     /// Serves HTTPS with this certificate from now on.
     pub fn enable_tls(&self, chain: &Path, key: &Path) {
-        self.write_config(Some((chain, key)));
+        self.write_config(chain, key);
         let out = Command::new("sh")
             .args(["-c", &self.reload_command()])
             .output()
@@ -237,7 +248,6 @@ impl TestNginx {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        wait_for_port(self.https_port, "nginx https");
     }
 }
 

@@ -1,0 +1,413 @@
+//! `vpsup status`: what each host is and how it is doing, read in one exec per
+//! host: facts, uptime and load, firewall, containers, the certificates in the
+//! store with days left, and how they are renewed (the host's own timer, or
+//! nothing on the host: then renewal depends on `renew-certs` run elsewhere).
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use super::host_binary::HOST_PATH;
+use super::{connect, MAX_PARALLEL_HOSTS};
+use crate::acme::certinfo::CertInfo;
+use crate::acme::store::{self, DEFAULT_DIR};
+use crate::facts::{self, HostFacts};
+use crate::settings::{HostTarget, Settings};
+use crate::transport::{ExecRequest, Transport};
+
+/// Below this many days left a certificate is flagged.
+const CERT_WARN_DAYS: i64 = 14;
+const RENEW_TIMER: &str = "vpsup-renew-certs.timer";
+const RENEW_SERVICE: &str = "vpsup-renew-certs.service";
+
+#[derive(Debug, Serialize)]
+struct HostStatus {
+    host: String,
+    target: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    facts: Option<HostFacts>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uptime_days: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    load: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firewall: Option<Firewall>,
+    containers: Vec<Container>,
+    certificates: Vec<Certificate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renewal: Option<Renewal>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct Firewall {
+    active: bool,
+    /// `22/tcp LIMIT`, IPv6 rules left out (they mirror the IPv4 ones).
+    rules: Vec<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct Container {
+    name: String,
+    state: String,
+    status: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Certificate {
+    name: String,
+    names: Vec<String>,
+    issuer: String,
+    #[serde(with = "time::serde::rfc3339")]
+    expires: OffsetDateTime,
+    days_left: i64,
+}
+
+#[derive(Debug, Serialize, PartialEq, Eq)]
+struct Renewal {
+    /// `host-timer` when the host renews by itself, else `elsewhere`.
+    mode: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    binary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_run: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_run: Option<String>,
+    /// systemd's result of the last run: `success`, `exit-code`...
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_result: Option<String>,
+}
+
+/// The one exec: sections separated by `@@name` lines. Run as root (ufw and
+/// the certificate store need it); every part tolerates a missing tool.
+fn status_script(store_dir: &str) -> String {
+    format!(
+        r#"( {facts} )
+echo @@uptime
+cut -d' ' -f1 /proc/uptime; cut -d' ' -f1-3 /proc/loadavg
+echo @@firewall
+command -v ufw >/dev/null 2>&1 && ufw status
+echo @@containers
+command -v docker >/dev/null 2>&1 && docker ps -a --format '{{{{.Names}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
+echo @@renewal
+[ -x {bin} ] && echo "binary=$({bin} --version 2>&1 | head -n1)"
+echo "enabled=$(systemctl is-enabled {timer} 2>/dev/null)"
+echo "next=$(systemctl show -p NextElapseUSecRealtime --value {timer} 2>/dev/null)"
+echo "last=$(systemctl show -p LastTriggerUSec --value {timer} 2>/dev/null)"
+echo "result=$(systemctl show -p Result --value {service} 2>/dev/null)"
+echo @@certificates
+{certs}
+exit 0"#,
+        facts = facts::PROBE_SCRIPT,
+        bin = HOST_PATH,
+        timer = RENEW_TIMER,
+        service = RENEW_SERVICE,
+        certs = store::listing_script(store_dir),
+    )
+}
+
+/// The text of each `@@name` section.
+fn sections(output: &str) -> Vec<(&str, String)> {
+    let mut out: Vec<(&str, String)> = vec![("facts", String::new())];
+    for line in output.lines() {
+        if let Some(name) = line.strip_prefix("@@") {
+            out.push((name, String::new()));
+        } else if let Some((_, text)) = out.last_mut() {
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    out
+}
+
+fn parse_firewall(text: &str) -> Option<Firewall> {
+    let status = text.lines().find_map(|l| l.strip_prefix("Status: "))?;
+    let rules = text
+        .lines()
+        .skip_while(|l| !l.starts_with("--"))
+        .skip(1)
+        .filter(|l| !l.trim().is_empty() && !l.contains("(v6)"))
+        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+        .collect();
+    Some(Firewall {
+        active: status.trim() == "active",
+        rules,
+    })
+}
+
+fn parse_containers(text: &str) -> Vec<Container> {
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, '\t');
+            Some(Container {
+                name: parts.next()?.to_string(),
+                state: parts.next()?.to_string(),
+                status: parts.next().unwrap_or("").to_string(),
+            })
+        })
+        .collect()
+}
+
+fn parse_renewal(text: &str) -> Renewal {
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "n/a")
+            .map(String::from)
+    };
+    let binary = value("binary");
+    let on_host = binary.is_some() && value("enabled").as_deref() == Some("enabled");
+    Renewal {
+        mode: if on_host { "host-timer" } else { "elsewhere" },
+        binary,
+        next_run: value("next").filter(|_| on_host),
+        last_run: value("last").filter(|_| on_host),
+        last_result: value("result").filter(|_| on_host),
+    }
+}
+
+fn parse_certificates(text: &str, now: OffsetDateTime) -> Result<Vec<Certificate>, String> {
+    store::parse_listing(text)?
+        .into_iter()
+        .map(|c| {
+            let info = CertInfo::from_pem_chain(&c.chain_pem)
+                .map_err(|e| format!("certificate {}: {e}", c.name))?;
+            Ok(Certificate {
+                days_left: info.days_left(now),
+                name: c.name,
+                names: info.names,
+                issuer: info.issuer,
+                expires: info.not_after,
+            })
+        })
+        .collect()
+}
+
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let store_dir = settings
+        .config
+        .as_ref()
+        .and_then(|c| c.acme.as_ref())
+        .map_or(DEFAULT_DIR.to_string(), |a| a.store.clone());
+    let targets = settings.targets(None)?;
+    let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
+    let statuses = futures::future::join_all(targets.iter().map(|target| async {
+        let _slot = limit.acquire().await;
+        host_status(settings, target, &store_dir).await
+    }))
+    .await;
+    if settings.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "hosts": statuses }))?
+        );
+    } else {
+        for status in &statuses {
+            print_host(status);
+        }
+    }
+    let failed = statuses.iter().filter(|s| s.error.is_some()).count();
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} host(s) could not be read", statuses.len());
+    }
+    Ok(())
+}
+
+async fn host_status(settings: &Settings, target: &HostTarget, store_dir: &str) -> HostStatus {
+    let mut status = HostStatus {
+        host: target.name.clone(),
+        target: target.ssh.describe(),
+        facts: None,
+        uptime_days: None,
+        load: None,
+        firewall: None,
+        containers: Vec::new(),
+        certificates: Vec::new(),
+        renewal: None,
+        error: None,
+    };
+    let transport = match connect(settings, target).await {
+        Ok((t, _)) => t,
+        Err(e) => {
+            status.error = Some(e.to_string());
+            return status;
+        }
+    };
+    let out = transport
+        .run_ok(
+            "reading the host's status",
+            ExecRequest::piped(status_script(store_dir)).become_root(true),
+        )
+        .await;
+    transport.close().await;
+    let out = match out {
+        Ok(out) => out.stdout_str(),
+        Err(e) => {
+            status.error = Some(e.to_string());
+            return status;
+        }
+    };
+    if let Err(e) = fill(&mut status, &out) {
+        status.error = Some(e);
+    }
+    status
+}
+
+fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {
+    for (name, text) in sections(output) {
+        match name {
+            "facts" => status.facts = Some(facts::parse(&text)?),
+            "uptime" => {
+                let mut lines = text.lines();
+                status.uptime_days = lines
+                    .next()
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                    .map(|secs| (secs / 86_400.0 * 10.0).round() / 10.0);
+                status.load = lines.next().map(str::to_string);
+            }
+            "firewall" => status.firewall = parse_firewall(&text),
+            "containers" => status.containers = parse_containers(&text),
+            "renewal" => status.renewal = Some(parse_renewal(&text)),
+            "certificates" => {
+                status.certificates = parse_certificates(&text, OffsetDateTime::now_utc())?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn print_host(s: &HostStatus) {
+    println!("{} ({})", s.host, s.target);
+    if let Some(e) = &s.error {
+        println!("  error        {e}");
+        return;
+    }
+    if let Some(f) = &s.facts {
+        println!(
+            "  host         {}, {} CPU, {} MiB RAM, {} MiB free on /, up {} days, load {}",
+            f.os_name,
+            f.cpus,
+            f.memory_mib,
+            f.root_disk_free_mib,
+            s.uptime_days.unwrap_or_default(),
+            s.load.as_deref().unwrap_or("?")
+        );
+    }
+    match &s.firewall {
+        Some(fw) if fw.active => println!("  firewall     active: {}", fw.rules.join(", ")),
+        Some(_) => println!("  firewall     INACTIVE: every port a service listens on is open"),
+        None => println!("  firewall     none (ufw is not installed)"),
+    }
+    if s.containers.is_empty() {
+        println!("  containers   none");
+    }
+    for c in &s.containers {
+        println!("  container    {} {} ({})", c.name, c.state, c.status);
+    }
+    if s.certificates.is_empty() {
+        println!("  certificates none in the store");
+    }
+    for c in &s.certificates {
+        let flag = if c.days_left < CERT_WARN_DAYS {
+            "  <- SOON"
+        } else {
+            ""
+        };
+        println!(
+            "  certificate  {}: {} days left (expires {}), {}{flag}",
+            c.names.join(" "),
+            c.days_left,
+            c.expires.date(),
+            c.issuer
+        );
+    }
+    if let Some(r) = &s.renewal {
+        if r.mode == "host-timer" {
+            println!(
+                "  renewal      on the host ({RENEW_TIMER}): next {}, last {} ({})",
+                r.next_run.as_deref().unwrap_or("?"),
+                r.last_run.as_deref().unwrap_or("never"),
+                r.last_result.as_deref().unwrap_or("?")
+            );
+        } else {
+            println!("  renewal      NOT on the host: certificates expire unless `vpsup renew-certs` runs from elsewhere (cron/CI); `vpsup init` installs the timer");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn firewall_rules_come_from_ufw_status_without_the_v6_mirror() {
+        let text = "Status: active\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     LIMIT       Anywhere                   # ssh\n80/tcp                     ALLOW       Anywhere\n22/tcp (v6)                LIMIT       Anywhere (v6)\n";
+        assert_eq!(
+            parse_firewall(text),
+            Some(Firewall {
+                active: true,
+                rules: vec!["22/tcp LIMIT".into(), "80/tcp ALLOW".into()]
+            })
+        );
+        assert_eq!(
+            parse_firewall("Status: inactive\n").map(|f| f.active),
+            Some(false)
+        );
+        assert_eq!(parse_firewall(""), None);
+    }
+
+    #[test]
+    fn renewal_is_on_the_host_only_with_binary_and_enabled_timer() {
+        let on = parse_renewal("binary=vpsup 0.1.0\nenabled=enabled\nnext=Mon 2026-11-23 03:12:00 UTC\nlast=n/a\nresult=success\n");
+        assert_eq!(on.mode, "host-timer");
+        assert_eq!(on.next_run.as_deref(), Some("Mon 2026-11-23 03:12:00 UTC"));
+        assert_eq!(on.last_run, None);
+        let off = parse_renewal("enabled=\nnext=\nlast=\nresult=success\n");
+        assert_eq!(off.mode, "elsewhere");
+        assert_eq!(off.last_result, None);
+        let disabled = parse_renewal("binary=vpsup 0.1.0\nenabled=disabled\n");
+        assert_eq!(disabled.mode, "elsewhere");
+    }
+
+    #[test]
+    fn sections_split_the_one_output_and_certificates_get_days_left() {
+        let now = OffsetDateTime::now_utc();
+        let chain = crate::acme::certinfo::testing::self_signed(
+            &["app.example.com"],
+            now - time::Duration::days(1),
+            now + time::Duration::days(89) + time::Duration::hours(1),
+        );
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let meta =
+            r#"{"names":["app.example.com"],"challenge":"http-01","directory":"https://ca/dir"}"#;
+        let output = format!(
+            "os_id=debian\nos_version=13\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nuser=root\nsudo=root\ninit=systemd\n@@uptime\n90000.5\n0.10 0.20 0.30\n@@firewall\n@@containers\nshop-web-1\trunning\tUp 2 hours\n@@renewal\n@@certificates\ncert app.example.com\nmeta {}\nchain {}\n",
+            b64(meta),
+            b64(&chain)
+        );
+        let mut status = HostStatus {
+            host: "web".into(),
+            target: "deploy@web:22".into(),
+            facts: None,
+            uptime_days: None,
+            load: None,
+            firewall: None,
+            containers: Vec::new(),
+            certificates: Vec::new(),
+            renewal: None,
+            error: None,
+        };
+        fill(&mut status, &output).unwrap();
+        assert_eq!(status.facts.unwrap().os_id, "debian");
+        assert_eq!(status.uptime_days, Some(1.0));
+        assert_eq!(status.load.as_deref(), Some("0.10 0.20 0.30"));
+        assert_eq!(status.firewall, None);
+        assert_eq!(status.containers[0].name, "shop-web-1");
+        assert_eq!(status.certificates[0].names, ["app.example.com"]);
+        assert!((88..=90).contains(&status.certificates[0].days_left));
+        assert_eq!(status.renewal.unwrap().mode, "elsewhere");
+    }
+}
