@@ -91,10 +91,10 @@ fn settings(pebble: &TestPebble, nginx: &TestNginx, store: &std::path::Path) -> 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
+async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_lost_account() {
     let sshd = TestSshd::start();
     let nginx = TestNginx::start();
-    let pebble = TestPebble::start(nginx.http_port);
+    let mut pebble = TestPebble::start(nginx.http_port);
     let home = tempfile::tempdir().unwrap();
     let transport = connect_root(&sshd, home.path()).await;
     let store_dir = tempfile::tempdir().unwrap();
@@ -176,8 +176,29 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal() {
     // The account was registered once and stored on the host (0600).
     let accounts: Vec<_> = std::fs::read_dir(store_dir.path().join("acme/accounts"))
         .unwrap()
+        .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(accounts.len(), 1);
+
+    // The CA forgets the stored account (Pebble restarted, as when a CA
+    // deactivates one): the next order registers a new account, stores it in
+    // its place, and goes through.
+    let account_before = std::fs::read_to_string(&accounts[0]).unwrap();
+    pebble.restart();
+    let certs = Certs::new(&transport, &settings);
+    let after = certs
+        .ensure(&names, ChallengeKind::Http01, true)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
+    assert!(
+        matches!(after.action, Action::Renewed { .. }),
+        "{:?}",
+        after.action
+    );
+    assert_ne!(
+        std::fs::read_to_string(&accounts[0]).unwrap(),
+        account_before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

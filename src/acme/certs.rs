@@ -4,8 +4,10 @@
 
 use std::path::PathBuf;
 
+use std::sync::Arc;
 use time::OffsetDateTime;
-use tokio::sync::OnceCell;
+
+use tokio::sync::Mutex;
 
 use super::certinfo::CertInfo;
 use super::client::{AcmeClient, Solver};
@@ -65,7 +67,8 @@ pub struct CertOutcome {
 pub struct Certs<'a> {
     pub transport: &'a dyn Transport,
     pub settings: &'a AcmeSettings,
-    client: OnceCell<AcmeClient>,
+    /// The account, opened once (and registered again if the CA forgot it).
+    client: Mutex<Option<Arc<AcmeClient>>>,
 }
 
 impl<'a> Certs<'a> {
@@ -73,7 +76,7 @@ impl<'a> Certs<'a> {
         Certs {
             transport,
             settings,
-            client: OnceCell::new(),
+            client: Mutex::new(None),
         }
     }
 
@@ -85,36 +88,42 @@ impl<'a> Certs<'a> {
     }
 
     /// The ACME account, opened once (registered and stored on first use).
-    async fn client(&self) -> Result<&AcmeClient, AcmeError> {
-        self.client
-            .get_or_try_init(|| async {
-                let store = self.store();
-                let stored = store
-                    .account(&self.settings.directory)
-                    .await
-                    .map_err(|e| AcmeError::Other(e.to_string()))?;
-                let (client, created) = AcmeClient::open(
-                    &self.settings.directory,
-                    &self.settings.email,
-                    self.settings.extra_root.as_deref(),
-                    stored.as_deref(),
-                )
-                .await?;
-                if let Some(credentials) = created {
-                    store
-                        .save_account(&self.settings.directory, &credentials)
-                        .await
-                        .map_err(|e| {
-                            AcmeError::Other(format!("storing the new ACME account: {e}"))
-                        })?;
-                }
-                Ok(client)
-            })
-            .await
+    /// `register`: a new account even though the store holds one (the CA no
+    /// longer knows that one).
+    async fn client(&self, register: bool) -> Result<Arc<AcmeClient>, AcmeError> {
+        let mut slot = self.client.lock().await;
+        if let (Some(client), false) = (slot.as_ref(), register) {
+            return Ok(client.clone());
+        }
+        let store = self.store();
+        let stored = if register {
+            None
+        } else {
+            store
+                .account(&self.settings.directory)
+                .await
+                .map_err(|e| AcmeError::Other(e.to_string()))?
+        };
+        let (client, created) = AcmeClient::open(
+            &self.settings.directory,
+            &self.settings.email,
+            self.settings.extra_root.as_deref(),
+            stored.as_deref(),
+        )
+        .await?;
+        if let Some(credentials) = created {
+            store
+                .save_account(&self.settings.directory, &credentials)
+                .await
+                .map_err(|e| AcmeError::Other(format!("storing the new ACME account: {e}")))?;
+        }
+        let client = Arc::new(client);
+        *slot = Some(client.clone());
+        Ok(client)
     }
 
     async fn has_account(&self) -> bool {
-        self.client.initialized()
+        self.client.lock().await.is_some()
             || matches!(
                 self.store().account(&self.settings.directory).await,
                 Ok(Some(_))
@@ -183,7 +192,7 @@ impl<'a> Certs<'a> {
         let window = if check && !self.has_account().await {
             None
         } else {
-            let client = self.client().await?;
+            let client = self.client(false).await?;
             if cert.meta.directory == client.directory {
                 client.renewal_window(&info.leaf_der).await.unwrap_or(None)
             } else {
@@ -228,7 +237,6 @@ impl<'a> Certs<'a> {
         replaces: Option<&[u8]>,
         action: Action,
     ) -> Result<CertOutcome, AcmeError> {
-        let client = self.client().await?;
         let solver: Box<dyn Solver + '_> = match meta.challenge {
             ChallengeKind::Http01 => Box::new(Http01 {
                 transport: self.transport,
@@ -244,14 +252,20 @@ impl<'a> Certs<'a> {
                 }
             },
         };
-        let issued = client
-            .issue(
-                &meta.names,
-                solver.as_ref(),
-                replaces,
-                meta.profile.as_deref(),
-            )
-            .await?;
+        let order = |client: Arc<AcmeClient>| {
+            let solver = solver.as_ref();
+            async move {
+                client
+                    .issue(&meta.names, solver, replaces, meta.profile.as_deref())
+                    .await
+            }
+        };
+        let issued = match order(self.client(false).await?).await {
+            // The stored account is gone at the CA (deactivated, or the CA's
+            // data reset): a new one, stored in its place, and one more try.
+            Err(AcmeError::AccountUnknown(_)) => order(self.client(true).await?).await?,
+            other => other?,
+        };
         let info = CertInfo::from_pem_chain(&issued.chain_pem)
             .map_err(|e| AcmeError::Other(format!("the CA's certificate: {e}")))?;
         let name = self

@@ -25,6 +25,8 @@ pub enum AcmeError {
     Directory { directory: String, detail: String },
     #[error("[acme] extra_root {}: {detail}", path.display())]
     ExtraRoot { path: PathBuf, detail: String },
+    #[error("the CA does not know the ACME account stored on the host ({0})")]
+    AccountUnknown(String),
     #[error("the CA refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -51,6 +53,7 @@ impl AcmeError {
                 }
                 match kind.as_str() {
                     "rateLimited" => AcmeError::RateLimited { detail },
+                    "accountDoesNotExist" => AcmeError::AccountUnknown(detail),
                     "unauthorized" | "connection" | "dns" | "incorrectResponse" | "caa" | "tls" => {
                         let names: Vec<String> = problem
                             .subproblems

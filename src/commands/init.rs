@@ -972,6 +972,35 @@ mod tests {
 
     const FRESH_DEBIAN: &str = "os_id=debian\nos_version=13\nos_codename=trixie\nos_name=Debian GNU/Linux 13 (trixie)\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nipv4=198.51.100.15/24\nuser=root\nsudo=root\ninit=systemd\nsshd_ports=22\ntime_sync=\n";
 
+    /// A module whose arguments mention `facts` is built after the probe and
+    /// costs a second exec on every run: the no-op re-run stays at one exec
+    /// only if no task a usual host runs does that (`assert` probes nothing).
+    #[test]
+    fn no_usual_task_argument_reads_facts() {
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        // A converged host, as a re-run finds it.
+        let converged = FRESH_DEBIAN
+            .replace("arch=x86_64", &format!("arch={}", std::env::consts::ARCH))
+            .replace("time_sync=", "time_sync=systemd-timesyncd")
+            + "docker_package=docker.io\n";
+        let usual = selected_tasks(&converged, None, &options);
+        let assets = Assets::load(None).unwrap();
+        let asset = assets.playbook("init").unwrap();
+        let plays = playbook::parse(&asset.text, &asset.origin).unwrap();
+        for task in plays[0].tasks.iter().filter(|t| usual.contains(&t.name)) {
+            if let Action::Module { module, args } = &task.action {
+                if module == "assert" {
+                    continue;
+                }
+                assert!(
+                    !args.to_string().contains("facts."),
+                    "{}: its arguments read facts",
+                    task.name
+                );
+            }
+        }
+    }
+
     #[test]
     fn the_renewal_timer_comes_with_a_binary_for_the_hosts_cpu_only() {
         let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));

@@ -16,7 +16,9 @@ pub struct TestPebble {
     /// The root that signs Pebble's own HTTPS listener ([acme] extra_root).
     pub tls_root: PathBuf,
     management_port: u16,
+    dns_server: String,
     dir: tempfile::TempDir,
+    /// challtestsrv, then pebble.
     children: Vec<Child>,
 }
 
@@ -93,13 +95,30 @@ impl TestPebble {
             .stderr(log("challtestsrv.err"))
             .spawn()
             .expect("pebble-challtestsrv runs (Debian package pebble; tests/setup installs it)");
-        let pebble = Command::new("pebble")
+        let mut pebble = TestPebble {
+            directory: format!("https://localhost:{listen}/dir"),
+            tls_root,
+            management_port: management,
+            dns_server: format!("127.0.0.1:{}", dns_port.unwrap_or(dns)),
+            dir,
+            children: vec![challtestsrv],
+        };
+        pebble.spawn_pebble();
+        pebble
+    }
+
+    fn spawn_pebble(&mut self) {
+        let log = |name: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+                .unwrap()
+        };
+        let child = Command::new("pebble")
             .arg("-config")
-            .arg(&config_path)
-            .args([
-                "-dnsserver",
-                &format!("127.0.0.1:{}", dns_port.unwrap_or(dns)),
-            ])
+            .arg(self.dir.path().join("pebble.json"))
+            .args(["-dnsserver", &self.dns_server])
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             // Authorizations are never reused: every order really validates.
@@ -108,16 +127,26 @@ impl TestPebble {
             .stderr(log("pebble.err"))
             .spawn()
             .expect("pebble runs");
-        let pebble = TestPebble {
-            directory: format!("https://localhost:{listen}/dir"),
-            tls_root,
-            management_port: management,
-            dir,
-            children: vec![challtestsrv, pebble],
-        };
+        self.children.push(child);
+        let listen: u16 = self
+            .directory
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .trim_end_matches("/dir")
+            .parse()
+            .unwrap();
         wait_for_port(listen, "pebble");
-        wait_for_port(management, "pebble's management API");
-        pebble
+        wait_for_port(self.management_port, "pebble's management API");
+    }
+
+    /// Pebble again, at the same URL, knowing nothing: every account and
+    /// certificate it issued is forgotten (as when a CA drops an account).
+    pub fn restart(&mut self) {
+        let mut old = self.children.pop().unwrap();
+        let _ = old.kill();
+        let _ = old.wait();
+        self.spawn_pebble();
     }
 
     /// The root that signs the certificates Pebble issues (new at every start).
