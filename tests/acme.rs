@@ -291,7 +291,7 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
     let store_dir = tempfile::tempdir().unwrap();
     let settings = settings(&pebble, &nginx, store_dir.path());
     let op = Operator::new();
-    let config = |directory: &str| {
+    let config_with = |directory: &str, reload: &str| {
         format!(
             "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n[acme]\nemail = \"ops@example.test\"\ndirectory = \"{directory}\"\nextra_root = \"{}\"\nstore = \"{}\"\nwebroot = \"{}\"\nreload = \"{}\"\n",
             sshd.port,
@@ -299,9 +299,10 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
             pebble.tls_root.display(),
             settings.store_dir,
             settings.webroot,
-            nginx.reload_command()
+            reload
         )
     };
+    let config = |directory: &str| config_with(directory, &nginx.reload_command());
     op.write_config(&config(&pebble.directory));
 
     let out = op.vpsup(&["renew-certs"]);
@@ -377,6 +378,32 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
         describe_output(&out)
     );
     let renewed = wait_until_served(&nginx, &root, "app.example.test", |served| served != serial);
+
+    // A reload that fails (a broken nginx config elsewhere) is owed: the next
+    // run, with nothing to renew, makes it, so nginx never keeps serving the
+    // old certificate until it expires.
+    op.write_config(&config_with(&pebble.directory, "false"));
+    let out = op.vpsup(&["renew-certs", "--force"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("every later run retries the reload"),
+        "{}",
+        describe_output(&out)
+    );
+    let owed = std::fs::read_to_string(&chain).unwrap();
+    assert_eq!(
+        served(&nginx, &root, "app.example.test").serial,
+        renewed.serial
+    );
+    op.write_config(&config(&pebble.directory));
+    let out = op.vpsup(&["renew-certs"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let renewed = wait_until_served(&nginx, &root, "app.example.test", |s| s != renewed.serial);
+    assert_eq!(
+        CertInfo::from_pem_chain(&owed).unwrap().serial,
+        renewed.serial
+    );
+    assert!(!std::path::Path::new(&format!("{}/reload-pending", settings.store_dir)).exists());
 
     // On the "host" itself (this machine), as its timer runs it: the local
     // transport, with the settings the operator's run left in the store.

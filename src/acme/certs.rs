@@ -69,6 +69,8 @@ pub struct Certs<'a> {
     pub settings: &'a AcmeSettings,
     /// The account, opened once (and registered again if the CA forgot it).
     client: Mutex<Option<Arc<AcmeClient>>>,
+    /// Seen by `renew_all`: a reload of the web server is still owed.
+    reload_pending: std::sync::atomic::AtomicBool,
 }
 
 impl<'a> Certs<'a> {
@@ -77,7 +79,14 @@ impl<'a> Certs<'a> {
             transport,
             settings,
             client: Mutex::new(None),
+            reload_pending: Default::default(),
         }
+    }
+
+    /// Whether an earlier reload failed and is still owed (known after `renew_all`).
+    pub fn reload_pending(&self) -> bool {
+        self.reload_pending
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn store(&self) -> Store<'a> {
@@ -165,7 +174,13 @@ impl<'a> Certs<'a> {
         force: bool,
         check: bool,
     ) -> Result<Vec<Result<CertOutcome, (String, AcmeError)>>, AcmeError> {
-        let stored = self.store().list().await.map_err(AcmeError::Other)?;
+        let (stored, reload_pending) = self
+            .store()
+            .list_with_state()
+            .await
+            .map_err(AcmeError::Other)?;
+        self.reload_pending
+            .store(reload_pending, std::sync::atomic::Ordering::Relaxed);
         let mut outcomes = Vec::new();
         for cert in &stored {
             outcomes.push(

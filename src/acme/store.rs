@@ -7,12 +7,13 @@
 //!   certs/<name>/fullchain.pem          0644  leaf first; nginx's ssl_certificate
 //!   certs/<name>/privkey.pem            0600  ECDSA P-256; nginx's ssl_certificate_key
 //!   certs/<name>/cert.json              0644  what renewal needs: names, challenge, directory
+//!   certs/<name> -> .versions/<name>/<n>        a symlink, switched in one rename
 //! ```
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::transport::script::quote;
+use crate::transport::script::{self, quote};
 use crate::transport::{ExecRequest, FileMeta, Transport, TransportError};
 
 pub const DEFAULT_DIR: &str = "/etc/vpsup/acme";
@@ -121,6 +122,12 @@ impl Store<'_> {
 
     /// Every certificate in the store, in one exec.
     pub async fn list(&self) -> Result<Vec<StoredCert>, String> {
+        Ok(self.list_with_state().await?.0)
+    }
+
+    /// The certificates, and whether the web server still has to pick up a
+    /// change (an earlier reload failed: see `reload_script`).
+    pub async fn list_with_state(&self) -> Result<(Vec<StoredCert>, bool), String> {
         let out = self
             .transport
             .run_ok(
@@ -129,11 +136,27 @@ impl Store<'_> {
             )
             .await
             .map_err(|e| e.to_string())?;
-        parse_listing(&out.stdout_str())
+        let text = out.stdout_str();
+        Ok((
+            parse_listing(&text)?,
+            text.lines().any(|l| l == RELOAD_PENDING),
+        ))
     }
 
-    /// Installs a certificate and its key (key first: a chain never points at
-    /// a missing key), each written atomically.
+    /// Runs the web server's `reload` command with a marker on disk until it
+    /// succeeds: a reload that failed (a broken nginx config elsewhere) is
+    /// retried by every later run, even one with nothing to renew, instead of
+    /// nginx serving the old certificate until it expires.
+    pub fn reload_script(&self, reload: &str) -> String {
+        let marker = quote(&format!("{}/{RELOAD_PENDING}", self.dir));
+        format!(": > {marker} && {{ {reload}\n}} && rm -f {marker}")
+    }
+
+    /// Installs a certificate, its key and its metadata as one switch: the
+    /// three files go into a new version directory, then `certs/<name>` (a
+    /// symlink) is renamed over to point at it. nginx never sees a key from
+    /// one certificate beside the chain of another, even if the connection
+    /// drops halfway; the previous version is removed after the switch.
     pub async fn install(
         &self,
         meta: &CertMeta,
@@ -141,31 +164,53 @@ impl Store<'_> {
         chain_pem: &str,
     ) -> Result<String, TransportError> {
         let name = cert_name(&meta.names);
-        self.make_dir(&self.cert_dir(&name)).await?;
-        let root = |mode| FileMeta::mode(mode).owner("root:root");
-        self.transport
-            .put_file(
-                &self.privkey_path(&name),
-                key_pem.as_bytes(),
-                &root(0o600),
-                true,
-            )
-            .await?;
-        self.transport
-            .put_file(
-                &self.fullchain_path(&name),
-                chain_pem.as_bytes(),
-                &root(0o644),
-                true,
-            )
-            .await?;
         let json = serde_json::to_string_pretty(meta).unwrap_or_default();
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let version = format!(".versions/{name}/{stamp}");
+        let new = format!("{}/certs/{version}", self.dir);
+        let root = |mode| FileMeta::mode(mode).owner("root:root");
+        let mut script = format!(
+            "set -e\n# A dropped connection must not stop the switch halfway.\ntrap '' HUP\numask 077\n\
+             mkdir -p {new}\nchmod 0700 {store}\nchmod 0755 {new}\n",
+            new = quote(&new),
+            store = quote(&self.dir),
+        );
+        for (file, content, mode) in [
+            ("privkey.pem", key_pem, 0o600),
+            ("fullchain.pem", chain_pem, 0o644),
+            ("cert.json", json.as_str(), 0o644),
+        ] {
+            script.push_str(&script::write_file(
+                &format!("{new}/{file}"),
+                content.as_bytes(),
+                &root(mode),
+            ));
+        }
+        script.push_str(&format!(
+            r#"cd {certs}
+link={name}
+# A store from before versions: its directory becomes a version too.
+if [ -d "$link" ] && [ ! -L "$link" ]; then
+  mkdir -p .versions/{name}
+  mv -T "$link" .versions/{name}/0
+fi
+ln -sfn {version} ".$link.new"
+mv -T ".$link.new" "$link"
+for old in .versions/{name}/*; do
+  [ "$old" = {version} ] || rm -rf -- "$old"
+done
+"#,
+            certs = quote(&format!("{}/certs", self.dir)),
+            name = quote(&name),
+            version = quote(&version),
+        ));
         self.transport
-            .put_file(
-                &format!("{}/cert.json", self.cert_dir(&name)),
-                json.as_bytes(),
-                &root(0o644),
-                true,
+            .run_ok(
+                &format!("installing certificate {name}"),
+                ExecRequest::piped(script).become_root(true),
             )
             .await?;
         Ok(name)
@@ -176,7 +221,8 @@ impl Store<'_> {
 /// `dir`, for `parse_listing`; other commands fold it into their one probe.
 pub fn listing_script(dir: &str) -> String {
     format!(
-        r#"d={}/certs
+        r#"[ ! -e {store}/{RELOAD_PENDING} ] || echo {RELOAD_PENDING}
+d={store}/certs
 if [ -d "$d" ]; then
   for c in "$d"/*/; do
     [ -f "$c/cert.json" ] && [ -f "$c/fullchain.pem" ] || continue
@@ -185,9 +231,12 @@ if [ -d "$d" ]; then
     printf 'chain %s\n' "$(base64 -w0 "$c/fullchain.pem")"
   done
 fi"#,
-        quote(dir)
+        store = quote(dir)
     )
 }
+
+/// The marker of a reload still owed to the web server.
+const RELOAD_PENDING: &str = "reload-pending";
 
 /// The certificates `listing_script` printed.
 pub fn parse_listing(text: &str) -> Result<Vec<StoredCert>, String> {
@@ -271,6 +320,45 @@ mod tests {
         let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&store.privkey_path(&name)), 0o600);
         assert_eq!(mode(&store.dir), 0o700);
+
+        // A new version replaces the whole set at once; the old one is gone.
+        let first_target = std::fs::read_link(store.cert_dir(&name)).unwrap();
+        store.install(&meta, "KEY2\n", "CHAIN2\n").await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(store.privkey_path(&name)).unwrap(),
+            "KEY2\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(store.fullchain_path(&name)).unwrap(),
+            "CHAIN2\n"
+        );
+        let versions = std::path::Path::new(&store.dir)
+            .join("certs/.versions")
+            .join(&name);
+        assert_eq!(std::fs::read_dir(&versions).unwrap().count(), 1);
+        assert_ne!(
+            std::fs::read_link(store.cert_dir(&name)).unwrap(),
+            first_target
+        );
+        assert_eq!(store.list().await.unwrap().len(), 1);
+
+        // A store written before versions existed is taken over.
+        let legacy = std::path::Path::new(&store.dir).join("certs/old.example.test");
+        std::fs::create_dir_all(&legacy).unwrap();
+        std::fs::write(legacy.join("fullchain.pem"), "OLD").unwrap();
+        let old_meta = CertMeta {
+            names: vec!["old.example.test".into()],
+            ..meta.clone()
+        };
+        store.install(&old_meta, "K\n", "C\n").await.unwrap();
+        assert!(std::fs::symlink_metadata(&legacy)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(legacy.join("fullchain.pem")).unwrap(),
+            "C\n"
+        );
 
         assert_eq!(store.account("https://ca.test/dir").await.unwrap(), None);
         store

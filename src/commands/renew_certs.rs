@@ -202,8 +202,9 @@ async fn renew_on(
                 .iter()
                 .any(|o| o.as_ref().is_ok_and(|o| o.action.changed()));
             row.certificates = outcomes.into_iter().map(cert_row).collect();
-            if changed {
-                if let Err(e) = reload(transport, &acme_reload(settings)).await {
+            if (changed || certs.reload_pending()) && !settings.check {
+                let script = certs.store().reload_script(&acme_reload(settings));
+                if let Err(e) = reload(transport, script).await {
                     row.error = Some(e);
                 }
             }
@@ -243,17 +244,17 @@ fn acme_reload(settings: &Settings) -> String {
 
 /// Makes the web server use the new certificates. `nginx -t` first (in the
 /// default command): a configuration that fails it is never loaded.
-async fn reload(transport: &dyn Transport, command: &str) -> Result<(), String> {
+async fn reload(transport: &dyn Transport, script: String) -> Result<(), String> {
     transport
         .run_ok(
             "reloading the web server for the new certificates",
-            ExecRequest::new(command.to_string()).become_root(true),
+            ExecRequest::new(script).become_root(true),
         )
         .await
         .map(|_| ())
         .map_err(|e| {
             format!(
-                "{e} (the new certificates are installed; nginx still serves the previous ones)"
+                "{e} (the new certificates are installed; nginx still serves the previous ones, and every later run retries the reload)"
             )
         })
 }
