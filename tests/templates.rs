@@ -27,6 +27,21 @@ fn vars() -> Vars {
         ("sshd_revert_dir", json!("/var/lib/vpsup/sshd-revert")),
         ("host_binary_path", json!("/usr/local/bin/vpsup")),
         ("acme_store", json!("/etc/vpsup/acme")),
+        ("app", json!("doctor")),
+        ("nginx_http2_on", json!(true)),
+        (
+            "site",
+            json!({
+                "domain": "doctor.example.com",
+                "cert_dir": "/etc/vpsup/acme/certs/doctor.example.com",
+                "max_body": "25m",
+                "routes": [
+                    {"path": "/api/", "port": 20101, "websockets": false},
+                    {"path": "/ws/", "port": 20101, "websockets": true},
+                    {"path": "/", "port": 20100, "websockets": false}
+                ]
+            }),
+        ),
     ] {
         vars.base.insert(name.to_string(), value);
     }
@@ -161,21 +176,64 @@ fn the_sshd_drop_in_passes_sshd_t_and_hardens_what_it_should() {
     );
 }
 
+/// Whether this machine's nginx knows `http2 on;` (1.25.1 and later).
+fn local_nginx_has_http2_on() -> bool {
+    let out = Command::new("/usr/sbin/nginx").arg("-v").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    let version: Vec<u32> = text
+        .split('/')
+        .nth(1)
+        .unwrap_or("")
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    version >= vec![1, 25, 1]
+}
+
+/// The TLS snippet, the default server, the WebSocket map and a site (with a
+/// real certificate and key) load together, as deploy puts them.
 #[test]
-fn the_nginx_snippets_pass_nginx_t() {
+fn the_nginx_files_pass_nginx_t_together() {
     let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("vpsup-tls.conf");
-    let default = dir.path().join("vpsup-default.conf");
-    std::fs::write(&tls, render("nginx_tls.conf.tera")).unwrap();
-    std::fs::write(&default, render("nginx_default.conf.tera")).unwrap();
+    let snippets = dir.path().join("snippets");
+    std::fs::create_dir(&snippets).unwrap();
+    std::fs::write(
+        snippets.join("vpsup-tls.conf"),
+        render("nginx_tls.conf.tera"),
+    )
+    .unwrap();
+    let cert_dir = dir.path().join("cert");
+    std::fs::create_dir(&cert_dir).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["doctor.example.com".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(cert_dir.join("fullchain.pem"), cert.pem()).unwrap();
+    std::fs::write(cert_dir.join("privkey.pem"), key.serialize_pem()).unwrap();
+    let mut vars = vars();
+    vars.base
+        .insert("nginx_http2_on".into(), json!(local_nginx_has_http2_on()));
+    vars.base["site"]["cert_dir"] = json!(cert_dir.display().to_string());
+    let assets = Assets::load(None).unwrap();
+    let renderer = Renderer::new(&assets.templates).unwrap();
+    let mut includes = String::new();
+    for (name, vars) in [
+        ("nginx_websocket_map.conf.tera", &vars),
+        ("nginx_default.conf.tera", &vars),
+        ("nginx_site.conf.tera", &vars),
+    ] {
+        let file = dir.path().join(name.trim_end_matches(".tera"));
+        std::fs::write(&file, renderer.template(name, vars).unwrap()).unwrap();
+        includes.push_str(&format!("  include {};\n", file.display()));
+    }
     let config = dir.path().join("nginx.conf");
     std::fs::write(
         &config,
         format!(
-            "pid {}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include {};\n  include {};\n}}\n",
+            "pid {}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n{includes}}}\n",
             dir.path().display(),
-            tls.display(),
-            default.display()
         ),
     )
     .unwrap();
