@@ -288,6 +288,37 @@ pub struct AppConfig {
     pub compose_files: Vec<PathBuf>,
     #[serde(default)]
     pub env_files: Vec<PathBuf>,
+    /// What to do with a compose port published on every interface (Docker
+    /// bypasses the firewall for those): refuse the deploy, or bind it to
+    /// 127.0.0.1.
+    #[serde(default)]
+    pub public_ports: PublicPorts,
+    /// Releases kept on the host for `vpsup rollback` (the current one included).
+    #[serde(default = "default_releases")]
+    pub releases: Count,
+    /// Seconds the health gate waits for healthchecks and health paths.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: Count,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// Secrets the host keeps for the app.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Environment variables created once on the host with random values,
+    /// then reused by every deploy (never printed, never in arguments).
+    #[serde(default)]
+    pub generate: Vec<EnvName>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum PublicPorts {
+    #[default]
+    Refuse,
+    Loopback,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -298,6 +329,134 @@ pub struct SiteConfig {
     pub service: String,
     /// The container port nginx proxies to.
     pub port: Port,
+    /// More locations to other services: `/api/` -> backend:8000.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Forward WebSocket upgrades on `/`.
+    #[serde(default)]
+    pub websockets: bool,
+    /// The largest request body nginx accepts (uploads), nginx syntax.
+    #[serde(default = "default_max_body")]
+    pub max_body: BodySize,
+    /// Answers 2xx/3xx when the service is healthy (the health gate probes it
+    /// through the container port).
+    #[serde(default = "default_health_path")]
+    pub health: UrlPath,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub path: UrlPath,
+    pub service: String,
+    pub port: Port,
+    #[serde(default)]
+    pub websockets: bool,
+}
+
+fn default_releases() -> Count {
+    Count(5)
+}
+
+fn default_health_timeout() -> Count {
+    Count(120)
+}
+
+fn default_max_body() -> BodySize {
+    BodySize("10m".to_string())
+}
+
+fn default_health_path() -> UrlPath {
+    UrlPath("/".to_string())
+}
+
+/// A positive whole number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Count(pub u32);
+
+impl TryFrom<i64> for Count {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        u32::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Count)
+            .ok_or_else(|| format!("invalid count {n}: expected a whole number from 1"))
+    }
+}
+
+impl From<Count> for i64 {
+    fn from(c: Count) -> i64 {
+        i64::from(c.0)
+    }
+}
+
+/// An environment variable name: `POSTGRES_PASSWORD`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct EnvName(pub String);
+
+impl TryFrom<String> for EnvName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let mut chars = s.chars();
+        let ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_uppercase() || c == '_')
+            && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+        if ok {
+            Ok(EnvName(s))
+        } else {
+            Err(format!(
+                "invalid variable name {s:?}: use capitals, digits and _, like POSTGRES_PASSWORD"
+            ))
+        }
+    }
+}
+
+/// A URL path for an nginx location: starts with `/`, no spaces, quotes,
+/// braces or semicolons (it goes into nginx's configuration).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct UrlPath(pub String);
+
+impl TryFrom<String> for UrlPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = s.starts_with('/')
+            && s.chars()
+                .all(|c| c.is_ascii_graphic() && !"\"'{};$\\".contains(c));
+        if ok {
+            Ok(UrlPath(s))
+        } else {
+            Err(format!(
+                "invalid path {s:?}: expected a URL path like /api/ (no spaces, quotes, braces, ; or $)"
+            ))
+        }
+    }
+}
+
+/// nginx's size syntax: `512k`, `10m`, `1g`, or `0` for no limit.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct BodySize(pub String);
+
+impl TryFrom<String> for BodySize {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let digits = s.trim_end_matches(['k', 'K', 'm', 'M', 'g', 'G']);
+        let ok = !digits.is_empty()
+            && digits.len() + 1 >= s.len()
+            && digits.bytes().all(|b| b.is_ascii_digit());
+        if ok {
+            Ok(BodySize(s.to_ascii_lowercase()))
+        } else {
+            Err(format!(
+                "invalid size {s:?}: use nginx's syntax, like 512k, 10m, 1g (0: no limit)"
+            ))
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -663,6 +822,59 @@ port = 3000
 
         let (_, _, msg) = error_at("[hosts.Web]\naddress = \"h\"\n");
         assert!(msg.contains("invalid name \"Web\""), "{msg}");
+    }
+
+    /// The README's example vpsup.toml is a valid one.
+    #[test]
+    fn the_readme_example_parses() {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("```toml\n")
+            .expect("a toml block in the README")
+            + 8;
+        let text = &readme[start..start + readme[start..].find("```").unwrap()];
+        let c = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        assert!(c.app.is_some() && !c.sites.is_empty() && c.acme.is_some());
+    }
+
+    #[test]
+    fn deploy_keys_parse_with_defaults_and_validate() {
+        let c = parse(
+            "[app]\nname = \"doctor\"\n\n[[sites]]\ndomain = \"doctor.example.com\"\nservice = \"frontend\"\nport = 80\n",
+        )
+        .unwrap();
+        let app = c.app.unwrap();
+        assert_eq!(app.public_ports, PublicPorts::Refuse);
+        assert_eq!((app.releases, app.health_timeout), (Count(5), Count(120)));
+        assert!(app.secrets.generate.is_empty());
+        let site = &c.sites[0];
+        assert_eq!(
+            (site.max_body.0.as_str(), site.health.0.as_str()),
+            ("10m", "/")
+        );
+        assert!(site.routes.is_empty() && !site.websockets);
+
+        let c = parse(
+            "[app]\nname = \"doctor\"\npublic_ports = \"loopback\"\nreleases = 3\n[app.secrets]\ngenerate = [\"POSTGRES_PASSWORD\", \"SECRET_KEY\"]\n\n[[sites]]\ndomain = \"doctor.example.com\"\nservice = \"frontend\"\nport = 80\nmax_body = \"25M\"\nhealth = \"/healthz\"\nroutes = [{ path = \"/api/\", service = \"backend\", port = 8000, websockets = true }]\n",
+        )
+        .unwrap();
+        let app = c.app.unwrap();
+        assert_eq!(app.public_ports, PublicPorts::Loopback);
+        assert_eq!(app.secrets.generate[1].0, "SECRET_KEY");
+        assert_eq!(c.sites[0].max_body.0, "25m");
+        assert_eq!(c.sites[0].routes[0].path.0, "/api/");
+        assert!(c.sites[0].routes[0].websockets);
+
+        for (text, expected) in [
+            ("[app]\nname = \"a\"\nreleases = 0\n", "invalid count 0"),
+            ("[app]\nname = \"a\"\npublic_ports = \"open\"\n", "unknown variant `open`"),
+            ("[app]\nname = \"a\"\n[app.secrets]\ngenerate = [\"db-pass\"]\n", "invalid variable name \"db-pass\""),
+            ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nmax_body = \"10 MB\"\n", "invalid size"),
+            ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"api; root /\", service = \"b\", port = 1 }]\n", "invalid path"),
+        ] {
+            let (_, _, msg) = error_at(text);
+            assert!(msg.contains(expected), "{text}: {msg}");
+        }
     }
 
     #[test]
