@@ -468,12 +468,22 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
     let operator_key = generate_key(&op.ssh_dir(), "id_ed25519", None);
     let target = format!("root@127.0.0.1:{}", vm.ssh_port);
     let new_port = vm.alt_ssh_port.to_string();
+    // A vpsup built for another CPU (an arm64 ELF header is all init reads
+    // before deciding): the host cannot run it, and init says so loudly.
+    let arm64 = op.project.path().join("vpsup-aarch64");
+    let mut header = b"\x7fELF\x02\x01\x01".to_vec();
+    header.resize(18, 0);
+    header.extend([183, 0]);
+    header.resize(64, 0);
+    std::fs::write(&arm64, header).unwrap();
     let args = [
         "init",
         target.as_str(),
         "--password-stdin",
         "--ssh-port",
         new_port.as_str(),
+        "--host-binary",
+        "vpsup-aarch64",
     ];
     let password = format!("{}\n", vm.root_password());
 
@@ -489,11 +499,18 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
     let out = op.vpsup_with_stdin(&args, password.as_bytes());
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(text(&out).contains("RECAP"), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("certificate renewal is NOT scheduled on the host")
+            && stderr(&out).contains("vpsup renew-certs --limit 127-0-0-1"),
+        "{}",
+        stderr(&out)
+    );
     let config = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
     for expected in [
         format!("port = {new_port}"),
         "user = \"deploy\"".to_string(),
         format!("ssh_port = {new_port}"),
+        format!("host_binary = \"{}\"", arm64.display()),
     ] {
         assert!(
             config.contains(&expected),

@@ -174,17 +174,8 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
         &init,
     )
     .await;
-    for (target, outcome) in targets.iter().zip(&outcomes) {
-        if !outcome.failed() && task_skipped(outcome, HOST_BINARY_TASK) {
-            warn_no_host_renewal(
-                settings,
-                target,
-                init.host_binary.as_ref(),
-                no_binary_reason.as_deref(),
-            );
-        }
-    }
-
+    // The name each host has in vpsup.toml after the run (for messages).
+    let mut names: BTreeMap<String, String> = BTreeMap::new();
     if !settings.check {
         let ports = init
             .ssh_ports
@@ -203,9 +194,22 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
                 config: settings.config.as_ref(),
                 identity: settings.identity(),
             };
-            if let Some(note) = record.host(target, port, &options, args)? {
+            let (name, note) = record.host(target, port, &options, args)?;
+            if let Some(note) = note {
                 eprintln!("vpsup: {note}");
             }
+            names.insert(target.name.clone(), name);
+        }
+    }
+    for (target, outcome) in targets.iter().zip(&outcomes) {
+        if !outcome.failed() && task_skipped(outcome, HOST_BINARY_TASK) {
+            let name = names.get(&target.name).unwrap_or(&target.name);
+            warn_no_host_renewal(
+                settings,
+                name,
+                init.host_binary.as_ref(),
+                no_binary_reason.as_deref(),
+            );
         }
     }
     let failed = outcomes.iter().filter(|o| o.failed()).count();
@@ -230,7 +234,7 @@ fn task_skipped(outcome: &HostOutcome, name: &str) -> bool {
 /// Loud: without the timer, certificates expire unless something else renews them.
 fn warn_no_host_renewal(
     settings: &Settings,
-    target: &HostTarget,
+    host: &str,
     binary: Option<&HostBinary>,
     why: Option<&str>,
 ) {
@@ -249,7 +253,6 @@ fn warn_no_host_renewal(
          vpsup: Certificates will expire unless `vpsup renew-certs` runs from elsewhere, e.g. this cron line on a machine that is always on:\n\
          vpsup:     17 3 * * * cd {project} && vpsup renew-certs --limit {host}\n\
          vpsup: or re-run init with --host-binary PATH, a vpsup built for the host (a static musl build runs on any Linux).",
-        host = target.name,
         project = project.display()
     );
 }
@@ -562,7 +565,7 @@ impl Record<'_> {
         port: u16,
         options: &InitOptions,
         args: &InitArgs,
-    ) -> Result<Option<String>, InitError> {
+    ) -> Result<(String, Option<String>), InitError> {
         let path = self.path;
         let failed = |cause: String| InitError::Record {
             path: path.to_path_buf(),
@@ -646,7 +649,7 @@ impl Record<'_> {
 
         let after = doc.to_string();
         if before.as_deref() == Some(after.as_str()) {
-            return Ok(None);
+            return Ok((name, None));
         }
         // Written beside, then renamed: never a half-written config.
         let temporary = path.with_extension("toml.vpsup-new");
@@ -658,12 +661,13 @@ impl Record<'_> {
         } else {
             "created"
         };
-        Ok(Some(format!(
+        let note = format!(
             "{verb} {}: host {name} is reached as {}@{}:{port} from now on",
             path.display(),
             options.admin_user,
             target.ssh.host
-        )))
+        );
+        Ok((name, Some(note)))
     }
 }
 
@@ -799,6 +803,7 @@ mod tests {
         let note = record
             .host(&target("203.0.113.42", "root", 22), 22, &options, &args)
             .unwrap()
+            .1
             .unwrap();
         assert!(
             note.starts_with("created ") && note.contains("deploy@203.0.113.42:22"),
@@ -824,7 +829,7 @@ mod tests {
         let again = record
             .host(&target("203-0-113-42", "deploy", 22), 22, &options, &args)
             .unwrap();
-        assert_eq!(again, None);
+        assert_eq!(again, ("203-0-113-42".to_string(), None));
         assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
     }
 
@@ -855,6 +860,7 @@ mod tests {
         record
             .host(&target("web", "root", 22), 2222, &options, &args)
             .unwrap()
+            .1
             .unwrap();
         let after = std::fs::read_to_string(&path).unwrap();
         assert!(
