@@ -405,6 +405,25 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
     );
     assert!(!std::path::Path::new(&format!("{}/reload-pending", settings.store_dir)).exists());
 
+    // One renewal at a time per host: a run holding the lock refuses others.
+    let lock = format!("{}/renew.lock", settings.store_dir);
+    std::fs::create_dir(&lock).unwrap();
+    std::fs::write(
+        format!("{lock}/owner"),
+        "alice@laptop (vpsup renew-certs)\n",
+    )
+    .unwrap();
+    let out = op.vpsup(&["renew-certs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(
+            "certificate renewal is locked by alice@laptop (vpsup renew-certs) since 0 s ago"
+        ),
+        "{}",
+        describe_output(&out)
+    );
+    std::fs::remove_dir_all(&lock).unwrap();
+
     // On the "host" itself (this machine), as its timer runs it: the local
     // transport, with the settings the operator's run left in the store.
     let local_config = format!("{}/renew.toml", settings.store_dir);

@@ -15,6 +15,7 @@ use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
 use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{self, HostFile, HostSettingsError};
 use crate::config::AcmeConfig;
+use crate::hostlock::HostLock;
 use crate::settings::Settings;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
@@ -132,8 +133,21 @@ pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Resul
     let acme = acme_settings(acme_config, &project)?;
     let rows = if local {
         let transport = LocalTransport::current();
-        vec![renew_on(&transport, local_host_name(), settings, &acme, force, &[]).await]
+        let owner = lock_owner(true);
+        vec![
+            renew_on(
+                &transport,
+                local_host_name(),
+                settings,
+                &acme,
+                force,
+                &[],
+                &owner,
+            )
+            .await,
+        ]
     } else {
+        let owner = lock_owner(false);
         // What the host's own timer needs, refreshed by every real run.
         let host_files = if settings.check {
             Vec::new()
@@ -154,6 +168,7 @@ pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Resul
                         &acme,
                         force,
                         &host_files,
+                        &owner,
                     )
                     .await;
                     transport.close().await;
@@ -176,6 +191,19 @@ pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Resul
     Ok(())
 }
 
+/// Who holds the renewal lock, for whoever is refused it.
+fn lock_owner(local: bool) -> String {
+    if local {
+        format!(
+            "the renewal timer on {} (vpsup renew-certs --local)",
+            local_host_name()
+        )
+    } else {
+        let user = std::env::var("USER").unwrap_or_else(|_| "someone".to_string());
+        format!("{user}@{} (vpsup renew-certs)", local_host_name())
+    }
+}
+
 /// This machine's name, for the report of a `--local` run.
 fn local_host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -192,8 +220,23 @@ async fn renew_on(
     acme: &AcmeSettings,
     force: bool,
     host_files: &[HostFile],
+    lock_owner: &str,
 ) -> HostRow {
     let mut row = HostRow::new(host);
+    // One renewal at a time per host: the timer and an operator (or two
+    // operators) would otherwise both order the same certificates.
+    let lock = if settings.check {
+        None
+    } else {
+        let path = format!("{}/renew.lock", acme.store_dir.trim_end_matches('/'));
+        match HostLock::acquire(transport, &path, lock_owner, "certificate renewal").await {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                row.error = Some(e.to_string());
+                return row;
+            }
+        }
+    };
     let certs = Certs::new(transport, acme);
     match certs.renew_all(force, settings.check).await {
         Err(e) => row.error = Some(e.to_string()),
@@ -208,6 +251,12 @@ async fn renew_on(
                     row.error = Some(e);
                 }
             }
+        }
+    }
+    if let Some(lock) = lock {
+        if let Err(e) = lock.release(transport).await {
+            row.error
+                .get_or_insert(format!("releasing the renewal lock: {e}"));
         }
     }
     // Only settings that just worked are handed to the host's timer.
