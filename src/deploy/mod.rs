@@ -1,9 +1,11 @@
 //! `vpsup deploy`, piece by piece: what the compose file exposes (`compose`),
 //! how nginx reaches services on loopback (`ports`), the releases kept on the
-//! host (`releases`), the secrets the host generates (`secrets`).
+//! host (`releases`), the secrets the host generates (`secrets`), the DNS
+//! preflight (`dns`).
 //! The command itself is not built yet (see the README's status).
 
 pub mod compose;
+pub mod dns;
 pub mod ports;
 pub mod releases;
 pub mod secrets;
