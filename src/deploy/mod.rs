@@ -1,7 +1,7 @@
 //! `vpsup deploy`, piece by piece: what the compose file exposes (`compose`),
 //! how nginx reaches services on loopback (`ports`), the releases kept on the
 //! host (`releases`), the secrets the host generates (`secrets`), the DNS
-//! preflight (`dns`).
+//! preflight (`dns`), uploading only what changed (`upload`).
 //! The command itself is not built yet (see the README's status).
 
 pub mod compose;
@@ -9,3 +9,4 @@ pub mod dns;
 pub mod ports;
 pub mod releases;
 pub mod secrets;
+pub mod upload;
