@@ -1,0 +1,186 @@
+//! The `docker compose` command lines deploy runs on the host, built in one
+//! place so `up`, a rollback's `up`, `logs` and `ps` always name the same
+//! project, files and env files.
+//!
+//! Compose interpolates `${VAR}` from the `--env-file`s: the generated secrets
+//! first, then the project's env files (a later file wins).
+
+use crate::transport::script::quote;
+
+pub struct Stack<'a> {
+    /// The compose project name: the app's name.
+    pub project: &'a str,
+    /// The release directory (compose's project directory: relative paths
+    /// and build contexts resolve from it).
+    pub dir: &'a str,
+    /// Compose files inside the release, in order; vpsup's override last.
+    pub files: &'a [String],
+    /// Env files inside the release.
+    pub env_files: &'a [String],
+    /// The host's generated secrets (absolute path), when the app has any.
+    pub secrets_env: Option<&'a str>,
+}
+
+impl Stack<'_> {
+    fn base(&self) -> String {
+        let mut cmd = format!(
+            "docker compose -p {} --project-directory {}",
+            quote(self.project),
+            quote(self.dir)
+        );
+        for file in self.files {
+            cmd.push_str(&format!(" -f {}", quote(&format!("{}/{file}", self.dir))));
+        }
+        if let Some(secrets) = self.secrets_env {
+            cmd.push_str(&format!(" --env-file {}", quote(secrets)));
+        }
+        for env in self.env_files {
+            cmd.push_str(&format!(
+                " --env-file {}",
+                quote(&format!("{}/{env}", self.dir))
+            ));
+        }
+        cmd
+    }
+
+    /// Builds what has `build:`, pulls the rest, starts everything, removes
+    /// services no longer in the files, and waits (at most `timeout_secs`)
+    /// until every container with a healthcheck is healthy: exit 1 if one is
+    /// not.
+    pub fn up(&self, timeout_secs: u32) -> String {
+        format!(
+            "{} up -d --build --remove-orphans --wait --wait-timeout {timeout_secs}",
+            self.base()
+        )
+    }
+
+    /// The last `lines` lines of a service's log.
+    pub fn logs(&self, service: &str, lines: u32) -> String {
+        format!(
+            "{} logs --no-color --tail {lines} {}",
+            self.base(),
+            quote(service)
+        )
+    }
+
+    /// `service<TAB>state<TAB>health` per container.
+    pub fn ps(&self) -> String {
+        format!(
+            "{} ps -a --format '{{{{.Service}}}}\t{{{{.State}}}}\t{{{{.Health}}}}'",
+            self.base()
+        )
+    }
+}
+
+/// Asks each `(path, loopback port)` over HTTP until it answers 2xx or 3xx,
+/// for at most `timeout_secs` in all; prints `ok PORT PATH` or `fail PORT
+/// PATH CODE` per probe and exits 1 if any failed.
+pub fn health_probe_script(probes: &[(String, u16)], timeout_secs: u32) -> String {
+    let mut script = format!("deadline=$(( $(date +%s) + {timeout_secs} ))\nfailed=0\n");
+    for (path, port) in probes {
+        let url = quote(&format!("http://127.0.0.1:{port}{path}"));
+        script.push_str(&format!(
+            r#"while :; do
+  code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url})
+  case "$code" in 2??|3??) echo "ok {port} {path}"; break ;; esac
+  if [ "$(date +%s)" -ge "$deadline" ]; then echo "fail {port} {path} $code"; failed=1; break; fi
+  sleep 1
+done
+"#
+        ));
+    }
+    script.push_str("exit $failed\n");
+    script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stack<'a>(files: &'a [String], env: &'a [String]) -> Stack<'a> {
+        Stack {
+            project: "doctor",
+            dir: "/srv/vpsup/doctor/releases/r2",
+            files,
+            env_files: env,
+            secrets_env: Some("/srv/vpsup/doctor/shared/secrets.env"),
+        }
+    }
+
+    #[test]
+    fn every_command_names_the_same_project_files_and_env() {
+        let files = ["compose.yml".to_string(), "vpsup.override.json".to_string()];
+        let env = [".env.production".to_string()];
+        let s = stack(&files, &env);
+        let base = "docker compose -p doctor --project-directory /srv/vpsup/doctor/releases/r2 -f /srv/vpsup/doctor/releases/r2/compose.yml -f /srv/vpsup/doctor/releases/r2/vpsup.override.json --env-file /srv/vpsup/doctor/shared/secrets.env --env-file /srv/vpsup/doctor/releases/r2/.env.production";
+        assert_eq!(
+            s.up(120),
+            format!("{base} up -d --build --remove-orphans --wait --wait-timeout 120")
+        );
+        assert_eq!(
+            s.logs("backend", 30),
+            format!("{base} logs --no-color --tail 30 backend")
+        );
+        assert!(s
+            .ps()
+            .starts_with(&format!("{base} ps -a --format '{{{{.Service}}}}")));
+    }
+
+    #[test]
+    fn odd_names_are_quoted() {
+        let files = ["my compose.yml".to_string()];
+        let s = Stack {
+            project: "doctor",
+            dir: "/srv/x",
+            files: &files,
+            env_files: &[],
+            secrets_env: None,
+        };
+        assert!(
+            s.up(5).contains("-f '/srv/x/my compose.yml'"),
+            "{}",
+            s.up(5)
+        );
+        assert!(s.logs("a;b", 1).ends_with("'a;b'"));
+    }
+
+    #[test]
+    fn the_health_probe_passes_on_a_2xx() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            if let Ok((mut conn, _)) = listener.accept() {
+                let mut buf = [0u8; 1024];
+                let _ = conn.read(&mut buf);
+                let _ = conn.write_all(b"HTTP/1.0 204 No Content\r\n\r\n");
+            }
+        });
+        let script = health_probe_script(&[("/health".to_string(), port)], 10);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("ok {port} /health\n")
+        );
+    }
+
+    #[test]
+    fn the_health_probe_runs_and_reports() {
+        // A port nothing listens on: fails at once, after the deadline.
+        let script = health_probe_script(&[("/health".to_string(), 1)], 0);
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "fail 1 /health 000\n");
+    }
+}
