@@ -19,7 +19,7 @@ const CERT_WARN_DAYS: i64 = 14;
 const RENEW_TIMER: &str = "vpsup-renew-certs.timer";
 const RENEW_SERVICE: &str = "vpsup-renew-certs.service";
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 struct HostStatus {
     host: String,
     target: String,
@@ -218,14 +218,7 @@ async fn host_status(settings: &Settings, target: &HostTarget, store_dir: &str) 
     let mut status = HostStatus {
         host: target.name.clone(),
         target: target.ssh.describe(),
-        facts: None,
-        uptime_days: None,
-        load: None,
-        firewall: None,
-        containers: Vec::new(),
-        certificates: Vec::new(),
-        renewal: None,
-        error: None,
+        ..Default::default()
     };
     let transport = match connect(settings, target).await {
         Ok((t, _)) => t,
@@ -391,14 +384,7 @@ mod tests {
         let mut status = HostStatus {
             host: "web".into(),
             target: "deploy@web:22".into(),
-            facts: None,
-            uptime_days: None,
-            load: None,
-            firewall: None,
-            containers: Vec::new(),
-            certificates: Vec::new(),
-            renewal: None,
-            error: None,
+            ..Default::default()
         };
         fill(&mut status, &output).unwrap();
         assert_eq!(status.facts.unwrap().os_id, "debian");
