@@ -50,6 +50,8 @@ if have chronyd; then t=chrony; elif have ntpd; then t=ntp
 elif [ -x /usr/lib/systemd/systemd-timesyncd ] || [ -x /lib/systemd/systemd-timesyncd ]; then t=systemd-timesyncd
 else t=; fi
 emit time_sync "$t"
+# The certificate renewal timer an earlier init set up, with its binary.
+[ -e /etc/systemd/system/timers.target.wants/vpsup-renew-certs.timer ] && [ -x /usr/local/bin/vpsup ] && emit renewal_timer yes
 exit 0
 "#;
 
@@ -83,6 +85,8 @@ pub struct HostFacts {
     pub sshd_ports: Vec<u16>,
     /// The installed time sync daemon: chrony, ntp or systemd-timesyncd.
     pub time_sync: Option<String>,
+    /// vpsup's certificate renewal timer is enabled (an earlier init).
+    pub renewal_timer: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -183,6 +187,7 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
             .filter_map(|p| p.parse().ok())
             .collect(),
         time_sync: optional("time_sync", &non_empty),
+        renewal_timer: text("renewal_timer") == "yes",
     })
 }
 

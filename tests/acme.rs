@@ -91,7 +91,8 @@ fn settings(pebble: &TestPebble, nginx: &TestNginx, store: &std::path::Path) -> 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_lost_account() {
+async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_deactivated_and_a_lost_account(
+) {
     let sshd = TestSshd::start();
     let nginx = TestNginx::start();
     let mut pebble = TestPebble::start(nginx.http_port);
@@ -180,9 +181,32 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_los
         .collect();
     assert_eq!(accounts.len(), 1);
 
-    // The CA forgets the stored account (Pebble restarted, as when a CA
-    // deactivates one): the next order registers a new account, stores it in
-    // its place, and goes through.
+    // The CA deactivated the stored account: Let's Encrypt then answers its
+    // orders `unauthorized` (not accountDoesNotExist). The renewal registers
+    // a new account, stores it in place of the old one, and goes through.
+    // (A `replaces` is dropped first; Debian's Pebble offers no renewal
+    // information, so that step is covered by the unit test of the errors.)
+    let deactivated = std::fs::read_to_string(&accounts[0]).unwrap();
+    let credentials: instant_acme::AccountCredentials = serde_json::from_str(&deactivated).unwrap();
+    instant_acme::Account::builder_with_root(&pebble.tls_root)
+        .unwrap()
+        .from_credentials(credentials)
+        .await
+        .unwrap()
+        .deactivate()
+        .await
+        .unwrap();
+    let certs = Certs::new(&transport, &settings);
+    let renewed = certs.renew_all(true, false).await.unwrap();
+    assert!(
+        matches!(&renewed[..], [Ok(o)] if matches!(o.action, Action::Renewed { .. })),
+        "{renewed:?}\n{}",
+        pebble.log()
+    );
+    assert_ne!(std::fs::read_to_string(&accounts[0]).unwrap(), deactivated);
+
+    // The CA forgets the stored account (Pebble restarted, as when a CA's
+    // data is reset: accountDoesNotExist): the same, a new account.
     let account_before = std::fs::read_to_string(&accounts[0]).unwrap();
     pebble.restart();
     let certs = Certs::new(&transport, &settings);
@@ -451,17 +475,50 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
     );
     wait_until_served(&nginx, &root, "app.example.test", |s| s != renewed.serial);
 
-    // A host where nothing was issued yet: the timer has nothing to do.
+    // A mistyped --config is an error, not "nothing to renew".
     let out = op.vpsup(&[
         "renew-certs",
         "--local",
         "--config",
         "/nonexistent/renew.toml",
     ]);
-    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("no certificates to renew on this host yet"),
+        stderr(&out).contains("/nonexistent/renew.toml"),
         "{}",
         describe_output(&out)
     );
+
+    // An interrupted run (Ctrl-C, or systemd stopping the timer's service)
+    // gives the lock back. A CA that never answers keeps the run inside the
+    // lock until it is told to stop.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    op.write_config(&config(&format!("https://localhost:{silent_port}/dir")));
+    let child = op.spawn(&["renew-certs", "--force"], b"");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::path::Path::new(&lock).join("token").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never took the lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("interrupted before it finished"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(
+        !std::path::Path::new(&lock).exists(),
+        "the lock was left behind"
+    );
+    drop(silent);
 }

@@ -104,6 +104,51 @@ fn the_host_scripts_are_valid_sh() {
     }
 }
 
+/// At boot the revert runs before ssh.service: it must put the previous
+/// drop-in back without asking systemd to reload sshd (that waits on sshd's
+/// own start job, which waits on the revert: sshd would never start).
+#[test]
+fn the_boot_revert_restores_the_drop_in_without_touching_sshd() {
+    let dir = tempfile::tempdir().unwrap();
+    let dropin = dir.path().join("00-vpsup.conf");
+    let state = dir.path().join("sshd-revert");
+    let mut vars = vars();
+    vars.base.insert("sshd_dropin".into(), json!(dropin));
+    vars.base.insert("sshd_revert_dir".into(), json!(state));
+    let assets = Assets::load(None).unwrap();
+    let script = Renderer::new(&assets.templates)
+        .unwrap()
+        .template("sshd_revert.sh.tera", &vars)
+        .unwrap();
+    let unit = render("sshd_boot_revert.service.tera");
+    assert!(
+        unit.contains("\nExecStart=/usr/local/lib/vpsup/sshd-revert --boot\n"),
+        "{unit}"
+    );
+    let path = dir.path().join("sshd-revert.sh");
+    std::fs::write(&path, script).unwrap();
+    std::fs::create_dir(&state).unwrap();
+    std::fs::write(state.join("saved"), "Port 22\n").unwrap();
+    std::fs::write(&dropin, "Port 2222\n").unwrap();
+    // No systemctl on the path: the boot mode must not need it.
+    let out = Command::new("sh")
+        .arg(&path)
+        .arg("--boot")
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(std::fs::read_to_string(&dropin).unwrap(), "Port 22\n");
+    assert!(!state.exists());
+    // Nothing awaiting confirmation: nothing to do.
+    let out = Command::new("sh")
+        .arg(&path)
+        .arg("--boot")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", describe_output(&out));
+}
+
 #[test]
 fn the_sshd_drop_in_passes_sshd_t_and_hardens_what_it_should() {
     let dir = tempfile::tempdir().unwrap();

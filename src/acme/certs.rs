@@ -246,10 +246,10 @@ impl<'a> Certs<'a> {
         }
     }
 
-    async fn issue(
+    async fn issue<'r>(
         &self,
         meta: &CertMeta,
-        replaces: Option<&[u8]>,
+        replaces: Option<&'r [u8]>,
         action: Action,
     ) -> Result<CertOutcome, AcmeError> {
         let solver: Box<dyn Solver + '_> = match meta.challenge {
@@ -267,7 +267,7 @@ impl<'a> Certs<'a> {
                 }
             },
         };
-        let order = |client: Arc<AcmeClient>| {
+        let order = |client: Arc<AcmeClient>, replaces: Option<&'r [u8]>| {
             let solver = solver.as_ref();
             async move {
                 client
@@ -275,11 +275,17 @@ impl<'a> Certs<'a> {
                     .await
             }
         };
-        let issued = match order(self.client(false).await?).await {
-            // The stored account is gone at the CA (deactivated, or the CA's
-            // data reset): a new one, stored in its place, and one more try.
-            Err(AcmeError::AccountUnknown(_)) => order(self.client(true).await?).await?,
-            other => other?,
+        // A refused order is tried again, at most twice: without `replaces`
+        // (it may name a certificate this account may not replace), then on
+        // a new account stored in place of the old one (the CA no longer
+        // accepts it: deactivated, or its data reset).
+        let (mut replaces, mut register) = (replaces, false);
+        let issued = loop {
+            match order(self.client(register).await?, replaces).await {
+                Err(e) if replaces.is_some() && e.may_refuse_replaces() => replaces = None,
+                Err(e) if !register && e.refuses_account() => (replaces, register) = (None, true),
+                other => break other?,
+            }
         };
         let info = CertInfo::from_pem_chain(&issued.chain_pem)
             .map_err(|e| AcmeError::Other(format!("the CA's certificate: {e}")))?;

@@ -201,7 +201,7 @@ impl AcmeClient {
             .account
             .new_order(&new_order)
             .await
-            .map_err(|e| AcmeError::from_acme(&self.directory, e))?;
+            .map_err(|e| AcmeError::from_new_order(&self.directory, e))?;
 
         // Present every challenge, then tell the CA; clean up whatever happens.
         let mut presented: Vec<(String, String, String)> = Vec::new();

@@ -27,6 +27,10 @@ pub enum AcmeError {
     ExtraRoot { path: PathBuf, detail: String },
     #[error("the CA does not know the ACME account stored on the host ({0})")]
     AccountUnknown(String),
+    /// The newOrder request itself was refused (before any validation): about
+    /// the account or what the order asks for, such as `replaces`.
+    #[error("the CA refused the order: {kind}: {detail}")]
+    OrderRefused { kind: String, detail: String },
     #[error("the CA refused: {0}")]
     Refused(String),
     #[error("{0}")]
@@ -34,17 +38,47 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
+    /// Maps a failed newOrder request. No name has been validated yet, so an
+    /// `unauthorized` here is about the account (Let's Encrypt answers a
+    /// deactivated account so) or about `replaces`, never about the names.
+    pub fn from_new_order(directory: &str, error: instant_acme::Error) -> AcmeError {
+        if let instant_acme::Error::Api(problem) = &error {
+            let kind = problem_kind(problem);
+            if matches!(
+                kind,
+                "unauthorized" | "malformed" | "alreadyReplaced" | "conflict"
+            ) {
+                return AcmeError::OrderRefused {
+                    kind: kind.to_string(),
+                    detail: problem.detail.clone().unwrap_or_default(),
+                };
+            }
+        }
+        AcmeError::from_acme(directory, error)
+    }
+
+    /// The CA does not accept the stored account any more: deactivated, or
+    /// unknown after the CA's data was reset.
+    pub fn refuses_account(&self) -> bool {
+        match self {
+            AcmeError::AccountUnknown(_) => true,
+            AcmeError::OrderRefused { kind, .. } => kind == "unauthorized",
+            _ => false,
+        }
+    }
+
+    /// A refused order that may be about its `replaces` (a certificate this
+    /// account may not replace: a lost account's, or one already replaced).
+    pub fn may_refuse_replaces(&self) -> bool {
+        matches!(self, AcmeError::OrderRefused { .. })
+    }
+
     /// Maps instant-acme's errors, keeping the CA's own words (its problem
     /// document's detail) in every message.
     pub fn from_acme(directory: &str, error: instant_acme::Error) -> AcmeError {
         match error {
             instant_acme::Error::Api(problem) => {
-                let kind = problem
-                    .r#type
-                    .as_deref()
-                    .and_then(|t| t.rsplit(':').next())
-                    .unwrap_or("")
-                    .to_string();
+                let kind = problem_kind(&problem).to_string();
                 let mut detail = problem.detail.clone().unwrap_or_else(|| kind.clone());
                 for sub in &problem.subproblems {
                     if let Some(d) = &sub.detail {
@@ -82,5 +116,73 @@ impl AcmeError {
             },
             other => AcmeError::Other(other.to_string()),
         }
+    }
+}
+
+/// The problem type's last word (`urn:ietf:params:acme:error:unauthorized`).
+fn problem_kind(problem: &instant_acme::Problem) -> &str {
+    problem
+        .r#type
+        .as_deref()
+        .and_then(|t| t.rsplit(':').next())
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(kind: &str, detail: &str) -> instant_acme::Error {
+        instant_acme::Error::Api(
+            serde_json::from_value(serde_json::json!({
+                "type": format!("urn:ietf:params:acme:error:{kind}"),
+                "detail": detail,
+                "status": 403
+            }))
+            .unwrap(),
+        )
+    }
+
+    /// What Let's Encrypt (Boulder) answers a newOrder with, and what vpsup
+    /// does about it: drop `replaces`, and register a new account.
+    #[test]
+    fn refused_orders_are_told_apart() {
+        let dir = "https://acme.test/dir";
+        let deactivated = AcmeError::from_new_order(
+            dir,
+            problem(
+                "unauthorized",
+                "Account is not valid, has status \"deactivated\"",
+            ),
+        );
+        assert!(deactivated.refuses_account() && deactivated.may_refuse_replaces());
+        let foreign = AcmeError::from_new_order(
+            dir,
+            problem(
+                "malformed",
+                "cannot replace a certificate issued to another account",
+            ),
+        );
+        assert!(!foreign.refuses_account() && foreign.may_refuse_replaces());
+        let replaced = AcmeError::from_new_order(
+            dir,
+            problem(
+                "alreadyReplaced",
+                "the certificate has already been replaced",
+            ),
+        );
+        assert!(!replaced.refuses_account() && replaced.may_refuse_replaces());
+        let gone =
+            AcmeError::from_new_order(dir, problem("accountDoesNotExist", "no such account"));
+        assert!(gone.refuses_account() && !gone.may_refuse_replaces());
+        // Neither: no retry (a rate limit is never retried in a loop).
+        let limited = AcmeError::from_new_order(dir, problem("rateLimited", "too many"));
+        assert!(matches!(limited, AcmeError::RateLimited { .. }));
+        assert!(!limited.refuses_account() && !limited.may_refuse_replaces());
+        // After validation, `unauthorized` is about the names, as before.
+        assert!(matches!(
+            AcmeError::from_acme(dir, problem("unauthorized", "bad token")),
+            AcmeError::Validation { .. }
+        ));
     }
 }

@@ -156,7 +156,8 @@ impl Store<'_> {
     /// three files go into a new version directory, then `certs/<name>` (a
     /// symlink) is renamed over to point at it. nginx never sees a key from
     /// one certificate beside the chain of another, even if the connection
-    /// drops halfway; the previous version is removed after the switch.
+    /// drops halfway; the previous version is removed after the switch. The
+    /// switch also marks a reload as owed (see `reload_script`).
     pub async fn install(
         &self,
         meta: &CertMeta,
@@ -197,6 +198,8 @@ if [ -d "$link" ] && [ ! -L "$link" ]; then
   mkdir -p .versions/{name}
   mv -T "$link" .versions/{name}/0
 fi
+# Owed from the switch on, so a run cut off before its reload still reloads.
+: > {marker}
 ln -sfn {version} ".$link.new"
 mv -T ".$link.new" "$link"
 for old in .versions/{name}/*; do
@@ -206,6 +209,7 @@ done
             certs = quote(&format!("{}/certs", self.dir)),
             name = quote(&name),
             version = quote(&version),
+            marker = quote(&format!("{}/{RELOAD_PENDING}", self.dir)),
         ));
         self.transport
             .run_ok(
@@ -309,6 +313,14 @@ mod tests {
         };
         let name = store.install(&meta, "KEY\n", "CHAIN\n").await.unwrap();
         assert_eq!(name, "wildcard.example.test");
+        // The web server owes a reload until one succeeds.
+        assert!(store.list_with_state().await.unwrap().1);
+        let reload = store.reload_script("true");
+        transport
+            .run_ok("reload", ExecRequest::new(reload))
+            .await
+            .unwrap();
+        assert!(!store.list_with_state().await.unwrap().1);
         let listed = store.list().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert_eq!(

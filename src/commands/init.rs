@@ -113,8 +113,9 @@ pub enum InitError {
     BadKey(String, String),
     #[error("cannot update {}: {cause}", path.display())]
     Record { path: PathBuf, cause: String },
-    #[error("--host-binary: {0}")]
-    HostBinary(String),
+    /// `from`: `--host-binary` or where in vpsup.toml the path was set.
+    #[error("{from}: {why}")]
+    HostBinary { from: String, why: String },
 }
 
 pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> anyhow::Result<()> {
@@ -139,7 +140,14 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
     };
     let (host_binary, no_binary_reason) = match &options.host_binary {
         Some(path) => (
-            Some(HostBinary::load(path).map_err(InitError::HostBinary)?),
+            Some(HostBinary::load(path).map_err(|why| InitError::HostBinary {
+                from: if args.host_binary.is_some() {
+                    "--host-binary".to_string()
+                } else {
+                    format!("[init] host_binary in {}", settings.config_path.display())
+                },
+                why,
+            })?),
             None,
         ),
         None => match std::env::current_exe()
@@ -204,6 +212,10 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
     for (target, outcome) in targets.iter().zip(&outcomes) {
         if !outcome.failed() && task_skipped(outcome, HOST_BINARY_TASK) {
             let name = names.get(&target.name).unwrap_or(&target.name);
+            if !task_skipped(outcome, EARLIER_TIMER_TASK) {
+                eprintln!("vpsup: {name}: this vpsup does not run on the host's CPU; the certificate renewal timer an earlier init set up keeps running the vpsup installed then");
+                continue;
+            }
             warn_no_host_renewal(
                 settings,
                 name,
@@ -222,6 +234,11 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
 /// The init.yml task that installs vpsup on the host (skipped when no binary
 /// fits the host's CPU).
 const HOST_BINARY_TASK: &str = "vpsup on the host, for the certificate renewal timer";
+
+/// The init.yml task that notices a renewal timer an earlier init installed
+/// (skipped when there is none, or when this run installs one).
+const EARLIER_TIMER_TASK: &str =
+    "certificate renewal timer from an earlier init is kept (this vpsup does not fit the host's CPU)";
 
 fn task_skipped(outcome: &HostOutcome, name: &str) -> bool {
     outcome
@@ -395,7 +412,7 @@ impl Hooks for InitHooks<'_> {
             };
             return transport
                 .put_file(
-                    HOST_PATH,
+                    &format!("{HOST_PATH}.new"),
                     &binary.content,
                     &FileMeta::mode(0o755).owner("root:root"),
                     true,
@@ -630,10 +647,20 @@ impl Record<'_> {
                 ("extra_keys", toml_edit::value(keys))
             }),
             args.host_binary.as_ref().map(|p| {
+                // Relative to the project when inside it: vpsup.toml is shared
+                // with teammates and CI, whose checkouts live elsewhere.
                 let absolute = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                let project = path
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .map_or(Ok(PathBuf::from(".")), std::path::absolute)
+                    .ok();
+                let recorded = project
+                    .and_then(|d| absolute.strip_prefix(d).ok().map(Path::to_path_buf))
+                    .unwrap_or(absolute);
                 (
                     "host_binary",
-                    toml_edit::value(absolute.display().to_string()),
+                    toml_edit::value(recorded.display().to_string()),
                 )
             }),
         ]
@@ -793,6 +820,8 @@ mod tests {
         let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
         let args = InitArgs {
             allow_ports: vec!["51820/udp".parse().unwrap()],
+            // Inside the project: recorded relative to it.
+            host_binary: Some(dir.path().join("bin/vpsup-aarch64")),
             ..Default::default()
         };
         let record = Record {
@@ -820,6 +849,10 @@ mod tests {
             Some(Path::new("/keys/id_vps"))
         );
         assert_eq!(config.init.as_ref().unwrap().allow_ports[0].port, 51820);
+        assert_eq!(
+            config.init.as_ref().unwrap().host_binary.as_deref(),
+            Some(Path::new("bin/vpsup-aarch64"))
+        );
 
         // Re-run: the host is now configured, and already right.
         let record = Record {
@@ -1029,6 +1062,15 @@ mod tests {
             !tasks.iter().any(|t| renewal.contains(&t.as_str())),
             "{tasks:?}"
         );
+        assert!(!tasks.iter().any(|t| t == EARLIER_TIMER_TASK), "{tasks:?}");
+        // A timer an earlier init set up is noticed (no false warning), and
+        // only when this run cannot install one.
+        let earlier = format!("{other}renewal_timer=yes\n");
+        let tasks = selected_tasks(&earlier, Some("distro\n"), &options);
+        assert!(tasks.iter().any(|t| t == EARLIER_TIMER_TASK), "{tasks:?}");
+        let here_earlier = format!("{here}renewal_timer=yes\n");
+        let tasks = selected_tasks(&here_earlier, Some("distro\n"), &options);
+        assert!(!tasks.iter().any(|t| t == EARLIER_TIMER_TASK), "{tasks:?}");
     }
 
     #[test]

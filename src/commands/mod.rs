@@ -8,10 +8,7 @@ pub mod play;
 pub mod renew_certs;
 pub mod status;
 
-use std::path::PathBuf;
 use std::time::Duration;
-
-use crate::acme::{host_settings, store};
 
 use crate::cli::{Cli, Command};
 use crate::engine::assets::AssetError;
@@ -38,15 +35,10 @@ pub struct NotAvailable(pub &'static str);
 pub const MAX_PARALLEL_HOSTS: usize = 16;
 
 pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
-    if let Command::RenewCerts { local: true, .. } = cli.command {
-        let host_config = cli
-            .global
-            .config
-            .get_or_insert_with(|| PathBuf::from(host_settings::config_path(store::DEFAULT_DIR)));
-        if !host_config.exists() {
-            // The timer runs before anything was issued: nothing to do yet.
-            println!("no certificates to renew on this host yet: {} is written by the first `vpsup renew-certs` or `vpsup deploy` with an [acme] section", host_config.display());
-            return Ok(());
+    if let (Command::RenewCerts { local: true, .. }, None) = (&cli.command, &cli.global.config) {
+        match renew_certs::host_settings_file(cli.global.json)? {
+            Some(path) => cli.global.config = Some(path),
+            None => return Ok(()),
         }
     }
     let settings = Settings::resolve(&cli.global)?;

@@ -4,7 +4,7 @@
 //! and print names / issuer / expiry / days left / action. `--local` does the
 //! same on the host itself, through the local transport: what its timer runs.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -14,8 +14,9 @@ use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
 use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{self, HostFile, HostSettingsError};
+use crate::acme::store;
 use crate::config::AcmeConfig;
-use crate::hostlock::HostLock;
+use crate::hostlock::{HostLock, LockRequest};
 use crate::settings::Settings;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
@@ -118,6 +119,13 @@ impl HostRow {
         }
     }
 
+    fn add_error(&mut self, error: String) {
+        self.error = Some(match self.error.take() {
+            Some(first) => format!("{first}; {error}"),
+            None => error,
+        });
+    }
+
     fn failed(&self) -> bool {
         self.error.is_some() || self.certificates.iter().any(|c| c.error.is_some())
     }
@@ -131,29 +139,23 @@ pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Resul
         .ok_or_else(|| RenewError::NoAcme(settings.config_path.clone()))?;
     let project = project_dir(settings);
     let acme = acme_settings(acme_config, &project)?;
-    let rows = if local {
-        let transport = LocalTransport::current();
-        let owner = lock_owner(true);
-        vec![
-            renew_on(
-                &transport,
-                local_host_name(),
-                settings,
-                &acme,
-                force,
-                &[],
-                &owner,
-            )
-            .await,
-        ]
+    let host_files = if local || settings.check {
+        Vec::new()
     } else {
-        let owner = lock_owner(false);
         // What the host's own timer needs, refreshed by every real run.
-        let host_files = if settings.check {
-            Vec::new()
-        } else {
-            host_settings::files(acme_config, &project)?
-        };
+        host_settings::files(acme_config, &project)?
+    };
+    let run = RenewRun {
+        settings,
+        acme: &acme,
+        force,
+        host_files: &host_files,
+        local,
+        lock_owner: lock_owner(local),
+    };
+    let rows = if local {
+        vec![renew_on(&LocalTransport::current(), local_host_name(), &run).await]
+    } else {
         let targets = settings.targets(None)?;
         let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
         futures::future::join_all(targets.iter().map(|target| async {
@@ -161,16 +163,7 @@ pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Resul
             match connect(settings, target).await {
                 Err(e) => HostRow::unreachable(&target.name, e.to_string()),
                 Ok((transport, _)) => {
-                    let row = renew_on(
-                        &transport,
-                        target.name.clone(),
-                        settings,
-                        &acme,
-                        force,
-                        &host_files,
-                        &owner,
-                    )
-                    .await;
+                    let row = renew_on(&transport, target.name.clone(), &run).await;
                     transport.close().await;
                     row
                 }
@@ -211,57 +204,125 @@ fn local_host_name() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
-/// Renews on one host; then, when `host_files` are given, brings the host
-/// timer's settings up to date.
-async fn renew_on(
-    transport: &dyn Transport,
-    host: String,
-    settings: &Settings,
-    acme: &AcmeSettings,
+/// For `renew-certs --local` without `--config`: the settings file the
+/// operator's runs leave in the default store. `None` when the host has
+/// nothing to renew yet (said on stderr; an empty report under `--json`).
+/// Certificates without that file are an error: the timer would otherwise
+/// succeed every day while they expire.
+pub fn host_settings_file(json: bool) -> anyhow::Result<Option<PathBuf>> {
+    let path = PathBuf::from(host_settings::config_path(store::DEFAULT_DIR));
+    if path.exists() {
+        return Ok(Some(path));
+    }
+    let certs = std::fs::read_dir(Path::new(store::DEFAULT_DIR).join("certs"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+                .count()
+        })
+        .unwrap_or(0);
+    if certs > 0 {
+        anyhow::bail!(
+            "{certs} certificate(s) in {}, but no {}: this host cannot renew them on its own. Run `vpsup renew-certs` (or `vpsup deploy`) once from the project's machine, which writes it",
+            store::DEFAULT_DIR,
+            path.display()
+        );
+    }
+    eprintln!(
+        "no certificates to renew on this host yet: {} is written by the first `vpsup renew-certs` or `vpsup deploy` with an [acme] section",
+        path.display()
+    );
+    if json {
+        println!("{}", serde_json::json!({"check": false, "hosts": []}));
+    }
+    Ok(None)
+}
+
+/// One `renew-certs` run, as every host sees it.
+struct RenewRun<'a> {
+    settings: &'a Settings,
+    acme: &'a AcmeSettings,
     force: bool,
-    host_files: &[HostFile],
-    lock_owner: &str,
-) -> HostRow {
+    /// What the host's own timer reads, brought up to date on each host
+    /// (none for `--local` and `--check`).
+    host_files: &'a [HostFile],
+    /// On the host itself (the timer's run), not over SSH.
+    local: bool,
+    /// Who holds the renewal lock, for whoever is refused it.
+    lock_owner: String,
+}
+
+/// A renewal lock older than this belongs to a run that died (a run takes
+/// minutes); the daily timer must not be refused forever by it.
+const RENEW_LOCK_TAKE_OVER_AFTER: u64 = 6 * 3600;
+
+/// Renews on one host, holding its renewal lock: the timer and an operator
+/// (or two operators) would otherwise both order the same certificates.
+async fn renew_on(transport: &dyn Transport, host: String, run: &RenewRun<'_>) -> HostRow {
     let mut row = HostRow::new(host);
-    // One renewal at a time per host: the timer and an operator (or two
-    // operators) would otherwise both order the same certificates.
-    let lock = if settings.check {
-        None
-    } else {
-        let path = format!("{}/renew.lock", acme.store_dir.trim_end_matches('/'));
-        match HostLock::acquire(transport, &path, lock_owner, "certificate renewal").await {
-            Ok(lock) => Some(lock),
-            Err(e) => {
-                row.error = Some(e.to_string());
-                return row;
-            }
+    if run.settings.check {
+        renew_and_hand_over(transport, run, &mut row).await;
+        return row;
+    }
+    let path = format!("{}/renew.lock", run.acme.store_dir.trim_end_matches('/'));
+    let request = LockRequest {
+        path: &path,
+        what: "certificate renewal",
+        owner: &run.lock_owner,
+        take_over_after: Some(RENEW_LOCK_TAKE_OVER_AFTER),
+        local_pid: run.local.then(std::process::id),
+    };
+    let lock = match HostLock::acquire(transport, &request).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            row.error = Some(e.to_string());
+            return row;
         }
     };
-    let certs = Certs::new(transport, acme);
-    match certs.renew_all(force, settings.check).await {
-        Err(e) => row.error = Some(e.to_string()),
-        Ok(outcomes) => {
-            let changed = outcomes
-                .iter()
-                .any(|o| o.as_ref().is_ok_and(|o| o.action.changed()));
-            row.certificates = outcomes.into_iter().map(cert_row).collect();
-            if (changed || certs.reload_pending()) && !settings.check {
-                let script = certs.store().reload_script(&acme_reload(settings));
-                if let Err(e) = reload(transport, script).await {
-                    row.error = Some(e);
-                }
-            }
+    if let Some(dead) = &lock.taken_over {
+        eprintln!(
+            "{}: took over the renewal lock of a run that died: {dead}",
+            row.host
+        );
+    }
+    let held = lock
+        .hold(transport, renew_and_hand_over(transport, run, &mut row))
+        .await;
+    if held.outcome.is_none() {
+        row.add_error("interrupted before it finished; certificates not yet renewed keep their previous version".to_string());
+    }
+    if let Some(problem) = held.release_problem("renewal") {
+        row.add_error(problem);
+    }
+    row
+}
+
+/// Renews what is due, reloads the web server when something changed (or a
+/// reload is owed), and hands the host's timer its settings.
+async fn renew_and_hand_over(transport: &dyn Transport, run: &RenewRun<'_>, row: &mut HostRow) {
+    let certs = Certs::new(transport, run.acme);
+    let outcomes = match certs.renew_all(run.force, run.settings.check).await {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            row.add_error(e.to_string());
+            return;
+        }
+    };
+    let changed = outcomes
+        .iter()
+        .any(|o| o.as_ref().is_ok_and(|o| o.action.changed()));
+    row.certificates = outcomes.into_iter().map(cert_row).collect();
+    if (changed || certs.reload_pending()) && !run.settings.check {
+        let script = certs.store().reload_script(&acme_reload(run.settings));
+        if let Err(e) = reload(transport, script).await {
+            row.add_error(e);
         }
     }
-    if let Some(lock) = lock {
-        if let Err(e) = lock.release(transport).await {
-            row.error
-                .get_or_insert(format!("releasing the renewal lock: {e}"));
-        }
-    }
-    // Only settings that just worked are handed to the host's timer.
-    if !host_files.is_empty() && !row.failed() {
-        match host_settings::sync(transport, &acme.store_dir, host_files).await {
+    // The store was read with these settings: the timer gets them even when
+    // a certificate failed (the CA may be down today), so that it keeps
+    // trying on its own.
+    if !run.host_files.is_empty() {
+        match host_settings::sync(transport, &run.acme.store_dir, run.host_files).await {
             Ok(written) => {
                 row.host_settings = Some(if written.is_empty() {
                     "unchanged"
@@ -269,17 +330,11 @@ async fn renew_on(
                     "written"
                 })
             }
-            Err(e) => {
-                let e = format!("the host's renewal timer settings were not updated: {e}");
-                row.error = Some(
-                    row.error
-                        .take()
-                        .map_or(e.clone(), |first| format!("{first}; {e}")),
-                );
-            }
+            Err(e) => row.add_error(format!(
+                "the host's renewal timer settings were not updated: {e}"
+            )),
         }
     }
-    row
 }
 
 fn acme_reload(settings: &Settings) -> String {

@@ -9,9 +9,11 @@ use time::OffsetDateTime;
 use super::host_binary::HOST_PATH;
 use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::CertInfo;
+use crate::acme::host_settings;
 use crate::acme::store::{self, DEFAULT_DIR};
 use crate::facts::{self, HostFacts};
 use crate::settings::{HostTarget, Settings};
+use crate::transport::script::quote;
 use crate::transport::{ExecRequest, Transport};
 
 /// Below this many days left a certificate is flagged.
@@ -69,6 +71,9 @@ struct Renewal {
     mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     binary: Option<String>,
+    /// Why the host does not renew by itself although vpsup is installed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    why_not: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     next_run: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -90,7 +95,11 @@ command -v ufw >/dev/null 2>&1 && ufw status
 echo @@containers
 command -v docker >/dev/null 2>&1 && docker ps -a --format '{{{{.Names}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
 echo @@renewal
-[ -x {bin} ] && echo "binary=$({bin} --version 2>&1 | head -n1)"
+if [ -x {bin} ]; then
+  if v=$({bin} --version 2>&1); then echo "binary=$(echo "$v" | head -n1)"
+  else echo "broken=$(echo "$v" | head -n1)"; fi
+fi
+[ -e {settings} ] && echo settings=yes
 echo "enabled=$(systemctl is-enabled {timer} 2>/dev/null)"
 echo "next=$(systemctl show -p NextElapseUSecRealtime --value {timer} 2>/dev/null)"
 echo "last=$(systemctl show -p LastTriggerUSec --value {timer} 2>/dev/null)"
@@ -100,6 +109,7 @@ echo @@certificates
 exit 0"#,
         facts = facts::PROBE_SCRIPT,
         bin = HOST_PATH,
+        settings = quote(&host_settings::config_path(store_dir)),
         timer = RENEW_TIMER,
         service = RENEW_SERVICE,
         certs = store::listing_script(store_dir),
@@ -148,7 +158,9 @@ fn parse_containers(text: &str) -> Vec<Container> {
         .collect()
 }
 
-fn parse_renewal(text: &str) -> Renewal {
+/// `certificates`: whether the store holds any (without them, a timer with
+/// no settings yet has nothing to do and is fine).
+fn parse_renewal(text: &str, certificates: bool) -> Renewal {
     let value = |key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
@@ -157,10 +169,21 @@ fn parse_renewal(text: &str) -> Renewal {
             .map(String::from)
     };
     let binary = value("binary");
-    let on_host = binary.is_some() && value("enabled").as_deref() == Some("enabled");
+    let enabled = value("enabled").as_deref() == Some("enabled");
+    let why_not = if let Some(broken) = value("broken") {
+        Some(format!("the vpsup on the host does not run ({broken}); re-run `vpsup init`, with --host-binary if this vpsup is for another CPU"))
+    } else if binary.is_some() && !enabled {
+        Some("the timer is not enabled; re-run `vpsup init`".to_string())
+    } else if binary.is_some() && certificates && value("settings").is_none() {
+        Some("the timer has no settings: run `vpsup renew-certs` once from the project, which writes them".to_string())
+    } else {
+        None
+    };
+    let on_host = binary.is_some() && enabled && why_not.is_none();
     Renewal {
         mode: if on_host { "host-timer" } else { "elsewhere" },
         binary,
+        why_not,
         next_run: value("next").filter(|_| on_host),
         last_run: value("last").filter(|_| on_host),
         last_result: value("result").filter(|_| on_host),
@@ -248,6 +271,7 @@ async fn host_status(settings: &Settings, target: &HostTarget, store_dir: &str) 
 }
 
 fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {
+    let mut renewal: Option<String> = None;
     for (name, text) in sections(output) {
         match name {
             "facts" => status.facts = Some(facts::parse(&text)?),
@@ -261,13 +285,15 @@ fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {
             }
             "firewall" => status.firewall = parse_firewall(&text),
             "containers" => status.containers = parse_containers(&text),
-            "renewal" => status.renewal = Some(parse_renewal(&text)),
+            // Judged once the certificates are known (below).
+            "renewal" => renewal = Some(text),
             "certificates" => {
                 status.certificates = parse_certificates(&text, OffsetDateTime::now_utc())?
             }
             _ => {}
         }
     }
+    status.renewal = renewal.map(|text| parse_renewal(&text, !status.certificates.is_empty()));
     Ok(())
 }
 
@@ -324,6 +350,8 @@ fn print_host(s: &HostStatus) {
                 r.last_run.as_deref().unwrap_or("never"),
                 r.last_result.as_deref().unwrap_or("?")
             );
+        } else if let Some(why) = &r.why_not {
+            println!("  renewal      NOT on the host: {why}");
         } else {
             println!("  renewal      NOT on the host: certificates expire unless `vpsup renew-certs` runs from elsewhere (cron/CI); `vpsup init` installs the timer");
         }
@@ -353,15 +381,38 @@ mod tests {
 
     #[test]
     fn renewal_is_on_the_host_only_with_binary_and_enabled_timer() {
-        let on = parse_renewal("binary=vpsup 0.1.0\nenabled=enabled\nnext=Mon 2026-11-23 03:12:00 UTC\nlast=n/a\nresult=success\n");
-        assert_eq!(on.mode, "host-timer");
+        let timer = "enabled=enabled\nnext=Mon 2026-11-23 03:12:00 UTC\nlast=n/a\nresult=success\n";
+        let on = parse_renewal(&format!("binary=vpsup 0.1.0\nsettings=yes\n{timer}"), true);
+        assert_eq!((on.mode, on.why_not.as_deref()), ("host-timer", None));
         assert_eq!(on.next_run.as_deref(), Some("Mon 2026-11-23 03:12:00 UTC"));
         assert_eq!(on.last_run, None);
-        let off = parse_renewal("enabled=\nnext=\nlast=\nresult=success\n");
-        assert_eq!(off.mode, "elsewhere");
+        // Nothing issued yet: no settings needed.
+        let fresh = parse_renewal(&format!("binary=vpsup 0.1.0\n{timer}"), false);
+        assert_eq!(fresh.mode, "host-timer");
+        let off = parse_renewal("enabled=\nnext=\nlast=\nresult=success\n", true);
+        assert_eq!((off.mode, off.why_not.as_deref()), ("elsewhere", None));
         assert_eq!(off.last_result, None);
-        let disabled = parse_renewal("binary=vpsup 0.1.0\nenabled=disabled\n");
-        assert_eq!(disabled.mode, "elsewhere");
+        // vpsup is there, but the timer would do nothing useful.
+        for (text, why) in [
+            (
+                "binary=vpsup 0.1.0\nsettings=yes\nenabled=disabled\n".to_string(),
+                "not enabled",
+            ),
+            (
+                format!("broken=error while loading shared libraries\n{timer}"),
+                "does not run (error while loading",
+            ),
+            (format!("binary=vpsup 0.1.0\n{timer}"), "no settings"),
+        ] {
+            let r = parse_renewal(&text, true);
+            assert_eq!(r.mode, "elsewhere", "{text}");
+            assert!(
+                r.why_not.as_deref().unwrap().contains(why),
+                "{text}: {:?}",
+                r.why_not
+            );
+            assert_eq!(r.last_result, None);
+        }
     }
 
     #[test]

@@ -170,6 +170,32 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_piped_script_cut_short_runs_none_of_its_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let mut request = ExecRequest::piped(format!(
+            "touch {}\ntouch {}",
+            first.display(),
+            second.display()
+        ));
+        // Cut where the connection might drop: after the first command.
+        let cut = request.script.find("touch ").unwrap() + "touch".len();
+        let cut = request.script[cut..].find('\n').unwrap() + cut + 1;
+        request.script.truncate(cut);
+        let out = local().exec(request).await.unwrap();
+        assert!(!out.success());
+        assert!(!first.exists() && !second.exists());
+        // The whole script runs both.
+        let whole = ExecRequest::piped(format!(
+            "touch {}\ntouch {}",
+            first.display(),
+            second.display()
+        ));
+        assert!(local().exec(whole).await.unwrap().success());
+        assert!(first.exists() && second.exists());
+    }
+
+    #[tokio::test]
     async fn put_file_into_a_missing_directory_fails_clearly() {
         let err = local()
             .put_file("/nonexistent-dir/x", b"x", &FileMeta::mode(0o644), false)

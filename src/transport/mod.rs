@@ -51,9 +51,16 @@ impl ExecRequest {
     }
 
     /// A script sent on stdin (see `script_on_stdin`); it cannot also take input.
+    /// The script becomes the body of a function called on its last line: the
+    /// shell parses the whole body before running any of it, so a connection
+    /// cut mid-upload runs nothing instead of the first half of a change.
     pub fn piped(script: impl Into<String>) -> Self {
         ExecRequest {
-            script: script.into(),
+            // `:` keeps an empty script a valid function body.
+            script: format!(
+                "vpsup_script() {{\n:\n{}\n}}\nvpsup_script\n",
+                script.into()
+            ),
             script_on_stdin: true,
             ..Default::default()
         }
