@@ -378,6 +378,32 @@ fn certificates_renew_on_the_host(vm: &TestVm, op: &Operator, key: &Path) {
     });
     assert_eq!(issued.action, vpsup::acme::certs::Action::Issued);
 
+    // Certificates, but no settings for the timer yet: the host's own run
+    // fails (rather than "succeeding" while they expire), and status says why
+    // the host does not renew by itself.
+    let out = vm.ssh(
+        "deploy",
+        key,
+        "sudo /usr/local/bin/vpsup renew-certs --local; echo \"exit=$?\"",
+        &[],
+    );
+    assert!(
+        text(&out).contains("exit=1") && text(&out).contains("cannot renew them on its own"),
+        "{}",
+        text(&out)
+    );
+    let out = op.vpsup(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let renewal = json(&out)["hosts"][0]["renewal"].clone();
+    assert_eq!(renewal["mode"], "elsewhere", "{renewal}");
+    assert!(
+        renewal["why_not"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no settings"),
+        "{renewal}"
+    );
+
     // The operator's run keeps it and hands the host the settings its timer needs.
     let out = op.vpsup(&["renew-certs", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
