@@ -653,7 +653,7 @@ impl Record<'_> {
                 let project = path
                     .parent()
                     .filter(|d| !d.as_os_str().is_empty())
-                    .map_or(Ok(PathBuf::from(".")), std::path::absolute)
+                    .map_or_else(|| std::path::absolute("."), std::path::absolute)
                     .ok();
                 let recorded = project
                     .and_then(|d| absolute.strip_prefix(d).ok().map(Path::to_path_buf))
