@@ -324,8 +324,8 @@ sudo sshd -T | grep '^maxauthtries'"#,
 /// After init: a certificate issued over SSH through the VM's nginx (HTTP-01,
 /// Pebble validating from outside), `renew-certs` from the operator (which
 /// hands the host its settings), then the host's timer service and a forced
-/// `renew-certs --local` on the host itself; `status` reports it. Four SSH
-/// connections.
+/// `renew-certs --local` on the host itself; `status` reports it. Six SSH
+/// connections, in two groups of at most five (ufw's rate limit).
 fn certificates_renew_on_the_host(vm: &TestVm, op: &Operator, key: &Path) {
     // Pebble resolves every name to 127.0.0.1 and validates on the port that
     // QEMU forwards to the VM's :80.
@@ -470,7 +470,10 @@ sudo cat {chain}"#
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
 
-    // `status` says the host renews by itself, and what it holds.
+    // `status` says the host renews by itself, and what it holds. (This is
+    // the 6th connection: wait out ufw's rate limit first, or its SYN is
+    // dropped when the host run above was quick.)
+    cool_down();
     let out = op.vpsup(&["status", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let host = json(&out)["hosts"][0].clone();
