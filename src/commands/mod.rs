@@ -1,6 +1,7 @@
 //! One module per command. Each takes resolved `Settings` and returns what
 //! happened; `main` maps errors to exit codes.
 
+pub mod deploy;
 pub mod facts;
 pub mod host_binary;
 pub mod init;
@@ -45,6 +46,8 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
         Command::RenewCerts { force, local } => renew_certs::run(&settings, *force, *local).await,
+        Command::Deploy => deploy::run(&settings).await,
+        Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
         Command::Play {
@@ -66,6 +69,7 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.is::<AssetError>()
         || error.is::<init::InitError>()
         || error.is::<renew_certs::RenewError>()
+        || error.is::<deploy::DeployError>()
     {
         exit::BAD_INPUT
     } else {

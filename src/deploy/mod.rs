@@ -8,7 +8,9 @@
 pub mod compose;
 pub mod dns;
 pub mod ports;
+pub mod release;
 pub mod releases;
+pub mod remote;
 pub mod secrets;
 pub mod stack;
 pub mod upload;
