@@ -7,6 +7,7 @@
 
 pub mod compose;
 pub mod dns;
+pub mod https_check;
 pub mod ports;
 pub mod release;
 pub mod releases;
