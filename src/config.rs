@@ -35,6 +35,10 @@ pub struct HostConfig {
     /// Use `sudo -n` for privileged steps when `user` is not root.
     #[serde(default = "yes")]
     pub sudo: bool,
+    /// Where this host's HTTP and HTTPS are reached from this machine for
+    /// deploy's final check, when not 80/443 (a port forward).
+    pub http_port: Option<Port>,
+    pub https_port: Option<Port>,
 }
 
 /// How `vpsup init` sets a host up. Every key is optional; the command line
@@ -301,6 +305,15 @@ pub struct AppConfig {
     pub health_timeout: Count,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// The DNS resolver deploy's preflight asks (`host[:port]`), so that a
+    /// site is checked as the world (and the CA) sees it, not through this
+    /// machine's /etc/hosts.
+    #[serde(default = "default_dns_resolver")]
+    pub dns_resolver: String,
+}
+
+fn default_dns_resolver() -> String {
+    "1.1.1.1".to_string()
 }
 
 /// Secrets the host keeps for the app.

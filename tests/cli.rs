@@ -234,13 +234,14 @@ fn no_host_and_unknown_limit_are_bad_input() {
 }
 
 #[test]
-fn commands_not_built_yet_say_so_and_fail() {
+fn deploy_and_rollback_without_an_app_say_what_to_add() {
     let op = Operator::new();
+    op.write_config("[hosts.web]\naddress = \"203.0.113.42\"\n");
     for args in [&["deploy"][..], &["rollback"]] {
         let out = op.vpsup(args);
-        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(
-            stderr(&out).contains("is not available yet"),
+            stderr(&out).contains("deploy needs an [app] section in"),
             "{args:?}: {}",
             stderr(&out)
         );

@@ -276,7 +276,7 @@ sudo sshd -T | grep '^maxauthtries'"#,
     // Certificates: issued through the VM's nginx, then renewed by the host's
     // own timer, without the operator.
     cool_down();
-    certificates_renew_on_the_host(&vm, &op, &root_key);
+    let pebble = certificates_renew_on_the_host(&vm, &op, &root_key);
 
     // Converged: a second init (from vpsup.toml, as the admin) changes
     // nothing, in one connection and one probe; --check agrees.
@@ -293,6 +293,10 @@ sudo sshd -T | grep '^maxauthtries'"#,
     let out = op.vpsup(&["init", "--check", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert_eq!(play_report(&out)["recap"]["changed"], 0);
+
+    // The main job: the compose stack behind nginx over HTTPS.
+    cool_down();
+    deploy_serves_the_stack_over_https(&vm, &op, &root_key, &pebble);
 
     // Root and password logins are closed (last: fail2ban counts failures).
     cool_down();
@@ -326,7 +330,7 @@ sudo sshd -T | grep '^maxauthtries'"#,
 /// hands the host its settings), then the host's timer service and a forced
 /// `renew-certs --local` on the host itself; `status` reports it. Six SSH
 /// connections, in two groups of at most five (ufw's rate limit).
-fn certificates_renew_on_the_host(vm: &TestVm, op: &Operator, key: &Path) {
+fn certificates_renew_on_the_host(vm: &TestVm, op: &Operator, key: &Path) -> TestPebble {
     // Pebble resolves every name to 127.0.0.1 and validates on the port that
     // QEMU forwards to the VM's :80.
     let pebble = TestPebble::start(vm.http_port);
@@ -486,6 +490,173 @@ sudo cat {chain}"#
     );
     assert_eq!(host["firewall"]["active"], true, "{host}");
     assert_eq!(host["facts"]["os_id"], "debian", "{host}");
+    pebble
+}
+
+/// The test stack (tests/vm/stack: frontend, backend and a "database", each
+/// built on the VM FROM scratch around a static busybox) as a project.
+fn stack_project(op: &Operator) {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/stack");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", source.display()))
+        .arg(op.project.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    for service in ["frontend", "backend", "db"] {
+        std::fs::copy("/bin/busybox", op.project.path().join(service).join("busybox"))
+            .expect("the static busybox (Debian package busybox-static; tests/setup installs it)");
+    }
+}
+
+/// `vpsup deploy` end to end: DNS preflight through a real BIND, a
+/// certificate from Pebble, three services built on the host, nginx routing
+/// `/` and `/api/`, a generated secret, an unchanged redeploy, a one-file
+/// redeploy, a broken release rolled back by the health gate, `vpsup
+/// rollback`, and the deploy lock.
+fn deploy_serves_the_stack_over_https(vm: &TestVm, op: &Operator, key: &Path, pebble: &TestPebble) {
+    let bind = TestBind::start("vpsup.test");
+    stack_project(op);
+    let config_path = op.project.path().join("vpsup.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let host_table = config
+        .lines()
+        .find(|l| l.starts_with("[hosts."))
+        .unwrap()
+        .to_string();
+    let config = config.replace(
+        &host_table,
+        &format!("{host_table}\nhttp_port = {}\nhttps_port = {}", vm.http_port, vm.https_port),
+    ) + &format!(
+        r#"
+[app]
+name = "shop"
+public_ports = "loopback"
+dns_resolver = "127.0.0.1:{}"
+health_timeout = 180
+
+[app.secrets]
+generate = ["DB_PASSWORD"]
+
+[[sites]]
+domain = "app.vpsup.test"
+service = "frontend"
+port = 8080
+routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
+"#,
+        bind.port
+    );
+    std::fs::write(&config_path, config).unwrap();
+    let root = pebble.issuing_root();
+    let resolve = format!("app.vpsup.test:{}:127.0.0.1", vm.https_port);
+    let https = |path: &str| {
+        let out = curl(&[
+            "--cacert",
+            root.to_str().unwrap(),
+            "--resolve",
+            &resolve,
+            &format!("https://app.vpsup.test:{}{path}", vm.https_port),
+        ]);
+        text(&out)
+    };
+
+    // First deploy: everything is built, issued and wired.
+    let started = std::time::Instant::now();
+    let out = op.vpsup(&["deploy", "--json"]);
+    assert!(out.status.success(), "{}\n{}", describe_output(&out), pebble.log());
+    eprintln!("first deploy: {:?}", started.elapsed());
+    let first = json(&out)["hosts"][0].clone();
+    assert_eq!(first["changed"], true, "{first}");
+    assert_eq!(first["secrets_created"], serde_json::json!(["DB_PASSWORD"]), "{first}");
+    let site = first["sites"][0].clone();
+    assert_eq!(site["status"], 200, "{first}");
+    assert_eq!(site["names"], serde_json::json!(["app.vpsup.test"]), "{first}");
+    assert!(site["days_left"].as_i64().unwrap() > 30, "{first}");
+    let release_1 = first["release"].as_str().unwrap().to_string();
+    assert!(https("/").contains("release: v1"), "{}", https("/"));
+    let api = https("/api/");
+    assert!(api.contains("vpsup test backend") && api.contains("db_password_set=yes"), "{api}");
+    let redirect = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        "-H",
+        "Host: app.vpsup.test",
+        &format!("http://127.0.0.1:{}/", vm.http_port),
+    ]);
+    assert!(text(&redirect).starts_with("301 https://app.vpsup.test/"), "{}", text(&redirect));
+
+    // The secret stays on the host: never in vpsup's output. The database
+    // listens on loopback only.
+    let seen = text(&vm.ssh(
+        "deploy",
+        key,
+        "sudo cat /srv/vpsup/shop/shared/secrets.env; sudo ss -Hltn 'sport = :5432'",
+        &[],
+    ));
+    let secret = seen
+        .lines()
+        .find_map(|l| l.strip_prefix("DB_PASSWORD="))
+        .unwrap()
+        .to_string();
+    assert_eq!(secret.len(), 40);
+    assert!(!text(&out).contains(&secret));
+    assert!(seen.contains("127.0.0.1:5432") && !seen.contains("0.0.0.0:5432"), "{seen}");
+
+    // Unchanged: one probe, nothing uploaded, changed=0.
+    let started = std::time::Instant::now();
+    let out = op.vpsup(&["deploy", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    eprintln!("unchanged redeploy: {:?}", started.elapsed());
+    let again = json(&out)["hosts"][0].clone();
+    assert_eq!((again["changed"].clone(), again["uploaded"].clone()), (false.into(), 0.into()), "{again}");
+    assert_eq!(again["release"], release_1.as_str());
+    assert!(!text(&out).contains(&secret));
+
+    // One file changed: that file alone travels.
+    let index = op.project.path().join("frontend/www/index.html");
+    let page = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, page.replace("release: v1", "release: v2")).unwrap();
+    cool_down();
+    let out = op.vpsup(&["deploy", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let second = json(&out)["hosts"][0].clone();
+    assert_eq!(second["uploaded"], 1, "{second}");
+    let release_2 = second["release"].as_str().unwrap().to_string();
+    assert_ne!(release_2, release_1);
+    assert!(https("/").contains("release: v2"));
+
+    // A backend that fails its health check: rolled back, v2 keeps serving.
+    std::fs::write(op.project.path().join("backend/srv/FAIL"), "").unwrap();
+    let out = op.vpsup(&["deploy"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        text(&out).contains("is not healthy") && text(&out).contains(&format!("release {release_2} runs again")),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(https("/").contains("release: v2"));
+    assert!(https("/api/").contains("vpsup test backend"));
+    std::fs::remove_file(op.project.path().join("backend/srv/FAIL")).unwrap();
+
+    // `vpsup rollback`: v1 again.
+    cool_down();
+    let out = op.vpsup(&["rollback"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(text(&out).contains(&format!("rolled back from release {release_2} to {release_1}")), "{}", text(&out));
+    assert!(https("/").contains("release: v1"), "{}", https("/"));
+
+    // Two deploys at once: the second is refused by the lock.
+    let first = op.spawn(&["deploy"], b"");
+    let second = op.spawn(&["deploy"], b"");
+    let outs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
+    let refused = outs.iter().filter(|o| text(o).contains("app shop is locked by")).count();
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!((ok, refused), (1, 1), "{}\n---\n{}", text(&outs[0]), text(&outs[1]));
+    assert!(https("/").contains("release: v2"));
+    drop(bind);
 }
 
 #[test]

@@ -24,36 +24,39 @@ impl CertInfo {
     pub fn from_pem_chain(pem: &str) -> Result<CertInfo, String> {
         for block in Pem::iter_from_buffer(pem.as_bytes()) {
             let block = block.map_err(|e| format!("not PEM: {e}"))?;
-            if block.label != "CERTIFICATE" {
-                continue;
+            if block.label == "CERTIFICATE" {
+                return CertInfo::from_der(&block.contents);
             }
-            let cert = block
-                .parse_x509()
-                .map_err(|e| format!("not an X.509 certificate: {e}"))?;
-            let names = match cert.subject_alternative_name() {
-                Ok(Some(ext)) => ext
-                    .value
-                    .general_names
-                    .iter()
-                    .filter_map(|g| match g {
-                        GeneralName::DNSName(d) => Some(d.to_string()),
-                        _ => None,
-                    })
-                    .collect(),
-                Ok(None) => Vec::new(),
-                Err(e) => return Err(format!("bad subjectAltName: {e}")),
-            };
-            let validity = cert.validity();
-            return Ok(CertInfo {
-                names,
-                not_before: validity.not_before.to_datetime(),
-                not_after: validity.not_after.to_datetime(),
-                issuer: cert.issuer().to_string(),
-                serial: cert.raw_serial_as_string(),
-                leaf_der: block.contents.clone(),
-            });
         }
         Err("no certificate in the PEM text".to_string())
+    }
+
+    /// Reads one DER certificate (such as the leaf a TLS server presented).
+    pub fn from_der(der: &[u8]) -> Result<CertInfo, String> {
+        let (_, cert) = x509_parser::parse_x509_certificate(der)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let names = match cert.subject_alternative_name() {
+            Ok(Some(ext)) => ext
+                .value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => return Err(format!("bad subjectAltName: {e}")),
+        };
+        let validity = cert.validity();
+        Ok(CertInfo {
+            names,
+            not_before: validity.not_before.to_datetime(),
+            not_after: validity.not_after.to_datetime(),
+            issuer: cert.issuer().to_string(),
+            serial: cert.raw_serial_as_string(),
+            leaf_der: der.to_vec(),
+        })
     }
 
     /// Whole days until expiry (negative once expired).
@@ -71,6 +74,16 @@ impl CertInfo {
         theirs.dedup();
         mine == theirs
     }
+}
+
+/// An issuer's common name, the short form people know a CA by:
+/// `CN=R11, O=Let's Encrypt, C=US` -> `R11` (the whole text when it has no CN).
+pub fn short_issuer(issuer: &str) -> String {
+    issuer
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .unwrap_or(issuer)
+        .to_string()
 }
 
 #[cfg(test)]
@@ -117,6 +130,15 @@ mod tests {
         assert!(info.covers_exactly(&["*.example.test".into(), "app.example.test".into()]));
         assert!(!info.covers_exactly(&["app.example.test".into()]));
         assert!(!info.serial.is_empty() && !info.leaf_der.is_empty());
+        // The DER leaf reads the same as the PEM chain it came from.
+        assert_eq!(CertInfo::from_der(&info.leaf_der).unwrap(), info);
+    }
+
+    #[test]
+    fn issuers_are_shortened_to_their_common_name() {
+        assert_eq!(short_issuer("CN=R11, O=Let's Encrypt, C=US"), "R11");
+        assert_eq!(short_issuer("C=US, O=Let's Encrypt, CN=E7"), "E7");
+        assert_eq!(short_issuer("O=Nobody"), "O=Nobody");
     }
 
     #[test]
@@ -126,5 +148,6 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
         )
         .is_err());
+        assert!(CertInfo::from_der(b"hello").is_err());
     }
 }

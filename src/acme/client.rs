@@ -50,9 +50,10 @@ pub struct AcmeClient {
     pub directory: String,
 }
 
-/// The HTTP client for the directory: webpki's roots plus, optionally, one
-/// extra trusted root (a test CA such as Pebble's). ring only.
-fn http_client(extra_root: Option<&Path>) -> Result<Box<dyn HttpClient>, AcmeError> {
+/// A TLS client configuration trusting webpki's roots plus, optionally, the
+/// PEM root(s) in `extra_root` (a test CA such as Pebble's). ring only. Used
+/// for the ACME directory and for `deploy`'s final HTTPS check.
+pub fn tls_config(extra_root: Option<&Path>) -> Result<rustls::ClientConfig, AcmeError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_root {
@@ -72,13 +73,18 @@ fn http_client(extra_root: Option<&Path>) -> Result<Box<dyn HttpClient>, AcmeErr
             return Err(bad("no certificate in it".to_string()));
         }
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| AcmeError::Other(e.to_string()))?
     .with_root_certificates(roots)
-    .with_no_client_auth();
+    .with_no_client_auth())
+}
+
+/// The HTTP client for the directory, over [`tls_config`].
+fn http_client(extra_root: Option<&Path>) -> Result<Box<dyn HttpClient>, AcmeError> {
+    let tls = tls_config(extra_root)?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

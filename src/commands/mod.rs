@@ -1,6 +1,7 @@
 //! One module per command. Each takes resolved `Settings` and returns what
 //! happened; `main` maps errors to exit codes.
 
+pub mod deploy;
 pub mod facts;
 pub mod host_binary;
 pub mod init;
@@ -22,14 +23,7 @@ pub mod exit {
     pub const FAILED: u8 = 1;
     /// Bad input: command line, vpsup.toml, ~/.ssh/config, a playbook.
     pub const BAD_INPUT: u8 = 2;
-    /// The command exists in the plan but has not been built yet.
-    pub const NOT_AVAILABLE: u8 = 3;
 }
-
-/// A command whose issue has not landed: says so instead of pretending.
-#[derive(Debug, thiserror::Error)]
-#[error("`vpsup {0}` is not available yet in this version. Today vpsup can run `init`, `renew-certs`, `status`, `facts` and `play`; see the README's roadmap")]
-pub struct NotAvailable(pub &'static str);
 
 /// Most hosts connected to at once.
 pub const MAX_PARALLEL_HOSTS: usize = 16;
@@ -45,6 +39,8 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
         Command::RenewCerts { force, local } => renew_certs::run(&settings, *force, *local).await,
+        Command::Deploy => deploy::run(&settings).await,
+        Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
         Command::Play {
@@ -53,19 +49,17 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
             vars,
             tags,
         } => play::run(&settings, playbook, target.as_deref(), vars, tags).await,
-        other => Err(NotAvailable(other.name()).into()),
     }
 }
 
 /// The exit status for an error returned by `run`.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.is::<NotAvailable>() {
-        exit::NOT_AVAILABLE
-    } else if error.is::<SettingsError>()
+    if error.is::<SettingsError>()
         || error.is::<PlaybookError>()
         || error.is::<AssetError>()
         || error.is::<init::InitError>()
         || error.is::<renew_certs::RenewError>()
+        || error.is::<deploy::DeployError>()
     {
         exit::BAD_INPUT
     } else {

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 
 use super::play::project_dir;
 use super::{connect, MAX_PARALLEL_HOSTS};
+use crate::acme::certinfo::short_issuer;
 use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
 use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{self, HostFile, HostSettingsError};
@@ -396,15 +397,6 @@ fn cert_row(outcome: Result<CertOutcome, (String, crate::acme::AcmeError)>) -> C
     }
 }
 
-/// `CN=R11, O=Let's Encrypt, C=US` -> `R11`.
-fn short_issuer(issuer: &str) -> String {
-    issuer
-        .split(',')
-        .find_map(|part| part.trim().strip_prefix("CN="))
-        .unwrap_or(issuer)
-        .to_string()
-}
-
 fn print_table(rows: &[HostRow]) {
     for row in rows {
         if let Some(e) = &row.error {
@@ -440,12 +432,6 @@ fn print_table(rows: &[HostRow]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn issuers_are_shortened_to_their_common_name() {
-        assert_eq!(short_issuer("CN=R11, O=Let's Encrypt, C=US"), "R11");
-        assert_eq!(short_issuer("O=Nobody"), "O=Nobody");
-    }
 
     #[test]
     fn dns_servers_default_to_port_53() {

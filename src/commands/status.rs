@@ -11,6 +11,7 @@ use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::CertInfo;
 use crate::acme::host_settings;
 use crate::acme::store::{self, DEFAULT_DIR};
+use crate::deploy::remote::{self, Container, Deployed};
 use crate::facts::{self, HostFacts};
 use crate::settings::{HostTarget, Settings};
 use crate::transport::script::quote;
@@ -34,6 +35,8 @@ struct HostStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     firewall: Option<Firewall>,
     containers: Vec<Container>,
+    /// The last deploy of each app on the host.
+    deploys: Vec<Deployed>,
     certificates: Vec<Certificate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     renewal: Option<Renewal>,
@@ -46,13 +49,6 @@ struct Firewall {
     active: bool,
     /// `22/tcp LIMIT`, IPv6 rules left out (they mirror the IPv4 ones).
     rules: Vec<String>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-struct Container {
-    name: String,
-    state: String,
-    status: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -94,6 +90,8 @@ echo @@firewall
 command -v ufw >/dev/null 2>&1 && ufw status
 echo @@containers
 command -v docker >/dev/null 2>&1 && docker ps -a --format '{{{{.Names}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
+echo @@deploys
+{deploys}
 echo @@renewal
 if [ -x {bin} ]; then
   if v=$({bin} --version 2>&1); then echo "binary=$(echo "$v" | head -n1)"
@@ -113,23 +111,11 @@ exit 0"#,
         timer = RENEW_TIMER,
         service = RENEW_SERVICE,
         certs = store::listing_script(store_dir),
+        deploys = remote::deployed_listing(),
     )
 }
 
 /// The text of each `@@name` section.
-fn sections(output: &str) -> Vec<(&str, String)> {
-    let mut out: Vec<(&str, String)> = vec![("facts", String::new())];
-    for line in output.lines() {
-        if let Some(name) = line.strip_prefix("@@") {
-            out.push((name, String::new()));
-        } else if let Some((_, text)) = out.last_mut() {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    out
-}
-
 fn parse_firewall(text: &str) -> Option<Firewall> {
     let status = text.lines().find_map(|l| l.strip_prefix("Status: "))?;
     let rules = text
@@ -143,19 +129,6 @@ fn parse_firewall(text: &str) -> Option<Firewall> {
         active: status.trim() == "active",
         rules,
     })
-}
-
-fn parse_containers(text: &str) -> Vec<Container> {
-    text.lines()
-        .filter_map(|l| {
-            let mut parts = l.splitn(3, '\t');
-            Some(Container {
-                name: parts.next()?.to_string(),
-                state: parts.next()?.to_string(),
-                status: parts.next().unwrap_or("").to_string(),
-            })
-        })
-        .collect()
 }
 
 /// `certificates`: whether the store holds any (without them, a timer with
@@ -272,7 +245,7 @@ async fn host_status(settings: &Settings, target: &HostTarget, store_dir: &str) 
 
 fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {
     let mut renewal: Option<String> = None;
-    for (name, text) in sections(output) {
+    for (name, text) in facts::sections(output) {
         match name {
             "facts" => status.facts = Some(facts::parse(&text)?),
             "uptime" => {
@@ -284,7 +257,8 @@ fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {
                 status.load = lines.next().map(str::to_string);
             }
             "firewall" => status.firewall = parse_firewall(&text),
-            "containers" => status.containers = parse_containers(&text),
+            "containers" => status.containers = remote::parse_containers(&text),
+            "deploys" => status.deploys = remote::parse_deployed(&text),
             // Judged once the certificates are known (below).
             "renewal" => renewal = Some(text),
             "certificates" => {
@@ -324,6 +298,9 @@ fn print_host(s: &HostStatus) {
     }
     for c in &s.containers {
         println!("  container    {} {} ({})", c.name, c.state, c.status);
+    }
+    for d in &s.deploys {
+        println!("  deployed     {}: release {} at {} by {}", d.app, d.release, d.at, d.by);
     }
     if s.certificates.is_empty() {
         println!("  certificates none in the store");

@@ -7,8 +7,11 @@
 
 pub mod compose;
 pub mod dns;
+pub mod https_check;
 pub mod ports;
+pub mod release;
 pub mod releases;
+pub mod remote;
 pub mod secrets;
 pub mod stack;
 pub mod upload;

@@ -1,0 +1,935 @@
+//! `vpsup deploy`: the project's compose stack on every host, each site at
+//! its domain over HTTPS through the host's nginx. In order, per host:
+//!
+//! 1. one probe exec (facts, current release, secrets, sites, containers,
+//!    certificates); a deploy that would change nothing stops here;
+//! 2. the DNS preflight: every domain must point at the host before any ACME
+//!    order (the exact record to create otherwise);
+//! 3. the deploy lock, given back even on Ctrl-C;
+//! 4. certificates (a failure changes nothing else);
+//! 5. the new release directory (only changed files travel), the secrets;
+//! 6. `docker compose up --wait`, then each site's health path on its
+//!    loopback port; a failure starts the previous release again and reports
+//!    the failing services' last log lines;
+//! 7. nginx site files (put back if `nginx -t` fails), reload, `current`
+//!    switched, old releases pruned;
+//! 8. from here: each site over HTTPS (status, certificate names, days left).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::play::project_dir;
+use super::renew_certs::acme_settings;
+use super::{connect, MAX_PARALLEL_HOSTS};
+use crate::acme::certinfo::CertInfo;
+use crate::acme::certs::{AcmeSettings, Certs};
+use crate::acme::host_settings::{self, HostFile};
+use crate::acme::policy::{self, Decision};
+use crate::acme::store::{self, cert_name, ChallengeKind, Store};
+use crate::config::{AppConfig, Config, EnvName, SiteConfig};
+use crate::deploy::https_check;
+use crate::deploy::release::{self, Release};
+use crate::deploy::remote::{self, AppPaths, Container, Deployed, ReleaseMeta};
+use crate::deploy::stack::{self, Stack};
+use crate::deploy::upload::{self, ReleaseFile};
+use crate::deploy::{dns, ports, releases, secrets};
+use crate::engine::assets::Assets;
+use crate::engine::render::{Renderer, Vars};
+use crate::facts::{self, HostFacts};
+use crate::hostlock::{Held, HostLock, LockRequest};
+use crate::settings::{HostTarget, Settings};
+use crate::transport::{ExecRequest, Transport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("deploy needs an [app] section in {0} (name, compose files, sites): see the README")]
+    NoApp(std::path::PathBuf),
+    #[error("[[sites]] need certificates: add an [acme] section with your email to {0}")]
+    NoAcme(std::path::PathBuf),
+    #[error("{0}")]
+    Release(String),
+}
+
+/// What the deploy did on one host.
+#[derive(Debug, Default, Serialize)]
+struct HostReport {
+    host: String,
+    /// The release now current.
+    release: Option<String>,
+    /// Whether anything changed on the host.
+    changed: bool,
+    uploaded: usize,
+    /// What the deploy found to change (with --check: would change).
+    pending: Vec<String>,
+    secrets_created: Vec<String>,
+    certificates: Vec<String>,
+    sites: Vec<SiteReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct SiteReport {
+    url: String,
+    status: Option<u16>,
+    names: Vec<String>,
+    days_left: Option<i64>,
+    redirect: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Everything every host's deploy shares.
+struct DeployRun<'a> {
+    settings: &'a Settings,
+    config: &'a Config,
+    app: &'a AppConfig,
+    sites: &'a [SiteConfig],
+    release: Release,
+    acme: Option<AcmeSettings>,
+    host_files: Vec<HostFile>,
+    renderer: Renderer,
+    owner: String,
+}
+
+/// The project's config and its `[app]` section, or what to add.
+fn app_config(settings: &Settings) -> Result<(&Config, &AppConfig), DeployError> {
+    let no_app = || DeployError::NoApp(settings.config_path.clone());
+    let config = settings.config.as_ref().ok_or_else(no_app)?;
+    let app = config.app.as_ref().ok_or_else(no_app)?;
+    Ok((config, app))
+}
+
+/// Who holds the deploy lock, as other operators will read it.
+fn lock_owner(command: &str) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "someone".to_string());
+    let here = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string());
+    format!("{user}@{here} (vpsup {command})")
+}
+
+/// Takes app's deploy lock (one deploy or rollback at a time), taking over
+/// one whose run died and saying so.
+async fn lock_app(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    owner: &str,
+    host: &str,
+) -> Result<HostLock, String> {
+    let lock = HostLock::acquire(
+        transport,
+        &LockRequest {
+            path: &paths.lock(),
+            what: &format!("app {}", paths.app),
+            owner,
+            take_over_after: None,
+            local_pid: None,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Some(dead) = &lock.taken_over {
+        eprintln!("vpsup: {host}: took over the deploy lock of a run that died: {dead}");
+    }
+    Ok(lock)
+}
+
+pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+    let (config, app) = app_config(settings)?;
+    let project = project_dir(settings);
+    let (acme, host_files, exclude) = match &config.acme {
+        Some(acme) => {
+            let mut exclude = Vec::new();
+            exclude.extend(acme.extra_root.clone());
+            exclude.extend(acme.dns.as_ref().map(|d| d.secret_file.clone()));
+            (
+                Some(acme_settings(acme, &project)?),
+                host_settings::files(acme, &project)?,
+                exclude,
+            )
+        }
+        None if !config.sites.is_empty() => {
+            return Err(DeployError::NoAcme(settings.config_path.clone()).into())
+        }
+        None => (None, Vec::new(), Vec::new()),
+    };
+    let release = release::collect(&project, app, &config.sites, &exclude)
+        .map_err(|e| DeployError::Release(e.to_string()))?;
+    for note in &release.rewritten {
+        eprintln!("vpsup: bound to 127.0.0.1 ([app] public_ports = \"loopback\"): {note}");
+    }
+    let assets = Assets::load(Some(&project))?;
+    let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
+    let run = DeployRun {
+        settings,
+        config,
+        app,
+        sites: &config.sites,
+        release,
+        acme,
+        host_files,
+        renderer,
+        owner: lock_owner("deploy"),
+    };
+    let targets = settings.targets(None)?;
+    let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
+    let reports: Vec<HostReport> = futures::future::join_all(targets.iter().map(|target| async {
+        let _slot = limit.acquire().await;
+        let mut report = HostReport {
+            host: target.name.clone(),
+            ..Default::default()
+        };
+        match connect(settings, target).await {
+            Err(e) => report.error = Some(e.to_string()),
+            Ok((transport, _)) => {
+                if let Err(e) = deploy_on(&transport, target, &run, &mut report).await {
+                    report.error = Some(e);
+                }
+                transport.close().await;
+            }
+        }
+        if report.error.is_none() && !settings.check {
+            report.sites = final_check(&run, target).await;
+        }
+        report
+    }))
+    .await;
+    if settings.json {
+        println!("{}", serde_json::to_string_pretty(&json!({"hosts": reports}))?);
+    } else {
+        print_reports(&reports, settings.check);
+    }
+    let failed = reports
+        .iter()
+        .filter(|r| r.error.is_some() || r.sites.iter().any(|s| s.error.is_some()))
+        .count();
+    if failed > 0 {
+        anyhow::bail!("deploy failed on {failed} of {} host(s)", reports.len());
+    }
+    Ok(())
+}
+
+/// What the probe found.
+struct Probed {
+    facts: HostFacts,
+    current: upload::Current,
+    meta: Option<ReleaseMeta>,
+    releases: Vec<String>,
+    secrets: Vec<String>,
+    /// `file name -> sha256` of the app's installed site files.
+    sites: Vec<(String, String)>,
+    containers: Vec<Container>,
+    certificates: Vec<store::StoredCert>,
+}
+
+async fn probe(transport: &dyn Transport, paths: &AppPaths, store_dir: &str) -> Result<Probed, String> {
+    let out = transport
+        .run_ok(
+            "probing the host",
+            ExecRequest::piped(paths.probe_script(store_dir)).become_root(true),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = out.stdout_str();
+    let parts = facts::sections(&text);
+    let facts_text = parts.first().map(|(_, t)| t.as_str()).unwrap_or("");
+    let mut probed = Probed {
+        facts: facts::parse(facts_text)?,
+        current: Default::default(),
+        meta: None,
+        releases: Vec::new(),
+        secrets: Vec::new(),
+        sites: Vec::new(),
+        containers: Vec::new(),
+        certificates: Vec::new(),
+    };
+    for (name, text) in parts {
+        match name {
+            "release" => probed.current = upload::parse_probe(&text),
+            "meta" => probed.meta = serde_json::from_str(&text).ok(),
+            "releases" => probed.releases = text.lines().map(str::to_string).collect(),
+            "secrets" => probed.secrets = text.lines().map(str::to_string).collect(),
+            "sites" => {
+                probed.sites = text
+                    .lines()
+                    .filter_map(|l| l.split_once(' '))
+                    .map(|(h, f)| (f.to_string(), h.to_string()))
+                    .collect()
+            }
+            "containers" => probed.containers = remote::parse_containers(&text),
+            "certificates" => probed.certificates = store::parse_listing(&text)?,
+            _ => {}
+        }
+    }
+    Ok(probed)
+}
+
+async fn deploy_on(
+    transport: &dyn Transport,
+    target: &HostTarget,
+    run: &DeployRun<'_>,
+    report: &mut HostReport,
+) -> Result<(), String> {
+    let paths = AppPaths::new(&run.app.name.as_str());
+    let store_dir = run
+        .acme
+        .as_ref()
+        .map_or(store::DEFAULT_DIR.to_string(), |a| a.store_dir.clone());
+    let probed = probe(transport, &paths, &store_dir).await?;
+    if probed.facts.compose_v2.is_none() {
+        return Err("docker compose (v2) is missing on the host: run `vpsup init` first".to_string());
+    }
+    let files = release_files(run, &probed.facts, &store_dir)?;
+    let plan = upload::plan(&files, &probed.current);
+    let missing_secrets: Vec<_> = run
+        .app
+        .secrets
+        .generate
+        .iter()
+        .filter(|n| !probed.secrets.contains(&n.0))
+        .collect();
+    let certs_due: Vec<&SiteConfig> = run
+        .sites
+        .iter()
+        .filter(|s| !cert_fresh(&probed.certificates, &s.domain.0))
+        .collect();
+    let sites_current = run.sites.iter().all(|site| {
+        let installed = probed
+            .sites
+            .iter()
+            .find(|(f, _)| *f == format!("vpsup-{}--{}.conf", paths.app, site.domain.0));
+        let wanted = files
+            .iter()
+            .find(|f| f.path == format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0));
+        matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
+    }) && probed.sites.len() == run.sites.len();
+    let services_up = !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
+    report.release = probed.current.release.clone();
+    report.pending = pending_changes(&plan, &missing_secrets, &certs_due, sites_current, services_up);
+    if report.pending.is_empty() {
+        return Ok(());
+    }
+
+    // Every domain must point here before the CA is asked to validate it.
+    preflight(run, target, &probed.facts).await?;
+    if run.settings.check {
+        return Ok(());
+    }
+
+    let lock = lock_app(transport, &paths, &run.owner, &target.name).await?;
+    let held = lock
+        .hold(transport, change(transport, run, &paths, &probed, &files, &plan, report))
+        .await;
+    outcome_under_lock(
+        held,
+        "interrupted; the host keeps the release it had (or the one this deploy made current)",
+    )
+}
+
+/// What a deploy would change, one line each (empty: nothing).
+fn pending_changes(
+    plan: &upload::Plan<'_>,
+    missing_secrets: &[&EnvName],
+    certs_due: &[&SiteConfig],
+    sites_current: bool,
+    services_up: bool,
+) -> Vec<String> {
+    let mut pending = Vec::new();
+    if !plan.is_noop() {
+        let mut files: Vec<&str> = plan.upload.iter().map(|f| f.path.as_str()).collect();
+        files.extend(plan.removed.iter().map(|f| f.as_str()));
+        pending.push(format!(
+            "new release: {} file(s) to upload, {} gone ({})",
+            plan.upload.len(),
+            plan.removed.len(),
+            files.join(", ")
+        ));
+    }
+    if !missing_secrets.is_empty() {
+        let names: Vec<&str> = missing_secrets.iter().map(|n| n.0.as_str()).collect();
+        pending.push(format!("secrets to generate: {}", names.join(", ")));
+    }
+    for site in certs_due {
+        pending.push(format!("certificate to issue or renew: {}", site.domain.0));
+    }
+    if !sites_current {
+        pending.push("nginx site files to install".to_string());
+    }
+    if !services_up {
+        pending.push("containers to start (some are missing, stopped or unhealthy)".to_string());
+    }
+    pending
+}
+
+/// What a run under the deploy lock came to: its own error first, then an
+/// interruption, then a problem with the lock itself.
+fn outcome_under_lock<T>(held: Held<Result<T, String>>, interrupted: &str) -> Result<T, String> {
+    let lock_problem = held.release_problem("deploy");
+    match (held.outcome, lock_problem) {
+        (None, _) => Err(interrupted.to_string()),
+        (Some(Err(e)), _) => Err(e),
+        (Some(Ok(_)), Some(problem)) => Err(problem),
+        (Some(Ok(value)), None) => Ok(value),
+    }
+}
+
+/// The changing part of a deploy, under the lock.
+async fn change(
+    transport: &dyn Transport,
+    run: &DeployRun<'_>,
+    paths: &AppPaths,
+    probed: &Probed,
+    files: &[ReleaseFile],
+    plan: &upload::Plan<'_>,
+    report: &mut HostReport,
+) -> Result<(), String> {
+    report.changed = true;
+    // Certificates first: a CA that refuses changes nothing else.
+    if let Some(acme) = &run.acme {
+        let certs = Certs::new(transport, acme);
+        for site in run.sites {
+            let outcome = certs
+                .ensure(&[site.domain.0.clone()], ChallengeKind::Http01, false)
+                .await
+                .map_err(|e| format!("certificate for {}: {e}", site.domain.0))?;
+            report
+                .certificates
+                .push(format!("{}: {:?}", outcome.name, outcome.action));
+        }
+        if !run.host_files.is_empty() {
+            host_settings::sync(transport, &acme.store_dir, &run.host_files)
+                .await
+                .map_err(|e| format!("the renewal timer's settings: {e}"))?;
+        }
+    }
+
+    // The release: a copy of the current one with only the changes sent.
+    let id = if plan.is_noop() {
+        probed.current.release.clone()
+    } else {
+        None
+    }
+    .unwrap_or_else(|| releases::release_id(OffsetDateTime::now_utc(), &release::content_hash(files)));
+    if probed.current.release.as_deref() != Some(id.as_str()) {
+        transport
+            .run_ok(
+                "writing the new release",
+                ExecRequest::piped(upload::release_script(&paths.dir, &id, plan)).become_root(true),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        report.uploaded = plan.upload.len();
+    }
+    report.secrets_created = secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate)
+        .await
+        .map_err(|e| e.to_string())?;
+
+    // Up, and healthy, or back to the previous release.
+    let meta = release_meta(run);
+    let timeout = run.app.health_timeout.0;
+    if let Err(why) = start(transport, paths, &id, &meta, &run.release.ports, timeout).await {
+        let secrets_path = paths.secrets();
+        let release_dir = paths.release(&id);
+        let failed = stack_for(&paths.app, &release_dir, &meta, &secrets_path);
+        let logs = roll_back(transport, paths, probed, &failed, &why.services, timeout).await;
+        return Err(format!(
+            "release {id} is not healthy ({}); {}\n{logs}",
+            why.text,
+            match &probed.current.release {
+                Some(previous) => format!("release {previous} runs again and keeps serving"),
+                None => "it was the first release: its containers were stopped".to_string(),
+            }
+        ));
+    }
+    activate(transport, run.config, paths, &id, &probed.releases, run.app.releases.0 as usize, &run.owner).await?;
+    report.release = Some(id);
+    Ok(())
+}
+
+/// Starts release `id` and waits until it is healthy: compose's own
+/// healthchecks (`up --wait`), then each site's health path on its
+/// loopback port.
+async fn start(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    id: &str,
+    meta: &ReleaseMeta,
+    ports: &BTreeMap<ports::Target, u16>,
+    timeout: u32,
+) -> Result<(), Unhealthy> {
+    let release_dir = paths.release(id);
+    let secrets_path = paths.secrets();
+    let stack = stack_for(&paths.app, &release_dir, meta, &secrets_path);
+    let gate = format!(
+        "if ! {up} >&2; then echo '@@failed compose'; {ps}; exit 1; fi\n{health}",
+        up = stack.up(timeout),
+        ps = stack.ps(),
+        health = stack::health_probe_script(&meta.health, timeout),
+    );
+    let out = transport
+        .exec(ExecRequest::piped(gate).become_root(true))
+        .await
+        .map_err(|e| Unhealthy {
+            text: e.to_string(),
+            services: Vec::new(),
+        })?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(unhealthy(&out.stdout_str(), ports))
+    }
+}
+
+/// Makes release `id` the one nginx serves and `current` points at, and
+/// prunes releases beyond `keep`.
+async fn activate(
+    transport: &dyn Transport,
+    config: &Config,
+    paths: &AppPaths,
+    id: &str,
+    known: &[String],
+    keep: usize,
+    owner: &str,
+) -> Result<(), String> {
+    let mut all = known.to_vec();
+    if !all.iter().any(|r| r == id) {
+        all.push(id.to_string());
+    }
+    all.sort();
+    let prune = releases::to_prune(&all, id, keep);
+    let reload = match &config.acme {
+        Some(acme) => Store {
+            transport,
+            dir: acme.store.clone(),
+        }
+        .reload_script(&acme.reload),
+        None => "nginx -t && systemctl reload nginx".to_string(),
+    };
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let record = Deployed::record(id, &now, owner);
+    transport
+        .run_ok(
+            "serving the new release",
+            ExecRequest::piped(paths.activate_script(id, &reload, &prune, &record)).become_root(true),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// What failed in the health gate.
+struct Unhealthy {
+    text: String,
+    services: Vec<String>,
+}
+
+fn unhealthy(stdout: &str, ports: &BTreeMap<ports::Target, u16>) -> Unhealthy {
+    let mut services = Vec::new();
+    let mut text = Vec::new();
+    if let Some((_, ps)) = stdout.split_once("@@failed compose\n") {
+        for c in remote::parse_containers(ps) {
+            if !c.is_up() {
+                text.push(format!("{}: {}", c.name, c.status));
+                services.push(c.name);
+            }
+        }
+        if text.is_empty() {
+            text.push("docker compose up failed".to_string());
+        }
+    }
+    for line in stdout.lines().filter(|l| l.starts_with("fail ")) {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if let [_, port, path, code] = parts[..] {
+            let port: u16 = port.parse().unwrap_or(0);
+            let service = ports
+                .iter()
+                .find(|(_, p)| **p == port)
+                .map(|((s, _), _)| s.clone())
+                .unwrap_or_default();
+            text.push(format!("{service} answers {path} with HTTP {code}"));
+            services.push(service);
+        }
+    }
+    services.sort();
+    services.dedup();
+    Unhealthy {
+        text: text.join("; "),
+        services,
+    }
+}
+
+/// The failing services' last log lines, then the previous release up again
+/// (or, for a first release, its containers stopped).
+async fn roll_back(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    probed: &Probed,
+    failed: &Stack<'_>,
+    services: &[String],
+    timeout: u32,
+) -> String {
+    let mut script = String::new();
+    for service in services {
+        script.push_str(&format!("echo '--- {service} (last 30 lines)'\n{} 2>&1\n", failed.logs(service, 30)));
+    }
+    let previous_dir = probed.current.release.as_ref().map(|id| paths.release(id));
+    let secrets_path = paths.secrets();
+    let restart = match (&previous_dir, &probed.meta) {
+        (Some(dir), Some(meta)) => stack_for(&paths.app, dir, meta, &secrets_path).up(timeout),
+        _ => format!("docker compose -p {} down", crate::transport::script::quote(&paths.app)),
+    };
+    script.push_str(&format!("{restart} >/dev/null 2>&1 || echo 'the previous release did not come back up either' \n"));
+    match transport.exec(ExecRequest::piped(script).become_root(true)).await {
+        Ok(out) => out.stdout_str(),
+        Err(e) => format!("(rolling back failed: {e})"),
+    }
+}
+
+fn stack_for<'a>(app: &'a str, dir: &'a str, meta: &'a ReleaseMeta, secrets: &'a str) -> Stack<'a> {
+    Stack {
+        project: app,
+        dir,
+        files: &meta.compose_files,
+        env_files: &meta.env_files,
+        secrets_env: meta.secrets.then_some(secrets),
+    }
+}
+
+fn release_meta(run: &DeployRun<'_>) -> ReleaseMeta {
+    ReleaseMeta {
+        compose_files: run.release.compose_files.clone(),
+        env_files: run.release.env_files.clone(),
+        health: run
+            .sites
+            .iter()
+            .filter_map(|s| {
+                run.release
+                    .ports
+                    .get(&(s.service.clone(), s.port.0))
+                    .map(|p| (s.health.0.clone(), *p))
+            })
+            .collect(),
+        secrets: !run.app.secrets.generate.is_empty(),
+    }
+}
+
+/// The project's files plus what vpsup adds for this host: how the release
+/// runs, and its nginx site files (rendered for the host's nginx).
+fn release_files(run: &DeployRun<'_>, facts: &HostFacts, store_dir: &str) -> Result<Vec<ReleaseFile>, String> {
+    let mut files = run.release.files.clone();
+    let meta = serde_json::to_vec_pretty(&release_meta(run)).unwrap_or_default();
+    files.push(ReleaseFile {
+        path: remote::META_FILE.to_string(),
+        content: meta,
+        mode: 0o644,
+    });
+    let http2_on = facts
+        .nginx
+        .as_deref()
+        .is_some_and(|v| version_at_least(v, &[1, 25, 1]));
+    let mut vars = Vars::default();
+    vars.base.insert("app".into(), json!(run.app.name.as_str()));
+    vars.base.insert("nginx_http2_on".into(), json!(http2_on));
+    files.push(ReleaseFile {
+        path: remote::MAP_FILE.to_string(),
+        content: run
+            .renderer
+            .template("nginx_websocket_map.conf.tera", &vars)
+            .map_err(|e| e.to_string())?
+            .into_bytes(),
+        mode: 0o644,
+    });
+    for site in run.sites {
+        let port = |service: &str, port: u16| {
+            run.release
+                .ports
+                .get(&(service.to_string(), port))
+                .copied()
+                .unwrap_or_default()
+        };
+        let mut routes: Vec<serde_json::Value> = site
+            .routes
+            .iter()
+            .map(|r| json!({"path": r.path.0, "port": port(&r.service, r.port.0), "websockets": r.websockets}))
+            .collect();
+        routes.push(json!({"path": "/", "port": port(&site.service, site.port.0), "websockets": site.websockets}));
+        let mut vars = vars.clone();
+        vars.base.insert(
+            "site".into(),
+            json!({
+                "domain": site.domain.0,
+                "cert_dir": format!("{}/certs/{}", store_dir.trim_end_matches('/'), cert_name(&[site.domain.0.clone()])),
+                "max_body": site.max_body.0,
+                "routes": routes,
+            }),
+        );
+        files.push(ReleaseFile {
+            path: format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0),
+            content: run
+                .renderer
+                .template("nginx_site.conf.tera", &vars)
+                .map_err(|e| e.to_string())?
+                .into_bytes(),
+            mode: 0o644,
+        });
+    }
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+fn version_at_least(version: &str, wanted: &[u32]) -> bool {
+    let have: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
+    have.as_slice() >= wanted
+}
+
+/// The store holds a certificate for `domain` that is not due.
+fn cert_fresh(certificates: &[store::StoredCert], domain: &str) -> bool {
+    let name = cert_name(&[domain.to_string()]);
+    certificates.iter().any(|c| {
+        c.name == name
+            && CertInfo::from_pem_chain(&c.chain_pem).is_ok_and(|info| {
+                matches!(
+                    policy::decide(info.not_before, info.not_after, OffsetDateTime::now_utc(), None),
+                    Decision::Keep { .. }
+                )
+            })
+    })
+}
+
+/// The host's addresses as the world should see them: its address in
+/// vpsup.toml when that is an IP (else what the resolver says it is), and
+/// its public IPv4 from the facts.
+async fn host_addresses(target: &HostTarget, facts: &HostFacts, resolver: SocketAddr) -> Vec<IpAddr> {
+    let mut addresses = Vec::new();
+    match target.ssh.host.parse::<IpAddr>() {
+        Ok(ip) => addresses.push(ip),
+        Err(_) => addresses.extend(dns::resolve(resolver, &target.ssh.host).await.unwrap_or_default()),
+    }
+    if let Some(ip) = facts.public_ipv4.as_deref().and_then(|a| a.split('/').next()?.parse().ok()) {
+        if !addresses.contains(&ip) {
+            addresses.push(ip);
+        }
+    }
+    addresses
+}
+
+async fn preflight(run: &DeployRun<'_>, target: &HostTarget, facts: &HostFacts) -> Result<(), String> {
+    if run.sites.is_empty() {
+        return Ok(());
+    }
+    let resolver = socket_addr(&run.app.dns_resolver, 53)
+        .ok_or_else(|| format!("[app] dns_resolver {:?} does not resolve", run.app.dns_resolver))?;
+    let host = host_addresses(target, facts, resolver).await;
+    let mut problems = Vec::new();
+    for site in run.sites {
+        let domain = &site.domain.0;
+        let resolved = dns::resolve(resolver, domain)
+            .await
+            .map_err(|e| format!("DNS preflight for {domain}: {e}"))?;
+        let verdict = dns::judge(domain, &host, &resolved);
+        if !verdict.ok() {
+            problems.push(verdict.describe(domain, &resolver));
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "DNS preflight: {}. Nothing was changed and no certificate was ordered (Let's Encrypt allows 5 failed validations per name per hour)",
+            problems.join("; ")
+        ))
+    }
+}
+
+/// `host[:port]` to one socket address.
+fn socket_addr(text: &str, default_port: u16) -> Option<SocketAddr> {
+    let with_port = if text.parse::<IpAddr>().is_ok() || !text.contains(':') {
+        format!("{text}:{default_port}")
+    } else {
+        text.to_string()
+    };
+    with_port.to_socket_addrs().ok()?.next()
+}
+
+/// Each site from here, as a visitor sees it.
+async fn final_check(run: &DeployRun<'_>, target: &HostTarget) -> Vec<SiteReport> {
+    let host = run.config.host(&target.name);
+    let https_port = host.and_then(|h| h.https_port).map_or(443, |p| p.0);
+    let http_port = host.and_then(|h| h.http_port).map_or(80, |p| p.0);
+    let extra_root = run.acme.as_ref().and_then(|a| a.extra_root.clone());
+    let mut out = Vec::new();
+    for site in run.sites {
+        let domain = &site.domain.0;
+        let url = format!("https://{domain}{}", site.health.0);
+        let (Some(https), Some(http)) = (
+            socket_addr(&target.ssh.host, https_port).map(|a| SocketAddr::new(a.ip(), https_port)),
+            socket_addr(&target.ssh.host, http_port).map(|a| SocketAddr::new(a.ip(), http_port)),
+        ) else {
+            out.push(SiteReport {
+                url,
+                status: None,
+                names: Vec::new(),
+                days_left: None,
+                redirect: None,
+                error: Some(format!("{} does not resolve from here", target.ssh.host)),
+            });
+            continue;
+        };
+        let checked = https_check::check_https(https, domain, &site.health.0, extra_root.as_deref()).await;
+        let redirect = https_check::check_redirect(http, domain).await;
+        let mut report = SiteReport {
+            url,
+            status: None,
+            names: Vec::new(),
+            days_left: None,
+            redirect: redirect.as_ref().ok().and_then(|(_, l)| l.clone()),
+            error: None,
+        };
+        match checked {
+            Ok(c) => {
+                report.status = Some(c.status);
+                report.names = c.names;
+                report.days_left = Some(c.days_left);
+                if !(200..400).contains(&c.status) {
+                    report.error = Some(format!("answers HTTP {}", c.status));
+                }
+            }
+            Err(e) => report.error = Some(e),
+        }
+        out.push(report);
+    }
+    out
+}
+
+fn print_reports(reports: &[HostReport], check: bool) {
+    for r in reports {
+        if check && r.error.is_none() {
+            if r.pending.is_empty() {
+                println!("{}: nothing to change (release {})", r.host, r.release.as_deref().unwrap_or("?"));
+            }
+            for p in &r.pending {
+                println!("{}: would change: {p}", r.host);
+            }
+            continue;
+        }
+        match (&r.error, r.changed) {
+            (Some(e), _) => println!("{}: FAILED: {e}", r.host),
+            (None, false) => println!(
+                "{}: unchanged (release {}), changed=0",
+                r.host,
+                r.release.as_deref().unwrap_or("?")
+            ),
+            (None, true) => println!(
+                "{}: release {} is live ({} file(s) uploaded{})",
+                r.host,
+                r.release.as_deref().unwrap_or("?"),
+                r.uploaded,
+                if r.secrets_created.is_empty() {
+                    String::new()
+                } else {
+                    format!(", secrets generated: {}", r.secrets_created.join(", "))
+                }
+            ),
+        }
+        for c in &r.certificates {
+            println!("{}: certificate {c}", r.host);
+        }
+        for s in &r.sites {
+            match &s.error {
+                Some(e) => println!("{}: {} FAILED: {e}", r.host, s.url),
+                None => println!(
+                    "{}: {} -> HTTP {} | certificate for {} | {} days left",
+                    r.host,
+                    s.url,
+                    s.status.unwrap_or_default(),
+                    s.names.join(" "),
+                    s.days_left.unwrap_or_default()
+                ),
+            }
+        }
+    }
+}
+
+
+/// `vpsup rollback`: the release before `current` runs again and is served,
+/// on every host, after the same health gate as a deploy.
+pub async fn rollback(settings: &Settings) -> anyhow::Result<()> {
+    let (config, app) = app_config(settings)?;
+    let owner = lock_owner("rollback");
+    let targets = settings.targets(None)?;
+    let mut failed = 0;
+    for target in &targets {
+        let result = match connect(settings, target).await {
+            Err(e) => Err(e.to_string()),
+            Ok((transport, _)) => {
+                let r = rollback_on(&transport, config, app, &owner, &target.name).await;
+                transport.close().await;
+                r
+            }
+        };
+        match result {
+            Ok((from, to)) => println!("{}: rolled back from release {from} to {to}", target.name),
+            Err(e) => {
+                failed += 1;
+                println!("{}: FAILED: {e}", target.name);
+            }
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("rollback failed on {failed} of {} host(s)", targets.len());
+    }
+    Ok(())
+}
+
+async fn rollback_on(
+    transport: &dyn Transport,
+    config: &Config,
+    app: &AppConfig,
+    owner: &str,
+    host: &str,
+) -> Result<(String, String), String> {
+    let paths = AppPaths::new(app.name.as_str());
+    let store_dir = config.acme.as_ref().map_or(store::DEFAULT_DIR, |a| a.store.as_str());
+    let probed = probe(transport, &paths, store_dir).await?;
+    let current = probed
+        .current
+        .release
+        .clone()
+        .ok_or_else(|| format!("app {} was never deployed here", paths.app))?;
+    let previous = releases::previous(&probed.releases, &current)
+        .ok_or_else(|| format!("release {current} is the only one kept: there is nothing to roll back to"))?
+        .to_string();
+    let lock = lock_app(transport, &paths, owner, host).await?;
+    let work = async {
+        let out = transport
+            .run_ok(
+                "reading the previous release",
+                ExecRequest::new(format!(
+                    "cat {}",
+                    crate::transport::script::quote(&format!("{}/{}", paths.release(&previous), remote::META_FILE))
+                ))
+                .become_root(true),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let meta: ReleaseMeta = serde_json::from_str(&out.stdout_str())
+            .map_err(|e| format!("release {previous} has no readable {}: {e}", remote::META_FILE))?;
+        let timeout = app.health_timeout.0;
+        if let Err(why) = start(transport, &paths, &previous, &meta, &BTreeMap::new(), timeout).await {
+            if let Some(current_meta) = &probed.meta {
+                let _ = start(transport, &paths, &current, current_meta, &BTreeMap::new(), timeout).await;
+            }
+            return Err(format!("release {previous} is not healthy ({}); release {current} runs again", why.text));
+        }
+        activate(transport, config, &paths, &previous, &probed.releases, usize::MAX, owner).await
+    };
+    let held = lock.hold(transport, work).await;
+    outcome_under_lock(held, "interrupted").map(|()| (current, previous))
+}

@@ -1,0 +1,956 @@
+//! The local half of a deploy: what goes into a release, computed on the
+//! operator's machine before any connection.
+//!
+//! - The project's files, walked from its directory, without what never
+//!   belongs on a host: `.git`, `.vpsup`, `target`, `node_modules` and
+//!   `__pycache__` directories (at any depth), `vpsup.toml` and
+//!   `.vpsupignore` (at the root), the paths the caller excludes (the ACME DNS
+//!   secret, the extra root: secrets that must never travel) and the paths
+//!   `.vpsupignore` lists (one project-relative path per line; a directory
+//!   excludes everything under it; `#` comments; no patterns).
+//!   Symlinks are followed when they point inside the project and refused
+//!   when they point outside it. Modes are 0755 (executable by its owner) or
+//!   0644.
+//! - The compose files, checked for ports published past the firewall
+//!   (`compose::exposures`): refused, or, with `public_ports = "loopback"`,
+//!   rewritten to 127.0.0.1 (the uploaded file is then the rewritten document,
+//!   as JSON, which is YAML).
+//! - `vpsup.override.json`, publishing each site's (and route's) service port
+//!   on the loopback port nginx proxies to (`ports`), last in the `-f` list.
+//! - A hash of it all, the content part of the release id.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::config::{AppConfig, PublicPorts, SiteConfig};
+use crate::deploy::compose::{self, Exposure};
+use crate::deploy::ports::{self, Target};
+use crate::deploy::upload::ReleaseFile;
+
+/// The compose override vpsup adds to every release.
+pub const OVERRIDE_FILE: &str = "vpsup.override.json";
+/// Paths the project keeps off its hosts.
+pub const IGNORE_FILE: &str = ".vpsupignore";
+/// The most a release may weigh.
+pub const MAX_TOTAL_BYTES: u64 = 200 * 1024 * 1024;
+
+/// Directories never uploaded, wherever they are.
+const SKIPPED_DIRS: &[&str] = &[".git", ".vpsup", "target", "node_modules", "__pycache__"];
+/// Files at the root never uploaded.
+const SKIPPED_ROOT_FILES: &[&str] = &["vpsup.toml", IGNORE_FILE];
+
+/// What a deploy puts on the host, before connecting to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Release {
+    /// Every file of the release directory: relative, `/`-separated, sorted.
+    pub files: Vec<ReleaseFile>,
+    /// For `docker compose -f`, in config order, then `vpsup.override.json`.
+    pub compose_files: Vec<String>,
+    /// From `[app] env_files`, relative.
+    pub env_files: Vec<String>,
+    /// The loopback port of each (service, container port) nginx proxies to.
+    pub ports: BTreeMap<Target, u16>,
+    /// `service: before -> after` for each public port bound to loopback.
+    pub rewritten: Vec<String>,
+    /// SHA-256 (hex) over the path, mode and content of every file.
+    pub content_hash: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: the name is not portable (not UTF-8, or a control character in it); rename it or list it in .vpsupignore")]
+    BadName { path: PathBuf },
+    #[error("symlink {link} points outside the project (to {target}); its target would not be in the release: copy the file into the project, or list the link in .vpsupignore")]
+    SymlinkOutside { link: String, target: PathBuf },
+    #[error(
+        "symlink {link} is broken (its target does not exist): fix it, or list it in .vpsupignore"
+    )]
+    SymlinkBroken { link: String },
+    #[error("symlink {link} points at {target}, which is not uploaded ({reason}): list the link in .vpsupignore, or point it elsewhere")]
+    SymlinkToSkipped {
+        link: String,
+        target: String,
+        reason: &'static str,
+    },
+    #[error("symlink {link} points at a directory that contains it (a loop): remove it, or list it in .vpsupignore")]
+    SymlinkLoop { link: String },
+    #[error("{path} is not a regular file, directory or symlink (a socket, pipe or device): list it in .vpsupignore")]
+    SpecialFile { path: String },
+    #[error(".vpsupignore line {line}: {why} (got {text:?})")]
+    BadIgnore {
+        line: usize,
+        text: String,
+        why: &'static str,
+    },
+    #[error("the release would be {} MB, over the {} MB limit; list what the hosts do not need (build output, data, media) in .vpsupignore at the project root. Largest files: {}", .total / 1_000_000, .limit / 1_000_000, .largest.iter().map(|(p, n)| format!("{p} ({} MB)", n / 1_000_000)).collect::<Vec<_>>().join(", "))]
+    TooLarge {
+        total: u64,
+        limit: u64,
+        largest: Vec<(String, u64)>,
+    },
+    #[error("{path} (in [app] {field}) is outside the project directory {project}: only files inside it are uploaded; move it into the project")]
+    OutsideProject {
+        field: &'static str,
+        path: PathBuf,
+        project: PathBuf,
+    },
+    #[error("{path} does not exist (listed in [app] compose_files, relative to the project directory {project}): create it or fix [app] compose_files")]
+    MissingComposeFile { path: String, project: PathBuf },
+    #[error("{path} does not exist (listed in [app] env_files, relative to the project directory {project}): create it or fix [app] env_files")]
+    MissingEnvFile { path: String, project: PathBuf },
+    #[error("{path} (in [app] {field}) is needed on the host but is not uploaded ({reason}): stop excluding it")]
+    NeededButSkipped {
+        field: &'static str,
+        path: String,
+        reason: &'static str,
+    },
+    #[error("{path}: not a compose file: {message}")]
+    ComposeParse { path: String, message: String },
+    #[error("{path}: {message}")]
+    ComposeInvalid { path: String, message: String },
+    #[error("{path} exposes containers past the firewall, so vpsup will not deploy it:\n  - {}", .exposures.join("\n  - "))]
+    Exposed {
+        path: String,
+        exposures: Vec<String>,
+    },
+    #[error("[[sites]] {domain}: {route}service {service:?} is not in {files} (services: {services}); fix the site's service or add it to the compose file")]
+    UnknownService {
+        domain: String,
+        /// `route /api/: ` for a route, else empty.
+        route: String,
+        service: String,
+        files: String,
+        services: String,
+    },
+    #[error("the project has its own {OVERRIDE_FILE}, the name of the file vpsup generates in the release: rename it (or list it in .vpsupignore)")]
+    OverrideExists,
+}
+
+/// Everything to upload for `app`, from the project directory.
+pub fn collect(
+    project: &Path,
+    app: &AppConfig,
+    sites: &[SiteConfig],
+    exclude: &[PathBuf],
+) -> Result<Release, ReleaseError> {
+    collect_with_limit(project, app, sites, exclude, MAX_TOTAL_BYTES)
+}
+
+fn collect_with_limit(
+    project: &Path,
+    app: &AppConfig,
+    sites: &[SiteConfig],
+    exclude: &[PathBuf],
+    limit: u64,
+) -> Result<Release, ReleaseError> {
+    let root = fs::canonicalize(project).map_err(|source| ReleaseError::Io {
+        path: project.to_path_buf(),
+        source,
+    })?;
+    let rules = Rules::new(project, &root, exclude)?;
+    let mut walk = Walk {
+        root: &root,
+        rules: &rules,
+        found: Vec::new(),
+    };
+    walk.dir(&root, "", &mut vec![root.clone()])?;
+    let entries = walk.found;
+
+    let total: u64 = entries.iter().map(|e| e.len).sum();
+    if total > limit {
+        let mut largest: Vec<(String, u64)> =
+            entries.iter().map(|e| (e.rel.clone(), e.len)).collect();
+        largest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        largest.truncate(5);
+        return Err(ReleaseError::TooLarge {
+            total,
+            limit,
+            largest,
+        });
+    }
+    let mut files: BTreeMap<String, ReleaseFile> = BTreeMap::new();
+    for entry in entries {
+        let content = fs::read(&entry.source).map_err(|source| ReleaseError::Io {
+            path: entry.source.clone(),
+            source,
+        })?;
+        files.insert(
+            entry.rel.clone(),
+            ReleaseFile {
+                path: entry.rel,
+                content,
+                mode: entry.mode,
+            },
+        );
+    }
+    if files.contains_key(OVERRIDE_FILE) {
+        return Err(ReleaseError::OverrideExists);
+    }
+
+    // Compose files: present, uploaded, nothing past the firewall.
+    let mut compose_files = Vec::new();
+    let mut services: BTreeSet<String> = BTreeSet::new();
+    let mut rewritten = Vec::new();
+    for path in &app.compose_files {
+        let rel = needed(project, &root, &rules, &files, path, "compose_files")?;
+        let file = files.get_mut(&rel).expect("checked by needed()");
+        let mut doc = parse_compose(&rel, &file.content)?;
+        let invalid = |message: String| ReleaseError::ComposeInvalid {
+            path: rel.clone(),
+            message,
+        };
+        if doc.get("services").is_some() {
+            let found = compose::exposures(&doc).map_err(invalid)?;
+            let refused: Vec<String> = found
+                .iter()
+                .filter(|e| {
+                    app.public_ports == PublicPorts::Refuse
+                        || matches!(e, Exposure::HostNetwork { .. })
+                })
+                .map(ToString::to_string)
+                .collect();
+            if !refused.is_empty() {
+                return Err(ReleaseError::Exposed {
+                    path: rel,
+                    exposures: refused,
+                });
+            }
+            if !found.is_empty() {
+                let notes = compose::bind_to_loopback(&mut doc).map_err(invalid)?;
+                if !notes.is_empty() {
+                    file.content = pretty(&doc);
+                    rewritten.extend(notes);
+                }
+            }
+            if let Some(defined) = doc["services"].as_object() {
+                services.extend(defined.keys().cloned());
+            }
+        }
+        compose_files.push(rel);
+    }
+
+    // Sites: their services exist; each gets a loopback port.
+    let mut targets: Vec<Target> = Vec::new();
+    for site in sites {
+        let check = |service: &str, route: String| {
+            if services.contains(service) {
+                return Ok(());
+            }
+            Err(ReleaseError::UnknownService {
+                domain: site.domain.0.clone(),
+                route,
+                service: service.to_string(),
+                files: compose_files.join(" + "),
+                services: if services.is_empty() {
+                    "none".to_string()
+                } else {
+                    services.iter().cloned().collect::<Vec<_>>().join(", ")
+                },
+            })
+        };
+        check(&site.service, String::new())?;
+        targets.push((site.service.clone(), site.port.0));
+        for route in &site.routes {
+            check(&route.service, format!("route {}: ", route.path.0))?;
+            targets.push((route.service.clone(), route.port.0));
+        }
+    }
+    let ports = ports::loopback_ports(app.name.as_str(), &targets);
+    files.insert(
+        OVERRIDE_FILE.to_string(),
+        ReleaseFile {
+            path: OVERRIDE_FILE.to_string(),
+            content: pretty(&ports::compose_override(&ports)),
+            mode: 0o644,
+        },
+    );
+    compose_files.push(OVERRIDE_FILE.to_string());
+
+    let env_files = app
+        .env_files
+        .iter()
+        .map(|path| needed(project, &root, &rules, &files, path, "env_files"))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    let files: Vec<ReleaseFile> = files.into_values().collect();
+    let content_hash = content_hash(&files);
+    Ok(Release {
+        files,
+        compose_files,
+        env_files,
+        ports,
+        rewritten,
+        content_hash,
+    })
+}
+
+/// SHA-256 (hex) over each file's path, mode and content, in order; every
+/// part length-prefixed, so no two different releases hash alike by framing.
+pub fn content_hash(files: &[ReleaseFile]) -> String {
+    let mut hash = Sha256::new();
+    for file in files {
+        hash.update((file.path.len() as u64).to_be_bytes());
+        hash.update(file.path.as_bytes());
+        hash.update(file.mode.to_be_bytes());
+        hash.update((file.content.len() as u64).to_be_bytes());
+        hash.update(&file.content);
+    }
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn pretty(value: &Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(value).expect("a JSON value serializes");
+    out.push(b'\n');
+    out
+}
+
+fn parse_compose(path: &str, content: &[u8]) -> Result<Value, ReleaseError> {
+    let bad = |message: String| ReleaseError::ComposeParse {
+        path: path.to_string(),
+        message,
+    };
+    let text = std::str::from_utf8(content).map_err(|_| bad("not UTF-8 text".to_string()))?;
+    let doc: Value = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
+    if !doc.is_object() {
+        return Err(bad(
+            "expected a mapping (services: ...) at the top".to_string()
+        ));
+    }
+    Ok(doc)
+}
+
+/// A file the host needs (`[app] compose_files`, `env_files`): inside the
+/// project, present, and uploaded. Its release path.
+fn needed(
+    project: &Path,
+    root: &Path,
+    rules: &Rules,
+    files: &BTreeMap<String, ReleaseFile>,
+    path: &Path,
+    field: &'static str,
+) -> Result<String, ReleaseError> {
+    let rel = project_relative(project, root, path)
+        .filter(|r| !r.as_os_str().is_empty())
+        .ok_or_else(|| ReleaseError::OutsideProject {
+            field,
+            path: path.to_path_buf(),
+            project: project.to_path_buf(),
+        })?;
+    let rel_text = slash(&rel);
+    if files.contains_key(&rel_text) {
+        return Ok(rel_text);
+    }
+    if !project.join(&rel).is_file() {
+        return Err(if field == "env_files" {
+            ReleaseError::MissingEnvFile {
+                path: rel_text,
+                project: project.to_path_buf(),
+            }
+        } else {
+            ReleaseError::MissingComposeFile {
+                path: rel_text,
+                project: project.to_path_buf(),
+            }
+        });
+    }
+    Err(ReleaseError::NeededButSkipped {
+        field,
+        path: rel_text,
+        reason: rules
+            .skipped(&rel, false)
+            .unwrap_or("it is not a regular file"),
+    })
+}
+
+/// `path` (absolute, or relative to the project) relative to the project,
+/// normalised; `None` when it is outside.
+fn project_relative(project: &Path, root: &Path, path: &Path) -> Option<PathBuf> {
+    if !path.is_absolute() {
+        return normalize(path);
+    }
+    if let Some(rel) = [project, root]
+        .iter()
+        .find_map(|base| path.strip_prefix(base).ok())
+    {
+        return normalize(rel);
+    }
+    let real = fs::canonicalize(path).ok()?;
+    normalize(real.strip_prefix(root).ok()?)
+}
+
+/// Lexically: `./a/../b` is `b`; `None` for anything climbing out.
+fn normalize(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+fn slash(path: &Path) -> String {
+    path.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// What stays home.
+struct Rules {
+    /// The caller's (secrets), project-relative.
+    excluded: Vec<PathBuf>,
+    /// From `.vpsupignore`.
+    ignored: Vec<PathBuf>,
+}
+
+impl Rules {
+    fn new(project: &Path, root: &Path, exclude: &[PathBuf]) -> Result<Rules, ReleaseError> {
+        let mut excluded = Vec::new();
+        for path in exclude {
+            // Both as written and as resolved: a secret reached through a
+            // symlinked directory is still that secret.
+            let resolved = if path.is_absolute() {
+                path.clone()
+            } else {
+                project.join(path)
+            };
+            let candidates = [
+                project_relative(project, root, path),
+                fs::canonicalize(&resolved)
+                    .ok()
+                    .and_then(|real| real.strip_prefix(root).ok().and_then(normalize)),
+            ];
+            for rel in candidates.into_iter().flatten() {
+                if !rel.as_os_str().is_empty() && !excluded.contains(&rel) {
+                    excluded.push(rel);
+                }
+            }
+        }
+        let ignore_path = root.join(IGNORE_FILE);
+        let text = match fs::read_to_string(&ignore_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(ReleaseError::Io {
+                    path: ignore_path,
+                    source,
+                })
+            }
+        };
+        let mut ignored = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let entry = line.trim();
+            if entry.is_empty() || entry.starts_with('#') {
+                continue;
+            }
+            let bad = |why| ReleaseError::BadIgnore {
+                line: n + 1,
+                text: line.to_string(),
+                why,
+            };
+            if entry.starts_with('!') || entry.contains(['*', '?']) {
+                return Err(bad("patterns are not supported: list paths (a directory covers everything under it)"));
+            }
+            let rel = normalize(Path::new(entry.trim_start_matches('/')))
+                .ok_or_else(|| bad("the path climbs out of the project"))?;
+            if rel.as_os_str().is_empty() {
+                return Err(bad("that is the whole project"));
+            }
+            ignored.push(rel);
+        }
+        Ok(Rules { excluded, ignored })
+    }
+
+    /// Why `rel` is not uploaded, if it is not.
+    fn skipped(&self, rel: &Path, is_dir: bool) -> Option<&'static str> {
+        if self.excluded.iter().any(|e| rel.starts_with(e)) {
+            return Some("the config names it as a secret that must not travel");
+        }
+        let parts: Vec<_> = rel.components().collect();
+        let in_skipped_dir = parts.iter().enumerate().any(|(i, c)| {
+            (i + 1 < parts.len() || is_dir) && SKIPPED_DIRS.iter().any(|d| c.as_os_str() == *d)
+        });
+        if in_skipped_dir {
+            return Some("vpsup never uploads .git, .vpsup, target, node_modules or __pycache__");
+        }
+        if parts.len() == 1 && SKIPPED_ROOT_FILES.iter().any(|f| rel == Path::new(f)) {
+            return Some("vpsup never uploads vpsup.toml or .vpsupignore");
+        }
+        if self.ignored.iter().any(|e| rel.starts_with(e)) {
+            return Some("it is listed in .vpsupignore");
+        }
+        None
+    }
+}
+
+/// A file found by the walk.
+struct Entry {
+    rel: String,
+    /// Where to read it (a symlink's resolved target).
+    source: PathBuf,
+    len: u64,
+    mode: u32,
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    rules: &'a Rules,
+    found: Vec<Entry>,
+}
+
+impl Walk<'_> {
+    /// Walks `dir` (canonical), whose release path is `rel`; `ancestry` holds
+    /// the canonical directories being walked, to catch symlink loops.
+    fn dir(
+        &mut self,
+        dir: &Path,
+        rel: &str,
+        ancestry: &mut Vec<PathBuf>,
+    ) -> Result<(), ReleaseError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ReleaseError::Io { path, source }
+        };
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .map_err(io(dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io(dir))?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let name = name
+                .to_str()
+                .filter(|n| !n.chars().any(char::is_control))
+                .ok_or_else(|| ReleaseError::BadName { path: path.clone() })?;
+            let child_rel = if rel.is_empty() {
+                name.to_string()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+            if meta.file_type().is_symlink() {
+                // The link's own name decides first: an ignored link is not
+                // even resolved.
+                let is_dir = fs::metadata(&path).is_ok_and(|m| m.is_dir());
+                if self.rules.skipped(Path::new(&child_rel), is_dir).is_some() {
+                    continue;
+                }
+                let target = fs::canonicalize(&path).map_err(|_| ReleaseError::SymlinkBroken {
+                    link: child_rel.clone(),
+                })?;
+                let Ok(target_rel) = target.strip_prefix(self.root) else {
+                    return Err(ReleaseError::SymlinkOutside {
+                        link: child_rel,
+                        target,
+                    });
+                };
+                let meta = fs::metadata(&target).map_err(io(&target))?;
+                if let Some(reason) = self.rules.skipped(target_rel, meta.is_dir()) {
+                    return Err(ReleaseError::SymlinkToSkipped {
+                        link: child_rel,
+                        target: slash(target_rel),
+                        reason,
+                    });
+                }
+                if meta.is_dir() {
+                    if ancestry.contains(&target) {
+                        return Err(ReleaseError::SymlinkLoop { link: child_rel });
+                    }
+                    ancestry.push(target.clone());
+                    self.dir(&target, &child_rel, ancestry)?;
+                    ancestry.pop();
+                } else {
+                    self.file(child_rel, target, &meta)?;
+                }
+                continue;
+            }
+            if self
+                .rules
+                .skipped(Path::new(&child_rel), meta.is_dir())
+                .is_some()
+            {
+                continue;
+            }
+            if meta.is_dir() {
+                ancestry.push(path.clone());
+                self.dir(&path, &child_rel, ancestry)?;
+                ancestry.pop();
+            } else {
+                self.file(child_rel, path, &meta)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn file(
+        &mut self,
+        rel: String,
+        source: PathBuf,
+        meta: &fs::Metadata,
+    ) -> Result<(), ReleaseError> {
+        if !meta.is_file() {
+            return Err(ReleaseError::SpecialFile { path: rel });
+        }
+        let mode = if meta.permissions().mode() & 0o100 != 0 {
+            0o755
+        } else {
+            0o644
+        };
+        self.found.push(Entry {
+            rel,
+            source,
+            len: meta.len(),
+            mode,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    const COMPOSE: &str = "\
+services:
+  web:
+    build: .
+  db:
+    image: postgres:16
+    ports:
+      - \"5432:5432\"
+";
+
+    fn write(dir: &Path, rel: &str, content: &str) {
+        let path = dir.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, content).unwrap();
+    }
+
+    fn project() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        write(p, "compose.yml", COMPOSE);
+        write(p, "Dockerfile", "FROM nginx\n");
+        write(p, "static/index.html", "<h1>hi</h1>\n");
+        write(p, "entrypoint.sh", "#!/bin/sh\nexec \"$@\"\n");
+        fs::set_permissions(p.join("entrypoint.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+        write(p, ".env", "GREETING=hi\n");
+        write(p, ".git/HEAD", "ref: refs/heads/main\n");
+        write(p, "node_modules/x/index.js", "module.exports = 1\n");
+        write(p, "web/__pycache__/app.pyc", "bytecode");
+        write(p, "notes/todo.md", "private\n");
+        write(p, "secrets/dns.ini", "key = secret\n");
+        write(p, "vpsup.toml", "[app]\nname = \"doctor\"\n");
+        write(p, ".vpsupignore", "# not for the hosts\nnotes/\n\n");
+        dir
+    }
+
+    fn app(extra: &str) -> AppConfig {
+        toml::from_str(&format!("name = \"doctor\"\n{extra}")).unwrap()
+    }
+
+    fn site(service: &str, extra: &str) -> SiteConfig {
+        toml::from_str(&format!(
+            "domain = \"doctor.example.com\"\nservice = \"{service}\"\nport = 80\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn loopback() -> AppConfig {
+        app("public_ports = \"loopback\"")
+    }
+
+    fn file<'a>(release: &'a Release, path: &str) -> &'a ReleaseFile {
+        release
+            .files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} not in the release"))
+    }
+
+    #[test]
+    fn public_ports_are_refused_by_default_with_the_fix() {
+        let dir = project();
+        let err = collect(dir.path(), &app(""), &[site("web", "")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("compose.yml exposes containers"), "{err}");
+        assert!(err.contains("service db publishes \"5432:5432\""), "{err}");
+        assert!(err.contains("127.0.0.1:5432:5432"), "{err}");
+        assert!(err.contains("public_ports = \"loopback\""), "{err}");
+    }
+
+    #[test]
+    fn loopback_rewrites_the_uploaded_compose_file() {
+        let dir = project();
+        let release = collect(dir.path(), &loopback(), &[site("web", "")], &[]).unwrap();
+        assert_eq!(release.rewritten, ["db: 5432:5432 -> 127.0.0.1:5432:5432"]);
+        let uploaded = file(&release, "compose.yml");
+        let doc: Value =
+            serde_saphyr::from_str(std::str::from_utf8(&uploaded.content).unwrap()).unwrap();
+        assert_eq!(doc["services"]["db"]["ports"][0], "127.0.0.1:5432:5432");
+        assert_eq!(doc["services"]["web"]["build"], ".");
+        assert!(compose::exposures(&doc).unwrap().is_empty());
+    }
+
+    #[test]
+    fn host_network_is_refused_even_with_loopback() {
+        let dir = project();
+        write(
+            dir.path(),
+            "compose.yml",
+            "services:\n  web:\n    image: nginx\n    network_mode: host\n",
+        );
+        let err = collect(dir.path(), &loopback(), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service web uses network_mode: host"), "{err}");
+    }
+
+    #[test]
+    fn release_files_exclusions_modes_and_override() {
+        let dir = project();
+        let p = dir.path();
+        let secret = p.join("secrets/dns.ini");
+        let app = app("public_ports = \"loopback\"\nenv_files = [\".env\"]");
+        let sites = [site(
+            "web",
+            "[[routes]]\npath = \"/db/\"\nservice = \"db\"\nport = 5432\n",
+        )];
+        let release = collect(p, &app, &sites, &[secret]).unwrap();
+        let paths: Vec<&str> = release.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                ".env",
+                "Dockerfile",
+                "compose.yml",
+                "entrypoint.sh",
+                "static/index.html",
+                OVERRIDE_FILE
+            ]
+        );
+        assert_eq!(file(&release, "entrypoint.sh").mode, 0o755);
+        assert_eq!(file(&release, "Dockerfile").mode, 0o644);
+        assert_eq!(file(&release, OVERRIDE_FILE).mode, 0o644);
+        assert_eq!(release.compose_files, ["compose.yml", OVERRIDE_FILE]);
+        assert_eq!(release.env_files, [".env"]);
+
+        let web = release.ports[&("web".to_string(), 80)];
+        let db = release.ports[&("db".to_string(), 5432)];
+        assert_eq!(release.ports.len(), 2);
+        let ov: Value = serde_json::from_slice(&file(&release, OVERRIDE_FILE).content).unwrap();
+        assert_eq!(
+            ov,
+            serde_json::json!({"services": {
+                "db": {"ports": [format!("127.0.0.1:{db}:5432")]},
+                "web": {"ports": [format!("127.0.0.1:{web}:80")]},
+            }})
+        );
+
+        // Relative excludes work too, directories included.
+        let release = collect(p, &app, &sites, &[PathBuf::from("static")]).unwrap();
+        assert!(release.files.iter().all(|f| !f.path.starts_with("static")));
+    }
+
+    #[test]
+    fn a_site_naming_a_missing_service_fails() {
+        let dir = project();
+        let err = collect(dir.path(), &loopback(), &[site("api", "")], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "[[sites]] doctor.example.com: service \"api\" is not in compose.yml (services: db, web)"
+            ),
+            "{err}"
+        );
+        let route = site(
+            "web",
+            "[[routes]]\npath = \"/api/\"\nservice = \"backend\"\nport = 8000\n",
+        );
+        let err = collect(dir.path(), &loopback(), &[route], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("doctor.example.com: route /api/: service \"backend\" is not in"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_hash_follows_the_content() {
+        let dir = project();
+        let sites = [site("web", "")];
+        let first = collect(dir.path(), &loopback(), &sites, &[]).unwrap();
+        let again = collect(dir.path(), &loopback(), &sites, &[]).unwrap();
+        assert_eq!(first.content_hash, again.content_hash);
+        assert_eq!(first.content_hash.len(), 64);
+        write(dir.path(), "static/index.html", "<h1>hI</h1>\n");
+        let changed = collect(dir.path(), &loopback(), &sites, &[]).unwrap();
+        assert_ne!(first.content_hash, changed.content_hash);
+        // An ignored file changing changes nothing.
+        write(dir.path(), "notes/todo.md", "still private\n");
+        let ignored = collect(dir.path(), &loopback(), &sites, &[]).unwrap();
+        assert_eq!(changed.content_hash, ignored.content_hash);
+        // The executable bit counts.
+        fs::set_permissions(
+            dir.path().join("Dockerfile"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let mode = collect(dir.path(), &loopback(), &sites, &[]).unwrap();
+        assert_ne!(changed.content_hash, mode.content_hash);
+    }
+
+    #[test]
+    fn symlinks_inside_are_followed_outside_refused() {
+        let dir = project();
+        let p = dir.path();
+        symlink("static/index.html", p.join("index.html")).unwrap();
+        symlink("static", p.join("public")).unwrap();
+        let release = collect(p, &loopback(), &[], &[]).unwrap();
+        assert_eq!(file(&release, "index.html").content, b"<h1>hi</h1>\n");
+        assert_eq!(
+            file(&release, "public/index.html").content,
+            b"<h1>hi</h1>\n"
+        );
+
+        let outside = tempfile::tempdir().unwrap();
+        write(outside.path(), "id_rsa", "private key\n");
+        symlink(outside.path().join("id_rsa"), p.join("id_rsa")).unwrap();
+        let err = collect(p, &loopback(), &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("symlink id_rsa points outside the project"),
+            "{err}"
+        );
+        // Listed in .vpsupignore: not even resolved.
+        write(p, ".vpsupignore", "notes\n/id_rsa\n");
+        let release = collect(p, &loopback(), &[], &[]).unwrap();
+        assert!(release.files.iter().all(|f| f.path != "id_rsa"));
+    }
+
+    #[test]
+    fn symlinks_to_secrets_and_loops_are_refused() {
+        let dir = project();
+        let p = dir.path();
+        symlink("secrets/dns.ini", p.join("config.ini")).unwrap();
+        let err = collect(p, &loopback(), &[], &[p.join("secrets/dns.ini")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("symlink config.ini points at secrets/dns.ini"),
+            "{err}"
+        );
+        fs::remove_file(p.join("config.ini")).unwrap();
+        symlink("..", p.join("static/up")).unwrap();
+        let err = collect(p, &loopback(), &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("symlink static/up points at a directory that contains it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn needed_files_must_exist_and_travel() {
+        let dir = project();
+        let p = dir.path();
+        let err = collect(
+            p,
+            &app("compose_files = [\"docker-compose.yml\"]"),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("docker-compose.yml does not exist (listed in [app] compose_files"),
+            "{err}"
+        );
+        let err = collect(
+            p,
+            &app("public_ports = \"loopback\"\nenv_files = [\"prod.env\"]"),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("prod.env does not exist (listed in [app] env_files"),
+            "{err}"
+        );
+        let err = collect(
+            p,
+            &app("public_ports = \"loopback\"\nenv_files = [\".env\"]"),
+            &[],
+            &[PathBuf::from(".env")],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(".env (in [app] env_files) is needed on the host but is not uploaded"),
+            "{err}"
+        );
+        let err = collect(
+            p,
+            &app("public_ports = \"loopback\"\nenv_files = [\"/etc/passwd\"]"),
+            &[],
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("outside the project directory"), "{err}");
+    }
+
+    #[test]
+    fn an_own_override_file_and_a_heavy_project_are_refused() {
+        let dir = project();
+        let p = dir.path();
+        let err = collect_with_limit(p, &loopback(), &[], &[], 20)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("over the 0 MB limit"), "{err}");
+        assert!(err.contains(".vpsupignore"), "{err}");
+        assert!(err.contains("compose.yml ("), "{err}");
+        write(p, OVERRIDE_FILE, "{}");
+        let err = collect(p, &loopback(), &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.starts_with("the project has its own vpsup.override.json"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn ignore_file_rejects_patterns() {
+        let dir = project();
+        write(dir.path(), ".vpsupignore", "*.log\n");
+        let err = collect(dir.path(), &loopback(), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(".vpsupignore line 1: patterns are not supported"),
+            "{err}"
+        );
+    }
+}
