@@ -310,6 +310,10 @@ pub struct AppConfig {
     /// machine's /etc/hosts.
     #[serde(default = "default_dns_resolver")]
     pub dns_resolver: String,
+    /// What the preflight does about a site whose record does not point at
+    /// the host: stop and print the record, or set it through [acme.dns].
+    #[serde(default)]
+    pub dns: DnsRecords,
 }
 
 fn default_dns_resolver() -> String {
@@ -324,6 +328,16 @@ pub struct SecretsConfig {
     /// then reused by every deploy (never printed, never in arguments).
     #[serde(default)]
     pub generate: Vec<EnvName>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsRecords {
+    /// Print the record to create and stop.
+    #[default]
+    Check,
+    /// Create or change the A/AAAA record through [acme.dns] (RFC 2136).
+    Update,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -858,6 +872,7 @@ port = 3000
         .unwrap();
         let app = c.app.unwrap();
         assert_eq!(app.public_ports, PublicPorts::Refuse);
+        assert_eq!(app.dns, DnsRecords::Check);
         assert_eq!((app.releases, app.health_timeout), (Count(5), Count(120)));
         assert!(app.secrets.generate.is_empty());
         let site = &c.sites[0];
@@ -868,11 +883,12 @@ port = 3000
         assert!(site.routes.is_empty() && !site.websockets);
 
         let c = parse(
-            "[app]\nname = \"doctor\"\npublic_ports = \"loopback\"\nreleases = 3\n[app.secrets]\ngenerate = [\"POSTGRES_PASSWORD\", \"SECRET_KEY\"]\n\n[[sites]]\ndomain = \"doctor.example.com\"\nservice = \"frontend\"\nport = 80\nmax_body = \"25M\"\nhealth = \"/healthz\"\nroutes = [{ path = \"/api/\", service = \"backend\", port = 8000, websockets = true }]\n",
+            "[app]\nname = \"doctor\"\npublic_ports = \"loopback\"\ndns = \"update\"\nreleases = 3\n[app.secrets]\ngenerate = [\"POSTGRES_PASSWORD\", \"SECRET_KEY\"]\n\n[[sites]]\ndomain = \"doctor.example.com\"\nservice = \"frontend\"\nport = 80\nmax_body = \"25M\"\nhealth = \"/healthz\"\nroutes = [{ path = \"/api/\", service = \"backend\", port = 8000, websockets = true }]\n",
         )
         .unwrap();
         let app = c.app.unwrap();
         assert_eq!(app.public_ports, PublicPorts::Loopback);
+        assert_eq!(app.dns, DnsRecords::Update);
         assert_eq!(app.secrets.generate[1].0, "SECRET_KEY");
         assert_eq!(c.sites[0].max_body.0, "25m");
         assert_eq!(c.sites[0].routes[0].path.0, "/api/");

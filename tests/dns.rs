@@ -42,3 +42,45 @@ async fn the_preflight_asks_a_real_server_and_says_which_record_to_create() {
         "{err}"
     );
 }
+
+/// `[app] dns = "update"`: the record is set through RFC 2136 (TSIG), and
+/// replaces what was there rather than adding to it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_record_is_set_through_the_dns_provider() {
+    let bind = TestBind::start("example.test");
+    let resolver: SocketAddr = format!("127.0.0.1:{}", bind.port).parse().unwrap();
+    let provider = vpsup::acme::dns01::Rfc2136 {
+        server: resolver,
+        zone: bind.zone.clone(),
+        key_name: bind.key_name.clone(),
+        algorithm: vpsup::acme::dns01::algorithm("hmac-sha256").unwrap(),
+        secret: bind.secret.clone(),
+    };
+    let vps: IpAddr = "198.51.100.15".parse().unwrap();
+    let moved: IpAddr = "198.51.100.16".parse().unwrap();
+
+    provider.set_address("doctor.example.test", vps).await.unwrap();
+    assert_eq!(resolve(resolver, "doctor.example.test").await.unwrap(), [vps]);
+    // Moved to another VPS: the old address is gone, not kept beside the new.
+    provider.set_address("doctor.example.test", moved).await.unwrap();
+    assert_eq!(resolve(resolver, "doctor.example.test").await.unwrap(), [moved]);
+    // IPv6 and wildcards go the same way.
+    let v6: IpAddr = "2001:db8::15".parse().unwrap();
+    provider.set_address("*.apps.example.test", v6).await.unwrap();
+    assert_eq!(resolve(resolver, "shop.apps.example.test").await.unwrap(), [v6]);
+
+    let err = provider
+        .set_address("doctor.elsewhere.test", vps)
+        .await
+        .unwrap_err();
+    assert!(err.contains("is not in the zone example.test"), "{err}");
+
+    // A key the server does not know changes nothing.
+    let wrong = vpsup::acme::dns01::Rfc2136 {
+        secret: "bm90IHRoZSBrZXk=".into(),
+        ..provider.clone()
+    };
+    let err = wrong.set_address("doctor.example.test", vps).await.unwrap_err();
+    assert!(err.contains("key_name, algorithm and secret") || err.contains("refused"), "{err}");
+    assert_eq!(resolve(resolver, "doctor.example.test").await.unwrap(), [moved]);
+}

@@ -2,15 +2,17 @@
 //! the zone through an RFC 2136 dynamic update signed with TSIG, which BIND,
 //! Knot, PowerDNS and many hosted DNS services accept. It is removed afterwards.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use base64::Engine;
 use hickory_net::client::{Client, ClientHandle};
-use hickory_net::proto::op::ResponseCode;
+use hickory_net::proto::op::update_message::{self, UpdateMessage};
+use hickory_net::proto::op::{DnsRequest, ResponseCode};
+use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
-use hickory_net::proto::rr::rdata::TXT;
+use hickory_net::proto::rr::rdata::{A, AAAA, TXT};
 use hickory_net::proto::rr::{Name, RData, Record, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
@@ -55,6 +57,14 @@ pub fn algorithm(name: &str) -> Result<TsigAlgorithm, String> {
     }
 }
 
+fn record_type(address: IpAddr) -> &'static str {
+    if address.is_ipv4() {
+        "A"
+    } else {
+        "AAAA"
+    }
+}
+
 /// The record name for a challenge: `_acme-challenge.` before the name,
 /// without a wildcard's `*.`.
 pub fn record_name(identifier: &str) -> String {
@@ -86,19 +96,50 @@ impl Rfc2136 {
         Ok(client)
     }
 
-    fn names(&self, identifier: &str, value: &str, ttl: u32) -> Result<(Name, Record), String> {
+    /// The zone and `fqdn` as names, or an error if `fqdn` is outside the zone.
+    fn in_zone(&self, fqdn: &str, what: &str) -> Result<(Name, Name), String> {
         let zone = Name::from_ascii(format!("{}.", self.zone.trim_end_matches('.')))
             .map_err(|e| format!("zone {:?}: {e}", self.zone))?;
-        let fqdn =
-            Name::from_ascii(record_name(identifier)).map_err(|e| format!("{identifier}: {e}"))?;
-        if !zone.zone_of(&fqdn) {
+        let name = Name::from_ascii(fqdn).map_err(|e| format!("{what}: {e}"))?;
+        if !zone.zone_of(&name) {
             return Err(format!(
-                "{identifier} is not in the zone {} that [acme.dns] updates",
+                "{what} is not in the zone {} that [acme.dns] updates",
                 self.zone
             ));
         }
+        Ok((zone, name))
+    }
+
+    fn names(&self, identifier: &str, value: &str, ttl: u32) -> Result<(Name, Record), String> {
+        let (zone, fqdn) = self.in_zone(&record_name(identifier), identifier)?;
         let record = Record::from_rdata(fqdn, ttl, RData::TXT(TXT::new(vec![value.to_string()])));
         Ok((zone, record))
+    }
+
+    /// Points `domain` (a wildcard too) at `address` alone: its A (or AAAA)
+    /// records are replaced by one with a 5-minute TTL, in one update.
+    pub async fn set_address(&self, domain: &str, address: IpAddr) -> Result<(), String> {
+        let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        let (zone, name) = self.in_zone(&fqdn, domain)?;
+        let rdata = match address {
+            IpAddr::V4(v4) => RData::A(A(v4)),
+            IpAddr::V6(v6) => RData::AAAA(AAAA(v6)),
+        };
+        let record = Record::from_rdata(name, 300, rdata);
+        let client = self.client().await?;
+        // Delete the whole RRset and add the one record in one message: the
+        // server applies both or neither.
+        let mut message = update_message::delete_rrset(record.clone(), zone, false);
+        message.add_update(record);
+        let response = client
+            .send(DnsRequest::from(message))
+            .first_answer()
+            .await
+            .map_err(|e| self.failed(domain, e))?;
+        self.check(
+            &format!("setting the {} record of {domain}", record_type(address)),
+            response.metadata.response_code,
+        )
     }
 
     /// A failed exchange; a wrong TSIG key typically ends here (the server's
@@ -114,7 +155,7 @@ impl Rfc2136 {
         match code {
             ResponseCode::NoError => Ok(()),
             ResponseCode::Refused | ResponseCode::NotAuth => Err(format!(
-                "{what}: the DNS server {} refused the update ({code}); check that key {:?} may update TXT records in {}",
+                "{what}: the DNS server {} refused the update ({code}); check that key {:?} may update such records in {}",
                 self.server, self.key_name, self.zone
             )),
             other => Err(format!("{what}: the DNS server {} answered {other}", self.server)),

@@ -27,10 +27,11 @@ use super::renew_certs::acme_settings;
 use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::CertInfo;
 use crate::acme::certs::{AcmeSettings, Certs};
+use crate::acme::dns01::Rfc2136;
 use crate::acme::host_settings::{self, HostFile};
 use crate::acme::policy::{self, Decision};
 use crate::acme::store::{self, cert_name, ChallengeKind, Store};
-use crate::config::{AppConfig, Config, EnvName, SiteConfig};
+use crate::config::{AppConfig, Config, DnsRecords, EnvName, SiteConfig};
 use crate::deploy::https_check;
 use crate::deploy::release::{self, Release};
 use crate::deploy::remote::{self, AppPaths, Container, Deployed, ReleaseMeta};
@@ -50,6 +51,10 @@ pub enum DeployError {
     NoApp(std::path::PathBuf),
     #[error("[[sites]] need certificates: add an [acme] section with your email to {0}")]
     NoAcme(std::path::PathBuf),
+    #[error("[app] dns = \"update\" sets records through [acme.dns]: add that section to {0} (or drop dns = \"update\")")]
+    NoDnsProvider(std::path::PathBuf),
+    #[error("site {0}: a wildcard certificate is validated through DNS: add an [acme.dns] section to {1}")]
+    WildcardWithoutDns(String, std::path::PathBuf),
     #[error("{0}")]
     Release(String),
 }
@@ -65,6 +70,8 @@ struct HostReport {
     uploaded: usize,
     /// What the deploy found to change (with --check: would change).
     pending: Vec<String>,
+    /// DNS records the deploy set ([app] dns = "update").
+    dns_updated: Vec<String>,
     secrets_created: Vec<String>,
     certificates: Vec<String>,
     sites: Vec<SiteReport>,
@@ -94,6 +101,8 @@ struct DeployRun<'a> {
     host_files: Vec<HostFile>,
     renderer: Renderer,
     owner: String,
+    /// Sets a site's record that does not point at the host ([app] dns = "update").
+    dns_update: Option<Rfc2136>,
 }
 
 /// The project's config and its `[app]` section, or what to add.
@@ -158,6 +167,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         }
         None => (None, Vec::new(), Vec::new()),
     };
+    if let Some(site) = config.sites.iter().find(|s| s.domain.0.starts_with("*.")) {
+        if acme.as_ref().is_none_or(|a| a.dns.is_none()) {
+            return Err(DeployError::WildcardWithoutDns(site.domain.0.clone(), settings.config_path.clone()).into());
+        }
+    }
+    let dns_update = match (app.dns, acme.as_ref().and_then(|a| a.dns.clone())) {
+        (DnsRecords::Check, _) => None,
+        (DnsRecords::Update, Some(rfc2136)) => Some(rfc2136),
+        (DnsRecords::Update, None) => {
+            return Err(DeployError::NoDnsProvider(settings.config_path.clone()).into())
+        }
+    };
     let release = release::collect(&project, app, &config.sites, &exclude)
         .map_err(|e| DeployError::Release(e.to_string()))?;
     for note in &release.rewritten {
@@ -175,6 +196,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         host_files,
         renderer,
         owner: lock_owner("deploy"),
+        dns_update,
     };
     let targets = settings.targets(None)?;
     let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
@@ -316,7 +338,7 @@ async fn deploy_on(
     }
 
     // Every domain must point here before the CA is asked to validate it.
-    preflight(run, target, &probed.facts).await?;
+    preflight(run, target, &probed.facts, report).await?;
     if run.settings.check {
         return Ok(());
     }
@@ -393,8 +415,14 @@ async fn change(
     if let Some(acme) = &run.acme {
         let certs = Certs::new(transport, acme);
         for site in run.sites {
+            // A wildcard can only be validated through DNS.
+            let challenge = if site.domain.0.starts_with("*.") {
+                ChallengeKind::Dns01
+            } else {
+                ChallengeKind::Http01
+            };
             let outcome = certs
-                .ensure(&[site.domain.0.clone()], ChallengeKind::Http01, false)
+                .ensure(&[site.domain.0.clone()], challenge, false)
                 .await
                 .map_err(|e| format!("certificate for {}: {e}", site.domain.0))?;
             report
@@ -720,7 +748,12 @@ async fn host_addresses(target: &HostTarget, facts: &HostFacts, resolver: Socket
     addresses
 }
 
-async fn preflight(run: &DeployRun<'_>, target: &HostTarget, facts: &HostFacts) -> Result<(), String> {
+async fn preflight(
+    run: &DeployRun<'_>,
+    target: &HostTarget,
+    facts: &HostFacts,
+    report: &mut HostReport,
+) -> Result<(), String> {
     if run.sites.is_empty() {
         return Ok(());
     }
@@ -734,8 +767,24 @@ async fn preflight(run: &DeployRun<'_>, target: &HostTarget, facts: &HostFacts) 
             .await
             .map_err(|e| format!("DNS preflight for {domain}: {e}"))?;
         let verdict = dns::judge(domain, &host, &resolved);
-        if !verdict.ok() {
-            problems.push(verdict.describe(domain, &resolver));
+        if verdict.ok() {
+            continue;
+        }
+        match (&run.dns_update, host.first()) {
+            (Some(_), Some(ip)) if run.settings.check => report
+                .pending
+                .push(format!("DNS record to set: {}", dns::record_for(domain, *ip))),
+            (Some(rfc2136), Some(ip)) => {
+                rfc2136.set_address(domain, *ip).await?;
+                report.dns_updated.push(dns::record_for(domain, *ip));
+                if !resolves_here(resolver, domain, &host).await {
+                    problems.push(format!(
+                        "{domain}: the record was set ({}), but {resolver} does not answer it yet; run deploy again in a few minutes",
+                        dns::record_for(domain, *ip)
+                    ));
+                }
+            }
+            _ => problems.push(verdict.describe(domain, &resolver)),
         }
     }
     if problems.is_empty() {
@@ -746,6 +795,20 @@ async fn preflight(run: &DeployRun<'_>, target: &HostTarget, facts: &HostFacts) 
             problems.join("; ")
         ))
     }
+}
+
+/// Asks `resolver` for a record just set until it points at the host (a
+/// recursive resolver may still hold the old answer): at most a minute.
+async fn resolves_here(resolver: SocketAddr, domain: &str, host: &[IpAddr]) -> bool {
+    for _ in 0..30 {
+        if let Ok(resolved) = dns::resolve(resolver, domain).await {
+            if dns::judge(domain, host, &resolved).ok() {
+                return true;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
+    false
 }
 
 /// `host[:port]` to one socket address.
@@ -837,6 +900,9 @@ fn print_reports(reports: &[HostReport], check: bool) {
                     format!(", secrets generated: {}", r.secrets_created.join(", "))
                 }
             ),
+        }
+        for record in &r.dns_updated {
+            println!("{}: DNS record set: {record}", r.host);
         }
         for c in &r.certificates {
             println!("{}: certificate {c}", r.host);

@@ -1,6 +1,7 @@
 //! A real authoritative DNS server: BIND 9 (Debian package bind9) on a
 //! loopback port, serving one zone that accepts TSIG-signed dynamic updates of
-//! TXT records, as a DNS provider for DNS-01 would.
+//! TXT (DNS-01) and A/AAAA (deploy's [app] dns = "update") records, as a
+//! DNS provider would.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -54,7 +55,7 @@ impl TestBind {
 }};
 controls {{ }};
 include "{d}/key.conf";
-zone "{zone}" {{ type primary; file "{d}/zone.db"; update-policy {{ grant {key_name} zonesub TXT; }}; }};
+zone "{zone}" {{ type primary; file "{d}/zone.db"; update-policy {{ grant {key_name} zonesub TXT A AAAA; }}; }};
 "#
             ),
         )
