@@ -249,8 +249,11 @@ fn default_store() -> String {
     "/etc/vpsup/acme".to_string()
 }
 
+/// The ACME webroot init sets up (playbooks/init.yml's `acme_webroot`).
+pub const DEFAULT_WEBROOT: &str = "/var/lib/vpsup/acme";
+
 fn default_webroot() -> String {
-    "/var/lib/vpsup/acme".to_string()
+    DEFAULT_WEBROOT.to_string()
 }
 
 fn default_reload() -> String {

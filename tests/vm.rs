@@ -561,12 +561,25 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         text(&out)
     };
 
+    // --check: what a first deploy would do, and nothing done (the first
+    // deploy below still creates the secret).
+    let out = op.vpsup(&["deploy", "--check", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let pending = json(&out)["hosts"][0]["pending"].to_string();
+    for expected in ["new release", "secrets to generate: DB_PASSWORD", "certificate to issue or renew: app.vpsup.test"] {
+        assert!(pending.contains(expected), "{expected:?} not in {pending}");
+    }
+
     // First deploy: everything is built, issued and wired.
     let started = std::time::Instant::now();
     let out = op.vpsup(&["deploy", "--json"]);
     assert!(out.status.success(), "{}\n{}", describe_output(&out), pebble.log());
-    eprintln!("first deploy: {:?}", started.elapsed());
     let first = json(&out)["hosts"][0].clone();
+    eprintln!(
+        "first deploy: {:?} (whole command), {} round trips",
+        started.elapsed(),
+        first["round_trips"]
+    );
     assert_eq!(first["changed"], true, "{first}");
     assert_eq!(first["secrets_created"], serde_json::json!(["DB_PASSWORD"]), "{first}");
     let site = first["sites"][0].clone();
@@ -609,9 +622,10 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let started = std::time::Instant::now();
     let out = op.vpsup(&["deploy", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    eprintln!("unchanged redeploy: {:?}", started.elapsed());
+    eprintln!("unchanged redeploy: {:?} (whole command)", started.elapsed());
     let again = json(&out)["hosts"][0].clone();
     assert_eq!((again["changed"].clone(), again["uploaded"].clone()), (false.into(), 0.into()), "{again}");
+    assert_eq!(again["round_trips"], 1, "one connection, one probe: {again}");
     assert_eq!(again["release"], release_1.as_str());
     assert!(!text(&out).contains(&secret));
 
@@ -623,6 +637,10 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let out = op.vpsup(&["deploy", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let second = json(&out)["hosts"][0].clone();
+    eprintln!(
+        "one-file redeploy: {} ms, {} round trips",
+        second["elapsed_ms"], second["round_trips"]
+    );
     assert_eq!(second["uploaded"], 1, "{second}");
     let release_2 = second["release"].as_str().unwrap().to_string();
     assert_ne!(release_2, release_1);
@@ -656,6 +674,21 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let ok = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!((ok, refused), (1, 1), "{}\n---\n{}", text(&outs[0]), text(&outs[1]));
     assert!(https("/").contains("release: v2"));
+
+    // `status` shows the last deploy, the app's containers, and --check
+    // finds nothing to change.
+    cool_down();
+    let out = op.vpsup(&["status", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let host = json(&out)["hosts"][0].clone();
+    assert_eq!(host["deploys"][0]["app"], "shop", "{host}");
+    assert!(host["deploys"][0]["by"].as_str().unwrap().contains("(vpsup deploy)"), "{host}");
+    let containers = host["containers"].to_string();
+    assert!(containers.contains("shop-backend-1") && containers.contains("shop-db-1"), "{host}");
+    let out = op.vpsup(&["deploy", "--check", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let check = json(&out)["hosts"][0].clone();
+    assert_eq!(check["pending"], serde_json::json!([]), "{check}");
     drop(bind);
 }
 

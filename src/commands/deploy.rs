@@ -31,7 +31,7 @@ use crate::acme::dns01::Rfc2136;
 use crate::acme::host_settings::{self, HostFile};
 use crate::acme::policy::{self, Decision};
 use crate::acme::store::{self, cert_name, ChallengeKind, Store};
-use crate::config::{AppConfig, Config, DnsRecords, EnvName, SiteConfig};
+use crate::config::{AppConfig, Config, DnsRecords, EnvName, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::https_check;
 use crate::deploy::release::{self, Release};
 use crate::deploy::remote::{self, AppPaths, Container, Deployed, ReleaseMeta};
@@ -72,6 +72,10 @@ struct HostReport {
     pending: Vec<String>,
     /// DNS records the deploy set ([app] dns = "update").
     dns_updated: Vec<String>,
+    /// Commands run on the host (the probe included); the final check is not one.
+    round_trips: usize,
+    /// From connecting to the end of the final check.
+    elapsed_ms: u128,
     secrets_created: Vec<String>,
     certificates: Vec<String>,
     sites: Vec<SiteReport>,
@@ -202,6 +206,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
     let reports: Vec<HostReport> = futures::future::join_all(targets.iter().map(|target| async {
         let _slot = limit.acquire().await;
+        let started = std::time::Instant::now();
         let mut report = HostReport {
             host: target.name.clone(),
             ..Default::default()
@@ -212,12 +217,14 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                 if let Err(e) = deploy_on(&transport, target, &run, &mut report).await {
                     report.error = Some(e);
                 }
+                report.round_trips = transport.round_trips();
                 transport.close().await;
             }
         }
         if report.error.is_none() && !settings.check {
             report.sites = final_check(&run, target).await;
         }
+        report.elapsed_ms = started.elapsed().as_millis();
         report
     }))
     .await;
@@ -658,58 +665,83 @@ fn release_files(run: &DeployRun<'_>, facts: &HostFacts, store_dir: &str) -> Res
         content: meta,
         mode: 0o644,
     });
-    let http2_on = facts
-        .nginx
-        .as_deref()
-        .is_some_and(|v| version_at_least(v, &[1, 25, 1]));
-    let mut vars = Vars::default();
-    vars.base.insert("app".into(), json!(run.app.name.as_str()));
-    vars.base.insert("nginx_http2_on".into(), json!(http2_on));
-    files.push(ReleaseFile {
-        path: remote::MAP_FILE.to_string(),
-        content: run
-            .renderer
-            .template("nginx_websocket_map.conf.tera", &vars)
-            .map_err(|e| e.to_string())?
-            .into_bytes(),
-        mode: 0o644,
-    });
-    for site in run.sites {
+    let nginx = NginxSites {
+        app: run.app.name.as_str(),
+        sites: run.sites,
+        ports: &run.release.ports,
+        store_dir,
+        webroot: run.acme.as_ref().map_or(DEFAULT_WEBROOT, |a| a.webroot.as_str()),
+        http2_on: facts
+            .nginx
+            .as_deref()
+            .is_some_and(|v| version_at_least(v, &[1, 25, 1])),
+    };
+    files.extend(nginx.render(&run.renderer)?);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// What the app's nginx files are rendered from.
+struct NginxSites<'a> {
+    app: &'a str,
+    sites: &'a [SiteConfig],
+    ports: &'a BTreeMap<ports::Target, u16>,
+    store_dir: &'a str,
+    /// The ACME webroot kept on :80 for renewals.
+    webroot: &'a str,
+    /// nginx 1.25.1 and later: `http2 on;` instead of `listen ... http2`.
+    http2_on: bool,
+}
+
+impl NginxSites<'_> {
+    /// The WebSocket map and one server file per site, as release files.
+    fn render(&self, renderer: &Renderer) -> Result<Vec<ReleaseFile>, String> {
+        let mut vars = Vars::default();
+        vars.base.insert("app".into(), json!(self.app));
+        vars.base.insert("nginx_http2_on".into(), json!(self.http2_on));
+        vars.base.insert("acme_webroot".into(), json!(self.webroot));
+        let render = |template: &str, vars: &Vars| {
+            renderer
+                .template(template, vars)
+                .map(String::into_bytes)
+                .map_err(|e| e.to_string())
+        };
+        let mut files = vec![ReleaseFile {
+            path: remote::MAP_FILE.to_string(),
+            content: render("nginx_websocket_map.conf.tera", &vars)?,
+            mode: 0o644,
+        }];
         let port = |service: &str, port: u16| {
-            run.release
-                .ports
+            self.ports
                 .get(&(service.to_string(), port))
                 .copied()
                 .unwrap_or_default()
         };
-        let mut routes: Vec<serde_json::Value> = site
-            .routes
-            .iter()
-            .map(|r| json!({"path": r.path.0, "port": port(&r.service, r.port.0), "websockets": r.websockets}))
-            .collect();
-        routes.push(json!({"path": "/", "port": port(&site.service, site.port.0), "websockets": site.websockets}));
-        let mut vars = vars.clone();
-        vars.base.insert(
-            "site".into(),
-            json!({
-                "domain": site.domain.0,
-                "cert_dir": format!("{}/certs/{}", store_dir.trim_end_matches('/'), cert_name(&[site.domain.0.clone()])),
-                "max_body": site.max_body.0,
-                "routes": routes,
-            }),
-        );
-        files.push(ReleaseFile {
-            path: format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0),
-            content: run
-                .renderer
-                .template("nginx_site.conf.tera", &vars)
-                .map_err(|e| e.to_string())?
-                .into_bytes(),
-            mode: 0o644,
-        });
+        for site in self.sites {
+            let mut routes: Vec<serde_json::Value> = site
+                .routes
+                .iter()
+                .map(|r| json!({"path": r.path.0, "port": port(&r.service, r.port.0), "websockets": r.websockets}))
+                .collect();
+            routes.push(json!({"path": "/", "port": port(&site.service, site.port.0), "websockets": site.websockets}));
+            let mut vars = vars.clone();
+            vars.base.insert(
+                "site".into(),
+                json!({
+                    "domain": site.domain.0,
+                    "cert_dir": format!("{}/certs/{}", self.store_dir.trim_end_matches('/'), cert_name(&[site.domain.0.clone()])),
+                    "max_body": site.max_body.0,
+                    "routes": routes,
+                }),
+            );
+            files.push(ReleaseFile {
+                path: format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0),
+                content: render("nginx_site.conf.tera", &vars)?,
+                mode: 0o644,
+            });
+        }
+        Ok(files)
     }
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(files)
 }
 
 fn version_at_least(version: &str, wanted: &[u32]) -> bool {
@@ -998,4 +1030,54 @@ async fn rollback_on(
     };
     let held = lock.hold(transport, work).await;
     outcome_under_lock(held, "interrupted").map(|()| (current, previous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    /// Every variable the site template reads is given (a missing one fails
+    /// the deploy on the host, as the VM test once found), and the file says
+    /// what nginx needs.
+    #[test]
+    fn the_site_files_render_with_the_real_templates() {
+        let config: Config = toml::from_str(
+            "[[sites]]\ndomain = \"doctor.example.com\"\nservice = \"frontend\"\nport = 80\nwebsockets = true\nroutes = [{ path = \"/api/\", service = \"backend\", port = 8000 }]\n",
+        )
+        .unwrap();
+        let ports = BTreeMap::from([
+            (("frontend".to_string(), 80), 21000),
+            (("backend".to_string(), 8000), 22000),
+        ]);
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        for http2_on in [false, true] {
+            let files = NginxSites {
+                app: "doctor",
+                sites: &config.sites,
+                ports: &ports,
+                store_dir: "/etc/vpsup/acme",
+                webroot: "/var/lib/vpsup/acme",
+                http2_on,
+            }
+            .render(&renderer)
+            .unwrap();
+            let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+            assert_eq!(paths, [remote::MAP_FILE, ".vpsup/nginx/doctor.example.com.conf"]);
+            let site = String::from_utf8(files[1].content.clone()).unwrap();
+            for expected in [
+                "server_name doctor.example.com;",
+                "root /var/lib/vpsup/acme;",
+                "return 301 https://$host$request_uri;",
+                "ssl_certificate /etc/vpsup/acme/certs/doctor.example.com/fullchain.pem;",
+                "location /api/ {\n        proxy_pass http://127.0.0.1:22000;",
+                "location / {\n        proxy_pass http://127.0.0.1:21000;",
+                "Connection $vpsup_connection_upgrade;",
+            ] {
+                assert!(site.contains(expected), "{expected:?} in:\n{site}");
+            }
+            assert_eq!(site.contains("http2 on;"), http2_on);
+        }
+    }
 }
