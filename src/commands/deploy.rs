@@ -516,7 +516,7 @@ async fn start(
     if out.success() {
         Ok(())
     } else {
-        Err(unhealthy(&out.stdout_str(), ports))
+        Err(unhealthy(&out.stdout_str(), &out.stderr_tail(8), ports))
     }
 }
 
@@ -565,19 +565,25 @@ struct Unhealthy {
     services: Vec<String>,
 }
 
-fn unhealthy(stdout: &str, ports: &BTreeMap<ports::Target, u16>) -> Unhealthy {
+/// `compose_stderr`: the end of `docker compose up`'s own messages (a port
+/// already taken, a failed build), shown when compose itself failed.
+fn unhealthy(stdout: &str, compose_stderr: &str, ports: &BTreeMap<ports::Target, u16>) -> Unhealthy {
     let mut services = Vec::new();
     let mut text = Vec::new();
     if let Some((_, ps)) = stdout.split_once("@@failed compose\n") {
         for c in remote::parse_containers(ps) {
             if !c.is_up() {
-                text.push(format!("{}: {}", c.name, c.status));
+                let health = if c.status.is_empty() { String::new() } else { format!(", {}", c.status) };
+                text.push(format!("{}: {}{health}", c.name, c.state));
                 services.push(c.name);
             }
         }
-        if text.is_empty() {
-            text.push("docker compose up failed".to_string());
-        }
+        let said = compose_stderr.trim();
+        text.push(if said.is_empty() {
+            "docker compose up failed".to_string()
+        } else {
+            format!("docker compose up said: {said}")
+        });
     }
     for line in stdout.lines().filter(|l| l.starts_with("fail ")) {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -1036,6 +1042,23 @@ async fn rollback_on(
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn an_unhealthy_gate_names_services_and_what_compose_said() {
+        let ports = BTreeMap::from([(("backend".to_string(), 8000), 22000)]);
+        let why = unhealthy(
+            "@@failed compose\nbackend\trunning\tunhealthy\ndb\tcreated\t\nfrontend\trunning\thealthy\n",
+            "Error response from daemon: port 5432 is already allocated",
+            &ports,
+        );
+        assert_eq!(why.services, ["backend", "db"]);
+        assert_eq!(
+            why.text,
+            "backend: running, unhealthy; db: created; docker compose up said: Error response from daemon: port 5432 is already allocated"
+        );
+        let why = unhealthy("ok 21000 /\nfail 22000 /health 500\n", "", &ports);
+        assert_eq!((why.services, why.text), (vec!["backend".to_string()], "backend answers /health with HTTP 500".to_string()));
+    }
 
     /// Every variable the site template reads is given (a missing one fails
     /// the deploy on the host, as the VM test once found), and the file says

@@ -221,7 +221,7 @@ pub struct Container {
 impl Container {
     /// Running, and healthy when it has a healthcheck.
     pub fn is_up(&self) -> bool {
-        self.state == "running" && !self.status.contains("unhealthy") && !self.status.contains("health: starting")
+        self.state == "running" && !self.status.contains("unhealthy") && !self.status.contains("starting")
     }
 }
 
