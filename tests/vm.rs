@@ -548,8 +548,17 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
 "#,
         bind.port
     );
-    std::fs::write(&config_path, config).unwrap();
+    // The final check verifies the chain: trust Pebble's issuing root too.
     let root = pebble.issuing_root();
+    let roots = op.project.path().join("test-ca-roots.pem");
+    let bundle = std::fs::read_to_string(&pebble.tls_root).unwrap() + &std::fs::read_to_string(&root).unwrap();
+    std::fs::write(&roots, bundle).unwrap();
+    let config = config.replace(
+        &format!("extra_root = \"{}\"", pebble.tls_root.display()),
+        &format!("extra_root = \"{}\"", roots.display()),
+    );
+    assert!(config.contains("test-ca-roots.pem"), "{config}");
+    std::fs::write(&config_path, config).unwrap();
     let resolve = format!("app.vpsup.test:{}:127.0.0.1", vm.https_port);
     let https = |path: &str| {
         let out = curl(&[

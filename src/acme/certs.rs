@@ -51,6 +51,18 @@ pub enum Action {
     },
 }
 
+/// As the certificate tables print it: `ok (renews from 2026-12-30)`.
+impl std::fmt::Display for Action {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Action::Kept { renew_from } => write!(f, "ok (renews from {})", renew_from.date()),
+            Action::Issued => f.write_str("issued"),
+            Action::Renewed { why } => write!(f, "renewed ({why})"),
+            Action::WouldRenew { why } => write!(f, "would renew ({why})"),
+        }
+    }
+}
+
 impl Action {
     pub fn changed(&self) -> bool {
         matches!(self, Action::Issued | Action::Renewed { .. })

@@ -434,7 +434,7 @@ async fn change(
                 .map_err(|e| format!("certificate for {}: {e}", site.domain.0))?;
             report
                 .certificates
-                .push(format!("{}: {:?}", outcome.name, outcome.action));
+                .push(format!("{}: {}", outcome.name, outcome.action));
         }
         if !run.host_files.is_empty() {
             host_settings::sync(transport, &acme.store_dir, &run.host_files)

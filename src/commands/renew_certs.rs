@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use super::play::project_dir;
 use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::short_issuer;
-use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
+use crate::acme::certs::{AcmeSettings, CertOutcome, Certs};
 use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{self, HostFile, HostSettingsError};
 use crate::acme::store;
@@ -377,12 +377,7 @@ fn cert_row(outcome: Result<CertOutcome, (String, crate::acme::AcmeError)>) -> C
                 .unwrap_or_default(),
             expires: o.info.as_ref().map(|i| i.not_after),
             days_left: o.info.as_ref().map(|i| i.days_left(now)),
-            action: match &o.action {
-                Action::Kept { renew_from } => format!("ok (renews from {})", renew_from.date()),
-                Action::Issued => "issued".to_string(),
-                Action::Renewed { why } => format!("renewed ({why})"),
-                Action::WouldRenew { why } => format!("would renew ({why})"),
-            },
+            action: o.action.to_string(),
             error: None,
         },
         Err((name, e)) => CertRow {
