@@ -667,8 +667,12 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         "{}",
         describe_output(&out)
     );
-    assert!(https("/").contains("release: v2"));
-    assert!(https("/api/").contains("vpsup test backend"));
+    let (page, api) = (https("/"), https("/api/"));
+    assert!(
+        page.contains("release: v2") && api.contains("vpsup test backend"),
+        "{page}\n{api}\nafter:\n{}",
+        describe_output(&out)
+    );
     std::fs::remove_file(op.project.path().join("backend/srv/FAIL")).unwrap();
 
     // `vpsup rollback`: v1 again.

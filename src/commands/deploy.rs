@@ -471,15 +471,16 @@ async fn change(
         let secrets_path = paths.secrets();
         let release_dir = paths.release(&id);
         let failed = stack_for(&paths.app, &release_dir, &meta, &secrets_path);
-        let logs = roll_back(transport, paths, probed, &failed, &why.services, timeout).await;
-        return Err(format!(
-            "release {id} is not healthy ({}); {}\n{logs}",
-            why.text,
-            match &probed.current.release {
-                Some(previous) => format!("release {previous} runs again and keeps serving"),
-                None => "it was the first release: its containers were stopped".to_string(),
-            }
-        ));
+        let (logs, restored) = roll_back(transport, paths, probed, &failed, &why.services, timeout).await;
+        let after = match (&probed.current.release, restored) {
+            (Some(previous), Ok(())) => format!("release {previous} runs again and keeps serving"),
+            (Some(previous), Err(e)) => format!(
+                "starting release {previous} again failed too, check `vpsup status` and the host: {e}"
+            ),
+            (None, Ok(())) => "it was the first release: its containers were stopped".to_string(),
+            (None, Err(e)) => format!("it was the first release; stopping its containers failed: {e}"),
+        };
+        return Err(format!("release {id} is not healthy ({}); {after}\n{logs}", why.text));
     }
     activate(transport, run.config, paths, &id, &probed.releases, run.app.releases.0 as usize, &run.owner).await?;
     report.release = Some(id);
@@ -607,7 +608,8 @@ fn unhealthy(stdout: &str, compose_stderr: &str, ports: &BTreeMap<ports::Target,
 }
 
 /// The failing services' last log lines, then the previous release up again
-/// (or, for a first release, its containers stopped).
+/// (or, for a first release, its containers stopped): the logs, and whether
+/// that worked (else the end of what compose said).
 async fn roll_back(
     transport: &dyn Transport,
     paths: &AppPaths,
@@ -615,7 +617,7 @@ async fn roll_back(
     failed: &Stack<'_>,
     services: &[String],
     timeout: u32,
-) -> String {
+) -> (String, Result<(), String>) {
     let mut script = String::new();
     for service in services {
         script.push_str(&format!("echo '--- {service} (last 30 lines)'\n{} 2>&1\n", failed.logs(service, 30)));
@@ -626,10 +628,21 @@ async fn roll_back(
         (Some(dir), Some(meta)) => stack_for(&paths.app, dir, meta, &secrets_path).up(timeout),
         _ => format!("docker compose -p {} down", crate::transport::script::quote(&paths.app)),
     };
-    script.push_str(&format!("{restart} >/dev/null 2>&1 || echo 'the previous release did not come back up either' \n"));
+    script.push_str(&format!(
+        "if out=$({restart} 2>&1); then echo @@restored; else echo @@not-restored; printf '%s\\n' \"$out\" | tail -n 12; fi\n"
+    ));
     match transport.exec(ExecRequest::piped(script).become_root(true)).await {
-        Ok(out) => out.stdout_str(),
-        Err(e) => format!("(rolling back failed: {e})"),
+        Ok(out) => {
+            let text = out.stdout_str();
+            match text.split_once("@@restored\n") {
+                Some((logs, _)) => (logs.to_string(), Ok(())),
+                None => match text.split_once("@@not-restored\n") {
+                    Some((logs, said)) => (logs.to_string(), Err(said.trim().to_string())),
+                    None => (text.clone(), Err(format!("the rollback script did not finish: {}", out.stderr_tail(5)))),
+                },
+            }
+        }
+        Err(e) => (String::new(), Err(e.to_string())),
     }
 }
 
