@@ -854,16 +854,24 @@ port = 3000
         assert!(msg.contains("invalid name \"Web\""), "{msg}");
     }
 
-    /// The README's example vpsup.toml is a valid one.
+    /// Every vpsup.toml in the README is valid, and its full example has every section.
     #[test]
-    fn the_readme_example_parses() {
+    fn the_readme_examples_parse() {
         let readme = include_str!("../README.md");
-        let start = readme
-            .find("```toml\n")
-            .expect("a toml block in the README")
-            + 8;
-        let text = &readme[start..start + readme[start..].find("```").unwrap()];
-        let c = parse(text).unwrap_or_else(|e| panic!("{e}"));
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .map(|rest| &rest[..rest.find("```").expect("a closed toml block")])
+            .collect();
+        assert!(blocks.len() >= 2, "the README shows its vpsup.toml examples");
+        for text in &blocks {
+            parse(text).unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
+        }
+        let full = blocks
+            .iter()
+            .find(|b| b.lines().any(|l| l.starts_with("[acme]")))
+            .expect("a full example");
+        let c = parse(full).unwrap();
         assert!(c.app.is_some() && !c.sites.is_empty() && c.acme.is_some());
     }
 
