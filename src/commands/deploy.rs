@@ -608,8 +608,9 @@ fn unhealthy(stdout: &str, compose_stderr: &str, ports: &BTreeMap<ports::Target,
 }
 
 /// The failing services' last log lines, then the previous release up again
-/// (or, for a first release, its containers stopped): the logs, and whether
-/// that worked (else the end of what compose said).
+/// (or, for a first release, its containers stopped) and the failed release's
+/// directory removed, so `vpsup rollback` never picks it: the logs, and
+/// whether that worked (else the end of what compose said).
 async fn roll_back(
     transport: &dyn Transport,
     paths: &AppPaths,
@@ -620,29 +621,46 @@ async fn roll_back(
 ) -> (String, Result<(), String>) {
     let mut script = String::new();
     for service in services {
-        script.push_str(&format!("echo '--- {service} (last 30 lines)'\n{} 2>&1\n", failed.logs(service, 30)));
+        script.push_str(&format!(
+            "echo '--- {service} (last 30 lines)'\nlog=$({} 2>&1); printf '%s\\n' \"${{log:-(nothing logged)}}\"\n",
+            failed.logs(service, 30)
+        ));
     }
     let previous_dir = probed.current.release.as_ref().map(|id| paths.release(id));
     let secrets_path = paths.secrets();
     let restart = match (&previous_dir, &probed.meta) {
-        (Some(dir), Some(meta)) => stack_for(&paths.app, dir, meta, &secrets_path).up(timeout),
-        _ => format!("docker compose -p {} down", crate::transport::script::quote(&paths.app)),
+        (Some(dir), Some(meta)) => Ok(stack_for(&paths.app, dir, meta, &secrets_path).up(timeout)),
+        // Never `down` an app that has a previous release: leave it as it is.
+        (Some(dir), None) => Err(format!(
+            "how it runs ({dir}/{}) could not be read, so the failed release's containers were left as they are",
+            remote::META_FILE
+        )),
+        (None, _) => Ok(format!("docker compose -p {} down", crate::transport::script::quote(&paths.app))),
     };
-    script.push_str(&format!(
-        "if out=$({restart} 2>&1); then echo @@restored; else echo @@not-restored; printf '%s\\n' \"$out\" | tail -n 12; fi\n"
-    ));
-    match transport.exec(ExecRequest::piped(script).become_root(true)).await {
-        Ok(out) => {
-            let text = out.stdout_str();
-            match text.split_once("@@restored\n") {
-                Some((logs, _)) => (logs.to_string(), Ok(())),
-                None => match text.split_once("@@not-restored\n") {
-                    Some((logs, said)) => (logs.to_string(), Err(said.trim().to_string())),
-                    None => (text.clone(), Err(format!("the rollback script did not finish: {}", out.stderr_tail(5)))),
-                },
-            }
-        }
-        Err(e) => (String::new(), Err(e.to_string())),
+    // A redeploy of the current release (its containers had stopped) keeps its directory.
+    let forget_failed = match previous_dir.as_deref() {
+        Some(dir) if dir == failed.dir => String::new(),
+        _ => format!("rm -rf -- {}; ", crate::transport::script::quote(failed.dir)),
+    };
+    if let Ok(restart) = &restart {
+        script.push_str(&format!(
+            "if out=$({restart} 2>&1); then {forget_failed}echo @@restored; else echo @@not-restored; printf '%s\\n' \"$out\" | tail -n 12; fi\n"
+        ));
+    }
+    let out = match transport.exec(ExecRequest::piped(script).become_root(true)).await {
+        Ok(out) => out,
+        Err(e) => return (String::new(), Err(e.to_string())),
+    };
+    let text = out.stdout_str();
+    if let Err(why) = restart {
+        return (text, Err(why));
+    }
+    match text.split_once("@@restored\n") {
+        Some((logs, _)) => (logs.to_string(), Ok(())),
+        None => match text.split_once("@@not-restored\n") {
+            Some((logs, said)) => (logs.to_string(), Err(said.trim().to_string())),
+            None => (text.clone(), Err(format!("the rollback script did not finish: {}", out.stderr_tail(5)))),
+        },
     }
 }
 
@@ -678,7 +696,8 @@ fn release_meta(run: &DeployRun<'_>) -> ReleaseMeta {
 /// runs, and its nginx site files (rendered for the host's nginx).
 fn release_files(run: &DeployRun<'_>, facts: &HostFacts, store_dir: &str) -> Result<Vec<ReleaseFile>, String> {
     let mut files = run.release.files.clone();
-    let meta = serde_json::to_vec_pretty(&release_meta(run)).unwrap_or_default();
+    let mut meta = serde_json::to_vec_pretty(&release_meta(run)).unwrap_or_default();
+    meta.push(b'\n');
     files.push(ReleaseFile {
         path: remote::META_FILE.to_string(),
         content: meta,
@@ -1055,6 +1074,7 @@ async fn rollback_on(
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::transport::LocalTransport;
 
     #[test]
     fn an_unhealthy_gate_names_services_and_what_compose_said() {
@@ -1071,6 +1091,41 @@ mod tests {
         );
         let why = unhealthy("ok 21000 /\nfail 22000 /health 500\n", "", &ports);
         assert_eq!((why.services, why.text), (vec!["backend".to_string()], "backend answers /health with HTTP 500".to_string()));
+    }
+
+    /// The real probe, run here against a release whose files end without a
+    /// newline: every section still reads back (a meta file glued to the next
+    /// marker once made a failed deploy's rollback stop the whole app).
+    #[tokio::test]
+    async fn the_probe_reads_a_release_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = AppPaths {
+            app: "shop".into(),
+            dir: dir.path().display().to_string(),
+        };
+        let release = dir.path().join("releases/r1");
+        std::fs::create_dir_all(release.join(".vpsup")).unwrap();
+        std::fs::create_dir_all(dir.path().join("releases/r0")).unwrap();
+        std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+        let meta = ReleaseMeta {
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            health: vec![("/".into(), 21000)],
+            secrets: true,
+        };
+        std::fs::write(release.join(remote::META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
+        std::fs::write(release.join("compose.yml"), "services: {}").unwrap();
+        std::fs::write(dir.path().join("shared/secrets.env"), "DB_PASSWORD=x").unwrap();
+        std::os::unix::fs::symlink("releases/r1", dir.path().join("current")).unwrap();
+
+        let probed = probe(&LocalTransport::new("test", true), &paths, "/nonexistent/vpsup-store")
+            .await
+            .unwrap();
+        assert_eq!(probed.meta, Some(meta));
+        assert_eq!(probed.current.release.as_deref(), Some("r1"));
+        assert_eq!(probed.current.files.len(), 2);
+        assert_eq!(probed.releases, ["r0", "r1"]);
+        assert_eq!(probed.secrets, ["DB_PASSWORD"]);
     }
 
     /// Every variable the site template reads is given (a missing one fails

@@ -127,7 +127,7 @@ impl AppPaths {
 echo @@release
 {release}
 echo @@meta
-cat {dir}/current/{META_FILE} 2>/dev/null
+cat {dir}/current/{META_FILE} 2>/dev/null && echo
 echo @@releases
 ls -1 {dir}/releases 2>/dev/null
 echo @@secrets
