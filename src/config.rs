@@ -863,7 +863,10 @@ port = 3000
             .skip(1)
             .map(|rest| &rest[..rest.find("```").expect("a closed toml block")])
             .collect();
-        assert!(blocks.len() >= 2, "the README shows its vpsup.toml examples");
+        assert!(
+            blocks.len() >= 2,
+            "the README shows its vpsup.toml examples"
+        );
         for text in &blocks {
             parse(text).unwrap_or_else(|e| panic!("{e}\nin:\n{text}"));
         }

@@ -59,15 +59,33 @@ async fn a_record_is_set_through_the_dns_provider() {
     let vps: IpAddr = "198.51.100.15".parse().unwrap();
     let moved: IpAddr = "198.51.100.16".parse().unwrap();
 
-    provider.set_address("doctor.example.test", vps).await.unwrap();
-    assert_eq!(resolve(resolver, "doctor.example.test").await.unwrap(), [vps]);
+    provider
+        .set_address("doctor.example.test", vps)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolve(resolver, "doctor.example.test").await.unwrap(),
+        [vps]
+    );
     // Moved to another VPS: the old address is gone, not kept beside the new.
-    provider.set_address("doctor.example.test", moved).await.unwrap();
-    assert_eq!(resolve(resolver, "doctor.example.test").await.unwrap(), [moved]);
+    provider
+        .set_address("doctor.example.test", moved)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolve(resolver, "doctor.example.test").await.unwrap(),
+        [moved]
+    );
     // IPv6 and wildcards go the same way.
     let v6: IpAddr = "2001:db8::15".parse().unwrap();
-    provider.set_address("*.apps.example.test", v6).await.unwrap();
-    assert_eq!(resolve(resolver, "shop.apps.example.test").await.unwrap(), [v6]);
+    provider
+        .set_address("*.apps.example.test", v6)
+        .await
+        .unwrap();
+    assert_eq!(
+        resolve(resolver, "shop.apps.example.test").await.unwrap(),
+        [v6]
+    );
 
     let err = provider
         .set_address("doctor.elsewhere.test", vps)
@@ -80,7 +98,16 @@ async fn a_record_is_set_through_the_dns_provider() {
         secret: "bm90IHRoZSBrZXk=".into(),
         ..provider.clone()
     };
-    let err = wrong.set_address("doctor.example.test", vps).await.unwrap_err();
-    assert!(err.contains("key_name, algorithm and secret") || err.contains("refused"), "{err}");
-    assert_eq!(resolve(resolver, "doctor.example.test").await.unwrap(), [moved]);
+    let err = wrong
+        .set_address("doctor.example.test", vps)
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains("key_name, algorithm and secret") || err.contains("refused"),
+        "{err}"
+    );
+    assert_eq!(
+        resolve(resolver, "doctor.example.test").await.unwrap(),
+        [moved]
+    );
 }

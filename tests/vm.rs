@@ -506,8 +506,11 @@ fn stack_project(op: &Operator) {
         .unwrap();
     assert!(copy.success());
     for service in ["frontend", "backend", "db"] {
-        std::fs::copy("/bin/busybox", op.project.path().join(service).join("busybox"))
-            .expect("the static busybox (Debian package busybox-static; tests/setup installs it)");
+        std::fs::copy(
+            "/bin/busybox",
+            op.project.path().join(service).join("busybox"),
+        )
+        .expect("the static busybox (Debian package busybox-static; tests/setup installs it)");
     }
 }
 
@@ -528,7 +531,10 @@ fn deploy_serves_the_stack_over_https(vm: &TestVm, op: &Operator, key: &Path, pe
         .to_string();
     let config = config.replace(
         &host_table,
-        &format!("{host_table}\nhttp_port = {}\nhttps_port = {}", vm.http_port, vm.https_port),
+        &format!(
+            "{host_table}\nhttp_port = {}\nhttps_port = {}",
+            vm.http_port, vm.https_port
+        ),
     ) + &format!(
         r#"
 [app]
@@ -551,7 +557,8 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     // The final check verifies the chain: trust Pebble's issuing root too.
     let root = pebble.issuing_root();
     let roots = op.project.path().join("test-ca-roots.pem");
-    let bundle = std::fs::read_to_string(&pebble.tls_root).unwrap() + &std::fs::read_to_string(&root).unwrap();
+    let bundle = std::fs::read_to_string(&pebble.tls_root).unwrap()
+        + &std::fs::read_to_string(&root).unwrap();
     std::fs::write(&roots, bundle).unwrap();
     let config = config.replace(
         &format!("extra_root = \"{}\"", pebble.tls_root.display()),
@@ -578,14 +585,24 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert!(out.status.success(), "{}", describe_output(&out));
     let pending = json(&out)["hosts"][0]["pending"].to_string();
     assert!(!pending.contains("certificate to issue"), "{pending}");
-    for expected in ["new release", "secrets to generate: DB_PASSWORD", "nginx site files to install", "containers to start"] {
+    for expected in [
+        "new release",
+        "secrets to generate: DB_PASSWORD",
+        "nginx site files to install",
+        "containers to start",
+    ] {
         assert!(pending.contains(expected), "{expected:?} not in {pending}");
     }
 
     // First deploy: everything is built, issued and wired.
     let started = std::time::Instant::now();
     let out = op.vpsup(&["deploy", "--json"]);
-    assert!(out.status.success(), "{}\n{}", describe_output(&out), pebble.log());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe_output(&out),
+        pebble.log()
+    );
     let first = json(&out)["hosts"][0].clone();
     eprintln!(
         "first deploy: {:?} (whole command), {} round trips",
@@ -593,15 +610,26 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         first["round_trips"]
     );
     assert_eq!(first["changed"], true, "{first}");
-    assert_eq!(first["secrets_created"], serde_json::json!(["DB_PASSWORD"]), "{first}");
+    assert_eq!(
+        first["secrets_created"],
+        serde_json::json!(["DB_PASSWORD"]),
+        "{first}"
+    );
     let site = first["sites"][0].clone();
     assert_eq!(site["status"], 200, "{first}");
-    assert_eq!(site["names"], serde_json::json!(["app.vpsup.test"]), "{first}");
+    assert_eq!(
+        site["names"],
+        serde_json::json!(["app.vpsup.test"]),
+        "{first}"
+    );
     assert!(site["days_left"].as_i64().unwrap() > 30, "{first}");
     let release_1 = first["release"].as_str().unwrap().to_string();
     assert!(https("/").contains("release: v1"), "{}", https("/"));
     let api = https("/api/");
-    assert!(api.contains("vpsup test backend") && api.contains("db_password_set=yes"), "{api}");
+    assert!(
+        api.contains("vpsup test backend") && api.contains("db_password_set=yes"),
+        "{api}"
+    );
     let redirect = curl(&[
         "-o",
         "/dev/null",
@@ -611,7 +639,11 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         "Host: app.vpsup.test",
         &format!("http://127.0.0.1:{}/", vm.http_port),
     ]);
-    assert!(text(&redirect).starts_with("301 https://app.vpsup.test/"), "{}", text(&redirect));
+    assert!(
+        text(&redirect).starts_with("301 https://app.vpsup.test/"),
+        "{}",
+        text(&redirect)
+    );
 
     // The secret stays on the host: never in vpsup's output. The database
     // listens on loopback only.
@@ -628,16 +660,29 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         .to_string();
     assert_eq!(secret.len(), 40);
     assert!(!text(&out).contains(&secret));
-    assert!(seen.contains("127.0.0.1:5432") && !seen.contains("0.0.0.0:5432"), "{seen}");
+    assert!(
+        seen.contains("127.0.0.1:5432") && !seen.contains("0.0.0.0:5432"),
+        "{seen}"
+    );
 
     // Unchanged: one probe, nothing uploaded, changed=0.
     let started = std::time::Instant::now();
     let out = op.vpsup(&["deploy", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    eprintln!("unchanged redeploy: {:?} (whole command)", started.elapsed());
+    eprintln!(
+        "unchanged redeploy: {:?} (whole command)",
+        started.elapsed()
+    );
     let again = json(&out)["hosts"][0].clone();
-    assert_eq!((again["changed"].clone(), again["uploaded"].clone()), (false.into(), 0.into()), "{again}");
-    assert_eq!(again["round_trips"], 1, "one connection, one probe: {again}");
+    assert_eq!(
+        (again["changed"].clone(), again["uploaded"].clone()),
+        (false.into(), 0.into()),
+        "{again}"
+    );
+    assert_eq!(
+        again["round_trips"], 1,
+        "one connection, one probe: {again}"
+    );
     assert_eq!(again["release"], release_1.as_str());
     assert!(!text(&out).contains(&secret));
 
@@ -663,7 +708,8 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let out = op.vpsup(&["deploy"]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert!(
-        text(&out).contains("is not healthy") && text(&out).contains(&format!("release {release_2} runs again")),
+        text(&out).contains("is not healthy")
+            && text(&out).contains(&format!("release {release_2} runs again")),
         "{}",
         describe_output(&out)
     );
@@ -679,16 +725,34 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     cool_down();
     let out = op.vpsup(&["rollback"]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    assert!(text(&out).contains(&format!("rolled back from release {release_2} to {release_1}")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "rolled back from release {release_2} to {release_1}"
+        )),
+        "{}",
+        text(&out)
+    );
     assert!(https("/").contains("release: v1"), "{}", https("/"));
 
     // Two deploys at once: the second is refused by the lock.
     let first = op.spawn(&["deploy"], b"");
     let second = op.spawn(&["deploy"], b"");
-    let outs = [first.wait_with_output().unwrap(), second.wait_with_output().unwrap()];
-    let refused = outs.iter().filter(|o| text(o).contains("app shop is locked by")).count();
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let refused = outs
+        .iter()
+        .filter(|o| text(o).contains("app shop is locked by"))
+        .count();
     let ok = outs.iter().filter(|o| o.status.success()).count();
-    assert_eq!((ok, refused), (1, 1), "{}\n---\n{}", text(&outs[0]), text(&outs[1]));
+    assert_eq!(
+        (ok, refused),
+        (1, 1),
+        "{}\n---\n{}",
+        text(&outs[0]),
+        text(&outs[1])
+    );
     assert!(https("/").contains("release: v2"));
 
     // `status` shows the last deploy, the app's containers, and --check
@@ -698,9 +762,18 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert!(out.status.success(), "{}", describe_output(&out));
     let host = json(&out)["hosts"][0].clone();
     assert_eq!(host["deploys"][0]["app"], "shop", "{host}");
-    assert!(host["deploys"][0]["by"].as_str().unwrap().contains("(vpsup deploy)"), "{host}");
+    assert!(
+        host["deploys"][0]["by"]
+            .as_str()
+            .unwrap()
+            .contains("(vpsup deploy)"),
+        "{host}"
+    );
     let containers = host["containers"].to_string();
-    assert!(containers.contains("shop-backend-1") && containers.contains("shop-db-1"), "{host}");
+    assert!(
+        containers.contains("shop-backend-1") && containers.contains("shop-db-1"),
+        "{host}"
+    );
     let out = op.vpsup(&["deploy", "--check", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let check = json(&out)["hosts"][0].clone();

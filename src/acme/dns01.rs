@@ -10,12 +10,12 @@ use base64::Engine;
 use hickory_net::client::{Client, ClientHandle};
 use hickory_net::proto::op::update_message::{self, UpdateMessage};
 use hickory_net::proto::op::{DnsRequest, ResponseCode};
-use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_net::proto::rr::rdata::tsig::TsigAlgorithm;
 use hickory_net::proto::rr::rdata::{A, AAAA, TXT};
 use hickory_net::proto::rr::{Name, RData, Record, TSigner};
 use hickory_net::runtime::TokioRuntimeProvider;
 use hickory_net::tcp::TcpClientStream;
+use hickory_net::xfer::{DnsHandle, FirstAnswer};
 use hickory_net::DnsMultiplexer;
 use instant_acme::ChallengeType;
 

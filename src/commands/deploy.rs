@@ -173,7 +173,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     };
     if let Some(site) = config.sites.iter().find(|s| s.domain.0.starts_with("*.")) {
         if acme.as_ref().is_none_or(|a| a.dns.is_none()) {
-            return Err(DeployError::WildcardWithoutDns(site.domain.0.clone(), settings.config_path.clone()).into());
+            return Err(DeployError::WildcardWithoutDns(
+                site.domain.0.clone(),
+                settings.config_path.clone(),
+            )
+            .into());
         }
     }
     let dns_update = match (app.dns, acme.as_ref().and_then(|a| a.dns.clone())) {
@@ -229,7 +233,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     }))
     .await;
     if settings.json {
-        println!("{}", serde_json::to_string_pretty(&json!({"hosts": reports}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"hosts": reports}))?
+        );
     } else {
         print_reports(&reports, settings.check);
     }
@@ -256,7 +263,11 @@ struct Probed {
     certificates: Vec<store::StoredCert>,
 }
 
-async fn probe(transport: &dyn Transport, paths: &AppPaths, store_dir: &str) -> Result<Probed, String> {
+async fn probe(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    store_dir: &str,
+) -> Result<Probed, String> {
     let out = transport
         .run_ok(
             "probing the host",
@@ -311,7 +322,9 @@ async fn deploy_on(
         .map_or(store::DEFAULT_DIR.to_string(), |a| a.store_dir.clone());
     let probed = probe(transport, &paths, &store_dir).await?;
     if probed.facts.compose_v2.is_none() {
-        return Err("docker compose (v2) is missing on the host: run `vpsup init` first".to_string());
+        return Err(
+            "docker compose (v2) is missing on the host: run `vpsup init` first".to_string(),
+        );
     }
     let files = release_files(run, &probed.facts, &store_dir)?;
     let plan = upload::plan(&files, &probed.current);
@@ -337,9 +350,16 @@ async fn deploy_on(
             .find(|f| f.path == format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0));
         matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
     }) && probed.sites.len() == run.sites.len();
-    let services_up = !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
+    let services_up =
+        !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
     report.release = probed.current.release.clone();
-    report.pending = pending_changes(&plan, &missing_secrets, &certs_due, sites_current, services_up);
+    report.pending = pending_changes(
+        &plan,
+        &missing_secrets,
+        &certs_due,
+        sites_current,
+        services_up,
+    );
     if report.pending.is_empty() {
         return Ok(());
     }
@@ -352,7 +372,10 @@ async fn deploy_on(
 
     let lock = lock_app(transport, &paths, &run.owner, &target.name).await?;
     let held = lock
-        .hold(transport, change(transport, run, &paths, &probed, &files, &plan, report))
+        .hold(
+            transport,
+            change(transport, run, &paths, &probed, &files, &plan, report),
+        )
         .await;
     outcome_under_lock(
         held,
@@ -449,7 +472,9 @@ async fn change(
     } else {
         None
     }
-    .unwrap_or_else(|| releases::release_id(OffsetDateTime::now_utc(), &release::content_hash(files)));
+    .unwrap_or_else(|| {
+        releases::release_id(OffsetDateTime::now_utc(), &release::content_hash(files))
+    });
     if probed.current.release.as_deref() != Some(id.as_str()) {
         transport
             .run_ok(
@@ -460,9 +485,10 @@ async fn change(
             .map_err(|e| e.to_string())?;
         report.uploaded = plan.upload.len();
     }
-    report.secrets_created = secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate)
-        .await
-        .map_err(|e| e.to_string())?;
+    report.secrets_created =
+        secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate)
+            .await
+            .map_err(|e| e.to_string())?;
 
     // Up, and healthy, or back to the previous release.
     let meta = release_meta(run);
@@ -471,7 +497,8 @@ async fn change(
         let secrets_path = paths.secrets();
         let release_dir = paths.release(&id);
         let failed = stack_for(&paths.app, &release_dir, &meta, &secrets_path);
-        let (logs, restored) = roll_back(transport, paths, probed, &failed, &why.services, timeout).await;
+        let (logs, restored) =
+            roll_back(transport, paths, probed, &failed, &why.services, timeout).await;
         let after = match (&probed.current.release, restored) {
             (Some(previous), Ok(())) => format!("release {previous} runs again and keeps serving"),
             (Some(previous), Err(e)) => format!(
@@ -480,9 +507,21 @@ async fn change(
             (None, Ok(())) => "it was the first release: its containers were stopped".to_string(),
             (None, Err(e)) => format!("it was the first release; stopping its containers failed: {e}"),
         };
-        return Err(format!("release {id} is not healthy ({}); {after}\n{logs}", why.text));
+        return Err(format!(
+            "release {id} is not healthy ({}); {after}\n{logs}",
+            why.text
+        ));
     }
-    activate(transport, run.config, paths, &id, &probed.releases, run.app.releases.0 as usize, &run.owner).await?;
+    activate(
+        transport,
+        run.config,
+        paths,
+        &id,
+        &probed.releases,
+        run.app.releases.0 as usize,
+        &run.owner,
+    )
+    .await?;
     report.release = Some(id);
     Ok(())
 }
@@ -553,7 +592,8 @@ async fn activate(
     transport
         .run_ok(
             "serving the new release",
-            ExecRequest::piped(paths.activate_script(id, &reload, &prune, &record)).become_root(true),
+            ExecRequest::piped(paths.activate_script(id, &reload, &prune, &record))
+                .become_root(true),
         )
         .await
         .map(|_| ())
@@ -568,13 +608,21 @@ struct Unhealthy {
 
 /// `compose_stderr`: the end of `docker compose up`'s own messages (a port
 /// already taken, a failed build), shown when compose itself failed.
-fn unhealthy(stdout: &str, compose_stderr: &str, ports: &BTreeMap<ports::Target, u16>) -> Unhealthy {
+fn unhealthy(
+    stdout: &str,
+    compose_stderr: &str,
+    ports: &BTreeMap<ports::Target, u16>,
+) -> Unhealthy {
     let mut services = Vec::new();
     let mut text = Vec::new();
     if let Some((_, ps)) = stdout.split_once("@@failed compose\n") {
         for c in remote::parse_containers(ps) {
             if !c.is_up() {
-                let health = if c.status.is_empty() { String::new() } else { format!(", {}", c.status) };
+                let health = if c.status.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", c.status)
+                };
                 text.push(format!("{}: {}{health}", c.name, c.state));
                 services.push(c.name);
             }
@@ -640,14 +688,20 @@ async fn roll_back(
     // A redeploy of the current release (its containers had stopped) keeps its directory.
     let forget_failed = match previous_dir.as_deref() {
         Some(dir) if dir == failed.dir => String::new(),
-        _ => format!("rm -rf -- {}; ", crate::transport::script::quote(failed.dir)),
+        _ => format!(
+            "rm -rf -- {}; ",
+            crate::transport::script::quote(failed.dir)
+        ),
     };
     if let Ok(restart) = &restart {
         script.push_str(&format!(
             "if out=$({restart} 2>&1); then {forget_failed}echo @@restored; else echo @@not-restored; printf '%s\\n' \"$out\" | tail -n 12; fi\n"
         ));
     }
-    let out = match transport.exec(ExecRequest::piped(script).become_root(true)).await {
+    let out = match transport
+        .exec(ExecRequest::piped(script).become_root(true))
+        .await
+    {
         Ok(out) => out,
         Err(e) => return (String::new(), Err(e.to_string())),
     };
@@ -659,7 +713,13 @@ async fn roll_back(
         Some((logs, _)) => (logs.to_string(), Ok(())),
         None => match text.split_once("@@not-restored\n") {
             Some((logs, said)) => (logs.to_string(), Err(said.trim().to_string())),
-            None => (text.clone(), Err(format!("the rollback script did not finish: {}", out.stderr_tail(5)))),
+            None => (
+                text.clone(),
+                Err(format!(
+                    "the rollback script did not finish: {}",
+                    out.stderr_tail(5)
+                )),
+            ),
         },
     }
 }
@@ -694,7 +754,11 @@ fn release_meta(run: &DeployRun<'_>) -> ReleaseMeta {
 
 /// The project's files plus what vpsup adds for this host: how the release
 /// runs, and its nginx site files (rendered for the host's nginx).
-fn release_files(run: &DeployRun<'_>, facts: &HostFacts, store_dir: &str) -> Result<Vec<ReleaseFile>, String> {
+fn release_files(
+    run: &DeployRun<'_>,
+    facts: &HostFacts,
+    store_dir: &str,
+) -> Result<Vec<ReleaseFile>, String> {
     let mut files = run.release.files.clone();
     let mut meta = serde_json::to_vec_pretty(&release_meta(run)).unwrap_or_default();
     meta.push(b'\n');
@@ -708,7 +772,10 @@ fn release_files(run: &DeployRun<'_>, facts: &HostFacts, store_dir: &str) -> Res
         sites: run.sites,
         ports: &run.release.ports,
         store_dir,
-        webroot: run.acme.as_ref().map_or(DEFAULT_WEBROOT, |a| a.webroot.as_str()),
+        webroot: run
+            .acme
+            .as_ref()
+            .map_or(DEFAULT_WEBROOT, |a| a.webroot.as_str()),
         http2_on: facts
             .nginx
             .as_deref()
@@ -736,7 +803,8 @@ impl NginxSites<'_> {
     fn render(&self, renderer: &Renderer) -> Result<Vec<ReleaseFile>, String> {
         let mut vars = Vars::default();
         vars.base.insert("app".into(), json!(self.app));
-        vars.base.insert("nginx_http2_on".into(), json!(self.http2_on));
+        vars.base
+            .insert("nginx_http2_on".into(), json!(self.http2_on));
         vars.base.insert("acme_webroot".into(), json!(self.webroot));
         let render = |template: &str, vars: &Vars| {
             renderer
@@ -794,7 +862,12 @@ fn cert_fresh(certificates: &[store::StoredCert], domain: &str) -> bool {
         c.name == name
             && CertInfo::from_pem_chain(&c.chain_pem).is_ok_and(|info| {
                 matches!(
-                    policy::decide(info.not_before, info.not_after, OffsetDateTime::now_utc(), None),
+                    policy::decide(
+                        info.not_before,
+                        info.not_after,
+                        OffsetDateTime::now_utc(),
+                        None
+                    ),
                     Decision::Keep { .. }
                 )
             })
@@ -804,13 +877,25 @@ fn cert_fresh(certificates: &[store::StoredCert], domain: &str) -> bool {
 /// The host's addresses as the world should see them: its address in
 /// vpsup.toml when that is an IP (else what the resolver says it is), and
 /// its public IPv4 from the facts.
-async fn host_addresses(target: &HostTarget, facts: &HostFacts, resolver: SocketAddr) -> Vec<IpAddr> {
+async fn host_addresses(
+    target: &HostTarget,
+    facts: &HostFacts,
+    resolver: SocketAddr,
+) -> Vec<IpAddr> {
     let mut addresses = Vec::new();
     match target.ssh.host.parse::<IpAddr>() {
         Ok(ip) => addresses.push(ip),
-        Err(_) => addresses.extend(dns::resolve(resolver, &target.ssh.host).await.unwrap_or_default()),
+        Err(_) => addresses.extend(
+            dns::resolve(resolver, &target.ssh.host)
+                .await
+                .unwrap_or_default(),
+        ),
     }
-    if let Some(ip) = facts.public_ipv4.as_deref().and_then(|a| a.split('/').next()?.parse().ok()) {
+    if let Some(ip) = facts
+        .public_ipv4
+        .as_deref()
+        .and_then(|a| a.split('/').next()?.parse().ok())
+    {
         if !addresses.contains(&ip) {
             addresses.push(ip);
         }
@@ -827,8 +912,12 @@ async fn preflight(
     if run.sites.is_empty() {
         return Ok(());
     }
-    let resolver = socket_addr(&run.app.dns_resolver, 53)
-        .ok_or_else(|| format!("[app] dns_resolver {:?} does not resolve", run.app.dns_resolver))?;
+    let resolver = socket_addr(&run.app.dns_resolver, 53).ok_or_else(|| {
+        format!(
+            "[app] dns_resolver {:?} does not resolve",
+            run.app.dns_resolver
+        )
+    })?;
     let host = host_addresses(target, facts, resolver).await;
     let mut problems = Vec::new();
     for site in run.sites {
@@ -841,9 +930,10 @@ async fn preflight(
             continue;
         }
         match (&run.dns_update, host.first()) {
-            (Some(_), Some(ip)) if run.settings.check => report
-                .pending
-                .push(format!("DNS record to set: {}", dns::record_for(domain, *ip))),
+            (Some(_), Some(ip)) if run.settings.check => report.pending.push(format!(
+                "DNS record to set: {}",
+                dns::record_for(domain, *ip)
+            )),
             (Some(rfc2136), Some(ip)) => {
                 rfc2136.set_address(domain, *ip).await?;
                 report.dns_updated.push(dns::record_for(domain, *ip));
@@ -915,7 +1005,8 @@ async fn final_check(run: &DeployRun<'_>, target: &HostTarget) -> Vec<SiteReport
             });
             continue;
         };
-        let checked = https_check::check_https(https, domain, &site.health.0, extra_root.as_deref()).await;
+        let checked =
+            https_check::check_https(https, domain, &site.health.0, extra_root.as_deref()).await;
         let redirect = https_check::check_redirect(http, domain).await;
         let mut report = SiteReport {
             url,
@@ -945,7 +1036,11 @@ fn print_reports(reports: &[HostReport], check: bool) {
     for r in reports {
         if check && r.error.is_none() {
             if r.pending.is_empty() {
-                println!("{}: nothing to change (release {})", r.host, r.release.as_deref().unwrap_or("?"));
+                println!(
+                    "{}: nothing to change (release {})",
+                    r.host,
+                    r.release.as_deref().unwrap_or("?")
+                );
             }
             for p in &r.pending {
                 println!("{}: would change: {p}", r.host);
@@ -993,7 +1088,6 @@ fn print_reports(reports: &[HostReport], check: bool) {
     }
 }
 
-
 /// `vpsup rollback`: the release before `current` runs again and is served,
 /// on every host, after the same health gate as a deploy.
 pub async fn rollback(settings: &Settings) -> anyhow::Result<()> {
@@ -1032,7 +1126,10 @@ async fn rollback_on(
     host: &str,
 ) -> Result<(String, String), String> {
     let paths = AppPaths::new(app.name.as_str());
-    let store_dir = config.acme.as_ref().map_or(store::DEFAULT_DIR, |a| a.store.as_str());
+    let store_dir = config
+        .acme
+        .as_ref()
+        .map_or(store::DEFAULT_DIR, |a| a.store.as_str());
     let probed = probe(transport, &paths, store_dir).await?;
     let current = probed
         .current
@@ -1040,7 +1137,9 @@ async fn rollback_on(
         .clone()
         .ok_or_else(|| format!("app {} was never deployed here", paths.app))?;
     let previous = releases::previous(&probed.releases, &current)
-        .ok_or_else(|| format!("release {current} is the only one kept: there is nothing to roll back to"))?
+        .ok_or_else(|| {
+            format!("release {current} is the only one kept: there is nothing to roll back to")
+        })?
         .to_string();
     let lock = lock_app(transport, &paths, owner, host).await?;
     let work = async {
@@ -1049,22 +1148,59 @@ async fn rollback_on(
                 "reading the previous release",
                 ExecRequest::new(format!(
                     "cat {}",
-                    crate::transport::script::quote(&format!("{}/{}", paths.release(&previous), remote::META_FILE))
+                    crate::transport::script::quote(&format!(
+                        "{}/{}",
+                        paths.release(&previous),
+                        remote::META_FILE
+                    ))
                 ))
                 .become_root(true),
             )
             .await
             .map_err(|e| e.to_string())?;
-        let meta: ReleaseMeta = serde_json::from_str(&out.stdout_str())
-            .map_err(|e| format!("release {previous} has no readable {}: {e}", remote::META_FILE))?;
+        let meta: ReleaseMeta = serde_json::from_str(&out.stdout_str()).map_err(|e| {
+            format!(
+                "release {previous} has no readable {}: {e}",
+                remote::META_FILE
+            )
+        })?;
         let timeout = app.health_timeout.0;
-        if let Err(why) = start(transport, &paths, &previous, &meta, &BTreeMap::new(), timeout).await {
+        if let Err(why) = start(
+            transport,
+            &paths,
+            &previous,
+            &meta,
+            &BTreeMap::new(),
+            timeout,
+        )
+        .await
+        {
             if let Some(current_meta) = &probed.meta {
-                let _ = start(transport, &paths, &current, current_meta, &BTreeMap::new(), timeout).await;
+                let _ = start(
+                    transport,
+                    &paths,
+                    &current,
+                    current_meta,
+                    &BTreeMap::new(),
+                    timeout,
+                )
+                .await;
             }
-            return Err(format!("release {previous} is not healthy ({}); release {current} runs again", why.text));
+            return Err(format!(
+                "release {previous} is not healthy ({}); release {current} runs again",
+                why.text
+            ));
         }
-        activate(transport, config, &paths, &previous, &probed.releases, usize::MAX, owner).await
+        activate(
+            transport,
+            config,
+            &paths,
+            &previous,
+            &probed.releases,
+            usize::MAX,
+            owner,
+        )
+        .await
     };
     let held = lock.hold(transport, work).await;
     outcome_under_lock(held, "interrupted").map(|()| (current, previous))
@@ -1090,7 +1226,13 @@ mod tests {
             "backend: running, unhealthy; db: created; docker compose up said: Error response from daemon: port 5432 is already allocated"
         );
         let why = unhealthy("ok 21000 /\nfail 22000 /health 500\n", "", &ports);
-        assert_eq!((why.services, why.text), (vec!["backend".to_string()], "backend answers /health with HTTP 500".to_string()));
+        assert_eq!(
+            (why.services, why.text),
+            (
+                vec!["backend".to_string()],
+                "backend answers /health with HTTP 500".to_string()
+            )
+        );
     }
 
     /// The real probe, run here against a release whose files end without a
@@ -1113,14 +1255,22 @@ mod tests {
             health: vec![("/".into(), 21000)],
             secrets: true,
         };
-        std::fs::write(release.join(remote::META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
+        std::fs::write(
+            release.join(remote::META_FILE),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
         std::fs::write(release.join("compose.yml"), "services: {}").unwrap();
         std::fs::write(dir.path().join("shared/secrets.env"), "DB_PASSWORD=x").unwrap();
         std::os::unix::fs::symlink("releases/r1", dir.path().join("current")).unwrap();
 
-        let probed = probe(&LocalTransport::new("test", true), &paths, "/nonexistent/vpsup-store")
-            .await
-            .unwrap();
+        let probed = probe(
+            &LocalTransport::new("test", true),
+            &paths,
+            "/nonexistent/vpsup-store",
+        )
+        .await
+        .unwrap();
         assert_eq!(probed.meta, Some(meta));
         assert_eq!(probed.current.release.as_deref(), Some("r1"));
         assert_eq!(probed.current.files.len(), 2);
@@ -1155,7 +1305,10 @@ mod tests {
             .render(&renderer)
             .unwrap();
             let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
-            assert_eq!(paths, [remote::MAP_FILE, ".vpsup/nginx/doctor.example.com.conf"]);
+            assert_eq!(
+                paths,
+                [remote::MAP_FILE, ".vpsup/nginx/doctor.example.com.conf"]
+            );
             let site = String::from_utf8(files[1].content.clone()).unwrap();
             for expected in [
                 "server_name doctor.example.com;",

@@ -1130,27 +1130,71 @@ mod tests {
         assert!(tasks.iter().any(|t| t.starts_with("SSH stays open")));
     }
 
+    /// Hosts init must refuse before changing anything, each with a reason
+    /// that names what is wrong: the first failing precondition's message.
     #[test]
-    fn an_unsupported_os_is_refused_by_name() {
+    fn hosts_init_cannot_serve_are_refused_by_name() {
         let assets = Assets::load(None).unwrap();
         let renderer = Renderer::new(&assets.templates).unwrap();
         let plays = playbook::parse(&assets.playbook("init").unwrap().text, "init.yml").unwrap();
-        let Action::Module { module, args } = &plays[0].tasks[0].action else {
-            panic!()
+        let first_refusal = |facts: &str| -> Option<String> {
+            let mut vars = Vars::default();
+            vars.with_facts(&crate::facts::parse(facts).unwrap());
+            plays[0]
+                .tasks
+                .iter()
+                .take_while(
+                    |t| matches!(&t.action, Action::Module { module, .. } if module == "assert"),
+                )
+                .find_map(|task| {
+                    let Action::Module { module, args } = &task.action else {
+                        unreachable!()
+                    };
+                    let m =
+                        crate::modules::build(module, renderer.args(args, &vars).unwrap()).unwrap();
+                    crate::modules::testing::plan(m.as_ref(), "")
+                        .err()
+                        .map(|e| e.to_string())
+                })
         };
-        let mut vars = Vars::default();
-        let centos = FRESH_DEBIAN
-            .replace("os_id=debian", "os_id=centos")
-            .replace("os_version=13", "os_version=9")
-            .replace("Debian GNU/Linux 13 (trixie)", "CentOS Stream 9");
-        vars.with_facts(&crate::facts::parse(&centos).unwrap());
-        let m = crate::modules::build(module, renderer.args(args, &vars).unwrap()).unwrap();
-        let err = crate::modules::testing::plan(m.as_ref(), "")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("CentOS Stream 9 (centos 9) is not supported"),
-            "{err}"
+        assert_eq!(
+            first_refusal(FRESH_DEBIAN),
+            None,
+            "a fresh Debian 13 passes"
         );
+        let ubuntu = FRESH_DEBIAN
+            .replace("os_id=debian", "os_id=ubuntu")
+            .replace("os_version=13", "os_version=24.04");
+        assert_eq!(first_refusal(&ubuntu), None, "Ubuntu 24.04 passes");
+        let cases = [
+            (
+                FRESH_DEBIAN
+                    .replace("os_id=debian", "os_id=centos")
+                    .replace("os_version=13", "os_version=9")
+                    .replace("Debian GNU/Linux 13 (trixie)", "CentOS Stream 9"),
+                "CentOS Stream 9 (centos 9) is not supported: vpsup init supports Ubuntu 22.04 and 24.04, Debian 12 and 13",
+            ),
+            (
+                FRESH_DEBIAN
+                    .replace("os_version=13", "os_version=11")
+                    .replace("Debian GNU/Linux 13 (trixie)", "Debian GNU/Linux 11 (bullseye)"),
+                "Debian GNU/Linux 11 (bullseye) (debian 11) is not supported",
+            ),
+            (
+                FRESH_DEBIAN
+                    .replace("os_id=debian", "os_id=ubuntu")
+                    .replace("os_version=13", "os_version=20.04")
+                    .replace("Debian GNU/Linux 13 (trixie)", "Ubuntu 20.04.6 LTS"),
+                "Ubuntu 20.04.6 LTS (ubuntu 20.04) is not supported",
+            ),
+            (
+                FRESH_DEBIAN.replace("init=systemd", "init=init"),
+                "init needs systemd (this host runs init)",
+            ),
+        ];
+        for (facts, expected) in cases {
+            let refusal = first_refusal(&facts).unwrap_or_else(|| panic!("not refused: {facts}"));
+            assert!(refusal.contains(expected), "{refusal}");
+        }
     }
 }

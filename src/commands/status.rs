@@ -300,7 +300,10 @@ fn print_host(s: &HostStatus) {
         println!("  container    {} {} ({})", c.name, c.state, c.status);
     }
     for d in &s.deploys {
-        println!("  deployed     {}: release {} at {} by {}", d.app, d.release, d.at, d.by);
+        println!(
+            "  deployed     {}: release {} at {} by {}",
+            d.app, d.release, d.at, d.by
+        );
     }
     if s.certificates.is_empty() {
         println!("  certificates none in the store");

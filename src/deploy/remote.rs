@@ -221,7 +221,9 @@ pub struct Container {
 impl Container {
     /// Running, and healthy when it has a healthcheck.
     pub fn is_up(&self) -> bool {
-        self.state == "running" && !self.status.contains("unhealthy") && !self.status.contains("starting")
+        self.state == "running"
+            && !self.status.contains("unhealthy")
+            && !self.status.contains("starting")
     }
 }
 
@@ -246,18 +248,31 @@ mod tests {
     #[test]
     fn the_probe_reads_every_part_in_one_script() {
         let script = AppPaths::new("doctor").probe_script("/etc/vpsup/acme");
-        for section in ["@@release", "@@meta", "@@releases", "@@secrets", "@@sites", "@@containers", "@@certificates"] {
+        for section in [
+            "@@release",
+            "@@meta",
+            "@@releases",
+            "@@secrets",
+            "@@sites",
+            "@@containers",
+            "@@certificates",
+        ] {
             assert!(script.contains(&format!("echo {section}\n")), "{section}");
         }
         assert!(script.contains("label=com.docker.compose.project=doctor"));
-        let parts = facts::sections("os_id=debian\n@@release\ncurrent r1\n@@secrets\nDB_PASSWORD\n");
+        let parts =
+            facts::sections("os_id=debian\n@@release\ncurrent r1\n@@secrets\nDB_PASSWORD\n");
         assert_eq!(parts[0], ("facts", "os_id=debian\n".to_string()));
         assert_eq!(parts[2], ("secrets", "DB_PASSWORD\n".to_string()));
     }
 
     #[test]
     fn the_deployed_record_reads_back() {
-        let record = Deployed::record("20261122T101500Z-ab12cd34", "2026-11-22T10:15:00Z", "ana@laptop (vpsup deploy)");
+        let record = Deployed::record(
+            "20261122T101500Z-ab12cd34",
+            "2026-11-22T10:15:00Z",
+            "ana@laptop (vpsup deploy)",
+        );
         let listed = parse_deployed(&format!("shop {record}\nbroken garbage\n"));
         assert_eq!(
             listed,

@@ -156,6 +156,8 @@ impl FileMeta {
 pub enum TransportError {
     #[error("{user}@{host}: sudo asks for a password, and vpsup never types one. Give {user} passwordless sudo (`{user} ALL=(ALL) NOPASSWD:ALL` in /etc/sudoers.d/{user}) or connect as root")]
     SudoNeedsPassword { user: String, host: String },
+    #[error("{user}@{host}: {user} is not root and sudo is not installed, so vpsup cannot become root. Connect as root (for init: vpsup init root@{host}), or install sudo and give {user} passwordless sudo")]
+    SudoAbsent { user: String, host: String },
     #[error("{host}: {what} failed ({status}): {stderr}")]
     Remote {
         host: String,
@@ -249,7 +251,8 @@ pub trait Transport: Send + Sync {
 }
 
 /// Turns the output of a `sudo -n` wrapped command into a clear error when sudo
-/// refused because it wanted a password. Shared by both transports.
+/// refused because it wanted a password, or is not installed. Shared by both
+/// transports.
 pub(crate) fn check_sudo(
     out: ExecOutput,
     used_sudo: bool,
@@ -262,5 +265,44 @@ pub(crate) fn check_sudo(
             host: host.to_string(),
         });
     }
+    if used_sudo && script::sudo_missing(out.exit_status, &out.stderr) {
+        return Err(TransportError::SudoAbsent {
+            user: user.to_string(),
+            host: host.to_string(),
+        });
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exact command line the transports run through sudo, on a host
+    /// without sudo (a PATH that holds none): the real `env`'s complaint
+    /// becomes an error that says what to do.
+    #[test]
+    fn a_host_without_sudo_gets_a_clear_error() {
+        let argv = script::argv("true", true);
+        assert_eq!(argv[0], "env");
+        let out = std::process::Command::new("/usr/bin/env")
+            .env_clear()
+            .env("PATH", "/nonexistent")
+            .args(&argv[1..])
+            .output()
+            .unwrap();
+        let out = ExecOutput {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_status: out.status.code().map(|c| c as u32),
+            exit_signal: None,
+        };
+        let err = check_sudo(out, true, "debian", "203.0.113.42").unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "debian@203.0.113.42: debian is not root and sudo is not installed, so vpsup cannot become root. Connect as root (for init: vpsup init root@203.0.113.42)"
+            ),
+            "{err}"
+        );
+    }
 }

@@ -55,6 +55,16 @@ pub fn sudo_wants_password(stderr: &[u8]) -> bool {
     text.contains("sudo: a password is required") || text.contains("sudo: a terminal is required")
 }
 
+/// Whether `env` could not find sudo (exit 127): GNU env says
+/// `env: 'sudo': No such file or directory`, busybox `env: can't execute 'sudo'`.
+pub fn sudo_missing(exit_status: Option<u32>, stderr: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(stderr);
+    exit_status == Some(127)
+        && text
+            .lines()
+            .any(|l| l.contains("env: ") && l.contains("'sudo'"))
+}
+
 /// Writes stdin to `path` atomically (see `atomic_write`).
 pub fn put_file(path: &str, content: &[u8], meta: &FileMeta) -> String {
     atomic_write(path, content, meta, "cat > \"$tmp\"")
