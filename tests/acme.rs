@@ -223,6 +223,84 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_dea
         std::fs::read_to_string(&accounts[0]).unwrap(),
         account_before
     );
+
+    // The CA is down: a certificate that is not due is kept, not failed (the
+    // host's daily timer must not fail on a CA outage when nothing is due).
+    pebble.stop();
+    let certs = Certs::new(&transport, &settings);
+    let outage = certs.renew_all(false, false).await.unwrap();
+    assert!(
+        matches!(&outage[..], [Ok(o)] if matches!(o.action, Action::Kept { .. })),
+        "{outage:?}"
+    );
+    // A due one (forced here) reports the outage, naming the directory.
+    let forced = certs.renew_all(true, false).await.unwrap();
+    match &forced[..] {
+        [Err((_, e))] => assert!(
+            e.to_string().starts_with(&format!(
+                "the ACME directory {} did not answer",
+                settings.directory
+            )),
+            "{e}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Failures the user must be able to act on: a name that points at another
+/// server fails with the CA's detail and what to check, and leaves no
+/// challenge file behind; a directory URL that is not an ACME directory says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_validation_shows_the_cas_detail_and_cleans_up() {
+    let sshd = TestSshd::start();
+    let nginx = TestNginx::start();
+    let pebble = TestPebble::start(nginx.http_port);
+    let home = tempfile::tempdir().unwrap();
+    let transport = connect_root(&sshd, home.path()).await;
+    let store_dir = tempfile::tempdir().unwrap();
+    let settings = settings(&pebble, &nginx, store_dir.path());
+
+    // elsewhere.example.test resolves to 127.0.0.2, where nothing listens.
+    pebble.point("elsewhere.example.test", "127.0.0.2");
+    let certs = Certs::new(&transport, &settings);
+    let names = vec!["elsewhere.example.test".to_string()];
+    let err = certs
+        .ensure(&names, ChallengeKind::Http01, false)
+        .await
+        .expect_err("validation against 127.0.0.2 cannot succeed")
+        .to_string();
+    assert!(
+        err.starts_with("validation of elsewhere.example.test failed: ")
+            && err.contains("127.0.0.2")
+            && err.contains("The CA could not connect to port 80 there"),
+        "{err}\n{}",
+        pebble.log()
+    );
+    let challenges = nginx.webroot.join(".well-known/acme-challenge");
+    assert_eq!(
+        std::fs::read_dir(&challenges).map_or(0, |d| d.count()),
+        0,
+        "the challenge file is removed after a failure too"
+    );
+    assert!(certs.store().list().await.unwrap().is_empty());
+
+    // A URL on the CA's server that is not its directory.
+    let wrong = AcmeSettings {
+        directory: pebble.directory.replace("/dir", "/no-such-directory"),
+        ..settings.clone()
+    };
+    let err = Certs::new(&transport, &wrong)
+        .ensure(&names, ChallengeKind::Http01, false)
+        .await
+        .expect_err("no directory there")
+        .to_string();
+    assert!(
+        err.starts_with(&format!(
+            "the ACME directory {} did not answer: ",
+            wrong.directory
+        )) && err.contains("Check [acme] directory"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -213,17 +213,18 @@ impl<'a> Certs<'a> {
         let info = CertInfo::from_pem_chain(&cert.chain_pem)
             .map_err(|e| AcmeError::Other(format!("{}: fullchain.pem: {e}", cert.name)))?;
         // The CA's renewal window, when it offers one. Check mode never
-        // registers an account (nothing may change), and an unanswered
-        // renewal-info request falls back to the lifetime rule: renewal must
-        // not depend on an optional endpoint.
+        // registers an account (nothing may change). A CA that cannot be
+        // reached or an unanswered renewal-info request falls back to the
+        // lifetime rule: a certificate that is not due must not fail the
+        // daily timer because the CA is down (a due one reports the error).
         let window = if check && !self.has_account().await {
             None
         } else {
-            let client = self.client(false).await?;
-            if cert.meta.directory == client.directory {
-                client.renewal_window(&info.leaf_der).await.unwrap_or(None)
-            } else {
-                None
+            match self.client(false).await {
+                Ok(client) if cert.meta.directory == client.directory => {
+                    client.renewal_window(&info.leaf_der).await.unwrap_or(None)
+                }
+                _ => None,
             }
         };
         let decision = if force {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, BodyWrapper, CertificateIdentifier,
-    ChallengeType, HttpClient, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    ChallengeType, HttpClient, Identifier, NewAccount, NewOrder, Order, OrderStatus, Problem,
+    RetryPolicy,
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::pem::PemObject;
@@ -115,7 +116,7 @@ impl AcmeClient {
             let account = builder()?
                 .from_credentials(credentials)
                 .await
-                .map_err(|e| AcmeError::from_acme(directory, e))?;
+                .map_err(|e| AcmeError::from_directory(directory, e))?;
             return Ok((
                 AcmeClient {
                     account,
@@ -136,7 +137,7 @@ impl AcmeClient {
                 None,
             )
             .await
-            .map_err(|e| AcmeError::from_acme(directory, e))?;
+            .map_err(|e| AcmeError::from_directory(directory, e))?;
         let json = serde_json::to_string_pretty(&credentials)
             .map_err(|e| AcmeError::Other(e.to_string()))?;
         Ok((
@@ -162,6 +163,62 @@ impl AcmeClient {
             })),
             Err(instant_acme::Error::Unsupported(_)) => Ok(None),
             Err(e) => Err(AcmeError::from_acme(&self.directory, e)),
+        }
+    }
+
+    /// Why an order did not become ready: the CA's own error on each failed
+    /// challenge (the order's status alone says only "invalid"), else the
+    /// order's error.
+    async fn why_not_ready(
+        &self,
+        order: &mut Order,
+        kind: ChallengeType,
+        status: OrderStatus,
+        names: &[String],
+    ) -> AcmeError {
+        let mut failed: Vec<(String, Option<Problem>)> = Vec::new();
+        let mut authorizations = order.authorizations();
+        while let Some(Ok(authorization)) = authorizations.next().await {
+            if authorization.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let problem = authorization
+                .challenges
+                .iter()
+                .filter(|c| c.r#type == kind)
+                .find_map(|c| c.error.clone());
+            failed.push((authorization.identifier().to_string(), problem));
+        }
+        let problems: Vec<&Problem> = failed.iter().filter_map(|(_, p)| p.as_ref()).collect();
+        if let Some(first) = problems.first() {
+            return AcmeError::Validation {
+                names: failed
+                    .iter()
+                    .map(|(name, _)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                kind: super::problem_kind(first).to_string(),
+                detail: problems
+                    .iter()
+                    .map(|p| super::problem_detail(p))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            };
+        }
+        match order.state().error.clone() {
+            Some(problem) => match AcmeError::from_acme(&self.directory, problem.into()) {
+                AcmeError::Validation { kind, detail, .. } => AcmeError::Validation {
+                    names: names.join(", "),
+                    kind,
+                    detail,
+                },
+                other => other,
+            },
+            None => AcmeError::Validation {
+                names: names.join(", "),
+                kind: String::new(),
+                detail: format!("the order ended {status:?} and the CA gave no reason"),
+            },
         }
     }
 
@@ -253,10 +310,16 @@ impl AcmeClient {
                 .timeout(Duration::from_secs(120));
             match order.poll_ready(&retry).await {
                 Ok(OrderStatus::Ready) => Ok(()),
-                Ok(status) => Err(AcmeError::Validation {
-                    names: names.join(", "),
-                    detail: format!("the order ended {status:?}"),
-                }),
+                Ok(status) => Err(self
+                    .why_not_ready(&mut order, solver.kind(), status, names)
+                    .await),
+                // The order itself carries an error: it failed.
+                Err(instant_acme::Error::Api(_)) if order.state().error.is_some() => {
+                    let status = order.state().status;
+                    Err(self
+                        .why_not_ready(&mut order, solver.kind(), status, names)
+                        .await)
+                }
                 Err(e) => Err(AcmeError::from_acme(&self.directory, e)),
             }
         }

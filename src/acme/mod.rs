@@ -17,11 +17,16 @@ use std::path::PathBuf;
 /// Failures talking to the CA, each with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum AcmeError {
-    #[error("the CA refused: rate limited ({detail}). vpsup does not retry in a loop: Let's Encrypt allows 5 duplicate certificates per week and 300 new orders per 3 hours; try again later, or use `directory = \"letsencrypt-staging\"` while testing")]
+    #[error("the CA refused: rate limited ({detail}). {}vpsup does not retry in a loop (Let's Encrypt allows 5 duplicate certificates per week and 300 new orders per 3 hours); use `directory = \"letsencrypt-staging\"` while testing", retry_when(detail))]
     RateLimited { detail: String },
-    #[error("validation of {names} failed: {detail}. Check that each name resolves to this host and that port 80 reaches its nginx")]
-    Validation { names: String, detail: String },
-    #[error("cannot reach the ACME directory {directory}: {detail}. Check the URL (and, for a test CA, [acme] extra_root)")]
+    /// `kind` is the problem type's last word (`connection`, `dns`, ...).
+    #[error("validation of {names} failed: {detail}. {}", validation_hint(kind))]
+    Validation {
+        names: String,
+        kind: String,
+        detail: String,
+    },
+    #[error("the ACME directory {directory} did not answer: {detail}. Check [acme] directory (\"letsencrypt\", \"letsencrypt-staging\" or the CA's full directory URL) and, for a test CA, [acme] extra_root")]
     Directory { directory: String, detail: String },
     #[error("[acme] extra_root {}: {detail}", path.display())]
     ExtraRoot { path: PathBuf, detail: String },
@@ -73,18 +78,28 @@ impl AcmeError {
         matches!(self, AcmeError::OrderRefused { .. })
     }
 
+    /// Maps a failure to open or register the account, which starts by
+    /// reading the directory: anything but the CA's own problem document means
+    /// the URL does not lead to an ACME directory.
+    pub fn from_directory(directory: &str, error: instant_acme::Error) -> AcmeError {
+        match error {
+            instant_acme::Error::Api(_) | instant_acme::Error::Http(_) => {
+                AcmeError::from_acme(directory, error)
+            }
+            other => AcmeError::Directory {
+                directory: directory.to_string(),
+                detail: format!("it did not answer with an ACME directory ({other})"),
+            },
+        }
+    }
+
     /// Maps instant-acme's errors, keeping the CA's own words (its problem
     /// document's detail) in every message.
     pub fn from_acme(directory: &str, error: instant_acme::Error) -> AcmeError {
         match error {
             instant_acme::Error::Api(problem) => {
                 let kind = problem_kind(&problem).to_string();
-                let mut detail = problem.detail.clone().unwrap_or_else(|| kind.clone());
-                for sub in &problem.subproblems {
-                    if let Some(d) = &sub.detail {
-                        detail.push_str(&format!("; {d}"));
-                    }
-                }
+                let detail = problem_detail(&problem);
                 match kind.as_str() {
                     "rateLimited" => AcmeError::RateLimited { detail },
                     "accountDoesNotExist" => AcmeError::AccountUnknown(detail),
@@ -104,7 +119,8 @@ impl AcmeError {
                             } else {
                                 names.join(", ")
                             },
-                            detail: format!("{kind}: {detail}"),
+                            kind,
+                            detail,
                         }
                     }
                     _ => AcmeError::Refused(format!("{kind}: {detail}")),
@@ -126,6 +142,47 @@ fn problem_kind(problem: &instant_acme::Problem) -> &str {
         .as_deref()
         .and_then(|t| t.rsplit(':').next())
         .unwrap_or("")
+}
+
+/// The problem's detail and its subproblems' (the CA's own words).
+fn problem_detail(problem: &instant_acme::Problem) -> String {
+    let mut detail = problem
+        .detail
+        .clone()
+        .unwrap_or_else(|| problem_kind(problem).to_string());
+    for sub in &problem.subproblems {
+        if let Some(d) = &sub.detail {
+            detail.push_str(&format!("; {d}"));
+        }
+    }
+    detail
+}
+
+/// What to do about a failed validation, by the CA's problem type.
+fn validation_hint(kind: &str) -> &'static str {
+    match kind {
+        "connection" => "The CA could not connect to port 80 there: check that the name's A/AAAA record is this host's address, that port 80 is open in ufw and in the provider's firewall, and that nginx runs",
+        "dns" => "The CA could not resolve the name: create its A/AAAA record (for a wildcard, check the DNS provider took the _acme-challenge TXT record) and wait until it is served",
+        "unauthorized" | "incorrectResponse" => "The CA got another answer than this host's: the name points at another server, or a proxy or CDN in front of it answers /.well-known/acme-challenge/ itself",
+        "caa" => "A CAA record of the domain forbids this CA: add one that allows it (for Let's Encrypt: 0 issue \"letsencrypt.org\")",
+        _ => "Check that each name resolves to this host and that port 80 reaches its nginx",
+    }
+}
+
+/// When the CA says to retry, from its detail (Let's Encrypt writes
+/// `retry after 2026-11-23 04:00:00 UTC`), as the start of a sentence.
+fn retry_when(detail: &str) -> String {
+    let Some(at) = detail.to_ascii_lowercase().find("retry after ") else {
+        return "Try again later; ".to_string();
+    };
+    let rest = &detail[at + "retry after ".len()..];
+    // The timestamp holds colons itself: it ends at its zone, else at a comma.
+    let end = rest
+        .find(" UTC")
+        .map(|i| i + " UTC".len())
+        .or_else(|| rest.find([',', ';']))
+        .unwrap_or(rest.len());
+    format!("Try again after {}; ", rest[..end].trim())
 }
 
 #[cfg(test)]
@@ -184,5 +241,60 @@ mod tests {
             AcmeError::from_acme(dir, problem("unauthorized", "bad token")),
             AcmeError::Validation { .. }
         ));
+    }
+
+    /// Let's Encrypt's own words for a duplicate-certificate limit: the
+    /// message says when to retry, and that vpsup will not loop.
+    #[test]
+    fn a_rate_limit_says_when_to_retry() {
+        let err = AcmeError::from_acme(
+            "https://acme-v02.api.letsencrypt.org/directory",
+            problem(
+                "rateLimited",
+                "too many certificates (5) already issued for this exact set of identifiers in the last 168h0m0s, retry after 2026-11-23 04:12:09 UTC: see https://letsencrypt.org/docs/rate-limits/#new-certificates-per-exact-set-of-hostnames",
+            ),
+        )
+        .to_string();
+        assert!(
+            err.contains("Try again after 2026-11-23 04:12:09 UTC; vpsup does not retry in a loop"),
+            "{err}"
+        );
+        let err = AcmeError::from_acme("https://ca.test/dir", problem("rateLimited", "slow down"))
+            .to_string();
+        assert!(err.contains("(slow down). Try again later; "), "{err}");
+    }
+
+    /// A validation failure keeps the CA's detail and says what to check for
+    /// that kind of failure.
+    #[test]
+    fn a_failed_validation_explains_its_kind() {
+        let dir = "https://ca.test/dir";
+        let refused = AcmeError::from_acme(
+            dir,
+            problem("connection", "203.0.113.9: Fetching http://app.example.com/.well-known/acme-challenge/x: Connection refused"),
+        )
+        .to_string();
+        assert!(
+            refused.contains("Connection refused. The CA could not connect to port 80"),
+            "{refused}"
+        );
+        let proxied = AcmeError::from_acme(
+            dir,
+            problem(
+                "unauthorized",
+                "Invalid response from http://app.example.com/.well-known/acme-challenge/x: 404",
+            ),
+        )
+        .to_string();
+        assert!(
+            proxied.contains(": 404. The CA got another answer than this host's"),
+            "{proxied}"
+        );
+        let caa = AcmeError::from_acme(
+            dir,
+            problem("caa", "CAA record for example.com prevents issuance"),
+        )
+        .to_string();
+        assert!(caa.contains("0 issue \"letsencrypt.org\""), "{caa}");
     }
 }

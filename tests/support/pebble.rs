@@ -16,6 +16,8 @@ pub struct TestPebble {
     /// The root that signs Pebble's own HTTPS listener ([acme] extra_root).
     pub tls_root: PathBuf,
     management_port: u16,
+    /// challtestsrv's management API (its DNS answers).
+    dns_management_port: u16,
     dns_server: String,
     dir: tempfile::TempDir,
     /// challtestsrv, then pebble.
@@ -99,6 +101,7 @@ impl TestPebble {
             directory: format!("https://localhost:{listen}/dir"),
             tls_root,
             management_port: management,
+            dns_management_port: dns_management,
             dns_server: format!("127.0.0.1:{}", dns_port.unwrap_or(dns)),
             dir,
             children: vec![challtestsrv],
@@ -149,6 +152,33 @@ impl TestPebble {
         self.spawn_pebble();
     }
 
+    /// Stops Pebble (a CA outage); its files stay.
+    pub fn stop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Makes challtestsrv answer `name` with `ipv4` instead of 127.0.0.1 (a
+    /// name that points at another server).
+    pub fn point(&self, name: &str, ipv4: &str) {
+        let body = serde_json::json!({"host": name, "addresses": [ipv4]}).to_string();
+        let out = Command::new("curl")
+            .args(["-sS", "--fail", "-d", &body])
+            .arg(format!(
+                "http://127.0.0.1:{}/add-a",
+                self.dns_management_port
+            ))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The root that signs the certificates Pebble issues (new at every start).
     pub fn issuing_root(&self) -> PathBuf {
         let path = self.dir.path().join("issuing-root.pem");
@@ -177,10 +207,7 @@ impl TestPebble {
 
 impl Drop for TestPebble {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
 }
 
