@@ -81,7 +81,7 @@ impl InitOptions {
         ];
         for rule in &self.allow_ports {
             let proto = if rule.udp { "udp" } else { "tcp" };
-            rules.push(json!({"port": rule.port, "proto": proto, "action": "allow", "comment": "vpsup init allow"}));
+            rules.push(json!({"port": rule.port, "proto": proto, "action": "allow", "comment": ALLOW_COMMENT}));
         }
         Value::Array(rules)
     }
@@ -95,10 +95,15 @@ impl InitOptions {
         vars.insert("docker_source".into(), json!(self.docker.as_str()));
         vars.insert("swap_mib".into(), json!(self.swap.mib()));
         vars.insert("firewall_rules".into(), self.firewall_rules());
+        vars.insert("allow_comment".into(), json!(ALLOW_COMMENT));
         vars.insert("revert_seconds".into(), json!(REVERT_SECONDS));
         vars
     }
 }
+
+/// The ufw comment on the rules `allow_ports` adds: a port dropped from the
+/// list is closed by the next init, and no rule without it is touched.
+const ALLOW_COMMENT: &str = "vpsup init allow";
 
 /// A list given on the command line replaces the one in vpsup.toml.
 fn cli_or_file<T: Clone>(cli: &[T], file: &[T]) -> Vec<T> {

@@ -38,6 +38,11 @@ pub struct Ufw {
     /// rules cannot be listed here, so they are left alone).
     #[serde(default)]
     purge: bool,
+    /// Delete the incoming rules carrying this comment that `rules` does not
+    /// list: the rules an earlier run added, and only those (a port dropped
+    /// from the config is closed; rules someone else added stay).
+    #[serde(default)]
+    purge_comment: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -494,7 +499,7 @@ impl Validate for Ufw {
             None if self.state == FirewallState::Enabled => {
                 return Err("`ssh_port` is required with `state: enabled`, so vpsup can make sure a rule lets SSH in before the firewall goes up".to_string())
             }
-            None if self.purge => {
+            None if self.purge || self.purge_comment.is_some() => {
                 return Err("`ssh_port` is required with `purge: true`, so vpsup never deletes the rule that lets SSH in".to_string())
             }
             None => return Ok(()),
@@ -842,7 +847,7 @@ fi",
             .rules
             .iter()
             .filter(|s| {
-                self.purge
+                (self.purge || self.purge_comment.as_ref() == Some(&s.comment))
                     && s.rule.is_incoming()
                     && !desired.iter().any(|d| d.rule.target() == s.rule.target())
             })
@@ -1094,6 +1099,26 @@ ufw delete allow in on eth0 log to any port 22 proto tcp
 ufw delete deny from 192.0.2.7
 ufw delete allow 'Nginx Full'"
         );
+    }
+
+    /// A port dropped from the config is closed; a rule with another comment
+    /// (someone else's) stays.
+    #[test]
+    fn purge_comment_deletes_only_the_unlisted_rules_carrying_it() {
+        let yaml = format!("{ARGS}purge_comment: vpsup init allow\n");
+        // 7670737570... is "vpsup init allow"; 6f6c64 is "old".
+        let tagged = "comment=767073757020696e697420616c6c6f77";
+        let probed = format!(
+            "{CONVERGED}v4 allow tcp 8080 0.0.0.0/0 any 0.0.0.0/0 in {tagged}
+v6 allow tcp 8080 ::/0 any ::/0 in {tagged}
+v4 allow udp 51820 0.0.0.0/0 any 0.0.0.0/0 in comment=6f6c64
+v4 allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in {tagged}
+"
+        );
+        let c = change(&yaml, &probed);
+        assert_eq!(c.script, "ufw delete allow 8080/tcp");
+        let err = args_error("rules: [{ port: 22 }]\npurge_comment: x\n");
+        assert!(err.contains("`ssh_port` is required"), "{err}");
     }
 
     #[test]
