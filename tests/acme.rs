@@ -112,6 +112,13 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_dea
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", pebble.log()));
     assert_eq!(first.action, Action::Issued);
+    assert_eq!(
+        certs.notes(),
+        [format!(
+            "registered an ACME account (ops@example.test) at {}, stored on the host",
+            pebble.directory
+        )]
+    );
     let issued = first.info.clone().unwrap();
     assert_eq!(issued.names, names);
     let store = certs.store();
@@ -204,6 +211,12 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_dea
         pebble.log()
     );
     assert_ne!(std::fs::read_to_string(&accounts[0]).unwrap(), deactivated);
+    assert!(
+        certs.notes()[0]
+            .starts_with("the CA no longer accepts the ACME account stored on the host"),
+        "{:?}",
+        certs.notes()
+    );
 
     // The CA forgets the stored account (Pebble restarted, as when a CA's
     // data is reset: accountDoesNotExist): the same, a new account.
@@ -223,6 +236,25 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_dea
         std::fs::read_to_string(&accounts[0]).unwrap(),
         account_before
     );
+
+    // The account file is lost from the store: the next renewal registers a
+    // new account and says why, as certificates from this CA are there.
+    std::fs::remove_file(&accounts[0]).unwrap();
+    let certs = Certs::new(&transport, &settings);
+    let renewed = certs.renew_all(true, false).await.unwrap();
+    assert!(
+        matches!(&renewed[..], [Ok(o)] if o.action.changed()),
+        "{renewed:?}"
+    );
+    assert!(
+        certs.notes()[0].starts_with(&format!(
+            "the ACME account key for {} is missing from the host's store although certificates were issued through it",
+            settings.directory
+        )),
+        "{:?}",
+        certs.notes()
+    );
+    assert!(accounts[0].exists());
 
     // The CA is down: a certificate that is not due is kept, not failed (the
     // host's daily timer must not fail on a CA outage when nothing is due).

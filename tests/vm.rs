@@ -128,14 +128,28 @@ fn init_hardens_a_fresh_vps_end_to_end() {
     assert!(out.status.success(), "{}", describe_output(&out));
     assert_eq!(json(&out)["hosts"][0]["facts"]["hostname"], "vps");
 
-    // A user without sudo cannot init, and is told why; nothing changes.
+    // A user whose sudo asks for a password, or who has no sudo at all,
+    // cannot init, and is told why and what to do; nothing changes.
     vm.root(
         "useradd -m -s /bin/sh plain && mkdir -p ~plain/.ssh && cp /root/.ssh/authorized_keys ~plain/.ssh/ && chown -R plain: ~plain/.ssh",
     );
     let plain = format!("plain@127.0.0.1:{}", vm.ssh_port);
     let out = op.vpsup(&["init", &plain, "-i", &key]);
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
-    assert!(text(&out).contains("sudo"), "{}", text(&out));
+    assert!(
+        text(&out).contains("plain@127.0.0.1: sudo asks for a password, and vpsup never types one"),
+        "{}",
+        text(&out)
+    );
+    vm.root("mv /usr/bin/sudo /usr/bin/sudo.away");
+    let out = op.vpsup(&["init", &plain, "-i", &key]);
+    vm.root("mv /usr/bin/sudo.away /usr/bin/sudo");
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        text(&out).contains("plain is not root and sudo is not installed, so vpsup cannot become root. Connect as root"),
+        "{}",
+        text(&out)
+    );
     assert!(!op.project.path().join("vpsup.toml").exists());
 
     // The real thing.
@@ -294,6 +308,41 @@ sudo sshd -T | grep '^maxauthtries'"#,
     let out = op.vpsup(&["init", "--check", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert_eq!(play_report(&out)["recap"]["changed"], 0);
+
+    // An extra port opens with --allow (remembered in vpsup.toml), and closes
+    // again once it is dropped from there; SSH, 80 and 443 stay.
+    cool_down();
+    let open_ports = || {
+        let out = vm.ssh("deploy", &root_key, "sudo ufw status", &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        ufw_rules(&text(&out))
+    };
+    let out = op.vpsup(&["init", "--allow", "8443", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(play_report(&out)["recap"]["changed"], 1);
+    assert!(open_ports().contains(&"8443/tcp ALLOW".to_string()));
+    let config_path = op.project.path().join("vpsup.toml");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    assert!(config.contains("allow_ports = [\"8443/tcp\"]"), "{config}");
+    std::fs::write(
+        &config_path,
+        config.replace("allow_ports = [\"8443/tcp\"]\n", ""),
+    )
+    .unwrap();
+    let out = op.vpsup(&["init", "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_eq!(play_report(&out)["recap"]["changed"], 1);
+    assert_eq!(
+        open_ports(),
+        [
+            "22/tcp LIMIT",
+            "80/tcp ALLOW",
+            "443/tcp ALLOW",
+            "22/tcp (v6) LIMIT",
+            "80/tcp (v6) ALLOW",
+            "443/tcp (v6) ALLOW"
+        ]
+    );
 
     // The main job: the compose stack behind nginx over HTTPS.
     cool_down();

@@ -83,6 +83,8 @@ pub struct Certs<'a> {
     client: Mutex<Option<Arc<AcmeClient>>>,
     /// Seen by `renew_all`: a reload of the web server is still owed.
     reload_pending: std::sync::atomic::AtomicBool,
+    /// What the user should know that is not an error (a new account).
+    notes: std::sync::Mutex<Vec<String>>,
 }
 
 impl<'a> Certs<'a> {
@@ -92,7 +94,13 @@ impl<'a> Certs<'a> {
             settings,
             client: Mutex::new(None),
             reload_pending: Default::default(),
+            notes: Default::default(),
         }
+    }
+
+    /// Notes for the user, such as a new ACME account and why it was needed.
+    pub fn notes(&self) -> Vec<String> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether an earlier reload failed and is still owed (known after `renew_all`).
@@ -137,10 +145,34 @@ impl<'a> Certs<'a> {
                 .save_account(&self.settings.directory, &credentials)
                 .await
                 .map_err(|e| AcmeError::Other(format!("storing the new ACME account: {e}")))?;
+            let note = self.why_new_account(register).await;
+            self.notes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(note);
         }
         let client = Arc::new(client);
         *slot = Some(client.clone());
         Ok(client)
+    }
+
+    /// Says why a new ACME account was registered: a first use is routine; a
+    /// store holding this CA's certificates but no account lost its key.
+    async fn why_new_account(&self, refused: bool) -> String {
+        let (directory, email) = (&self.settings.directory, &self.settings.email);
+        let lost = !refused
+            && self
+                .store()
+                .list()
+                .await
+                .is_ok_and(|certs| certs.iter().any(|c| c.meta.directory == *directory));
+        if refused {
+            format!("the CA no longer accepts the ACME account stored on the host (deactivated, or the CA's data was reset): registered a new one ({email}) at {directory} in its place")
+        } else if lost {
+            format!("the ACME account key for {directory} is missing from the host's store although certificates were issued through it (deleted or lost): registered a new one ({email}); the certificates issued to the old account stay valid, and renewals go through the new one")
+        } else {
+            format!("registered an ACME account ({email}) at {directory}, stored on the host")
+        }
     }
 
     async fn has_account(&self) -> bool {

@@ -444,6 +444,7 @@ async fn change(
     // Certificates first: a CA that refuses changes nothing else.
     if let Some(acme) = &run.acme {
         let certs = Certs::new(transport, acme);
+        let mut ensured = Ok(());
         for site in run.sites {
             // A wildcard can only be validated through DNS.
             let challenge = if site.domain.0.starts_with("*.") {
@@ -451,14 +452,23 @@ async fn change(
             } else {
                 ChallengeKind::Http01
             };
-            let outcome = certs
+            match certs
                 .ensure(&[site.domain.0.clone()], challenge, false)
                 .await
-                .map_err(|e| format!("certificate for {}: {e}", site.domain.0))?;
-            report
-                .certificates
-                .push(format!("{}: {}", outcome.name, outcome.action));
+            {
+                Ok(outcome) => report
+                    .certificates
+                    .push(format!("{}: {}", outcome.name, outcome.action)),
+                Err(e) => {
+                    ensured = Err(format!("certificate for {}: {e}", site.domain.0));
+                    break;
+                }
+            }
         }
+        for note in certs.notes() {
+            eprintln!("{}: {note}", report.host);
+        }
+        ensured?;
         if !run.host_files.is_empty() {
             host_settings::sync(transport, &acme.store_dir, &run.host_files)
                 .await

@@ -302,7 +302,11 @@ async fn renew_on(transport: &dyn Transport, host: String, run: &RenewRun<'_>) -
 /// reload is owed), and hands the host's timer its settings.
 async fn renew_and_hand_over(transport: &dyn Transport, run: &RenewRun<'_>, row: &mut HostRow) {
     let certs = Certs::new(transport, run.acme);
-    let outcomes = match certs.renew_all(run.force, run.settings.check).await {
+    let renewed = certs.renew_all(run.force, run.settings.check).await;
+    for note in certs.notes() {
+        eprintln!("{}: {note}", row.host);
+    }
+    let outcomes = match renewed {
         Ok(outcomes) => outcomes,
         Err(e) => {
             row.add_error(e.to_string());
