@@ -126,4 +126,89 @@ mod tests {
         };
         assert!(decide(at(0), at(90), at(91), Some(window)).is_due());
     }
+
+    /// A real certificate (rcgen, read back by `CertInfo` as the store's
+    /// are) issued `age` ago for `lifetime`.
+    fn certificate(age: Duration, lifetime: Duration) -> super::super::certinfo::CertInfo {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["app.example.com".into()]).unwrap();
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap();
+        params.not_before = now - age;
+        params.not_after = now - age + lifetime;
+        let pem = params.self_signed(&key).unwrap().pem();
+        super::super::certinfo::CertInfo::from_pem_chain(&pem).unwrap()
+    }
+
+    /// Today's and tomorrow's lifetimes, each just before and just after its
+    /// renewal point, decided on certificates as they come from a CA.
+    #[test]
+    fn certificates_of_several_lifetimes_renew_on_time() {
+        let days = Duration::days;
+        let hours = Duration::hours;
+        for (lifetime, kept_at, due_at, why) in [
+            // Let's Encrypt classic (90 d), 2027's 64 d, tlsserver's 45 d: 1/3 left.
+            (
+                days(90),
+                days(59),
+                days(61),
+                "less than 1/3 of its lifetime left",
+            ),
+            (
+                days(64),
+                days(42),
+                days(43),
+                "less than 1/3 of its lifetime left",
+            ),
+            (
+                days(45),
+                days(29),
+                days(31),
+                "less than 1/3 of its lifetime left",
+            ),
+            // The short-lived profile (about 6 days): half left.
+            (
+                hours(160),
+                hours(78),
+                hours(82),
+                "less than 1/2 of its lifetime left",
+            ),
+            // A one-year certificate from another CA.
+            (
+                days(365),
+                days(240),
+                days(245),
+                "less than 1/3 of its lifetime left",
+            ),
+        ] {
+            let now = OffsetDateTime::now_utc();
+            let young = certificate(kept_at, lifetime);
+            assert!(
+                matches!(
+                    decide(young.not_before, young.not_after, now, None),
+                    Decision::Keep { .. }
+                ),
+                "{lifetime} old {kept_at}"
+            );
+            let old = certificate(due_at, lifetime);
+            assert_eq!(
+                decide(old.not_before, old.not_after, now, None),
+                Decision::Renew {
+                    why: why.to_string()
+                },
+                "{lifetime} old {due_at}"
+            );
+        }
+        let expired = certificate(days(91), days(90));
+        assert_eq!(
+            decide(
+                expired.not_before,
+                expired.not_after,
+                OffsetDateTime::now_utc(),
+                None
+            ),
+            Decision::Renew {
+                why: "expired".to_string()
+            }
+        );
+    }
 }
