@@ -315,7 +315,7 @@ async fn deploy_on(
     run: &DeployRun<'_>,
     report: &mut HostReport,
 ) -> Result<(), String> {
-    let paths = AppPaths::new(&run.app.name.as_str());
+    let paths = AppPaths::new(run.app.name.as_str());
     let store_dir = run
         .acme
         .as_ref()
@@ -453,7 +453,7 @@ async fn change(
                 ChallengeKind::Http01
             };
             match certs
-                .ensure(&[site.domain.0.clone()], challenge, false)
+                .ensure(std::slice::from_ref(&site.domain.0), challenge, false)
                 .await
             {
                 Ok(outcome) => report
@@ -845,7 +845,7 @@ impl NginxSites<'_> {
                 "site".into(),
                 json!({
                     "domain": site.domain.0,
-                    "cert_dir": format!("{}/certs/{}", self.store_dir.trim_end_matches('/'), cert_name(&[site.domain.0.clone()])),
+                    "cert_dir": format!("{}/certs/{}", self.store_dir.trim_end_matches('/'), cert_name(std::slice::from_ref(&site.domain.0))),
                     "max_body": site.max_body.0,
                     "routes": routes,
                 }),
