@@ -61,45 +61,75 @@ fn wait_until_served(
     }
 }
 
-/// Root over a real sshd on loopback: the "host".
-async fn connect_root(sshd: &TestSshd, home: &std::path::Path) -> SshTransport {
-    let target = SshTarget {
-        host: "127.0.0.1".into(),
-        port: sshd.port,
-        user: "root".into(),
-        identity_files: vec![sshd.client_key.clone()],
-        identities_only: false,
-        known_hosts: home.join("known_hosts"),
-        connect_timeout: Duration::from_secs(10),
-    };
-    SshTransport::connect(&target, &Credentials::default())
-        .await
-        .unwrap()
-        .0
+/// The "host", all on loopback: a real sshd (root's transport to it), nginx
+/// serving the ACME webroot, Pebble validating against that nginx, and the
+/// certificate store in a temp dir.
+struct Loopback {
+    sshd: TestSshd,
+    nginx: TestNginx,
+    pebble: TestPebble,
+    transport: SshTransport,
+    store_dir: tempfile::TempDir,
+    settings: AcmeSettings,
+    /// Holds the operator's known_hosts.
+    home: tempfile::TempDir,
 }
 
-fn settings(pebble: &TestPebble, nginx: &TestNginx, store: &std::path::Path) -> AcmeSettings {
-    AcmeSettings {
-        directory: pebble.directory.clone(),
-        email: "ops@example.test".into(),
-        extra_root: Some(pebble.tls_root.clone()),
-        profile: None,
-        store_dir: store.join("acme").display().to_string(),
-        webroot: nginx.webroot.display().to_string(),
-        dns: None,
+impl Loopback {
+    /// Pebble resolves names through challtestsrv, or through the DNS server
+    /// on 127.0.0.1:`dns_port`.
+    async fn start(dns_port: Option<u16>) -> Loopback {
+        let sshd = TestSshd::start();
+        let nginx = TestNginx::start();
+        let pebble = TestPebble::start_with_dns(nginx.http_port, dns_port);
+        let home = tempfile::tempdir().unwrap();
+        let target = SshTarget {
+            host: "127.0.0.1".into(),
+            port: sshd.port,
+            user: "root".into(),
+            identity_files: vec![sshd.client_key.clone()],
+            identities_only: false,
+            known_hosts: home.path().join("known_hosts"),
+            connect_timeout: Duration::from_secs(10),
+        };
+        let transport = SshTransport::connect(&target, &Credentials::default())
+            .await
+            .unwrap()
+            .0;
+        let store_dir = tempfile::tempdir().unwrap();
+        let settings = AcmeSettings {
+            directory: pebble.directory.clone(),
+            email: "ops@example.test".into(),
+            extra_root: Some(pebble.tls_root.clone()),
+            profile: None,
+            store_dir: store_dir.path().join("acme").display().to_string(),
+            webroot: nginx.webroot.display().to_string(),
+            dns: None,
+        };
+        Loopback {
+            sshd,
+            nginx,
+            pebble,
+            transport,
+            store_dir,
+            settings,
+            home,
+        }
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_deactivated_and_a_lost_account(
 ) {
-    let sshd = TestSshd::start();
-    let nginx = TestNginx::start();
-    let mut pebble = TestPebble::start(nginx.http_port);
-    let home = tempfile::tempdir().unwrap();
-    let transport = connect_root(&sshd, home.path()).await;
-    let store_dir = tempfile::tempdir().unwrap();
-    let settings = settings(&pebble, &nginx, store_dir.path());
+    let Loopback {
+        sshd: _sshd,
+        nginx,
+        mut pebble,
+        transport,
+        store_dir,
+        settings,
+        home: _home,
+    } = Loopback::start(None).await;
     let certs = Certs::new(&transport, &settings);
     let names = vec![
         "app.example.test".to_string(),
@@ -284,13 +314,15 @@ async fn http01_through_sshd_and_nginx_then_reuse_then_forced_renewal_then_a_dea
 /// challenge file behind; a directory URL that is not an ACME directory says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_validation_shows_the_cas_detail_and_cleans_up() {
-    let sshd = TestSshd::start();
-    let nginx = TestNginx::start();
-    let pebble = TestPebble::start(nginx.http_port);
-    let home = tempfile::tempdir().unwrap();
-    let transport = connect_root(&sshd, home.path()).await;
-    let store_dir = tempfile::tempdir().unwrap();
-    let settings = settings(&pebble, &nginx, store_dir.path());
+    let Loopback {
+        sshd: _sshd,
+        nginx,
+        pebble,
+        transport,
+        store_dir: _store_dir,
+        settings,
+        home: _home,
+    } = Loopback::start(None).await;
 
     // elsewhere.example.test resolves to 127.0.0.2, where nothing listens.
     pebble.point("elsewhere.example.test", "127.0.0.2");
@@ -337,14 +369,17 @@ async fn a_failed_validation_shows_the_cas_detail_and_cleans_up() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dns01_wildcard_through_a_real_bind_with_tsig() {
-    let sshd = TestSshd::start();
-    let nginx = TestNginx::start();
     let bind = TestBind::start("example.test");
     // Pebble resolves through BIND: it sees exactly the TXT records vpsup adds.
-    let pebble = TestPebble::start_with_dns(nginx.http_port, Some(bind.port));
-    let home = tempfile::tempdir().unwrap();
-    let transport = connect_root(&sshd, home.path()).await;
-    let store_dir = tempfile::tempdir().unwrap();
+    let Loopback {
+        sshd: _sshd,
+        nginx,
+        pebble,
+        transport,
+        store_dir: _store_dir,
+        mut settings,
+        home: _home,
+    } = Loopback::start(Some(bind.port)).await;
     let provider = Rfc2136 {
         server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
         zone: bind.zone.clone(),
@@ -352,7 +387,6 @@ async fn dns01_wildcard_through_a_real_bind_with_tsig() {
         algorithm: algorithm("hmac-sha256").unwrap(),
         secret: bind.secret.clone(),
     };
-    let mut settings = settings(&pebble, &nginx, store_dir.path());
 
     // A wildcard without a DNS provider is refused, with what to configure.
     let names = vec!["*.example.test".to_string(), "example.test".to_string()];
@@ -417,13 +451,15 @@ async fn dns01_wildcard_through_a_real_bind_with_tsig() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
-    let sshd = TestSshd::start();
-    let nginx = TestNginx::start();
-    let pebble = TestPebble::start(nginx.http_port);
-    let home = tempfile::tempdir().unwrap();
-    let transport = connect_root(&sshd, home.path()).await;
-    let store_dir = tempfile::tempdir().unwrap();
-    let settings = settings(&pebble, &nginx, store_dir.path());
+    let Loopback {
+        sshd,
+        nginx,
+        pebble,
+        transport,
+        store_dir: _store_dir,
+        settings,
+        home: _home,
+    } = Loopback::start(None).await;
     let op = Operator::new();
     let config_with = |directory: &str, reload: &str| {
         format!(

@@ -44,6 +44,16 @@ fn curl(args: &[&str]) -> Output {
         .expect("curl runs")
 }
 
+/// `ufw_rules` of a converged host: SSH (rate-limited), HTTP and HTTPS, both families.
+const ONLY_SSH_HTTP_HTTPS: [&str; 6] = [
+    "22/tcp LIMIT",
+    "80/tcp ALLOW",
+    "443/tcp ALLOW",
+    "22/tcp (v6) LIMIT",
+    "80/tcp (v6) ALLOW",
+    "443/tcp (v6) ALLOW",
+];
+
 /// The firewall's rules as `To Action` pairs, from `ufw status`.
 fn ufw_rules(status: &str) -> Vec<String> {
     status
@@ -205,14 +215,7 @@ fn init_hardens_a_fresh_vps_end_to_end() {
     );
     assert_eq!(
         ufw_rules(&seen),
-        [
-            "22/tcp LIMIT",
-            "80/tcp ALLOW",
-            "443/tcp ALLOW",
-            "22/tcp (v6) LIMIT",
-            "80/tcp (v6) ALLOW",
-            "443/tcp (v6) ALLOW"
-        ],
+        ONLY_SSH_HTTP_HTTPS,
         "only SSH, HTTP and HTTPS are open:\n{seen}"
     );
 
@@ -332,17 +335,7 @@ sudo sshd -T | grep '^maxauthtries'"#,
     let out = op.vpsup(&["init", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert_eq!(play_report(&out)["recap"]["changed"], 1);
-    assert_eq!(
-        open_ports(),
-        [
-            "22/tcp LIMIT",
-            "80/tcp ALLOW",
-            "443/tcp ALLOW",
-            "22/tcp (v6) LIMIT",
-            "80/tcp (v6) ALLOW",
-            "443/tcp (v6) ALLOW"
-        ]
-    );
+    assert_eq!(open_ports(), ONLY_SSH_HTTP_HTTPS);
 
     // The main job: the compose stack behind nginx over HTTPS.
     cool_down();

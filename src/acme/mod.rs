@@ -268,33 +268,25 @@ mod tests {
     /// that kind of failure.
     #[test]
     fn a_failed_validation_explains_its_kind() {
-        let dir = "https://ca.test/dir";
-        let refused = AcmeError::from_acme(
-            dir,
-            problem("connection", "203.0.113.9: Fetching http://app.example.com/.well-known/acme-challenge/x: Connection refused"),
-        )
-        .to_string();
-        assert!(
-            refused.contains("Connection refused. The CA could not connect to port 80"),
-            "{refused}"
-        );
-        let proxied = AcmeError::from_acme(
-            dir,
-            problem(
+        for (kind, detail, expected) in [
+            (
+                "connection",
+                "203.0.113.9: Fetching http://app.example.com/.well-known/acme-challenge/x: Connection refused",
+                "Connection refused. The CA could not connect to port 80",
+            ),
+            (
                 "unauthorized",
                 "Invalid response from http://app.example.com/.well-known/acme-challenge/x: 404",
+                ": 404. The CA got another answer than this host's",
             ),
-        )
-        .to_string();
-        assert!(
-            proxied.contains(": 404. The CA got another answer than this host's"),
-            "{proxied}"
-        );
-        let caa = AcmeError::from_acme(
-            dir,
-            problem("caa", "CAA record for example.com prevents issuance"),
-        )
-        .to_string();
-        assert!(caa.contains("0 issue \"letsencrypt.org\""), "{caa}");
+            (
+                "caa",
+                "CAA record for example.com prevents issuance",
+                "prevents issuance. A CAA record of the domain forbids this CA: add one that allows it (for Let's Encrypt: 0 issue \"letsencrypt.org\")",
+            ),
+        ] {
+            let err = AcmeError::from_acme("https://ca.test/dir", problem(kind, detail)).to_string();
+            assert!(err.contains(expected), "{err}");
+        }
     }
 }

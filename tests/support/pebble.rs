@@ -164,45 +164,43 @@ impl TestPebble {
     /// name that points at another server).
     pub fn point(&self, name: &str, ipv4: &str) {
         let body = serde_json::json!({"host": name, "addresses": [ipv4]}).to_string();
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "-d", &body])
-            .arg(format!(
-                "http://127.0.0.1:{}/add-a",
-                self.dns_management_port
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        curl(&[
+            "-d",
+            &body,
+            &format!("http://127.0.0.1:{}/add-a", self.dns_management_port),
+        ]);
     }
 
     /// The root that signs the certificates Pebble issues (new at every start).
     pub fn issuing_root(&self) -> PathBuf {
         let path = self.dir.path().join("issuing-root.pem");
-        let out = Command::new("curl")
-            .args(["-sS", "--fail", "--cacert"])
-            .arg(&self.tls_root)
-            .arg(format!(
-                "https://localhost:{}/roots/0",
-                self.management_port
-            ))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        std::fs::write(&path, &out.stdout).unwrap();
+        let root = curl(&[
+            "--cacert",
+            &self.tls_root.display().to_string(),
+            &format!("https://localhost:{}/roots/0", self.management_port),
+        ]);
+        std::fs::write(&path, root).unwrap();
         path
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
     }
+}
+
+/// What curl fetched (`-sS --fail` plus `args`); a failure fails the test.
+fn curl(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("curl")
+        .args(["-sS", "--fail"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }
 
 impl Drop for TestPebble {
