@@ -372,6 +372,38 @@ pub struct SiteConfig {
     /// through the container port).
     #[serde(default = "default_health_path")]
     pub health: UrlPath,
+    /// The name deploy's final HTTPS check asks for: the domain itself, or
+    /// for a wildcard (`*.example.com`, not a name a client can ask for) a
+    /// name under it, by default `vpsup-check.example.com`.
+    #[serde(default)]
+    pub check_name: Option<Domain>,
+}
+
+impl SiteConfig {
+    /// The concrete name a visitor's client asks for (see `check_name`).
+    pub fn check_name(&self) -> Result<String, String> {
+        let domain = &self.domain.0;
+        let base = domain.strip_prefix("*.");
+        match (&self.check_name, base) {
+            (None, None) => Ok(domain.clone()),
+            (None, Some(base)) => Ok(format!("vpsup-check.{base}")),
+            (Some(name), Some(base))
+                if name
+                    .0
+                    .strip_suffix(base)
+                    .and_then(|l| l.strip_suffix('.'))
+                    .is_some_and(|label| !label.is_empty() && label != "*" && !label.contains('.')) =>
+            {
+                Ok(name.0.clone())
+            }
+            (Some(name), None) if name.0 == *domain => Ok(name.0.clone()),
+            (Some(name), _) => Err(format!(
+                "[[sites]] {domain}: check_name {:?} is not a name this site's certificate covers: use {}",
+                name.0,
+                base.map_or(domain.clone(), |b| format!("a name directly under {b}, like www.{b}"))
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -446,7 +478,8 @@ impl TryFrom<String> for EnvName {
 }
 
 /// A URL path for an nginx location: starts with `/`, no spaces, quotes,
-/// braces or semicolons (it goes into nginx's configuration).
+/// braces, semicolons or `#` (it goes into nginx's configuration, where `#`
+/// starts a comment).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct UrlPath(pub String);
@@ -456,12 +489,12 @@ impl TryFrom<String> for UrlPath {
     fn try_from(s: String) -> Result<Self, String> {
         let ok = s.starts_with('/')
             && s.chars()
-                .all(|c| c.is_ascii_graphic() && !"\"'{};$\\".contains(c));
+                .all(|c| c.is_ascii_graphic() && !"\"'{};$\\#".contains(c));
         if ok {
             Ok(UrlPath(s))
         } else {
             Err(format!(
-                "invalid path {s:?}: expected a URL path like /api/ (no spaces, quotes, braces, ; or $)"
+                "invalid path {s:?}: expected a URL path like /api/ (no spaces, quotes, braces, ;, $ or #)"
             ))
         }
     }
@@ -914,10 +947,49 @@ port = 3000
             ("[app]\nname = \"a\"\n[app.secrets]\ngenerate = [\"db-pass\"]\n", "invalid variable name \"db-pass\""),
             ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nmax_body = \"10 MB\"\n", "invalid size"),
             ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"api; root /\", service = \"b\", port = 1 }]\n", "invalid path"),
+            // `#` starts a comment in nginx: `location /api#v2/ {` fails nginx -t.
+            ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"/api#v2/\", service = \"b\", port = 1 }]\n", "invalid path"),
         ] {
             let (_, _, msg) = error_at(text);
             assert!(msg.contains(expected), "{text}: {msg}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_site_is_checked_at_a_name_under_it() {
+        let site = |extra: &str| -> SiteConfig {
+            toml::from_str(&format!(
+                "domain = \"*.shop.example.com\"\nservice = \"web\"\nport = 80\n{extra}"
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            site("").check_name().unwrap(),
+            "vpsup-check.shop.example.com"
+        );
+        assert_eq!(
+            site("check_name = \"eu.shop.example.com\"")
+                .check_name()
+                .unwrap(),
+            "eu.shop.example.com"
+        );
+        for wrong in [
+            "a.b.shop.example.com",
+            "shop.example.com",
+            "*.shop.example.com",
+            "x.other.com",
+        ] {
+            let err = site(&format!("check_name = \"{wrong}\""))
+                .check_name()
+                .unwrap_err();
+            assert!(
+                err.contains("a name directly under shop.example.com"),
+                "{wrong}: {err}"
+            );
+        }
+        let plain: SiteConfig =
+            toml::from_str("domain = \"app.example.com\"\nservice = \"web\"\nport = 80\n").unwrap();
+        assert_eq!(plain.check_name().unwrap(), "app.example.com");
     }
 
     #[test]

@@ -31,13 +31,13 @@ use crate::acme::dns01::Rfc2136;
 use crate::acme::host_settings::{self, HostFile};
 use crate::acme::policy::{self, Decision};
 use crate::acme::store::{self, cert_name, ChallengeKind, Store};
-use crate::config::{AppConfig, Config, DnsRecords, EnvName, SiteConfig, DEFAULT_WEBROOT};
+use crate::config::{AppConfig, Config, DnsRecords, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::https_check;
 use crate::deploy::release::{self, Release};
 use crate::deploy::remote::{self, AppPaths, Container, Deployed, ReleaseMeta};
 use crate::deploy::stack::{self, Stack};
 use crate::deploy::upload::{self, ReleaseFile};
-use crate::deploy::{dns, ports, releases, secrets};
+use crate::deploy::{dns, ports, releases, secrets, volumes};
 use crate::engine::assets::Assets;
 use crate::engine::render::{Renderer, Vars};
 use crate::facts::{self, HostFacts};
@@ -180,6 +180,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             .into());
         }
     }
+    for site in &config.sites {
+        site.check_name().map_err(|e| {
+            DeployError::Release(format!("{e} (in {})", settings.config_path.display()))
+        })?;
+    }
     let dns_update = match (app.dns, acme.as_ref().and_then(|a| a.dns.clone())) {
         (DnsRecords::Check, _) => None,
         (DnsRecords::Update, Some(rfc2136)) => Some(rfc2136),
@@ -191,6 +196,18 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         .map_err(|e| DeployError::Release(e.to_string()))?;
     for note in &release.rewritten {
         eprintln!("vpsup: bound to 127.0.0.1 ([app] public_ports = \"loopback\"): {note}");
+    }
+    let data_dir = AppPaths::new(app.name.as_str()).data_dir();
+    for path in &release.data {
+        if release
+            .seeded
+            .iter()
+            .any(|f| volumes::in_data(f, std::slice::from_ref(path)))
+        {
+            eprintln!(
+                "vpsup: ./{path} is mounted writable, so it is the app's data: it lives on the host in {data_dir}/{path}, kept across deploys and rollbacks. The project's files there seed it on the first deploy only; mount it read-only (:ro) if it is configuration that each deploy should update"
+            );
+        }
     }
     let assets = Assets::load(Some(&project))?;
     let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
@@ -320,46 +337,16 @@ async fn deploy_on(
         .acme
         .as_ref()
         .map_or(store::DEFAULT_DIR.to_string(), |a| a.store_dir.clone());
+    // A first look, without the lock: an unchanged host (and --check) end here.
     let probed = probe(transport, &paths, &store_dir).await?;
     if probed.facts.compose_v2.is_none() {
         return Err(
             "docker compose (v2) is missing on the host: run `vpsup init` first".to_string(),
         );
     }
-    let files = release_files(run, &probed.facts, &store_dir)?;
-    let plan = upload::plan(&files, &probed.current);
-    let missing_secrets: Vec<_> = run
-        .app
-        .secrets
-        .generate
-        .iter()
-        .filter(|n| !probed.secrets.contains(&n.0))
-        .collect();
-    let certs_due: Vec<&SiteConfig> = run
-        .sites
-        .iter()
-        .filter(|s| !cert_fresh(&probed.certificates, &s.domain.0))
-        .collect();
-    let sites_current = run.sites.iter().all(|site| {
-        let installed = probed
-            .sites
-            .iter()
-            .find(|(f, _)| *f == format!("vpsup-{}--{}.conf", paths.app, site.domain.0));
-        let wanted = files
-            .iter()
-            .find(|f| f.path == format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0));
-        matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
-    }) && probed.sites.len() == run.sites.len();
-    let services_up =
-        !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
+    let files = release_files(run, &probed, &store_dir)?;
     report.release = probed.current.release.clone();
-    report.pending = pending_changes(
-        &plan,
-        &missing_secrets,
-        &certs_due,
-        sites_current,
-        services_up,
-    );
+    report.pending = pending_changes(run, &paths, &probed, &files);
     if report.pending.is_empty() {
         return Ok(());
     }
@@ -371,47 +358,79 @@ async fn deploy_on(
     }
 
     let lock = lock_app(transport, &paths, &run.owner, &target.name).await?;
-    let held = lock
-        .hold(
-            transport,
-            change(transport, run, &paths, &probed, &files, &plan, report),
-        )
-        .await;
+    let work = async {
+        // Planned again under the lock: another deploy may have changed the
+        // host since the first look.
+        let probed = probe(transport, &paths, &store_dir).await?;
+        let files = release_files(run, &probed, &store_dir)?;
+        report.release = probed.current.release.clone();
+        report.pending = pending_changes(run, &paths, &probed, &files);
+        if report.pending.is_empty() {
+            return Ok(());
+        }
+        change(transport, run, &paths, &probed, &files, report).await
+    };
+    let held = lock.hold(transport, work).await;
     outcome_under_lock(
         held,
         "interrupted; the host keeps the release it had (or the one this deploy made current)",
     )
 }
 
-/// What a deploy would change, one line each (empty: nothing).
+/// What a deploy would change on the host `probed`, one line each (empty:
+/// nothing).
 fn pending_changes(
-    plan: &upload::Plan<'_>,
-    missing_secrets: &[&EnvName],
-    certs_due: &[&SiteConfig],
-    sites_current: bool,
-    services_up: bool,
+    run: &DeployRun<'_>,
+    paths: &AppPaths,
+    probed: &Probed,
+    files: &[ReleaseFile],
 ) -> Vec<String> {
+    let plan = upload::plan(files, &probed.current, &run.release.data);
     let mut pending = Vec::new();
     if !plan.is_noop() {
-        let mut files: Vec<&str> = plan.upload.iter().map(|f| f.path.as_str()).collect();
-        files.extend(plan.removed.iter().map(|f| f.as_str()));
+        let mut names: Vec<&str> = plan.upload.iter().map(|f| f.path.as_str()).collect();
+        names.extend(plan.removed.iter().map(|f| f.as_str()));
         pending.push(format!(
             "new release: {} file(s) to upload, {} gone ({})",
             plan.upload.len(),
             plan.removed.len(),
-            files.join(", ")
+            names.join(", ")
         ));
     }
+    let missing_secrets: Vec<&str> = run
+        .app
+        .secrets
+        .generate
+        .iter()
+        .filter(|n| !probed.secrets.contains(&n.0))
+        .map(|n| n.0.as_str())
+        .collect();
     if !missing_secrets.is_empty() {
-        let names: Vec<&str> = missing_secrets.iter().map(|n| n.0.as_str()).collect();
-        pending.push(format!("secrets to generate: {}", names.join(", ")));
+        pending.push(format!(
+            "secrets to generate: {}",
+            missing_secrets.join(", ")
+        ));
     }
-    for site in certs_due {
-        pending.push(format!("certificate to issue or renew: {}", site.domain.0));
+    for site in run.sites {
+        if !cert_fresh(&probed.certificates, &site.domain.0) {
+            pending.push(format!("certificate to issue or renew: {}", site.domain.0));
+        }
     }
+    let sites_current = run.sites.iter().all(|site| {
+        let installed = probed
+            .sites
+            .iter()
+            .find(|(f, _)| *f == paths.site_file_name(&site.domain.0));
+        let wanted = files
+            .iter()
+            .find(|f| f.path == format!("{}/{}.conf", remote::NGINX_DIR, site.domain.0));
+        matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
+    }) && probed.sites.len() == run.sites.len();
     if !sites_current {
         pending.push("nginx site files to install".to_string());
     }
+    let services_up =
+        !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
     if !services_up {
         pending.push("containers to start (some are missing, stopped or unhealthy)".to_string());
     }
@@ -437,7 +456,6 @@ async fn change(
     paths: &AppPaths,
     probed: &Probed,
     files: &[ReleaseFile],
-    plan: &upload::Plan<'_>,
     report: &mut HostReport,
 ) -> Result<(), String> {
     report.changed = true;
@@ -476,7 +494,9 @@ async fn change(
         }
     }
 
-    // The release: a copy of the current one with only the changes sent.
+    // The release: a copy of the current one with only the changes sent;
+    // the app's data directories made (never inside a release).
+    let plan = upload::plan(files, &probed.current, &run.release.data);
     let id = if plan.is_noop() {
         probed.current.release.clone()
     } else {
@@ -485,30 +505,64 @@ async fn change(
     .unwrap_or_else(|| {
         releases::release_id(OffsetDateTime::now_utc(), &release::content_hash(files))
     });
+    let data = &run.release.data;
+    let mut script = String::new();
+    if let Some(current) = &probed.current.release {
+        script.push_str(&volumes::migrate_script(
+            &paths.data_dir(),
+            &paths.release(current),
+            data,
+        ));
+    }
     if probed.current.release.as_deref() != Some(id.as_str()) {
+        script.push_str(&upload::release_script(&paths.dir, &id, &plan));
+        report.uploaded = plan.upload.len();
+    }
+    script.push_str(&volumes::seed_script(
+        &paths.data_dir(),
+        &paths.release(&id),
+        data,
+    ));
+    if !script.is_empty() {
         transport
             .run_ok(
                 "writing the new release",
-                ExecRequest::piped(upload::release_script(&paths.dir, &id, plan)).become_root(true),
+                ExecRequest::piped(script).become_root(true),
             )
             .await
             .map_err(|e| e.to_string())?;
-        report.uploaded = plan.upload.len();
     }
     report.secrets_created =
         secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate)
             .await
             .map_err(|e| e.to_string())?;
 
-    // Up, and healthy, or back to the previous release.
-    let meta = release_meta(run);
+    // Up, healthy and served, or back to the previous release: from `up`
+    // on, the previous release's containers are replaced, so any failure
+    // restarts them.
+    let meta = release_meta(run, probed);
     let timeout = run.app.health_timeout.0;
-    if let Err(why) = start(transport, paths, &id, &meta, &run.release.ports, timeout).await {
+    let failure = match start(transport, paths, &id, &meta, &run.release.ports, timeout).await {
+        Err(why) => Some((format!("is not healthy ({})", why.text), why.services)),
+        Ok(()) => activate(
+            transport,
+            run.config,
+            paths,
+            &id,
+            &probed.releases,
+            run.app.releases.0 as usize,
+            &run.owner,
+        )
+        .await
+        .err()
+        .map(|e| (format!("could not be served ({e})"), Vec::new())),
+    };
+    if let Some((what, services)) = failure {
         let secrets_path = paths.secrets();
         let release_dir = paths.release(&id);
         let failed = stack_for(&paths.app, &release_dir, &meta, &secrets_path);
         let (logs, restored) =
-            roll_back(transport, paths, probed, &failed, &why.services, timeout).await;
+            roll_back(transport, paths, probed, &failed, &services, timeout).await;
         let after = match (&probed.current.release, restored) {
             (Some(previous), Ok(())) => format!("release {previous} runs again and keeps serving"),
             (Some(previous), Err(e)) => format!(
@@ -517,21 +571,8 @@ async fn change(
             (None, Ok(())) => "it was the first release: its containers were stopped".to_string(),
             (None, Err(e)) => format!("it was the first release; stopping its containers failed: {e}"),
         };
-        return Err(format!(
-            "release {id} is not healthy ({}); {after}\n{logs}",
-            why.text
-        ));
+        return Err(format!("release {id} {what}; {after}\n{logs}"));
     }
-    activate(
-        transport,
-        run.config,
-        paths,
-        &id,
-        &probed.releases,
-        run.app.releases.0 as usize,
-        &run.owner,
-    )
-    .await?;
     report.release = Some(id);
     Ok(())
 }
@@ -550,8 +591,15 @@ async fn start(
     let release_dir = paths.release(id);
     let secrets_path = paths.secrets();
     let stack = stack_for(&paths.app, &release_dir, meta, &secrets_path);
+    // The app's containers under its other project name would hold its ports.
+    let other = if stack.project == paths.app {
+        remote::project_name(&paths.app)
+    } else {
+        paths.app.clone()
+    };
     let gate = format!(
-        "if ! {up} >&2; then echo '@@failed compose'; {ps}; exit 1; fi\n{health}",
+        "{retire}if ! {up} >&2; then echo '@@failed compose'; {ps}; exit 1; fi\n{health}",
+        retire = paths.retire_script(&other),
         up = stack.up(timeout),
         ps = stack.ps(),
         health = stack::health_probe_script(&meta.health, timeout),
@@ -687,13 +735,23 @@ async fn roll_back(
     let previous_dir = probed.current.release.as_ref().map(|id| paths.release(id));
     let secrets_path = paths.secrets();
     let restart = match (&previous_dir, &probed.meta) {
-        (Some(dir), Some(meta)) => Ok(stack_for(&paths.app, dir, meta, &secrets_path).up(timeout)),
+        (Some(dir), Some(meta)) => {
+            let previous = stack_for(&paths.app, dir, meta, &secrets_path);
+            // Under another project name (a release of vpsup before 0.2), the
+            // failed release's containers go first: they hold the ports.
+            let first = if previous.project == failed.project {
+                String::new()
+            } else {
+                format!("{} >/dev/null 2>&1; ", failed.down())
+            };
+            Ok(format!("{first}{}", previous.up(timeout)))
+        }
         // Never `down` an app that has a previous release: leave it as it is.
         (Some(dir), None) => Err(format!(
             "how it runs ({dir}/{}) could not be read, so the failed release's containers were left as they are",
             remote::META_FILE
         )),
-        (None, _) => Ok(format!("docker compose -p {} down", crate::transport::script::quote(&paths.app))),
+        (None, _) => Ok(failed.down()),
     };
     // A redeploy of the current release (its containers had stopped) keeps its directory.
     let forget_failed = match previous_dir.as_deref() {
@@ -715,7 +773,7 @@ async fn roll_back(
         Ok(out) => out,
         Err(e) => return (String::new(), Err(e.to_string())),
     };
-    let text = out.stdout_str();
+    let text = crate::transport::plain_text(&out.stdout_str());
     if let Err(why) = restart {
         return (text, Err(why));
     }
@@ -736,17 +794,34 @@ async fn roll_back(
 
 fn stack_for<'a>(app: &'a str, dir: &'a str, meta: &'a ReleaseMeta, secrets: &'a str) -> Stack<'a> {
     Stack {
-        project: app,
+        project: meta.project(app),
         dir,
         files: &meta.compose_files,
         env_files: &meta.env_files,
         secrets_env: meta.secrets.then_some(secrets),
+        dot_env: meta.dot_env,
     }
 }
 
-fn release_meta(run: &DeployRun<'_>) -> ReleaseMeta {
+/// The compose file naming the app's volumes as vpsup before 0.2 made them.
+const VOLUME_PINS: &str = ".vpsup/volumes.json";
+
+/// Whether the app's named volumes keep the names of its first deploys under
+/// the compose project `<app>` (vpsup before 0.2): then once, then always.
+fn volumes_pinned(run: &DeployRun<'_>, probed: &Probed) -> bool {
+    !run.release.named_volumes.is_empty()
+        && probed.meta.as_ref().is_some_and(|m| {
+            m.project.is_none() || m.compose_files.iter().any(|f| f == VOLUME_PINS)
+        })
+}
+
+fn release_meta(run: &DeployRun<'_>, probed: &Probed) -> ReleaseMeta {
+    let mut compose_files = run.release.compose_files.clone();
+    if volumes_pinned(run, probed) {
+        compose_files.push(VOLUME_PINS.to_string());
+    }
     ReleaseMeta {
-        compose_files: run.release.compose_files.clone(),
+        compose_files,
         env_files: run.release.env_files.clone(),
         health: run
             .sites
@@ -759,6 +834,8 @@ fn release_meta(run: &DeployRun<'_>) -> ReleaseMeta {
             })
             .collect(),
         secrets: !run.app.secrets.generate.is_empty(),
+        dot_env: run.release.dot_env,
+        project: Some(remote::project_name(run.app.name.as_str())),
     }
 }
 
@@ -766,17 +843,28 @@ fn release_meta(run: &DeployRun<'_>) -> ReleaseMeta {
 /// runs, and its nginx site files (rendered for the host's nginx).
 fn release_files(
     run: &DeployRun<'_>,
-    facts: &HostFacts,
+    probed: &Probed,
     store_dir: &str,
 ) -> Result<Vec<ReleaseFile>, String> {
+    let facts = &probed.facts;
     let mut files = run.release.files.clone();
-    let mut meta = serde_json::to_vec_pretty(&release_meta(run)).unwrap_or_default();
+    let mut meta = serde_json::to_vec_pretty(&release_meta(run, probed)).unwrap_or_default();
     meta.push(b'\n');
     files.push(ReleaseFile {
         path: remote::META_FILE.to_string(),
         content: meta,
         mode: 0o644,
     });
+    if volumes_pinned(run, probed) {
+        let pins = volumes::pin_override(&run.release.named_volumes, run.app.name.as_str());
+        let mut content = serde_json::to_vec_pretty(&pins).unwrap_or_default();
+        content.push(b'\n');
+        files.push(ReleaseFile {
+            path: VOLUME_PINS.to_string(),
+            content,
+            mode: 0o644,
+        });
+    }
     let nginx = NginxSites {
         app: run.app.name.as_str(),
         sites: run.sites,
@@ -999,7 +1087,8 @@ async fn final_check(run: &DeployRun<'_>, target: &HostTarget) -> Vec<SiteReport
     let extra_root = run.acme.as_ref().and_then(|a| a.extra_root.clone());
     let mut out = Vec::new();
     for site in run.sites {
-        let domain = &site.domain.0;
+        // Validated before the deploy began.
+        let domain = &site.check_name().unwrap_or_else(|_| site.domain.0.clone());
         let url = format!("https://{domain}{}", site.health.0);
         let (Some(https), Some(http)) = (
             socket_addr(&target.ssh.host, https_port).map(|a| SocketAddr::new(a.ip(), https_port)),
@@ -1140,19 +1229,21 @@ async fn rollback_on(
         .acme
         .as_ref()
         .map_or(store::DEFAULT_DIR, |a| a.store.as_str());
-    let probed = probe(transport, &paths, store_dir).await?;
-    let current = probed
-        .current
-        .release
-        .clone()
-        .ok_or_else(|| format!("app {} was never deployed here", paths.app))?;
-    let previous = releases::previous(&probed.releases, &current)
-        .ok_or_else(|| {
-            format!("release {current} is the only one kept: there is nothing to roll back to")
-        })?
-        .to_string();
+    // Under the lock from the first look: a deploy finishing meanwhile
+    // changes what "previous" is.
     let lock = lock_app(transport, &paths, owner, host).await?;
     let work = async {
+        let probed = probe(transport, &paths, store_dir).await?;
+        let current = probed
+            .current
+            .release
+            .clone()
+            .ok_or_else(|| format!("app {} was never deployed here", paths.app))?;
+        let previous = releases::previous(&probed.releases, &current)
+            .ok_or_else(|| {
+                format!("release {current} is the only one kept: there is nothing to roll back to")
+            })?
+            .to_string();
         let out = transport
             .run_ok(
                 "reading the previous release",
@@ -1175,45 +1266,47 @@ async fn rollback_on(
             )
         })?;
         let timeout = app.health_timeout.0;
-        if let Err(why) = start(
-            transport,
-            &paths,
-            &previous,
-            &meta,
-            &BTreeMap::new(),
-            timeout,
-        )
-        .await
-        {
-            if let Some(current_meta) = &probed.meta {
-                let _ = start(
+        let no_ports = BTreeMap::new();
+        let failure = match start(transport, &paths, &previous, &meta, &no_ports, timeout).await {
+            Err(why) => Some(format!("release {previous} is not healthy ({})", why.text)),
+            Ok(()) => activate(
+                transport,
+                config,
+                &paths,
+                &previous,
+                &probed.releases,
+                usize::MAX,
+                owner,
+            )
+            .await
+            .err()
+            .map(|e| format!("release {previous} could not be served ({e})")),
+        };
+        if let Some(what) = failure {
+            let again = match &probed.meta {
+                Some(current_meta) => start(
                     transport,
                     &paths,
                     &current,
                     current_meta,
-                    &BTreeMap::new(),
+                    &no_ports,
                     timeout,
                 )
-                .await;
-            }
-            return Err(format!(
-                "release {previous} is not healthy ({}); release {current} runs again",
-                why.text
-            ));
+                .await
+                .map_err(|why| why.text),
+                None => Err(format!("its {} is unreadable", remote::META_FILE)),
+            };
+            return Err(match again {
+                Ok(()) => format!("{what}; release {current} runs again"),
+                Err(e) => format!(
+                    "{what}; starting release {current} again failed too ({e}): check `vpsup status` and the host"
+                ),
+            });
         }
-        activate(
-            transport,
-            config,
-            &paths,
-            &previous,
-            &probed.releases,
-            usize::MAX,
-            owner,
-        )
-        .await
+        Ok((current, previous))
     };
     let held = lock.hold(transport, work).await;
-    outcome_under_lock(held, "interrupted").map(|()| (current, previous))
+    outcome_under_lock(held, "interrupted")
 }
 
 #[cfg(test)]
@@ -1252,8 +1345,12 @@ mod tests {
     async fn the_probe_reads_a_release_back() {
         let dir = tempfile::tempdir().unwrap();
         let paths = AppPaths {
-            app: "shop".into(),
+            sites_dir: dir.path().join("sites").display().to_string(),
+            ..AppPaths::new("shop")
+        };
+        let paths = AppPaths {
             dir: dir.path().display().to_string(),
+            ..paths
         };
         let release = dir.path().join("releases/r1");
         std::fs::create_dir_all(release.join(".vpsup")).unwrap();
@@ -1264,6 +1361,8 @@ mod tests {
             env_files: vec![],
             health: vec![("/".into(), 21000)],
             secrets: true,
+            dot_env: false,
+            project: Some("vpsup-shop".into()),
         };
         std::fs::write(
             release.join(remote::META_FILE),

@@ -15,3 +15,4 @@ pub mod remote;
 pub mod secrets;
 pub mod stack;
 pub mod upload;
+pub mod volumes;

@@ -30,7 +30,9 @@ use sha2::{Digest, Sha256};
 use crate::config::{AppConfig, PublicPorts, SiteConfig};
 use crate::deploy::compose::{self, Exposure};
 use crate::deploy::ports::{self, Target};
+use crate::deploy::remote::AppPaths;
 use crate::deploy::upload::ReleaseFile;
+use crate::deploy::volumes::{self, MountError};
 
 /// The compose override vpsup adds to every release.
 pub const OVERRIDE_FILE: &str = "vpsup.override.json";
@@ -59,6 +61,15 @@ pub struct Release {
     pub rewritten: Vec<String>,
     /// SHA-256 (hex) over the path, mode and content of every file.
     pub content_hash: String,
+    /// Project paths mounted writable: the app's data, kept on the host in
+    /// `/srv/vpsup/<app>/data/<path>` (see `deploy::volumes`).
+    pub data: Vec<String>,
+    /// Project files under those paths, which only seed them.
+    pub seeded: Vec<String>,
+    /// The compose files' named volumes (compose names them `<project>_<name>`).
+    pub named_volumes: Vec<String>,
+    /// The project has a `.env` (not listed in `[app] env_files`).
+    pub dot_env: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +144,8 @@ pub enum ReleaseError {
         files: String,
         services: String,
     },
+    #[error(transparent)]
+    Mount(#[from] MountError),
     #[error("the project has its own {OVERRIDE_FILE}, the name of the file vpsup generates in the release: rename it (or list it in .vpsupignore)")]
     OverrideExists,
 }
@@ -200,16 +213,19 @@ fn collect_with_limit(
 
     // Compose files: present, uploaded, nothing past the firewall.
     let mut compose_files = Vec::new();
+    let mut docs: Vec<(String, Value, bool)> = Vec::new();
     let mut services: BTreeSet<String> = BTreeSet::new();
     let mut rewritten = Vec::new();
+    let mut mounts = Vec::new();
+    let mut named_volumes = Vec::new();
     for path in &app.compose_files {
         let rel = needed(project, &root, &rules, &files, path, "compose_files")?;
-        let file = files.get_mut(&rel).expect("checked by needed()");
-        let mut doc = parse_compose(&rel, &file.content)?;
+        let mut doc = parse_compose(&rel, &files[&rel].content)?;
         let invalid = |message: String| ReleaseError::ComposeInvalid {
             path: rel.clone(),
             message,
         };
+        let mut changed = false;
         if doc.get("services").is_some() {
             let found = compose::exposures(&doc).map_err(invalid)?;
             let refused: Vec<String> = found
@@ -228,17 +244,44 @@ fn collect_with_limit(
             }
             if !found.is_empty() {
                 let notes = compose::bind_to_loopback(&mut doc).map_err(invalid)?;
-                if !notes.is_empty() {
-                    file.content = pretty(&doc);
-                    rewritten.extend(notes);
-                }
+                changed |= !notes.is_empty();
+                rewritten.extend(notes);
             }
             if let Some(defined) = doc["services"].as_object() {
                 services.extend(defined.keys().cloned());
             }
+            mounts.extend(volumes::bind_mounts(&doc).map_err(invalid)?);
         }
-        compose_files.push(rel);
+        named_volumes.extend(volumes::named_volumes(&doc));
+        compose_files.push(rel.clone());
+        docs.push((rel, doc, changed));
     }
+
+    // What containers write lives outside releases (see deploy::volumes):
+    // the project's files there only seed it, from .vpsup/seed.
+    let data = volumes::data_paths(&mounts)?;
+    let data_dir = AppPaths::new(app.name.as_str()).data_dir();
+    for (rel, mut doc, mut changed) in docs {
+        changed |= volumes::rewrite_sources(&mut doc, &data, &data_dir);
+        if changed {
+            if let Some(file) = files.get_mut(&rel) {
+                file.content = pretty(&doc);
+            }
+        }
+    }
+    let seeds: Vec<String> = files
+        .keys()
+        .filter(|p| volumes::in_data(p, &data))
+        .cloned()
+        .collect();
+    for path in &seeds {
+        if let Some(mut file) = files.remove(path) {
+            file.path = format!("{}/{path}", volumes::SEED_DIR);
+            files.insert(file.path.clone(), file);
+        }
+    }
+    named_volumes.sort();
+    named_volumes.dedup();
 
     // Sites: their services exist; each gets a loopback port.
     let mut targets: Vec<Target> = Vec::new();
@@ -282,6 +325,18 @@ fn collect_with_limit(
         .iter()
         .map(|path| needed(project, &root, &rules, &files, path, "env_files"))
         .collect::<Result<Vec<_>, _>>()?;
+    // Compose reads `.env` by itself only without --env-file: say it too.
+    let dot_env = files.contains_key(".env") && !env_files.iter().any(|e| e == ".env");
+    // Env files hold secrets more often than not: root's eyes only.
+    for path in env_files
+        .iter()
+        .map(String::as_str)
+        .chain(dot_env.then_some(".env"))
+    {
+        if let Some(file) = files.get_mut(path) {
+            file.mode = 0o600;
+        }
+    }
 
     let files: Vec<ReleaseFile> = files.into_values().collect();
     let content_hash = content_hash(&files);
@@ -292,6 +347,10 @@ fn collect_with_limit(
         ports,
         rewritten,
         content_hash,
+        data,
+        seeded: seeds,
+        named_volumes,
+        dot_env,
     })
 }
 

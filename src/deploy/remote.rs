@@ -5,11 +5,20 @@
 //! ```text
 //! /srv/vpsup/<app>/releases/<id>/      one directory per release (files + .vpsup/)
 //! /srv/vpsup/<app>/current -> releases/<id>   switched only after a healthy deploy
+//! /srv/vpsup/<app>/data/<path>         what containers write through bind mounts
+//!                                      (kept across releases, see deploy::volumes)
 //! /srv/vpsup/<app>/shared/secrets.env  generated secrets (0600)
 //! /srv/vpsup/<app>/deploy.lock         one deploy at a time
 //! /srv/vpsup/<app>/deployed            release, time and operator of the last deploy
-//! /etc/nginx/sites-enabled/vpsup-<app>--<domain>.conf   the app's sites
+//! /etc/nginx/sites-enabled/vpsup-<app>.<domain>.conf   the app's sites
 //! ```
+//!
+//! An app's compose project is `vpsup-<app>`, so a stack someone started by
+//! hand under the app's bare name is never an orphan of ours. App names hold
+//! no `.`, so `vpsup-<app>.*.conf` is this app's sites and no other app's.
+//! (vpsup before 0.2 used the project `<app>` and `vpsup-<app>--<domain>.conf`;
+//! both are taken over by the next deploy, see `retire_script` and
+//! `SITES_FN`.)
 
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +46,26 @@ pub struct ReleaseMeta {
     /// `(health path, loopback port)` per site.
     pub health: Vec<(String, u16)>,
     pub secrets: bool,
+    /// The project's `.env`, read first (compose skips it once `--env-file`
+    /// is given, so it is passed explicitly).
+    #[serde(default)]
+    pub dot_env: bool,
+    /// The compose project; `None` in a release of vpsup before 0.2, which
+    /// ran under the app's bare name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+impl ReleaseMeta {
+    /// The compose project this release runs as.
+    pub fn project<'a>(&'a self, app: &'a str) -> &'a str {
+        self.project.as_deref().unwrap_or(app)
+    }
+}
+
+/// The compose project of an app's releases.
+pub fn project_name(app: &str) -> String {
+    format!("vpsup-{app}")
 }
 
 /// Every app's last deploy, one `app record` line each (for `status`).
@@ -84,6 +113,8 @@ pub fn parse_deployed(text: &str) -> Vec<Deployed> {
 pub struct AppPaths {
     pub app: String,
     pub dir: String,
+    /// nginx's sites directory (another one only in tests).
+    pub sites_dir: String,
 }
 
 impl AppPaths {
@@ -91,6 +122,7 @@ impl AppPaths {
         AppPaths {
             app: app.to_string(),
             dir: format!("{APPS_DIR}/{app}"),
+            sites_dir: SITES_DIR.to_string(),
         }
     }
 
@@ -102,17 +134,55 @@ impl AppPaths {
         format!("{}/shared/secrets.env", self.dir)
     }
 
+    /// What the app's containers write through bind mounts (`deploy::volumes`).
+    pub fn data_dir(&self) -> String {
+        format!("{}/data", self.dir)
+    }
+
     pub fn lock(&self) -> String {
         format!("{}/deploy.lock", self.dir)
     }
 
-    /// The site file nginx reads for `domain`.
-    pub fn site_file(&self, domain: &str) -> String {
-        format!("{SITES_DIR}/{}", self.site_file_name(domain))
+    /// The name of the site file nginx reads for `domain`.
+    pub fn site_file_name(&self, domain: &str) -> String {
+        format!("vpsup-{}.{domain}.conf", self.app)
     }
 
-    fn site_file_name(&self, domain: &str) -> String {
-        format!("vpsup-{}--{domain}.conf", self.app)
+    /// Shell: `vpsup_sites` lists this app's site files, one path a line
+    /// (also those of vpsup before 0.2, named `vpsup-<app>--<domain>.conf`,
+    /// recognised by the app named on their second line, since that glob
+    /// also matches an app `<app>--x`).
+    fn sites_fn(&self) -> String {
+        let app = quote(&self.app);
+        format!(
+            r#"vpsup_sites() {{
+  for f in {sites}/vpsup-{app}.*.conf; do [ -e "$f" ] && echo "$f"; done
+  for f in {sites}/vpsup-{app}--*.conf; do
+    [ -e "$f" ] && [ "$(sed -n '2s/\. Written by .*//p' "$f")" = {owner} ] && echo "$f"
+  done
+  return 0
+}}
+"#,
+            owner = quote(&format!("# {}", self.app)),
+            sites = quote(&self.sites_dir),
+        )
+    }
+
+    /// Shell: removes the app's containers that run under `other`, its
+    /// other compose project name (vpsup before 0.2 used the bare app
+    /// name), before its project starts: they would hold its ports. Only
+    /// containers made from this app's releases: a stack someone started
+    /// by hand under that name is left alone. Named volumes are kept.
+    pub fn retire_script(&self, other: &str) -> String {
+        format!(
+            r#"docker ps -a --filter label=com.docker.compose.project={other} --format '{{{{.ID}}}} {{{{.Label "com.docker.compose.project.working_dir"}}}}' 2>/dev/null |
+while read -r id dir; do
+  case "$dir" in {releases}/*) docker rm -f "$id" >/dev/null ;; esac
+done
+"#,
+            other = quote(other),
+            releases = quote(&format!("{}/releases", self.dir)),
+        )
     }
 
     /// Everything a deploy decides on, in one exec (as root): facts, the
@@ -121,7 +191,6 @@ impl AppPaths {
     /// containers and the certificate store.
     pub fn probe_script(&self, store_dir: &str) -> String {
         let dir = quote(&self.dir);
-        let app = quote(&self.app);
         format!(
             r#"( {facts} )
 echo @@release
@@ -133,9 +202,9 @@ ls -1 {dir}/releases 2>/dev/null
 echo @@secrets
 cut -d= -f1 {secrets} 2>/dev/null
 echo @@sites
-for f in {SITES_DIR}/vpsup-{app}--*.conf; do [ -e "$f" ] && echo "$(sha256sum < "$f" | cut -d' ' -f1) $(basename "$f")"; done
+{sites_fn}for f in $(vpsup_sites); do echo "$(sha256sum < "$f" | cut -d' ' -f1) $(basename "$f")"; done
 echo @@containers
-command -v docker >/dev/null 2>&1 && docker ps -a --filter label=com.docker.compose.project={app} --format '{{{{.Label "com.docker.compose.service"}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
+command -v docker >/dev/null 2>&1 && docker ps -a --filter label=com.docker.compose.project={project} --format '{{{{.Label "com.docker.compose.service"}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
 echo @@certificates
 {certs}
 exit 0"#,
@@ -143,13 +212,17 @@ exit 0"#,
             release = upload::probe_script(&self.dir),
             secrets = quote(&self.secrets()),
             certs = store::listing_script(store_dir),
+            sites_fn = self.sites_fn(),
+            project = quote(&project_name(&self.app)),
         )
     }
 
     /// Makes the release at `release` what nginx serves and what `current`
     /// points at: its site files replace the app's (put back as they were
-    /// if `nginx -t` fails), `reload` runs, `current` switches, and the
-    /// releases in `prune` go. `record` is the `deployed` file's content.
+    /// if `nginx -t` or `reload` fails, and the script fails), `reload`
+    /// runs, `current` switches. Past that switch nothing fails the script:
+    /// the releases in `prune` go and `record` is written to `deployed`
+    /// (a failure there is said on stderr).
     pub fn activate_script(
         &self,
         id: &str,
@@ -158,20 +231,20 @@ exit 0"#,
         record: &str,
     ) -> String {
         let release = self.release(id);
-        let ours = format!("{SITES_DIR}/vpsup-{}--*.conf", quote(&self.app));
         let mut script = format!(
             r#"set -e
 trap '' HUP
-backup=$(mktemp -d)
-for f in {ours}; do [ -e "$f" ] && cp -p "$f" "$backup/"; done
+{sites_fn}backup=$(mktemp -d)
+ours=$(vpsup_sites)
+for f in $ours; do cp -p "$f" "$backup/"; done
 restore() {{
-  rm -f {ours}
-  for f in "$backup"/*; do [ -e "$f" ] && cp -p "$f" {SITES_DIR}/; done
+  for f in $(vpsup_sites); do rm -f "$f"; done
+  for f in "$backup"/*; do [ -e "$f" ] && cp -p "$f" {sites}/; done
   rm -rf "$backup"
 }}
-rm -f {ours}
+for f in $ours; do rm -f "$f"; done
 for f in {nginx}/*.conf; do
-  [ -e "$f" ] && cp "$f" {SITES_DIR}/vpsup-{app}--"$(basename "$f")"
+  [ -e "$f" ] && cp "$f" {sites}/vpsup-{app}."$(basename "$f")"
 done
 [ -e {map} ] && cp {map} {WEBSOCKET_MAP}
 if ! out=$(nginx -t 2>&1); then
@@ -179,20 +252,30 @@ if ! out=$(nginx -t 2>&1); then
   echo "nginx -t refused the new site configuration, the previous one is back in place: $out" >&2
   exit 1
 fi
+if ! {{ {reload}
+}}; then
+  restore
+  echo "reloading nginx failed (above); the previous site configuration is back in place" >&2
+  exit 1
+fi
 rm -rf "$backup"
+{switch}set +e
 "#,
+            sites_fn = self.sites_fn(),
             nginx = quote(&format!("{release}/{NGINX_DIR}")),
             map = quote(&format!("{release}/{MAP_FILE}")),
             app = quote(&self.app),
+            sites = quote(&self.sites_dir),
+            switch = self.switch_script(id),
         );
-        script.push_str(reload);
-        script.push('\n');
-        script.push_str(&self.switch_script(id));
         for old in prune {
-            script.push_str(&format!("rm -rf -- {}\n", quote(&self.release(old))));
+            script.push_str(&format!(
+                "rm -rf -- {dir} || echo \"could not remove the old release {dir}\" >&2\n",
+                dir = quote(&self.release(old))
+            ));
         }
         script.push_str(&format!(
-            "printf '%s\\n' {} > {}\n",
+            "printf '%s\\n' {} > {} || echo 'could not record the deploy' >&2\nexit 0\n",
             quote(record),
             quote(&format!("{}/deployed", self.dir))
         ));
@@ -259,7 +342,7 @@ mod tests {
         ] {
             assert!(script.contains(&format!("echo {section}\n")), "{section}");
         }
-        assert!(script.contains("label=com.docker.compose.project=doctor"));
+        assert!(script.contains("label=com.docker.compose.project=vpsup-doctor"));
         let parts =
             facts::sections("os_id=debian\n@@release\ncurrent r1\n@@secrets\nDB_PASSWORD\n");
         assert_eq!(parts[0], ("facts", "os_id=debian\n".to_string()));
@@ -292,12 +375,110 @@ mod tests {
         assert_eq!(up, [true, false, false, true]);
     }
 
+    /// Activation, run here with a stand-in `nginx -t`: the app's sites
+    /// (and its sites named by vpsup before 0.2) are replaced, another app
+    /// whose name starts the same (`shop--eu`) keeps its own, and a failed
+    /// reload puts everything back and fails (before, `current` switched).
+    #[tokio::test]
+    async fn activation_replaces_only_this_apps_sites_and_fails_on_a_failed_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let paths = AppPaths {
+            app: "shop".into(),
+            dir: root.join("shop").display().to_string(),
+            sites_dir: root.join("sites").display().to_string(),
+        };
+        let sites = root.join("sites");
+        std::fs::create_dir_all(&sites).unwrap();
+        let site = |app: &str, domain: &str| {
+            format!("# Managed by vpsup (templates/nginx_site.conf.tera): {domain} for app\n# {app}. Written by `vpsup deploy`; checked with `nginx -t` before any reload.\n")
+        };
+        let before = [
+            (
+                "vpsup-shop--a.example.com.conf",
+                site("shop", "a.example.com"),
+            ),
+            (
+                "vpsup-shop--eu--b.example.com.conf",
+                site("shop--eu", "b.example.com"),
+            ),
+            (
+                "vpsup-shop--eu.c.example.com.conf",
+                site("shop--eu", "c.example.com"),
+            ),
+        ];
+        for (name, text) in &before {
+            std::fs::write(sites.join(name), text).unwrap();
+        }
+        let release = root.join("shop/releases/r2");
+        std::fs::create_dir_all(release.join(NGINX_DIR)).unwrap();
+        std::fs::write(
+            release.join(NGINX_DIR).join("a.example.com.conf"),
+            site("shop", "a.example.com") + "# v2\n",
+        )
+        .unwrap();
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::write(bin.join("nginx"), "#!/bin/sh\nexit 0\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(bin.join("nginx"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        let listing = || {
+            let mut names: Vec<String> = std::fs::read_dir(&sites)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        };
+        let t = LocalTransport::new("test", true);
+        let activate = |reload: &str| {
+            let script = format!(
+                "PATH={}:$PATH\n{}",
+                bin.display(),
+                paths.activate_script("r2", reload, &[], "release=r2")
+            );
+            let t = &t;
+            async move { t.exec(ExecRequest::new(script)).await.unwrap() }
+        };
+
+        let failed = activate("echo 'reload: no such unit' >&2; false").await;
+        assert!(!failed.success());
+        assert!(
+            failed.stderr_str().contains("reloading nginx failed"),
+            "{}",
+            failed.stderr_str()
+        );
+        let mut expected: Vec<String> = before.iter().map(|(n, _)| n.to_string()).collect();
+        expected.sort();
+        assert_eq!(listing(), expected);
+        assert!(!root.join("shop/current").exists());
+
+        let done = activate("true").await;
+        assert!(done.success(), "{}", done.stderr_str());
+        assert_eq!(
+            listing(),
+            [
+                "vpsup-shop--eu--b.example.com.conf",
+                "vpsup-shop--eu.c.example.com.conf",
+                "vpsup-shop.a.example.com.conf"
+            ]
+        );
+        assert!(
+            std::fs::read_to_string(sites.join("vpsup-shop.a.example.com.conf"))
+                .unwrap()
+                .ends_with("# v2\n")
+        );
+        assert!(root.join("shop/current").exists());
+    }
+
     #[tokio::test]
     async fn switching_current_replaces_the_link_in_one_rename() {
         let dir = tempfile::tempdir().unwrap();
         let paths = AppPaths {
             app: "doctor".into(),
             dir: dir.path().display().to_string(),
+            sites_dir: dir.path().join("sites").display().to_string(),
         };
         let t = LocalTransport::new("test", true);
         for id in ["r1", "r2"] {

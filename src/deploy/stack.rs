@@ -2,13 +2,16 @@
 //! place so `up`, a rollback's `up`, `logs` and `ps` always name the same
 //! project, files and env files.
 //!
-//! Compose interpolates `${VAR}` from the `--env-file`s: the generated secrets
-//! first, then the project's env files (a later file wins).
+//! Compose interpolates `${VAR}` from the `--env-file`s, a later file winning:
+//! the project's `.env` (compose reads it by itself only when no
+//! `--env-file` is given), then the generated secrets, then `[app] env_files`.
+//! `--ansi never`: what compose says ends up in vpsup's messages and logs,
+//! where terminal codes are noise.
 
 use crate::transport::script::quote;
 
 pub struct Stack<'a> {
-    /// The compose project name: the app's name.
+    /// The compose project name (`vpsup-<app>`).
     pub project: &'a str,
     /// The release directory (compose's project directory: relative paths
     /// and build contexts resolve from it).
@@ -19,17 +22,25 @@ pub struct Stack<'a> {
     pub env_files: &'a [String],
     /// The host's generated secrets (absolute path), when the app has any.
     pub secrets_env: Option<&'a str>,
+    /// The release has the project's `.env`.
+    pub dot_env: bool,
 }
 
 impl Stack<'_> {
     fn base(&self) -> String {
         let mut cmd = format!(
-            "docker compose -p {} --project-directory {}",
+            "docker compose --ansi never -p {} --project-directory {}",
             quote(self.project),
             quote(self.dir)
         );
         for file in self.files {
             cmd.push_str(&format!(" -f {}", quote(&format!("{}/{file}", self.dir))));
+        }
+        if self.dot_env {
+            cmd.push_str(&format!(
+                " --env-file {}",
+                quote(&format!("{}/.env", self.dir))
+            ));
         }
         if let Some(secrets) = self.secrets_env {
             cmd.push_str(&format!(" --env-file {}", quote(secrets)));
@@ -52,6 +63,12 @@ impl Stack<'_> {
             "{} up -d --build --remove-orphans --wait --wait-timeout {timeout_secs}",
             self.base()
         )
+    }
+
+    /// Stops and removes the project's containers and networks; named
+    /// volumes stay (no `-v`, ever).
+    pub fn down(&self) -> String {
+        format!("{} down", self.base())
     }
 
     /// The last `lines` lines of a service's log.
@@ -99,11 +116,12 @@ mod tests {
 
     fn stack<'a>(files: &'a [String], env: &'a [String]) -> Stack<'a> {
         Stack {
-            project: "doctor",
+            project: "vpsup-doctor",
             dir: "/srv/vpsup/doctor/releases/r2",
             files,
             env_files: env,
             secrets_env: Some("/srv/vpsup/doctor/shared/secrets.env"),
+            dot_env: true,
         }
     }
 
@@ -112,7 +130,7 @@ mod tests {
         let files = ["compose.yml".to_string(), "vpsup.override.json".to_string()];
         let env = [".env.production".to_string()];
         let s = stack(&files, &env);
-        let base = "docker compose -p doctor --project-directory /srv/vpsup/doctor/releases/r2 -f /srv/vpsup/doctor/releases/r2/compose.yml -f /srv/vpsup/doctor/releases/r2/vpsup.override.json --env-file /srv/vpsup/doctor/shared/secrets.env --env-file /srv/vpsup/doctor/releases/r2/.env.production";
+        let base = "docker compose --ansi never -p vpsup-doctor --project-directory /srv/vpsup/doctor/releases/r2 -f /srv/vpsup/doctor/releases/r2/compose.yml -f /srv/vpsup/doctor/releases/r2/vpsup.override.json --env-file /srv/vpsup/doctor/releases/r2/.env --env-file /srv/vpsup/doctor/shared/secrets.env --env-file /srv/vpsup/doctor/releases/r2/.env.production";
         assert_eq!(
             s.up(120),
             format!("{base} up -d --build --remove-orphans --wait --wait-timeout 120")
@@ -135,6 +153,7 @@ mod tests {
             files: &files,
             env_files: &[],
             secrets_env: None,
+            dot_env: false,
         };
         assert!(
             s.up(5).contains("-f '/srv/x/my compose.yml'"),
@@ -142,6 +161,7 @@ mod tests {
             s.up(5)
         );
         assert!(s.logs("a;b", 1).ends_with("'a;b'"));
+        assert!(s.down().ends_with(" down"), "{}", s.down());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use sha2::{Digest, Sha256};
 
+use super::volumes;
 use crate::transport::script::{self, quote};
 use crate::transport::FileMeta;
 
@@ -53,11 +54,37 @@ pub fn parse_probe(text: &str) -> Current {
             current.release = Some(id.trim().to_string());
         } else if let Some(rest) = line.strip_prefix("file ") {
             if let Some((hash, path)) = rest.split_once(' ') {
-                current.files.insert(path.to_string(), hash.to_string());
+                // sha256sum marks a name holding a backslash or newline with
+                // a leading `\` and escapes those characters.
+                let (hash, path) = match hash.strip_prefix('\\') {
+                    Some(hash) => (hash, unescape_sha256sum(path)),
+                    None => (hash, path.to_string()),
+                };
+                current.files.insert(path, hash.to_string());
             }
         }
     }
     current
+}
+
+/// `\\` and `\n` in a name as sha256sum prints it.
+fn unescape_sha256sum(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut chars = name.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            ('\\', Some('n')) => {
+                out.push('\n');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// What a new release changes compared with the current one.
@@ -76,7 +103,11 @@ impl Plan<'_> {
     }
 }
 
-pub fn plan<'a>(files: &'a [ReleaseFile], current: &Current) -> Plan<'a> {
+/// `data`: the app's data paths (`deploy::volumes`). What an older release
+/// holds there was written by containers: it is neither compared nor
+/// removed (the new release is a copy, and a removal there could reach the
+/// data itself).
+pub fn plan<'a>(files: &'a [ReleaseFile], current: &Current, data: &[String]) -> Plan<'a> {
     let mut plan = Plan::default();
     for file in files {
         if current.files.get(&file.path) == Some(&file.sha256()) {
@@ -88,7 +119,7 @@ pub fn plan<'a>(files: &'a [ReleaseFile], current: &Current) -> Plan<'a> {
     plan.removed = current
         .files
         .keys()
-        .filter(|p| !files.iter().any(|f| &f.path == *p))
+        .filter(|p| !files.iter().any(|f| &f.path == *p) && !volumes::in_data(p, data))
         .cloned()
         .collect();
     plan
@@ -100,7 +131,7 @@ pub fn plan<'a>(files: &'a [ReleaseFile], current: &Current) -> Plan<'a> {
 pub fn release_script(app_dir: &str, id: &str, plan: &Plan) -> String {
     let new = format!("{app_dir}/releases/{id}");
     let mut script = format!(
-        "set -e\numask 077\nmkdir -p {releases}\nrm -rf {new}\nmkdir {new}\n\
+        "set -e\numask 022\nmkdir -p {releases}\nrm -rf {new}\nmkdir {new}\n\
          if [ -L {dir}/current ]; then cp -a {dir}/current/. {new}/; fi\n",
         dir = quote(app_dir),
         releases = quote(&format!("{app_dir}/releases")),
@@ -151,7 +182,7 @@ mod tests {
             .await
             .unwrap();
         let current = parse_probe(&out.stdout_str());
-        let plan = plan(files, &current);
+        let plan = plan(files, &current, &[]);
         let counts = (plan.upload.len(), plan.removed.len());
         t.run_ok(
             "release",
@@ -184,7 +215,7 @@ mod tests {
         let current = parse_probe(&out.stdout_str());
         assert_eq!(current.release.as_deref(), Some("r1"));
         assert_eq!(current.files.len(), 2);
-        assert!(plan(&v1, &current).is_noop());
+        assert!(plan(&v1, &current, &[]).is_noop());
 
         // One file changed, one new, one gone: only two travel.
         let v2 = [
@@ -215,6 +246,42 @@ mod tests {
         );
     }
 
+    /// A name with a backslash reads back as itself (sha256sum escapes it),
+    /// so an unchanged project is a no-op; directories are readable by a
+    /// container's non-root user (0755, not 0700); what containers wrote
+    /// into a data path of an older release is never "removed".
+    #[tokio::test]
+    async fn odd_names_converge_modes_stay_open_and_data_is_never_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = dir.path().join("doctor").display().to_string();
+        let t = LocalTransport::new("test", true);
+        let v1 = [
+            file("config/a\\b.conf", "x\n"),
+            file("initdb/01.sql", "create table t();\n"),
+        ];
+        deploy(&t, &app, "r1", &v1).await;
+        let r1 = std::path::Path::new(&app).join("releases/r1");
+        std::fs::create_dir_all(r1.join("data")).unwrap();
+        std::fs::write(r1.join("data/PG_VERSION"), "16").unwrap();
+        let out = t
+            .run_ok("probe", ExecRequest::new(probe_script(&app)))
+            .await
+            .unwrap();
+        let current = parse_probe(&out.stdout_str());
+        assert!(
+            current.files.contains_key("config/a\\b.conf"),
+            "{current:?}"
+        );
+        let next = plan(&v1, &current, &["data".to_string()]);
+        assert!(next.is_noop(), "{next:?}");
+        assert_eq!(plan(&v1, &current, &[]).removed, ["data/PG_VERSION"]);
+        use std::os::unix::fs::PermissionsExt;
+        for d in ["", "initdb", "config"] {
+            let mode = std::fs::metadata(r1.join(d)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o755, "{d}");
+        }
+    }
+
     #[test]
     fn an_unchanged_file_is_not_in_the_script() {
         let files = [file("compose.yml", "same\n"), file("app.env", "NEW\n")];
@@ -222,7 +289,7 @@ mod tests {
             release: Some("r1".into()),
             files: BTreeMap::from([("compose.yml".to_string(), files[0].sha256())]),
         };
-        let p = plan(&files, &current);
+        let p = plan(&files, &current, &[]);
         assert_eq!(p.unchanged.len(), 1);
         let script = release_script("/srv/vpsup/doctor", "r2", &p);
         assert!(

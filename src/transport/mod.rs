@@ -116,8 +116,9 @@ impl ExecOutput {
     }
 
     /// The last `lines` lines of stderr, for error messages.
+    /// Terminal codes removed (see `plain_text`).
     pub fn stderr_tail(&self, lines: usize) -> String {
-        let text = self.stderr_str();
+        let text = plain_text(&self.stderr_str());
         let all: Vec<&str> = text.trim_end().lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
@@ -130,6 +131,37 @@ impl ExecOutput {
             (None, None) => "no exit status (connection lost?)".to_string(),
         }
     }
+}
+
+/// `text` as a reader of a log sees it: terminal escape sequences (`ESC[2K`,
+/// colours) removed, and of a line redrawn with `\r`, its last state.
+pub fn plain_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                // CSI: ESC [ parameters, ended by a letter (0x40..=0x7e);
+                // any other escape is ESC and one character.
+                if chars.next_if_eq(&'[').is_some() {
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' if chars.peek() != Some(&'\n') => {
+                let line_start = out.rfind('\n').map_or(0, |i| i + 1);
+                out.truncate(line_start);
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Ownership and permissions of a file written on the host.
@@ -277,6 +309,24 @@ pub(crate) fn check_sudo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `docker compose up` writes on a terminal (erase-line codes,
+    /// colours, a redrawn progress line) reads as plain lines.
+    #[test]
+    fn terminal_codes_are_stripped_from_what_hosts_said() {
+        let said = "\u{1b}[2K\r Container shop-db-1  Creating\r\u{1b}[2K Container shop-db-1  \u{1b}[32mStarted\u{1b}[0m\r\nError response from daemon: port is already allocated\n";
+        assert_eq!(
+            plain_text(said),
+            " Container shop-db-1  Started\nError response from daemon: port is already allocated\n"
+        );
+        let out = ExecOutput {
+            stdout: Vec::new(),
+            stderr: said.as_bytes().to_vec(),
+            exit_status: Some(1),
+            exit_signal: None,
+        };
+        assert!(!out.stderr_tail(5).contains('\u{1b}'));
+    }
 
     /// The exact command line the transports run through sudo, on a host
     /// without sudo (a PATH that holds none): the real `env`'s complaint

@@ -1,0 +1,402 @@
+//! Where what containers write lives: never in a release.
+//!
+//! The one rule: no deploy, rollback or prune may delete or hide data a
+//! container wrote. A release directory is compose's project directory, so a
+//! bind mount such as `./data:/var/lib/postgresql/data` would put the
+//! database inside `releases/<id>/`, which the next release does not carry
+//! and pruning deletes. So every *writable* bind mount whose source is inside
+//! the project is the app's data: its source becomes
+//! `/srv/vpsup/<app>/data/<path>`, created once and kept across releases and
+//! rollbacks (never hashed, uploaded or pruned). Read-only mounts (`:ro`,
+//! `read_only: true`) are configuration and stay in the release, unless they
+//! lie inside a data path (a sidecar reading the data), which follows it.
+//!
+//! What the project holds under a data path seeds the data directory on the
+//! first deploy only (it travels as `.vpsup/seed/<path>`). A release that an
+//! older vpsup made kept the data in the release itself: the first deploy
+//! moves it to the data directory and leaves a symlink behind, so that
+//! release still sees it on a rollback.
+//!
+//! Named volumes are Docker's and survive every deploy; their names must not
+//! change either (see `pin_override`).
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::transport::script::quote;
+
+/// Inside a release: the project's files under data paths, for seeding.
+pub const SEED_DIR: &str = ".vpsup/seed";
+
+/// One bind mount of a service, as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub service: String,
+    pub source: String,
+    pub read_only: bool,
+}
+
+/// Every bind mount of every service (named volumes and tmpfs left out).
+pub fn bind_mounts(compose: &Value) -> Result<Vec<BindMount>, String> {
+    let mut out = Vec::new();
+    let Some(services) = compose.get("services").and_then(Value::as_object) else {
+        return Ok(out);
+    };
+    for (service, definition) in services {
+        let Some(volumes) = definition.get("volumes") else {
+            continue;
+        };
+        let volumes = volumes
+            .as_array()
+            .ok_or_else(|| format!("service {service}: `volumes` is not a list"))?;
+        for volume in volumes {
+            if let Some((source, read_only)) = parse_volume(volume)
+                .map_err(|why| format!("service {service}: volume {volume}: {why}"))?
+            {
+                out.push(BindMount {
+                    service: service.clone(),
+                    source,
+                    read_only,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `(source, read_only)` of a bind mount; `None` for a named volume or tmpfs.
+fn parse_volume(volume: &Value) -> Result<Option<(String, bool)>, String> {
+    match volume {
+        Value::String(spec) => {
+            let mut parts = spec.splitn(3, ':');
+            let source = parts.next().unwrap_or_default();
+            // A lone path is an anonymous volume at that target.
+            if parts.next().is_none() || !is_path(source) {
+                return Ok(None);
+            }
+            let read_only = parts
+                .next()
+                .is_some_and(|mode| mode.split(',').any(|m| m == "ro"));
+            Ok(Some((source.to_string(), read_only)))
+        }
+        Value::Object(long) => {
+            let kind = long.get("type").and_then(Value::as_str).unwrap_or("volume");
+            let source = long.get("source").and_then(Value::as_str).unwrap_or("");
+            if kind != "bind" && !(kind == "volume" && is_path(source)) {
+                return Ok(None);
+            }
+            if source.is_empty() {
+                return Err("a bind mount needs `source`".to_string());
+            }
+            let read_only = long.get("read_only").and_then(Value::as_bool) == Some(true);
+            Ok(Some((source.to_string(), read_only)))
+        }
+        _ => Err("not a volume".to_string()),
+    }
+}
+
+/// Compose reads a source as a host path when it starts like one; anything
+/// else names a volume.
+fn is_path(source: &str) -> bool {
+    source.starts_with(['.', '/', '~'])
+}
+
+/// Relative to the project (the release root), normalised: `None` when it
+/// is absolute (a host path, left alone) or climbs out.
+fn project_path(source: &str) -> Result<Option<String>, ()> {
+    if !source.starts_with('.') {
+        return Ok(None);
+    }
+    let mut out = PathBuf::new();
+    for part in Path::new(source).components() {
+        match part {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(());
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return Err(()),
+        }
+    }
+    Ok(Some(out.to_string_lossy().into_owned()))
+}
+
+fn under(path: &str, dir: &str) -> bool {
+    path == dir || path.strip_prefix(dir).is_some_and(|r| r.starts_with('/'))
+}
+
+/// Why a compose file's mounts cannot be deployed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MountError {
+    #[error("service {service} mounts {path:?}, outside the project: it would not exist on the host. Move it into the project, or use a named volume")]
+    Outside { service: String, path: String },
+    #[error("service {service} mounts the whole project ({path:?}) writable: vpsup keeps what containers write outside releases, and the project's code cannot be that. Mount it read-only (:ro), or mount only the directory it writes to (./data)")]
+    WholeProject { service: String, path: String },
+}
+
+/// The project paths that are data: sources of writable bind mounts inside
+/// the project, sorted, an inner path dropped when an outer one covers it.
+pub fn data_paths(mounts: &[BindMount]) -> Result<Vec<String>, MountError> {
+    let mut paths: Vec<String> = Vec::new();
+    for mount in mounts {
+        let rel = project_path(&mount.source).map_err(|()| MountError::Outside {
+            service: mount.service.clone(),
+            path: mount.source.clone(),
+        })?;
+        let Some(rel) = rel else { continue };
+        if mount.read_only {
+            continue;
+        }
+        if rel.is_empty() {
+            return Err(MountError::WholeProject {
+                service: mount.service.clone(),
+                path: mount.source.clone(),
+            });
+        }
+        paths.push(rel);
+    }
+    paths.sort();
+    paths.dedup();
+    let all = paths.clone();
+    paths.retain(|p| !all.iter().any(|outer| outer != p && under(p, outer)));
+    Ok(paths)
+}
+
+/// Whether a project file lies in one of `data` (then it only seeds it).
+pub fn in_data(path: &str, data: &[String]) -> bool {
+    data.iter().any(|d| under(path, d))
+}
+
+/// Points every bind mount inside a data path at the app's data directory
+/// `data_dir`. Returns whether the document changed.
+pub fn rewrite_sources(compose: &mut Value, data: &[String], data_dir: &str) -> bool {
+    let mut changed = false;
+    let Some(services) = compose.get_mut("services").and_then(Value::as_object_mut) else {
+        return false;
+    };
+    for definition in services.values_mut() {
+        let Some(volumes) = definition.get_mut("volumes").and_then(Value::as_array_mut) else {
+            continue;
+        };
+        for volume in volumes.iter_mut() {
+            let Ok(Some((source, _))) = parse_volume(volume) else {
+                continue;
+            };
+            let Ok(Some(rel)) = project_path(&source) else {
+                continue;
+            };
+            if !in_data(&rel, data) {
+                continue;
+            }
+            let host = format!("{data_dir}/{rel}");
+            match volume {
+                Value::String(spec) => {
+                    *spec = format!("{host}{}", &spec[source.len()..]);
+                }
+                Value::Object(long) => {
+                    long.insert("source".into(), Value::String(host));
+                }
+                _ => continue,
+            }
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// The top-level named volumes compose creates (not `external`, no `name`).
+pub fn named_volumes(compose: &Value) -> Vec<String> {
+    let Some(volumes) = compose.get("volumes").and_then(Value::as_object) else {
+        return Vec::new();
+    };
+    volumes
+        .iter()
+        .filter(|(_, v)| {
+            v.get("name").is_none() && v.get("external").and_then(Value::as_bool) != Some(true)
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
+/// Compose names a volume `<project>_<volume>`. An app first deployed under
+/// the compose project `<app>` (vpsup before 0.2) keeps its volumes' names
+/// when its project becomes `vpsup-<app>`: this override names each one as
+/// it was, so the database finds its data.
+pub fn pin_override(volumes: &[String], prefix: &str) -> Value {
+    let pinned: serde_json::Map<String, Value> = volumes
+        .iter()
+        .map(|v| (v.clone(), json!({ "name": format!("{prefix}_{v}") })))
+        .collect();
+    json!({ "volumes": pinned })
+}
+
+/// Moves each data path that a release of an older vpsup holds (`current`,
+/// where its container wrote) to `data_dir`, leaving a symlink behind so
+/// that release still finds it on a rollback. Runs before the new release is
+/// copied from `current` (which then copies the link, not the data). A data
+/// directory that exists is never touched.
+pub fn migrate_script(data_dir: &str, current: &str, data: &[String]) -> String {
+    let mut script = String::new();
+    for rel in data {
+        let dest = quote(&format!("{data_dir}/{rel}"));
+        let old = quote(&format!("{current}/{rel}"));
+        script.push_str(&format!(
+            "if [ ! -e {dest} ] && [ -e {old} ] && [ ! -L {old} ]; then
+               mkdir -p \"$(dirname -- {dest})\" && mv -- {old} {dest} && ln -s {dest} {old}
+fi
+"
+        ));
+    }
+    script
+}
+
+/// Makes each data path's directory that does not exist yet: seeded from
+/// release `new`'s `.vpsup/seed`, else empty (as Docker would make it).
+pub fn seed_script(data_dir: &str, new: &str, data: &[String]) -> String {
+    let mut script = String::new();
+    for rel in data {
+        let dest = quote(&format!("{data_dir}/{rel}"));
+        let seed = quote(&format!("{new}/{SEED_DIR}/{rel}"));
+        script.push_str(&format!(
+            "if [ ! -e {dest} ]; then
+  mkdir -p \"$(dirname -- {dest})\"
+               if [ -e {seed} ]; then cp -a -- {seed} {dest}; else mkdir -p {dest}; fi
+fi
+"
+        ));
+    }
+    script
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn compose(yaml: &str) -> Value {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn writable_project_mounts_are_data_read_only_ones_configuration() {
+        let doc = compose(
+            "services:\n  db:\n    volumes:\n      - ./data/pg:/var/lib/postgresql/data\n      - ./initdb:/docker-entrypoint-initdb.d:ro\n      - dbsock:/run\n      - /etc/localtime:/etc/localtime:ro\n  app:\n    volumes:\n      - type: bind\n        source: ./state\n        target: /state\n      - { type: bind, source: ./data/pg, target: /backup, read_only: true }\n      - ./data:/all\n      - type: tmpfs\n        target: /tmp\n",
+        );
+        let mounts = bind_mounts(&doc).unwrap();
+        assert_eq!(mounts.len(), 6, "{mounts:?}");
+        // ./data covers ./data/pg; ./initdb is read-only configuration.
+        assert_eq!(data_paths(&mounts).unwrap(), ["data", "state"]);
+    }
+
+    #[test]
+    fn mounts_outside_the_project_or_of_all_of_it_are_refused() {
+        let outside = compose("services:\n  a:\n    volumes: [\"../shared:/x\"]\n");
+        assert!(matches!(
+            data_paths(&bind_mounts(&outside).unwrap()),
+            Err(MountError::Outside { .. })
+        ));
+        let whole = compose("services:\n  a:\n    volumes: [\".:/app\"]\n");
+        let err = data_paths(&bind_mounts(&whole).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("Mount it read-only"), "{err}");
+        let whole_ro = compose("services:\n  a:\n    volumes: [\"./:/app:ro\"]\n");
+        assert!(data_paths(&bind_mounts(&whole_ro).unwrap())
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn sources_inside_data_point_at_the_data_directory() {
+        let mut doc = compose(
+            "services:\n  db:\n    volumes:\n      - ./data/pg:/var/lib/postgresql/data:rw\n      - ./conf:/etc/x:ro\n  side:\n    volumes:\n      - { type: bind, source: ./data, target: /d, read_only: true }\n",
+        );
+        assert!(rewrite_sources(
+            &mut doc,
+            &["data".into()],
+            "/srv/vpsup/shop/data"
+        ));
+        assert_eq!(
+            doc["services"]["db"]["volumes"],
+            json!([
+                "/srv/vpsup/shop/data/data/pg:/var/lib/postgresql/data:rw",
+                "./conf:/etc/x:ro"
+            ])
+        );
+        assert_eq!(
+            doc["services"]["side"]["volumes"][0]["source"],
+            "/srv/vpsup/shop/data/data"
+        );
+        assert!(in_data("data/pg/PG_VERSION", &["data".into()]));
+        assert!(!in_data("database.yml", &["data".into()]));
+    }
+
+    #[test]
+    fn named_volumes_are_pinned_to_their_old_names() {
+        let doc =
+            compose("volumes:\n  dbdata:\n  ext: { external: true }\n  fixed: { name: mine }\n");
+        let volumes = named_volumes(&doc);
+        assert_eq!(volumes, ["dbdata"]);
+        assert_eq!(
+            pin_override(&volumes, "shop"),
+            json!({"volumes": {"dbdata": {"name": "shop_dbdata"}}})
+        );
+    }
+
+    /// The scripts, run here: an older release's data moves out (a symlink
+    /// stays), a seed is copied once, a missing path is created, and an
+    /// existing data directory is never touched.
+    #[test]
+    fn data_directories_are_made_once_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let data_dir = root.join("data").display().to_string();
+        let current = root.join("releases/r1");
+        let new = root.join("releases/r2");
+        std::fs::create_dir_all(current.join("pg")).unwrap();
+        std::fs::write(current.join("pg/PG_VERSION"), "16").unwrap();
+        std::fs::create_dir_all(new.join(SEED_DIR).join("uploads")).unwrap();
+        std::fs::write(new.join(SEED_DIR).join("uploads/seed.txt"), "seed").unwrap();
+        let data = ["pg".to_string(), "uploads".to_string(), "state".to_string()];
+        let run = || {
+            let script = migrate_script(&data_dir, &current.display().to_string(), &data)
+                + &seed_script(&data_dir, &new.display().to_string(), &data);
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run();
+        let data = root.join("data");
+        assert_eq!(
+            std::fs::read_to_string(data.join("pg/PG_VERSION")).unwrap(),
+            "16"
+        );
+        assert_eq!(
+            std::fs::read_to_string(current.join("pg/PG_VERSION")).unwrap(),
+            "16"
+        );
+        assert!(std::fs::symlink_metadata(current.join("pg"))
+            .unwrap()
+            .is_symlink());
+        assert_eq!(
+            std::fs::read_to_string(data.join("uploads/seed.txt")).unwrap(),
+            "seed"
+        );
+        assert!(data.join("state").is_dir());
+        // What the containers wrote since stays as it is on the next run.
+        std::fs::write(data.join("uploads/seed.txt"), "written by the app").unwrap();
+        std::fs::write(data.join("state/x"), "x").unwrap();
+        run();
+        assert_eq!(
+            std::fs::read_to_string(data.join("uploads/seed.txt")).unwrap(),
+            "written by the app"
+        );
+        assert_eq!(std::fs::read_to_string(data.join("state/x")).unwrap(), "x");
+    }
+}
