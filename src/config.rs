@@ -71,9 +71,12 @@ pub struct InitConfig {
 #[serde(rename_all = "lowercase")]
 pub enum DockerSource {
     /// Docker's own apt repository (docker-ce, compose plugin); when the host
-    /// cannot reach it, the distribution's packages instead.
+    /// cannot reach it, the distribution's packages instead (init fails on
+    /// Debian 12, which has no compose v2 package).
     Official,
-    /// The distribution's `docker.io` and `docker-compose` packages.
+    /// The distribution's `docker.io` and its compose v2 package
+    /// (`docker-compose-v2` on Ubuntu, `docker-compose` on Debian 13); init
+    /// refuses it on Debian 12, whose `docker-compose` is compose v1.
     Distro,
 }
 

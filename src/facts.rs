@@ -77,6 +77,11 @@ pub struct HostFacts {
     pub init_system: String,
     pub docker: Option<String>,
     pub compose_v2: Option<String>,
+    /// The distribution's package of compose v2, where it has one:
+    /// `docker-compose-v2` on Ubuntu, `docker-compose` on Debian 13. None on
+    /// Debian 12, whose `docker-compose` is compose v1 (which deploy cannot
+    /// use): there compose v2 comes only from Docker's repository.
+    pub distro_compose_v2: Option<&'static str>,
     pub nginx: Option<String>,
     pub ufw: Option<String>,
     /// `docker-ce` (Docker's repository) or `docker.io` (the distribution's).
@@ -194,6 +199,7 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
         init_system: text("init"),
         docker: optional("docker", &|v| version_after(v, "Docker version ")),
         compose_v2: optional("compose", &first_version),
+        distro_compose_v2: distro_compose_v2(&text("os_id"), &text("os_version")),
         nginx: optional("nginx", &|v| version_after(v, "nginx version: nginx/")),
         ufw: optional("ufw", &|v| version_after(v, "ufw ")),
         docker_package: optional("docker_package", &non_empty),
@@ -204,6 +210,17 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
         time_sync: optional("time_sync", &non_empty),
         renewal_timer: text("renewal_timer") == "yes",
     })
+}
+
+/// See `HostFacts::distro_compose_v2`. Ubuntu has had `docker-compose-v2`
+/// since 22.04; Debian's `docker-compose` became compose v2 in 13.
+fn distro_compose_v2(os_id: &str, os_version: &str) -> Option<&'static str> {
+    let major: u32 = os_version.split('.').next()?.parse().ok()?;
+    match os_id {
+        "ubuntu" if major >= 22 => Some("docker-compose-v2"),
+        "debian" if major >= 13 => Some("docker-compose"),
+        _ => None,
+    }
 }
 
 fn non_empty(v: &str) -> Option<String> {
@@ -321,6 +338,27 @@ time_sync=systemd-timesyncd
         // Docker without the compose plugin prints nothing for compose.
         let f = parse(&format!("{minimal}compose=\n")).unwrap();
         assert_eq!(f.compose_v2, None);
+    }
+
+    #[test]
+    fn the_distributions_compose_v2_package_by_release() {
+        let cases = [
+            ("ubuntu", "22.04", Some("docker-compose-v2")),
+            ("ubuntu", "24.04", Some("docker-compose-v2")),
+            ("debian", "13", Some("docker-compose")),
+            // Debian 12's docker-compose is compose v1.
+            ("debian", "12", None),
+            ("ubuntu", "20.04", None),
+            ("debian", "", None),
+            ("centos", "9", None),
+        ];
+        for (os_id, os_version, expected) in cases {
+            let facts = SAMPLE
+                .replace("os_id=ubuntu", &format!("os_id={os_id}"))
+                .replace("os_version=24.04", &format!("os_version={os_version}"));
+            let f = parse(&facts).unwrap();
+            assert_eq!(f.distro_compose_v2, expected, "{os_id} {os_version}");
+        }
     }
 
     #[test]

@@ -960,12 +960,27 @@ mod tests {
 
     /// init.yml, rendered for a host described by `facts` (and, when given,
     /// what the Docker probe printed): the names of the tasks that would run.
-    /// Every selected task's arguments render and build into a module.
     fn selected_tasks(
         facts: &str,
         docker_from: Option<&str>,
         options: &InitOptions,
     ) -> Vec<String> {
+        selected(facts, docker_from, options)
+            .into_iter()
+            .map(|t| t.name)
+            .collect()
+    }
+
+    /// A task init would run, with its arguments rendered for the host.
+    struct Selected {
+        name: String,
+        module: String,
+        args: Value,
+    }
+
+    /// The tasks (and handlers) of init.yml that would run on a host described
+    /// by `facts`. Every selected task's arguments render and build into a module.
+    fn selected(facts: &str, docker_from: Option<&str>, options: &InitOptions) -> Vec<Selected> {
         let assets = Assets::load(None).unwrap();
         let asset = assets.playbook("init").unwrap();
         let plays = playbook::parse(&asset.text, &asset.origin).unwrap();
@@ -999,9 +1014,13 @@ mod tests {
             let rendered = renderer
                 .args(args, &vars)
                 .unwrap_or_else(|e| panic!("{}: {e}", task.name));
-            let built = crate::modules::build(module, rendered);
+            let built = crate::modules::build(module, rendered.clone());
             assert!(built.is_ok(), "{}: {:?}", task.name, built.err());
-            selected.push(task.name.clone());
+            selected.push(Selected {
+                name: task.name.clone(),
+                module: module.clone(),
+                args: rendered,
+            });
         }
         for name in [
             "sshd_apply.sh.tera",
@@ -1085,7 +1104,7 @@ mod tests {
         for expected in [
             "time sync daemon (when none is installed)",
             "choose where Docker comes from",
-            "Docker Engine and compose v2 from the distribution",
+            "Docker Engine and compose v2 from the distribution (Debian 13)",
             "swap file (RAM under 2 GiB, no swap yet)",
             "SSH hardening drop-in (sorts before cloud-init's; checked with sshd -t)",
         ] {
@@ -1118,7 +1137,7 @@ mod tests {
         for skipped in [
             "choose where Docker comes from",
             "time sync running",
-            "Docker Engine and compose v2 from the distribution",
+            "Docker Engine and compose v2 from the distribution (Debian 13)",
         ] {
             assert!(
                 !tasks.iter().any(|t| t == skipped),
@@ -1135,33 +1154,38 @@ mod tests {
         assert!(tasks.iter().any(|t| t.starts_with("SSH stays open")));
     }
 
+    /// The message of the first precondition init.yml checks before changing
+    /// anything that fails on a host described by `facts`, if any.
+    fn first_refusal(facts: &str, options: &InitOptions) -> Option<String> {
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let plays = playbook::parse(&assets.playbook("init").unwrap().text, "init.yml").unwrap();
+        let mut vars = Vars::default();
+        vars.base = options.vars(&[]);
+        vars.with_facts(&crate::facts::parse(facts).unwrap());
+        plays[0]
+            .tasks
+            .iter()
+            .take_while(
+                |t| matches!(&t.action, Action::Module { module, .. } if module == "assert"),
+            )
+            .find_map(|task| {
+                let Action::Module { module, args } = &task.action else {
+                    unreachable!()
+                };
+                let m = crate::modules::build(module, renderer.args(args, &vars).unwrap()).unwrap();
+                crate::modules::testing::plan(m.as_ref(), "")
+                    .err()
+                    .map(|e| e.to_string())
+            })
+    }
+
     /// Hosts init must refuse before changing anything, each with a reason
     /// that names what is wrong: the first failing precondition's message.
     #[test]
     fn hosts_init_cannot_serve_are_refused_by_name() {
-        let assets = Assets::load(None).unwrap();
-        let renderer = Renderer::new(&assets.templates).unwrap();
-        let plays = playbook::parse(&assets.playbook("init").unwrap().text, "init.yml").unwrap();
-        let first_refusal = |facts: &str| -> Option<String> {
-            let mut vars = Vars::default();
-            vars.with_facts(&crate::facts::parse(facts).unwrap());
-            plays[0]
-                .tasks
-                .iter()
-                .take_while(
-                    |t| matches!(&t.action, Action::Module { module, .. } if module == "assert"),
-                )
-                .find_map(|task| {
-                    let Action::Module { module, args } = &task.action else {
-                        unreachable!()
-                    };
-                    let m =
-                        crate::modules::build(module, renderer.args(args, &vars).unwrap()).unwrap();
-                    crate::modules::testing::plan(m.as_ref(), "")
-                        .err()
-                        .map(|e| e.to_string())
-                })
-        };
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let first_refusal = |facts: &str| first_refusal(facts, &options);
         assert_eq!(
             first_refusal(FRESH_DEBIAN),
             None,
@@ -1200,6 +1224,254 @@ mod tests {
         for (facts, expected) in cases {
             let refusal = first_refusal(&facts).unwrap_or_else(|| panic!("not refused: {facts}"));
             assert!(refusal.contains(expected), "{refusal}");
+        }
+    }
+
+    /// A fresh host of a supported release ("debian 12"), as the probe describes it.
+    fn fresh(release: &str) -> String {
+        let (os_id, os_version, codename, name) = match release {
+            "ubuntu 22.04" => ("ubuntu", "22.04", "jammy", "Ubuntu 22.04.5 LTS"),
+            "ubuntu 24.04" => ("ubuntu", "24.04", "noble", "Ubuntu 24.04.1 LTS"),
+            "debian 12" => ("debian", "12", "bookworm", "Debian GNU/Linux 12 (bookworm)"),
+            "debian 13" => ("debian", "13", "trixie", "Debian GNU/Linux 13 (trixie)"),
+            other => panic!("no sample facts for {other}"),
+        };
+        FRESH_DEBIAN
+            .replace("os_id=debian", &format!("os_id={os_id}"))
+            .replace("os_version=13", &format!("os_version={os_version}"))
+            .replace("os_codename=trixie", &format!("os_codename={codename}"))
+            .replace("Debian GNU/Linux 13 (trixie)", name)
+    }
+
+    /// What init installs for Docker on a host described by `facts`, given
+    /// what the Docker probe printed: the packages of each selected apt task
+    /// that installs a Docker package, with the repository they come from
+    /// (none: the distribution's).
+    fn docker_installs(
+        facts: &str,
+        docker_from: Option<&str>,
+        options: &InitOptions,
+    ) -> Vec<(Vec<String>, Option<String>)> {
+        selected(facts, docker_from, options)
+            .into_iter()
+            .filter(|t| t.module == "apt")
+            .map(|t| {
+                let packages: Vec<String> =
+                    serde_json::from_value(t.args["packages"].clone()).unwrap();
+                let uri = t.args["repository"]["uri"].as_str().map(String::from);
+                (packages, uri)
+            })
+            .filter(|(packages, _)| packages.iter().any(|p| p.starts_with("docker")))
+            .collect()
+    }
+
+    fn installs(packages: &[&str], uri: Option<&str>) -> Vec<(Vec<String>, Option<String>)> {
+        vec![(
+            packages.iter().map(|p| p.to_string()).collect(),
+            uri.map(String::from),
+        )]
+    }
+
+    const DOCKER_CE: [&str; 5] = [
+        "docker-ce",
+        "docker-ce-cli",
+        "containerd.io",
+        "docker-buildx-plugin",
+        "docker-compose-plugin",
+    ];
+
+    /// compose v2 from Docker's repository everywhere; from the distribution
+    /// where it has a package of it (Ubuntu: docker-compose-v2, Debian 13:
+    /// docker-compose), never Debian 12's docker-compose, which is compose v1.
+    #[test]
+    fn each_release_gets_docker_with_compose_v2_from_where_it_has_it() {
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let ubuntu_repo = Some("https://download.docker.com/linux/ubuntu");
+        let debian_repo = Some("https://download.docker.com/linux/debian");
+        let cases = [
+            (
+                "ubuntu 22.04",
+                "official",
+                installs(&DOCKER_CE, ubuntu_repo),
+            ),
+            (
+                "ubuntu 24.04",
+                "official",
+                installs(&DOCKER_CE, ubuntu_repo),
+            ),
+            ("debian 12", "official", installs(&DOCKER_CE, debian_repo)),
+            ("debian 13", "official", installs(&DOCKER_CE, debian_repo)),
+            (
+                "ubuntu 22.04",
+                "distro",
+                installs(&["docker.io", "docker-compose-v2"], None),
+            ),
+            (
+                "ubuntu 24.04",
+                "distro",
+                installs(&["docker.io", "docker-compose-v2"], None),
+            ),
+            (
+                "debian 13",
+                "distro",
+                installs(&["docker.io", "docker-compose"], None),
+            ),
+            // The probe never says so on Debian 12 (it fails instead), and
+            // even then nothing installs compose v1.
+            ("debian 12", "distro", vec![]),
+        ];
+        for (release, docker_from, expected) in cases {
+            assert_eq!(
+                docker_installs(&fresh(release), Some(docker_from), &options),
+                expected,
+                "{release}, Docker from {docker_from}"
+            );
+        }
+    }
+
+    /// A host an earlier init gave the distribution's Docker Engine and
+    /// compose v1 (`docker-compose` on Ubuntu or Debian 12) gets compose v2 on
+    /// the next run: the distribution's on Ubuntu, Docker's repository's
+    /// plugin on Debian 12 (asking the probe first whether it is reachable).
+    #[test]
+    fn a_rerun_replaces_compose_v1_with_v2() {
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let probe = "choose where Docker comes from";
+        let v1_only = |release: &str| {
+            format!(
+                "{}docker=Docker version 20.10.24+dfsg1, build 297e128\ndocker_package=docker.io\n",
+                fresh(release)
+            )
+        };
+
+        let ubuntu = v1_only("ubuntu 22.04");
+        assert!(!selected_tasks(&ubuntu, None, &options)
+            .iter()
+            .any(|t| t == probe));
+        assert_eq!(
+            docker_installs(&ubuntu, None, &options),
+            installs(&["docker.io", "docker-compose-v2"], None)
+        );
+
+        let bookworm = v1_only("debian 12");
+        assert!(selected_tasks(&bookworm, None, &options)
+            .iter()
+            .any(|t| t == probe));
+        assert_eq!(
+            docker_installs(&bookworm, Some("official\n"), &options),
+            installs(
+                &["docker-compose-plugin"],
+                Some("https://download.docker.com/linux/debian")
+            ),
+            "the engine stays the distribution's docker.io"
+        );
+
+        // Once compose v2 is there, the Debian 12 host is left as it is.
+        let fixed = format!("{bookworm}compose=2.29.7\n");
+        assert!(!selected_tasks(&fixed, None, &options)
+            .iter()
+            .any(|t| t == probe));
+        assert_eq!(docker_installs(&fixed, None, &options), vec![]);
+    }
+
+    /// The Docker probe as the host runs it, with a `curl` that reaches
+    /// Docker's repository or not: (succeeded, stdout, stderr).
+    fn run_docker_probe(
+        facts: &str,
+        source: DockerSource,
+        reachable: bool,
+    ) -> (bool, String, String) {
+        let mut options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        options.docker = source;
+        let task = selected(facts, None, &options)
+            .into_iter()
+            .find(|t| t.name == "choose where Docker comes from")
+            .expect("the Docker probe runs on a host without Docker");
+        let bin = tempfile::tempdir().unwrap();
+        let curl = bin.path().join("curl");
+        // 28: curl's time-out.
+        let status = if reachable { 0 } else { 28 };
+        std::fs::write(&curl, format!("#!/bin/sh\nexit {status}\n")).unwrap();
+        std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", task.args["run"].as_str().unwrap()])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn docker_from_the_distribution_when_its_repository_is_unreachable_except_on_debian_12() {
+        use DockerSource::{Distro, Official};
+        let (ok, out, err) = run_docker_probe(&fresh("debian 12"), Official, true);
+        assert_eq!((ok, out.as_str(), err.as_str()), (true, "official\n", ""));
+
+        for (release, package) in [
+            ("ubuntu 22.04", "docker-compose-v2"),
+            ("ubuntu 24.04", "docker-compose-v2"),
+            ("debian 13", "docker-compose"),
+        ] {
+            let (ok, out, err) = run_docker_probe(&fresh(release), Official, false);
+            assert_eq!((ok, out.as_str()), (true, "distro\n"), "{release}: {err}");
+            assert!(
+                err.contains("unreachable from the host")
+                    && err.contains(&format!("docker.io and {package}\n")),
+                "{release}: {err}"
+            );
+            let (ok, out, err) = run_docker_probe(&fresh(release), Distro, false);
+            assert_eq!(
+                (ok, out.as_str(), err.as_str()),
+                (true, "distro\n", ""),
+                "{release}"
+            );
+        }
+
+        // Debian 12's only compose v2 is Docker's: no fallback to its v1.
+        let (ok, out, err) = run_docker_probe(&fresh("debian 12"), Official, false);
+        assert!(!ok && out.is_empty(), "{out}");
+        assert_eq!(
+            err,
+            "cannot install compose v2: Docker's repository (download.docker.com) is unreachable from the host, and Debian GNU/Linux 12 (bookworm) has no compose v2 package of its own (its docker-compose is compose v1, which vpsup deploy cannot use). Make https://download.docker.com reachable from the host, then run init again\n"
+        );
+    }
+
+    /// `--docker distro` ([init] docker = "distro") cannot give Debian 12
+    /// compose v2: refused before anything changes, also on a host an earlier
+    /// init left with compose v1. A host that has compose v2 already, or
+    /// Docker's docker-ce, passes.
+    #[test]
+    fn docker_distro_on_debian_12_is_refused_before_any_change() {
+        let mut distro = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        distro.docker = DockerSource::Distro;
+        let official = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let bookworm = fresh("debian 12");
+        let refusal = first_refusal(&bookworm, &distro).expect("refused");
+        assert_eq!(
+            refusal,
+            "Debian GNU/Linux 12 (bookworm) has no compose v2 package (its docker-compose is compose v1, which vpsup deploy cannot use), so Docker cannot come from the distribution here (--docker distro, or docker = \"distro\" in vpsup.toml's [init]): nothing was changed. Drop that option to install Docker and compose v2 from Docker's repository, which the host must reach at https://download.docker.com"
+        );
+        let with_v1 = format!("{bookworm}docker=Docker version 20.10.24+dfsg1, build 297e128\ndocker_package=docker.io\n");
+        assert_eq!(first_refusal(&with_v1, &distro), Some(refusal));
+        assert_eq!(first_refusal(&bookworm, &official), None);
+        assert_eq!(
+            first_refusal(&format!("{with_v1}compose=2.29.7\n"), &distro),
+            None
+        );
+        let docker_ce = format!("{bookworm}docker_package=docker-ce\n");
+        assert_eq!(first_refusal(&docker_ce, &distro), None);
+        for release in ["ubuntu 22.04", "ubuntu 24.04", "debian 13"] {
+            assert_eq!(first_refusal(&fresh(release), &distro), None, "{release}");
         }
     }
 }
