@@ -339,7 +339,11 @@ sudo sshd -T | grep '^maxauthtries'"#,
 
     // The main job: the compose stack behind nginx over HTTPS.
     cool_down();
-    deploy_serves_the_stack_over_https(&vm, &op, &root_key, &pebble);
+    let bind = TestBind::start("vpsup.test");
+    deploy_serves_the_stack_over_https(&vm, &op, &root_key, &pebble, &bind);
+    cool_down();
+    two_apps_share_one_host(&vm, &op, &root_key, &pebble);
+    drop(bind);
 
     // Root and password logins are closed (last: fail2ban counts failures).
     cool_down();
@@ -561,8 +565,13 @@ fn stack_project(op: &Operator) {
 /// `/` and `/api/`, a generated secret, an unchanged redeploy, a one-file
 /// redeploy, a broken release rolled back by the health gate, `vpsup
 /// rollback`, and the deploy lock.
-fn deploy_serves_the_stack_over_https(vm: &TestVm, op: &Operator, key: &Path, pebble: &TestPebble) {
-    let bind = TestBind::start("vpsup.test");
+fn deploy_serves_the_stack_over_https(
+    vm: &TestVm,
+    op: &Operator,
+    key: &Path,
+    pebble: &TestPebble,
+    bind: &TestBind,
+) {
     stack_project(op);
     let config_path = op.project.path().join("vpsup.toml");
     let config = std::fs::read_to_string(&config_path).unwrap();
@@ -689,12 +698,29 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
 
     // The secret stays on the host: never in vpsup's output. The database
     // listens on loopback only.
+    assert!(
+        stderr(&out).contains("./state is mounted writable, so it is the app's data"),
+        "{}",
+        stderr(&out)
+    );
     let seen = text(&vm.ssh(
         "deploy",
         key,
-        "sudo cat /srv/vpsup/shop/shared/secrets.env; sudo ss -Hltn 'sport = :5432'",
+        "sudo cat /srv/vpsup/shop/shared/secrets.env; sudo ss -Hltn 'sport = :5432'; echo '--- state'; sudo cat /srv/vpsup/shop/data/state/seed.txt /srv/vpsup/shop/data/state/starts",
         &[],
     ));
+    let first_starts: String = seen
+        .split_once("--- state\n")
+        .unwrap()
+        .1
+        .lines()
+        .filter(|l| l.starts_with("started "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        seen.contains("seeded from the project") && first_starts.lines().count() == 1,
+        "{seen}"
+    );
     let secret = seen
         .lines()
         .find_map(|l| l.strip_prefix("DB_PASSWORD="))
@@ -820,7 +846,155 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert!(out.status.success(), "{}", describe_output(&out));
     let check = json(&out)["hosts"][0].clone();
     assert_eq!(check["pending"], serde_json::json!([]), "{check}");
-    drop(bind);
+
+    // The db's bind mount ./state is the app's data: after two more
+    // deploys that restart the db and a rollback, what it wrote is all
+    // there, and no release holds any of it.
+    let start = op.project.path().join("db/start");
+    let script = std::fs::read_to_string(&start).unwrap();
+    std::fs::write(&start, format!("{script}# v2\n")).unwrap();
+    cool_down();
+    let out = op.vpsup(&["deploy"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    std::fs::write(&start, format!("{script}# v3\n")).unwrap();
+    let out = op.vpsup(&["deploy"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    cool_down();
+    let out = op.vpsup(&["rollback"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let seen = text(&vm.ssh(
+        "deploy",
+        key,
+        "sudo cat /srv/vpsup/shop/data/state/starts; echo '--- in releases:'; sudo find /srv/vpsup/shop/releases -name starts",
+        &[],
+    ));
+    let (starts, in_releases) = seen.split_once("--- in releases:").unwrap();
+    assert!(
+        starts.starts_with(&first_starts)
+            && starts.lines().count() >= first_starts.lines().count() + 3,
+        "first:\n{first_starts}\nnow:\n{seen}"
+    );
+    assert!(in_releases.trim().is_empty(), "{seen}");
+}
+
+/// `curl` over HTTPS to `domain` on the VM, trusting Pebble's issuing root
+/// (the name must be on the certificate served).
+fn https_to(vm: &TestVm, pebble: &TestPebble, domain: &str, path: &str) -> String {
+    let out = curl(&[
+        "--cacert",
+        pebble.issuing_root().to_str().unwrap(),
+        "--resolve",
+        &format!("{domain}:{}:127.0.0.1", vm.https_port),
+        &format!("https://{domain}:{}{path}", vm.https_port),
+    ]);
+    text(&out)
+}
+
+/// A second project on the same host, as a portfolio beside an app: its own
+/// app (`shop--eu`, whose name starts like `shop`'s site files once did),
+/// site and certificate. Deploys and rollbacks of either leave the other
+/// serving; a stack started by hand under the compose project `shop` is
+/// never an orphan of vpsup's; the host renews both certificates.
+fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &TestPebble) {
+    let eu = tempfile::tempdir().unwrap();
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(op.project.path().join("frontend"))
+        .arg(eu.path())
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let index = eu.path().join("frontend/www/index.html");
+    std::fs::write(&index, "eu shop: v1\n").unwrap();
+    std::fs::write(
+        eu.path().join("compose.yml"),
+        "services:\n  web:\n    build: ./frontend\n    stop_grace_period: 1s\n",
+    )
+    .unwrap();
+    let shop_config = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
+    let (common, _) = shop_config.split_once("\n[app]").unwrap();
+    let eu_config = eu.path().join("vpsup.toml");
+    std::fs::write(
+        &eu_config,
+        format!(
+            "{common}\n[app]\nname = \"shop--eu\"\ndns_resolver = \"{}\"\nhealth_timeout = 180\n\n[[sites]]\ndomain = \"eu.vpsup.test\"\nservice = \"web\"\nport = 8080\n",
+            shop_config
+                .lines()
+                .find_map(|l| l.strip_prefix("dns_resolver = \""))
+                .unwrap()
+                .trim_end_matches('"')
+        ),
+    )
+    .unwrap();
+    let eu_config = eu_config.to_str().unwrap();
+    let shop_page = || https_to(vm, pebble, "app.vpsup.test", "/");
+    let eu_page = || https_to(vm, pebble, "eu.vpsup.test", "/");
+    let before = shop_page();
+    assert!(before.contains("release: v"), "{before}");
+
+    // A stack someone started by hand under the compose project `shop`.
+    vm.ssh(
+        "deploy",
+        key,
+        "docker run -d --name handmade --label com.docker.compose.project=shop vpsup-probe /bin/busybox sleep 100000",
+        &[],
+    );
+    let out = op.vpsup(&["deploy", "--config", eu_config]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe_output(&out),
+        pebble.log()
+    );
+    assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
+    assert_eq!(shop_page(), before);
+
+    // shop changes: eu's site and containers stay.
+    let shop_index = op.project.path().join("frontend/www/index.html");
+    let page = std::fs::read_to_string(&shop_index).unwrap();
+    std::fs::write(&shop_index, format!("{page}shop v4\n")).unwrap();
+    let out = op.vpsup(&["deploy"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(shop_page().contains("shop v4"), "{}", shop_page());
+    assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
+
+    // eu changes and rolls back: shop stays.
+    cool_down();
+    std::fs::write(&index, "eu shop: v2\n").unwrap();
+    let out = op.vpsup(&["deploy", "--config", eu_config]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(eu_page().contains("eu shop: v2"), "{}", eu_page());
+    let out = op.vpsup(&["rollback", "--config", eu_config]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
+    assert!(shop_page().contains("shop v4"), "{}", shop_page());
+
+    // shop rolls back: eu stays.
+    cool_down();
+    let out = op.vpsup(&["rollback"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(!shop_page().contains("shop v4"), "{}", shop_page());
+    assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
+
+    // The host's renewal renews both, and both keep serving their own.
+    let seen = text(&vm.ssh(
+        "deploy",
+        key,
+        "sudo /usr/local/bin/vpsup renew-certs --local --force; echo \"exit=$?\"; docker ps -a --format '{{.Names}}' | sort",
+        &[],
+    ));
+    assert!(seen.contains("exit=0"), "{seen}\n{}", pebble.log());
+    for name in ["app.vpsup.test", "eu.vpsup.test"] {
+        assert!(seen.contains(name), "{name} not renewed:\n{seen}");
+    }
+    for container in ["handmade", "vpsup-shop--eu-web-1", "vpsup-shop-db-1"] {
+        assert!(
+            seen.lines().any(|l| l == container),
+            "{container} missing:\n{seen}"
+        );
+    }
+    assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
+    assert!(shop_page().contains("release: v"), "{}", shop_page());
 }
 
 #[test]
