@@ -789,6 +789,28 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     );
     std::fs::remove_file(op.project.path().join("backend/srv/FAIL")).unwrap();
 
+    // A release whose containers replaced v2's but that cannot be served
+    // (the reload fails): v2's containers run again and stay current.
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        config.replace("[acme]\n", "[acme]\nreload = \"echo reload refused >&2; exit 3\"\n"),
+    )
+    .unwrap();
+    std::fs::write(&index, page.replace("release: v1", "release: v9")).unwrap();
+    let out = op.vpsup(&["deploy"]);
+    std::fs::write(&config_path, &config).unwrap();
+    std::fs::write(&index, page.replace("release: v1", "release: v2")).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        text(&out).contains("could not be served")
+            && text(&out).contains("reload refused")
+            && text(&out).contains(&format!("release {release_2} runs again")),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(https("/").contains("release: v2"), "{}", https("/"));
+
     // `vpsup rollback`: v1 again.
     cool_down();
     let out = op.vpsup(&["rollback"]);

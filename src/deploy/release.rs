@@ -787,6 +787,56 @@ services:
         assert!(err.contains("service web uses network_mode: host"), "{err}");
     }
 
+    /// A writable bind mount inside the project is the app's data: the
+    /// compose file points it at /srv/vpsup/<app>/data, and the project's
+    /// files there only seed it; a read-only one stays in the release. The
+    /// project's `.env` is read (compose skips it beside --env-file) and,
+    /// like env files, is 0600.
+    #[test]
+    fn writable_bind_mounts_become_the_apps_data_outside_releases() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        write(
+            p,
+            "compose.yml",
+            "services:\n  db:\n    image: postgres:16\n    volumes:\n      - ./pgdata:/var/lib/postgresql/data\n      - ./initdb:/docker-entrypoint-initdb.d:ro\n      - dbsock:/run/postgresql\nvolumes:\n  dbsock:\n",
+        );
+        write(p, "pgdata/README", "seed\n");
+        write(p, "initdb/01.sql", "create table t();\n");
+        write(p, ".env", "A=1\n");
+        let release = collect(p, &app(""), &[], &[]).unwrap();
+        assert_eq!(release.data, ["pgdata"]);
+        assert_eq!(release.seeded, ["pgdata/README"]);
+        assert_eq!(release.named_volumes, ["dbsock"]);
+        let paths: Vec<&str> = release.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                ".env",
+                ".vpsup/seed/pgdata/README",
+                "compose.yml",
+                "initdb/01.sql",
+                OVERRIDE_FILE
+            ]
+        );
+        let compose: Value = serde_json::from_slice(&file(&release, "compose.yml").content).unwrap();
+        assert_eq!(
+            compose["services"]["db"]["volumes"],
+            serde_json::json!([
+                "/srv/vpsup/doctor/data/pgdata:/var/lib/postgresql/data",
+                "./initdb:/docker-entrypoint-initdb.d:ro",
+                "dbsock:/run/postgresql"
+            ])
+        );
+        assert!(release.dot_env);
+        assert_eq!(file(&release, ".env").mode, 0o600);
+        assert_eq!(file(&release, "initdb/01.sql").mode, 0o644);
+
+        write(p, "compose.yml", "services:\n  app:\n    image: x\n    volumes: [\".:/app\"]\n");
+        let err = collect(p, &app(""), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("mounts the whole project"), "{err}");
+    }
+
     #[test]
     fn release_files_exclusions_modes_and_override() {
         let dir = project();
