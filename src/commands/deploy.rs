@@ -737,7 +737,7 @@ async fn roll_back(
     let restart = match (&previous_dir, &probed.meta) {
         (Some(dir), Some(meta)) => {
             let previous = stack_for(&paths.app, dir, meta, &secrets_path);
-            // Under another project name (a release of vpsup before 0.2), the
+            // Under another project name (a release an earlier vpsup made), the
             // failed release's containers go first: they hold the ports.
             let first = if previous.project == failed.project {
                 String::new()
@@ -803,11 +803,11 @@ fn stack_for<'a>(app: &'a str, dir: &'a str, meta: &'a ReleaseMeta, secrets: &'a
     }
 }
 
-/// The compose file naming the app's volumes as vpsup before 0.2 made them.
+/// The compose file naming the app's volumes as an earlier vpsup made them.
 const VOLUME_PINS: &str = ".vpsup/volumes.json";
 
 /// Whether the app's named volumes keep the names of its first deploys under
-/// the compose project `<app>` (vpsup before 0.2): then once, then always.
+/// the compose project `<app>` (an earlier vpsup): then once, then always.
 fn volumes_pinned(run: &DeployRun<'_>, probed: &Probed) -> bool {
     !run.release.named_volumes.is_empty()
         && probed.meta.as_ref().is_some_and(|m| {

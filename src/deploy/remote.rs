@@ -16,7 +16,7 @@
 //! An app's compose project is `vpsup-<app>`, so a stack someone started by
 //! hand under the app's bare name is never an orphan of ours. App names hold
 //! no `.`, so `vpsup-<app>.*.conf` is this app's sites and no other app's.
-//! (vpsup before 0.2 used the project `<app>` and `vpsup-<app>--<domain>.conf`;
+//! (an earlier vpsup used the project `<app>` and `vpsup-<app>--<domain>.conf`;
 //! both are taken over by the next deploy, see `retire_script` and
 //! `SITES_FN`.)
 
@@ -50,7 +50,7 @@ pub struct ReleaseMeta {
     /// is given, so it is passed explicitly).
     #[serde(default)]
     pub dot_env: bool,
-    /// The compose project; `None` in a release of vpsup before 0.2, which
+    /// The compose project; `None` in a release an earlier vpsup made, which
     /// ran under the app's bare name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
@@ -149,7 +149,7 @@ impl AppPaths {
     }
 
     /// Shell: `vpsup_sites` lists this app's site files, one path a line
-    /// (also those of vpsup before 0.2, named `vpsup-<app>--<domain>.conf`,
+    /// (also those of an earlier vpsup, named `vpsup-<app>--<domain>.conf`,
     /// recognised by the app named on their second line, since that glob
     /// also matches an app `<app>--x`).
     fn sites_fn(&self) -> String {
@@ -169,7 +169,7 @@ impl AppPaths {
     }
 
     /// Shell: removes the app's containers that run under `other`, its
-    /// other compose project name (vpsup before 0.2 used the bare app
+    /// other compose project name (an earlier vpsup used the bare app
     /// name), before its project starts: they would hold its ports. Only
     /// containers made from this app's releases: a stack someone started
     /// by hand under that name is left alone. Named volumes are kept.
@@ -376,7 +376,7 @@ mod tests {
     }
 
     /// Activation, run here with a stand-in `nginx -t`: the app's sites
-    /// (and its sites named by vpsup before 0.2) are replaced, another app
+    /// (and its sites named by an earlier vpsup) are replaced, another app
     /// whose name starts the same (`shop--eu`) keeps its own, and a failed
     /// reload puts everything back and fails (before, `current` switched).
     #[tokio::test]

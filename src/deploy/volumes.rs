@@ -222,7 +222,7 @@ pub fn named_volumes(compose: &Value) -> Vec<String> {
 }
 
 /// Compose names a volume `<project>_<volume>`. An app first deployed under
-/// the compose project `<app>` (vpsup before 0.2) keeps its volumes' names
+/// the compose project `<app>` (an earlier vpsup) keeps its volumes' names
 /// when its project becomes `vpsup-<app>`: this override names each one as
 /// it was, so the database finds its data.
 pub fn pin_override(volumes: &[String], prefix: &str) -> Value {
