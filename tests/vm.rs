@@ -343,6 +343,8 @@ sudo sshd -T | grep '^maxauthtries'"#,
     deploy_serves_the_stack_over_https(&vm, &op, &root_key, &pebble, &bind);
     cool_down();
     two_apps_share_one_host(&vm, &op, &root_key, &pebble);
+    cool_down();
+    an_earlier_layout_is_taken_over(&vm, &op, &root_key, &pebble);
     drop(bind);
 
     // Root and password logins are closed (last: fail2ban counts failures).
@@ -794,7 +796,10 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let config = std::fs::read_to_string(&config_path).unwrap();
     std::fs::write(
         &config_path,
-        config.replace("[acme]\n", "[acme]\nreload = \"echo reload refused >&2; exit 3\"\n"),
+        config.replace(
+            "[acme]\n",
+            "[acme]\nreload = \"echo reload refused >&2; exit 3\"\n",
+        ),
     )
     .unwrap();
     std::fs::write(&index, page.replace("release: v1", "release: v9")).unwrap();
@@ -1017,6 +1022,90 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
     }
     assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
     assert!(shop_page().contains("release: v"), "{}", shop_page());
+}
+
+/// An app deployed by an earlier vpsup, made here by hand as it left them:
+/// data in a bind mount inside the release, the compose project named as the
+/// app, a named volume `legacy_vol`, the site file `vpsup-legacy--<domain>.conf`.
+/// The next deploy moves the data out of the release, keeps the volume, retires
+/// the old containers and renames the site; a rollback to the old release
+/// still finds both.
+fn an_earlier_layout_is_taken_over(vm: &TestVm, op: &Operator, key: &Path, pebble: &TestPebble) {
+    let port = vpsup::deploy::ports::loopback_ports("legacy", &[("web".to_string(), 8080)])
+        [&("web".to_string(), 8080)];
+    let compose = format!(
+        "services:\n  web:\n    image: vpsup-probe\n    stop_grace_period: 1s\n    command: [\"/bin/busybox\", \"sh\", \"-c\", \"echo started >> /state/starts; exec /bin/busybox httpd -f -p 8080 -h /state\"]\n    volumes: [\"./state:/state\", \"vol:/vol\"]\nvolumes:\n  vol:\n"
+    );
+    let release = "/srv/vpsup/legacy/releases/20260101T000000Z-00000000";
+    let setup = format!(
+        r#"set -e
+sudo mkdir -p {release}/.vpsup
+printf '%s' '{compose}' | sudo tee {release}/compose.yml >/dev/null
+printf '%s' '{{"services":{{"web":{{"ports":["127.0.0.1:{port}:8080"]}}}}}}' | sudo tee {release}/vpsup.override.json >/dev/null
+printf '%s' '{{"compose_files":["compose.yml","vpsup.override.json"],"env_files":[],"health":[["/starts",{port}]],"secrets":false}}' | sudo tee {release}/.vpsup/release.json >/dev/null
+sudo ln -sfn releases/20260101T000000Z-00000000 /srv/vpsup/legacy/current
+sudo docker compose -p legacy --project-directory {release} -f {release}/compose.yml -f {release}/vpsup.override.json up -d --wait
+sudo docker compose -p legacy --project-directory {release} -f {release}/compose.yml exec -T web /bin/busybox sh -c 'echo kept > /vol/keep'
+printf '# Managed by vpsup (templates/nginx_site.conf.tera): legacy.vpsup.test for app\n# legacy. Written by `vpsup deploy`; checked with `nginx -t` before any reload.\nserver {{ listen 80; server_name legacy.vpsup.test; location ^~ /.well-known/acme-challenge/ {{ root /var/lib/vpsup/acme; }} location / {{ return 404; }} }}\n' | sudo tee /etc/nginx/sites-enabled/vpsup-legacy--legacy.vpsup.test.conf >/dev/null
+sudo nginx -t 2>&1 && sudo systemctl reload nginx
+sudo cat {release}/state/starts
+"#
+    );
+    let out = vm.ssh("deploy", key, &setup, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(project.path().join("compose.yml"), &compose).unwrap();
+    let shop_config = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
+    let (common, app) = shop_config.split_once("\n[app]").unwrap();
+    let resolver = app.lines().find(|l| l.starts_with("dns_resolver")).unwrap();
+    let config = project.path().join("vpsup.toml");
+    std::fs::write(
+        &config,
+        format!("{common}\n[app]\nname = \"legacy\"\n{resolver}\nhealth_timeout = 120\n\n[[sites]]\ndomain = \"legacy.vpsup.test\"\nservice = \"web\"\nport = 8080\nhealth = \"/starts\"\n"),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let out = op.vpsup(&["deploy", "--config", config]);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        describe_output(&out),
+        pebble.log()
+    );
+    let check = r#"echo "starts: $(sudo cat /srv/vpsup/legacy/data/state/starts | wc -l)"
+echo "old release: $(sudo readlink /srv/vpsup/legacy/releases/20260101T000000Z-00000000/state)"
+echo "volume: $(docker run --rm -v legacy_vol:/vol vpsup-probe /bin/busybox cat /vol/keep)"
+echo "containers: $(docker ps -a --format '{{.Names}}' | grep legacy | sort | tr '\n' ' ')"
+echo "sites: $(ls /etc/nginx/sites-enabled | grep legacy | tr '\n' ' ')"
+"#;
+    // What the earlier vpsup had rendered for that release (the same site).
+    let old_site = format!(
+        "sudo mkdir -p {release}/.vpsup/nginx && sudo cp /srv/vpsup/legacy/current/.vpsup/nginx/legacy.vpsup.test.conf {release}/.vpsup/nginx/\n{check}"
+    );
+    let seen = text(&vm.ssh("deploy", key, &old_site, &[]));
+    for expected in [
+        "starts: 2",
+        "old release: /srv/vpsup/legacy/data/state",
+        "volume: kept",
+        "containers: vpsup-legacy-web-1 \n",
+        "sites: vpsup-legacy.legacy.vpsup.test.conf \n",
+    ] {
+        assert!(seen.contains(expected), "{expected:?} in:\n{seen}");
+    }
+    let page = https_to(vm, pebble, "legacy.vpsup.test", "/starts");
+    assert_eq!(page.lines().count(), 2, "{page}");
+
+    // Back to the release the earlier vpsup made: its project, the same data.
+    cool_down();
+    let out = op.vpsup(&["rollback", "--config", config]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let seen = text(&vm.ssh("deploy", key, check, &[]));
+    for expected in ["starts: 3", "volume: kept", "containers: legacy-web-1 \n"] {
+        assert!(seen.contains(expected), "{expected:?} in:\n{seen}");
+    }
+    let page = https_to(vm, pebble, "legacy.vpsup.test", "/starts");
+    assert_eq!(page.lines().count(), 3, "{page}");
 }
 
 #[test]

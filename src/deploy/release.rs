@@ -819,7 +819,8 @@ services:
                 OVERRIDE_FILE
             ]
         );
-        let compose: Value = serde_json::from_slice(&file(&release, "compose.yml").content).unwrap();
+        let compose: Value =
+            serde_json::from_slice(&file(&release, "compose.yml").content).unwrap();
         assert_eq!(
             compose["services"]["db"]["volumes"],
             serde_json::json!([
@@ -832,7 +833,11 @@ services:
         assert_eq!(file(&release, ".env").mode, 0o600);
         assert_eq!(file(&release, "initdb/01.sql").mode, 0o644);
 
-        write(p, "compose.yml", "services:\n  app:\n    image: x\n    volumes: [\".:/app\"]\n");
+        write(
+            p,
+            "compose.yml",
+            "services:\n  app:\n    image: x\n    volumes: [\".:/app\"]\n",
+        );
         let err = collect(p, &app(""), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("mounts the whole project"), "{err}");
     }

@@ -472,6 +472,40 @@ mod tests {
         assert!(root.join("shop/current").exists());
     }
 
+    /// Only containers made from the app's releases are retired: one a
+    /// user started by hand under the same compose project stays.
+    #[test]
+    fn retiring_the_old_project_spares_hand_started_containers() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = dir.path().join("docker");
+        let removed = dir.path().join("removed");
+        std::fs::write(
+            &docker,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n  ps) printf 'aaa /srv/vpsup/shop/releases/r1\\nbbb /home/ana/shop\\nccc /srv/vpsup/shop--eu/releases/r1\\n' ;;\n  rm) echo \"$3\" >> {} ;;\nesac\n",
+                removed.display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let script = format!(
+            "PATH={}:$PATH\n{}",
+            dir.path().display(),
+            AppPaths::new("shop").retire_script("shop")
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&removed).unwrap(), "aaa\n");
+    }
+
     #[tokio::test]
     async fn switching_current_replaces_the_link_in_one_rename() {
         let dir = tempfile::tempdir().unwrap();
