@@ -917,6 +917,25 @@ fn https_to(vm: &TestVm, pebble: &TestPebble, domain: &str, path: &str) -> Strin
     text(&out)
 }
 
+/// Writes `dir`/vpsup.toml for another project on the shop's host: the
+/// shop's hosts and [acme], its DNS resolver, and `app` (the rest of an [app]
+/// section, then its [[sites]]). Its path, for `--config`.
+fn another_project(op: &Operator, dir: &Path, app: &str) -> String {
+    let shop = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
+    let (common, shop_app) = shop.split_once("\n[app]").unwrap();
+    let resolver = shop_app
+        .lines()
+        .find(|l| l.starts_with("dns_resolver"))
+        .unwrap();
+    let path = dir.join("vpsup.toml");
+    std::fs::write(
+        &path,
+        format!("{common}\n[app]\n{resolver}\nhealth_timeout = 180\n{app}"),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
 /// A second project on the same host, as a portfolio beside an app: its own
 /// app (`shop--eu`, whose name starts like `shop`'s site files once did),
 /// site and certificate. Deploys and rollbacks of either leave the other
@@ -938,22 +957,12 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
         "services:\n  web:\n    build: ./frontend\n    stop_grace_period: 1s\n",
     )
     .unwrap();
-    let shop_config = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
-    let (common, _) = shop_config.split_once("\n[app]").unwrap();
-    let eu_config = eu.path().join("vpsup.toml");
-    std::fs::write(
-        &eu_config,
-        format!(
-            "{common}\n[app]\nname = \"shop--eu\"\ndns_resolver = \"{}\"\nhealth_timeout = 180\n\n[[sites]]\ndomain = \"eu.vpsup.test\"\nservice = \"web\"\nport = 8080\n",
-            shop_config
-                .lines()
-                .find_map(|l| l.strip_prefix("dns_resolver = \""))
-                .unwrap()
-                .trim_end_matches('"')
-        ),
-    )
-    .unwrap();
-    let eu_config = eu_config.to_str().unwrap();
+    let eu_config = another_project(
+        op,
+        eu.path(),
+        "name = \"shop--eu\"\n\n[[sites]]\ndomain = \"eu.vpsup.test\"\nservice = \"web\"\nport = 8080\n",
+    );
+    let eu_config = eu_config.as_str();
     let shop_page = || https_to(vm, pebble, "app.vpsup.test", "/");
     let eu_page = || https_to(vm, pebble, "eu.vpsup.test", "/");
     let before = shop_page();
@@ -1056,16 +1065,12 @@ sudo cat {release}/state/starts
 
     let project = tempfile::tempdir().unwrap();
     std::fs::write(project.path().join("compose.yml"), &compose).unwrap();
-    let shop_config = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
-    let (common, app) = shop_config.split_once("\n[app]").unwrap();
-    let resolver = app.lines().find(|l| l.starts_with("dns_resolver")).unwrap();
-    let config = project.path().join("vpsup.toml");
-    std::fs::write(
-        &config,
-        format!("{common}\n[app]\nname = \"legacy\"\n{resolver}\nhealth_timeout = 120\n\n[[sites]]\ndomain = \"legacy.vpsup.test\"\nservice = \"web\"\nport = 8080\nhealth = \"/starts\"\n"),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
+    let config = another_project(
+        op,
+        project.path(),
+        "name = \"legacy\"\n\n[[sites]]\ndomain = \"legacy.vpsup.test\"\nservice = \"web\"\nport = 8080\nhealth = \"/starts\"\n",
+    );
+    let config = config.as_str();
     let out = op.vpsup(&["deploy", "--config", config]);
     assert!(
         out.status.success(),

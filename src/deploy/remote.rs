@@ -326,6 +326,7 @@ pub fn parse_containers(text: &str) -> Vec<Container> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::script::testing::{sh_ok, write_executable};
     use crate::transport::{ExecRequest, LocalTransport, Transport};
 
     #[test]
@@ -419,10 +420,7 @@ mod tests {
         .unwrap();
         let bin = root.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
-        std::fs::write(bin.join("nginx"), "#!/bin/sh\nexit 0\n").unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(bin.join("nginx"), std::fs::Permissions::from_mode(0o755))
-            .unwrap();
+        write_executable(&bin.join("nginx"), "#!/bin/sh\nexit 0\n");
         let listing = || {
             let mut names: Vec<String> = std::fs::read_dir(&sites)
                 .unwrap()
@@ -479,30 +477,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let docker = dir.path().join("docker");
         let removed = dir.path().join("removed");
-        std::fs::write(
+        write_executable(
             &docker,
-            format!(
+            &format!(
                 "#!/bin/sh\ncase \"$1\" in\n  ps) printf 'aaa /srv/vpsup/shop/releases/r1\\nbbb /home/ana/shop\\nccc /srv/vpsup/shop--eu/releases/r1\\n' ;;\n  rm) echo \"$3\" >> {} ;;\nesac\n",
                 removed.display()
             ),
-        )
-        .unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&docker, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let script = format!(
             "PATH={}:$PATH\n{}",
             dir.path().display(),
             AppPaths::new("shop").retire_script("shop")
         );
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        sh_ok(&script);
         assert_eq!(std::fs::read_to_string(&removed).unwrap(), "aaa\n");
     }
 

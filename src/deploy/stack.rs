@@ -177,15 +177,7 @@ mod tests {
             }
         });
         let script = health_probe_script(&[("/health".to_string(), port)], 10);
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        let out = crate::transport::script::testing::sh_ok(&script);
         assert_eq!(
             String::from_utf8_lossy(&out.stdout),
             format!("ok {port} /health\n")

@@ -274,6 +274,7 @@ fi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::transport::script::testing::sh_ok;
 
     fn compose(yaml: &str) -> Value {
         serde_saphyr::from_str(yaml).unwrap()
@@ -361,15 +362,7 @@ mod tests {
         let run = || {
             let script = migrate_script(&data_dir, &current.display().to_string(), &data)
                 + &seed_script(&data_dir, &new.display().to_string(), &data);
-            let out = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            sh_ok(&script);
         };
         run();
         let data = root.join("data");

@@ -218,3 +218,31 @@ mod tests {
         assert!(!put_file("/tmp/x", b"", &FileMeta::mode(0o600)).contains("chown"));
     }
 }
+
+/// For tests that run the shell a builder produced, here.
+#[cfg(test)]
+pub mod testing {
+    use std::path::Path;
+
+    /// Runs `script` with `sh -c`; the test fails, with its stderr, if it does.
+    pub fn sh_ok(script: &str) -> std::process::Output {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// A stand-in command (`docker`, `nginx`) for a script to find on PATH.
+    pub fn write_executable(path: &Path, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+}
