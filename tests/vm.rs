@@ -1042,9 +1042,7 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
 fn an_earlier_layout_is_taken_over(vm: &TestVm, op: &Operator, key: &Path, pebble: &TestPebble) {
     let port = vpsup::deploy::ports::loopback_ports("legacy", &[("web".to_string(), 8080)])
         [&("web".to_string(), 8080)];
-    let compose = format!(
-        "services:\n  web:\n    image: vpsup-probe\n    stop_grace_period: 1s\n    command: [\"/bin/busybox\", \"sh\", \"-c\", \"echo started >> /state/starts; exec /bin/busybox httpd -f -p 8080 -h /state\"]\n    volumes: [\"./state:/state\", \"vol:/vol\"]\nvolumes:\n  vol:\n"
-    );
+    let compose = "services:\n  web:\n    image: vpsup-probe\n    stop_grace_period: 1s\n    command: [\"/bin/busybox\", \"sh\", \"-c\", \"echo started >> /state/starts; exec /bin/busybox httpd -f -p 8080 -h /state\"]\n    volumes: [\"./state:/state\", \"vol:/vol\"]\nvolumes:\n  vol:\n";
     let release = "/srv/vpsup/legacy/releases/20260101T000000Z-00000000";
     let setup = format!(
         r#"set -e
