@@ -1062,7 +1062,7 @@ sudo cat {release}/state/starts
     assert!(out.status.success(), "{}", text(&out));
 
     let project = tempfile::tempdir().unwrap();
-    std::fs::write(project.path().join("compose.yml"), &compose).unwrap();
+    std::fs::write(project.path().join("compose.yml"), compose).unwrap();
     let config = another_project(
         op,
         project.path(),
