@@ -76,7 +76,8 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         /// On the host itself (what its renewal timer runs): the certificate
-        /// store here, settings from /etc/vpsup/acme/renew.toml unless --config.
+        /// store here, each certificate with its app's settings in
+        /// /etc/vpsup/acme/renew.d/, the others with renew.toml there (or --config).
         #[arg(long)]
         local: bool,
     },

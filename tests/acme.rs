@@ -449,6 +449,15 @@ async fn dns01_wildcard_through_a_real_bind_with_tsig() {
     assert_eq!(served.names, names);
 }
 
+/// vpsup.toml's host: the rig's sshd, as root.
+fn host_section(sshd: &TestSshd) -> String {
+    format!(
+        "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n",
+        sshd.port,
+        key_arg(sshd)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
     let Loopback {
@@ -463,9 +472,8 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
     let op = Operator::new();
     let config_with = |directory: &str, reload: &str| {
         format!(
-            "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n[acme]\nemail = \"ops@example.test\"\ndirectory = \"{directory}\"\nextra_root = \"{}\"\nstore = \"{}\"\nwebroot = \"{}\"\nreload = \"{}\"\n",
-            sshd.port,
-            key_arg(&sshd),
+            "{}[acme]\nemail = \"ops@example.test\"\ndirectory = \"{directory}\"\nextra_root = \"{}\"\nstore = \"{}\"\nwebroot = \"{}\"\nreload = \"{}\"\n",
+            host_section(&sshd),
             pebble.tls_root.display(),
             settings.store_dir,
             settings.webroot,
@@ -667,4 +675,214 @@ async fn renew_certs_command_reports_renews_when_forced_and_reloads_nginx() {
         "the lock was left behind"
     );
     drop(silent);
+}
+
+/// Each certificate's action in a `renew-certs --json` report, by name
+/// (`failed: <error>` for one that failed).
+fn actions(out: &std::process::Output) -> std::collections::BTreeMap<String, String> {
+    let doc = json(out);
+    doc["hosts"][0]["certificates"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no certificates: {doc}"))
+        .iter()
+        .map(|c| {
+            let action = match c["error"].as_str() {
+                Some(e) => format!("failed: {e}"),
+                None => c["action"].as_str().unwrap().to_string(),
+            };
+            (c["name"].as_str().unwrap().to_string(), action)
+        })
+        .collect()
+}
+
+/// Issue 13, defect 6: two apps on one host, each from its own project with
+/// its own [acme], sharing the host's store. portfolio validates over
+/// HTTP-01; shop has a wildcard, validated over DNS-01 through a real BIND
+/// with its TSIG key. Each project's runs write its own settings on the
+/// host, and the host's timer renews each certificate with the settings of
+/// the app it belongs to (once, the last project to run won for all).
+/// shop's webroot is one nginx does not serve, so a portfolio certificate
+/// renewed with shop's settings would fail: its renewal shows whose
+/// settings were used, as the wildcard's does.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_apps_on_one_host_each_renew_with_their_own_settings() {
+    let bind = TestBind::start("example.test");
+    let rig = Loopback::start(Some(bind.port)).await;
+    let (pebble, transport, settings) = (&rig.pebble, &rig.transport, &rig.settings);
+    let store = settings.store_dir.clone();
+    let (portfolio, shop) = (Operator::new(), Operator::new());
+    let not_served = shop.project.path().join("not-served");
+    let project = |app: &str, domain: &str, webroot: &str, dns: &str| {
+        format!(
+            "{}[acme]\nemail = \"{app}@example.test\"\ndirectory = \"{}\"\nextra_root = \"{}\"\n\
+             store = \"{store}\"\nwebroot = \"{webroot}\"\nreload = \"{}\"\n{dns}\n\
+             [app]\nname = \"{app}\"\n\n[[sites]]\ndomain = \"{domain}\"\nservice = \"web\"\nport = 8080\n",
+            host_section(&rig.sshd),
+            pebble.directory,
+            pebble.tls_root.display(),
+            rig.nginx.reload_command(),
+        )
+    };
+    portfolio.write_config(&project(
+        "portfolio",
+        "portfolio.example.test",
+        &settings.webroot,
+        "",
+    ));
+    std::fs::write(shop.project.path().join("tsig.key"), &bind.secret).unwrap();
+    shop.write_config(&project(
+        "shop",
+        "*.shop.example.test",
+        &not_served.display().to_string(),
+        &format!(
+            "[acme.dns]\nprovider = \"rfc2136\"\nserver = \"127.0.0.1:{}\"\nzone = \"{}\"\nkey_name = \"{}\"\nsecret_file = \"tsig.key\"\n",
+            bind.port, bind.zone, bind.key_name
+        ),
+    ));
+
+    // Their certificates, as each project's deploy issues them.
+    let shop_settings = AcmeSettings {
+        webroot: not_served.display().to_string(),
+        dns: Some(Rfc2136 {
+            server: format!("127.0.0.1:{}", bind.port).parse().unwrap(),
+            zone: bind.zone.clone(),
+            key_name: bind.key_name.clone(),
+            algorithm: algorithm("hmac-sha256").unwrap(),
+            secret: bind.secret.clone(),
+        }),
+        ..settings.clone()
+    };
+    for (acme, name, challenge) in [
+        (settings, "portfolio.example.test", ChallengeKind::Http01),
+        (&shop_settings, "*.shop.example.test", ChallengeKind::Dns01),
+    ] {
+        Certs::new(transport, acme)
+            .ensure(&[name.to_string()], challenge, false)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}\n{}\n{}", pebble.log(), bind.log()));
+    }
+    let serials = || async {
+        Certs::new(transport, settings)
+            .store()
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| {
+                let serial = CertInfo::from_pem_chain(&c.chain_pem).unwrap().serial;
+                (c.name, serial)
+            })
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (portfolio_cert, shop_cert) = ("portfolio.example.test", "wildcard.shop.example.test");
+    let renewed = "renewed (--force)";
+    let left_to = |app: &str| format!("left to app {app}'s settings on the host");
+    let no_secret = |out: &std::process::Output| {
+        let text = describe_output(out);
+        assert!(
+            !text.contains(&bind.secret),
+            "the TSIG secret in the output"
+        );
+        text
+    };
+
+    // Each project's run hands the host its settings; renewing with --force,
+    // each renews its own certificate and leaves the other app's to it (it
+    // used to renew the wildcard with portfolio's settings, and fail).
+    let out = shop.vpsup(&["renew-certs", "--json"]);
+    assert!(out.status.success(), "{}", no_secret(&out));
+    let before = serials().await;
+    let out = portfolio.vpsup(&["renew-certs", "--force", "--json"]);
+    assert!(out.status.success(), "{}", no_secret(&out));
+    assert_eq!(
+        actions(&out),
+        [
+            (portfolio_cert.to_string(), renewed.to_string()),
+            (shop_cert.to_string(), left_to("shop")),
+        ]
+        .into(),
+    );
+    let out = shop.vpsup(&["renew-certs", "--force", "--json"]);
+    assert!(out.status.success(), "{}", no_secret(&out));
+    assert_eq!(
+        actions(&out),
+        [
+            (portfolio_cert.to_string(), left_to("portfolio")),
+            (shop_cert.to_string(), renewed.to_string()),
+        ]
+        .into(),
+    );
+    let after = serials().await;
+    assert!(before.iter().all(|(name, serial)| after[name] != *serial));
+
+    // On the host: each app's settings beside the other, private, the secret
+    // in its own file; no host-wide renew.toml (neither project lacks [app]).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let apps = format!("{store}/renew.d");
+    for (file, expected) in [
+        ("portfolio.toml", 0o600),
+        ("portfolio.extra-root.pem", 0o644),
+        ("shop.toml", 0o600),
+        ("shop.extra-root.pem", 0o644),
+        ("shop.dns.secret", 0o600),
+    ] {
+        assert_eq!(mode(&format!("{apps}/{file}")), expected, "{file}");
+    }
+    assert!(!std::fs::read_to_string(format!("{apps}/shop.toml"))
+        .unwrap()
+        .contains(&bind.secret));
+    let renew_toml = format!("{store}/renew.toml");
+    assert!(!std::path::Path::new(&renew_toml).exists());
+
+    // The host's timer, as its unit runs it (--config names the renew.toml
+    // no project wrote): every certificate renewed, each with its app's settings.
+    let host = Operator::new();
+    let timer = [
+        "renew-certs",
+        "--local",
+        "--force",
+        "--json",
+        "--config",
+        &renew_toml,
+    ];
+    let out = host.vpsup(&timer);
+    assert!(out.status.success(), "{}", no_secret(&out));
+    assert_eq!(
+        actions(&out),
+        [
+            (portfolio_cert.to_string(), renewed.to_string()),
+            (shop_cert.to_string(), renewed.to_string()),
+        ]
+        .into(),
+    );
+    let before = after;
+    let after = serials().await;
+    assert!(before.iter().all(|(name, serial)| after[name] != *serial));
+
+    // One app's settings failing (shop's TSIG secret gone) fails only its
+    // certificate; one no app claims, with no renew.toml, says what to do.
+    std::fs::remove_file(format!("{apps}/shop.dns.secret")).unwrap();
+    Certs::new(transport, settings)
+        .ensure(
+            &["old.example.test".to_string()],
+            ChallengeKind::Http01,
+            false,
+        )
+        .await
+        .unwrap();
+    let out = host.vpsup(&timer);
+    assert_eq!(out.status.code(), Some(1), "{}", no_secret(&out));
+    let got = actions(&out);
+    assert_eq!(got[portfolio_cert], renewed, "{got:?}");
+    assert!(
+        got[shop_cert].starts_with("failed: app shop's settings on the host: ")
+            && got[shop_cert].contains("shop.dns.secret"),
+        "{got:?}"
+    );
+    assert!(
+        got["old.example.test"].starts_with("failed: no settings on this host renew it"),
+        "{got:?}"
+    );
+    assert_ne!(serials().await[portfolio_cert], after[portfolio_cert]);
 }

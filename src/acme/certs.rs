@@ -49,6 +49,11 @@ pub enum Action {
     WouldRenew {
         why: String,
     },
+    /// Not this run's to renew: app `app`'s settings on the host renew it
+    /// (an operator's run of another project, which does not hold them).
+    LeftTo {
+        app: String,
+    },
 }
 
 /// As the certificate tables print it: `ok (renews from 2026-12-30)`.
@@ -59,6 +64,7 @@ impl std::fmt::Display for Action {
             Action::Issued => f.write_str("issued"),
             Action::Renewed { why } => write!(f, "renewed ({why})"),
             Action::WouldRenew { why } => write!(f, "would renew ({why})"),
+            Action::LeftTo { app } => write!(f, "left to app {app}'s settings on the host"),
         }
     }
 }
@@ -81,8 +87,6 @@ pub struct Certs<'a> {
     pub settings: &'a AcmeSettings,
     /// The account, opened once (and registered again if the CA forgot it).
     client: Mutex<Option<Arc<AcmeClient>>>,
-    /// Seen by `renew_all`: a reload of the web server is still owed.
-    reload_pending: std::sync::atomic::AtomicBool,
     /// What the user should know that is not an error (a new account).
     notes: std::sync::Mutex<Vec<String>>,
 }
@@ -93,7 +97,6 @@ impl<'a> Certs<'a> {
             transport,
             settings,
             client: Mutex::new(None),
-            reload_pending: Default::default(),
             notes: Default::default(),
         }
     }
@@ -101,12 +104,6 @@ impl<'a> Certs<'a> {
     /// Notes for the user, such as a new ACME account and why it was needed.
     pub fn notes(&self) -> Vec<String> {
         self.notes.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Whether an earlier reload failed and is still owed (known after `renew_all`).
-    pub fn reload_pending(&self) -> bool {
-        self.reload_pending
-            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn store(&self) -> Store<'a> {
@@ -218,22 +215,27 @@ impl<'a> Certs<'a> {
         force: bool,
         check: bool,
     ) -> Result<Vec<Result<CertOutcome, (String, AcmeError)>>, AcmeError> {
-        let (stored, reload_pending) = self
-            .store()
-            .list_with_state()
-            .await
-            .map_err(AcmeError::Other)?;
-        self.reload_pending
-            .store(reload_pending, std::sync::atomic::Ordering::Relaxed);
+        let stored = self.store().list().await.map_err(AcmeError::Other)?;
+        Ok(self.renew_each(&stored, force, check).await)
+    }
+
+    /// Renews those of `stored` that are due (or all, with `force`), each on
+    /// its own: one failure does not stop the others.
+    pub async fn renew_each(
+        &self,
+        stored: impl IntoIterator<Item = &StoredCert>,
+        force: bool,
+        check: bool,
+    ) -> Vec<Result<CertOutcome, (String, AcmeError)>> {
         let mut outcomes = Vec::new();
-        for cert in &stored {
+        for cert in stored {
             outcomes.push(
                 self.renew(cert, force, check)
                     .await
                     .map_err(|e| (cert.name.clone(), e)),
             );
         }
-        Ok(outcomes)
+        outcomes
     }
 
     async fn renew(

@@ -162,7 +162,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             exclude.extend(acme.dns.as_ref().map(|d| d.secret_file.clone()));
             (
                 Some(acme_settings(acme, &project)?),
-                host_settings::files(acme, &project)?,
+                host_settings::files(config, &project)?,
                 exclude,
             )
         }

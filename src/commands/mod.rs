@@ -29,16 +29,27 @@ pub mod exit {
 pub const MAX_PARALLEL_HOSTS: usize = 16;
 
 pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
-    if let (Command::RenewCerts { local: true, .. }, None) = (&cli.command, &cli.global.config) {
-        match renew_certs::host_settings_file(cli.global.json)? {
-            Some(path) => cli.global.config = Some(path),
-            None => return Ok(()),
+    let local = match &cli.command {
+        Command::RenewCerts { local: true, .. } => {
+            let json = cli.global.json;
+            let Some(found) = renew_certs::find_local(cli.global.config.as_deref(), json)? else {
+                return Ok(());
+            };
+            // The host-wide settings, if any (the apps' are found beside them).
+            cli.global.config = match &found {
+                renew_certs::Local::Config(path) => Some(path.clone()),
+                renew_certs::Local::AppsOnly(_) => None,
+            };
+            Some(found)
         }
-    }
+        _ => None,
+    };
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
         Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
-        Command::RenewCerts { force, local } => renew_certs::run(&settings, *force, *local).await,
+        Command::RenewCerts { force, .. } => {
+            renew_certs::run(&settings, *force, local.as_ref()).await
+        }
         Command::Deploy => deploy::run(&settings).await,
         Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,

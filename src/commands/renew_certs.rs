@@ -3,7 +3,14 @@
 //! web server use it (`[acme] reload`, by default `nginx -t` then a reload),
 //! and print names / issuer / expiry / days left / action. `--local` does the
 //! same on the host itself, through the local transport: what its timer runs.
+//!
+//! Several apps may share the host's store, each with its own `[acme]`
+//! (`acme::host_settings`). Each certificate is renewed with the settings of
+//! the app that claims it: on the host, every app's; from an operator's
+//! project, its own app's and the unclaimed ones, and another app's
+//! certificates are left to that app's settings (reported, not failed).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -12,10 +19,14 @@ use time::OffsetDateTime;
 use super::play::project_dir;
 use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::short_issuer;
-use crate::acme::certs::{AcmeSettings, CertOutcome, Certs};
+use crate::acme::certinfo::CertInfo;
+use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
 use crate::acme::dns01::{self, Rfc2136};
-use crate::acme::host_settings::{self, HostFile, HostSettingsError};
-use crate::acme::store;
+use crate::acme::host_settings::{
+    self, AppSettings, Claim, HostFile, HostSettingsError, Renewer, Runner,
+};
+use crate::acme::store::{self, Store, StoredCert};
+use crate::acme::AcmeError;
 use crate::config::AcmeConfig;
 use crate::hostlock::{HostLock, LockRequest};
 use crate::settings::Settings;
@@ -132,29 +143,67 @@ impl HostRow {
     }
 }
 
-pub async fn run(settings: &Settings, force: bool, local: bool) -> anyhow::Result<()> {
-    let acme_config = settings
-        .config
-        .as_ref()
-        .and_then(|c| c.acme.as_ref())
-        .ok_or_else(|| RenewError::NoAcme(settings.config_path.clone()))?;
+/// Where `renew-certs --local` finds its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Local {
+    /// `--config` (by default the default store's `renew.toml`), with the
+    /// apps' settings in its store.
+    Config(PathBuf),
+    /// No `renew.toml`, but apps keep their settings in this store: only
+    /// theirs renew.
+    AppsOnly(String),
+}
+
+/// The settings a run brings with it: the project's, or the host's renew.toml.
+struct OwnSettings {
+    /// Built from the config; on the host, a failure fails only the
+    /// certificates they renew, never the apps' own.
+    acme: Result<AcmeSettings, String>,
+    reload: String,
+    /// Its app's certificates (a project with `[app]`).
+    claim: Option<Claim>,
+}
+
+/// `local`: on the host itself (`--local`), with its settings.
+pub async fn run(settings: &Settings, force: bool, local: Option<&Local>) -> anyhow::Result<()> {
     let project = project_dir(settings);
-    let acme = acme_settings(acme_config, &project)?;
-    let host_files = if local || settings.check {
-        Vec::new()
-    } else {
-        // What the host's own timer needs, refreshed by every real run.
-        host_settings::files(acme_config, &project)?
+    let (own, store_dir, host_files) = match local {
+        Some(Local::AppsOnly(store)) => (None, store.clone(), Vec::new()),
+        _ => {
+            let config = settings
+                .config
+                .as_ref()
+                .filter(|c| c.acme.is_some())
+                .ok_or_else(|| RenewError::NoAcme(settings.config_path.clone()))?;
+            let acme_config = config.acme.as_ref().expect("filtered on [acme]");
+            let acme = match acme_settings(acme_config, &project) {
+                Err(e) if local.is_some() => Err(e.to_string()),
+                built => Ok(built?),
+            };
+            let host_files = if local.is_some() || settings.check {
+                Vec::new()
+            } else {
+                // What the host's own timer needs, refreshed by every real run.
+                host_settings::files(config, &project)?
+            };
+            let own = OwnSettings {
+                acme,
+                reload: acme_config.reload.clone(),
+                claim: Claim::of(config),
+            };
+            (Some(own), acme_config.store.clone(), host_files)
+        }
     };
     let run = RenewRun {
         settings,
-        acme: &acme,
+        own: own.as_ref(),
+        store_dir,
         force,
         host_files: &host_files,
-        local,
-        lock_owner: lock_owner(local),
+        local: local.is_some(),
+        lock_owner: lock_owner(local.is_some()),
     };
-    let rows = if local {
+    let rows = if local.is_some() {
         vec![renew_on(&LocalTransport::current(), local_host_name(), &run).await]
     } else {
         let targets = settings.targets(None)?;
@@ -205,15 +254,26 @@ fn local_host_name() -> String {
         .unwrap_or_else(|_| "localhost".to_string())
 }
 
-/// For `renew-certs --local` without `--config`: the settings file the
-/// operator's runs leave in the default store. `None` when the host has
-/// nothing to renew yet (said on stderr; an empty report under `--json`).
-/// Certificates without that file are an error: the timer would otherwise
-/// succeed every day while they expire.
-pub fn host_settings_file(json: bool) -> anyhow::Result<Option<PathBuf>> {
-    let path = PathBuf::from(host_settings::config_path(store::DEFAULT_DIR));
+/// Where `renew-certs --local` finds its settings: `config` (`--config`),
+/// by default the default store's `renew.toml`; a missing `renew.toml` whose
+/// store holds apps' settings (`renew.d/`) leaves those alone to renew. `None`
+/// when the host has nothing to renew yet (said on stderr; an empty report
+/// under `--json`). Certificates without any settings are an error: the
+/// timer would otherwise succeed every day while they expire.
+pub fn find_local(config: Option<&Path>, json: bool) -> anyhow::Result<Option<Local>> {
+    let path = config.map_or_else(
+        || PathBuf::from(host_settings::config_path(store::DEFAULT_DIR)),
+        Path::to_path_buf,
+    );
     if path.exists() {
-        return Ok(Some(path));
+        return Ok(Some(Local::Config(path)));
+    }
+    if let Some(store) = host_settings::store_with_only_apps(&path) {
+        return Ok(Some(Local::AppsOnly(store)));
+    }
+    if config.is_some() {
+        // Loading it says that it is missing (a mistyped --config is bad input).
+        return Ok(Some(Local::Config(path)));
     }
     let certs = std::fs::read_dir(Path::new(store::DEFAULT_DIR).join("certs"))
         .map(|dir| {
@@ -224,13 +284,14 @@ pub fn host_settings_file(json: bool) -> anyhow::Result<Option<PathBuf>> {
         .unwrap_or(0);
     if certs > 0 {
         anyhow::bail!(
-            "{certs} certificate(s) in {}, but no {}: this host cannot renew them on its own. Run `vpsup renew-certs` (or `vpsup deploy`) once from the project's machine, which writes it",
+            "{certs} certificate(s) in {}, but no {} and no app's settings in {}: this host cannot renew them on its own. Run `vpsup deploy` (or `vpsup renew-certs`) once from the project's machine, which writes them",
             store::DEFAULT_DIR,
-            path.display()
+            path.display(),
+            host_settings::apps_dir(store::DEFAULT_DIR)
         );
     }
     eprintln!(
-        "no certificates to renew on this host yet: {} is written by the first `vpsup renew-certs` or `vpsup deploy` with an [acme] section",
+        "no certificates to renew on this host yet: the first `vpsup deploy` or `vpsup renew-certs` with an [acme] section writes the settings the timer reads ({})",
         path.display()
     );
     if json {
@@ -242,7 +303,10 @@ pub fn host_settings_file(json: bool) -> anyhow::Result<Option<PathBuf>> {
 /// One `renew-certs` run, as every host sees it.
 struct RenewRun<'a> {
     settings: &'a Settings,
-    acme: &'a AcmeSettings,
+    /// None on a host with only the apps' settings.
+    own: Option<&'a OwnSettings>,
+    /// The certificate store on each host.
+    store_dir: String,
     force: bool,
     /// What the host's own timer reads, brought up to date on each host
     /// (none for `--local` and `--check`).
@@ -265,7 +329,7 @@ async fn renew_on(transport: &dyn Transport, host: String, run: &RenewRun<'_>) -
         renew_and_hand_over(transport, run, &mut row).await;
         return row;
     }
-    let path = format!("{}/renew.lock", run.acme.store_dir.trim_end_matches('/'));
+    let path = format!("{}/renew.lock", run.store_dir.trim_end_matches('/'));
     let request = LockRequest {
         path: &path,
         what: "certificate renewal",
@@ -298,28 +362,55 @@ async fn renew_on(transport: &dyn Transport, host: String, run: &RenewRun<'_>) -
     row
 }
 
-/// Renews what is due, reloads the web server when something changed (or a
-/// reload is owed), and hands the host's timer its settings.
+/// Renews what is due, each certificate with the settings of the app that
+/// claims it, reloads the web server when something changed (or a reload is
+/// owed), and hands the host's timer its settings.
 async fn renew_and_hand_over(transport: &dyn Transport, run: &RenewRun<'_>, row: &mut HostRow) {
-    let certs = Certs::new(transport, run.acme);
-    let renewed = certs.renew_all(run.force, run.settings.check).await;
-    for note in certs.notes() {
-        eprintln!("{}: {note}", row.host);
-    }
-    let outcomes = match renewed {
-        Ok(outcomes) => outcomes,
-        Err(e) => {
-            row.add_error(e.to_string());
-            return;
-        }
+    let store = Store {
+        transport,
+        dir: run.store_dir.clone(),
     };
+    let (stored, reload_pending, apps) = match read_host(transport, &run.store_dir).await {
+        Ok(read) => read,
+        Err(e) => return row.add_error(e),
+    };
+    let apps: Vec<AppSettings> = apps
+        .into_iter()
+        .filter_map(|app| {
+            app.map_err(|e| row.add_error(format!("an app's renewal settings on the host: {e}")))
+                .ok()
+        })
+        .collect();
+    let claims: Vec<Claim> = apps.iter().map(|a| a.claim.clone()).collect();
+    let runner = Runner {
+        settings: run.own.is_some(),
+        claim: run.own.and_then(|o| o.claim.as_ref()),
+        others: run.local,
+    };
+    let mut by_renewer: BTreeMap<Renewer, Vec<&StoredCert>> = BTreeMap::new();
+    for cert in &stored {
+        let renewer = host_settings::renewer(&cert.name, runner, &claims);
+        by_renewer.entry(renewer).or_default().push(cert);
+    }
+
+    let mut outcomes = Vec::new();
+    let mut reloads: Vec<&str> = run.own.iter().map(|o| o.reload.as_str()).collect();
+    for (renewer, certs) in &by_renewer {
+        let (renewed, reload) = renew_group(transport, run, renewer, certs, &apps, &row.host).await;
+        outcomes.extend(renewed);
+        reloads.extend(reload.filter(|r| !reloads.contains(r)));
+    }
+    // In the store's order, whoever renewed them.
+    let position = |name: &str| stored.iter().position(|c| c.name == name);
+    outcomes.sort_by_key(|o| position(o.as_ref().map_or_else(|(n, _)| n, |o| &o.name)));
+
     let changed = outcomes
         .iter()
         .any(|o| o.as_ref().is_ok_and(|o| o.action.changed()));
     row.certificates = outcomes.into_iter().map(cert_row).collect();
-    if (changed || certs.reload_pending()) && !run.settings.check {
-        let script = certs.store().reload_script(&acme_reload(run.settings));
-        if let Err(e) = reload(transport, script).await {
+    reloads.retain(|r| !r.trim().is_empty());
+    if (changed || reload_pending) && !run.settings.check && !reloads.is_empty() {
+        if let Err(e) = reload(transport, store.reload_script(&all_of(&reloads))).await {
             row.add_error(e);
         }
     }
@@ -327,7 +418,7 @@ async fn renew_and_hand_over(transport: &dyn Transport, run: &RenewRun<'_>, row:
     // a certificate failed (the CA may be down today), so that it keeps
     // trying on its own.
     if !run.host_files.is_empty() {
-        match host_settings::sync(transport, &run.acme.store_dir, run.host_files).await {
+        match host_settings::sync(transport, &run.store_dir, run.host_files).await {
             Ok(written) => {
                 row.host_settings = Some(if written.is_empty() {
                     "unchanged"
@@ -342,13 +433,121 @@ async fn renew_and_hand_over(transport: &dyn Transport, run: &RenewRun<'_>, row:
     }
 }
 
-fn acme_reload(settings: &Settings) -> String {
-    settings
-        .config
-        .as_ref()
-        .and_then(|c| c.acme.as_ref())
-        .map(|a| a.reload.clone())
-        .unwrap_or_default()
+/// The store's certificates, whether a reload is owed, and the apps'
+/// settings, in one exec.
+async fn read_host(
+    transport: &dyn Transport,
+    store_dir: &str,
+) -> Result<(Vec<StoredCert>, bool, Vec<Result<AppSettings, String>>), String> {
+    let script = format!(
+        "{}\n{}",
+        store::listing_script(store_dir),
+        host_settings::apps_script(store_dir)
+    );
+    let out = transport
+        .run_ok(
+            "reading the certificate store and the apps' renewal settings",
+            ExecRequest::new(script).become_root(true),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = out.stdout_str();
+    Ok((
+        store::parse_listing(&text)?,
+        store::reload_owed(&text),
+        host_settings::parse_apps(&text),
+    ))
+}
+
+type Outcome = Result<CertOutcome, (String, AcmeError)>;
+
+/// Renews `certs` with the settings `renewer` names (each on its own), or
+/// says why not. Returns the web server's reload command of those settings.
+async fn renew_group<'r>(
+    transport: &dyn Transport,
+    run: &'r RenewRun<'_>,
+    renewer: &Renewer,
+    certs: &[&StoredCert],
+    apps: &'r [AppSettings],
+    host: &str,
+) -> (Vec<Outcome>, Option<&'r str>) {
+    let failed = |why: String| {
+        let fail = |cert: &&StoredCert| Err((cert.name.clone(), AcmeError::Other(why.clone())));
+        (certs.iter().map(fail).collect(), None)
+    };
+    let (settings, reload) = match (renewer, run.own) {
+        (Renewer::Own, Some(own)) => (own.acme.clone(), own.reload.as_str()),
+        (Renewer::App(app), _) => match apps.iter().find(|a| a.claim.app == *app) {
+            Some(on_host) => (
+                app_acme_settings(on_host, &run.store_dir)
+                    .map_err(|e| format!("app {app}'s settings on the host: {e}")),
+                on_host.acme.as_ref().map_or("", |a| a.reload.as_str()),
+            ),
+            None => return failed(format!("app {app}'s settings are gone from the host")),
+        },
+        (Renewer::LeftTo(app), _) => {
+            return (
+                certs.iter().map(|cert| Ok(left_to(cert, app))).collect(),
+                None,
+            )
+        }
+        (Renewer::Own | Renewer::Nobody, _) => return failed(no_settings(&run.store_dir)),
+    };
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(e) => return failed(e),
+    };
+    let renewing = Certs::new(transport, &settings);
+    let outcomes = renewing
+        .renew_each(certs.iter().copied(), run.force, run.settings.check)
+        .await;
+    for note in renewing.notes() {
+        eprintln!("{host}: {note}");
+    }
+    (outcomes, Some(reload))
+}
+
+/// Why a certificate no settings claim cannot be renewed, and what to do.
+fn no_settings(store_dir: &str) -> String {
+    format!(
+        "no settings on this host renew it: no app claims it ({}) and there is no {}. Run `vpsup deploy` (or `vpsup renew-certs`) once from the project that uses it",
+        host_settings::apps_dir(store_dir),
+        host_settings::config_path(store_dir)
+    )
+}
+
+/// The settings an app keeps on the host (its paths are absolute, in the
+/// store), for the store `store_dir` that holds them.
+fn app_acme_settings(on_host: &AppSettings, store_dir: &str) -> Result<AcmeSettings, String> {
+    let config = on_host.acme.as_ref().map_err(Clone::clone)?;
+    let mut settings = acme_settings(config, Path::new(store_dir))
+        .map_err(|e| format!("{}: {e}", on_host.path))?;
+    settings.store_dir = store_dir.to_string();
+    Ok(settings)
+}
+
+/// A certificate another app's settings renew, as it stands.
+fn left_to(cert: &StoredCert, app: &str) -> CertOutcome {
+    CertOutcome {
+        name: cert.name.clone(),
+        info: CertInfo::from_pem_chain(&cert.chain_pem).ok(),
+        action: Action::LeftTo {
+            app: app.to_string(),
+        },
+    }
+}
+
+/// One shell command that runs each of `commands` in turn, stopping at the
+/// first that fails.
+fn all_of(commands: &[&str]) -> String {
+    match commands {
+        [one] => one.to_string(),
+        many => many
+            .iter()
+            .map(|c| format!("{{ {c}\n}}"))
+            .collect::<Vec<_>>()
+            .join(" && "),
+    }
 }
 
 /// Makes the web server use the new certificates. `nginx -t` first (in the

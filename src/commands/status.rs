@@ -14,7 +14,6 @@ use crate::acme::store::{self, DEFAULT_DIR};
 use crate::deploy::remote::{self, Container, Deployed};
 use crate::facts::{self, HostFacts};
 use crate::settings::{HostTarget, Settings};
-use crate::transport::script::quote;
 use crate::transport::{ExecRequest, Transport};
 
 /// Below this many days left a certificate is flagged.
@@ -97,7 +96,7 @@ if [ -x {bin} ]; then
   if v=$({bin} --version 2>&1); then echo "binary=$(echo "$v" | head -n1)"
   else echo "broken=$(echo "$v" | head -n1)"; fi
 fi
-[ -e {settings} ] && echo settings=yes
+{settings} && echo settings=yes
 echo "enabled=$(systemctl is-enabled {timer} 2>/dev/null)"
 echo "next=$(systemctl show -p NextElapseUSecRealtime --value {timer} 2>/dev/null)"
 echo "last=$(systemctl show -p LastTriggerUSec --value {timer} 2>/dev/null)"
@@ -107,7 +106,7 @@ echo @@certificates
 exit 0"#,
         facts = facts::PROBE_SCRIPT,
         bin = HOST_PATH,
-        settings = quote(&host_settings::config_path(store_dir)),
+        settings = host_settings::any_settings_test(store_dir),
         timer = RENEW_TIMER,
         service = RENEW_SERVICE,
         certs = store::listing_script(store_dir),
