@@ -1016,12 +1016,16 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
     let seen = text(&vm.ssh(
         "deploy",
         key,
-        "sudo /usr/local/bin/vpsup renew-certs --local --force; echo \"exit=$?\"; docker ps -a --format '{{.Names}}' | sort",
+        "sudo /usr/local/bin/vpsup renew-certs --local --force; echo \"exit=$?\"; docker ps -a --format '{{.Names}}' | sort; sudo ls /etc/vpsup/acme/renew.d",
         &[],
     ));
     assert!(seen.contains("exit=0"), "{seen}\n{}", pebble.log());
     for name in ["app.vpsup.test", "eu.vpsup.test"] {
         assert!(seen.contains(name), "{name} not renewed:\n{seen}");
+    }
+    // Each app's settings are kept apart for the host's timer.
+    for settings in ["shop.toml", "shop--eu.toml"] {
+        assert!(seen.lines().any(|l| l == settings), "{settings} missing:\n{seen}");
     }
     for container in ["handmade", "vpsup-shop--eu-web-1", "vpsup-shop-db-1"] {
         assert!(
