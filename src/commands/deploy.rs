@@ -41,7 +41,7 @@ use crate::deploy::{dns, ports, releases, secrets};
 use crate::engine::assets::Assets;
 use crate::engine::render::{Renderer, Vars};
 use crate::facts::{self, HostFacts};
-use crate::hostlock::{Held, HostLock, LockRequest};
+use crate::hostlock::{HostLock, LockRequest, LockTiming};
 use crate::settings::{HostTarget, Settings};
 use crate::transport::{ExecRequest, Transport};
 
@@ -142,6 +142,7 @@ async fn lock_app(
             owner,
             take_over_after: None,
             local_pid: None,
+            timing: LockTiming::STANDARD,
         },
     )
     .await
@@ -377,8 +378,8 @@ async fn deploy_on(
             change(transport, run, &paths, &probed, &files, &plan, report),
         )
         .await;
-    outcome_under_lock(
-        held,
+    held.into_result(
+        "deploy",
         "interrupted; the host keeps the release it had (or the one this deploy made current)",
     )
 }
@@ -416,18 +417,6 @@ fn pending_changes(
         pending.push("containers to start (some are missing, stopped or unhealthy)".to_string());
     }
     pending
-}
-
-/// What a run under the deploy lock came to: its own error first, then an
-/// interruption, then a problem with the lock itself.
-fn outcome_under_lock<T>(held: Held<Result<T, String>>, interrupted: &str) -> Result<T, String> {
-    let lock_problem = held.release_problem("deploy");
-    match (held.outcome, lock_problem) {
-        (None, _) => Err(interrupted.to_string()),
-        (Some(Err(e)), _) => Err(e),
-        (Some(Ok(_)), Some(problem)) => Err(problem),
-        (Some(Ok(value)), None) => Ok(value),
-    }
 }
 
 /// The changing part of a deploy, under the lock.
@@ -1213,7 +1202,8 @@ async fn rollback_on(
         .await
     };
     let held = lock.hold(transport, work).await;
-    outcome_under_lock(held, "interrupted").map(|()| (current, previous))
+    held.into_result("deploy", "interrupted")
+        .map(|()| (current, previous))
 }
 
 #[cfg(test)]

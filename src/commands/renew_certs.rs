@@ -17,7 +17,7 @@ use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{self, HostFile, HostSettingsError};
 use crate::acme::store;
 use crate::config::AcmeConfig;
-use crate::hostlock::{HostLock, LockRequest};
+use crate::hostlock::{HostLock, LockRequest, LockTiming};
 use crate::settings::Settings;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
@@ -272,6 +272,7 @@ async fn renew_on(transport: &dyn Transport, host: String, run: &RenewRun<'_>) -
         owner: &run.lock_owner,
         take_over_after: Some(RENEW_LOCK_TAKE_OVER_AFTER),
         local_pid: run.local.then(std::process::id),
+        timing: LockTiming::STANDARD,
     };
     let lock = match HostLock::acquire(transport, &request).await {
         Ok(lock) => lock,
