@@ -30,6 +30,7 @@ use crate::acme::certs::{AcmeSettings, Certs};
 use crate::acme::dns01::Rfc2136;
 use crate::acme::host_settings::{self, HostFile};
 use crate::acme::policy::{self, Decision};
+use crate::acme::renewal_lock;
 use crate::acme::store::{self, cert_name, ChallengeKind, Store};
 use crate::config::{AppConfig, Config, DnsRecords, EnvName, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::https_check;
@@ -432,37 +433,50 @@ async fn change(
     report.changed = true;
     // Certificates first: a CA that refuses changes nothing else.
     if let Some(acme) = &run.acme {
-        let certs = Certs::new(transport, acme);
-        let mut ensured = Ok(());
-        for site in run.sites {
-            // A wildcard can only be validated through DNS.
-            let challenge = if site.domain.0.starts_with("*.") {
-                ChallengeKind::Dns01
-            } else {
-                ChallengeKind::Http01
-            };
-            match certs
-                .ensure(std::slice::from_ref(&site.domain.0), challenge, false)
-                .await
-            {
-                Ok(outcome) => report
-                    .certificates
-                    .push(format!("{}: {}", outcome.name, outcome.action)),
-                Err(e) => {
-                    ensured = Err(format!("certificate for {}: {e}", site.domain.0));
-                    break;
+        let host = report.host.clone();
+        let issue = async {
+            let certs = Certs::new(transport, acme);
+            let mut ensured = Ok(());
+            for site in run.sites {
+                // A wildcard can only be validated through DNS.
+                let challenge = if site.domain.0.starts_with("*.") {
+                    ChallengeKind::Dns01
+                } else {
+                    ChallengeKind::Http01
+                };
+                match certs
+                    .ensure(std::slice::from_ref(&site.domain.0), challenge, false)
+                    .await
+                {
+                    Ok(outcome) => report
+                        .certificates
+                        .push(format!("{}: {}", outcome.name, outcome.action)),
+                    Err(e) => {
+                        ensured = Err(format!("certificate for {}: {e}", site.domain.0));
+                        break;
+                    }
                 }
             }
-        }
-        for note in certs.notes() {
-            eprintln!("{}: {note}", report.host);
-        }
-        ensured?;
-        if !run.host_files.is_empty() {
-            host_settings::sync(transport, &acme.store_dir, &run.host_files)
-                .await
-                .map_err(|e| format!("the renewal timer's settings: {e}"))?;
-        }
+            for note in certs.notes() {
+                eprintln!("{}: {note}", report.host);
+            }
+            ensured?;
+            if !run.host_files.is_empty() {
+                host_settings::sync(transport, &acme.store_dir, &run.host_files)
+                    .await
+                    .map_err(|e| format!("the renewal timer's settings: {e}"))?;
+            }
+            Ok(())
+        };
+        // Under the renewal lock: the host's timer must not order the same
+        // certificates meanwhile.
+        renewal_lock::hold(transport, &acme.store_dir, &run.owner, false, &host, issue)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_result(
+                "renewal",
+                "interrupted while ordering certificates; nothing else changed",
+            )?;
     }
 
     // The release: a copy of the current one with only the changes sent.
