@@ -445,16 +445,17 @@ impl Signals for OsSignals {
     }
 }
 
-/// A shell function: `vpsup_proc /proc/PID/stat` sets `vpsup_pid` and
-/// `vpsup_start` (the process's start time: a recycled pid has another).
-/// Fields are counted after the command name, which may hold spaces.
-const PROC_FN: &str = r#"vpsup_proc() { read -r vpsup_stat 2>/dev/null < "$1" || return 1; vpsup_pid=${vpsup_stat%% *}; vpsup_start=$(echo "${vpsup_stat##*\) }" | cut -d' ' -f20); }"#;
+/// A shell function: `vpsup_proc /proc/PID/stat` sets `vpsup_pid`,
+/// `vpsup_state` (`Z`: it ended, unreaped) and `vpsup_start` (the process's
+/// start time: a recycled pid has another). Fields are counted after the
+/// command name, which may hold spaces.
+const PROC_FN: &str = r#"vpsup_proc() { read -r vpsup_stat 2>/dev/null < "$1" || return 1; vpsup_pid=${vpsup_stat%% *}; vpsup_stat=${vpsup_stat##*\) }; vpsup_state=${vpsup_stat%% *}; vpsup_start=$(echo "$vpsup_stat" | cut -d' ' -f20); }"#;
 
 /// Shell lines setting `running` to the pid of a live host step recorded in
 /// the lock (`HostLock::guarded`), or to nothing.
 fn running_steps(lock: &str) -> String {
     format!(
-        "{PROC_FN}\nrunning=\nfor step in {lock}/step.*; do\n  [ -f \"$step\" ] && vpsup_proc \"/proc/${{step##*.}}/stat\" && [ \"$vpsup_start\" = \"$(cat \"$step\")\" ] && running=$vpsup_pid\ndone"
+        "{PROC_FN}\nrunning=\nfor step in {lock}/step.*; do\n  [ -f \"$step\" ] && vpsup_proc \"/proc/${{step##*.}}/stat\" && [ \"$vpsup_state\" != Z ] && [ \"$vpsup_start\" = \"$(cat \"$step\")\" ] && running=$vpsup_pid\ndone"
     )
 }
 
@@ -495,7 +496,7 @@ if [ -d {lock} ]; then
   fi
   if [ -n "$dead" ]; then
     echo "taken-over $age $dead"
-    head -n 1 {lock}/owner 2>/dev/null || echo unknown
+    owner=$(head -n 1 {lock}/owner 2>/dev/null); echo "${{owner:-unknown}}"
     rm -rf -- {lock}
   fi
 fi
@@ -509,7 +510,7 @@ if mkdir {lock} 2>/dev/null; then
   echo "acquired $token"
 else
   echo "held $age $expired ${{running:--}}"
-  head -n 1 {lock}/owner 2>/dev/null || echo unknown
+  owner=$(head -n 1 {lock}/owner 2>/dev/null); echo "${{owner:-unknown}}"
   exit 0
 fi
 exec 9<&-
@@ -787,6 +788,327 @@ mod tests {
         std::fs::write(path.join("token"), "theirs\n").unwrap();
         assert_eq!(ours.release(&transport).await.unwrap(), Released::NotOurs);
         assert!(path.join("owner").exists());
+    }
+
+    /// A request whose lease runs out within seconds.
+    fn short_lease<'a>(path: &'a str, owner: &'a str, lease_secs: u64) -> LockRequest<'a> {
+        LockRequest {
+            timing: LockTiming {
+                lease_secs,
+                guard_wait_secs: 30,
+            },
+            ..request(path, owner)
+        }
+    }
+
+    fn sleep(secs: f64) -> tokio::time::Sleep {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(secs))
+    }
+
+    /// Signals sent by the test instead of the terminal.
+    impl Signals for tokio::sync::mpsc::UnboundedReceiver<&'static str> {
+        async fn next(&mut self) -> &'static str {
+            match self.recv().await {
+                Some(signal) => signal,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Sends a fake signal after each delay.
+    fn signals_after(delays: &[f64]) -> tokio::sync::mpsc::UnboundedReceiver<&'static str> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let delays = delays.to_vec();
+        tokio::spawn(async move {
+            for delay in delays {
+                sleep(delay).await;
+                let _ = tx.send("interrupted");
+            }
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_killed_runs_lock_is_taken_over_once_its_lease_runs_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let transport = LocalTransport::new("test", true);
+        // Taken, then never renewed nor given back: the run was killed.
+        let killed = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        drop(killed);
+        let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("locked by alice@laptop since ") && !refused.contains("stale"),
+            "{refused}"
+        );
+        sleep(2.5).await;
+        let taken = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .unwrap();
+        let said = taken.taken_over.clone().unwrap();
+        assert!(
+            said.starts_with("alice@laptop (")
+                && said.contains("old; its holder stopped renewing its lease ")
+                && said.ends_with(" ago: killed, or its connection dropped)"),
+            "{said}"
+        );
+        assert_eq!(taken.release(&transport).await.unwrap(), Released::Yes);
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_keeps_its_lease_while_the_work_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let transport = LocalTransport::new("test", true);
+        let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        let held = lock
+            .hold(&transport, async {
+                // Three leases long: only renewals keep it.
+                sleep(3.0).await;
+                HostLock::acquire(&transport, &request(&path, "bob@ci"))
+                    .await
+                    .err()
+            })
+            .await;
+        assert!(
+            matches!(held.outcome, Some(Some(LockError::Held { ref owner, .. })) if owner == "alice@laptop"),
+            "the lock was taken over under its holder"
+        );
+        assert_eq!(held.released.unwrap(), Released::Yes);
+        assert!(!std::path::Path::new(&path).exists());
+    }
+
+    #[tokio::test]
+    async fn a_step_still_running_on_the_host_keeps_a_lock_whose_lease_ran_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let done = dir.path().join("done");
+        let transport = LocalTransport::new("test", true);
+        let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        // The step goes on on the host after its run is gone.
+        let step = lock.guarded(&format!("sleep 3; touch {}", done.display()));
+        let mut running = std::process::Command::new("sh")
+            .args(["-c", &step])
+            .spawn()
+            .unwrap();
+        sleep(2.0).await;
+        let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("; its lease ran out ")
+                && refused.contains(" ago, but a step it started on the host (pid ")
+                && refused.ends_with(") still runs; wait for it to finish"),
+            "{refused}"
+        );
+        assert!(matches!(
+            lock.release(&transport).await.unwrap(),
+            Released::StepRuns { .. }
+        ));
+        assert!(running.wait().unwrap().success() && done.exists());
+        let taken = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .unwrap();
+        assert!(taken
+            .taken_over
+            .unwrap()
+            .contains("stopped renewing its lease"));
+    }
+
+    #[tokio::test]
+    async fn a_step_does_not_run_once_the_lock_is_no_longer_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock");
+        let marker = dir.path().join("changed");
+        let transport = LocalTransport::new("test", true);
+        let path_text = path.display().to_string();
+        let lock = HostLock::acquire(&transport, &request(&path_text, "me"))
+            .await
+            .unwrap();
+        let step = format!("touch {}", marker.display());
+        let locked = lock.transport(&transport);
+        locked
+            .run_ok("a step", ExecRequest::new(step.clone()).become_root(true))
+            .await
+            .unwrap();
+        std::fs::remove_file(&marker).unwrap();
+        // Another run took it over meanwhile (it thought this one dead).
+        std::fs::write(path.join("token"), "theirs\n").unwrap();
+        let refused = locked
+            .run_ok("a step", ExecRequest::piped(step).become_root(true))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("this run no longer holds the app doctor lock (another run took it over); this step did not run"),
+            "{refused}"
+        );
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn the_first_interrupt_finishes_the_step_under_way_then_the_work_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let transport = LocalTransport::new("test", true);
+        let lock = HostLock::acquire(&transport, &request(&path, "me"))
+            .await
+            .unwrap();
+        let locked = lock.transport(&transport);
+        let step = |file: &std::path::Path, secs| {
+            ExecRequest::new(format!("sleep {secs}; touch {}", file.display())).become_root(true)
+        };
+        let work = async {
+            locked.run_ok("first step", step(&first, 1)).await.unwrap();
+            if stop_requested() {
+                return "stopped between steps";
+            }
+            locked
+                .run_ok("second step", step(&second, 0))
+                .await
+                .unwrap();
+            "finished"
+        };
+        let held = lock
+            .hold_until(&transport, work, &mut signals_after(&[0.3]))
+            .await;
+        assert_eq!(held.outcome, Some("stopped between steps"));
+        assert!(first.exists() && !second.exists());
+        assert_eq!(held.released.unwrap(), Released::Yes);
+        assert!(!std::path::Path::new(&path).exists());
+    }
+
+    #[tokio::test]
+    async fn a_second_interrupt_leaves_now_and_keeps_the_lock_until_the_step_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let done = dir.path().join("done");
+        let transport = LocalTransport::new("test", true);
+        let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        let locked = lock.transport(&transport);
+        let step = ExecRequest::new(format!("sleep 2; touch {}", done.display())).become_root(true);
+        let held = lock
+            .hold_until(
+                &transport,
+                locked.run_ok("a long step", step),
+                &mut signals_after(&[0.3, 0.2]),
+            )
+            .await;
+        assert!(held.outcome.is_none());
+        assert_eq!(held.released.unwrap(), Released::LeftToExpire);
+        // Its lease runs out, but the step it started still runs.
+        sleep(1.2).await;
+        assert!(!done.exists());
+        let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("still runs"), "{refused}");
+        sleep(1.5).await;
+        assert!(done.exists());
+        let taken = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .unwrap();
+        assert!(taken.taken_over.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_with_no_step_under_way_stops_and_unlocks_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("renew.lock").display().to_string();
+        let transport = LocalTransport::new("test", true);
+        let lock = HostLock::acquire(&transport, &request(&path, "me"))
+            .await
+            .unwrap();
+        // Waiting on something else than the host (a CA that never answers).
+        let held = lock
+            .hold_until(&transport, sleep(60.0), &mut signals_after(&[0.3]))
+            .await;
+        assert!(held.outcome.is_none());
+        assert_eq!(held.released.unwrap(), Released::Yes);
+        assert!(!std::path::Path::new(&path).exists());
+    }
+
+    #[tokio::test]
+    async fn a_guard_held_too_long_stops_the_lock_script() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let ready = dir.path().join("ready");
+        let transport = LocalTransport::new("test", true);
+        // Another run's script holding the guard.
+        let mut other = std::process::Command::new("flock")
+            .arg(dir.path())
+            .args(["-c", &format!("touch {}; sleep 4", ready.display())])
+            .spawn()
+            .unwrap();
+        while !ready.exists() {
+            sleep(0.05).await;
+        }
+        let request = LockRequest {
+            timing: LockTiming {
+                lease_secs: 90,
+                guard_wait_secs: 1,
+            },
+            ..request(&path, "me")
+        };
+        let refused = HostLock::acquire(&transport, &request)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("another vpsup run held the lock directory's guard (")
+                && refused.contains(") for 1 s; try again"),
+            "{refused}"
+        );
+        assert!(!std::path::Path::new(&path).exists());
+        other.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn acquire_then_probes_only_once_the_lock_is_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let probed = dir.path().join("probed");
+        let transport = LocalTransport::new("test", true);
+        let (lock, output) = HostLock::acquire_then(
+            &transport,
+            &request(&path, "alice"),
+            "echo facts; echo more",
+        )
+        .await
+        .unwrap();
+        assert_eq!(output, "facts\nmore\n");
+        let probe = format!("touch {}", probed.display());
+        let refused = HostLock::acquire_then(&transport, &request(&path, "bob"), &probe).await;
+        assert!(matches!(refused, Err(LockError::Held { .. })));
+        assert!(!probed.exists());
+        assert_eq!(lock.release(&transport).await.unwrap(), Released::Yes);
+        // A probe that fails gives the lock back.
+        let failed =
+            HostLock::acquire_then(&transport, &request(&path, "bob"), "echo no >&2; exit 3")
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(failed.contains("(exit 3): no"), "{failed}");
+        assert!(!std::path::Path::new(&path).exists());
     }
 
     #[test]
