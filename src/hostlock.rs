@@ -805,6 +805,19 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_secs_f64(secs))
     }
 
+    /// Takes the lock as soon as the step that keeps it has ended (it may
+    /// still be exiting): refused until then only because the step runs.
+    async fn taken_once_free(transport: &LocalTransport, path: &str) -> HostLock {
+        for _ in 0..100 {
+            match HostLock::acquire(transport, &request(path, "bob@ci")).await {
+                Ok(lock) => return lock,
+                Err(e) => assert!(e.to_string().contains("still runs"), "{e}"),
+            }
+            sleep(0.1).await;
+        }
+        panic!("the lock was never free");
+    }
+
     /// Signals sent by the test instead of the terminal.
     impl Signals for tokio::sync::mpsc::UnboundedReceiver<&'static str> {
         async fn next(&mut self) -> &'static str {
@@ -896,12 +909,12 @@ mod tests {
             .await
             .unwrap();
         // The step goes on on the host after its run is gone.
-        let step = lock.guarded(&format!("sleep 3; touch {}", done.display()));
+        let step = lock.guarded(&format!("sleep 4; touch {}", done.display()));
         let mut running = std::process::Command::new("sh")
             .args(["-c", &step])
             .spawn()
             .unwrap();
-        sleep(2.0).await;
+        sleep(2.2).await;
         let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
             .await
             .err()
@@ -918,9 +931,7 @@ mod tests {
             Released::StepRuns { .. }
         ));
         assert!(running.wait().unwrap().success() && done.exists());
-        let taken = HostLock::acquire(&transport, &request(&path, "bob@ci"))
-            .await
-            .unwrap();
+        let taken = taken_once_free(&transport, &path).await;
         assert!(taken
             .taken_over
             .unwrap()
@@ -1001,7 +1012,7 @@ mod tests {
             .await
             .unwrap();
         let locked = lock.transport(&transport);
-        let step = ExecRequest::new(format!("sleep 2; touch {}", done.display())).become_root(true);
+        let step = ExecRequest::new(format!("sleep 4; touch {}", done.display())).become_root(true);
         let held = lock
             .hold_until(
                 &transport,
@@ -1012,7 +1023,8 @@ mod tests {
         assert!(held.outcome.is_none());
         assert_eq!(held.released.unwrap(), Released::LeftToExpire);
         // Its lease runs out, but the step it started still runs.
-        sleep(1.2).await;
+        // (`date +%s` counts whole seconds: a 1 s lease lasts up to 2.)
+        sleep(2.5).await;
         assert!(!done.exists());
         let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
             .await
@@ -1020,12 +1032,8 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(refused.contains("still runs"), "{refused}");
-        sleep(1.5).await;
-        assert!(done.exists());
-        let taken = HostLock::acquire(&transport, &request(&path, "bob@ci"))
-            .await
-            .unwrap();
-        assert!(taken.taken_over.is_some());
+        let taken = taken_once_free(&transport, &path).await;
+        assert!(done.exists() && taken.taken_over.is_some());
     }
 
     #[tokio::test]
