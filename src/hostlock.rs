@@ -657,9 +657,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_run_is_refused_with_owner_and_age_until_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
-        let transport = LocalTransport::new("test", true);
+        let (_dir, path, transport) = rig("deploy.lock");
         let first = HostLock::acquire(&transport, &request(&path, "alice@laptop (vpsup deploy)"))
             .await
             .unwrap();
@@ -790,6 +788,13 @@ mod tests {
         assert!(path.join("owner").exists());
     }
 
+    /// A temp dir, the path of a lock `name` in it, and the local shell.
+    fn rig(name: &str) -> (tempfile::TempDir, String, LocalTransport) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name).display().to_string();
+        (dir, path, LocalTransport::new("test", true))
+    }
+
     /// A request whose lease runs out within seconds.
     fn short_lease<'a>(path: &'a str, owner: &'a str, lease_secs: u64) -> LockRequest<'a> {
         LockRequest {
@@ -843,9 +848,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_killed_runs_lock_is_taken_over_once_its_lease_runs_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
-        let transport = LocalTransport::new("test", true);
+        let (_dir, path, transport) = rig("deploy.lock");
         // Taken, then never renewed nor given back: the run was killed.
         let killed = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
             .await
@@ -876,9 +879,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_held_lock_keeps_its_lease_while_the_work_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
-        let transport = LocalTransport::new("test", true);
+        let (_dir, path, transport) = rig("deploy.lock");
         let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
             .await
             .unwrap();
@@ -901,10 +902,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_step_still_running_on_the_host_keeps_a_lock_whose_lease_ran_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
+        let (dir, path, transport) = rig("deploy.lock");
         let done = dir.path().join("done");
-        let transport = LocalTransport::new("test", true);
         let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
             .await
             .unwrap();
@@ -1004,10 +1003,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_interrupt_leaves_now_and_keeps_the_lock_until_the_step_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
+        let (dir, path, transport) = rig("deploy.lock");
         let done = dir.path().join("done");
-        let transport = LocalTransport::new("test", true);
         let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
             .await
             .unwrap();
@@ -1038,9 +1035,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_interrupt_with_no_step_under_way_stops_and_unlocks_at_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("renew.lock").display().to_string();
-        let transport = LocalTransport::new("test", true);
+        let (_dir, path, transport) = rig("renew.lock");
         let lock = HostLock::acquire(&transport, &request(&path, "me"))
             .await
             .unwrap();
@@ -1055,10 +1050,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_guard_held_too_long_stops_the_lock_script() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
+        let (dir, path, transport) = rig("deploy.lock");
         let ready = dir.path().join("ready");
-        let transport = LocalTransport::new("test", true);
         // Another run's script holding the guard.
         let mut other = std::process::Command::new("flock")
             .arg(dir.path())
@@ -1091,10 +1084,8 @@ mod tests {
 
     #[tokio::test]
     async fn acquire_then_probes_only_once_the_lock_is_ours() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
+        let (dir, path, transport) = rig("deploy.lock");
         let probed = dir.path().join("probed");
-        let transport = LocalTransport::new("test", true);
         let (lock, output) = HostLock::acquire_then(
             &transport,
             &request(&path, "alice"),
