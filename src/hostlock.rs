@@ -1,37 +1,88 @@
 //! A lock on the host, so two runs that change the same thing (two operators'
 //! deploys, a deploy and the renewal timer) never interleave. It is a
-//! directory (`mkdir` is atomic) holding who took it, when, on which boot,
-//! and a token only its holder knows.
+//! directory (`mkdir` is atomic) holding who took it, when, on which boot, a
+//! token only its holder knows, and a lease: the time until which it is held,
+//! which the running holder renews over its connection.
 //!
-//! A second run is refused with the owner and the lock's age. A lock left by
-//! a run that died is taken over when that is certain (the host restarted
-//! since, or the holder was a process on the host that is gone) or, where
-//! the caller allows it, when it is older than any run could be. Otherwise it
-//! is only called stale, with the command that removes it. Giving the lock
-//! back removes it only while it still holds our token.
+//! The rule: a lock is taken over only when its holder is certainly dead and
+//! nothing it started on the host still runs. Dead means: the host restarted
+//! since, the holder was a process on the host that is gone, its lease ran
+//! out (killed, or its connection dropped: nobody renewed it), or, for a lock
+//! without a lease (an older vpsup) where the caller allows it, it is older
+//! than any run could be. Host steps run through `HostLock::transport` record
+//! their process in the lock; while one lives, the lock is never taken over
+//! and never given back. Otherwise a second run is refused with the owner and
+//! the lock's age. Giving the lock back removes it only while it still holds
+//! our token, and every script checks and changes the lock under one flock.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
 
 use crate::transport::script::quote;
-use crate::transport::{ExecRequest, Transport, TransportError};
+use crate::transport::{ExecOutput, ExecRequest, Transport, TransportError};
 
-/// A lock older than this is reported as probably stale.
+/// A lock without a lease (taken by an older vpsup) older than this is
+/// reported as probably stale.
 pub const STALE_AFTER_SECS: u64 = 3600;
+
+/// The lease is renewed this many times per lease length, so that a slow or
+/// failed renewal or two do not let it lapse under a live holder.
+const RENEWALS_PER_LEASE: u64 = 4;
+
+/// Exit status of a lock script that did not run (the guard timed out, or
+/// the lock is no longer ours): EX_TEMPFAIL.
+const NOT_RUN_EXIT: u32 = 75;
+
+/// Set by the first SIGINT/SIGTERM while a lock is held: the work should stop
+/// at its next step boundary.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Whether the operator asked this run to stop (Ctrl-C, or systemd stopping
+/// the service). Work under `HostLock::hold` checks it between host steps;
+/// a run over several hosts checks it before starting the next.
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error("{what} is locked by {owner} since {age} ago{stale}; wait for it to finish{hint}")]
+    #[error("{what} is locked by {owner} since {age} ago{state}; wait for it to finish{hint}")]
     Held {
         what: String,
         owner: String,
         age: String,
-        stale: &'static str,
+        /// Why it is not taken over, when that needs saying.
+        state: String,
         hint: String,
     },
     #[error("locking {what}: unexpected answer from the host: {answer:?}")]
     Unexpected { what: String, answer: String },
     #[error(transparent)]
     Transport(#[from] TransportError),
+}
+
+/// How long a lease lasts and how long a script waits for the guard.
+#[derive(Debug, Clone, Copy)]
+pub struct LockTiming {
+    /// A holder that stopped renewing its lease this long ago is dead; the
+    /// longest a killed run's lock blocks others.
+    pub lease_secs: u64,
+    /// How long a lock script waits for another's flock before failing.
+    pub guard_wait_secs: u64,
+}
+
+impl LockTiming {
+    pub const STANDARD: LockTiming = LockTiming {
+        lease_secs: 90,
+        guard_wait_secs: 30,
+    };
+
+    fn renew_every(&self) -> Duration {
+        Duration::from_millis((self.lease_secs * 1000 / RENEWALS_PER_LEASE).max(100))
+    }
 }
 
 /// What to lock, and for whom.
@@ -42,21 +93,42 @@ pub struct LockRequest<'a> {
     pub what: &'a str,
     /// Who and what holds it, shown to whoever is refused.
     pub owner: &'a str,
-    /// Take over a lock older than this many seconds (its run must have
-    /// died); `None` never takes one over by age.
+    /// Take over a lock without a lease older than this many seconds (its
+    /// run must have died); `None` never takes one over by age.
     pub take_over_after: Option<u64>,
     /// The holder's process id when it runs on the host itself (`--local`):
     /// a lock whose process is gone is taken over.
     pub local_pid: Option<u32>,
+    pub timing: LockTiming,
 }
 
 /// A lock held on the host, from `acquire` until `release`.
 pub struct HostLock {
     path: String,
     token: String,
+    what: String,
+    timing: LockTiming,
+    /// Host steps run through `transport()` that have not answered yet.
+    steps_in_flight: AtomicUsize,
     /// The dead run's lock this one replaced, said to the user: "OWNER (AGE
     /// old; REASON)".
     pub taken_over: Option<String>,
+}
+
+/// What giving the lock back came to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Released {
+    Yes,
+    /// Taken over as dead while this run still held it; left alone.
+    NotOurs,
+    /// A host step this run started (process `pid`) still runs: the lock
+    /// stays, its lease runs out, and the next run takes it over once the
+    /// step has ended.
+    StepRuns {
+        pid: String,
+    },
+    /// Interrupted twice: left on the host, unrenewed.
+    LeftToExpire,
 }
 
 impl HostLock {
@@ -65,35 +137,366 @@ impl HostLock {
         transport: &dyn Transport,
         request: &LockRequest<'_>,
     ) -> Result<HostLock, LockError> {
-        let lock = quote(request.path);
-        let by_age = request
-            .take_over_after
-            .map(|secs| {
-                format!(
-                    "\n  elif [ \"$age\" -gt {secs} ]; then dead='older than {}'",
-                    human_age(secs)
-                )
-            })
-            .unwrap_or_default();
-        let pid = request
-            .local_pid
-            .map(|pid| format!("echo {pid} > {lock}/pid\n  "))
-            .unwrap_or_default();
-        // Under flock on the parent directory, so that two runs finding the
-        // same dead lock cannot both take it over.
+        Self::acquire_then(transport, request, "")
+            .await
+            .map(|(lock, _)| lock)
+    }
+
+    /// Takes the lock and, only once it is ours, runs `then_script` (as root)
+    /// in the same exec, returning its output: a lock and a probe in one
+    /// round trip. A `then_script` that fails gives the lock back.
+    pub async fn acquire_then(
+        transport: &dyn Transport,
+        request: &LockRequest<'_>,
+        then_script: &str,
+    ) -> Result<(HostLock, String), LockError> {
+        let what = format!("locking {}", request.what);
+        let out = transport
+            .exec(
+                ExecRequest::new(acquire_script(request, then_script))
+                    .stdin(request.owner.as_bytes().to_vec())
+                    .become_root(true),
+            )
+            .await?;
+        let (token, taken_over, then_output) = match parse_acquired(request, &out.stdout_str()) {
+            Ok(acquired) => acquired,
+            Err(refused) if out.success() => return Err(refused),
+            // The guard timed out, or the script failed before deciding.
+            Err(_) => return Err(transport.failure(&what, &out).into()),
+        };
+        let lock = HostLock {
+            path: request.path.to_string(),
+            token,
+            what: request.what.to_string(),
+            timing: request.timing,
+            steps_in_flight: AtomicUsize::new(0),
+            taken_over,
+        };
+        if !out.success() {
+            // The lock is ours but what came with it failed: give it back.
+            let _ = lock.release(transport).await;
+            return Err(transport
+                .failure(&format!("{what} and probing"), &out)
+                .into());
+        }
+        Ok((lock, then_output))
+    }
+
+    /// Gives the lock back, unless it is no longer ours or a host step this
+    /// run started still runs (see `Released`).
+    pub async fn release(&self, transport: &dyn Transport) -> Result<Released, TransportError> {
         let script = format!(
-            r#"{guard}
+            "{guard}\nif {ours}; then\n{steps}\n  if [ -n \"$running\" ]; then echo \"runs $running\"; else rm -rf -- {lock}; echo released; fi\nfi",
+            guard = guard(&self.path, self.timing.guard_wait_secs),
+            ours = self.ours(),
+            steps = running_steps(&quote(&self.path)),
+            lock = quote(&self.path),
+        );
+        let out = transport
+            .run_ok("unlocking", ExecRequest::new(script).become_root(true))
+            .await?;
+        let text = out.stdout_str();
+        Ok(match text.trim().split_once(' ') {
+            _ if text.trim() == "released" => Released::Yes,
+            Some(("runs", pid)) => Released::StepRuns {
+                pid: pid.to_string(),
+            },
+            _ => Released::NotOurs,
+        })
+    }
+
+    /// `script` as a host step under this lock: it runs only while the lock
+    /// is still ours, records its process in the lock for as long as it runs
+    /// (so that the lock is not taken over under it), and is not stopped by
+    /// its connection closing. For scripts run as root.
+    pub fn guarded(&self, script: &str) -> String {
+        let lock = quote(&self.path);
+        // The subshell is the recorded process; the step runs in it (or
+        // replaces it by exec), after the guard's descriptor is closed so
+        // that a long step does not keep other lock scripts waiting.
+        format!(
+            "trap '' HUP PIPE\n(\n{proc_fn}\n{guard}\nif ! {ours}; then echo {not_ours} >&2; exit {NOT_RUN_EXIT}; fi\nvpsup_proc /proc/self/stat && echo \"$vpsup_start\" > {lock}/step.\"$vpsup_pid\"\nexec 9<&-\n{script}\n)",
+            proc_fn = PROC_FN,
+            guard = guard(&self.path, self.timing.guard_wait_secs),
+            ours = self.ours(),
+            not_ours = quote(&format!(
+                "vpsup: this run no longer holds the {} lock (another run took it over); this step did not run",
+                self.what
+            )),
+        )
+    }
+
+    /// `transport`, with every root script run as a `guarded` host step.
+    pub fn transport<'a>(&'a self, transport: &'a dyn Transport) -> LockedTransport<'a> {
+        LockedTransport {
+            lock: self,
+            inner: transport,
+        }
+    }
+
+    /// Runs `work` while holding the lock, renewing its lease, then gives it
+    /// back. The first SIGINT/SIGTERM sets `stop_requested()`: with no host
+    /// step in flight the work is dropped there and the lock given back;
+    /// otherwise the work goes on, to stop at its next step boundary. A
+    /// second signal drops the work and leaves the lock to expire.
+    pub async fn hold<T>(
+        &self,
+        transport: &dyn Transport,
+        work: impl Future<Output = T>,
+    ) -> Held<T> {
+        self.hold_until(transport, work, &mut OsSignals::new())
+            .await
+    }
+
+    async fn hold_until<T>(
+        &self,
+        transport: &dyn Transport,
+        work: impl Future<Output = T>,
+        signals: &mut impl Signals,
+    ) -> Held<T> {
+        let mut work = Box::pin(work);
+        let mut renewing = Box::pin(self.keep_leased(transport));
+        let mut finishing = false;
+        let outcome = loop {
+            tokio::select! {
+                done = &mut work => break Some(done),
+                () = &mut renewing => {}
+                signal = signals.next() => {
+                    STOP.store(true, Ordering::SeqCst);
+                    let lease = self.timing.lease_secs;
+                    if finishing {
+                        eprintln!("vpsup: {signal} again: leaving now; the {} lock expires within {lease} s, or once the step under way on the host has ended", self.what);
+                        return Held { outcome: None, released: Ok(Released::LeftToExpire), taken_over: self.taken_over.clone() };
+                    }
+                    if self.steps_in_flight.load(Ordering::SeqCst) == 0 {
+                        eprintln!("vpsup: {signal}: stopping, and unlocking");
+                        break None;
+                    }
+                    finishing = true;
+                    eprintln!("vpsup: {signal}: finishing the step under way on the host, then stopping (Ctrl-C again to leave now; the lock then expires within {lease} s)");
+                }
+            }
+        };
+        drop(work);
+        drop(renewing);
+        Held {
+            outcome,
+            released: self.release(transport).await,
+            taken_over: self.taken_over.clone(),
+        }
+    }
+
+    /// Renews the lease until it is no longer ours; never returns. A failed
+    /// renewal is retried at the next turn: the lease outlasts several.
+    async fn keep_leased(&self, transport: &dyn Transport) {
+        let script = format!(
+            "{guard}\nif {ours}; then echo $(($(date +%s) + {lease})) > {lock}/lease && echo renewed; fi",
+            guard = guard(&self.path, self.timing.guard_wait_secs),
+            ours = self.ours(),
+            lease = self.timing.lease_secs,
+            lock = quote(&self.path),
+        );
+        loop {
+            tokio::time::sleep(self.timing.renew_every()).await;
+            let renewed = transport
+                .exec(ExecRequest::new(script.clone()).become_root(true))
+                .await;
+            if matches!(&renewed, Ok(out) if out.success() && out.stdout_str().trim() != "renewed")
+            {
+                // Taken over: `guarded` steps refuse to run, `release` leaves it.
+                return std::future::pending().await;
+            }
+        }
+    }
+
+    /// A shell test: the lock still holds our token.
+    fn ours(&self) -> String {
+        format!(
+            "[ \"$(cat {}/token 2>/dev/null)\" = {} ]",
+            quote(&self.path),
+            quote(&self.token)
+        )
+    }
+}
+
+/// A transport whose root scripts run as host steps under a lock (see
+/// `HostLock::guarded`), counted while in flight so that Ctrl-C knows
+/// whether the host is in the middle of one.
+pub struct LockedTransport<'a> {
+    lock: &'a HostLock,
+    inner: &'a dyn Transport,
+}
+
+/// Counts a host step from its start until it answers or is dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        InFlight(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+#[async_trait]
+impl Transport for LockedTransport<'_> {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+
+    fn is_root(&self) -> bool {
+        self.inner.is_root()
+    }
+
+    fn round_trips(&self) -> usize {
+        self.inner.round_trips()
+    }
+
+    async fn exec(&self, mut req: ExecRequest) -> crate::transport::Result<ExecOutput> {
+        if !req.become_root {
+            // Cannot write the lock: not a step it can guard.
+            return self.inner.exec(req).await;
+        }
+        req.script = self.lock.guarded(&req.script);
+        let _step = InFlight::start(&self.lock.steps_in_flight);
+        self.inner.exec(req).await
+    }
+}
+
+/// What `HostLock::hold` leaves: the work's result (`None` when it was
+/// interrupted), how giving the lock back went, and the dead run's lock
+/// this one replaced, if any.
+pub struct Held<T> {
+    pub outcome: Option<T>,
+    pub released: Result<Released, TransportError>,
+    pub taken_over: Option<String>,
+}
+
+impl<T> Held<T> {
+    /// The problem to report about the lock itself, if any.
+    pub fn release_problem(&self, what: &str) -> Option<String> {
+        match &self.released {
+            Ok(Released::Yes) => None,
+            Ok(Released::NotOurs) => Some(format!(
+                "the {what} lock was taken over while this run held it (it was thought dead)"
+            )),
+            Ok(Released::StepRuns { pid }) => Some(format!(
+                "the {what} lock stays on the host while the step this run started there (pid {pid}) runs; the next run takes it over once it has ended"
+            )),
+            Ok(Released::LeftToExpire) => Some(format!(
+                "the {what} lock was left on the host; it expires on its own"
+            )),
+            Err(e) => Some(format!("releasing the {what} lock: {e}")),
+        }
+    }
+}
+
+impl<U> Held<Result<U, String>> {
+    /// What a run under the lock came to: its own error first, then an
+    /// interruption (`interrupted` says what the host is left with), then a
+    /// problem with the lock itself.
+    pub fn into_result(self, what: &str, interrupted: &str) -> Result<U, String> {
+        let lock_problem = self.release_problem(what);
+        match (self.outcome, lock_problem) {
+            (None, _) => Err(interrupted.to_string()),
+            (Some(Err(e)), _) => Err(e),
+            (Some(Ok(_)), Some(problem)) => Err(problem),
+            (Some(Ok(value)), None) => Ok(value),
+        }
+    }
+}
+
+/// Where the stop signals come from: the OS, or a test.
+trait Signals {
+    /// Resolves on the next signal, naming it.
+    fn next(&mut self) -> impl Future<Output = &'static str>;
+}
+
+/// SIGINT and SIGTERM.
+struct OsSignals {
+    int: Option<tokio::signal::unix::Signal>,
+    term: Option<tokio::signal::unix::Signal>,
+}
+
+impl OsSignals {
+    fn new() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        OsSignals {
+            int: signal(SignalKind::interrupt()).ok(),
+            term: signal(SignalKind::terminate()).ok(),
+        }
+    }
+}
+
+impl Signals for OsSignals {
+    async fn next(&mut self) -> &'static str {
+        let (Some(int), Some(term)) = (&mut self.int, &mut self.term) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "interrupted",
+            _ = term.recv() => "terminated",
+        }
+    }
+}
+
+/// A shell function: `vpsup_proc /proc/PID/stat` sets `vpsup_pid`,
+/// `vpsup_state` (`Z`: it ended, unreaped) and `vpsup_start` (the process's
+/// start time: a recycled pid has another). Fields are counted after the
+/// command name, which may hold spaces.
+const PROC_FN: &str = r#"vpsup_proc() { read -r vpsup_stat 2>/dev/null < "$1" || return 1; vpsup_pid=${vpsup_stat%% *}; vpsup_stat=${vpsup_stat##*\) }; vpsup_state=${vpsup_stat%% *}; vpsup_start=$(echo "$vpsup_stat" | cut -d' ' -f20); }"#;
+
+/// Shell lines setting `running` to the pid of a live host step recorded in
+/// the lock (`HostLock::guarded`), or to nothing.
+fn running_steps(lock: &str) -> String {
+    format!(
+        "{PROC_FN}\nrunning=\nfor step in {lock}/step.*; do\n  [ -f \"$step\" ] && vpsup_proc \"/proc/${{step##*.}}/stat\" && [ \"$vpsup_state\" != Z ] && [ \"$vpsup_start\" = \"$(cat \"$step\")\" ] && running=$vpsup_pid\ndone"
+    )
+}
+
+/// The one script that takes the lock (or takes over a dead run's) and, once
+/// it is ours, runs `then_script`. Its answer, read by `parse_acquired`:
+/// `taken-over AGE REASON [SECS]` and the owner's line; then `acquired TOKEN`
+/// followed by `then_script`'s output, or `held AGE EXPIRED RUNNING` (seconds
+/// since the lease ran out or `-` without one; a live step's pid or `-`) and
+/// the owner's line.
+fn acquire_script(request: &LockRequest<'_>, then_script: &str) -> String {
+    let lock = quote(request.path);
+    let by_age = request
+        .take_over_after
+        .map(|secs| {
+            format!("\n  elif [ \"$expired\" = - ] && [ \"$age\" -gt {secs} ]; then dead=too-old")
+        })
+        .unwrap_or_default();
+    let pid = request
+        .local_pid
+        .map(|pid| format!("echo {pid} > {lock}/pid\n  "))
+        .unwrap_or_default();
+    // Under flock on the parent directory, so that two runs finding the
+    // same dead lock cannot both take it over.
+    format!(
+        r#"{guard}
 now=$(date +%s); age=0
 boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || true)
 if [ -d {lock} ]; then
   since=$(cat {lock}/since 2>/dev/null || echo "$now"); age=$((now - since))
+  lease=$(cat {lock}/lease 2>/dev/null || true)
+  case $lease in ''|*[!0-9]*) expired=- ;; *) expired=$((now - lease)) ;; esac
+{steps}
   dead=
-  if [ -n "$boot" ] && [ -s {lock}/boot ] && [ "$(cat {lock}/boot)" != "$boot" ]; then dead='the host restarted since'
-  elif [ -s {lock}/pid ] && [ ! -d "/proc/$(cat {lock}/pid)" ]; then dead='its process is gone'{by_age}
+  if [ -n "$boot" ] && [ -s {lock}/boot ] && [ "$(cat {lock}/boot)" != "$boot" ]; then dead=restarted
+  elif [ -n "$running" ]; then :
+  elif [ -s {lock}/pid ] && [ ! -d "/proc/$(cat {lock}/pid)" ]; then dead=process-gone
+  elif [ "$expired" != - ] && [ "$expired" -gt 0 ]; then dead="lease-expired $expired"{by_age}
   fi
   if [ -n "$dead" ]; then
     echo "taken-over $age $dead"
-    head -n 1 {lock}/owner 2>/dev/null || echo unknown
+    owner=$(head -n 1 {lock}/owner 2>/dev/null); echo "${{owner:-unknown}}"
     rm -rf -- {lock}
   fi
 fi
@@ -101,150 +504,112 @@ if mkdir {lock} 2>/dev/null; then
   token=$(cat /proc/sys/kernel/random/uuid)
   echo "$now" > {lock}/since
   echo "$boot" > {lock}/boot
+  echo $((now + {lease})) > {lock}/lease
   {pid}echo "$token" > {lock}/token
   cat > {lock}/owner
   echo "acquired $token"
 else
-  echo "held $age"
-  head -n 1 {lock}/owner 2>/dev/null || echo unknown
-fi"#,
-            guard = guard(request.path),
-        );
-        let out = transport
-            .run_ok(
-                &format!("locking {}", request.what),
-                ExecRequest::new(script)
-                    .stdin(request.owner.as_bytes().to_vec())
-                    .become_root(true),
-            )
-            .await?;
-        let text = out.stdout_str();
-        let mut lines = text.lines();
-        let mut taken_over = None;
-        while let Some(line) = lines.next() {
-            let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
-            let mut owner = || lines.next().unwrap_or("unknown").trim().to_string();
-            match word {
-                "taken-over" => {
-                    let (age, reason) = rest.split_once(' ').unwrap_or((rest, ""));
-                    let age = human_age(age.parse().unwrap_or(0));
-                    taken_over = Some(format!("{} ({age} old; {reason})", owner()));
-                }
-                "acquired" if !rest.is_empty() => {
-                    return Ok(HostLock {
-                        path: request.path.to_string(),
-                        token: rest.to_string(),
-                        taken_over,
-                    })
-                }
-                "held" => {
-                    let secs: u64 = rest.trim().parse().unwrap_or(0);
-                    let stale = secs > STALE_AFTER_SECS;
-                    return Err(LockError::Held {
-                        what: request.what.to_string(),
-                        owner: owner(),
-                        age: human_age(secs),
-                        stale: if stale {
-                            " (probably stale: that run died without unlocking)"
-                        } else {
-                            ""
-                        },
-                        hint: if stale {
-                            format!(
-                                ", or, if nothing runs, remove it on the host: sudo rm -r {}",
-                                request.path
-                            )
-                        } else {
-                            String::new()
-                        },
-                    });
-                }
-                _ => break,
+  echo "held $age $expired ${{running:--}}"
+  owner=$(head -n 1 {lock}/owner 2>/dev/null); echo "${{owner:-unknown}}"
+  exit 0
+fi
+exec 9<&-
+{then_script}"#,
+        guard = guard(request.path, request.timing.guard_wait_secs),
+        steps = running_steps(&lock),
+        lease = request.timing.lease_secs,
+    )
+}
+
+/// Reads `acquire_script`'s answer: the token, the dead run's lock taken
+/// over, and `then_script`'s output; or why the lock is not ours.
+#[allow(clippy::type_complexity)]
+fn parse_acquired(
+    request: &LockRequest<'_>,
+    text: &str,
+) -> Result<(String, Option<String>, String), LockError> {
+    let mut lines = text.split_inclusive('\n');
+    let mut taken_over = None;
+    while let Some(line) = lines.next() {
+        let line = line.trim_end_matches('\n');
+        let mut words = line.split(' ');
+        let word = words.next().unwrap_or("");
+        let age_secs: u64 = words.next().and_then(|a| a.parse().ok()).unwrap_or(0);
+        let age = human_age(age_secs);
+        let mut owner = || lines.next().unwrap_or("unknown").trim().to_string();
+        match word {
+            "taken-over" => {
+                let reason = match (words.next(), words.next().and_then(|s| s.parse().ok())) {
+                    (Some("restarted"), _) => "the host restarted since".to_string(),
+                    (Some("process-gone"), _) => "its process is gone".to_string(),
+                    (Some("lease-expired"), Some(secs)) => format!(
+                        "its holder stopped renewing its lease {} ago: killed, or its connection dropped",
+                        human_age(secs)
+                    ),
+                    (Some("too-old"), _) => format!(
+                        "older than {}",
+                        human_age(request.take_over_after.unwrap_or(0))
+                    ),
+                    (other, _) => other.unwrap_or("unknown").to_string(),
+                };
+                taken_over = Some(format!("{} ({age} old; {reason})", owner()));
             }
-        }
-        Err(LockError::Unexpected {
-            what: request.what.to_string(),
-            answer: text,
-        })
-    }
-
-    /// Gives the lock back. `Ok(false)`: it was no longer ours (taken over
-    /// as dead while this run still held it), and is left alone.
-    pub async fn release(self, transport: &dyn Transport) -> Result<bool, TransportError> {
-        let lock = quote(&self.path);
-        let script = format!(
-            "{guard}\nif [ \"$(cat {lock}/token 2>/dev/null)\" = {token} ]; then rm -rf -- {lock}; echo released; fi",
-            guard = guard(&self.path),
-            token = quote(&self.token),
-        );
-        let out = transport
-            .run_ok("unlocking", ExecRequest::new(script).become_root(true))
-            .await?;
-        Ok(out.stdout_str().trim() == "released")
-    }
-
-    /// Runs `work` while holding the lock, then gives it back, also when the
-    /// run is interrupted (Ctrl-C, or systemd stopping the timer's service):
-    /// then `work` is dropped and the result is `Interrupted`.
-    pub async fn hold<T>(
-        self,
-        transport: &dyn Transport,
-        work: impl Future<Output = T>,
-    ) -> Held<T> {
-        let outcome = tokio::select! {
-            done = work => Some(done),
-            signal = interrupted() => { eprintln!("vpsup: {signal}: stopping, and unlocking"); None }
-        };
-        let released = self.release(transport).await;
-        Held { outcome, released }
-    }
-}
-
-/// What `HostLock::hold` leaves: the work's result (`None` when it was
-/// interrupted) and how giving the lock back went.
-pub struct Held<T> {
-    pub outcome: Option<T>,
-    pub released: Result<bool, TransportError>,
-}
-
-impl<T> Held<T> {
-    /// The problem to report about the lock itself, if any.
-    pub fn release_problem(&self, what: &str) -> Option<String> {
-        match &self.released {
-            Ok(true) => None,
-            Ok(false) => Some(format!(
-                "the {what} lock was taken over while this run held it (it was thought dead)"
-            )),
-            Err(e) => Some(format!("releasing the {what} lock: {e}")),
+            "acquired" => {
+                if let Some(token) = line.strip_prefix("acquired ").filter(|t| !t.is_empty()) {
+                    return Ok((token.to_string(), taken_over, lines.collect()));
+                }
+                break;
+            }
+            "held" => {
+                let expired: Option<i64> = words.next().and_then(|e| e.parse().ok());
+                let running = words.next().filter(|p| *p != "-");
+                let leased = expired.is_some();
+                let stale = !leased && age_secs > STALE_AFTER_SECS;
+                let state = match (expired, running) {
+                    (Some(secs), Some(pid)) if secs > 0 => format!(
+                        "; its lease ran out {} ago, but a step it started on the host (pid {pid}) still runs",
+                        human_age(secs as u64)
+                    ),
+                    _ if stale => " (probably stale: that run died without unlocking)".to_string(),
+                    _ => String::new(),
+                };
+                return Err(LockError::Held {
+                    what: request.what.to_string(),
+                    owner: owner(),
+                    age,
+                    state,
+                    hint: if stale {
+                        format!(
+                            ", or, if nothing runs, remove it on the host: sudo rm -r {}",
+                            request.path
+                        )
+                    } else {
+                        String::new()
+                    },
+                });
+            }
+            _ => break,
         }
     }
-}
-
-/// Resolves on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "interrupted",
-        _ = term.recv() => "terminated",
-    }
+    Err(LockError::Unexpected {
+        what: request.what.to_string(),
+        answer: text.to_string(),
+    })
 }
 
 /// Shell lines that hold an exclusive flock on the lock's parent directory
-/// (created 0700 if missing) for the rest of the script.
-fn guard(path: &str) -> String {
+/// (created 0700 if missing) for the rest of the script, or stop it: going on
+/// without the flock could let two runs take over the same lock.
+fn guard(path: &str, wait_secs: u64) -> String {
     let parent = quote(
         std::path::Path::new(path)
             .parent()
             .and_then(|p| p.to_str())
             .unwrap_or("/"),
     );
-    format!("[ -d {parent} ] || mkdir -p -m 0700 {parent}\nexec 9< {parent} && flock -w 30 9")
+    format!(
+        "[ -d {parent} ] || mkdir -p -m 0700 {parent}\nexec 9< {parent} || exit {NOT_RUN_EXIT}\nflock -w {wait_secs} 9 || {{ echo \"vpsup: another vpsup run held the lock directory's guard ({parent}) for {wait_secs} s; try again\" >&2; exit {NOT_RUN_EXIT}; }}"
+    )
 }
 
 fn human_age(secs: u64) -> String {
@@ -268,6 +633,7 @@ mod tests {
             owner,
             take_over_after: None,
             local_pid: None,
+            timing: LockTiming::STANDARD,
         }
     }
 
@@ -291,9 +657,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_second_run_is_refused_with_owner_and_age_until_released() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("deploy.lock").display().to_string();
-        let transport = LocalTransport::new("test", true);
+        let (_dir, path, transport) = rig("deploy.lock");
         let first = HostLock::acquire(&transport, &request(&path, "alice@laptop (vpsup deploy)"))
             .await
             .unwrap();
@@ -309,11 +673,11 @@ mod tests {
             "{refused}"
         );
         assert!(!refused.contains("stale"), "{refused}");
-        assert!(first.release(&transport).await.unwrap());
+        assert_eq!(first.release(&transport).await.unwrap(), Released::Yes);
         let again = HostLock::acquire(&transport, &request(&path, "bob@ci (vpsup deploy)"))
             .await
             .unwrap();
-        assert!(again.release(&transport).await.unwrap());
+        assert_eq!(again.release(&transport).await.unwrap(), Released::Yes);
         assert!(!std::path::Path::new(&path).exists());
     }
 
@@ -396,7 +760,7 @@ mod tests {
                         std::fs::read_to_string(lock.join("pid")).unwrap().trim(),
                         running_pid
                     );
-                    assert!(held.release(&transport).await.unwrap());
+                    assert_eq!(held.release(&transport).await.unwrap(), Released::Yes);
                 }
                 (Err(LockError::Held { owner, .. }), None) => {
                     assert_eq!(owner, "the renewal timer on web1");
@@ -420,8 +784,330 @@ mod tests {
             .unwrap();
         // Another run took it over meanwhile (it thought this one dead).
         std::fs::write(path.join("token"), "theirs\n").unwrap();
-        assert!(!ours.release(&transport).await.unwrap());
+        assert_eq!(ours.release(&transport).await.unwrap(), Released::NotOurs);
         assert!(path.join("owner").exists());
+    }
+
+    /// A temp dir, the path of a lock `name` in it, and the local shell.
+    fn rig(name: &str) -> (tempfile::TempDir, String, LocalTransport) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name).display().to_string();
+        (dir, path, LocalTransport::new("test", true))
+    }
+
+    /// A request whose lease runs out within seconds.
+    fn short_lease<'a>(path: &'a str, owner: &'a str, lease_secs: u64) -> LockRequest<'a> {
+        LockRequest {
+            timing: LockTiming {
+                lease_secs,
+                guard_wait_secs: 30,
+            },
+            ..request(path, owner)
+        }
+    }
+
+    fn sleep(secs: f64) -> tokio::time::Sleep {
+        tokio::time::sleep(std::time::Duration::from_secs_f64(secs))
+    }
+
+    /// Takes the lock as soon as the step that keeps it has ended (it may
+    /// still be exiting): refused until then only because the step runs.
+    async fn taken_once_free(transport: &LocalTransport, path: &str) -> HostLock {
+        for _ in 0..100 {
+            match HostLock::acquire(transport, &request(path, "bob@ci")).await {
+                Ok(lock) => return lock,
+                Err(e) => assert!(e.to_string().contains("still runs"), "{e}"),
+            }
+            sleep(0.1).await;
+        }
+        panic!("the lock was never free");
+    }
+
+    /// Signals sent by the test instead of the terminal.
+    impl Signals for tokio::sync::mpsc::UnboundedReceiver<&'static str> {
+        async fn next(&mut self) -> &'static str {
+            match self.recv().await {
+                Some(signal) => signal,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    /// Sends a fake signal after each delay.
+    fn signals_after(delays: &[f64]) -> tokio::sync::mpsc::UnboundedReceiver<&'static str> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let delays = delays.to_vec();
+        tokio::spawn(async move {
+            for delay in delays {
+                sleep(delay).await;
+                let _ = tx.send("interrupted");
+            }
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn a_killed_runs_lock_is_taken_over_once_its_lease_runs_out() {
+        let (_dir, path, transport) = rig("deploy.lock");
+        // Taken, then never renewed nor given back: the run was killed.
+        let killed = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        drop(killed);
+        let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("locked by alice@laptop since ") && !refused.contains("stale"),
+            "{refused}"
+        );
+        sleep(2.5).await;
+        let taken = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .unwrap();
+        let said = taken.taken_over.clone().unwrap();
+        assert!(
+            said.starts_with("alice@laptop (")
+                && said.contains("old; its holder stopped renewing its lease ")
+                && said.ends_with(" ago: killed, or its connection dropped)"),
+            "{said}"
+        );
+        assert_eq!(taken.release(&transport).await.unwrap(), Released::Yes);
+    }
+
+    #[tokio::test]
+    async fn a_held_lock_keeps_its_lease_while_the_work_runs() {
+        let (_dir, path, transport) = rig("deploy.lock");
+        let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        let held = lock
+            .hold(&transport, async {
+                // Three leases long: only renewals keep it.
+                sleep(3.0).await;
+                HostLock::acquire(&transport, &request(&path, "bob@ci"))
+                    .await
+                    .err()
+            })
+            .await;
+        assert!(
+            matches!(held.outcome, Some(Some(LockError::Held { ref owner, .. })) if owner == "alice@laptop"),
+            "the lock was taken over under its holder"
+        );
+        assert_eq!(held.released.unwrap(), Released::Yes);
+        assert!(!std::path::Path::new(&path).exists());
+    }
+
+    #[tokio::test]
+    async fn a_step_still_running_on_the_host_keeps_a_lock_whose_lease_ran_out() {
+        let (dir, path, transport) = rig("deploy.lock");
+        let done = dir.path().join("done");
+        let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        // The step goes on on the host after its run is gone.
+        let step = lock.guarded(&format!("sleep 4; touch {}", done.display()));
+        let mut running = std::process::Command::new("sh")
+            .args(["-c", &step])
+            .spawn()
+            .unwrap();
+        sleep(2.2).await;
+        let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("; its lease ran out ")
+                && refused.contains(" ago, but a step it started on the host (pid ")
+                && refused.ends_with(") still runs; wait for it to finish"),
+            "{refused}"
+        );
+        assert!(matches!(
+            lock.release(&transport).await.unwrap(),
+            Released::StepRuns { .. }
+        ));
+        assert!(running.wait().unwrap().success() && done.exists());
+        let taken = taken_once_free(&transport, &path).await;
+        assert!(taken
+            .taken_over
+            .unwrap()
+            .contains("stopped renewing its lease"));
+    }
+
+    #[tokio::test]
+    async fn a_step_does_not_run_once_the_lock_is_no_longer_ours() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock");
+        let marker = dir.path().join("changed");
+        let transport = LocalTransport::new("test", true);
+        let path_text = path.display().to_string();
+        let lock = HostLock::acquire(&transport, &request(&path_text, "me"))
+            .await
+            .unwrap();
+        let step = format!("touch {}", marker.display());
+        let locked = lock.transport(&transport);
+        locked
+            .run_ok("a step", ExecRequest::new(step.clone()).become_root(true))
+            .await
+            .unwrap();
+        std::fs::remove_file(&marker).unwrap();
+        // Another run took it over meanwhile (it thought this one dead).
+        std::fs::write(path.join("token"), "theirs\n").unwrap();
+        let refused = locked
+            .run_ok("a step", ExecRequest::piped(step).become_root(true))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.contains("this run no longer holds the app doctor lock (another run took it over); this step did not run"),
+            "{refused}"
+        );
+        assert!(!marker.exists());
+    }
+
+    #[tokio::test]
+    async fn the_first_interrupt_finishes_the_step_under_way_then_the_work_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("deploy.lock").display().to_string();
+        let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+        let transport = LocalTransport::new("test", true);
+        let lock = HostLock::acquire(&transport, &request(&path, "me"))
+            .await
+            .unwrap();
+        let locked = lock.transport(&transport);
+        let step = |file: &std::path::Path, secs| {
+            ExecRequest::new(format!("sleep {secs}; touch {}", file.display())).become_root(true)
+        };
+        let work = async {
+            locked.run_ok("first step", step(&first, 1)).await.unwrap();
+            if stop_requested() {
+                return "stopped between steps";
+            }
+            locked
+                .run_ok("second step", step(&second, 0))
+                .await
+                .unwrap();
+            "finished"
+        };
+        let held = lock
+            .hold_until(&transport, work, &mut signals_after(&[0.3]))
+            .await;
+        assert_eq!(held.outcome, Some("stopped between steps"));
+        assert!(first.exists() && !second.exists());
+        assert_eq!(held.released.unwrap(), Released::Yes);
+        assert!(!std::path::Path::new(&path).exists());
+    }
+
+    #[tokio::test]
+    async fn a_second_interrupt_leaves_now_and_keeps_the_lock_until_the_step_ends() {
+        let (dir, path, transport) = rig("deploy.lock");
+        let done = dir.path().join("done");
+        let lock = HostLock::acquire(&transport, &short_lease(&path, "alice@laptop", 1))
+            .await
+            .unwrap();
+        let locked = lock.transport(&transport);
+        let step = ExecRequest::new(format!("sleep 4; touch {}", done.display())).become_root(true);
+        let held = lock
+            .hold_until(
+                &transport,
+                locked.run_ok("a long step", step),
+                &mut signals_after(&[0.3, 0.2]),
+            )
+            .await;
+        assert!(held.outcome.is_none());
+        assert_eq!(held.released.unwrap(), Released::LeftToExpire);
+        // Its lease runs out, but the step it started still runs.
+        // (`date +%s` counts whole seconds: a 1 s lease lasts up to 2.)
+        sleep(2.5).await;
+        assert!(!done.exists());
+        let refused = HostLock::acquire(&transport, &request(&path, "bob@ci"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(refused.contains("still runs"), "{refused}");
+        let taken = taken_once_free(&transport, &path).await;
+        assert!(done.exists() && taken.taken_over.is_some());
+    }
+
+    #[tokio::test]
+    async fn an_interrupt_with_no_step_under_way_stops_and_unlocks_at_once() {
+        let (_dir, path, transport) = rig("renew.lock");
+        let lock = HostLock::acquire(&transport, &request(&path, "me"))
+            .await
+            .unwrap();
+        // Waiting on something else than the host (a CA that never answers).
+        let held = lock
+            .hold_until(&transport, sleep(60.0), &mut signals_after(&[0.3]))
+            .await;
+        assert!(held.outcome.is_none());
+        assert_eq!(held.released.unwrap(), Released::Yes);
+        assert!(!std::path::Path::new(&path).exists());
+    }
+
+    #[tokio::test]
+    async fn a_guard_held_too_long_stops_the_lock_script() {
+        let (dir, path, transport) = rig("deploy.lock");
+        let ready = dir.path().join("ready");
+        // Another run's script holding the guard.
+        let mut other = std::process::Command::new("flock")
+            .arg(dir.path())
+            .args(["-c", &format!("touch {}; sleep 4", ready.display())])
+            .spawn()
+            .unwrap();
+        while !ready.exists() {
+            sleep(0.05).await;
+        }
+        let request = LockRequest {
+            timing: LockTiming {
+                lease_secs: 90,
+                guard_wait_secs: 1,
+            },
+            ..request(&path, "me")
+        };
+        let refused = HostLock::acquire(&transport, &request)
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            refused.contains("another vpsup run held the lock directory's guard (")
+                && refused.contains(") for 1 s; try again"),
+            "{refused}"
+        );
+        assert!(!std::path::Path::new(&path).exists());
+        other.wait().unwrap();
+    }
+
+    #[tokio::test]
+    async fn acquire_then_probes_only_once_the_lock_is_ours() {
+        let (dir, path, transport) = rig("deploy.lock");
+        let probed = dir.path().join("probed");
+        let (lock, output) = HostLock::acquire_then(
+            &transport,
+            &request(&path, "alice"),
+            "echo facts; echo more",
+        )
+        .await
+        .unwrap();
+        assert_eq!(output, "facts\nmore\n");
+        let probe = format!("touch {}", probed.display());
+        let refused = HostLock::acquire_then(&transport, &request(&path, "bob"), &probe).await;
+        assert!(matches!(refused, Err(LockError::Held { .. })));
+        assert!(!probed.exists());
+        assert_eq!(lock.release(&transport).await.unwrap(), Released::Yes);
+        // A probe that fails gives the lock back.
+        let failed =
+            HostLock::acquire_then(&transport, &request(&path, "bob"), "echo no >&2; exit 3")
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+        assert!(failed.contains("(exit 3): no"), "{failed}");
+        assert!(!std::path::Path::new(&path).exists());
     }
 
     #[test]

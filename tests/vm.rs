@@ -1025,7 +1025,10 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
     }
     // Each app's settings are kept apart for the host's timer.
     for settings in ["shop.toml", "shop--eu.toml"] {
-        assert!(seen.lines().any(|l| l == settings), "{settings} missing:\n{seen}");
+        assert!(
+            seen.lines().any(|l| l == settings),
+            "{settings} missing:\n{seen}"
+        );
     }
     for container in ["handmade", "vpsup-shop--eu-web-1", "vpsup-shop-db-1"] {
         assert!(

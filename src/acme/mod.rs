@@ -1,7 +1,8 @@
 //! Certificates through ACME: the client (`client`), when to renew (`policy`),
 //! reading certificates (`certinfo`), the store on the host (`store`), the
 //! HTTP-01 answer through the host's webroot (`http01`), DNS-01 through RFC 2136
-//! (`dns01`) and the settings the host's own renewal timer reads (`host_settings`).
+//! (`dns01`), the settings the host's own renewal timer reads (`host_settings`)
+//! and the lock that lets one run at a time renew them (`renewal_lock`).
 
 pub mod certinfo;
 pub mod certs;
@@ -10,6 +11,7 @@ pub mod dns01;
 pub mod host_settings;
 pub mod http01;
 pub mod policy;
+pub mod renewal_lock;
 pub mod store;
 
 use std::path::PathBuf;

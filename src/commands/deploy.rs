@@ -5,14 +5,19 @@
 //!    certificates); a deploy that would change nothing stops here;
 //! 2. the DNS preflight: every domain must point at the host before any ACME
 //!    order (the exact record to create otherwise);
-//! 3. the deploy lock, given back even on Ctrl-C;
-//! 4. certificates (a failure changes nothing else);
-//! 5. the new release directory (only changed files travel), the secrets;
+//! 3. the deploy lock (a lease this run renews) and a second probe in one
+//!    exec: the deploy is planned again from that; a first Ctrl-C stops
+//!    between steps, a second leaves the lock to expire;
+//! 4. certificates, under the host's renewal lock (a failure changes nothing
+//!    else);
+//! 5. the new release directory (only changed files travel), the app's data
+//!    directories (never in a release), the secrets;
 //! 6. `docker compose up --wait`, then each site's health path on its
-//!    loopback port; a failure starts the previous release again and reports
-//!    the failing services' last log lines;
-//! 7. nginx site files (put back if `nginx -t` fails), reload, `current`
-//!    switched, old releases pruned;
+//!    loopback port;
+//! 7. nginx site files (put back if `nginx -t` or the reload fails), reload,
+//!    `current` switched, old releases pruned; a failure in 6 or 7 starts
+//!    the previous release again and reports the failing services' last log
+//!    lines;
 //! 8. from here: each site over HTTPS (status, certificate names, days left).
 
 use std::collections::BTreeMap;
@@ -30,6 +35,7 @@ use crate::acme::certs::{AcmeSettings, Certs};
 use crate::acme::dns01::Rfc2136;
 use crate::acme::host_settings::{self, HostFile};
 use crate::acme::policy::{self, Decision};
+use crate::acme::renewal_lock;
 use crate::acme::store::{self, cert_name, ChallengeKind, Store};
 use crate::config::{AppConfig, Config, DnsRecords, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::https_check;
@@ -41,7 +47,7 @@ use crate::deploy::{dns, ports, releases, secrets, volumes};
 use crate::engine::assets::Assets;
 use crate::engine::render::{Renderer, Vars};
 use crate::facts::{self, HostFacts};
-use crate::hostlock::{Held, HostLock, LockRequest};
+use crate::hostlock::{self, HostLock, LockRequest, LockTiming};
 use crate::settings::{HostTarget, Settings};
 use crate::transport::{ExecRequest, Transport};
 
@@ -127,14 +133,16 @@ fn lock_owner(command: &str) -> String {
 }
 
 /// Takes app's deploy lock (one deploy or rollback at a time), taking over
-/// one whose run died and saying so.
-async fn lock_app(
+/// one whose run died and saying so, and probes the host in the same exec,
+/// once the lock is ours.
+async fn lock_and_probe(
     transport: &dyn Transport,
     paths: &AppPaths,
+    store_dir: &str,
     owner: &str,
     host: &str,
-) -> Result<HostLock, String> {
-    let lock = HostLock::acquire(
+) -> Result<(HostLock, Probed), String> {
+    let (lock, text) = HostLock::acquire_then(
         transport,
         &LockRequest {
             path: &paths.lock(),
@@ -142,14 +150,22 @@ async fn lock_app(
             owner,
             take_over_after: None,
             local_pid: None,
+            timing: LockTiming::STANDARD,
         },
+        &paths.probe_script(store_dir),
     )
     .await
     .map_err(|e| e.to_string())?;
     if let Some(dead) = &lock.taken_over {
         eprintln!("vpsup: {host}: took over the deploy lock of a run that died: {dead}");
     }
-    Ok(lock)
+    match parse_probe(&text) {
+        Ok(probed) => Ok((lock, probed)),
+        Err(e) => {
+            let _ = lock.release(transport).await;
+            Err(e)
+        }
+    }
 }
 
 pub async fn run(settings: &Settings) -> anyhow::Result<()> {
@@ -292,8 +308,12 @@ async fn probe(
         )
         .await
         .map_err(|e| e.to_string())?;
-    let text = out.stdout_str();
-    let parts = facts::sections(&text);
+    parse_probe(&out.stdout_str())
+}
+
+/// What `AppPaths::probe_script` printed.
+fn parse_probe(text: &str) -> Result<Probed, String> {
+    let parts = facts::sections(text);
     let facts_text = parts.first().map(|(_, t)| t.as_str()).unwrap_or("");
     let mut probed = Probed {
         facts: facts::parse(facts_text)?,
@@ -357,22 +377,24 @@ async fn deploy_on(
         return Ok(());
     }
 
-    let lock = lock_app(transport, &paths, &run.owner, &target.name).await?;
+    // The lock and a second probe in one exec: the deploy is planned again
+    // from what the host holds under the lock (another operator's deploy may
+    // have landed since the first look).
+    let (lock, probed) =
+        lock_and_probe(transport, &paths, &store_dir, &run.owner, &target.name).await?;
+    let locked = lock.transport(transport);
     let work = async {
-        // Planned again under the lock: another deploy may have changed the
-        // host since the first look.
-        let probed = probe(transport, &paths, &store_dir).await?;
         let files = release_files(run, &probed, &store_dir)?;
         report.release = probed.current.release.clone();
         report.pending = pending_changes(run, &paths, &probed, &files);
         if report.pending.is_empty() {
             return Ok(());
         }
-        change(transport, run, &paths, &probed, &files, report).await
+        change(transport, &locked, run, &paths, &probed, &files, report).await
     };
     let held = lock.hold(transport, work).await;
-    outcome_under_lock(
-        held,
+    held.into_result(
+        "deploy",
         "interrupted; the host keeps the release it had (or the one this deploy made current)",
     )
 }
@@ -437,20 +459,12 @@ fn pending_changes(
     pending
 }
 
-/// What a run under the deploy lock came to: its own error first, then an
-/// interruption, then a problem with the lock itself.
-fn outcome_under_lock<T>(held: Held<Result<T, String>>, interrupted: &str) -> Result<T, String> {
-    let lock_problem = held.release_problem("deploy");
-    match (held.outcome, lock_problem) {
-        (None, _) => Err(interrupted.to_string()),
-        (Some(Err(e)), _) => Err(e),
-        (Some(Ok(_)), Some(problem)) => Err(problem),
-        (Some(Ok(value)), None) => Ok(value),
-    }
-}
-
-/// The changing part of a deploy, under the lock.
+/// The changing part of a deploy, under the lock: every host step through
+/// `transport` (the deploy lock's, which records each step on the host, so
+/// the lock is never taken over while one runs); `plain` keeps the renewal
+/// lock's lease. A first Ctrl-C stops between steps.
 async fn change(
+    plain: &dyn Transport,
     transport: &dyn Transport,
     run: &DeployRun<'_>,
     paths: &AppPaths,
@@ -458,40 +472,65 @@ async fn change(
     files: &[ReleaseFile],
     report: &mut HostReport,
 ) -> Result<(), String> {
+    let keeps = match &probed.current.release {
+        Some(id) => format!("the host keeps release {id}"),
+        None => "nothing was started".to_string(),
+    };
+    let stop_before = |step: &str| {
+        if hostlock::stop_requested() {
+            Err(format!("interrupted before {step}; {keeps}"))
+        } else {
+            Ok(())
+        }
+    };
+    stop_before("ordering certificates")?;
     report.changed = true;
     // Certificates first: a CA that refuses changes nothing else.
     if let Some(acme) = &run.acme {
-        let certs = Certs::new(transport, acme);
-        let mut ensured = Ok(());
-        for site in run.sites {
-            // A wildcard can only be validated through DNS.
-            let challenge = if site.domain.0.starts_with("*.") {
-                ChallengeKind::Dns01
-            } else {
-                ChallengeKind::Http01
-            };
-            match certs
-                .ensure(std::slice::from_ref(&site.domain.0), challenge, false)
-                .await
-            {
-                Ok(outcome) => report
-                    .certificates
-                    .push(format!("{}: {}", outcome.name, outcome.action)),
-                Err(e) => {
-                    ensured = Err(format!("certificate for {}: {e}", site.domain.0));
-                    break;
+        let host = report.host.clone();
+        let issue = async {
+            let certs = Certs::new(transport, acme);
+            let mut ensured = Ok(());
+            for site in run.sites {
+                // A wildcard can only be validated through DNS.
+                let challenge = if site.domain.0.starts_with("*.") {
+                    ChallengeKind::Dns01
+                } else {
+                    ChallengeKind::Http01
+                };
+                match certs
+                    .ensure(std::slice::from_ref(&site.domain.0), challenge, false)
+                    .await
+                {
+                    Ok(outcome) => report
+                        .certificates
+                        .push(format!("{}: {}", outcome.name, outcome.action)),
+                    Err(e) => {
+                        ensured = Err(format!("certificate for {}: {e}", site.domain.0));
+                        break;
+                    }
                 }
             }
-        }
-        for note in certs.notes() {
-            eprintln!("{}: {note}", report.host);
-        }
-        ensured?;
-        if !run.host_files.is_empty() {
-            host_settings::sync(transport, &acme.store_dir, &run.host_files)
-                .await
-                .map_err(|e| format!("the renewal timer's settings: {e}"))?;
-        }
+            for note in certs.notes() {
+                eprintln!("{}: {note}", report.host);
+            }
+            ensured?;
+            if !run.host_files.is_empty() {
+                host_settings::sync(transport, &acme.store_dir, &run.host_files)
+                    .await
+                    .map_err(|e| format!("the renewal timer's settings: {e}"))?;
+            }
+            Ok(())
+        };
+        // Under the renewal lock: the host's timer must not order the same
+        // certificates meanwhile.
+        renewal_lock::hold(plain, &acme.store_dir, &run.owner, false, &host, issue)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_result(
+                "renewal",
+                "interrupted while ordering certificates; nothing else changed",
+            )?;
     }
 
     // The release: a copy of the current one with only the changes sent;
@@ -505,6 +544,7 @@ async fn change(
     .unwrap_or_else(|| {
         releases::release_id(OffsetDateTime::now_utc(), &release::content_hash(files))
     });
+    stop_before("writing the release")?;
     let data = &run.release.data;
     let mut script = String::new();
     if let Some(current) = &probed.current.release {
@@ -540,8 +580,11 @@ async fn change(
     // Up, healthy and served, or back to the previous release: from `up`
     // on, the previous release's containers are replaced, so any failure
     // restarts them.
+    stop_before("starting the release")?;
     let meta = release_meta(run, probed);
     let timeout = run.app.health_timeout.0;
+    // No stop between `up` and serving (or restoring): either way, the host
+    // must end with one release serving.
     let failure = match start(transport, paths, &id, &meta, &run.release.ports, timeout).await {
         Err(why) => Some((format!("is not healthy ({})", why.text), why.services)),
         Ok(()) => activate(
@@ -1231,9 +1274,10 @@ async fn rollback_on(
         .map_or(store::DEFAULT_DIR, |a| a.store.as_str());
     // Under the lock from the first look: a deploy finishing meanwhile
     // changes what "previous" is.
-    let lock = lock_app(transport, &paths, owner, host).await?;
+    let (lock, probed) = lock_and_probe(transport, &paths, store_dir, owner, host).await?;
+    let plain = transport;
+    let transport = &lock.transport(plain);
     let work = async {
-        let probed = probe(transport, &paths, store_dir).await?;
         let current = probed
             .current
             .release
@@ -1305,8 +1349,8 @@ async fn rollback_on(
         }
         Ok((current, previous))
     };
-    let held = lock.hold(transport, work).await;
-    outcome_under_lock(held, "interrupted")
+    let held = lock.hold(plain, work).await;
+    held.into_result("deploy", "interrupted; the host keeps the release it had")
 }
 
 #[cfg(test)]

@@ -25,10 +25,10 @@ use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{
     self, AppSettings, Claim, HostFile, HostSettingsError, Renewer, Runner,
 };
+use crate::acme::renewal_lock;
 use crate::acme::store::{self, Store, StoredCert};
 use crate::acme::AcmeError;
 use crate::config::AcmeConfig;
-use crate::hostlock::{HostLock, LockRequest};
 use crate::settings::Settings;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
@@ -317,47 +317,34 @@ struct RenewRun<'a> {
     lock_owner: String,
 }
 
-/// A renewal lock older than this belongs to a run that died (a run takes
-/// minutes); the daily timer must not be refused forever by it.
-const RENEW_LOCK_TAKE_OVER_AFTER: u64 = 6 * 3600;
-
 /// Renews on one host, holding its renewal lock: the timer and an operator
-/// (or two operators) would otherwise both order the same certificates.
+/// (or two operators, or a deploy) would otherwise order the same
+/// certificates at once.
 async fn renew_on(transport: &dyn Transport, host: String, run: &RenewRun<'_>) -> HostRow {
-    let mut row = HostRow::new(host);
+    let mut row = HostRow::new(host.clone());
     if run.settings.check {
         renew_and_hand_over(transport, run, &mut row).await;
         return row;
     }
-    let path = format!("{}/renew.lock", run.store_dir.trim_end_matches('/'));
-    let request = LockRequest {
-        path: &path,
-        what: "certificate renewal",
-        owner: &run.lock_owner,
-        take_over_after: Some(RENEW_LOCK_TAKE_OVER_AFTER),
-        local_pid: run.local.then(std::process::id),
-    };
-    let lock = match HostLock::acquire(transport, &request).await {
-        Ok(lock) => lock,
-        Err(e) => {
-            row.error = Some(e.to_string());
-            return row;
+    let held = renewal_lock::hold(
+        transport,
+        &run.store_dir,
+        &run.lock_owner,
+        run.local,
+        &host,
+        renew_and_hand_over(transport, run, &mut row),
+    )
+    .await;
+    match held {
+        Err(e) => row.add_error(e.to_string()),
+        Ok(held) => {
+            if held.outcome.is_none() {
+                row.add_error("interrupted before it finished; certificates not yet renewed keep their previous version".to_string());
+            }
+            if let Some(problem) = held.release_problem("renewal") {
+                row.add_error(problem);
+            }
         }
-    };
-    if let Some(dead) = &lock.taken_over {
-        eprintln!(
-            "{}: took over the renewal lock of a run that died: {dead}",
-            row.host
-        );
-    }
-    let held = lock
-        .hold(transport, renew_and_hand_over(transport, run, &mut row))
-        .await;
-    if held.outcome.is_none() {
-        row.add_error("interrupted before it finished; certificates not yet renewed keep their previous version".to_string());
-    }
-    if let Some(problem) = held.release_problem("renewal") {
-        row.add_error(problem);
     }
     row
 }
