@@ -680,7 +680,9 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert!(https("/").contains("release: v1"), "{}", https("/"));
     let api = https("/api/");
     assert!(
-        api.contains("vpsup test backend") && api.contains("db_password_set=yes"),
+        api.contains("vpsup test backend")
+            && api.contains("db_password_set=yes")
+            && api.contains("greeting=from-dotenv"),
         "{api}"
     );
     let redirect = curl(&[
