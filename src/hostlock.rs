@@ -248,6 +248,18 @@ impl HostLock {
             .await
     }
 
+    /// As `hold`, for a lock taken while another lock's `hold` runs (deploy's
+    /// certificates under the renewal lock): only the outer one answers
+    /// signals, so a first Ctrl-C waits for the step under way (recorded in
+    /// the outer lock) instead of dropping it here.
+    pub async fn hold_within<T>(
+        &self,
+        transport: &dyn Transport,
+        work: impl Future<Output = T>,
+    ) -> Held<T> {
+        self.hold_until(transport, work, &mut NoSignals).await
+    }
+
     async fn hold_until<T>(
         &self,
         transport: &dyn Transport,
@@ -403,7 +415,9 @@ impl<U> Held<Result<U, String>> {
     pub fn into_result(self, what: &str, interrupted: &str) -> Result<U, String> {
         let lock_problem = self.release_problem(what);
         match (self.outcome, lock_problem) {
-            (None, _) => Err(interrupted.to_string()),
+            // Interrupted: and whether the lock stays (a step still runs).
+            (None, Some(problem)) => Err(format!("{interrupted}; {problem}")),
+            (None, None) => Err(interrupted.to_string()),
             (Some(Err(e)), _) => Err(e),
             (Some(Ok(_)), Some(problem)) => Err(problem),
             (Some(Ok(value)), None) => Ok(value),
@@ -442,6 +456,15 @@ impl Signals for OsSignals {
             _ = int.recv() => "interrupted",
             _ = term.recv() => "terminated",
         }
+    }
+}
+
+/// No signals: the outer lock's `hold` answers them.
+struct NoSignals;
+
+impl Signals for NoSignals {
+    async fn next(&mut self) -> &'static str {
+        std::future::pending().await
     }
 }
 

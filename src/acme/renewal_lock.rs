@@ -28,6 +28,30 @@ pub async fn hold<T>(
     host: &str,
     work: impl Future<Output = T>,
 ) -> Result<Held<T>, LockError> {
+    let lock = acquire(transport, store_dir, owner, local, host).await?;
+    Ok(lock.hold(transport, work).await)
+}
+
+/// As `hold`, inside a run that holds another lock (a deploy's): that
+/// lock's `hold` answers Ctrl-C (see `HostLock::hold_within`).
+pub async fn hold_within<T>(
+    transport: &dyn Transport,
+    store_dir: &str,
+    owner: &str,
+    host: &str,
+    work: impl Future<Output = T>,
+) -> Result<Held<T>, LockError> {
+    let lock = acquire(transport, store_dir, owner, false, host).await?;
+    Ok(lock.hold_within(transport, work).await)
+}
+
+async fn acquire(
+    transport: &dyn Transport,
+    store_dir: &str,
+    owner: &str,
+    local: bool,
+    host: &str,
+) -> Result<HostLock, LockError> {
     let path = format!("{}/renew.lock", store_dir.trim_end_matches('/'));
     let lock = HostLock::acquire(
         transport,
@@ -44,7 +68,7 @@ pub async fn hold<T>(
     if let Some(dead) = &lock.taken_over {
         eprintln!("{host}: took over the renewal lock of a run that died: {dead}");
     }
-    Ok(lock.hold(transport, work).await)
+    Ok(lock)
 }
 
 #[cfg(test)]

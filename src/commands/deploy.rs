@@ -395,7 +395,7 @@ async fn deploy_on(
     let held = lock.hold(transport, work).await;
     held.into_result(
         "deploy",
-        "interrupted; the host keeps the release it had (or the one this deploy made current)",
+        "interrupted: the host keeps the release `current` names, unless this stopped while the new release's containers were starting; `vpsup status` shows what runs, and `vpsup deploy` again finishes the job",
     )
 }
 
@@ -524,7 +524,7 @@ async fn change(
         };
         // Under the renewal lock: the host's timer must not order the same
         // certificates meanwhile.
-        renewal_lock::hold(plain, &acme.store_dir, &run.owner, false, &host, issue)
+        renewal_lock::hold_within(plain, &acme.store_dir, &run.owner, &host, issue)
             .await
             .map_err(|e| e.to_string())?
             .into_result(
@@ -548,9 +548,16 @@ async fn change(
     let data = &run.release.data;
     let mut script = String::new();
     if let Some(current) = &probed.current.release {
+        let older: Vec<(String, String)> = probed
+            .releases
+            .iter()
+            .filter(|r| *r != current && releases::is_release_id(r))
+            .map(|r| (r.clone(), paths.release(r)))
+            .collect();
         script.push_str(&volumes::migrate_script(
             &paths.data_dir(),
             &paths.release(current),
+            &older,
             data,
         ));
     }
@@ -785,7 +792,7 @@ async fn roll_back(
             let first = if previous.project == failed.project {
                 String::new()
             } else {
-                format!("{} >/dev/null 2>&1; ", failed.down())
+                format!("{} 2>&1; ", failed.down())
             };
             Ok(format!("{first}{}", previous.up(timeout)))
         }
@@ -851,16 +858,17 @@ const VOLUME_PINS: &str = ".vpsup/volumes.json";
 
 /// Whether the app's named volumes keep the names of its first deploys under
 /// the compose project `<app>` (an earlier vpsup): then once, then always.
-fn volumes_pinned(run: &DeployRun<'_>, probed: &Probed) -> bool {
-    !run.release.named_volumes.is_empty()
-        && probed.meta.as_ref().is_some_and(|m| {
-            m.project.is_none() || m.compose_files.iter().any(|f| f == VOLUME_PINS)
-        })
+fn volumes_pinned(probed: &Probed) -> bool {
+    probed
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.project.is_none() || m.volumes_pinned)
 }
 
 fn release_meta(run: &DeployRun<'_>, probed: &Probed) -> ReleaseMeta {
     let mut compose_files = run.release.compose_files.clone();
-    if volumes_pinned(run, probed) {
+    let pinned = volumes_pinned(probed);
+    if pinned && !run.release.named_volumes.is_empty() {
         compose_files.push(VOLUME_PINS.to_string());
     }
     ReleaseMeta {
@@ -879,6 +887,7 @@ fn release_meta(run: &DeployRun<'_>, probed: &Probed) -> ReleaseMeta {
         secrets: !run.app.secrets.generate.is_empty(),
         dot_env: run.release.dot_env,
         project: Some(remote::project_name(run.app.name.as_str())),
+        volumes_pinned: pinned,
     }
 }
 
@@ -898,7 +907,7 @@ fn release_files(
         content: meta,
         mode: 0o644,
     });
-    if volumes_pinned(run, probed) {
+    if volumes_pinned(probed) && !run.release.named_volumes.is_empty() {
         let pins = volumes::pin_override(&run.release.named_volumes, run.app.name.as_str());
         let mut content = serde_json::to_vec_pretty(&pins).unwrap_or_default();
         content.push(b'\n');
@@ -1407,6 +1416,7 @@ mod tests {
             secrets: true,
             dot_env: false,
             project: Some("vpsup-shop".into()),
+            volumes_pinned: false,
         };
         std::fs::write(
             release.join(remote::META_FILE),

@@ -146,6 +146,8 @@ pub enum ReleaseError {
     },
     #[error(transparent)]
     Mount(#[from] MountError),
+    #[error("./{path} is mounted writable, which makes it the app's data (kept on the host, never updated by a deploy), but it holds {file}, which compose reads for every deploy: mount it read-only (:ro)")]
+    DataHoldsConfig { path: String, file: String },
     #[error("the project has its own {OVERRIDE_FILE}, the name of the file vpsup generates in the release: rename it (or list it in .vpsupignore)")]
     OverrideExists,
 }
@@ -260,6 +262,29 @@ fn collect_with_limit(
     // What containers write lives outside releases (see deploy::volumes):
     // the project's files there only seed it, from .vpsup/seed.
     let data = volumes::data_paths(&mounts)?;
+    // What compose itself reads must stay in the release.
+    let env_paths = app
+        .env_files
+        .iter()
+        .filter_map(|p| project_relative(project, &root, p).map(|r| slash(&r)));
+    for needed in compose_files
+        .iter()
+        .cloned()
+        .chain(env_paths)
+        .chain([".env".to_string()])
+    {
+        if let Some(path) = data
+            .iter()
+            .find(|d| volumes::in_data(&needed, std::slice::from_ref(d)))
+        {
+            if files.contains_key(&needed) {
+                return Err(ReleaseError::DataHoldsConfig {
+                    path: path.clone(),
+                    file: needed,
+                });
+            }
+        }
+    }
     let data_dir = AppPaths::new(app.name.as_str()).data_dir();
     for (rel, mut doc, mut changed) in docs {
         changed |= volumes::rewrite_sources(&mut doc, &data, &data_dir);
@@ -833,6 +858,13 @@ services:
         assert_eq!(file(&release, ".env").mode, 0o600);
         assert_eq!(file(&release, "initdb/01.sql").mode, 0o644);
 
+        write(
+            p,
+            "compose.yml",
+            "services:\n  app:\n    image: x\n    volumes: [\"./.env:/app/.env\"]\n",
+        );
+        let err = collect(p, &app(""), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("it holds .env, which compose reads"), "{err}");
         write(
             p,
             "compose.yml",

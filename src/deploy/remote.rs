@@ -54,6 +54,11 @@ pub struct ReleaseMeta {
     /// ran under the app's bare name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// The app's named volumes keep the names an earlier vpsup gave them
+    /// (`<app>_<volume>`): carried from release to release, also through
+    /// one without volumes.
+    #[serde(default)]
+    pub volumes_pinned: bool,
 }
 
 impl ReleaseMeta {

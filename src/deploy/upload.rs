@@ -130,13 +130,32 @@ pub fn plan<'a>(files: &'a [ReleaseFile], current: &Current, data: &[String]) ->
 /// content: send it on stdin (`ExecRequest::piped`).
 pub fn release_script(app_dir: &str, id: &str, plan: &Plan) -> String {
     let new = format!("{app_dir}/releases/{id}");
+    // The copy drops symlinks (the only ones a release holds point into the
+    // app's data, left by moving an older release's data out: a file
+    // written through one would land in the data) and opens directories an
+    // earlier vpsup made 0700 to a container's non-root user.
     let mut script = format!(
         "set -e\numask 022\nmkdir -p {releases}\nrm -rf {new}\nmkdir {new}\n\
-         if [ -L {dir}/current ]; then cp -a {dir}/current/. {new}/; fi\n",
+         if [ -L {dir}/current ]; then\n  cp -a {dir}/current/. {new}/\n  \
+         find {new} -type l -exec rm -f -- {{}} +\n  find {new} -type d -exec chmod 0755 -- {{}} +\nfi\n",
         dir = quote(app_dir),
         releases = quote(&format!("{app_dir}/releases")),
         new = quote(&new),
     );
+    // Unchanged files keep their content, and get their mode (an env file
+    // an earlier vpsup left 0644 is 0600 now).
+    let mut by_mode: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for file in &plan.unchanged {
+        by_mode
+            .entry(file.mode)
+            .or_default()
+            .push(quote(&format!("{new}/{}", file.path)));
+    }
+    for (mode, paths) in by_mode {
+        for chunk in paths.chunks(100) {
+            script.push_str(&format!("chmod {mode:04o} -- {}\n", chunk.join(" ")));
+        }
+    }
     for path in &plan.removed {
         script.push_str(&format!("rm -f {}\n", quote(&format!("{new}/{path}"))));
     }
@@ -280,6 +299,42 @@ mod tests {
             let mode = std::fs::metadata(r1.join(d)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o755, "{d}");
         }
+
+        // A release an earlier vpsup left 0700, holding the link its data
+        // moved out through: the next release opens the directories, takes
+        // each file's mode, and has no link (a file written through it would
+        // land in the data).
+        let data = dir.path().join("data/state");
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("db"), "WRITTEN BY THE APP").unwrap();
+        std::os::unix::fs::symlink(&data, r1.join("state")).unwrap();
+        std::fs::set_permissions(r1.join("config"), std::fs::Permissions::from_mode(0o700))
+            .unwrap();
+        std::fs::set_permissions(
+            r1.join("initdb/01.sql"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
+        let v2 = [
+            file("config/a\\b.conf", "x\n"),
+            file("initdb/01.sql", "create table t();\n"),
+            file("state/db", "project default\n"),
+        ];
+        deploy(&t, &app, "r2", &v2).await;
+        let r2 = std::path::Path::new(&app).join("releases/r2");
+        assert_eq!(
+            std::fs::read_to_string(data.join("db")).unwrap(),
+            "WRITTEN BY THE APP"
+        );
+        assert!(!std::fs::symlink_metadata(r2.join("state"))
+            .unwrap()
+            .is_symlink());
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&r2.join("config")), 0o755);
+        assert_eq!(mode(&r2.join("initdb/01.sql")), 0o600);
+        assert!(std::fs::symlink_metadata(r1.join("state"))
+            .unwrap()
+            .is_symlink());
     }
 
     #[test]
@@ -293,7 +348,8 @@ mod tests {
         assert_eq!(p.unchanged.len(), 1);
         let script = release_script("/srv/vpsup/doctor", "r2", &p);
         assert!(
-            script.contains("app.env") && !script.contains("/compose.yml"),
+            script.contains("dest=/srv/vpsup/doctor/releases/r2/app.env")
+                && !script.contains("dest=/srv/vpsup/doctor/releases/r2/compose.yml"),
             "{script}"
         );
     }

@@ -233,22 +233,35 @@ pub fn pin_override(volumes: &[String], prefix: &str) -> Value {
     json!({ "volumes": pinned })
 }
 
-/// Moves each data path that a release of an older vpsup holds (`current`,
-/// where its container wrote) to `data_dir`, leaving a symlink behind so
-/// that release still finds it on a rollback. Runs before the new release is
-/// copied from `current` (which then copies the link, not the data). A data
-/// directory that exists is never touched.
-pub fn migrate_script(data_dir: &str, current: &str, data: &[String]) -> String {
+/// Moves each data path that a release an earlier vpsup made holds out of
+/// it, leaving a symlink to the app's data behind (so a rollback to it finds
+/// the data): `current`'s (where its container wrote) becomes the data
+/// directory; an `older` kept release's copy (a stale snapshot, as the
+/// earlier vpsup copied each release from the last) goes to
+/// `data/.legacy/<release>/`, never deleted. Runs before the new release is
+/// copied from `current`. A data directory that exists is never touched.
+pub fn migrate_script(
+    data_dir: &str,
+    current: &str,
+    older: &[(String, String)],
+    data: &[String],
+) -> String {
     let mut script = String::new();
     for rel in data {
         let dest = quote(&format!("{data_dir}/{rel}"));
         let old = quote(&format!("{current}/{rel}"));
         script.push_str(&format!(
-            "if [ ! -e {dest} ] && [ -e {old} ] && [ ! -L {old} ]; then
-               mkdir -p \"$(dirname -- {dest})\" && mv -- {old} {dest} && ln -s {dest} {old}
-fi
-"
+            "if [ ! -e {dest} ] && [ -e {old} ] && [ ! -L {old} ]; then\n  \
+             mkdir -p \"$(dirname -- {dest})\" && mv -- {old} {dest} && ln -s {dest} {old}\nfi\n"
         ));
+        for (id, dir) in older {
+            let stale = quote(&format!("{dir}/{rel}"));
+            let kept = quote(&format!("{data_dir}/.legacy/{id}/{rel}"));
+            script.push_str(&format!(
+                "if [ -e {stale} ] && [ ! -L {stale} ] && [ ! -e {kept} ]; then\n  \
+                 mkdir -p \"$(dirname -- {kept})\" && mv -- {stale} {kept} && ln -s {dest} {stale}\nfi\n"
+            ));
+        }
     }
     script
 }
@@ -356,11 +369,19 @@ mod tests {
         let new = root.join("releases/r2");
         std::fs::create_dir_all(current.join("pg")).unwrap();
         std::fs::write(current.join("pg/PG_VERSION"), "16").unwrap();
+        // An older release holds a stale copy, as the earlier vpsup left it.
+        let r0 = root.join("releases/r0");
+        std::fs::create_dir_all(r0.join("pg")).unwrap();
+        std::fs::write(r0.join("pg/PG_VERSION"), "15").unwrap();
         std::fs::create_dir_all(new.join(SEED_DIR).join("uploads")).unwrap();
         std::fs::write(new.join(SEED_DIR).join("uploads/seed.txt"), "seed").unwrap();
         let data = ["pg".to_string(), "uploads".to_string(), "state".to_string()];
         let run = || {
-            let script = migrate_script(&data_dir, &current.display().to_string(), &data)
+            let older = [(
+                "r0".to_string(),
+                root.join("releases/r0").display().to_string(),
+            )];
+            let script = migrate_script(&data_dir, &current.display().to_string(), &older, &data)
                 + &seed_script(&data_dir, &new.display().to_string(), &data);
             sh_ok(&script);
         };
@@ -377,6 +398,15 @@ mod tests {
         assert!(std::fs::symlink_metadata(current.join("pg"))
             .unwrap()
             .is_symlink());
+        // The stale copy is kept aside; a rollback to r0 finds today's data.
+        assert_eq!(
+            std::fs::read_to_string(data.join(".legacy/r0/pg/PG_VERSION")).unwrap(),
+            "15"
+        );
+        assert_eq!(
+            std::fs::read_to_string(r0.join("pg/PG_VERSION")).unwrap(),
+            "16"
+        );
         assert_eq!(
             std::fs::read_to_string(data.join("uploads/seed.txt")).unwrap(),
             "seed"
