@@ -248,6 +248,10 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             host: target.name.clone(),
             ..Default::default()
         };
+        if hostlock::stop_requested() {
+            report.error = Some("not started: interrupted (Ctrl-C)".to_string());
+            return report;
+        }
         match connect(settings, target).await {
             Err(e) => report.error = Some(e.to_string()),
             Ok((transport, _)) => {
@@ -258,7 +262,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
                 transport.close().await;
             }
         }
-        if report.error.is_none() && !settings.check {
+        // After a Ctrl-C (answered by the lock, which keeps its handler), no
+        // final check: the user wants to leave.
+        if report.error.is_none() && !settings.check && !hostlock::stop_requested() {
             report.sites = final_check(&run, target).await;
         }
         report.elapsed_ms = started.elapsed().as_millis();
