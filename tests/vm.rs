@@ -804,10 +804,12 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         ),
     )
     .unwrap();
-    std::fs::write(&index, page.replace("release: v1", "release: v9")).unwrap();
+    let v2_page = std::fs::read_to_string(&index).unwrap();
+    assert!(v2_page.contains("release: v2"), "{v2_page}");
+    std::fs::write(&index, v2_page.replace("release: v2", "release: v9")).unwrap();
     let out = op.vpsup(&["deploy"]);
     std::fs::write(&config_path, &config).unwrap();
-    std::fs::write(&index, page.replace("release: v1", "release: v2")).unwrap();
+    std::fs::write(&index, &v2_page).unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert!(
         text(&out).contains("could not be served")
