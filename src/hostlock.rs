@@ -113,6 +113,10 @@ pub struct HostLock {
     /// The dead run's lock this one replaced, said to the user: "OWNER (AGE
     /// old; REASON)".
     pub taken_over: Option<String>,
+    /// SIGINT/SIGTERM, listened for from before the lock is taken: a signal
+    /// that arrives once the lock is ours but before `hold` runs is answered
+    /// by `hold` (it would otherwise kill the process and leave the lock).
+    signals: std::sync::Mutex<Option<OsSignals>>,
 }
 
 /// What giving the lock back came to.
@@ -151,6 +155,7 @@ impl HostLock {
         then_script: &str,
     ) -> Result<(HostLock, String), LockError> {
         let what = format!("locking {}", request.what);
+        let signals = OsSignals::new();
         let out = transport
             .exec(
                 ExecRequest::new(acquire_script(request, then_script))
@@ -171,6 +176,7 @@ impl HostLock {
             timing: request.timing,
             steps_in_flight: AtomicUsize::new(0),
             taken_over,
+            signals: std::sync::Mutex::new(Some(signals)),
         };
         if !out.success() {
             // The lock is ours but what came with it failed: give it back.
@@ -244,8 +250,9 @@ impl HostLock {
         transport: &dyn Transport,
         work: impl Future<Output = T>,
     ) -> Held<T> {
-        self.hold_until(transport, work, &mut OsSignals::new())
-            .await
+        let early = self.signals.lock().ok().and_then(|mut s| s.take());
+        let mut signals = early.unwrap_or_else(OsSignals::new);
+        self.hold_until(transport, work, &mut signals).await
     }
 
     /// As `hold`, for a lock taken while another lock's `hold` runs (deploy's
