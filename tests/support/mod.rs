@@ -13,6 +13,7 @@
 
 mod agent;
 mod bind;
+mod netns;
 mod operator;
 mod pebble;
 mod sshd;
@@ -21,6 +22,7 @@ mod vm;
 
 pub use agent::TestAgent;
 pub use bind::TestBind;
+pub use netns::FarHosts;
 pub use operator::{json, key_arg, stderr, Operator};
 pub use pebble::{TestNginx, TestPebble};
 pub use sshd::{SshdOptions, TestSshd};
