@@ -159,6 +159,22 @@ fn write_noop_playbook(op: &Operator) {
     .unwrap();
 }
 
+/// vpsup.toml listing `hosts` as h0, h1, ...
+fn hosts_config(hosts: &[TestSshd]) -> String {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "[hosts.h{i}]\naddress = \"{}\"\nport = {}\nidentity_file = \"{}\"\n\n",
+                h.addr,
+                h.port,
+                key_arg(h)
+            )
+        })
+        .collect()
+}
+
 /// Fan-out: `vpsup facts` on 8 hosts (8 sshds on loopback) at once, against
 /// one host. With hosts in parallel the 8-host run should cost far less than 8x.
 #[test]
@@ -166,18 +182,7 @@ fn write_noop_playbook(op: &Operator) {
 fn facts_fan_out_over_8_hosts() {
     let hosts: Vec<TestSshd> = (0..8).map(|_| TestSshd::start()).collect();
     let op = Operator::new();
-    let config: String = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            format!(
-                "[hosts.h{i}]\naddress = \"127.0.0.1\"\nport = {}\nidentity_file = \"{}\"\n\n",
-                h.port,
-                key_arg(h)
-            )
-        })
-        .collect();
-    op.write_config(&config);
+    op.write_config(&hosts_config(&hosts));
     let facts = |extra: &[&str]| {
         let out = op.vpsup(&[&["facts", "--json"], extra].concat());
         assert!(out.status.success(), "{}", describe_output(&out));
@@ -225,18 +230,7 @@ fn fan_out_over_50_hosts_100ms_away() {
         .map(|h| format!("{}\n", h.known_hosts_line))
         .collect();
     std::fs::write(&known_hosts, lines).unwrap();
-    let config: String = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            format!(
-                "[hosts.h{i}]\naddress = \"{}\"\nidentity_file = \"{}\"\n\n",
-                h.addr,
-                key_arg(h)
-            )
-        })
-        .collect();
-    op.write_config(&config);
+    op.write_config(&hosts_config(&hosts));
     write_noop_playbook(&op);
     let dir = tempfile::tempdir().unwrap();
     let dir_var = format!("dir={}", dir.path().display());

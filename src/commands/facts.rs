@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::millis;
 use crate::facts::{self, HostFacts};
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
-use crate::settings::{Settings, Verbosity};
+use crate::settings::{HostTarget, Settings, Verbosity};
 use crate::transport::Transport;
 
 #[derive(Debug, Serialize)]
@@ -22,6 +22,18 @@ pub struct HostReport {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timing: Option<Timing>,
+}
+
+impl HostReport {
+    fn new(target: &HostTarget) -> HostReport {
+        HostReport {
+            host: target.name.clone(),
+            target: target.ssh.describe(),
+            facts: None,
+            error: None,
+            timing: None,
+        }
+    }
 }
 
 /// Where the time went, in milliseconds.
@@ -74,13 +86,7 @@ impl HostJob for Probe {
     type Report = HostReport;
 
     fn begin(&self, turn: &Turn<'_>) -> ControlFlow<HostReport, HostReport> {
-        ControlFlow::Continue(HostReport {
-            host: turn.target.name.clone(),
-            target: turn.target.ssh.describe(),
-            facts: None,
-            error: None,
-            timing: None,
-        })
+        ControlFlow::Continue(HostReport::new(turn.target))
     }
 
     async fn run(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
