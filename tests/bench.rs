@@ -251,20 +251,20 @@ fn fan_out_over_50_hosts_100ms_away() {
         "sh -c {}",
         vpsup::transport::script::quote(vpsup::facts::PROBE_SCRIPT)
     );
-    let ssh = |host: &TestSshd| {
+    let ssh = |host: &TestSshd, remote: &str| {
         Command::new("ssh")
             .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o"])
             .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
             .arg("-i")
             .arg(&host.client_key)
             .arg(format!("root@{}", host.addr))
-            .arg(&probe)
+            .arg(remote)
             .stdout(Stdio::null())
             .spawn()
             .unwrap()
     };
-    let ssh_all = |hosts: &[TestSshd]| {
-        let children: Vec<_> = hosts.iter().map(ssh).collect();
+    let ssh_all = |hosts: &[TestSshd], remote: &str| {
+        let children: Vec<_> = hosts.iter().map(|host| ssh(host, remote)).collect();
         for mut child in children {
             assert!(child.wait().unwrap().success());
         }
@@ -277,11 +277,11 @@ fn fan_out_over_50_hosts_100ms_away() {
     let rows = [
         (
             "ssh connect + facts probe, 1 host",
-            timed(&|| ssh_all(&hosts[..1])),
+            timed(&|| ssh_all(&hosts[..1], &probe)),
         ),
         (
             "ssh connect + facts probe, 50 at once",
-            timed(&|| ssh_all(&hosts)),
+            timed(&|| ssh_all(&hosts, &probe)),
         ),
         (
             "vpsup facts, 1 host",
@@ -304,6 +304,15 @@ fn fan_out_over_50_hosts_100ms_away() {
             "vpsup play no-op, 50 hosts --forks 50",
             timed(&|| play(&["--forks", &all])),
         ),
+        // What sshd alone costs this machine per connection.
+        (
+            "ssh connect + true, 1 host",
+            timed(&|| ssh_all(&hosts[..1], "true")),
+        ),
+        (
+            "ssh connect + true, 50 at once",
+            timed(&|| ssh_all(&hosts, "true")),
+        ),
     ];
     println!(
         "\n{FAR_HOSTS} hosts, each an sshd in its own network namespace, {} ms added each way; median of {FAR_RUNS} runs:",
@@ -315,7 +324,11 @@ fn fan_out_over_50_hosts_100ms_away() {
     let ratio = |many: usize, one: usize| rows[many].1.as_secs_f64() / rows[one].1.as_secs_f64();
     println!("  50 / 1 host: ssh {:.2}x; facts {:.2}x (--forks 50: {:.2}x); play {:.2}x (--forks 50: {:.2}x); target < 3x",
         ratio(1, 0), ratio(3, 2), ratio(4, 2), ratio(6, 5), ratio(7, 5));
-    println!("  vpsup facts / ssh + probe, 50 hosts: {:.2}x", ratio(4, 1));
+    println!(
+        "  vpsup facts / ssh + probe, 50 hosts: {:.2}x; ssh + true 50 / 1: {:.2}x",
+        ratio(4, 1),
+        ratio(9, 8)
+    );
 
     // Where a 50-host run's time goes: one run's per-host timings, and CPU.
     let cpu_before = (machine_cpu(), children_cpu());
@@ -336,6 +349,11 @@ fn fan_out_over_50_hosts_100ms_away() {
     let one = facts(&["--limit", "h0"]);
     println!("  one vpsup facts --forks 50 run: {:.0} ms wall; vpsup used {:.0} ms CPU, the whole machine (sshds, probes, relay) {:.0} ms of {:.0} ms on {} cores",
         ms(wall), ms(own), ms(machine), ms(wall) * cores() as f64, cores());
+    println!(
+        "    per host: vpsup {:.1} ms CPU, the machine {:.0} ms",
+        ms(own) / FAR_HOSTS as f64,
+        ms(machine) / FAR_HOSTS as f64
+    );
     println!("    one host alone: {}", one["hosts"][0]["timing"]);
     println!("    slowest of 50:  {slowest}");
 }
