@@ -56,6 +56,9 @@ pub struct GlobalArgs {
     /// Seconds to wait for a host to answer before giving up.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10)]
     pub connect_timeout: u64,
+    /// Hosts worked on at once [default: every host, at most 32].
+    #[arg(long, global = true, value_name = "N")]
+    pub forks: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -7,6 +7,7 @@ pub mod config;
 pub mod deploy;
 pub mod engine;
 pub mod facts;
+pub mod fleet;
 pub mod hostlock;
 pub mod modules;
 pub mod report;

@@ -9,6 +9,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use crate::engine::{Observer, PlayReport, Recap, Status, TaskResult};
+use crate::fleet::HostResult;
 use crate::settings::{Settings, Verbosity};
 
 pub struct Reporter {
@@ -31,11 +32,16 @@ pub struct HostOutcome {
     pub error: Option<String>,
 }
 
-impl HostOutcome {
-    pub fn failed(&self) -> bool {
+impl HostResult for HostOutcome {
+    fn set_error(&mut self, error: String) {
+        self.error = Some(error);
+    }
+    fn failed(&self) -> bool {
         self.error.is_some() || self.plays.iter().any(|p| p.failed())
     }
+}
 
+impl HostOutcome {
     fn recap(&self) -> Recap {
         let mut total = Recap::default();
         for p in &self.plays {

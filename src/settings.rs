@@ -3,6 +3,7 @@
 //! or reads the environment.
 
 use std::io::{BufRead, IsTerminal};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +12,15 @@ use crate::cli::GlobalArgs;
 use crate::config::{self, Config, ConfigError};
 use crate::ssh_config::{SshConfig, SshConfigError};
 use crate::transport::ssh::{Credentials, SshTarget};
+
+/// Most hosts worked on at once unless `--forks` says otherwise. Each host in
+/// flight holds a connection (a socket, its buffers, an open channel) and its
+/// key exchange and signature cost CPU here at the same moment; 32 hides the
+/// latency of hosts far away (a host is mostly waiting on round trips) without
+/// a large fleet turning into a burst of hundreds of handshakes from one
+/// machine, which jump hosts, NAT gateways and the operator's own CPU and
+/// file-descriptor limit feel first.
+pub const DEFAULT_MAX_FORKS: usize = 32;
 
 /// Default keys offered when neither the CLI, vpsup.toml nor ~/.ssh/config names one (as OpenSSH).
 const DEFAULT_IDENTITIES: [&str; 3] = ["id_ed25519", "id_ecdsa", "id_rsa"];
@@ -29,6 +39,8 @@ pub struct Settings {
     pub json: bool,
     pub yes: bool,
     pub limit: Vec<String>,
+    /// `--forks`, when given.
+    forks: Option<NonZeroUsize>,
     /// The project config, when there is one.
     pub config: Option<Config>,
     pub config_path: PathBuf,
@@ -69,6 +81,8 @@ pub enum SettingsError {
     BadVar { pair: String, why: String },
     #[error("--password-stdin: could not read a password from standard input ({0})")]
     PasswordStdin(String),
+    #[error("--forks {0}: at least one host must be worked on at a time (--forks 1 goes one host after another)")]
+    NoForks(usize),
     #[error("cannot find your home directory (HOME is not set); vpsup needs it for ~/.ssh")]
     NoHome,
 }
@@ -89,6 +103,10 @@ impl Settings {
         } else {
             None
         };
+        let forks = args
+            .forks
+            .map(|n| NonZeroUsize::new(n).ok_or(SettingsError::NoForks(n)))
+            .transpose()?;
         let ssh_config = SshConfig::load(&home.join(".ssh/config"), &home)?;
         let interactive = std::io::stdin().is_terminal();
         let password = if args.password_stdin {
@@ -115,6 +133,7 @@ impl Settings {
             json: args.json,
             yes: args.yes,
             limit: args.limit.clone(),
+            forks,
             identity: args.identity.as_deref().map(|p| expand_tilde(p, &home)),
             connect_timeout: Duration::from_secs(args.connect_timeout.max(1)),
             config,
@@ -127,6 +146,14 @@ impl Settings {
 
     pub fn home(&self) -> &Path {
         &self.home
+    }
+
+    /// How many of `hosts` hosts to work on at once: `--forks`, by default
+    /// all of them up to [`DEFAULT_MAX_FORKS`]; never 0.
+    pub fn forks(&self, hosts: usize) -> usize {
+        self.forks
+            .map_or(hosts.min(DEFAULT_MAX_FORKS), NonZeroUsize::get)
+            .max(1)
     }
 
     /// The private key given with `-i`, if any.
@@ -221,6 +248,37 @@ impl Settings {
                     .unwrap_or_else(|| self.home.join(".ssh/known_hosts")),
                 connect_timeout: self.connect_timeout,
             },
+        }
+    }
+}
+
+#[cfg(test)]
+impl Settings {
+    /// Defaults everywhere, no vpsup.toml, HOME /home/op: for unit tests.
+    pub(crate) fn for_tests() -> Settings {
+        let home = PathBuf::from("/home/op");
+        Settings {
+            check: false,
+            diff: false,
+            verbosity: Verbosity::Normal,
+            json: false,
+            yes: false,
+            limit: vec![],
+            forks: None,
+            config: None,
+            config_path: PathBuf::from("/proj/vpsup.toml"),
+            credentials: Credentials::default(),
+            identity: None,
+            connect_timeout: Duration::from_secs(10),
+            ssh_config: SshConfig::default(),
+            home,
+        }
+    }
+
+    pub(crate) fn with_forks(self, forks: usize) -> Settings {
+        Settings {
+            forks: NonZeroUsize::new(forks),
+            ..self
         }
     }
 }
@@ -363,21 +421,11 @@ mod tests {
     }
 
     fn settings(config: Option<&str>, ssh_config: &str) -> Settings {
-        let home = PathBuf::from("/home/op");
+        let base = Settings::for_tests();
         Settings {
-            check: false,
-            diff: false,
-            verbosity: Verbosity::Normal,
-            json: false,
-            yes: false,
-            limit: vec![],
             config: config.map(|c| Config::parse(c, Path::new("vpsup.toml")).unwrap()),
-            config_path: PathBuf::from("/proj/vpsup.toml"),
-            credentials: Credentials::default(),
-            identity: None,
-            connect_timeout: Duration::from_secs(10),
-            ssh_config: SshConfig::parse(ssh_config, "config", &home).unwrap(),
-            home,
+            ssh_config: SshConfig::parse(ssh_config, "config", &base.home).unwrap(),
+            ..base
         }
     }
 
@@ -441,6 +489,18 @@ mod tests {
             settings(None, "").targets(None),
             Err(SettingsError::NoHosts(_))
         ));
+    }
+
+    #[test]
+    fn forks_default_to_every_host_up_to_the_cap() {
+        let mut s = settings(None, "");
+        assert_eq!(s.forks(5), 5);
+        assert_eq!(s.forks(50), DEFAULT_MAX_FORKS);
+        assert_eq!(s.forks(0), 1, "a semaphore of 0 would never start anything");
+        s = s.with_forks(2);
+        assert_eq!((s.forks(5), s.forks(1)), (2, 2));
+        s = s.with_forks(100);
+        assert_eq!(s.forks(50), 100, "an explicit --forks is taken as given");
     }
 
     #[test]

@@ -17,10 +17,14 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-fn time_runs(mut run: impl FnMut()) -> Duration {
+fn time_runs(run: impl FnMut()) -> Duration {
+    time_n_runs(RUNS, run)
+}
+
+fn time_n_runs(runs: usize, mut run: impl FnMut()) -> Duration {
     run(); // warm-up: page cache, first known_hosts write
     median(
-        (0..RUNS)
+        (0..runs)
             .map(|_| {
                 let started = Instant::now();
                 run();
@@ -102,24 +106,7 @@ fn noop_playbook_of_30_tasks() {
     let sshd = TestSshd::start();
     let op = Operator::new();
     let dir = tempfile::tempdir().unwrap();
-    // Ten each of file, copy and command: directory, content and a one-time step.
-    let tasks: String = (0..10)
-        .map(|i| {
-            r#"
-    - name: dir I
-      file: { path: "{{ dir }}/dI", state: directory, mode: "0755" }
-    - name: file I
-      copy: { dest: "{{ dir }}/dI/f", content: "content I\n", mode: "0644" }
-    - name: once I
-      command: { run: "touch {{ dir }}/dI/once", creates: "{{ dir }}/dI/once" }"#
-                .replace('I', &i.to_string())
-        })
-        .collect();
-    std::fs::write(
-        op.project.path().join("noop.yml"),
-        format!("- name: thirty\n  tasks:{tasks}\n"),
-    )
-    .unwrap();
+    write_noop_playbook(&op);
     let target = format!("root@127.0.0.1:{}", sshd.port);
     let dir_var = format!("dir={}", dir.path().display());
     let key = key_arg(&sshd);
@@ -149,6 +136,45 @@ fn noop_playbook_of_30_tasks() {
     println!("  no-op run round trips      {round_trips} (target: 1 probe exec)");
 }
 
+/// `noop.yml` in the operator's project: ten each of file, copy and command
+/// (directory, content and a one-time step) under `{{ dir }}/<host name>/`:
+/// 30 changes on the first run, none after.
+fn write_noop_playbook(op: &Operator) {
+    let tasks: String = (0..10)
+        .map(|i| {
+            r#"
+    - name: dir I
+      file: { path: "{{ dir }}/{{ host.name }}/dI", state: directory, mode: "0755" }
+    - name: file I
+      copy: { dest: "{{ dir }}/{{ host.name }}/dI/f", content: "content I\n", mode: "0644" }
+    - name: once I
+      command: { run: "touch {{ dir }}/{{ host.name }}/dI/once", creates: "{{ dir }}/{{ host.name }}/dI/once" }"#
+                .replace('I', &i.to_string())
+        })
+        .collect();
+    std::fs::write(
+        op.project.path().join("noop.yml"),
+        format!("- name: thirty\n  tasks:{tasks}\n"),
+    )
+    .unwrap();
+}
+
+/// vpsup.toml listing `hosts` as h0, h1, ...
+fn hosts_config(hosts: &[TestSshd]) -> String {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            format!(
+                "[hosts.h{i}]\naddress = \"{}\"\nport = {}\nidentity_file = \"{}\"\n\n",
+                h.addr,
+                h.port,
+                key_arg(h)
+            )
+        })
+        .collect()
+}
+
 /// Fan-out: `vpsup facts` on 8 hosts (8 sshds on loopback) at once, against
 /// one host. With hosts in parallel the 8-host run should cost far less than 8x.
 #[test]
@@ -156,18 +182,7 @@ fn noop_playbook_of_30_tasks() {
 fn facts_fan_out_over_8_hosts() {
     let hosts: Vec<TestSshd> = (0..8).map(|_| TestSshd::start()).collect();
     let op = Operator::new();
-    let config: String = hosts
-        .iter()
-        .enumerate()
-        .map(|(i, h)| {
-            format!(
-                "[hosts.h{i}]\naddress = \"127.0.0.1\"\nport = {}\nidentity_file = \"{}\"\n\n",
-                h.port,
-                key_arg(h)
-            )
-        })
-        .collect();
-    op.write_config(&config);
+    op.write_config(&hosts_config(&hosts));
     let facts = |extra: &[&str]| {
         let out = op.vpsup(&[&["facts", "--json"], extra].concat());
         assert!(out.status.success(), "{}", describe_output(&out));
@@ -181,6 +196,199 @@ fn facts_fan_out_over_8_hosts() {
         "  8 hosts / 1 host = {:.2}x (8.00x would be one host after another)",
         eight.as_secs_f64() / one.as_secs_f64()
     );
+}
+
+const FAR_HOSTS: usize = 50;
+/// Added to every packet each way between vpsup and the far hosts.
+const ONE_WAY_DELAY: Duration = Duration::from_millis(50);
+const FAR_RUNS: usize = 5;
+
+/// Fan-out at internet distance: 50 hosts, each an sshd in its own network
+/// namespace, every packet delayed 50 ms each way (100 ms round trip).
+/// `vpsup facts` and a no-op 30-task `vpsup play` on all 50 against one host
+/// behind the same delay, and against OpenSSH's client doing connect + the
+/// facts probe to all 50 at once. Target: 50 hosts < 3x one host.
+#[test]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+fn fan_out_over_50_hosts_100ms_away() {
+    let far = FarHosts::new(FAR_HOSTS, ONE_WAY_DELAY);
+    // Declared after `far`, so dropped before it: servers leave the namespaces first.
+    let hosts: Vec<TestSshd> = far
+        .hosts
+        .iter()
+        .map(|host| {
+            TestSshd::start_with(SshdOptions {
+                namespace: Some(host.clone()),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let op = Operator::new();
+    let known_hosts = op.ssh_dir().join("known_hosts");
+    let lines: String = hosts
+        .iter()
+        .map(|h| format!("{}\n", h.known_hosts_line))
+        .collect();
+    std::fs::write(&known_hosts, lines).unwrap();
+    op.write_config(&hosts_config(&hosts));
+    write_noop_playbook(&op);
+    let dir = tempfile::tempdir().unwrap();
+    let dir_var = format!("dir={}", dir.path().display());
+
+    let vpsup = |args: &[&str]| {
+        let out = op.vpsup(args);
+        assert!(out.status.success(), "{}", describe_output(&out));
+        json(&out)
+    };
+    let facts = |extra: &[&str]| vpsup(&[&["facts", "--json"], extra].concat());
+    let play = |extra: &[&str]| {
+        let report = vpsup(&[&["play", "noop.yml", "-e", &dir_var, "--json"], extra].concat());
+        for host in report["hosts"].as_array().unwrap() {
+            assert_eq!(host["plays"][0]["recap"]["changed"], 0, "{host}");
+        }
+    };
+    let probe = format!(
+        "sh -c {}",
+        vpsup::transport::script::quote(vpsup::facts::PROBE_SCRIPT)
+    );
+    let ssh = |host: &TestSshd, remote: &str| {
+        Command::new("ssh")
+            .args(["-F", "/dev/null", "-o", "BatchMode=yes", "-o"])
+            .arg(format!("UserKnownHostsFile={}", known_hosts.display()))
+            .arg("-i")
+            .arg(&host.client_key)
+            .arg(format!("root@{}", host.addr))
+            .arg(remote)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let ssh_all = |hosts: &[TestSshd], remote: &str| {
+        let children: Vec<_> = hosts.iter().map(|host| ssh(host, remote)).collect();
+        for mut child in children {
+            assert!(child.wait().unwrap().success());
+        }
+    };
+
+    // The first run makes the 30 changes on every host.
+    vpsup(&["play", "noop.yml", "-e", &dir_var, "--json"]);
+    let timed = |run: &dyn Fn()| time_n_runs(FAR_RUNS, run);
+    let all = FAR_HOSTS.to_string();
+    let rows = [
+        (
+            "ssh connect + facts probe, 1 host",
+            timed(&|| ssh_all(&hosts[..1], &probe)),
+        ),
+        (
+            "ssh connect + facts probe, 50 at once",
+            timed(&|| ssh_all(&hosts, &probe)),
+        ),
+        (
+            "vpsup facts, 1 host",
+            timed(&|| drop(facts(&["--limit", "h0"]))),
+        ),
+        (
+            "vpsup facts, 50 hosts (default: 32 at once)",
+            timed(&|| drop(facts(&[]))),
+        ),
+        (
+            "vpsup facts, 50 hosts --forks 50",
+            timed(&|| drop(facts(&["--forks", &all]))),
+        ),
+        (
+            "vpsup play no-op 30 tasks, 1 host",
+            timed(&|| play(&["--limit", "h0"])),
+        ),
+        ("vpsup play no-op, 50 hosts (default)", timed(&|| play(&[]))),
+        (
+            "vpsup play no-op, 50 hosts --forks 50",
+            timed(&|| play(&["--forks", &all])),
+        ),
+        // What sshd alone costs this machine per connection.
+        (
+            "ssh connect + true, 1 host",
+            timed(&|| ssh_all(&hosts[..1], "true")),
+        ),
+        (
+            "ssh connect + true, 50 at once",
+            timed(&|| ssh_all(&hosts, "true")),
+        ),
+    ];
+    println!(
+        "\n{FAR_HOSTS} hosts, each an sshd in its own network namespace, {} ms added each way; median of {FAR_RUNS} runs:",
+        ONE_WAY_DELAY.as_millis()
+    );
+    for (what, wall) in &rows {
+        println!("  {what:<46} {:7.0} ms", ms(*wall));
+    }
+    let ratio = |many: usize, one: usize| rows[many].1.as_secs_f64() / rows[one].1.as_secs_f64();
+    println!("  50 / 1 host: ssh {:.2}x; facts {:.2}x (--forks 50: {:.2}x); play {:.2}x (--forks 50: {:.2}x); target < 3x",
+        ratio(1, 0), ratio(3, 2), ratio(4, 2), ratio(6, 5), ratio(7, 5));
+    println!(
+        "  vpsup facts / ssh + probe, 50 hosts: {:.2}x; ssh + true 50 / 1: {:.2}x",
+        ratio(4, 1),
+        ratio(9, 8)
+    );
+
+    // Where a 50-host run's time goes: one run's per-host timings, and CPU.
+    let cpu_before = (machine_cpu(), children_cpu());
+    let started = Instant::now();
+    let report = facts(&["--forks", &all]);
+    let wall = started.elapsed();
+    let (machine, own) = (machine_cpu() - cpu_before.0, children_cpu() - cpu_before.1);
+    let timings: Vec<&serde_json::Value> = report["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| &h["timing"])
+        .collect();
+    let slowest = timings
+        .iter()
+        .max_by_key(|t| t["total_ms"].as_u64())
+        .unwrap();
+    let one = facts(&["--limit", "h0"]);
+    println!("  one vpsup facts --forks 50 run: {:.0} ms wall; vpsup used {:.0} ms CPU, the whole machine (sshds, probes, relay) {:.0} ms of {:.0} ms on {} cores",
+        ms(wall), ms(own), ms(machine), ms(wall) * cores() as f64, cores());
+    println!(
+        "    per host: vpsup {:.1} ms CPU, the machine {:.0} ms",
+        ms(own) / FAR_HOSTS as f64,
+        ms(machine) / FAR_HOSTS as f64
+    );
+    println!("    one host alone: {}", one["hosts"][0]["timing"]);
+    println!("    slowest of 50:  {slowest}");
+}
+
+/// CPU time of this process's waited-for children (the vpsup runs).
+fn children_cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let usage = unsafe {
+        let mut usage = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
+/// CPU time the whole machine spent busy, from /proc/stat (USER_HZ = 100).
+fn machine_cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap();
+    let ticks: u64 = stat
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .skip(1)
+        .enumerate()
+        // user nice system idle iowait irq softirq steal: all but idle and iowait
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, v)| v.parse::<u64>().unwrap())
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `vpsup init` on a fresh VM: the first run, then the no-op re-run against

@@ -22,6 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::ControlFlow;
 
 use serde::Serialize;
 use serde_json::json;
@@ -29,7 +30,6 @@ use time::OffsetDateTime;
 
 use super::play::project_dir;
 use super::renew_certs::acme_settings;
-use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::CertInfo;
 use crate::acme::certs::{AcmeSettings, Certs};
 use crate::acme::dns01::Rfc2136;
@@ -47,6 +47,7 @@ use crate::deploy::{dns, ports, releases, secrets, volumes};
 use crate::engine::assets::Assets;
 use crate::engine::render::{Renderer, Vars};
 use crate::facts::{self, HostFacts};
+use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
 use crate::hostlock::{self, HostLock, LockRequest, LockTiming};
 use crate::settings::{HostTarget, Settings};
 use crate::transport::{ExecRequest, Transport};
@@ -239,38 +240,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         owner: lock_owner("deploy"),
         dns_update,
     };
-    let targets = settings.targets(None)?;
-    let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
-    let reports: Vec<HostReport> = futures::future::join_all(targets.iter().map(|target| async {
-        let _slot = limit.acquire().await;
-        let started = std::time::Instant::now();
-        let mut report = HostReport {
-            host: target.name.clone(),
-            ..Default::default()
-        };
-        if hostlock::stop_requested() {
-            report.error = Some("not started: interrupted (Ctrl-C)".to_string());
-            return report;
-        }
-        match connect(settings, target).await {
-            Err(e) => report.error = Some(e.to_string()),
-            Ok((transport, _)) => {
-                if let Err(e) = deploy_on(&transport, target, &run, &mut report).await {
-                    report.error = Some(e);
-                }
-                report.round_trips = transport.round_trips();
-                transport.close().await;
-            }
-        }
-        // After a Ctrl-C (answered by the lock, which keeps its handler), no
-        // final check: the user wants to leave.
-        if report.error.is_none() && !settings.check && !hostlock::stop_requested() {
-            report.sites = final_check(&run, target).await;
-        }
-        report.elapsed_ms = started.elapsed().as_millis();
-        report
-    }))
-    .await;
+    let reports = fleet::run(settings, &settings.targets(None)?, &run).await;
     if settings.json {
         println!(
             "{}",
@@ -279,14 +249,55 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
     } else {
         print_reports(&reports, settings.check);
     }
-    let failed = reports
-        .iter()
-        .filter(|r| r.error.is_some() || r.sites.iter().any(|s| s.error.is_some()))
-        .count();
-    if failed > 0 {
-        anyhow::bail!("deploy failed on {failed} of {} host(s)", reports.len());
+    if let Some(failures) = Failures::of(&reports) {
+        anyhow::bail!("deploy failed on {failures}");
     }
     Ok(())
+}
+
+impl HostResult for HostReport {
+    fn set_error(&mut self, error: String) {
+        self.error = Some(error);
+    }
+    fn failed(&self) -> bool {
+        self.error.is_some() || self.sites.iter().any(|s| s.error.is_some())
+    }
+}
+
+/// Each host in turn of the fleet runner: the deploy, then the final check.
+impl HostJob for DeployRun<'_> {
+    type Report = HostReport;
+
+    fn begin(&self, turn: &Turn<'_>) -> ControlFlow<HostReport, HostReport> {
+        let report = HostReport {
+            host: turn.target.name.clone(),
+            ..Default::default()
+        };
+        if hostlock::stop_requested() {
+            return ControlFlow::Break(HostReport {
+                error: Some("not started: interrupted (Ctrl-C)".to_string()),
+                ..report
+            });
+        }
+        ControlFlow::Continue(report)
+    }
+
+    async fn run(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
+        let transport = &connection.transport;
+        if let Err(e) = deploy_on(transport, turn.target, self, report).await {
+            report.error = Some(e);
+        }
+        report.round_trips = transport.round_trips();
+    }
+
+    async fn end(&self, turn: &Turn<'_>, report: &mut HostReport) {
+        // After a Ctrl-C (answered by the lock, which keeps its handler), no
+        // final check: the user wants to leave.
+        if report.error.is_none() && !self.settings.check && !hostlock::stop_requested() {
+            report.sites = final_check(self, turn.target).await;
+        }
+        report.elapsed_ms = turn.started.elapsed().as_millis();
+    }
 }
 
 /// What the probe found.
@@ -1249,30 +1260,77 @@ fn print_reports(reports: &[HostReport], check: bool) {
 /// on every host, after the same health gate as a deploy.
 pub async fn rollback(settings: &Settings) -> anyhow::Result<()> {
     let (config, app) = app_config(settings)?;
-    let owner = lock_owner("rollback");
-    let targets = settings.targets(None)?;
-    let mut failed = 0;
-    for target in &targets {
-        let result = match connect(settings, target).await {
-            Err(e) => Err(e.to_string()),
-            Ok((transport, _)) => {
-                let r = rollback_on(&transport, config, app, &owner, &target.name).await;
-                transport.close().await;
-                r
+    let job = RollbackRun {
+        config,
+        app,
+        owner: lock_owner("rollback"),
+    };
+    let rows = fleet::run(settings, &settings.targets(None)?, &job).await;
+    for row in &rows {
+        match (&row.error, &row.rolled_back) {
+            (Some(e), _) => println!("{}: FAILED: {e}", row.host),
+            (None, Some((from, to))) => {
+                println!("{}: rolled back from release {from} to {to}", row.host)
             }
-        };
-        match result {
-            Ok((from, to)) => println!("{}: rolled back from release {from} to {to}", target.name),
-            Err(e) => {
-                failed += 1;
-                println!("{}: FAILED: {e}", target.name);
-            }
+            (None, None) => {}
         }
     }
-    if failed > 0 {
-        anyhow::bail!("rollback failed on {failed} of {} host(s)", targets.len());
+    if let Some(failures) = Failures::of(&rows) {
+        anyhow::bail!("rollback failed on {failures}");
     }
     Ok(())
+}
+
+/// Everything every host's rollback shares.
+struct RollbackRun<'a> {
+    config: &'a Config,
+    app: &'a AppConfig,
+    owner: String,
+}
+
+/// What the rollback did on one host.
+struct RollbackRow {
+    host: String,
+    /// From which release to which.
+    rolled_back: Option<(String, String)>,
+    error: Option<String>,
+}
+
+impl HostResult for RollbackRow {
+    fn set_error(&mut self, error: String) {
+        self.error = Some(error);
+    }
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+impl HostJob for RollbackRun<'_> {
+    type Report = RollbackRow;
+
+    fn begin(&self, turn: &Turn<'_>) -> ControlFlow<RollbackRow, RollbackRow> {
+        ControlFlow::Continue(RollbackRow {
+            host: turn.target.name.clone(),
+            rolled_back: None,
+            error: None,
+        })
+    }
+
+    async fn run(&self, turn: &Turn<'_>, connection: &Connection, row: &mut RollbackRow) {
+        let host = &turn.target.name;
+        match rollback_on(
+            &connection.transport,
+            self.config,
+            self.app,
+            &self.owner,
+            host,
+        )
+        .await
+        {
+            Ok(from_to) => row.rolled_back = Some(from_to),
+            Err(e) => row.error = Some(e),
+        }
+    }
 }
 
 async fn rollback_on(

@@ -1,14 +1,14 @@
 //! `vpsup facts`: connect to each host and report what it is, in one probe.
 
-use std::sync::Arc;
+use std::ops::ControlFlow;
 use std::time::Instant;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::sync::Semaphore;
 
-use super::{connect, millis, MAX_PARALLEL_HOSTS};
+use super::millis;
 use crate::facts::{self, HostFacts};
+use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
 use crate::settings::{HostTarget, Settings, Verbosity};
 use crate::transport::Transport;
 
@@ -24,6 +24,18 @@ pub struct HostReport {
     pub timing: Option<Timing>,
 }
 
+impl HostReport {
+    fn new(target: &HostTarget) -> HostReport {
+        HostReport {
+            host: target.name.clone(),
+            target: target.ssh.describe(),
+            facts: None,
+            error: None,
+            timing: None,
+        }
+    }
+}
+
 /// Where the time went, in milliseconds.
 #[derive(Debug, Serialize)]
 pub struct Timing {
@@ -36,15 +48,7 @@ pub struct Timing {
 
 pub async fn run(settings: &Settings, target: Option<&str>) -> anyhow::Result<()> {
     let targets = settings.targets(target)?;
-    let limit = Arc::new(Semaphore::new(MAX_PARALLEL_HOSTS));
-    let runs = targets.into_iter().map(|t| {
-        let limit = limit.clone();
-        async move {
-            let _slot = limit.acquire().await;
-            probe(settings, t).await
-        }
-    });
-    let reports = futures::future::join_all(runs).await;
+    let reports = fleet::run(settings, &targets, &Probe).await;
 
     if settings.json {
         #[derive(Serialize)]
@@ -60,42 +64,48 @@ pub async fn run(settings: &Settings, target: Option<&str>) -> anyhow::Result<()
             print_report(report, settings.verbosity);
         }
     }
-    let failed = reports.iter().filter(|r| r.error.is_some()).count();
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} host(s) could not be probed", reports.len());
+    if let Some(failures) = Failures::of(&reports) {
+        anyhow::bail!("{failures} could not be probed");
     }
     Ok(())
 }
 
-async fn probe(settings: &Settings, target: HostTarget) -> HostReport {
-    let started = Instant::now();
-    let mut report = HostReport {
-        host: target.name.clone(),
-        target: target.ssh.describe(),
-        facts: None,
-        error: None,
-        timing: None,
-    };
-    let result: anyhow::Result<()> = async {
-        let (transport, connected) = connect(settings, &target).await?;
+impl HostResult for HostReport {
+    fn set_error(&mut self, error: String) {
+        self.error = Some(error);
+    }
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+/// One probe exec per host.
+struct Probe;
+
+impl HostJob for Probe {
+    type Report = HostReport;
+
+    fn begin(&self, turn: &Turn<'_>) -> ControlFlow<HostReport, HostReport> {
+        ControlFlow::Continue(HostReport::new(turn.target))
+    }
+
+    async fn run(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
+        let transport = &connection.transport;
         let probe_started = Instant::now();
-        let facts = facts::gather(&transport).await.context("gathering facts")?;
-        report.timing = Some(Timing {
-            handshake_ms: millis(connected.handshake),
-            auth_ms: millis(connected.auth),
-            probe_ms: millis(probe_started.elapsed()),
-            total_ms: millis(started.elapsed()),
-            round_trips: transport.round_trips(),
-        });
-        report.facts = Some(facts);
-        transport.close().await;
-        Ok(())
+        match facts::gather(transport).await.context("gathering facts") {
+            Err(e) => report.error = Some(format!("{e:#}")),
+            Ok(facts) => {
+                report.timing = Some(Timing {
+                    handshake_ms: millis(connection.report.handshake),
+                    auth_ms: millis(connection.report.auth),
+                    probe_ms: millis(probe_started.elapsed()),
+                    total_ms: millis(turn.started.elapsed()),
+                    round_trips: transport.round_trips(),
+                });
+                report.facts = Some(facts);
+            }
+        }
     }
-    .await;
-    if let Err(e) = result {
-        report.error = Some(format!("{e:#}"));
-    }
-    report
 }
 
 fn print_report(report: &HostReport, verbosity: Verbosity) {

@@ -9,7 +9,6 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::connect;
 use super::host_binary::{HostBinary, HOST_PATH};
 use super::play::{project_dir, run_on_hosts, HostRun};
 use crate::cli::InitArgs;
@@ -19,6 +18,7 @@ use crate::engine::playbook;
 use crate::engine::render::Renderer;
 use crate::engine::{Hooks, RunOptions, Status};
 use crate::facts::HostFacts;
+use crate::fleet::{connect, Connection, Failures, HostResult};
 use crate::report::HostOutcome;
 use crate::settings::{HostTarget, Settings, SettingsError};
 use crate::transport::ssh::{Credentials, SshError, SshTarget, SshTransport};
@@ -229,9 +229,8 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
             );
         }
     }
-    let failed = outcomes.iter().filter(|o| o.failed()).count();
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} host(s) failed", outcomes.len());
+    if let Some(failures) = Failures::of(&outcomes) {
+        anyhow::bail!("{failures} failed");
     }
     Ok(())
 }
@@ -297,7 +296,7 @@ impl HostRun for InitRun {
         &self,
         settings: &Settings,
         target: &HostTarget,
-    ) -> Result<(SshTransport, SshTarget), SshError> {
+    ) -> Result<Connection, SshError> {
         match connect(settings, target).await {
             Err(SshError::AuthFailed { .. }) if target.ssh.user == "root" => {
                 let admin = HostTarget {
@@ -313,7 +312,7 @@ impl HostRun for InitRun {
                     admin.ssh.describe()
                 );
                 match connect(settings, &admin).await {
-                    Ok((transport, _)) => Ok((transport, admin.ssh)),
+                    Ok(connection) => Ok(connection),
                     // Neither got in: both reasons matter (a wrong root password
                     // on a fresh host is the likelier story).
                     Err(SshError::AuthFailed {
@@ -328,7 +327,7 @@ impl HostRun for InitRun {
                     Err(other) => Err(other),
                 }
             }
-            other => other.map(|(transport, _)| (transport, target.ssh.clone())),
+            other => other,
         }
     }
 

@@ -14,8 +14,7 @@ use std::time::Duration;
 use crate::cli::{Cli, Command};
 use crate::engine::assets::AssetError;
 use crate::engine::playbook::PlaybookError;
-use crate::settings::{HostTarget, Settings, SettingsError};
-use crate::transport::ssh::{ConnectReport, SshError, SshTransport};
+use crate::settings::{Settings, SettingsError};
 
 /// Exit statuses, documented in the README.
 pub mod exit {
@@ -24,9 +23,6 @@ pub mod exit {
     /// Bad input: command line, vpsup.toml, ~/.ssh/config, a playbook.
     pub const BAD_INPUT: u8 = 2;
 }
-
-/// Most hosts connected to at once.
-pub const MAX_PARALLEL_HOSTS: usize = 16;
 
 pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let local = match &cli.command {
@@ -76,23 +72,6 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
     } else {
         exit::FAILED
     }
-}
-
-/// Connects to one host and tells the operator when its host key was new.
-pub async fn connect(
-    settings: &Settings,
-    target: &HostTarget,
-) -> Result<(SshTransport, ConnectReport), SshError> {
-    let (transport, report) = SshTransport::connect(&target.ssh, &settings.credentials).await?;
-    if let Some(fingerprint) = &report.learned_host_key {
-        // Security-relevant: shown even with -q, on stderr so --json stays clean.
-        eprintln!(
-            "vpsup: {}: new host, learned its key {fingerprint} into {}",
-            target.ssh.describe(),
-            target.ssh.known_hosts.display()
-        );
-    }
-    Ok((transport, report))
 }
 
 pub fn millis(d: Duration) -> u64 {

@@ -1,21 +1,20 @@
 //! `vpsup play`: run a playbook on hosts. Also the runner that `init`,
 //! `deploy` and `renew-certs` build on.
 
+use std::ops::ControlFlow;
 use std::path::Path;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
-use tokio::sync::Semaphore;
 
-use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::engine::assets::Assets;
 use crate::engine::playbook::{self, Play};
 use crate::engine::render::{Renderer, Vars};
 use crate::engine::{run_play, Hooks, NoHooks, Observer, RunOptions};
-use crate::report::{HostOutcome, Reporter};
+use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
+use crate::report::{HostObserver, HostOutcome, Reporter};
 use crate::settings::{HostTarget, Settings, SettingsError};
-use crate::transport::ssh::{SshError, SshTarget, SshTransport};
+use crate::transport::ssh::{SshError, SshTarget};
 
 pub async fn run(
     settings: &Settings,
@@ -40,9 +39,8 @@ pub async fn run(
         settings, &targets, &plays, &renderer, &vars, &options, &PlainRun,
     )
     .await;
-    let failed = outcomes.iter().filter(|o| o.failed()).count();
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} host(s) failed", outcomes.len());
+    if let Some(failures) = Failures::of(&outcomes) {
+        anyhow::bail!("{failures} failed");
     }
     Ok(())
 }
@@ -59,14 +57,13 @@ pub fn project_dir(settings: &Settings) -> std::path::PathBuf {
 /// hooks its playbook may name.
 #[async_trait]
 pub trait HostRun: Sync {
-    /// Connects; returns the connection and the target it really used.
+    /// Connects (the connection says which target it really used).
     async fn connect(
         &self,
         settings: &Settings,
         target: &HostTarget,
-    ) -> Result<(SshTransport, SshTarget), SshError> {
-        let (transport, _) = connect(settings, target).await?;
-        Ok((transport, target.ssh.clone()))
+    ) -> Result<Connection, SshError> {
+        fleet::connect(settings, target).await
     }
 
     /// The hooks for one host, given the target connected to.
@@ -99,56 +96,108 @@ pub async fn run_on_hosts(
     host_run: &dyn HostRun,
 ) -> Vec<HostOutcome> {
     let reporter = Reporter::new(settings);
-    let limit = Arc::new(Semaphore::new(MAX_PARALLEL_HOSTS));
-    let runs = targets.iter().map(|target| {
-        let limit = limit.clone();
-        let reporter = &reporter;
-        async move {
-            let _slot = limit.acquire().await;
-            let observer = reporter.host(&target.name);
-            let mut outcome = HostOutcome {
+    let job = PlaysJob {
+        settings,
+        plays,
+        renderer,
+        vars,
+        options,
+        host_run,
+        reporter: &reporter,
+    };
+    let outcomes: Vec<HostOutcome> = fleet::run(settings, targets, &job)
+        .await
+        .into_iter()
+        .map(|host| host.outcome)
+        .collect();
+    reporter.finish(&outcomes);
+    outcomes
+}
+
+/// The plays on one host after another, one connection per host.
+struct PlaysJob<'a> {
+    settings: &'a Settings,
+    plays: &'a [Play],
+    renderer: &'a Renderer,
+    vars: &'a Map<String, Value>,
+    options: &'a RunOptions,
+    host_run: &'a dyn HostRun,
+    reporter: &'a Reporter,
+}
+
+/// A host's outcome and its line of progress.
+struct PlaysOnHost<'a> {
+    outcome: HostOutcome,
+    observer: HostObserver<'a>,
+}
+
+impl HostResult for PlaysOnHost<'_> {
+    fn set_error(&mut self, error: String) {
+        self.outcome.set_error(error);
+    }
+    fn failed(&self) -> bool {
+        self.outcome.failed()
+    }
+}
+
+impl<'a> HostJob for PlaysJob<'a> {
+    type Report = PlaysOnHost<'a>;
+
+    fn begin(&self, turn: &Turn<'_>) -> ControlFlow<Self::Report, Self::Report> {
+        let target = turn.target;
+        let observer = self.reporter.host(&target.name);
+        observer.phase("connecting");
+        ControlFlow::Continue(PlaysOnHost {
+            outcome: HostOutcome {
                 host: target.name.clone(),
                 target: target.ssh.describe(),
                 plays: Vec::new(),
                 error: None,
+            },
+            observer,
+        })
+    }
+
+    async fn connect(&self, settings: &Settings, turn: &Turn<'_>) -> Result<Connection, SshError> {
+        self.host_run.connect(settings, turn.target).await
+    }
+
+    async fn run(&self, turn: &Turn<'_>, connection: &Connection, host: &mut Self::Report) {
+        let target = turn.target;
+        host.outcome.target = connection.target.describe();
+        let hooks = self
+            .host_run
+            .hooks(self.settings, target, connection.target.clone());
+        for play in self.plays {
+            let host_vars = Vars {
+                base: base_vars(self.settings, target, self.vars),
+                ..Default::default()
             };
-            observer.phase("connecting");
-            match host_run.connect(settings, target).await {
-                Err(e) => outcome.error = Some(e.to_string()),
-                Ok((transport, connected)) => {
-                    outcome.target = connected.describe();
-                    let hooks = host_run.hooks(settings, target, connected);
-                    for play in plays {
-                        let host_vars = Vars {
-                            base: base_vars(settings, target, vars),
-                            ..Default::default()
-                        };
-                        let report = run_play(
-                            &transport,
-                            play,
-                            renderer,
-                            host_vars,
-                            options,
-                            hooks.as_ref(),
-                            &observer,
-                        )
-                        .await;
-                        let failed = report.failed();
-                        outcome.plays.push(report);
-                        if failed {
-                            break;
-                        }
-                    }
-                    transport.close().await;
-                }
+            let report = run_play(
+                &connection.transport,
+                play,
+                self.renderer,
+                host_vars,
+                self.options,
+                hooks.as_ref(),
+                &host.observer,
+            )
+            .await;
+            let failed = report.failed();
+            host.outcome.plays.push(report);
+            if failed {
+                break;
             }
-            observer.done(if outcome.failed() { "failed" } else { "done" });
-            outcome
         }
-    });
-    let outcomes = futures::future::join_all(runs).await;
-    reporter.finish(&outcomes);
-    outcomes
+    }
+
+    async fn end(&self, _: &Turn<'_>, host: &mut Self::Report) {
+        host.observer.done(if host.outcome.failed() {
+            "failed"
+        } else {
+            "done"
+        });
+    }
 }
 
 /// The command's variables plus `host` and `config`, for one host.

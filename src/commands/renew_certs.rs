@@ -11,13 +11,13 @@
 //! certificates are left to that app's settings (reported, not failed).
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::play::project_dir;
-use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::short_issuer;
 use crate::acme::certinfo::CertInfo;
 use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
@@ -29,6 +29,7 @@ use crate::acme::renewal_lock;
 use crate::acme::store::{self, Store, StoredCert};
 use crate::acme::AcmeError;
 use crate::config::AcmeConfig;
+use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
 use crate::settings::Settings;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
@@ -124,20 +125,18 @@ impl HostRow {
         }
     }
 
-    fn unreachable(host: &str, error: String) -> HostRow {
-        HostRow {
-            error: Some(error),
-            ..HostRow::new(host.to_string())
-        }
-    }
-
     fn add_error(&mut self, error: String) {
         self.error = Some(match self.error.take() {
             Some(first) => format!("{first}; {error}"),
             None => error,
         });
     }
+}
 
+impl HostResult for HostRow {
+    fn set_error(&mut self, error: String) {
+        self.add_error(error);
+    }
     fn failed(&self) -> bool {
         self.error.is_some() || self.certificates.iter().any(|c| c.error.is_some())
     }
@@ -206,20 +205,7 @@ pub async fn run(settings: &Settings, force: bool, local: Option<&Local>) -> any
     let rows = if local.is_some() {
         vec![renew_on(&LocalTransport::current(), local_host_name(), &run).await]
     } else {
-        let targets = settings.targets(None)?;
-        let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
-        futures::future::join_all(targets.iter().map(|target| async {
-            let _slot = limit.acquire().await;
-            match connect(settings, target).await {
-                Err(e) => HostRow::unreachable(&target.name, e.to_string()),
-                Ok((transport, _)) => {
-                    let row = renew_on(&transport, target.name.clone(), &run).await;
-                    transport.close().await;
-                    row
-                }
-            }
-        }))
-        .await
+        fleet::run(settings, &settings.targets(None)?, &run).await
     };
     if settings.json {
         let doc = serde_json::json!({"check": settings.check, "hosts": rows});
@@ -227,9 +213,10 @@ pub async fn run(settings: &Settings, force: bool, local: Option<&Local>) -> any
     } else {
         print_table(&rows);
     }
-    let failed = rows.iter().filter(|r| r.failed()).count();
-    if failed > 0 {
-        anyhow::bail!("renewal failed on {failed} of {} host(s); certificates that failed keep their previous version", rows.len());
+    if let Some(failures) = Failures::of(&rows) {
+        anyhow::bail!(
+            "renewal failed on {failures}; certificates that failed keep their previous version"
+        );
     }
     Ok(())
 }
@@ -298,6 +285,19 @@ pub fn find_local(config: Option<&Path>, json: bool) -> anyhow::Result<Option<Lo
         println!("{}", serde_json::json!({"check": false, "hosts": []}));
     }
     Ok(None)
+}
+
+/// Over SSH: each host's store, through the fleet runner.
+impl HostJob for RenewRun<'_> {
+    type Report = HostRow;
+
+    fn begin(&self, turn: &Turn<'_>) -> ControlFlow<HostRow, HostRow> {
+        ControlFlow::Continue(HostRow::new(turn.target.name.clone()))
+    }
+
+    async fn run(&self, turn: &Turn<'_>, connection: &Connection, row: &mut HostRow) {
+        *row = renew_on(&connection.transport, turn.target.name.clone(), self).await;
+    }
 }
 
 /// One `renew-certs` run, as every host sees it.

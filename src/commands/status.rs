@@ -3,17 +3,19 @@
 //! store with days left, and how they are renewed (the host's own timer, or
 //! nothing on the host: then renewal depends on `renew-certs` run elsewhere).
 
+use std::ops::ControlFlow;
+
 use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::host_binary::HOST_PATH;
-use super::{connect, MAX_PARALLEL_HOSTS};
 use crate::acme::certinfo::CertInfo;
 use crate::acme::host_settings;
 use crate::acme::store::{self, DEFAULT_DIR};
 use crate::deploy::remote::{self, Container, Deployed};
 use crate::facts::{self, HostFacts};
-use crate::settings::{HostTarget, Settings};
+use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
+use crate::settings::Settings;
 use crate::transport::{ExecRequest, Transport};
 
 /// Below this many days left a certificate is flagged.
@@ -186,12 +188,7 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         .and_then(|c| c.acme.as_ref())
         .map_or(DEFAULT_DIR.to_string(), |a| a.store.clone());
     let targets = settings.targets(None)?;
-    let limit = tokio::sync::Semaphore::new(MAX_PARALLEL_HOSTS);
-    let statuses = futures::future::join_all(targets.iter().map(|target| async {
-        let _slot = limit.acquire().await;
-        host_status(settings, target, &store_dir).await
-    }))
-    .await;
+    let statuses = fleet::run(settings, &targets, &ReadStatus { store_dir }).await;
     if settings.json {
         println!(
             "{}",
@@ -202,44 +199,53 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
             print_host(status);
         }
     }
-    let failed = statuses.iter().filter(|s| s.error.is_some()).count();
-    if failed > 0 {
-        anyhow::bail!("{failed} of {} host(s) could not be read", statuses.len());
+    if let Some(failures) = Failures::of(&statuses) {
+        anyhow::bail!("{failures} could not be read");
     }
     Ok(())
 }
 
-async fn host_status(settings: &Settings, target: &HostTarget, store_dir: &str) -> HostStatus {
-    let mut status = HostStatus {
-        host: target.name.clone(),
-        target: target.ssh.describe(),
-        ..Default::default()
-    };
-    let transport = match connect(settings, target).await {
-        Ok((t, _)) => t,
-        Err(e) => {
-            status.error = Some(e.to_string());
-            return status;
-        }
-    };
-    let out = transport
-        .run_ok(
-            "reading the host's status",
-            ExecRequest::piped(status_script(store_dir)).become_root(true),
-        )
-        .await;
-    transport.close().await;
-    let out = match out {
-        Ok(out) => out.stdout_str(),
-        Err(e) => {
-            status.error = Some(e.to_string());
-            return status;
-        }
-    };
-    if let Err(e) = fill(&mut status, &out) {
-        status.error = Some(e);
+impl HostResult for HostStatus {
+    fn set_error(&mut self, error: String) {
+        self.error = Some(error);
     }
-    status
+    fn failed(&self) -> bool {
+        self.error.is_some()
+    }
+}
+
+/// One status exec per host.
+struct ReadStatus {
+    store_dir: String,
+}
+
+impl HostJob for ReadStatus {
+    type Report = HostStatus;
+
+    fn begin(&self, turn: &Turn<'_>) -> ControlFlow<HostStatus, HostStatus> {
+        ControlFlow::Continue(HostStatus {
+            host: turn.target.name.clone(),
+            target: turn.target.ssh.describe(),
+            ..Default::default()
+        })
+    }
+
+    async fn run(&self, _: &Turn<'_>, connection: &Connection, status: &mut HostStatus) {
+        let out = connection
+            .transport
+            .run_ok(
+                "reading the host's status",
+                ExecRequest::piped(status_script(&self.store_dir)).become_root(true),
+            )
+            .await;
+        let filled = match out {
+            Ok(out) => fill(status, &out.stdout_str()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = filled {
+            status.error = Some(e);
+        }
+    }
 }
 
 fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {

@@ -4,7 +4,8 @@
 //! per test in its own temporary directory, never to a mock. The harness expects to run
 //! as root on Debian with `openssh-server`, `openssh-client` and `sudo` installed (see
 //! `tests/setup`). It never touches the machine's own sshd or `/etc/ssh`; the only
-//! system-wide state it creates is two test users and one sudoers drop-in (see `users`).
+//! system-wide state it creates is two test users and one sudoers drop-in (see `users`),
+//! and for the fan-out benchmark alone, network namespaces it removes again (`netns`).
 //!
 //! Use it from a test file with `mod support;` and `use support::*;`.
 
@@ -13,6 +14,7 @@
 
 mod agent;
 mod bind;
+mod netns;
 mod operator;
 mod pebble;
 mod sshd;
@@ -21,6 +23,7 @@ mod vm;
 
 pub use agent::TestAgent;
 pub use bind::TestBind;
+pub use netns::FarHosts;
 pub use operator::{json, key_arg, stderr, Operator};
 pub use pebble::{TestNginx, TestPebble};
 pub use sshd::{SshdOptions, TestSshd};

@@ -1,4 +1,5 @@
-//! A throw-away OpenSSH server on 127.0.0.1, one per test.
+//! A throw-away OpenSSH server on 127.0.0.1, one per test (or on port 22 of an
+//! address in a network namespace, for the fan-out benchmark).
 
 use super::{
     describe_output, free_port, generate_key, keygen, pub_name, read_text, send_signal, set_mode,
@@ -33,6 +34,9 @@ pub struct SshdOptions {
     /// overridden (the harness relies on them), and LogLevel must stay at INFO or above
     /// because readiness is detected from the "Server listening" log line.
     pub extra_config: String,
+    /// Listen on port 22 of this address inside this network namespace
+    /// (`ip netns exec`) instead of a free port on 127.0.0.1.
+    pub namespace: Option<(String, Ipv4Addr)>,
 }
 
 impl Default for SshdOptions {
@@ -41,13 +45,16 @@ impl Default for SshdOptions {
             password_auth: true,
             max_sessions: 10,
             extra_config: String::new(),
+            namespace: None,
         }
     }
 }
 
-/// A running `sshd -D` on 127.0.0.1:`port`, with all its files in `dir`.
+/// A running `sshd -D` on `addr`:`port`, with all its files in `dir`.
 /// Drop stops it (and its per-connection processes); then `dir` is removed.
 pub struct TestSshd {
+    /// 127.0.0.1, or the address in [`SshdOptions::namespace`].
+    pub addr: Ipv4Addr,
     pub port: u16,
     pub dir: TempDir,
     /// Exact contents of the host public key file: "ssh-ed25519 AAAA... \n" (empty comment).
@@ -58,7 +65,7 @@ pub struct TestSshd {
     /// Exact contents of `client_key`'s .pub file.
     pub client_key_pub: String,
     /// "[127.0.0.1]:PORT ssh-ed25519 AAAA..." as OpenSSH writes it to known_hosts
-    /// (unhashed, no comment, no newline).
+    /// (unhashed, no comment, no newline; "ADDR ssh-ed25519 ..." on port 22).
     pub known_hosts_line: String,
     opts: SshdOptions,
     child: Option<Child>,
@@ -104,6 +111,10 @@ impl TestSshd {
         set_mode(&authorized_keys, 0o644);
 
         let mut sshd = TestSshd {
+            addr: opts
+                .namespace
+                .as_ref()
+                .map_or(Ipv4Addr::LOCALHOST, |(_, addr)| *addr),
             port: 0,
             dir,
             host_key_pub: String::new(),
@@ -116,7 +127,11 @@ impl TestSshd {
         sshd.new_host_key();
 
         for _ in 0..START_ATTEMPTS {
-            sshd.port = free_port();
+            // A namespace of its own has port 22 free.
+            sshd.port = match sshd.opts.namespace {
+                Some(_) => 22,
+                None => free_port(),
+            };
             match sshd.launch() {
                 Ok(()) => {
                     sshd.update_known_hosts_line();
@@ -195,7 +210,11 @@ impl TestSshd {
             panic!("unexpected host public key format: {:?}", self.host_key_pub);
         };
         // OpenSSH writes non-22 ports as "[host]:port".
-        self.known_hosts_line = format!("[127.0.0.1]:{} {key_type} {blob}", self.port);
+        let host = match self.port {
+            22 => self.addr.to_string(),
+            port => format!("[{}]:{port}", self.addr),
+        };
+        self.known_hosts_line = format!("{host} {key_type} {blob}");
     }
 
     /// Writes the config for `self.port`, validates it, starts sshd and waits until it
@@ -229,7 +248,15 @@ impl TestSshd {
             .append(true)
             .open(&log_path)
             .unwrap_or_else(|e| panic!("cannot open {}: {e}", log_path.display()));
-        let child = Command::new(SSHD) // absolute path: sshd re-executes itself
+        let mut command = match &self.opts.namespace {
+            Some((netns, _)) => {
+                let mut ip = Command::new("ip"); // execs sshd in the namespace: same pid
+                ip.args(["netns", "exec", netns, SSHD]);
+                ip
+            }
+            None => Command::new(SSHD), // absolute path: sshd re-executes itself
+        };
+        let child = command
             .args(["-D", "-e", "-f"])
             .arg(&config_path)
             .arg("-E")
@@ -251,7 +278,7 @@ impl TestSshd {
     /// Ready = sshd logged that it listens on OUR port (so the port is ours, not a
     /// racing process's) and a TCP connect there gets an "SSH-2.0-" banner.
     fn wait_ready(&mut self, log_offset: u64) -> Result<(), LaunchError> {
-        let listening = format!("Server listening on 127.0.0.1 port {}.", self.port);
+        let listening = format!("Server listening on {} port {}.", self.addr, self.port);
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let new_log = self.log_since(log_offset);
@@ -267,7 +294,7 @@ impl TestSshd {
                     self.log()
                 );
             }
-            if new_log.contains(&listening) && banner_received(self.port) {
+            if new_log.contains(&listening) && banner_received(self.addr, self.port) {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -300,7 +327,7 @@ impl TestSshd {
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         let mut c = String::from("# Generated by vpsup's test harness (tests/support/sshd.rs)\n");
         // Fixed: readiness detection, the known_hosts line and Drop depend on these.
-        let _ = writeln!(c, "ListenAddress 127.0.0.1");
+        let _ = writeln!(c, "ListenAddress {}", self.addr);
         let _ = writeln!(c, "Port {}", self.port);
         let _ = writeln!(c, "HostKey {}", self.host_key_path().display());
         let _ = writeln!(c, "PidFile {}", d.join("sshd.pid").display());
@@ -413,8 +440,8 @@ fn global_keywords(config: &str) -> HashSet<String> {
 }
 
 /// True once the port answers with an SSH-2.0 identification line.
-fn banner_received(port: u16) -> bool {
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+fn banner_received(addr: Ipv4Addr, port: u16) -> bool {
+    let addr = SocketAddr::from((addr, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
         return false;
     };
