@@ -1,37 +1,36 @@
 //! One exec, many tasks: builds the script that probes and/or changes several
-//! tasks at once, and splits its output back per task. Every section starts
-//! with a marker line carrying a per-run random nonce, so no task output can
-//! forge one.
+//! tasks at once, and splits its output back per task, in the one section
+//! format (`transport::sections`), so no task output can forge a section.
 
 use std::collections::HashMap;
 
 use crate::facts::PROBE_SCRIPT;
+use crate::transport::sections::Sections;
 
 pub struct BatchScript {
-    marker: String,
+    sections: Sections,
     body: String,
-    sections: usize,
+    count: usize,
 }
 
 impl BatchScript {
-    pub fn new(nonce: u64) -> BatchScript {
-        let marker = format!("@@vpsup-{nonce:016x}");
+    pub fn new(sections: Sections) -> BatchScript {
         // The marker appears only as literals in this script (which tasks
         // cannot read: their stdin is /dev/null), never in a variable they could print.
         let body = "vpsup_err=$(mktemp)\ntrap 'rm -f \"$vpsup_err\"' EXIT\n".to_string();
         BatchScript {
-            marker,
+            sections,
             body,
-            sections: 0,
+            count: 0,
         }
     }
 
-    pub fn marker(&self) -> &str {
-        &self.marker
+    pub fn sections(&self) -> &Sections {
+        &self.sections
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sections == 0
+        self.count == 0
     }
 
     /// The host facts (see `facts::PROBE_SCRIPT`).
@@ -56,7 +55,7 @@ impl BatchScript {
         self.section(&format!("begin {id}"));
         self.body.push_str(&format!(
             "(\nset -e\n{script}\n) </dev/null 2>\"$vpsup_err\"\nrc=$?\nprintf '\\n{marker} stderr {id}\\n'\ncat \"$vpsup_err\"\nprintf '\\n{marker} end {id} %s\\n' \"$rc\"\n[ \"$rc\" -eq 0 ] || exit 0\n",
-            marker = self.marker
+            marker = self.sections.marker()
         ));
     }
 
@@ -66,9 +65,8 @@ impl BatchScript {
     }
 
     fn section(&mut self, what: &str) {
-        self.sections += 1;
-        self.body
-            .push_str(&format!("printf '\\n{} {what}\\n'\n", self.marker));
+        self.count += 1;
+        self.body.push_str(&self.sections.header(what));
     }
 }
 
@@ -92,11 +90,9 @@ pub struct ChangeOutput {
     pub status: Option<i32>,
 }
 
-pub fn parse(output: &str, marker: &str) -> BatchOutput {
+pub fn parse(output: &str, sections: &Sections) -> BatchOutput {
     let mut result = BatchOutput::default();
-    let separator = format!("\n{marker} ");
-    for piece in output.split(&separator).skip(1) {
-        let (header, content) = piece.split_once('\n').unwrap_or((piece, ""));
+    for (header, content) in sections.parse(output).iter() {
         let mut words = header.split_whitespace();
         let kind = words.next().unwrap_or("");
         let id = words.next().and_then(|w| w.parse::<usize>().ok());
@@ -150,13 +146,13 @@ mod tests {
 
     #[test]
     fn probes_and_changes_come_back_per_task() {
-        let mut b = BatchScript::new(7);
+        let mut b = BatchScript::new(Sections::with_nonce(7));
         b.probe(0, "echo state-of-0");
         b.probe(1, "");
         b.change(2, "echo out; echo err >&2; printf 'no newline'");
         b.change(3, "cat; echo read-nothing");
-        let marker = b.marker().to_string();
-        let out = parse(&run(&b.finish()), &marker);
+        let sections = b.sections().clone();
+        let out = parse(&run(&b.finish()), &sections);
         assert!(out.complete);
         assert_eq!(out.probes[&0], "state-of-0\n");
         assert_eq!(out.probes[&1], "");
@@ -170,11 +166,11 @@ mod tests {
 
     #[test]
     fn the_first_failure_stops_the_batch() {
-        let mut b = BatchScript::new(1);
+        let mut b = BatchScript::new(Sections::with_nonce(1));
         b.change(0, "false\necho never");
         b.change(1, "echo also-never");
-        let marker = b.marker().to_string();
-        let out = parse(&run(&b.finish()), &marker);
+        let sections = b.sections().clone();
+        let out = parse(&run(&b.finish()), &sections);
         assert!(!out.complete);
         assert_eq!(out.changes.len(), 1);
         assert_eq!(out.changes[0].status, Some(1));
@@ -183,26 +179,27 @@ mod tests {
 
     #[test]
     fn facts_section_parses_as_host_facts() {
-        let mut b = BatchScript::new(2);
+        let mut b = BatchScript::new(Sections::with_nonce(2));
         b.facts();
-        let marker = b.marker().to_string();
-        let out = parse(&run(&b.finish()), &marker);
+        let sections = b.sections().clone();
+        let out = parse(&run(&b.finish()), &sections);
         let facts = crate::facts::parse(out.facts.as_deref().unwrap()).unwrap();
         assert!(facts.cpus >= 1);
     }
 
     #[test]
     fn tasks_cannot_see_the_marker() {
-        let mut b = BatchScript::new(3);
+        let mut b = BatchScript::new(Sections::with_nonce(3));
         b.change(0, "set | grep -c @@vpsup || true");
-        let marker = b.marker().to_string();
-        let out = parse(&run(&b.finish()), &marker);
+        let sections = b.sections().clone();
+        let out = parse(&run(&b.finish()), &sections);
         assert_eq!(out.changes[0].stdout, "0\n");
     }
 
     #[test]
     fn a_truncated_output_is_incomplete() {
-        let out = parse("\n@@vpsup-x begin 4\npartial", "@@vpsup-x");
+        let sections = Sections::with_nonce(9);
+        let out = parse(&format!("\n{sections} begin 4\npartial"), &sections);
         assert!(!out.complete);
         assert_eq!(out.changes[0].status, None);
     }

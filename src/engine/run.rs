@@ -11,6 +11,7 @@ use super::render::{mentions, Renderer, Vars};
 use super::{Hooks, Observer, PlayReport, Recap, RunOptions, Status, TaskResult};
 use crate::facts::{self, HostFacts};
 use crate::modules::{self, Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope};
+use crate::transport::sections::Sections;
 use crate::transport::{ExecRequest, Transport};
 
 /// Runs `play` on the host behind `transport`. `vars.base` holds the command's
@@ -228,7 +229,7 @@ impl<'a> Run<'a> {
     /// The first exec: host facts and every buildable unit's probe.
     async fn probe_all(&mut self) -> bool {
         self.observer.phase("probing");
-        let mut script = BatchScript::new(nonce());
+        let mut script = BatchScript::new(Sections::random());
         script.facts();
         let options = self.probe_options();
         let play = self.play;
@@ -453,7 +454,7 @@ impl<'a> Run<'a> {
             .map_or(become_root.unwrap_or(self.play.become_root), |q| {
                 self.units[q.unit].become_root(self.play)
             });
-        let mut script = BatchScript::new(nonce());
+        let mut script = BatchScript::new(Sections::random());
         for queued in &self.batch {
             let body: Vec<&str> = queued
                 .plan
@@ -631,13 +632,13 @@ impl<'a> Run<'a> {
 
     /// Runs one batch script; a transport failure fails the play.
     async fn exec(&mut self, script: BatchScript, become_root: bool) -> Option<BatchOutput> {
-        let marker = script.marker().to_string();
+        let sections = script.sections().clone();
         match self
             .transport
             .exec(ExecRequest::piped(script.finish()).become_root(become_root))
             .await
         {
-            Ok(out) => Some(batch::parse(&out.stdout_str(), &marker)),
+            Ok(out) => Some(batch::parse(&out.stdout_str(), &sections)),
             Err(e) => {
                 self.fail_play(e.to_string());
                 None
@@ -713,19 +714,6 @@ fn tail(stderr: &str, stdout: &str) -> String {
     };
     let lines: Vec<&str> = text.trim_end().lines().collect();
     lines[lines.len().saturating_sub(5)..].join("\n")
-}
-
-/// A marker nonce: random per process and per call (RandomState is seeded from
-/// the OS), so task output cannot accidentally look like our section markers.
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 pub mod known_hosts;
 pub mod local;
 pub mod script;
+pub mod sections;
 pub mod ssh;
 
 use std::sync::Arc;
