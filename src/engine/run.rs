@@ -46,6 +46,7 @@ pub async fn run_play(
         batch: Vec::new(),
         notified: BTreeSet::new(),
         failed: false,
+        module_sections: Sections::random(),
     };
     run.execute().await;
 
@@ -124,6 +125,10 @@ struct Run<'a> {
     /// Handler units notified and not yet run, in definition order.
     notified: BTreeSet<usize>,
     failed: bool,
+    /// The marker of the modules' own sub-parts (`ProbeOptions::sections`):
+    /// one per run, as a task is probed in one batch and planned later, and
+    /// apart from each batch's, which splits the batch into tasks.
+    module_sections: Sections,
 }
 
 impl<'a> Run<'a> {
@@ -223,6 +228,7 @@ impl<'a> Run<'a> {
     fn probe_options(&self) -> ProbeOptions {
         ProbeOptions {
             with_content: self.options.diff,
+            sections: self.module_sections.clone(),
         }
     }
 
@@ -386,6 +392,7 @@ impl<'a> Run<'a> {
         let render = |name: &str| self.renderer.template(name, &self.vars);
         let ctx = PlanContext {
             facts,
+            sections: &self.module_sections,
             render: &render,
         };
         let probed = unit.probed.as_deref().unwrap_or("");

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::file_state::{self, Attributes, FileState};
 use super::{Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope, Validate};
 use crate::transport::script::{self, quote};
+use crate::transport::sections::Sections;
 use crate::transport::FileMeta;
 
 #[derive(Debug, Deserialize)]
@@ -308,18 +309,19 @@ impl Repository {
                 list_file_name(&format!("{}/", self.uri.trim_end_matches('/')))
             ))
         );
-        format!(
-            "echo '== repository'
-{arch}for f in {lists_glob}; do if [ -e \"$f\" ]; then echo \"fetched ${{f##*/}}\"; fi; done
-if [ -e {legacy} ]; then echo legacy present; else echo legacy absent; fi
-echo '== sources'
-{sources}
-echo '== keyring'
-{keyring}",
+        let repository = format!(
+            "{arch}for f in {lists_glob}; do if [ -e \"$f\" ]; then echo \"fetched ${{f##*/}}\"; fi; done
+if [ -e {legacy} ]; then echo legacy present; else echo legacy absent; fi",
             legacy = quote(&self.legacy_list_path()),
-            sources = file_state::probe(&self.sources_path(), opts.with_content),
-            keyring = file_state::probe(&self.keyring_path(), false),
-        )
+        );
+        opts.sections.script([
+            ("repository", repository.as_str()),
+            (
+                "sources",
+                &file_state::probe(&self.sources_path(), opts.with_content),
+            ),
+            ("keyring", &file_state::probe(&self.keyring_path(), false)),
+        ])
     }
 
     fn plan(
@@ -513,8 +515,7 @@ const CANDIDATE_AWK: &str =
 /// never updated.
 fn cache_probe() -> String {
     format!(
-        "echo '== cache'
-echo \"now $(date +%s)\"
+        "echo \"now $(date +%s)\"
 stat -c 'stamp %Y' {stamp} 2>/dev/null
 set -- {lists}/*_Packages*
 if [ -e \"$1\" ]; then echo lists present; fi",
@@ -525,28 +526,37 @@ if [ -e \"$1\" ]; then echo lists present; fi",
 
 impl Module for Apt {
     fn probe(&self, opts: &ProbeOptions) -> String {
-        let mut parts = vec![cache_probe()];
+        let mut parts = vec![("cache", cache_probe())];
         if !self.packages.is_empty() {
             let names = shell_words(&self.packages);
-            parts.push(format!(
-                "echo '== packages'\ndpkg-query -W -f {} {names} 2>/dev/null",
-                quote(DPKG_FORMAT)
+            parts.push((
+                "packages",
+                format!(
+                    "dpkg-query -W -f {} {names} 2>/dev/null",
+                    quote(DPKG_FORMAT)
+                ),
             ));
             if self.state == PackageState::Latest {
-                parts.push(format!(
-                    "echo '== candidates'\nLC_ALL=C apt-cache policy {names} 2>/dev/null | awk {}",
-                    quote(CANDIDATE_AWK)
+                parts.push((
+                    "candidates",
+                    format!(
+                        "LC_ALL=C apt-cache policy {names} 2>/dev/null | awk {}",
+                        quote(CANDIDATE_AWK)
+                    ),
                 ));
             }
         }
+        let mut script = opts
+            .sections
+            .script(parts.iter().map(|(name, body)| (*name, body.as_str())));
         if let Some(repo) = &self.repository {
-            parts.push(repo.probe(opts));
+            script.push_str(&repo.probe(opts));
         }
-        parts.join("\n")
+        script
     }
 
     fn plan(&self, probed: &str, ctx: &PlanContext) -> Result<Plan, ModuleError> {
-        let probed = Probed::parse(probed, self)?;
+        let probed = Probed::parse(probed, ctx.sections, self)?;
         let mut summary = Vec::new();
         let mut file_steps = Vec::new();
         let mut apt_steps = Vec::new();
@@ -845,12 +855,18 @@ impl PackageStatus {
 }
 
 impl Probed {
-    fn parse(text: &str, apt: &Apt) -> Result<Probed, ModuleError> {
-        let sections = split_sections(text)?;
+    fn parse(text: &str, sections: &Sections, apt: &Apt) -> Result<Probed, ModuleError> {
+        let parts = sections.parse(text);
+        let stray = parts.preamble().trim();
+        if !stray.is_empty() {
+            return Err(ModuleError::Probe(format!(
+                "unexpected output before the first part: {stray:?}"
+            )));
+        }
         let section = |name: &str| {
-            sections.get(name).copied().ok_or_else(|| {
-                ModuleError::Probe(format!("no `== {name}` section in the probe output"))
-            })
+            parts
+                .get(name)
+                .map_err(|e| ModuleError::Probe(e.to_string()))
         };
         let mut probed = Probed {
             cache_age: parse_cache(section("cache")?)?,
@@ -879,30 +895,6 @@ impl Probed {
     fn candidate(&self, name: &str) -> Option<&str> {
         self.candidates.get(name).and_then(|c| c.as_deref())
     }
-}
-
-/// Splits the output at `== NAME` lines.
-fn split_sections(text: &str) -> Result<HashMap<&str, &str>, ModuleError> {
-    let mut sections = HashMap::new();
-    let mut current: Option<(&str, usize)> = None;
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if let Some(name) = line.trim_end().strip_prefix("== ") {
-            if let Some((prev, start)) = current {
-                sections.insert(prev, &text[start..offset]);
-            }
-            current = Some((name, offset + line.len()));
-        } else if current.is_none() && !line.trim().is_empty() {
-            return Err(ModuleError::Probe(format!(
-                "unexpected line before any section: {line:?}"
-            )));
-        }
-        offset += line.len();
-    }
-    if let Some((name, start)) = current {
-        sections.insert(name, &text[start..]);
-    }
-    Ok(sections)
 }
 
 fn parse_cache(section: &str) -> Result<Option<u64>, ModuleError> {
@@ -1029,7 +1021,8 @@ fn parse_repository(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{build_from_yaml, plan};
+    // Probe outputs here are written with `== NAME` part headers.
+    use crate::modules::testing::{self, build_from_yaml, parts, plan_parts as plan};
 
     fn apt(yaml: &str) -> Box<dyn Module> {
         build_from_yaml("apt", yaml).unwrap()
@@ -1487,7 +1480,7 @@ Signed-By: /etc/apt/keyrings/docker.asc
         )));
         // No `arch` line is needed when the architectures are named.
         assert!(!m
-            .probe(&ProbeOptions::default())
+            .probe(&testing::probe_options())
             .contains("dpkg --print-architecture"));
     }
 
@@ -1513,15 +1506,19 @@ Signed-By: /etc/apt/keyrings/docker.asc
         );
         // The plan takes `suite: auto` from the host's facts.
         let m = apt(&DOCKER.replace("/debian", "/ubuntu"));
-        let mut facts = crate::modules::testing::facts();
+        let mut facts = testing::facts();
         facts.os_id = "ubuntu".into();
         facts.os_codename = "noble".into();
         let render = |_: &str| Err(String::new());
         let ctx = PlanContext {
             facts: &facts,
+            sections: &testing::sections(),
             render: &render,
         };
-        let probed = format!("{FRESH}== packages\n{}", repo_probe("", "absent", "absent"));
+        let probed = parts(&format!(
+            "{FRESH}== packages\n{}",
+            repo_probe("", "absent", "absent")
+        ));
         let c = m.plan(&probed, &ctx).unwrap().changes.remove(0);
         assert!(c
             .diff
@@ -1530,6 +1527,7 @@ Signed-By: /etc/apt/keyrings/docker.asc
         facts.os_codename = String::new();
         let ctx = PlanContext {
             facts: &facts,
+            sections: &testing::sections(),
             render: &render,
         };
         assert!(m
@@ -1660,13 +1658,14 @@ repository:
 ";
         let m = apt(yaml);
         let out = std::process::Command::new("sh")
-            .args(["-c", &m.probe(&ProbeOptions { with_content: true })])
+            .args(["-c", &m.probe(&testing::diff_probe_options())])
             .env("LC_ALL", "C")
             .output()
             .unwrap();
         let text = String::from_utf8(out.stdout).unwrap();
         let apt_args: Apt = serde_json::from_value(serde_saphyr::from_str(yaml).unwrap()).unwrap();
-        let probed = Probed::parse(&text, &apt_args).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let probed = Probed::parse(&text, &testing::sections(), &apt_args)
+            .unwrap_or_else(|e| panic!("{e}\n{text}"));
         let bash = &probed.packages["bash"];
         let version = std::process::Command::new("dpkg-query")
             .args(["-W", "-f", "${Version}", "bash"])

@@ -12,6 +12,7 @@ use super::file_state::{self, Attributes, FileState, Kind, PathInfo};
 use super::user::{parse_passwd_line, passwd_probe, validate_account_name, Presence};
 use super::{Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope, Validate};
 use crate::transport::script::{self, quote};
+use crate::transport::sections::Sections;
 use crate::transport::FileMeta;
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +204,9 @@ fn count_keys(n: usize) -> String {
 
 const SSH_DIR: &str = ".ssh";
 const KEYS_FILE: &str = ".ssh/authorized_keys";
+/// The probe's parts holding `SSH_DIR`'s and `KEYS_FILE`'s state.
+const SSH_DIR_PART: &str = "ssh_dir";
+const KEYS_FILE_PART: &str = "keys_file";
 /// Printed first by the probe under `--diff`, so `plan` knows to show one.
 const SHOW_DIFF: &str = "show_diff";
 
@@ -225,21 +229,20 @@ struct Account {
     keys_file: FileState,
 }
 
-/// Parses what `probe` printed: header lines, then `== PATH` sections each
-/// holding one `file_state` output.
-fn parse_probe(output: &str, user: &str) -> Result<(ProbedHome, bool), String> {
+/// Parses what `probe` printed: header lines, then the `ssh_dir` and
+/// `keys_file` parts, each one `file_state` output.
+fn parse_probe(
+    output: &str,
+    sections: &Sections,
+    user: &str,
+) -> Result<(ProbedHome, bool), String> {
+    let parts = sections.parse(output);
     let mut show_diff = false;
     let mut entry = None;
     let mut primary_group = None;
     let mut home_missing = false;
-    let mut sections: Vec<(&str, String)> = Vec::new();
-    for line in output.lines() {
-        if let Some(path) = line.strip_prefix("== ") {
-            sections.push((path, String::new()));
-        } else if let Some((_, body)) = sections.last_mut() {
-            body.push_str(line);
-            body.push('\n');
-        } else if line == SHOW_DIFF {
+    for line in parts.preamble().lines() {
+        if line == SHOW_DIFF {
             show_diff = true;
         } else if let Some(value) = line.strip_prefix("passwd ") {
             entry = Some(parse_passwd_line(value, user)?);
@@ -251,18 +254,15 @@ fn parse_probe(output: &str, user: &str) -> Result<(ProbedHome, bool), String> {
             return Err(format!("unexpected line {line:?}"));
         }
     }
-    let section = |path: &str| match sections.iter().find(|(p, _)| *p == path) {
-        Some((_, body)) => file_state::parse(body),
-        None => Err(format!("no `== {path}` section")),
-    };
+    let part = |name: &str| file_state::parse(parts.get(name).map_err(|e| e.to_string())?);
     let home = match entry.ok_or("no `passwd` line")? {
         None => ProbedHome::NoUser,
         Some(entry) if home_missing => ProbedHome::Missing { home: entry.home },
         Some(entry) => ProbedHome::Present(Box::new(Account {
             home: entry.home,
             primary_group: primary_group.ok_or("no `primary_group` line")?,
-            ssh_dir: section(SSH_DIR)?,
-            keys_file: section(KEYS_FILE)?,
+            ssh_dir: part(SSH_DIR_PART)?,
+            keys_file: part(KEYS_FILE_PART)?,
         })),
     };
     Ok((home, show_diff))
@@ -285,19 +285,17 @@ impl Module for AuthorizedKey {
     /// The home is only known on the host, so the probe changes into it and
     /// reads `.ssh` by relative paths.
     fn probe(&self, opts: &ProbeOptions) -> String {
+        let files = opts.sections.script([
+            (SSH_DIR_PART, file_state::probe(SSH_DIR, false).as_str()),
+            // The content is always needed: it is what gets compared.
+            (KEYS_FILE_PART, &file_state::probe(KEYS_FILE, true)),
+        ]);
         let when_present = format!(
             "printf 'primary_group %s\\n' \"$(id -gn {user})\"
 h=${{p#*:*:*:*:*:}}; h=${{h%%:*}}
 if [ -n \"$h\" ] && cd \"$h\" 2>/dev/null; then
-echo '== {SSH_DIR}'
-{ssh_dir}
-echo '== {KEYS_FILE}'
-{keys_file}
-else echo 'home absent'; fi",
+{files}else echo 'home absent'; fi",
             user = quote(&self.user),
-            ssh_dir = file_state::probe(SSH_DIR, false),
-            // The content is always needed: it is what gets compared.
-            keys_file = file_state::probe(KEYS_FILE, true),
         );
         let show_diff = if opts.with_content {
             format!("echo {SHOW_DIFF}\n")
@@ -307,8 +305,9 @@ else echo 'home absent'; fi",
         format!("{show_diff}{}", passwd_probe(&self.user, &when_present))
     }
 
-    fn plan(&self, probed: &str, _ctx: &PlanContext) -> Result<Plan, ModuleError> {
-        let (home, show_diff) = parse_probe(probed, &self.user).map_err(ModuleError::Probe)?;
+    fn plan(&self, probed: &str, ctx: &PlanContext) -> Result<Plan, ModuleError> {
+        let (home, show_diff) =
+            parse_probe(probed, ctx.sections, &self.user).map_err(ModuleError::Probe)?;
         let account = match (home, self.state) {
             (ProbedHome::NoUser | ProbedHome::Missing { .. }, Presence::Absent) => {
                 return Ok(Plan::ok())
@@ -448,7 +447,8 @@ fn regular_file_content<'a>(path: &str, info: &'a PathInfo) -> Result<&'a str, M
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::modules::testing::{build_from_yaml, plan};
+    // Probe outputs here are written with `== NAME` part headers.
+    use crate::modules::testing::{build_from_yaml, plan_parts as plan};
 
     // Real keys (generated by ssh-keygen for these tests only).
     const ED25519: &str =
@@ -478,7 +478,7 @@ mod tests {
             ),
         };
         format!(
-            "passwd deploy:x:1000:1000::/home/deploy:/bin/bash\nprimary_group deploy\n== .ssh\n{ssh_dir}\n== .ssh/authorized_keys\n{keys_file}\n"
+            "passwd deploy:x:1000:1000::/home/deploy:/bin/bash\nprimary_group deploy\n== ssh_dir\n{ssh_dir}\n== keys_file\n{keys_file}\n"
         )
     }
 
@@ -711,7 +711,7 @@ mod tests {
             &format!("user: root\nkeys: [\"{ED25519} laptop\", \"{ECDSA}\"]\n"),
         )
         .unwrap();
-        let opts = ProbeOptions { with_content: true };
+        let opts = crate::modules::testing::diff_probe_options();
 
         let first = plan(&*m, &sh(&m.probe(&opts))).unwrap();
         assert_eq!(

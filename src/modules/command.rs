@@ -86,7 +86,7 @@ mod tests {
     use crate::modules::testing::{build_from_yaml, plan, run_probe};
 
     fn probe_locally(m: &dyn Module) -> String {
-        run_probe(m, ProbeOptions::default())
+        run_probe(m, crate::modules::testing::probe_options())
     }
 
     #[test]
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn always_runs_without_conditions_and_changed_when_false_reports_ok() {
         let m = build_from_yaml("command", "run: docker ps\nchanged_when: false\n").unwrap();
-        assert_eq!(m.probe(&ProbeOptions::default()), "");
+        assert_eq!(m.probe(&crate::modules::testing::probe_options()), "");
         let p = plan(&*m, "").unwrap();
         assert!(!p.changes[0].reports_change);
         assert!(build_from_yaml("command", "run: \"  \"\n").is_err());

@@ -287,14 +287,16 @@ mod tests {
             &format!("dest: {}/nope/x\ncontent: x\n", dir.path().display()),
         )
         .unwrap();
-        let probed = crate::modules::testing::run_probe(&*inside, ProbeOptions::default());
+        let probed =
+            crate::modules::testing::run_probe(&*inside, crate::modules::testing::probe_options());
         assert_eq!(probed.trim(), "parent-missing");
         let here = build_from_yaml(
             "copy",
             &format!("dest: {}/x\ncontent: x\n", dir.path().display()),
         )
         .unwrap();
-        let probed = crate::modules::testing::run_probe(&*here, ProbeOptions::default());
+        let probed =
+            crate::modules::testing::run_probe(&*here, crate::modules::testing::probe_options());
         assert_eq!(plan(&*here, &probed).unwrap().changes[0].summary, "create");
     }
 
@@ -318,6 +320,7 @@ mod tests {
         };
         let ctx = PlanContext {
             facts: &facts,
+            sections: &crate::modules::testing::sections(),
             render: &render,
         };
         let p = m.plan("absent\n", &ctx).unwrap();
@@ -339,6 +342,7 @@ mod tests {
                 "absent\n",
                 &PlanContext {
                     facts: &facts,
+                    sections: &crate::modules::testing::sections(),
                     render: &render,
                 },
             )
@@ -360,7 +364,8 @@ mod tests {
         };
         let run = |yaml: String| {
             let m = build_from_yaml("copy", &yaml).unwrap();
-            let probed = crate::modules::testing::run_probe(&*m, ProbeOptions::default());
+            let probed =
+                crate::modules::testing::run_probe(&*m, crate::modules::testing::probe_options());
             let script = plan(&*m, &probed).unwrap().changes[0].script.clone();
             std::process::Command::new("sh")
                 .args(["-ec", &script])

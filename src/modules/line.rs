@@ -667,6 +667,7 @@ mod tests {
         };
         let ctx = PlanContext {
             facts: &facts,
+            sections: &crate::modules::testing::sections(),
             render: &render,
         };
         let old = base64::engine::general_purpose::STANDARD.encode("x\n");
@@ -757,7 +758,7 @@ mod tests {
         );
         let module = build(&yaml);
         let sh = testing::run_change;
-        let probe = module.probe(&ProbeOptions::default());
+        let probe = module.probe(&crate::modules::testing::probe_options());
         let plan = testing::plan(&*module, &sh(&probe)).unwrap();
         sh(&plan.changes[0].script);
         assert_eq!(

@@ -24,6 +24,7 @@ pub mod user;
 use serde::de::DeserializeOwned;
 
 use crate::facts::HostFacts;
+use crate::transport::sections::Sections;
 
 /// One configured module instance (a task's module with its arguments).
 pub trait Module: Send + Sync + std::fmt::Debug {
@@ -43,16 +44,22 @@ pub trait Module: Send + Sync + std::fmt::Debug {
     fn scope(&self) -> Scope;
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeOptions {
     /// `--diff`: file-like modules also print the current content (base64) so
     /// `plan` can show a unified diff.
     pub with_content: bool,
+    /// For a probe of several parts: `sections.header("cache")` starts one, and
+    /// `plan` splits them with `PlanContext::sections`. Its own random marker,
+    /// not the batch's, so the batch does not split a task's parts off as its own.
+    pub sections: Sections,
 }
 
 /// What `plan` may use besides the probed state.
 pub struct PlanContext<'a> {
     pub facts: &'a HostFacts,
+    /// The `ProbeOptions::sections` the probe was built with.
+    pub sections: &'a Sections,
     /// Renders a template (by name, e.g. `sshd_hardening.conf.tera`) with the
     /// play's variables, the host facts and the config.
     pub render: &'a dyn Fn(&str) -> Result<String, String>,
@@ -277,18 +284,58 @@ pub mod testing {
         .expect("sample facts parse")
     }
 
-    /// Plans `module` against `probed` with sample facts and a renderer that
-    /// knows no templates.
+    /// The marker of a module's sub-parts in tests (fixed, so probe outputs
+    /// can be written by hand with `parts`).
+    pub fn sections() -> Sections {
+        Sections::with_nonce(0x7e57)
+    }
+
+    pub fn probe_options() -> ProbeOptions {
+        ProbeOptions {
+            with_content: false,
+            sections: sections(),
+        }
+    }
+
+    /// As under `--diff`.
+    pub fn diff_probe_options() -> ProbeOptions {
+        ProbeOptions {
+            with_content: true,
+            ..probe_options()
+        }
+    }
+
+    /// A probe output written by hand, with `== NAME` lines standing for the
+    /// headers of `sections()` (as the probe prints them).
+    pub fn parts(text: &str) -> String {
+        let sections = sections();
+        text.split_inclusive('\n')
+            .map(|line| match line.trim_end().strip_prefix("== ") {
+                Some(name) => format!("\n{} {name}\n", sections.marker()),
+                None => line.to_string(),
+            })
+            .collect()
+    }
+
+    /// Plans `module` against `probed` with sample facts, the test `sections()`
+    /// and a renderer that knows no templates.
     pub fn plan(module: &dyn Module, probed: &str) -> Result<Plan, ModuleError> {
         let facts = facts();
+        let sections = sections();
         let render = |name: &str| Err(format!("no template {name} in tests"));
         module.plan(
             probed,
             &PlanContext {
                 facts: &facts,
+                sections: &sections,
                 render: &render,
             },
         )
+    }
+
+    /// `plan` against a probe output written by hand with `parts`' `== NAME` lines.
+    pub fn plan_parts(module: &dyn Module, probed: &str) -> Result<Plan, ModuleError> {
+        plan(module, &parts(probed))
     }
 
     /// Runs `module`'s probe in a local `sh`, as the engine would, and returns

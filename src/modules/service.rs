@@ -344,7 +344,7 @@ mod tests {
     #[test]
     fn probe_asks_systemctl_show_for_four_properties() {
         assert_eq!(
-            service("name: nginx\nstate: started").probe(&ProbeOptions::default()),
+            service("name: nginx\nstate: started").probe(&crate::modules::testing::probe_options()),
             "systemctl show --no-pager nginx.service -p LoadState -p ActiveState -p UnitFileState -p NeedDaemonReload 2>&1; echo \"vpsup_exit=$?\""
         );
     }
@@ -628,7 +628,7 @@ mod tests {
     #[test]
     fn real_probe_degrades_to_a_clear_error_without_systemd() {
         let module = service("name: nginx\nmasked: false");
-        let probed = testing::run_probe(&*module, ProbeOptions::default());
+        let probed = testing::run_probe(&*module, crate::modules::testing::probe_options());
         let systemd_runs = std::path::Path::new("/run/systemd/system").is_dir();
         match testing::plan(&*module, &probed) {
             Ok(_) => assert!(systemd_runs, "planned without systemd from {probed:?}"),

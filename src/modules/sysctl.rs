@@ -325,7 +325,7 @@ mod tests {
     fn probe_reads_the_file_and_each_key_from_proc() {
         let module = sysctl("file: /etc/sysctl.d/90-x.conf\nvalues:\n  net.ipv4.conf.eth0/100.rp_filter: 1\n  kernel.kptr_restrict: 2");
         assert_eq!(
-            module.probe(&ProbeOptions::default()),
+            module.probe(&crate::modules::testing::probe_options()),
             format!(
                 "{}\n[ -e /proc/sys/kernel/kptr_restrict ] || echo 'missing '/proc/sys/kernel/kptr_restrict\n\
                  [ -e /proc/sys/net/ipv4/conf/eth0.100/rp_filter ] || echo 'missing '/proc/sys/net/ipv4/conf/eth0.100/rp_filter\n\
@@ -334,7 +334,7 @@ mod tests {
             )
         );
         assert!(module
-            .probe(&ProbeOptions { with_content: true })
+            .probe(&crate::modules::testing::diff_probe_options())
             .contains("base64 -w0"));
     }
 
@@ -500,7 +500,7 @@ mod tests {
         let module = sysctl("file: /nonexistent/60-vpsup.conf\nvalues: {vm.drop_caches: 3}");
         match testing::plan(
             &*module,
-            &testing::run_probe(&*module, ProbeOptions::default()),
+            &testing::run_probe(&*module, crate::modules::testing::probe_options()),
         ) {
             Err(ModuleError::Plan(message)) => {
                 assert!(message.contains("cannot be read"), "{message}")
@@ -573,7 +573,8 @@ mod tests {
             range.trim().replace('\t', " ")
         ));
         let probe_and_plan = || {
-            let probed = testing::run_probe(&*module, ProbeOptions { with_content: true });
+            let probed =
+                testing::run_probe(&*module, crate::modules::testing::diff_probe_options());
             testing::plan(&*module, &probed).unwrap()
         };
         let plan = probe_and_plan();

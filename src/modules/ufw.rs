@@ -1327,7 +1327,10 @@ v4 allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in {tagged}
     #[test]
     fn probe_says_missing_on_a_host_without_ufw() {
         let module = build(ARGS);
-        let out = run(&module.probe(&ProbeOptions::default()), "/nonexistent");
+        let out = run(
+            &module.probe(&crate::modules::testing::probe_options()),
+            "/nonexistent",
+        );
         assert_eq!(String::from_utf8_lossy(&out.stdout), "ufw missing\n");
     }
 
@@ -1371,7 +1374,7 @@ v4 allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in {tagged}
         let etc_dir = format!("{}/", etc.display());
         let module = build(ARGS);
         let probe = module
-            .probe(&ProbeOptions::default())
+            .probe(&crate::modules::testing::probe_options())
             .replace("/etc/", &etc_dir);
         let path = format!("{}:/usr/bin:/bin", root.path().join("bin").display());
         let out = String::from_utf8(run(&probe, &path).stdout).unwrap();

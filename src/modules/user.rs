@@ -551,7 +551,7 @@ mod tests {
     #[test]
     fn probe_asks_only_for_what_the_plan_needs() {
         assert_eq!(
-            admin().probe(&ProbeOptions::default()),
+            admin().probe(&crate::modules::testing::probe_options()),
             "if p=$(getent passwd deploy); then printf 'passwd %s\\n' \"$p\"\n\
              printf 'primary_group %s\\n' \"$(id -gn deploy)\"\n\
              printf 'groups %s\\n' \"$(id -nG deploy)\"\n\
@@ -559,14 +559,15 @@ mod tests {
              getent group sudo docker | sed 's/^/group /'"
         );
         assert_eq!(
-            module("name: deploy\nstate: absent\n").probe(&ProbeOptions::default()),
+            module("name: deploy\nstate: absent\n")
+                .probe(&crate::modules::testing::probe_options()),
             "if p=$(getent passwd deploy); then printf 'passwd %s\\n' \"$p\"\n\
              else echo 'passwd absent'; fi"
         );
     }
 
     fn run_probe(m: &dyn Module) -> String {
-        crate::modules::testing::run_probe(m, ProbeOptions::default())
+        crate::modules::testing::run_probe(m, crate::modules::testing::probe_options())
     }
 
     #[test]
