@@ -1226,6 +1226,40 @@ mod tests {
         );
     }
 
+    /// apt's probe has parts of its own (cache, packages): they come back
+    /// whole, as the batch splits only on its own marker.
+    #[tokio::test]
+    async fn a_probe_of_several_parts_survives_the_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = r#"
+- name: parts
+  tasks:
+    - name: bash is there
+      apt: { packages: [bash], update_cache: false }
+"#;
+        let options = RunOptions {
+            check: true,
+            ..Default::default()
+        };
+        let t = recording();
+        let report = run(yaml, dir.path(), options, &t).await;
+        assert_eq!(
+            statuses(&report),
+            [("bash is there".into(), Status::Ok)],
+            "{report:?}"
+        );
+        let scripts = t.scripts.lock().unwrap();
+        let markers: BTreeSet<&str> = scripts[0]
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix("'\\n@@vpsup-"))
+            .collect();
+        assert_eq!(
+            markers.len(),
+            2,
+            "the batch's and the module's: {markers:?}"
+        );
+    }
+
     #[tokio::test]
     async fn tags_select_tasks() {
         let dir = tempfile::tempdir().unwrap();
