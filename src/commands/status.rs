@@ -15,7 +15,9 @@ use crate::acme::store::{self, DEFAULT_DIR};
 use crate::deploy::remote::{self, Container, Deployed};
 use crate::facts::{self, HostFacts};
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
+use crate::modules::ufw;
 use crate::settings::Settings;
+use crate::transport::sections::{Parts, Sections};
 use crate::transport::{ExecRequest, Transport};
 
 /// Below this many days left a certificate is flagged.
@@ -34,7 +36,8 @@ struct HostStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     load: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    firewall: Option<Firewall>,
+    /// `None`: ufw is not installed.
+    firewall: Option<ufw::Overview>,
     containers: Vec<Container>,
     /// The last deploy of each app on the host.
     deploys: Vec<Deployed>,
@@ -43,13 +46,6 @@ struct HostStatus {
     renewal: Option<Renewal>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
-}
-
-#[derive(Debug, Serialize, PartialEq, Eq)]
-struct Firewall {
-    active: bool,
-    /// `22/tcp LIMIT`, IPv6 rules left out (they mirror the IPv4 ones).
-    rules: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,21 +76,12 @@ struct Renewal {
     last_result: Option<String>,
 }
 
-/// The one exec: sections separated by `@@name` lines. Run as root (ufw and
-/// the certificate store need it); every part tolerates a missing tool.
-fn status_script(store_dir: &str) -> String {
-    format!(
-        r#"( {facts} )
-echo @@uptime
-cut -d' ' -f1 /proc/uptime; cut -d' ' -f1-3 /proc/loadavg
-echo @@firewall
-command -v ufw >/dev/null 2>&1 && ufw status
-echo @@containers
-command -v docker >/dev/null 2>&1 && docker ps -a --format '{{{{.Names}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
-echo @@deploys
-{deploys}
-echo @@renewal
-if [ -x {bin} ]; then
+/// The one exec, one part per line of the report (see `fill`). Run as root
+/// (ufw's rules and the certificate store need it); every part tolerates a
+/// missing tool.
+fn status_script(sections: &Sections, store_dir: &str) -> String {
+    let renewal = format!(
+        r#"if [ -x {bin} ]; then
   if v=$({bin} --version 2>&1); then echo "binary=$(echo "$v" | head -n1)"
   else echo "broken=$(echo "$v" | head -n1)"; fi
 fi
@@ -102,34 +89,29 @@ fi
 echo "enabled=$(systemctl is-enabled {timer} 2>/dev/null)"
 echo "next=$(systemctl show -p NextElapseUSecRealtime --value {timer} 2>/dev/null)"
 echo "last=$(systemctl show -p LastTriggerUSec --value {timer} 2>/dev/null)"
-echo "result=$(systemctl show -p Result --value {service} 2>/dev/null)"
-echo @@certificates
-{certs}
-exit 0"#,
-        facts = facts::PROBE_SCRIPT,
+echo "result=$(systemctl show -p Result --value {service} 2>/dev/null)""#,
         bin = HOST_PATH,
         settings = host_settings::any_settings_test(store_dir),
         timer = RENEW_TIMER,
         service = RENEW_SERVICE,
-        certs = store::listing_script(store_dir),
-        deploys = remote::deployed_listing(),
-    )
-}
-
-/// The text of each `@@name` section.
-fn parse_firewall(text: &str) -> Option<Firewall> {
-    let status = text.lines().find_map(|l| l.strip_prefix("Status: "))?;
-    let rules = text
-        .lines()
-        .skip_while(|l| !l.starts_with("--"))
-        .skip(1)
-        .filter(|l| !l.trim().is_empty() && !l.contains("(v6)"))
-        .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
-        .collect();
-    Some(Firewall {
-        active: status.trim() == "active",
-        rules,
-    })
+    );
+    let mut script = sections.script([
+        ("facts", format!("( {} )", facts::PROBE_SCRIPT).as_str()),
+        (
+            "uptime",
+            "cut -d' ' -f1 /proc/uptime; cut -d' ' -f1-3 /proc/loadavg",
+        ),
+        ("firewall", &ufw::state_probe()),
+        (
+            "containers",
+            "command -v docker >/dev/null 2>&1 && docker ps -a --format '{{.Names}}\t{{.State}}\t{{.Status}}' 2>/dev/null",
+        ),
+        ("deploys", &remote::deployed_listing()),
+        ("renewal", &renewal),
+        ("certificates", &store::listing_script(store_dir)),
+    ]);
+    script.push_str("exit 0");
+    script
 }
 
 /// `certificates`: whether the store holds any (without them, a timer with
@@ -231,15 +213,16 @@ impl HostJob for ReadStatus {
     }
 
     async fn run(&self, _: &Turn<'_>, connection: &Connection, status: &mut HostStatus) {
+        let sections = Sections::random();
         let out = connection
             .transport
             .run_ok(
                 "reading the host's status",
-                ExecRequest::piped(status_script(&self.store_dir)).become_root(true),
+                ExecRequest::piped(status_script(&sections, &self.store_dir)).become_root(true),
             )
             .await;
         let filled = match out {
-            Ok(out) => fill(status, &out.stdout_str()),
+            Ok(out) => fill(status, &sections.parse(&out.stdout_str())),
             Err(e) => Err(e.to_string()),
         };
         if let Err(e) = filled {
@@ -248,31 +231,25 @@ impl HostJob for ReadStatus {
     }
 }
 
-fn fill(status: &mut HostStatus, output: &str) -> Result<(), String> {
-    let mut renewal: Option<String> = None;
-    for (name, text) in facts::sections(output) {
-        match name {
-            "facts" => status.facts = Some(facts::parse(&text)?),
-            "uptime" => {
-                let mut lines = text.lines();
-                status.uptime_days = lines
-                    .next()
-                    .and_then(|s| s.trim().parse::<f64>().ok())
-                    .map(|secs| (secs / 86_400.0 * 10.0).round() / 10.0);
-                status.load = lines.next().map(str::to_string);
-            }
-            "firewall" => status.firewall = parse_firewall(&text),
-            "containers" => status.containers = remote::parse_containers(&text),
-            "deploys" => status.deploys = remote::parse_deployed(&text),
-            // Judged once the certificates are known (below).
-            "renewal" => renewal = Some(text),
-            "certificates" => {
-                status.certificates = parse_certificates(&text, OffsetDateTime::now_utc())?
-            }
-            _ => {}
-        }
-    }
-    status.renewal = renewal.map(|text| parse_renewal(&text, !status.certificates.is_empty()));
+/// Every part must be there: each is printed whatever the host runs.
+fn fill(status: &mut HostStatus, parts: &Parts) -> Result<(), String> {
+    let part = |name: &str| parts.get(name).map_err(|e| e.to_string());
+    status.facts = Some(facts::parse(part("facts")?)?);
+    let mut uptime = part("uptime")?.lines();
+    status.uptime_days = uptime
+        .next()
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .map(|secs| (secs / 86_400.0 * 10.0).round() / 10.0);
+    status.load = uptime.next().map(str::to_string);
+    status.firewall = ufw::overview(part("firewall")?).map_err(|e| format!("firewall: {e}"))?;
+    status.containers = remote::parse_containers(part("containers")?);
+    status.deploys = remote::parse_deployed(part("deploys")?);
+    status.certificates = parse_certificates(part("certificates")?, OffsetDateTime::now_utc())?;
+    // Judged once the certificates are known.
+    status.renewal = Some(parse_renewal(
+        part("renewal")?,
+        !status.certificates.is_empty(),
+    ));
     Ok(())
 }
 
@@ -346,23 +323,8 @@ fn print_host(s: &HostStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn firewall_rules_come_from_ufw_status_without_the_v6_mirror() {
-        let text = "Status: active\n\nTo                         Action      From\n--                         ------      ----\n22/tcp                     LIMIT       Anywhere                   # ssh\n80/tcp                     ALLOW       Anywhere\n22/tcp (v6)                LIMIT       Anywhere (v6)\n";
-        assert_eq!(
-            parse_firewall(text),
-            Some(Firewall {
-                active: true,
-                rules: vec!["22/tcp LIMIT".into(), "80/tcp ALLOW".into()]
-            })
-        );
-        assert_eq!(
-            parse_firewall("Status: inactive\n").map(|f| f.active),
-            Some(false)
-        );
-        assert_eq!(parse_firewall(""), None);
-    }
+    use crate::transport::script::quote;
+    use crate::transport::script::testing::sh_ok;
 
     #[test]
     fn renewal_is_on_the_host_only_with_binary_and_enabled_timer() {
@@ -400,8 +362,29 @@ mod tests {
         }
     }
 
+    /// What a host printed: the parts `texts` gives, each printed by `sh`
+    /// after its header, as the status script's parts are.
+    fn printed(sections: &Sections, texts: &[(&str, &str)]) -> String {
+        let bodies: Vec<(&str, String)> = texts
+            .iter()
+            .map(|(name, text)| (*name, format!("printf '%s' {}", quote(text))))
+            .collect();
+        let script = sections.script(bodies.iter().map(|(n, b)| (*n, b.as_str())));
+        String::from_utf8(sh_ok(&script).stdout).unwrap()
+    }
+
+    const FACTS: &str = "os_id=debian\nos_version=13\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nuser=root\nsudo=root\ninit=systemd\n";
+
+    fn host() -> HostStatus {
+        HostStatus {
+            host: "web".into(),
+            target: "deploy@web:22".into(),
+            ..Default::default()
+        }
+    }
+
     #[test]
-    fn sections_split_the_one_output_and_certificates_get_days_left() {
+    fn every_part_fills_its_line_and_certificates_get_days_left() {
         let now = OffsetDateTime::now_utc();
         let chain = crate::acme::certinfo::testing::self_signed(
             &["app.example.com"],
@@ -412,24 +395,80 @@ mod tests {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let meta =
             r#"{"names":["app.example.com"],"challenge":"http-01","directory":"https://ca/dir"}"#;
-        let output = format!(
-            "os_id=debian\nos_version=13\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nuser=root\nsudo=root\ninit=systemd\n@@uptime\n90000.5\n0.10 0.20 0.30\n@@firewall\n@@containers\nshop-web-1\trunning\tUp 2 hours\n@@renewal\n@@certificates\ncert app.example.com\nmeta {}\nchain {}\n",
+        let certificates = format!(
+            "cert app.example.com\nmeta {}\nchain {}\n",
             b64(meta),
             b64(&chain)
         );
-        let mut status = HostStatus {
-            host: "web".into(),
-            target: "deploy@web:22".into(),
-            ..Default::default()
-        };
-        fill(&mut status, &output).unwrap();
+        let firewall = "ufw installed\nENABLED=yes\nIPV6=yes\nv4 limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in comment=737368\nv6 limit tcp 22 ::/0 any ::/0 in comment=737368\n";
+        let sections = Sections::with_nonce(5);
+        let output = printed(
+            &sections,
+            &[
+                ("facts", FACTS),
+                ("uptime", "90000.5\n0.10 0.20 0.30\n"),
+                ("firewall", firewall),
+                ("containers", "shop-web-1\trunning\tUp 2 hours\n"),
+                ("deploys", ""),
+                ("renewal", ""),
+                ("certificates", &certificates),
+            ],
+        );
+        let mut status = host();
+        fill(&mut status, &sections.parse(&output)).unwrap();
         assert_eq!(status.facts.unwrap().os_id, "debian");
         assert_eq!(status.uptime_days, Some(1.0));
         assert_eq!(status.load.as_deref(), Some("0.10 0.20 0.30"));
-        assert_eq!(status.firewall, None);
+        assert_eq!(
+            status.firewall,
+            Some(ufw::Overview {
+                active: true,
+                rules: vec!["22/tcp LIMIT".into()]
+            })
+        );
         assert_eq!(status.containers[0].name, "shop-web-1");
         assert_eq!(status.certificates[0].names, ["app.example.com"]);
         assert!((88..=90).contains(&status.certificates[0].days_left));
         assert_eq!(status.renewal.unwrap().mode, "elsewhere");
+    }
+
+    #[test]
+    fn a_missing_part_or_an_unreadable_firewall_is_an_error() {
+        let sections = Sections::with_nonce(6);
+        let all = [
+            ("facts", FACTS),
+            ("uptime", "1\n"),
+            ("firewall", "ufw missing\n"),
+            ("containers", ""),
+            ("deploys", ""),
+            ("renewal", ""),
+            ("certificates", ""),
+        ];
+        let mut status = host();
+        fill(&mut status, &sections.parse(&printed(&sections, &all))).unwrap();
+        assert_eq!(status.firewall, None);
+
+        let cut = printed(&sections, &all[..6]);
+        let err = fill(&mut host(), &sections.parse(&cut)).unwrap_err();
+        assert!(err.contains("no `certificates` part"), "{err}");
+
+        let mut human = all;
+        human[2] = ("firewall", "Status: active\n");
+        let err = fill(&mut host(), &sections.parse(&printed(&sections, &human))).unwrap_err();
+        assert!(err.starts_with("firewall: "), "{err}");
+    }
+
+    /// The real script, run here: every part comes back and fills the report.
+    #[test]
+    fn the_status_script_runs_in_sh() {
+        let store = tempfile::tempdir().unwrap();
+        let sections = Sections::with_nonce(7);
+        let script = status_script(&sections, &store.path().display().to_string());
+        let output = String::from_utf8(sh_ok(&script).stdout).unwrap();
+        let mut status = host();
+        fill(&mut status, &sections.parse(&output)).unwrap_or_else(|e| panic!("{e}\n{output}"));
+        assert!(status.facts.unwrap().cpus >= 1);
+        assert!(status.uptime_days.is_some());
+        assert!(status.certificates.is_empty());
     }
 }

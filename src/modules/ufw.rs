@@ -13,7 +13,7 @@
 
 use std::net::IpAddr;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Change, Module, ModuleError, Plan, PlanContext, ProbeOptions, Scope, Validate};
 use crate::transport::script::quote;
@@ -326,6 +326,35 @@ impl UfwRule {
         words
     }
 
+    /// The `To` and `Action` columns of `ufw status`: `22/tcp LIMIT`,
+    /// `10.0.0.5 5432/tcp ALLOW`, `Anywhere DENY OUT`.
+    fn status_line(&self) -> String {
+        let mut to: Vec<String> = Vec::new();
+        if self.dst != "any" {
+            to.push(self.dst.clone());
+        }
+        if !self.dapp.is_empty() {
+            to.push(self.dapp.clone());
+        } else if self.dport != "any" && self.proto != "any" {
+            to.push(format!("{}/{}", self.dport, self.proto));
+        } else if self.dport != "any" {
+            to.push(self.dport.clone());
+        }
+        if to.is_empty() {
+            to.push("Anywhere".to_string());
+        }
+        if !self.iface_in.is_empty() {
+            to.push(format!("on {}", self.iface_in));
+        }
+        let mut action = self.action.as_str().to_uppercase();
+        if self.route {
+            action.push_str(" FWD");
+        } else if self.outgoing {
+            action.push_str(" OUT");
+        }
+        format!("{} {action}", to.join(" "))
+    }
+
     /// An extended regex for this rule's IPv4 `### tuple ###` record, with or
     /// without logging (incoming rules without apps or interfaces only).
     fn v4_record_pattern(&self) -> String {
@@ -515,6 +544,35 @@ impl Validate for Ufw {
     }
 }
 
+/// Prints `ufw missing`, or `ufw installed`, the settings lines
+/// (`ENABLED=yes`, `IPV6=yes`, `DEFAULT_INPUT_POLICY="DROP"`...), then one
+/// `v4 RECORD`/`v6 RECORD` line per `### tuple ###` record (`v4 unreadable`
+/// when the rules file cannot be read): ufw's own files, not its human
+/// `ufw status`. `vpsup status` reads the firewall with it too (`overview`).
+pub fn state_probe() -> String {
+    let keys = DIRECTIONS.map(|(_, key)| key).join("|");
+    let records: Vec<String> = [Family::V4, Family::V6]
+        .iter()
+        .map(|f| {
+            format!(
+                "  sed -n 's/^### tuple ### /{tag} /p' {file} || echo '{tag} unreadable'",
+                tag = f.tag(),
+                file = f.rules_file()
+            )
+        })
+        .collect();
+    format!(
+        "if command -v ufw >/dev/null 2>&1; then
+  echo 'ufw installed'
+  grep -hE '^(ENABLED|IPV6|{keys})=' {UFW_CONF} {UFW_DEFAULTS}
+{}
+else
+  echo 'ufw missing'
+fi",
+        records.join("\n")
+    )
+}
+
 /// What the probe found on the host.
 #[derive(Debug, Default)]
 struct HostFirewall {
@@ -562,15 +620,50 @@ impl HostFirewall {
 }
 
 fn parse_probe(output: &str) -> Result<HostFirewall, ModuleError> {
+    read_state(output)?.ok_or_else(|| {
+        ModuleError::Plan(
+            "ufw is not installed on the host; install it first (apt: packages [ufw])".to_string(),
+        )
+    })
+}
+
+/// The firewall as `vpsup status` shows it.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct Overview {
+    pub active: bool,
+    /// While active, each rule as `ufw status` lists it, `To Action`
+    /// (`22/tcp LIMIT`); an IPv6 rule that mirrors an IPv4 one is left out.
+    pub rules: Vec<String>,
+}
+
+/// What `state_probe` printed, as `vpsup status` shows it; `None` when ufw is
+/// not installed.
+pub fn overview(probed: &str) -> Result<Option<Overview>, String> {
+    let Some(host) = read_state(probed).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    // ufw lists no rules while it is off.
+    let rules = if host.enabled {
+        host.rules
+            .iter()
+            .filter(|s| s.family == Family::V4 || !host.holds(Family::V4, &s.rule.target()))
+            .map(|s| s.rule.status_line())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Some(Overview {
+        active: host.enabled,
+        rules,
+    }))
+}
+
+/// What `state_probe` printed; `None` when ufw is not installed.
+fn read_state(output: &str) -> Result<Option<HostFirewall>, ModuleError> {
     let mut lines = output.lines().map(str::trim).filter(|l| !l.is_empty());
     match lines.next() {
         Some("ufw installed") => {}
-        Some("ufw missing") => {
-            return Err(ModuleError::Plan(
-                "ufw is not installed on the host; install it first (apt: packages [ufw])"
-                    .to_string(),
-            ))
-        }
+        Some("ufw missing") => return Ok(None),
         other => {
             return Err(ModuleError::Probe(format!(
                 "expected `ufw installed` or `ufw missing`, got {other:?}"
@@ -618,7 +711,7 @@ fn parse_probe(output: &str) -> Result<HostFirewall, ModuleError> {
             },
         }
     }
-    Ok(host)
+    Ok(Some(host))
 }
 
 /// Parses one `### tuple ###` record (without that prefix):
@@ -802,32 +895,8 @@ impl Ufw {
 }
 
 impl Module for Ufw {
-    /// Prints `ufw missing`, or `ufw installed`, the settings lines
-    /// (`ENABLED=yes`, `IPV6=yes`, `DEFAULT_INPUT_POLICY="DROP"`...), then one
-    /// `v4 RECORD`/`v6 RECORD` line per `### tuple ###` record (`v4 unreadable`
-    /// when the rules file cannot be read).
     fn probe(&self, _opts: &ProbeOptions) -> String {
-        let keys = DIRECTIONS.map(|(_, key)| key).join("|");
-        let records: Vec<String> = [Family::V4, Family::V6]
-            .iter()
-            .map(|f| {
-                format!(
-                    "  sed -n 's/^### tuple ### /{tag} /p' {file} || echo '{tag} unreadable'",
-                    tag = f.tag(),
-                    file = f.rules_file()
-                )
-            })
-            .collect();
-        format!(
-            "if command -v ufw >/dev/null 2>&1; then
-  echo 'ufw installed'
-  grep -hE '^(ENABLED|IPV6|{keys})=' {UFW_CONF} {UFW_DEFAULTS}
-{}
-else
-  echo 'ufw missing'
-fi",
-            records.join("\n")
-        )
+        state_probe()
     }
 
     fn plan(&self, probed: &str, _ctx: &PlanContext) -> Result<Plan, ModuleError> {
@@ -1296,6 +1365,40 @@ v4 allow tcp 80 0.0.0.0/0 any 0.0.0.0/0 in {tagged}
             let err = args_error(yaml);
             assert!(err.contains(expected), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn status_overview_lists_the_active_rules_without_their_ipv6_twins() {
+        assert_eq!(
+            overview(CONVERGED).unwrap(),
+            Some(Overview {
+                active: true,
+                rules: vec!["22/tcp LIMIT".into(), "80/tcp ALLOW".into()],
+            })
+        );
+        let more = format!(
+            "{CONVERGED}v4 allow tcp 5432 10.0.0.5 any 10.0.0.0/8 in\nv6 allow udp 51820 ::/0 any 2001:db8::/32 in_wg0\nv4 deny any any 0.0.0.0/0 any 0.0.0.0/0 out\nv4 route:allow any any 0.0.0.0/0 any 0.0.0.0/0 in_eth1!out_eth0\n"
+        );
+        assert_eq!(
+            overview(&more).unwrap().unwrap().rules[2..],
+            [
+                "10.0.0.5 5432/tcp ALLOW",
+                "51820/udp on wg0 ALLOW",
+                "Anywhere DENY OUT",
+                "Anywhere on eth1 ALLOW FWD",
+            ]
+        );
+        // Off: ufw lists no rules, whatever it holds.
+        let off = CONVERGED.replace("ENABLED=yes", "ENABLED=no");
+        assert_eq!(
+            overview(&off).unwrap(),
+            Some(Overview {
+                active: false,
+                rules: Vec::new()
+            })
+        );
+        assert_eq!(overview("ufw missing\n").unwrap(), None);
+        assert!(overview("Status: active\n").is_err());
     }
 
     #[test]
