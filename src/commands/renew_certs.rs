@@ -31,6 +31,7 @@ use crate::acme::AcmeError;
 use crate::config::AcmeConfig;
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
 use crate::settings::Settings;
+use crate::transport::sections::Sections;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -426,11 +427,11 @@ async fn read_host(
     transport: &dyn Transport,
     store_dir: &str,
 ) -> Result<(Vec<StoredCert>, bool, Vec<Result<AppSettings, String>>), String> {
-    let script = format!(
-        "{}\n{}",
-        store::listing_script(store_dir),
-        host_settings::apps_script(store_dir)
-    );
+    let sections = Sections::random();
+    let script = sections.script([
+        ("store", store::listing_script(store_dir).as_str()),
+        ("apps", &host_settings::apps_script(store_dir)),
+    ]);
     let out = transport
         .run_ok(
             "reading the certificate store and the apps' renewal settings",
@@ -439,10 +440,12 @@ async fn read_host(
         .await
         .map_err(|e| e.to_string())?;
     let text = out.stdout_str();
+    let parts = sections.parse(&text);
+    let listing = parts.get("store").map_err(|e| e.to_string())?;
     Ok((
-        store::parse_listing(&text)?,
-        store::reload_owed(&text),
-        host_settings::parse_apps(&text),
+        store::parse_listing(listing)?,
+        store::reload_owed(listing),
+        host_settings::parse_apps(parts.get("apps").map_err(|e| e.to_string())?),
     ))
 }
 
