@@ -18,7 +18,11 @@ fn golden_dir() -> PathBuf {
 }
 
 fn vars() -> Vars {
-    let mut vars = Vars::default();
+    // The host layout's paths and unit names, as `init` passes them.
+    let mut vars = Vars {
+        base: vpsup::layout::vars(),
+        ..Default::default()
+    };
     for (name, value) in [
         ("ssh_port", json!(2222)),
         ("admin_user", json!("deploy")),

@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::transport::script::{self, quote};
 use crate::transport::{ExecRequest, FileMeta, Transport, TransportError};
 
-pub const DEFAULT_DIR: &str = "/etc/vpsup/acme";
+pub const DEFAULT_DIR: &str = crate::layout::ACME_STORE;
 
 /// How a certificate's names are proven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
