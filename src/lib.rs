@@ -13,6 +13,7 @@ pub mod hostlock;
 pub mod layout;
 pub mod modules;
 pub mod report;
+pub mod scripts;
 pub mod settings;
 pub mod ssh_config;
 pub mod transport;
