@@ -249,11 +249,11 @@ pub struct AcmeConfig {
 }
 
 fn default_store() -> String {
-    "/etc/vpsup/acme".to_string()
+    crate::layout::ACME_STORE.to_string()
 }
 
 /// The ACME webroot init sets up (playbooks/init.yml's `acme_webroot`).
-pub const DEFAULT_WEBROOT: &str = "/var/lib/vpsup/acme";
+pub const DEFAULT_WEBROOT: &str = crate::layout::ACME_WEBROOT;
 
 fn default_webroot() -> String {
     DEFAULT_WEBROOT.to_string()

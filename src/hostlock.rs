@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::scripts;
 use crate::transport::script::quote;
 use crate::transport::{ExecOutput, ExecRequest, Transport, TransportError};
 
@@ -222,7 +223,7 @@ impl HostLock {
         // that a long step does not keep other lock scripts waiting.
         format!(
             "trap '' HUP PIPE\n(\n{proc_fn}\n{guard}\nif ! {ours}; then echo {not_ours} >&2; exit {NOT_RUN_EXIT}; fi\nvpsup_proc /proc/self/stat && echo \"$vpsup_start\" > {lock}/step.\"$vpsup_pid\"\nexec 9<&-\n{script}\n)",
-            proc_fn = PROC_FN,
+            proc_fn = scripts::PROC_STAT.fill(&[]),
             guard = guard(&self.path, self.timing.guard_wait_secs),
             ours = self.ours(),
             not_ours = quote(&format!(
@@ -475,17 +476,12 @@ impl Signals for NoSignals {
     }
 }
 
-/// A shell function: `vpsup_proc /proc/PID/stat` sets `vpsup_pid`,
-/// `vpsup_state` (`Z`: it ended, unreaped) and `vpsup_start` (the process's
-/// start time: a recycled pid has another). Fields are counted after the
-/// command name, which may hold spaces.
-const PROC_FN: &str = r#"vpsup_proc() { read -r vpsup_stat 2>/dev/null < "$1" || return 1; vpsup_pid=${vpsup_stat%% *}; vpsup_stat=${vpsup_stat##*\) }; vpsup_state=${vpsup_stat%% *}; vpsup_start=$(echo "$vpsup_stat" | cut -d' ' -f20); }"#;
-
 /// Shell lines setting `running` to the pid of a live host step recorded in
 /// the lock (`HostLock::guarded`), or to nothing.
 fn running_steps(lock: &str) -> String {
     format!(
-        "{PROC_FN}\nrunning=\nfor step in {lock}/step.*; do\n  [ -f \"$step\" ] && vpsup_proc \"/proc/${{step##*.}}/stat\" && [ \"$vpsup_state\" != Z ] && [ \"$vpsup_start\" = \"$(cat \"$step\")\" ] && running=$vpsup_pid\ndone"
+        "{}\nrunning=\nfor step in {lock}/step.*; do\n  [ -f \"$step\" ] && vpsup_proc \"/proc/${{step##*.}}/stat\" && [ \"$vpsup_state\" != Z ] && [ \"$vpsup_start\" = \"$(cat \"$step\")\" ] && running=$vpsup_pid\ndone",
+        scripts::PROC_STAT.fill(&[])
     )
 }
 
@@ -509,46 +505,18 @@ fn acquire_script(request: &LockRequest<'_>, then_script: &str) -> String {
         .unwrap_or_default();
     // Under flock on the parent directory, so that two runs finding the
     // same dead lock cannot both take it over.
-    format!(
-        r#"{guard}
-now=$(date +%s); age=0
-boot=$(cat /proc/sys/kernel/random/boot_id 2>/dev/null || true)
-if [ -d {lock} ]; then
-  since=$(cat {lock}/since 2>/dev/null || echo "$now"); age=$((now - since))
-  lease=$(cat {lock}/lease 2>/dev/null || true)
-  case $lease in ''|*[!0-9]*) expired=- ;; *) expired=$((now - lease)) ;; esac
-{steps}
-  dead=
-  if [ -n "$boot" ] && [ -s {lock}/boot ] && [ "$(cat {lock}/boot)" != "$boot" ]; then dead=restarted
-  elif [ -n "$running" ]; then :
-  elif [ -s {lock}/pid ] && [ ! -d "/proc/$(cat {lock}/pid)" ]; then dead=process-gone
-  elif [ "$expired" != - ] && [ "$expired" -gt 0 ]; then dead="lease-expired $expired"{by_age}
-  fi
-  if [ -n "$dead" ]; then
-    echo "taken-over $age $dead"
-    owner=$(head -n 1 {lock}/owner 2>/dev/null); echo "${{owner:-unknown}}"
-    rm -rf -- {lock}
-  fi
-fi
-if mkdir {lock} 2>/dev/null; then
-  token=$(cat /proc/sys/kernel/random/uuid)
-  echo "$now" > {lock}/since
-  echo "$boot" > {lock}/boot
-  echo $((now + {lease})) > {lock}/lease
-  {pid}echo "$token" > {lock}/token
-  cat > {lock}/owner
-  echo "acquired $token"
-else
-  echo "held $age $expired ${{running:--}}"
-  owner=$(head -n 1 {lock}/owner 2>/dev/null); echo "${{owner:-unknown}}"
-  exit 0
-fi
-exec 9<&-
-{then_script}"#,
-        guard = guard(request.path, request.timing.guard_wait_secs),
-        steps = running_steps(&lock),
-        lease = request.timing.lease_secs,
-    )
+    scripts::HOSTLOCK_ACQUIRE.fill(&[
+        (
+            "guard",
+            &guard(request.path, request.timing.guard_wait_secs),
+        ),
+        ("lock", &lock),
+        ("steps", &running_steps(&lock)),
+        ("by_age", &by_age),
+        ("pid", &pid),
+        ("lease", &request.timing.lease_secs.to_string()),
+        ("then_script", then_script),
+    ])
 }
 
 /// Reads `acquire_script`'s answer: the token, the dead run's lock taken

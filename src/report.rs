@@ -220,3 +220,8 @@ impl Observer for HostObserver<'_> {
         r.line(&line);
     }
 }
+
+/// A duration in whole milliseconds, as the JSON reports give times.
+pub fn millis(d: Duration) -> u64 {
+    d.as_millis() as u64
+}

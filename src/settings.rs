@@ -252,6 +252,14 @@ impl Settings {
     }
 }
 
+/// Where a project's own playbooks/ and templates/ live: beside vpsup.toml.
+pub fn project_dir(settings: &Settings) -> PathBuf {
+    match settings.config_path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    }
+}
+
 #[cfg(test)]
 impl Settings {
     /// Defaults everywhere, no vpsup.toml, HOME /home/op: for unit tests.

@@ -12,6 +12,7 @@ pub mod host_settings;
 pub mod http01;
 pub mod policy;
 pub mod renewal_lock;
+pub mod settings;
 pub mod store;
 
 use std::path::PathBuf;

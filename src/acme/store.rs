@@ -13,10 +13,11 @@
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::scripts;
 use crate::transport::script::{self, quote};
 use crate::transport::{ExecRequest, FileMeta, Transport, TransportError};
 
-pub const DEFAULT_DIR: &str = "/etc/vpsup/acme";
+pub const DEFAULT_DIR: &str = crate::layout::ACME_STORE;
 
 /// How a certificate's names are proven.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -180,27 +181,13 @@ impl Store<'_> {
                 &root(mode),
             ));
         }
-        script.push_str(&format!(
-            r#"cd {certs}
-link={name}
-# A store from before versions: its directory becomes a version too.
-if [ -d "$link" ] && [ ! -L "$link" ]; then
-  mkdir -p .versions/{name}
-  mv -T "$link" .versions/{name}/0
-fi
-# Owed from the switch on, so a run cut off before its reload still reloads.
-: > {marker}
-ln -sfn {version} ".$link.new"
-mv -T ".$link.new" "$link"
-for old in .versions/{name}/*; do
-  [ "$old" = {version} ] || rm -rf -- "$old"
-done
-"#,
-            certs = quote(&format!("{}/certs", self.dir)),
-            name = quote(&name),
-            version = quote(&version),
-            marker = quote(&format!("{}/{RELOAD_PENDING}", self.dir)),
-        ));
+        script.push_str(&scripts::ACME_SWITCH_CERT.fill(&[
+            ("certs", &quote(&format!("{}/certs", self.dir))),
+            ("name", &quote(&name)),
+            ("version", &quote(&version)),
+            ("marker", &quote(&format!("{}/{RELOAD_PENDING}", self.dir))),
+        ]));
+        script.push('\n');
         self.transport
             .run_ok(
                 &format!("installing certificate {name}"),
@@ -214,19 +201,7 @@ done
 /// A script (run as root) that prints every certificate in the store at
 /// `dir`, for `parse_listing`; other commands fold it into their one probe.
 pub fn listing_script(dir: &str) -> String {
-    format!(
-        r#"[ ! -e {store}/{RELOAD_PENDING} ] || echo {RELOAD_PENDING}
-d={store}/certs
-if [ -d "$d" ]; then
-  for c in "$d"/*/; do
-    [ -f "$c/cert.json" ] && [ -f "$c/fullchain.pem" ] || continue
-    printf 'cert %s\n' "$(basename "$c")"
-    printf 'meta %s\n' "$(base64 -w0 "$c/cert.json")"
-    printf 'chain %s\n' "$(base64 -w0 "$c/fullchain.pem")"
-  done
-fi"#,
-        store = quote(dir)
-    )
+    scripts::ACME_LISTING.fill(&[("store", &quote(dir)), ("reload_pending", RELOAD_PENDING)])
 }
 
 /// The marker of a reload still owed to the web server.

@@ -28,14 +28,13 @@ use serde::Serialize;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::play::project_dir;
-use super::renew_certs::acme_settings;
 use crate::acme::certinfo::CertInfo;
 use crate::acme::certs::{AcmeSettings, Certs};
 use crate::acme::dns01::Rfc2136;
 use crate::acme::host_settings::{self, HostFile};
 use crate::acme::policy::{self, Decision};
 use crate::acme::renewal_lock;
+use crate::acme::settings::acme_settings;
 use crate::acme::store::{self, cert_name, ChallengeKind, Store};
 use crate::config::{AppConfig, Config, DnsRecords, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::https_check;
@@ -49,7 +48,7 @@ use crate::engine::render::{Renderer, Vars};
 use crate::facts::{self, HostFacts};
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
 use crate::hostlock::{self, HostLock, LockRequest, LockTiming};
-use crate::settings::{HostTarget, Settings};
+use crate::settings::{project_dir, HostTarget, Settings};
 use crate::transport::{ExecRequest, Transport};
 
 #[derive(Debug, thiserror::Error)]

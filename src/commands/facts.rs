@@ -6,9 +6,9 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::millis;
 use crate::facts::{self, HostFacts};
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
+use crate::report::millis;
 use crate::settings::{HostTarget, Settings, Verbosity};
 use crate::transport::Transport;
 

@@ -9,18 +9,19 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::host_binary::{HostBinary, HOST_PATH};
-use super::play::{project_dir, run_on_hosts, HostRun};
 use crate::cli::InitArgs;
 use crate::config::{Config, DockerSource, InitConfig, PortRule, Size};
 use crate::engine::assets::Assets;
+use crate::engine::on_hosts::{run_on_hosts, HostRun};
 use crate::engine::playbook;
 use crate::engine::render::Renderer;
 use crate::engine::{Hooks, RunOptions, Status};
 use crate::facts::HostFacts;
 use crate::fleet::{connect, Connection, Failures, HostResult};
+use crate::host_binary::HostBinary;
+use crate::layout;
 use crate::report::HostOutcome;
-use crate::settings::{HostTarget, Settings, SettingsError};
+use crate::settings::{project_dir, HostTarget, Settings, SettingsError};
 use crate::transport::ssh::{Credentials, SshError, SshTarget, SshTransport};
 use crate::transport::{ExecRequest, FileMeta, Transport};
 
@@ -31,7 +32,6 @@ const DEFAULT_SWAP: Size = Size(1 << 30);
 /// Between arming and confirming there are a few seconds of work; the margin
 /// is for slow hosts and networks.
 const REVERT_SECONDS: u32 = 300;
-const SSHD_ARM: &str = "/usr/local/lib/vpsup/sshd-arm";
 
 /// `init`'s options: the command line over vpsup.toml's [init] over defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,9 +86,9 @@ impl InitOptions {
         Value::Array(rules)
     }
 
-    /// The playbook's variables.
+    /// The playbook's variables: the host layout and these options.
     pub fn vars(&self, admin_keys: &[String]) -> Map<String, Value> {
-        let mut vars = Map::new();
+        let mut vars = layout::vars();
         vars.insert("admin_user".into(), json!(self.admin_user));
         vars.insert("admin_keys".into(), json!(admin_keys));
         vars.insert("ssh_port".into(), json!(self.ssh_port));
@@ -416,7 +416,7 @@ impl Hooks for InitHooks<'_> {
             };
             return transport
                 .put_file(
-                    &format!("{HOST_PATH}.new"),
+                    &format!("{}.new", layout::HOST_BINARY),
                     &binary.content,
                     &FileMeta::mode(0o755).owner("root:root"),
                     true,
@@ -430,7 +430,7 @@ impl Hooks for InitHooks<'_> {
             })?;
             // Armed before the drop-in is written: a run that dies right after
             // writing it (or a reboot) still gets the previous configuration back.
-            let arm = format!("{SSHD_ARM} {REVERT_SECONDS}");
+            let arm = format!("{}/sshd-arm {REVERT_SECONDS}", layout::HELPERS_DIR);
             transport
                 .run_ok(
                     "arming the sshd revert timer",

@@ -3,13 +3,10 @@
 
 pub mod deploy;
 pub mod facts;
-pub mod host_binary;
 pub mod init;
 pub mod play;
 pub mod renew_certs;
 pub mod status;
-
-use std::time::Duration;
 
 use crate::cli::{Cli, Command};
 use crate::engine::assets::AssetError;
@@ -66,14 +63,11 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
         || error.is::<AssetError>()
         || error.is::<init::InitError>()
         || error.is::<renew_certs::RenewError>()
+        || error.is::<crate::acme::settings::AcmeSettingsError>()
         || error.is::<deploy::DeployError>()
     {
         exit::BAD_INPUT
     } else {
         exit::FAILED
     }
-}
-
-pub fn millis(d: Duration) -> u64 {
-    d.as_millis() as u64
 }

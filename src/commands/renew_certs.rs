@@ -17,20 +17,18 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::play::project_dir;
 use crate::acme::certinfo::short_issuer;
 use crate::acme::certinfo::CertInfo;
 use crate::acme::certs::{AcmeSettings, Action, CertOutcome, Certs};
-use crate::acme::dns01::{self, Rfc2136};
 use crate::acme::host_settings::{
     self, AppSettings, Claim, HostFile, HostSettingsError, Renewer, Runner,
 };
 use crate::acme::renewal_lock;
+use crate::acme::settings::acme_settings;
 use crate::acme::store::{self, Store, StoredCert};
 use crate::acme::AcmeError;
-use crate::config::AcmeConfig;
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
-use crate::settings::Settings;
+use crate::settings::{project_dir, Settings};
 use crate::transport::sections::Sections;
 use crate::transport::{ExecRequest, LocalTransport, Transport};
 
@@ -38,58 +36,8 @@ use crate::transport::{ExecRequest, LocalTransport, Transport};
 pub enum RenewError {
     #[error("renew-certs needs an [acme] section with your email in {}", .0.display())]
     NoAcme(std::path::PathBuf),
-    #[error("[acme.dns]: {0}")]
-    Dns(String),
     #[error("[acme]: {0}")]
     HostFiles(#[from] HostSettingsError),
-}
-
-/// The ACME settings from vpsup.toml; relative paths are from its directory.
-pub fn acme_settings(acme: &AcmeConfig, project: &Path) -> Result<AcmeSettings, RenewError> {
-    let dns = match &acme.dns {
-        None => None,
-        Some(dns) => {
-            let path = project.join(&dns.secret_file);
-            let secret = std::fs::read_to_string(&path).map_err(|e| {
-                RenewError::Dns(format!("cannot read secret_file {}: {e}", path.display()))
-            })?;
-            let server = tokio_lookup(&dns.server)?;
-            Some(Rfc2136 {
-                server,
-                zone: dns.zone.0.clone(),
-                key_name: dns.key_name.clone(),
-                algorithm: dns01::algorithm(&dns.algorithm).map_err(RenewError::Dns)?,
-                secret: secret.trim().to_string(),
-            })
-        }
-    };
-    Ok(AcmeSettings {
-        directory: acme.directory.url().to_string(),
-        email: acme.email.0.clone(),
-        extra_root: acme.extra_root.as_ref().map(|p| project.join(p)),
-        profile: acme.profile.clone(),
-        store_dir: acme.store.clone(),
-        webroot: acme.webroot.clone(),
-        dns,
-    })
-}
-
-/// `host:port` (port 53 when left out) to one socket address.
-fn tokio_lookup(server: &str) -> Result<std::net::SocketAddr, RenewError> {
-    use std::net::ToSocketAddrs;
-    let with_port = if server
-        .rsplit_once(':')
-        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-    {
-        server.to_string()
-    } else {
-        format!("{server}:53")
-    };
-    with_port
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| RenewError::Dns(format!("server {server:?} does not resolve")))
 }
 
 #[derive(Debug, Serialize)]
@@ -614,17 +562,5 @@ fn print_table(rows: &[HostRow]) {
                 ),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dns_servers_default_to_port_53() {
-        assert_eq!(tokio_lookup("127.0.0.1").unwrap().port(), 53);
-        assert_eq!(tokio_lookup("127.0.0.1:5353").unwrap().port(), 5353);
-        assert!(tokio_lookup("no.such.host.invalid").is_err());
     }
 }

@@ -8,13 +8,13 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use super::host_binary::HOST_PATH;
 use crate::acme::certinfo::CertInfo;
 use crate::acme::host_settings;
 use crate::acme::store::{self, DEFAULT_DIR};
 use crate::deploy::remote::{self, Container, Deployed};
 use crate::facts::{self, HostFacts};
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
+use crate::layout::{HOST_BINARY, RENEW_SERVICE, RENEW_TIMER};
 use crate::modules::ufw;
 use crate::settings::Settings;
 use crate::transport::sections::{Parts, Sections};
@@ -22,8 +22,6 @@ use crate::transport::{ExecRequest, Transport};
 
 /// Below this many days left a certificate is flagged.
 const CERT_WARN_DAYS: i64 = 14;
-const RENEW_TIMER: &str = "vpsup-renew-certs.timer";
-const RENEW_SERVICE: &str = "vpsup-renew-certs.service";
 
 #[derive(Debug, Default, Serialize)]
 struct HostStatus {
@@ -90,7 +88,7 @@ echo "enabled=$(systemctl is-enabled {timer} 2>/dev/null)"
 echo "next=$(systemctl show -p NextElapseUSecRealtime --value {timer} 2>/dev/null)"
 echo "last=$(systemctl show -p LastTriggerUSec --value {timer} 2>/dev/null)"
 echo "result=$(systemctl show -p Result --value {service} 2>/dev/null)""#,
-        bin = HOST_PATH,
+        bin = HOST_BINARY,
         settings = host_settings::any_settings_test(store_dir),
         timer = RENEW_TIMER,
         service = RENEW_SERVICE,

@@ -27,7 +27,7 @@ use crate::acme::store;
 use crate::facts;
 use crate::transport::script::quote;
 
-const APPS_DIR: &str = "/srv/vpsup";
+const APPS_DIR: &str = crate::layout::APPS_DIR;
 const SITES_DIR: &str = "/etc/nginx/sites-enabled";
 const WEBSOCKET_MAP: &str = "/etc/nginx/conf.d/vpsup-websocket-map.conf";
 

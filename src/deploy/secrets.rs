@@ -5,6 +5,7 @@
 //! argument (`printf` is a shell builtin; the value travels through pipes).
 
 use crate::config::EnvName;
+use crate::scripts;
 use crate::transport::script::quote;
 use crate::transport::{ExecRequest, Transport, TransportError};
 
@@ -16,22 +17,11 @@ const LENGTH: usize = 40;
 pub fn ensure_script(path: &str, names: &[EnvName]) -> String {
     let file = quote(path);
     let names: Vec<String> = names.iter().map(|n| quote(&n.0)).collect();
-    format!(
-        r#"set -e
-umask 077
-mkdir -p "$(dirname {file})"
-[ -e {file} ] || : > {file}
-chmod 0600 {file}
-for name in {names}; do
-  if ! grep -q "^$name=" {file}; then
-    value=$(tr -dc 'A-Za-z0-9' < /dev/urandom | head -c {LENGTH})
-    [ ${{#value}} -eq {LENGTH} ] || {{ echo "could not read /dev/urandom" >&2; exit 1; }}
-    printf '%s=%s\n' "$name" "$value" >> {file}
-    echo "$name"
-  fi
-done"#,
-        names = names.join(" ")
-    )
+    scripts::SECRETS_ENSURE.fill(&[
+        ("file", &file),
+        ("names", &names.join(" ")),
+        ("length", &LENGTH.to_string()),
+    ])
 }
 
 /// Adds the missing secrets; returns the names created now.

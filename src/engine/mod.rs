@@ -12,6 +12,7 @@
 
 pub mod assets;
 pub mod batch;
+pub mod on_hosts;
 pub mod playbook;
 pub mod render;
 mod run;

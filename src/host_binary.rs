@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-/// Where the binary goes on the host.
-pub const HOST_PATH: &str = "/usr/local/bin/vpsup";
-
 pub struct HostBinary {
     pub source: PathBuf,
     pub content: Vec<u8>,
@@ -37,11 +34,11 @@ impl HostBinary {
         })
     }
 
-    /// The playbook's variables describing it (empty ones when there is none).
+    /// The playbook's variables describing it (empty ones when there is none;
+    /// where it goes is the layout's `host_binary_path`).
     pub fn vars(binary: Option<&HostBinary>) -> serde_json::Map<String, serde_json::Value> {
         use serde_json::json;
         let mut vars = serde_json::Map::new();
-        vars.insert("host_binary_path".into(), json!(HOST_PATH));
         vars.insert(
             "host_binary_sha256".into(),
             json!(binary.map_or("", |b| b.sha256.as_str())),

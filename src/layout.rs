@@ -1,0 +1,96 @@
+//! The host layout: every path and unit name vpsup uses on a host, defined
+//! once. Rust code uses these constants; playbooks and templates get them as
+//! variables (`vars`), so a path is spelled in one place only.
+//!
+//! ```text
+//! /etc/vpsup/acme/                  the certificate store ([acme] store's default)
+//! /var/lib/vpsup/acme/              the HTTP-01 webroot nginx serves ([acme] webroot's default)
+//! /usr/local/bin/vpsup              vpsup itself, for the renewal timer
+//! /usr/local/lib/vpsup/             init's helper scripts (sshd-apply, -arm, -revert)
+//! /srv/vpsup/<app>/                 an app's releases, data and secrets (deploy)
+//! /etc/ssh/sshd_config.d/00-vpsup.conf   the SSH hardening drop-in
+//! /var/lib/vpsup/sshd-revert/       the saved drop-in while an SSH change awaits confirmation
+//! /run/vpsup-sshd.lock              one sshd change or revert at a time
+//! vpsup-renew-certs.timer/.service  daily certificate renewal
+//! vpsup-sshd-revert.timer/.service  the transient revert timer init arms
+//! vpsup-sshd-boot-revert.service    the revert, at boot
+//! ```
+
+use serde_json::{json, Map, Value};
+
+/// The certificate store (the default of `[acme] store`).
+pub const ACME_STORE: &str = "/etc/vpsup/acme";
+/// The HTTP-01 webroot init's nginx default server serves (the default of
+/// `[acme] webroot`).
+pub const ACME_WEBROOT: &str = "/var/lib/vpsup/acme";
+/// vpsup on the host, run by the renewal timer.
+pub const HOST_BINARY: &str = "/usr/local/bin/vpsup";
+/// init's helper scripts.
+pub const HELPERS_DIR: &str = "/usr/local/lib/vpsup";
+/// Each app's directory is `<APPS_DIR>/<app>`.
+pub const APPS_DIR: &str = "/srv/vpsup";
+/// The SSH hardening drop-in; `00-` sorts it before cloud-init's.
+pub const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/00-vpsup.conf";
+/// Present while an SSH change awaits the admin's login (holds the previous drop-in).
+pub const SSHD_REVERT_DIR: &str = "/var/lib/vpsup/sshd-revert";
+/// Serializes arming, reverting and confirming an SSH change.
+pub const SSHD_LOCK: &str = "/run/vpsup-sshd.lock";
+/// The transient unit `systemd-run` makes for the revert timer (a `.timer`
+/// and a `.service` of this name).
+pub const SSHD_REVERT_UNIT: &str = "vpsup-sshd-revert";
+/// Reverts an unconfirmed SSH change at boot (the timer does not survive one).
+pub const SSHD_BOOT_REVERT_SERVICE: &str = "vpsup-sshd-boot-revert.service";
+/// The daily certificate renewal, and the service it starts.
+pub const RENEW_TIMER: &str = "vpsup-renew-certs.timer";
+pub const RENEW_SERVICE: &str = "vpsup-renew-certs.service";
+
+/// The layout as playbook and template variables.
+pub fn vars() -> Map<String, Value> {
+    [
+        ("acme_store", ACME_STORE),
+        ("acme_webroot", ACME_WEBROOT),
+        ("host_binary_path", HOST_BINARY),
+        ("vpsup_lib", HELPERS_DIR),
+        ("apps_dir", APPS_DIR),
+        ("sshd_dropin", SSHD_DROPIN),
+        ("sshd_revert_dir", SSHD_REVERT_DIR),
+        ("sshd_lock", SSHD_LOCK),
+        ("sshd_revert_unit", SSHD_REVERT_UNIT),
+        ("sshd_boot_revert_service", SSHD_BOOT_REVERT_SERVICE),
+        ("renew_timer", RENEW_TIMER),
+        ("renew_service", RENEW_SERVICE),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_string(), json!(value)))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_is_absolute_and_every_unit_is_vpsups() {
+        for (name, value) in vars() {
+            let value = value.as_str().unwrap().to_string();
+            if name.ends_with("_unit") || name.ends_with("_service") || name.ends_with("_timer") {
+                assert!(value.starts_with("vpsup-"), "{name} = {value}");
+            } else {
+                assert!(value.starts_with('/'), "{name} = {value}");
+            }
+        }
+    }
+
+    /// The facts probe spells the timer and the binary out in its shell text;
+    /// they must be the ones init installs.
+    #[test]
+    fn the_facts_probe_looks_for_the_renewal_timer_and_binary_init_installs() {
+        let probe = crate::facts::PROBE_SCRIPT;
+        assert!(
+            probe.contains(&format!(
+                "/etc/systemd/system/timers.target.wants/{RENEW_TIMER} ] && [ -x {HOST_BINARY} ]"
+            )),
+            "{probe}"
+        );
+    }
+}
