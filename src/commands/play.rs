@@ -24,7 +24,10 @@ pub async fn run(
     let plays = playbook::parse(&asset.text, &asset.origin)?;
     playbook::check_arguments(&plays)?;
     let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
-    let vars = parse_vars(vars)?;
+    // Every playbook sees the host layout (as `init` does); `-e` wins.
+    let mut all_vars = crate::layout::vars();
+    all_vars.extend(parse_vars(vars)?);
+    let vars = all_vars;
     let options = RunOptions {
         check: settings.check,
         diff: settings.diff,
