@@ -79,12 +79,11 @@ pub fn with_stopped(compose: &str, services: &[String], body: &str) -> String {
 )
 rc=$?
 if ! {compose} start {names} >&2; then
-  echo \"vpsup: could not start {names_text} again\" >&2
+  echo 'vpsup: could not start these services again:' {names} >&2
   [ $rc -ne 0 ] || rc=1
 fi
 exit $rc
 )",
-        names_text = services.join(" "),
     )
 }
 
@@ -136,7 +135,7 @@ mod tests {
     fn fake_docker(dir: &std::path::Path) -> String {
         write_executable(
             &dir.join("docker"),
-            "#!/bin/sh\necho \"docker $1 $2 $3 $4\" >>\"$LOG\"\ncase \"$2\" in stop|start) exit 0;; esac\nwhile [ \"$1\" != sh ] && [ \"$1\" != --entrypoint ]; do shift; done\nif [ \"$1\" = sh ]; then shift; else shift 3; fi\nexec sh \"$@\"\n",
+            "#!/bin/sh\necho \"docker $1 $2 $3 $4\" >>\"$LOG\"\ncase \"$2\" in stop) exit 0;; start) exit ${FAIL_START:-0};; esac\nwhile [ \"$1\" != sh ] && [ \"$1\" != --entrypoint ]; do shift; done\nif [ \"$1\" = sh ]; then shift; else shift 3; fi\nexec sh \"$@\"\n",
         );
         format!(
             "export PATH={}:$PATH LOG={}",
@@ -189,6 +188,15 @@ mod tests {
             std::fs::read_to_string(dir.path().join("log")).unwrap(),
             "docker compose stop web worker\nrestoring\ndocker compose start web worker\n"
         );
+        // A body that worked still fails when the app does not come back.
+        let script = with_stopped("docker compose", &services, "true");
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("{env} FAIL_START=3; {script}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("could not start these services again: web worker"));
         sh_ok(&with_stopped("docker compose", &[], "true"));
     }
 
