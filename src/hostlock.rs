@@ -41,6 +41,19 @@ const NOT_RUN_EXIT: u32 = 75;
 /// at its next step boundary.
 static STOP: AtomicBool = AtomicBool::new(false);
 
+/// Who holds a lock, as other operators read it: `ana@laptop (vpsup deploy)`.
+pub fn owner(command: &str) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "someone".to_string());
+    format!("{user}@{} (vpsup {command})", this_machine())
+}
+
+/// This machine's name.
+pub fn this_machine() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".to_string())
+}
+
 /// Whether the operator asked this run to stop (Ctrl-C, or systemd stopping
 /// the service). Work under `HostLock::hold` checks it between host steps;
 /// a run over several hosts checks it before starting the next.
@@ -416,21 +429,36 @@ impl<T> Held<T> {
     }
 }
 
-impl<U> Held<Result<U, String>> {
+impl<U, E: From<HoldError>> Held<Result<U, E>> {
     /// What a run under the lock came to: its own error first, then an
     /// interruption (`interrupted` says what the host is left with), then a
     /// problem with the lock itself.
-    pub fn into_result(self, what: &str, interrupted: &str) -> Result<U, String> {
+    pub fn into_result(self, what: &str, interrupted: &str) -> Result<U, E> {
         let lock_problem = self.release_problem(what);
         match (self.outcome, lock_problem) {
             // Interrupted: and whether the lock stays (a step still runs).
-            (None, Some(problem)) => Err(format!("{interrupted}; {problem}")),
-            (None, None) => Err(interrupted.to_string()),
+            (None, lock) => Err(HoldError::Interrupted {
+                left: interrupted.to_string(),
+                lock,
+            }
+            .into()),
             (Some(Err(e)), _) => Err(e),
-            (Some(Ok(_)), Some(problem)) => Err(problem),
+            (Some(Ok(_)), Some(problem)) => Err(HoldError::Lock(problem).into()),
             (Some(Ok(value)), None) => Ok(value),
         }
     }
+}
+
+/// Why work under a lock did not come to its own result.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HoldError {
+    /// Stopped by Ctrl-C: `left` says what the host is left with, `lock`
+    /// whether the lock stays.
+    #[error("{left}{}", lock.as_ref().map(|l| format!("; {l}")).unwrap_or_default())]
+    Interrupted { left: String, lock: Option<String> },
+    /// The work was done, but the lock was not given back as it should.
+    #[error("{0}")]
+    Lock(String),
 }
 
 /// Where the stop signals come from: the OS, or a test.
@@ -623,6 +651,62 @@ fn human_age(secs: u64) -> String {
 mod tests {
     use super::*;
     use crate::transport::LocalTransport;
+
+    /// Who holds a lock reads as `user@machine (vpsup command)`.
+    #[test]
+    fn the_owner_names_user_machine_and_command() {
+        let owner = owner("deploy");
+        assert!(
+            owner.ends_with(&format!("@{} (vpsup deploy)", this_machine())),
+            "{owner}"
+        );
+        assert!(!this_machine().is_empty() && !this_machine().contains('\n'));
+    }
+
+    /// Work that failed keeps its own error; an interruption says what the
+    /// host is left with, and whether the lock stays.
+    #[test]
+    fn what_a_run_under_the_lock_came_to() {
+        #[derive(Debug, PartialEq)]
+        enum E {
+            Work,
+            Held(String),
+        }
+        impl From<HoldError> for E {
+            fn from(e: HoldError) -> E {
+                E::Held(e.to_string())
+            }
+        }
+        let held = |outcome, released| Held::<Result<u8, E>> {
+            outcome,
+            released: Ok(released),
+            taken_over: None,
+        };
+        let into = |h: Held<Result<u8, E>>| h.into_result("deploy", "interrupted; kept R1");
+        assert_eq!(into(held(Some(Ok(7)), Released::Yes)), Ok(7));
+        assert_eq!(
+            into(held(Some(Err(E::Work)), Released::NotOurs)),
+            Err(E::Work)
+        );
+        assert_eq!(
+            into(held(None, Released::Yes)),
+            Err(E::Held("interrupted; kept R1".into()))
+        );
+        assert_eq!(
+            into(held(None, Released::LeftToExpire)),
+            Err(E::Held(
+                "interrupted; kept R1; the deploy lock was left on the host; it expires on its own"
+                    .into()
+            ))
+        );
+        assert_eq!(
+            into(held(Some(Ok(7)), Released::NotOurs)),
+            Err(E::Held(
+                "the deploy lock was taken over while this run held it (it was thought dead)"
+                    .into()
+            ))
+        );
+    }
 
     fn request<'a>(path: &'a str, owner: &'a str) -> LockRequest<'a> {
         LockRequest {

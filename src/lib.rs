@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod engine;
+pub mod exit;
 pub mod facts;
 pub mod fleet;
 pub mod host_binary;

@@ -11,14 +11,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vpsup: error: cannot start the async runtime: {e}");
-            return ExitCode::from(vpsup::commands::exit::FAILED);
+            return ExitCode::from(vpsup::exit::FAILED);
         }
     };
     match runtime.block_on(vpsup::commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vpsup: error: {e:#}");
-            ExitCode::from(vpsup::commands::exit_code(&e))
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -87,6 +87,12 @@ pub enum SettingsError {
     NoHome,
 }
 
+impl crate::exit::ExitStatus for SettingsError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
 impl Settings {
     pub fn resolve(args: &GlobalArgs) -> Result<Settings, SettingsError> {
         let home = std::env::var_os("HOME")

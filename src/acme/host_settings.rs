@@ -163,6 +163,13 @@ pub enum HostSettingsError {
     Transport(#[from] TransportError),
 }
 
+/// A project file that cannot be read, or the host failing: status 1.
+impl crate::exit::ExitStatus for HostSettingsError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::FAILED
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HostDoc<A> {

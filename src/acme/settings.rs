@@ -14,6 +14,12 @@ pub enum AcmeSettingsError {
     Dns(String),
 }
 
+impl crate::exit::ExitStatus for AcmeSettingsError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
 /// The ACME settings from vpsup.toml; relative paths are from its directory.
 pub fn acme_settings(acme: &AcmeConfig, project: &Path) -> Result<AcmeSettings, AcmeSettingsError> {
     let dns = match &acme.dns {

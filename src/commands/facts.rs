@@ -46,7 +46,7 @@ pub struct Timing {
     pub round_trips: usize,
 }
 
-pub async fn run(settings: &Settings, target: Option<&str>) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings, target: Option<&str>) -> crate::exit::Result<()> {
     let targets = settings.targets(target)?;
     let reports = fleet::run(settings, &targets, &Probe).await;
 
@@ -65,7 +65,9 @@ pub async fn run(settings: &Settings, target: Option<&str>) -> anyhow::Result<()
         }
     }
     if let Some(failures) = Failures::of(&reports) {
-        anyhow::bail!("{failures} could not be probed");
+        return Err(crate::exit::Error::failed(format!(
+            "{failures} could not be probed"
+        )));
     }
     Ok(())
 }

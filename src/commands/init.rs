@@ -123,7 +123,17 @@ pub enum InitError {
     HostBinary { from: String, why: String },
 }
 
-pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> anyhow::Result<()> {
+impl crate::exit::ExitStatus for InitError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
+pub async fn run(
+    settings: &Settings,
+    target: Option<&str>,
+    args: &InitArgs,
+) -> crate::exit::Result<()> {
     let init_config = settings.config.as_ref().and_then(|c| c.init.as_ref());
     let options = InitOptions::resolve(args, init_config, &project_dir(settings));
     let targets = settings.targets(target)?;
@@ -230,7 +240,7 @@ pub async fn run(settings: &Settings, target: Option<&str>, args: &InitArgs) -> 
         }
     }
     if let Some(failures) = Failures::of(&outcomes) {
-        anyhow::bail!("{failures} failed");
+        return Err(crate::exit::Error::failed(format!("{failures} failed")));
     }
     Ok(())
 }

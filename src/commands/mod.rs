@@ -1,5 +1,5 @@
 //! One module per command. Each takes resolved `Settings` and returns what
-//! happened; `main` maps errors to exit codes.
+//! happened; its error carries its exit status (`crate::exit`).
 
 pub mod deploy;
 pub mod facts;
@@ -9,19 +9,10 @@ pub mod renew_certs;
 pub mod status;
 
 use crate::cli::{Cli, Command};
-use crate::engine::assets::AssetError;
-use crate::engine::playbook::PlaybookError;
-use crate::settings::{Settings, SettingsError};
+use crate::exit;
+use crate::settings::Settings;
 
-/// Exit statuses, documented in the README.
-pub mod exit {
-    /// Something failed on a host.
-    pub const FAILED: u8 = 1;
-    /// Bad input: command line, vpsup.toml, ~/.ssh/config, a playbook.
-    pub const BAD_INPUT: u8 = 2;
-}
-
-pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
+pub async fn run(mut cli: Cli) -> exit::Result<()> {
     let local = match &cli.command {
         Command::RenewCerts { local: true, .. } => {
             let json = cli.global.json;
@@ -53,21 +44,5 @@ pub async fn run(mut cli: Cli) -> anyhow::Result<()> {
             vars,
             tags,
         } => play::run(&settings, playbook, target.as_deref(), vars, tags).await,
-    }
-}
-
-/// The exit status for an error returned by `run`.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.is::<SettingsError>()
-        || error.is::<PlaybookError>()
-        || error.is::<AssetError>()
-        || error.is::<init::InitError>()
-        || error.is::<renew_certs::RenewError>()
-        || error.is::<crate::acme::settings::AcmeSettingsError>()
-        || error.is::<deploy::DeployError>()
-    {
-        exit::BAD_INPUT
-    } else {
-        exit::FAILED
     }
 }

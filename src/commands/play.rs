@@ -17,7 +17,7 @@ pub async fn run(
     target: Option<&str>,
     vars: &[String],
     tags: &[String],
-) -> anyhow::Result<()> {
+) -> crate::exit::Result<()> {
     let targets = settings.targets(target)?;
     let assets = Assets::load(Some(&project_dir(settings)))?;
     let asset = assets.playbook(playbook)?;
@@ -38,7 +38,7 @@ pub async fn run(
     )
     .await;
     if let Some(failures) = Failures::of(&outcomes) {
-        anyhow::bail!("{failures} failed");
+        return Err(crate::exit::Error::failed(format!("{failures} failed")));
     }
     Ok(())
 }

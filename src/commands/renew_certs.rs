@@ -40,6 +40,12 @@ pub enum RenewError {
     HostFiles(#[from] HostSettingsError),
 }
 
+impl crate::exit::ExitStatus for RenewError {
+    fn exit_code(&self) -> u8 {
+        crate::exit::BAD_INPUT
+    }
+}
+
 #[derive(Debug, Serialize)]
 struct CertRow {
     name: String,
@@ -113,7 +119,11 @@ struct OwnSettings {
 }
 
 /// `local`: on the host itself (`--local`), with its settings.
-pub async fn run(settings: &Settings, force: bool, local: Option<&Local>) -> anyhow::Result<()> {
+pub async fn run(
+    settings: &Settings,
+    force: bool,
+    local: Option<&Local>,
+) -> crate::exit::Result<()> {
     let project = project_dir(settings);
     let (own, store_dir, host_files) = match local {
         Some(Local::AppsOnly(store)) => (None, store.clone(), Vec::new()),
@@ -163,9 +173,9 @@ pub async fn run(settings: &Settings, force: bool, local: Option<&Local>) -> any
         print_table(&rows);
     }
     if let Some(failures) = Failures::of(&rows) {
-        anyhow::bail!(
+        return Err(crate::exit::Error::failed(format!(
             "renewal failed on {failures}; certificates that failed keep their previous version"
-        );
+        )));
     }
     Ok(())
 }
@@ -178,16 +188,13 @@ fn lock_owner(local: bool) -> String {
             local_host_name()
         )
     } else {
-        let user = std::env::var("USER").unwrap_or_else(|_| "someone".to_string());
-        format!("{user}@{} (vpsup renew-certs)", local_host_name())
+        crate::hostlock::owner("renew-certs")
     }
 }
 
 /// This machine's name, for the report of a `--local` run.
 fn local_host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".to_string())
+    crate::hostlock::this_machine()
 }
 
 /// Where `renew-certs --local` finds its settings: `config` (`--config`),

@@ -161,7 +161,7 @@ fn parse_certificates(text: &str, now: OffsetDateTime) -> Result<Vec<Certificate
         .collect()
 }
 
-pub async fn run(settings: &Settings) -> anyhow::Result<()> {
+pub async fn run(settings: &Settings) -> crate::exit::Result<()> {
     let store_dir = settings
         .config
         .as_ref()
@@ -180,7 +180,9 @@ pub async fn run(settings: &Settings) -> anyhow::Result<()> {
         }
     }
     if let Some(failures) = Failures::of(&statuses) {
-        anyhow::bail!("{failures} could not be read");
+        return Err(crate::exit::Error::failed(format!(
+            "{failures} could not be read"
+        )));
     }
     Ok(())
 }

@@ -15,7 +15,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::dns::socket_addr;
+use super::report::SiteReport;
 use crate::acme::certinfo::{short_issuer, CertInfo};
+use crate::config::SiteConfig;
 
 /// How long one check may take, connection to response.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -35,6 +38,60 @@ pub struct SiteCheck {
     pub days_left: i64,
     /// Its issuer's common name (`R11`).
     pub issuer: String,
+}
+
+/// Each of `sites` from here, as a visitor sees it, at the host's `address`
+/// (whatever DNS says yet): its health path over HTTPS, and HTTP's redirect.
+pub async fn check_sites(
+    sites: &[SiteConfig],
+    address: &str,
+    https_port: u16,
+    http_port: u16,
+    extra_root: Option<&Path>,
+) -> Vec<SiteReport> {
+    let mut out = Vec::new();
+    for site in sites {
+        // Validated before the deploy began.
+        let domain = &site.check_name().unwrap_or_else(|_| site.domain.0.clone());
+        let url = format!("https://{domain}{}", site.health.0);
+        let (Some(https), Some(http)) = (
+            socket_addr(address, https_port).map(|a| SocketAddr::new(a.ip(), https_port)),
+            socket_addr(address, http_port).map(|a| SocketAddr::new(a.ip(), http_port)),
+        ) else {
+            out.push(SiteReport {
+                url,
+                status: None,
+                names: Vec::new(),
+                days_left: None,
+                redirect: None,
+                error: Some(format!("{address} does not resolve from here")),
+            });
+            continue;
+        };
+        let checked = check_https(https, domain, &site.health.0, extra_root).await;
+        let redirect = check_redirect(http, domain).await;
+        let mut report = SiteReport {
+            url,
+            status: None,
+            names: Vec::new(),
+            days_left: None,
+            redirect: redirect.as_ref().ok().and_then(|(_, l)| l.clone()),
+            error: None,
+        };
+        match checked {
+            Ok(c) => {
+                report.status = Some(c.status);
+                report.names = c.names;
+                report.days_left = Some(c.days_left);
+                if !(200..400).contains(&c.status) {
+                    report.error = Some(format!("answers HTTP {}", c.status));
+                }
+            }
+            Err(e) => report.error = Some(e),
+        }
+        out.push(report);
+    }
+    out
 }
 
 /// `GET {path}` over HTTPS from `addr`, with SNI and `Host:` set to `domain`,

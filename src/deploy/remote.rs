@@ -1,5 +1,5 @@
-//! The host's side of a deploy: where an app lives, the one probe that reads
-//! everything a deploy decides on, and the scripts that change the host.
+//! The host's side of a deploy: where an app lives, and the scripts that
+//! change the host (the probe that reads it is `deploy::probe`).
 //! Pure functions from names to shell, so each can be read and tested alone.
 //!
 //! ```text
@@ -22,9 +22,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::upload;
-use crate::acme::store;
-use crate::facts;
 use crate::transport::script::quote;
 
 const APPS_DIR: &str = crate::layout::APPS_DIR;
@@ -157,7 +154,7 @@ impl AppPaths {
     /// (also those of an earlier vpsup, named `vpsup-<app>--<domain>.conf`,
     /// recognised by the app named on their second line, since that glob
     /// also matches an app `<app>--x`).
-    fn sites_fn(&self) -> String {
+    pub(crate) fn sites_fn(&self) -> String {
         let app = quote(&self.app);
         format!(
             r#"vpsup_sites() {{
@@ -187,38 +184,6 @@ done
 "#,
             other = quote(other),
             releases = quote(&format!("{}/releases", self.dir)),
-        )
-    }
-
-    /// Everything a deploy decides on, in one exec (as root): facts, the
-    /// current release's files and how it runs, the releases kept, the
-    /// secrets' names, the installed site files' hashes, the app's
-    /// containers and the certificate store.
-    pub fn probe_script(&self, store_dir: &str) -> String {
-        let dir = quote(&self.dir);
-        format!(
-            r#"( {facts} )
-echo @@release
-{release}
-echo @@meta
-cat {dir}/current/{META_FILE} 2>/dev/null && echo
-echo @@releases
-ls -1 {dir}/releases 2>/dev/null
-echo @@secrets
-cut -d= -f1 {secrets} 2>/dev/null
-echo @@sites
-{sites_fn}for f in $(vpsup_sites); do echo "$(sha256sum < "$f" | cut -d' ' -f1) $(basename "$f")"; done
-echo @@containers
-command -v docker >/dev/null 2>&1 && docker ps -a --filter label=com.docker.compose.project={project} --format '{{{{.Label "com.docker.compose.service"}}}}	{{{{.State}}}}	{{{{.Status}}}}' 2>/dev/null
-echo @@certificates
-{certs}
-exit 0"#,
-            facts = facts::PROBE_SCRIPT,
-            release = upload::probe_script(&self.dir),
-            secrets = quote(&self.secrets()),
-            certs = store::listing_script(store_dir),
-            sites_fn = self.sites_fn(),
-            project = quote(&project_name(&self.app)),
         )
     }
 
@@ -333,27 +298,6 @@ mod tests {
     use super::*;
     use crate::transport::script::testing::{sh_ok, write_executable};
     use crate::transport::{ExecRequest, LocalTransport, Transport};
-
-    #[test]
-    fn the_probe_reads_every_part_in_one_script() {
-        let script = AppPaths::new("doctor").probe_script("/etc/vpsup/acme");
-        for section in [
-            "@@release",
-            "@@meta",
-            "@@releases",
-            "@@secrets",
-            "@@sites",
-            "@@containers",
-            "@@certificates",
-        ] {
-            assert!(script.contains(&format!("echo {section}\n")), "{section}");
-        }
-        assert!(script.contains("label=com.docker.compose.project=vpsup-doctor"));
-        let parts =
-            facts::sections("os_id=debian\n@@release\ncurrent r1\n@@secrets\nDB_PASSWORD\n");
-        assert_eq!(parts[0], ("facts", "os_id=debian\n".to_string()));
-        assert_eq!(parts[2], ("secrets", "DB_PASSWORD\n".to_string()));
-    }
 
     #[test]
     fn the_deployed_record_reads_back() {

@@ -1,0 +1,444 @@
+//! What a deploy changes on one host, as a module plans: facts in, plan out.
+//! From the release (the same for every host) and what the host's probe
+//! found: the release's files as this host gets them, what travels, the
+//! secrets to generate, the certificates to order, whether the site files
+//! and the containers are as they should be. Nothing here touches a host.
+
+use time::OffsetDateTime;
+
+use super::error::StepError;
+use super::nginx::{self, NginxSites};
+use super::probe::Probed;
+use super::release::{self, Release};
+use super::remote::{self, AppPaths, Container, ReleaseMeta};
+use super::upload::{self, ReleaseFile};
+use super::{releases, volumes};
+use crate::acme::certinfo::CertInfo;
+use crate::acme::policy::{self, Decision};
+use crate::acme::store::{self, cert_name};
+use crate::config::{AppConfig, SiteConfig};
+use crate::engine::render::Renderer;
+
+/// What the project deploys, the same on every host.
+pub struct Wanted<'a> {
+    pub app: &'a AppConfig,
+    pub sites: &'a [SiteConfig],
+    pub release: &'a Release,
+    pub renderer: &'a Renderer,
+    /// The host's certificate store (its paths are in the site files).
+    pub store_dir: &'a str,
+    /// The ACME webroot kept on :80 for renewals.
+    pub webroot: &'a str,
+}
+
+/// The compose file naming the app's volumes as an earlier vpsup made them.
+const VOLUME_PINS: &str = ".vpsup/volumes.json";
+
+/// One host's deploy, planned.
+pub struct DeployPlan<'a> {
+    /// The release as this host gets it: the project's files, how it runs
+    /// (`release.json`), the volume pins, the nginx files; sorted by path.
+    pub files: Vec<ReleaseFile>,
+    /// How it runs (also in `files`).
+    pub meta: ReleaseMeta,
+    /// Secrets `[app.secrets] generate` lists that the host lacks.
+    pub missing_secrets: Vec<String>,
+    /// Sites whose certificate is missing or due.
+    pub certificates_due: Vec<String>,
+    /// The app's installed site files are exactly the rendered ones.
+    pub sites_current: bool,
+    /// Every container of the app runs (and is healthy, if it has a check).
+    pub services_up: bool,
+    probed: &'a Probed,
+    data: &'a [String],
+}
+
+impl<'a> DeployPlan<'a> {
+    pub fn new(
+        wanted: &Wanted<'a>,
+        paths: &AppPaths,
+        probed: &'a Probed,
+        now: OffsetDateTime,
+    ) -> Result<DeployPlan<'a>, StepError> {
+        let pinned = volumes_pinned(probed);
+        let meta = release_meta(wanted, pinned);
+        let files = release_files(wanted, &meta, pinned, probed.facts.nginx.as_deref())?;
+        let missing_secrets = wanted
+            .app
+            .secrets
+            .generate
+            .iter()
+            .filter(|n| !probed.secrets.contains(&n.0))
+            .map(|n| n.0.clone())
+            .collect();
+        let certificates_due = wanted
+            .sites
+            .iter()
+            .filter(|site| !cert_fresh(&probed.certificates, &site.domain.0, now))
+            .map(|site| site.domain.0.clone())
+            .collect();
+        let sites_current = wanted.sites.iter().all(|site| {
+            let installed = probed
+                .sites
+                .iter()
+                .find(|(f, _)| *f == paths.site_file_name(&site.domain.0));
+            let wanted = files
+                .iter()
+                .find(|f| f.path == nginx::site_file(&site.domain.0));
+            matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
+        }) && probed.sites.len() == wanted.sites.len();
+        let services_up =
+            !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
+        Ok(DeployPlan {
+            files,
+            meta,
+            missing_secrets,
+            certificates_due,
+            sites_current,
+            services_up,
+            probed,
+            data: &wanted.release.data,
+        })
+    }
+
+    /// What travels: the files that differ from the current release's.
+    pub fn upload(&self) -> upload::Plan<'_> {
+        upload::plan(&self.files, &self.probed.current, self.data)
+    }
+
+    /// What the deploy would change, one line each; empty: nothing.
+    pub fn pending(&self) -> Vec<String> {
+        let mut pending = Vec::new();
+        let upload = self.upload();
+        if !upload.is_noop() {
+            let mut names: Vec<&str> = upload.upload.iter().map(|f| f.path.as_str()).collect();
+            names.extend(upload.removed.iter().map(|f| f.as_str()));
+            pending.push(format!(
+                "new release: {} file(s) to upload, {} gone ({})",
+                upload.upload.len(),
+                upload.removed.len(),
+                names.join(", ")
+            ));
+        }
+        if !self.missing_secrets.is_empty() {
+            pending.push(format!(
+                "secrets to generate: {}",
+                self.missing_secrets.join(", ")
+            ));
+        }
+        for domain in &self.certificates_due {
+            pending.push(format!("certificate to issue or renew: {domain}"));
+        }
+        if !self.sites_current {
+            pending.push("nginx site files to install".to_string());
+        }
+        if !self.services_up {
+            pending
+                .push("containers to start (some are missing, stopped or unhealthy)".to_string());
+        }
+        pending
+    }
+
+    /// The release to start: the current one when no file changed (its
+    /// containers or site files are what is missing), else a new one made
+    /// `now`.
+    pub fn release_id(&self, now: OffsetDateTime) -> String {
+        match &self.probed.current.release {
+            Some(current) if self.upload().is_noop() => current.clone(),
+            _ => releases::release_id(now, &release::content_hash(&self.files)),
+        }
+    }
+
+    /// Shell (content inside: send it piped) that makes release `id` on the
+    /// host: the app's data moved out of older releases, the release
+    /// directory copied from the current one with the changed files written
+    /// (unless `id` is the current one), its data directories seeded; and
+    /// how many files it uploads. Empty when there is nothing to do.
+    pub fn release_script(&self, paths: &AppPaths, id: &str) -> (String, usize) {
+        let probed = self.probed;
+        let mut script = String::new();
+        if let Some(current) = &probed.current.release {
+            let older: Vec<(String, String)> = probed
+                .releases
+                .iter()
+                .filter(|r| *r != current && releases::is_release_id(r))
+                .map(|r| (r.clone(), paths.release(r)))
+                .collect();
+            script.push_str(&volumes::migrate_script(
+                &paths.data_dir(),
+                &paths.release(current),
+                &older,
+                self.data,
+            ));
+        }
+        let mut uploaded = 0;
+        if probed.current.release.as_deref() != Some(id) {
+            let upload = self.upload();
+            script.push_str(&upload::release_script(&paths.dir, id, &upload));
+            uploaded = upload.upload.len();
+        }
+        script.push_str(&volumes::seed_script(
+            &paths.data_dir(),
+            &paths.release(id),
+            self.data,
+        ));
+        (script, uploaded)
+    }
+}
+
+/// Whether the app's named volumes keep the names of its first deploys under
+/// the compose project `<app>` (an earlier vpsup): then once, then always.
+fn volumes_pinned(probed: &Probed) -> bool {
+    probed
+        .meta
+        .as_ref()
+        .is_some_and(|m| m.project.is_none() || m.volumes_pinned)
+}
+
+fn release_meta(wanted: &Wanted<'_>, pinned: bool) -> ReleaseMeta {
+    let release = wanted.release;
+    let mut compose_files = release.compose_files.clone();
+    if pinned && !release.named_volumes.is_empty() {
+        compose_files.push(VOLUME_PINS.to_string());
+    }
+    ReleaseMeta {
+        compose_files,
+        env_files: release.env_files.clone(),
+        health: wanted
+            .sites
+            .iter()
+            .filter_map(|s| {
+                release
+                    .ports
+                    .get(&(s.service.clone(), s.port.0))
+                    .map(|p| (s.health.0.clone(), *p))
+            })
+            .collect(),
+        secrets: !wanted.app.secrets.generate.is_empty(),
+        dot_env: release.dot_env,
+        project: Some(remote::project_name(wanted.app.name.as_str())),
+        volumes_pinned: pinned,
+    }
+}
+
+/// The project's files plus what vpsup adds for this host: how the release
+/// runs, and its nginx site files (rendered for the host's nginx).
+fn release_files(
+    wanted: &Wanted<'_>,
+    meta: &ReleaseMeta,
+    pinned: bool,
+    nginx_version: Option<&str>,
+) -> Result<Vec<ReleaseFile>, StepError> {
+    let release = wanted.release;
+    let mut files = release.files.clone();
+    let mut meta = serde_json::to_vec_pretty(meta).unwrap_or_default();
+    meta.push(b'\n');
+    files.push(ReleaseFile {
+        path: remote::META_FILE.to_string(),
+        content: meta,
+        mode: 0o644,
+    });
+    if pinned && !release.named_volumes.is_empty() {
+        let pins = volumes::pin_override(&release.named_volumes, wanted.app.name.as_str());
+        let mut content = serde_json::to_vec_pretty(&pins).unwrap_or_default();
+        content.push(b'\n');
+        files.push(ReleaseFile {
+            path: VOLUME_PINS.to_string(),
+            content,
+            mode: 0o644,
+        });
+    }
+    let sites = NginxSites {
+        app: wanted.app.name.as_str(),
+        sites: wanted.sites,
+        ports: &release.ports,
+        store_dir: wanted.store_dir,
+        webroot: wanted.webroot,
+        http2_on: nginx::http2_on(nginx_version),
+    };
+    files.extend(sites.render(wanted.renderer).map_err(StepError::Render)?);
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(files)
+}
+
+/// The store holds a certificate for `domain` that is not due at `now`.
+fn cert_fresh(certificates: &[store::StoredCert], domain: &str, now: OffsetDateTime) -> bool {
+    let name = cert_name(&[domain.to_string()]);
+    certificates.iter().any(|c| {
+        c.name == name
+            && CertInfo::from_pem_chain(&c.chain_pem).is_ok_and(|info| {
+                matches!(
+                    policy::decide(info.not_before, info.not_after, now, None),
+                    Decision::Keep { .. }
+                )
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::assets::Assets;
+
+    fn config() -> Config {
+        toml::from_str(
+            "[app]\nname = \"doctor\"\nsecrets = { generate = [\"DB_PASSWORD\"] }\n\n[[sites]]\ndomain = \"doctor.example.com\"\nservice = \"web\"\nport = 80\n",
+        )
+        .unwrap()
+    }
+
+    fn release() -> Release {
+        let file = |path: &str, content: &str| ReleaseFile {
+            path: path.into(),
+            content: content.as_bytes().to_vec(),
+            mode: 0o644,
+        };
+        Release {
+            files: vec![file("compose.yml", "services: {}\n"), file("app.txt", "v1")],
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            ports: [(("web".to_string(), 80), 21000)].into(),
+            rewritten: vec![],
+            content_hash: "h".into(),
+            data: vec![],
+            seeded: vec![],
+            named_volumes: vec![],
+            dot_env: false,
+        }
+    }
+
+    fn probed(facts: &str) -> Probed {
+        Probed {
+            facts: crate::facts::parse(facts).unwrap(),
+            current: Default::default(),
+            meta: None,
+            releases: vec![],
+            secrets: vec![],
+            sites: vec![],
+            containers: vec![],
+            certificates: vec![],
+        }
+    }
+
+    const FACTS: &str = "cpus=1\nmem_kb=1\nswap_kb=0\nroot_free_kb=1\nsudo=root\nnginx=nginx version: nginx/1.26.3\n";
+
+    /// A fresh host needs everything; once the host holds what the plan
+    /// made (files, site file, secrets, running containers), only the
+    /// certificate (none in the store) is left.
+    #[test]
+    fn a_fresh_host_needs_everything_and_a_deployed_one_nothing_more() {
+        let config = config();
+        let app = config.app.as_ref().unwrap();
+        let release = release();
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let wanted = Wanted {
+            app,
+            sites: &config.sites,
+            release: &release,
+            renderer: &renderer,
+            store_dir: "/etc/vpsup/acme",
+            webroot: "/var/lib/vpsup/acme",
+        };
+        let paths = AppPaths::new("doctor");
+        let now = OffsetDateTime::now_utc();
+        let fresh = probed(FACTS);
+        let plan = DeployPlan::new(&wanted, &paths, &fresh, now).unwrap();
+        assert_eq!(
+            plan.files
+                .iter()
+                .map(|f| f.path.as_str())
+                .collect::<Vec<_>>(),
+            [
+                ".vpsup/nginx/doctor.example.com.conf",
+                ".vpsup/release.json",
+                ".vpsup/websocket-map.conf",
+                "app.txt",
+                "compose.yml"
+            ]
+        );
+        assert_eq!(plan.meta.health, [("/".to_string(), 21000)]);
+        assert_eq!(plan.meta.project.as_deref(), Some("vpsup-doctor"));
+        let site = String::from_utf8(plan.files[0].content.clone()).unwrap();
+        assert!(site.contains("http2 on;"), "{site}");
+        assert_eq!(
+            plan.pending(),
+            [
+                "new release: 5 file(s) to upload, 0 gone (.vpsup/nginx/doctor.example.com.conf, .vpsup/release.json, .vpsup/websocket-map.conf, app.txt, compose.yml)",
+                "secrets to generate: DB_PASSWORD",
+                "certificate to issue or renew: doctor.example.com",
+                "nginx site files to install",
+                "containers to start (some are missing, stopped or unhealthy)",
+            ]
+        );
+        let id = plan.release_id(now);
+        assert!(releases::is_release_id(&id), "{id}");
+        let (script, uploaded) = plan.release_script(&paths, &id);
+        assert_eq!(uploaded, 5);
+        assert!(script.contains(&format!("/srv/vpsup/doctor/releases/{id}")));
+
+        let mut deployed = probed(FACTS);
+        deployed.current = upload::Current {
+            release: Some("20261122T101500Z-ab12cd34".into()),
+            files: plan
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256()))
+                .collect(),
+        };
+        deployed.secrets = vec!["DB_PASSWORD".into()];
+        deployed.sites = vec![(
+            "vpsup-doctor.doctor.example.com.conf".into(),
+            plan.files[0].sha256(),
+        )];
+        deployed.containers = remote::parse_containers("web\trunning\tUp 2 minutes\n");
+        let again = DeployPlan::new(&wanted, &paths, &deployed, now).unwrap();
+        assert_eq!(
+            again.pending(),
+            ["certificate to issue or renew: doctor.example.com"]
+        );
+        // Nothing to upload: the current release starts again.
+        assert_eq!(again.release_id(now), "20261122T101500Z-ab12cd34");
+        let (script, uploaded) = again.release_script(&paths, "20261122T101500Z-ab12cd34");
+        assert_eq!((script.as_str(), uploaded), ("", 0));
+    }
+
+    /// A release an earlier vpsup made (no project recorded) pins the named
+    /// volumes' old names, and the next release keeps pinning them.
+    #[test]
+    fn volumes_an_earlier_vpsup_named_stay_pinned() {
+        let config = config();
+        let mut release = release();
+        release.named_volumes = vec!["pgdata".into()];
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let wanted = Wanted {
+            app: config.app.as_ref().unwrap(),
+            sites: &config.sites,
+            release: &release,
+            renderer: &renderer,
+            store_dir: "/etc/vpsup/acme",
+            webroot: "/var/lib/vpsup/acme",
+        };
+        let mut old = probed(FACTS);
+        old.meta = Some(ReleaseMeta {
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            health: vec![],
+            secrets: false,
+            dot_env: false,
+            project: None,
+            volumes_pinned: false,
+        });
+        let now = OffsetDateTime::now_utc();
+        let plan = DeployPlan::new(&wanted, &AppPaths::new("doctor"), &old, now).unwrap();
+        assert!(plan.meta.volumes_pinned);
+        assert_eq!(plan.meta.compose_files, ["compose.yml", VOLUME_PINS]);
+        assert!(plan.files.iter().any(|f| f.path == VOLUME_PINS));
+        let fresh = probed(FACTS);
+        let plan = DeployPlan::new(&wanted, &AppPaths::new("doctor"), &fresh, now).unwrap();
+        assert!(!plan.meta.volumes_pinned);
+        assert!(!plan.files.iter().any(|f| f.path == VOLUME_PINS));
+    }
+}

@@ -1,0 +1,268 @@
+//! The one probe a deploy or a rollback decides on, in one exec (as root):
+//! the host's facts, the current release's files and how it runs, the
+//! releases kept, the secrets' names, the installed site files' hashes, the
+//! app's containers and the certificate store. One part each, marked by a
+//! fresh `Sections` per run; the parser fails on a part that did not come
+//! back.
+
+use super::error::StepError;
+use super::remote::{self, AppPaths, Container, ReleaseMeta};
+use super::upload;
+use crate::acme::store;
+use crate::facts::{self, HostFacts};
+use crate::hostlock::{HostLock, LockRequest, LockTiming};
+use crate::transport::script::quote;
+use crate::transport::sections::Sections;
+use crate::transport::{ExecRequest, Transport};
+
+/// What the probe found.
+#[derive(Debug)]
+pub struct Probed {
+    pub facts: HostFacts,
+    pub current: upload::Current,
+    /// How the current release runs; `None` without one, or when its
+    /// `release.json` does not read.
+    pub meta: Option<ReleaseMeta>,
+    pub releases: Vec<String>,
+    pub secrets: Vec<String>,
+    /// `file name -> sha256` of the app's installed site files.
+    pub sites: Vec<(String, String)>,
+    pub containers: Vec<Container>,
+    pub certificates: Vec<store::StoredCert>,
+}
+
+const FACTS: &str = "facts";
+const RELEASE: &str = "release";
+const META: &str = "meta";
+const RELEASES: &str = "releases";
+const SECRETS: &str = "secrets";
+const SITES: &str = "sites";
+const CONTAINERS: &str = "containers";
+const CERTIFICATES: &str = "certificates";
+
+/// The probe of app `paths` and the certificate store at `store_dir`.
+pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String {
+    let dir = quote(&paths.dir);
+    // The facts probe ends with `exit 0`: in a subshell, it ends only itself.
+    let facts = format!("( {} )", facts::PROBE_SCRIPT);
+    let release = upload::probe_script(&paths.dir);
+    let meta = format!("cat {dir}/current/{} 2>/dev/null", remote::META_FILE);
+    let releases = format!("ls -1 {dir}/releases 2>/dev/null");
+    let secrets = format!("cut -d= -f1 {} 2>/dev/null", quote(&paths.secrets()));
+    let sites = format!(
+        r#"{}for f in $(vpsup_sites); do echo "$(sha256sum < "$f" | cut -d' ' -f1) $(basename "$f")"; done"#,
+        paths.sites_fn()
+    );
+    let containers = format!(
+        "command -v docker >/dev/null 2>&1 && docker ps -a --filter label=com.docker.compose.project={} --format '{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}' 2>/dev/null",
+        quote(&remote::project_name(&paths.app))
+    );
+    let certificates = store::listing_script(store_dir);
+    let mut script = sections.script([
+        (FACTS, facts.as_str()),
+        (RELEASE, release.as_str()),
+        (META, meta.as_str()),
+        (RELEASES, releases.as_str()),
+        (SECRETS, secrets.as_str()),
+        (SITES, sites.as_str()),
+        (CONTAINERS, containers.as_str()),
+        (CERTIFICATES, certificates.as_str()),
+    ]);
+    script.push_str("exit 0\n");
+    script
+}
+
+/// What `script` printed, run with the same `sections`.
+pub fn parse(sections: &Sections, text: &str) -> Result<Probed, StepError> {
+    let parts = sections.parse(text);
+    let lines = |name| -> Result<Vec<String>, StepError> {
+        Ok(parts.get(name)?.lines().map(str::to_string).collect())
+    };
+    Ok(Probed {
+        facts: facts::parse(parts.get(FACTS)?).map_err(StepError::Facts)?,
+        current: upload::parse_probe(parts.get(RELEASE)?),
+        // No current release, or a `release.json` that does not read: the
+        // caller says what that means for it.
+        meta: serde_json::from_str(parts.get(META)?).ok(),
+        releases: lines(RELEASES)?,
+        secrets: lines(SECRETS)?,
+        sites: parts
+            .get(SITES)?
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(hash, file)| (file.to_string(), hash.to_string()))
+            .collect(),
+        containers: remote::parse_containers(parts.get(CONTAINERS)?),
+        certificates: store::parse_listing(parts.get(CERTIFICATES)?)
+            .map_err(StepError::CertificateStore)?,
+    })
+}
+
+/// A first look, without the lock.
+pub async fn probe(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    store_dir: &str,
+) -> Result<Probed, StepError> {
+    let sections = Sections::random();
+    let out = transport
+        .run_ok(
+            "probing the host",
+            ExecRequest::piped(script(&sections, paths, store_dir)).become_root(true),
+        )
+        .await?;
+    parse(&sections, &out.stdout_str())
+}
+
+/// Takes app's deploy lock (one deploy or rollback at a time), taking over
+/// one whose run died and saying so, and probes the host in the same exec,
+/// once the lock is ours.
+pub async fn lock_and_probe(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    store_dir: &str,
+    owner: &str,
+    host: &str,
+) -> Result<(HostLock, Probed), StepError> {
+    let sections = Sections::random();
+    let (lock, text) = HostLock::acquire_then(
+        transport,
+        &LockRequest {
+            path: &paths.lock(),
+            what: &format!("app {}", paths.app),
+            owner,
+            take_over_after: None,
+            local_pid: None,
+            timing: LockTiming::STANDARD,
+        },
+        &script(&sections, paths, store_dir),
+    )
+    .await?;
+    if let Some(dead) = &lock.taken_over {
+        eprintln!("vpsup: {host}: took over the deploy lock of a run that died: {dead}");
+    }
+    match parse(&sections, &text) {
+        Ok(probed) => Ok((lock, probed)),
+        Err(e) => {
+            let _ = lock.release(transport).await;
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::script::testing::sh_ok;
+    use crate::transport::LocalTransport;
+
+    fn local_paths(dir: &std::path::Path) -> AppPaths {
+        AppPaths {
+            app: "shop".into(),
+            dir: dir.display().to_string(),
+            sites_dir: dir.join("sites").display().to_string(),
+        }
+    }
+
+    /// The real probe, run here against a release whose files end without a
+    /// newline: every part still reads back (a meta file glued to the next
+    /// marker once made a failed deploy's rollback stop the whole app).
+    #[tokio::test]
+    async fn the_probe_reads_a_release_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = local_paths(dir.path());
+        let release = dir.path().join("releases/r1");
+        std::fs::create_dir_all(release.join(".vpsup")).unwrap();
+        std::fs::create_dir_all(dir.path().join("releases/r0")).unwrap();
+        std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+        std::fs::create_dir_all(dir.path().join("sites")).unwrap();
+        let meta = ReleaseMeta {
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            health: vec![("/".into(), 21000)],
+            secrets: true,
+            dot_env: false,
+            project: Some("vpsup-shop".into()),
+            volumes_pinned: false,
+        };
+        std::fs::write(
+            release.join(remote::META_FILE),
+            serde_json::to_vec(&meta).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(release.join("compose.yml"), "services: {}").unwrap();
+        std::fs::write(dir.path().join("shared/secrets.env"), "DB_PASSWORD=x").unwrap();
+        std::fs::write(dir.path().join("sites/vpsup-shop.a.example.com.conf"), "x").unwrap();
+        std::os::unix::fs::symlink("releases/r1", dir.path().join("current")).unwrap();
+
+        let probed = probe(
+            &LocalTransport::new("test", true),
+            &paths,
+            "/nonexistent/vpsup-store",
+        )
+        .await
+        .unwrap();
+        assert_eq!(probed.meta, Some(meta));
+        assert_eq!(probed.current.release.as_deref(), Some("r1"));
+        assert_eq!(probed.current.files.len(), 2);
+        assert_eq!(probed.releases, ["r0", "r1"]);
+        assert_eq!(probed.secrets, ["DB_PASSWORD"]);
+        assert_eq!(probed.sites.len(), 1);
+        assert_eq!(probed.sites[0].0, "vpsup-shop.a.example.com.conf");
+        assert!(!probed.facts.kernel.is_empty());
+        assert!(probed.certificates.is_empty());
+    }
+
+    /// A host the app never reached: every part comes back, empty.
+    #[test]
+    fn a_host_without_the_app_has_nothing_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let sections = Sections::with_nonce(5);
+        let script = script(
+            &sections,
+            &local_paths(&dir.path().join("none")),
+            "/nonexistent",
+        );
+        assert!(script.contains("label=com.docker.compose.project=vpsup-shop"));
+        let out = String::from_utf8(sh_ok(&script).stdout).unwrap();
+        let probed = parse(&sections, &out).unwrap();
+        assert_eq!(probed.current, upload::Current::default());
+        assert_eq!(probed.meta, None);
+        assert!(probed.releases.is_empty() && probed.secrets.is_empty());
+        assert!(probed.sites.is_empty() && probed.containers.is_empty());
+    }
+
+    /// A part that did not come back is an error, not an empty part; and a
+    /// file on the host cannot pass for a part (a secret named like the old
+    /// `@@sites` marker stays a secret's name).
+    #[test]
+    fn a_missing_part_fails_and_output_cannot_forge_one() {
+        let s = Sections::with_nonce(9);
+        let part = |name: &str, text: &str| format!("\n{} {name}\n{text}", s.marker());
+        let facts =
+            "os_id=debian\nkernel=6.12\ncpus=2\nmem_kb=1\nswap_kb=0\nroot_free_kb=1\nsudo=root\n";
+        let all = [
+            part(FACTS, facts),
+            part(RELEASE, "current r1\n"),
+            part(META, ""),
+            part(RELEASES, "r1\n"),
+            part(SECRETS, "DB_PASSWORD\n@@sites\n"),
+            part(SITES, ""),
+            part(CONTAINERS, "web\trunning\tUp 1 second\n"),
+            part(CERTIFICATES, ""),
+        ];
+        let probed = parse(&s, &all.concat()).unwrap();
+        assert_eq!(probed.secrets, ["DB_PASSWORD", "@@sites"]);
+        assert_eq!(probed.current.release.as_deref(), Some("r1"));
+        assert_eq!(probed.containers.len(), 1);
+
+        let cut = all[..5].concat();
+        assert_eq!(
+            parse(&s, &cut).unwrap_err().to_string(),
+            "the host's output has no `sites` part (the script stopped early or printed something unexpected)"
+        );
+        // Another run's marker is no part of this one.
+        let other = Sections::with_nonce(10);
+        assert!(parse(&other, &all.concat()).is_err());
+    }
+}

@@ -1,0 +1,545 @@
+//! Starting a release, serving it, and going back when either fails: the
+//! health gate (`docker compose up --wait`, then each site's health path on
+//! its loopback port), activation (`AppPaths::activate_script`), and the
+//! restore of the previous release after a failure. The multi-part scripts
+//! are built and read here, with one `Sections` per run; the async functions
+//! only run them.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::error::StepError;
+use super::ports;
+use super::releases;
+use super::remote::{self, AppPaths, Deployed, ReleaseMeta};
+use super::stack::{self, Stack};
+use crate::acme::store::Store;
+use crate::config::Config;
+use crate::transport::script::quote;
+use crate::transport::sections::Sections;
+use crate::transport::{plain_text, ExecRequest, Transport, TransportError};
+
+/// How the release in `dir` runs, as its `meta` recorded.
+pub fn stack_for<'a>(
+    app: &'a str,
+    dir: &'a str,
+    meta: &'a ReleaseMeta,
+    secrets: &'a str,
+) -> Stack<'a> {
+    Stack {
+        project: meta.project(app),
+        dir,
+        files: &meta.compose_files,
+        env_files: &meta.env_files,
+        secrets_env: meta.secrets.then_some(secrets),
+        dot_env: meta.dot_env,
+    }
+}
+
+/// How release `id` runs, as it recorded (a rollback starts it so).
+pub async fn read_meta(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    id: &str,
+) -> Result<ReleaseMeta, StepError> {
+    let path = format!("{}/{}", paths.release(id), remote::META_FILE);
+    let out = transport
+        .run_ok(
+            "reading the previous release",
+            ExecRequest::new(format!("cat {}", quote(&path))).become_root(true),
+        )
+        .await?;
+    serde_json::from_str(&out.stdout_str()).map_err(|e| StepError::UnreadableMeta {
+        release: id.to_string(),
+        error: e.to_string(),
+    })
+}
+
+/// The gate's part printed only when `docker compose up` failed: the
+/// containers' states.
+const COMPOSE_FAILED: &str = "compose-failed";
+/// The gate's part once compose is up: each health path's answer.
+const HEALTH: &str = "health";
+
+/// What failed in the health gate.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unhealthy {
+    pub text: String,
+    /// The services that failed (their logs are shown).
+    pub services: Vec<String>,
+}
+
+/// The health gate of `stack` (as root): the app's containers under its
+/// other compose project retired, `up --wait`, then each `(path, port)` of
+/// `health`; it fails when either fails.
+pub fn gate_script(
+    sections: &Sections,
+    paths: &AppPaths,
+    stack: &Stack<'_>,
+    health: &[(String, u16)],
+    timeout: u32,
+) -> String {
+    // The app's containers under its other project name would hold its ports.
+    let other = if stack.project == paths.app {
+        remote::project_name(&paths.app)
+    } else {
+        paths.app.clone()
+    };
+    format!(
+        "{retire}if ! {up} >&2; then\n{failed}{ps}\nexit 1\nfi\n{health_part}{health}",
+        retire = paths.retire_script(&other),
+        up = stack.up(timeout),
+        failed = sections.header(COMPOSE_FAILED),
+        ps = stack.ps(),
+        health_part = sections.header(HEALTH),
+        health = stack::health_probe_script(health, timeout),
+    )
+}
+
+/// Why a gate failed, from what it printed. `compose_stderr`: the end of
+/// `docker compose up`'s own messages (a port already taken, a failed
+/// build), shown when compose itself failed.
+pub fn parse_gate(
+    sections: &Sections,
+    stdout: &str,
+    compose_stderr: &str,
+    ports: &BTreeMap<ports::Target, u16>,
+) -> Unhealthy {
+    let parts = sections.parse(stdout);
+    let mut services = Vec::new();
+    let mut text = Vec::new();
+    let said = compose_stderr.trim();
+    if let Some(ps) = parts.optional(COMPOSE_FAILED) {
+        for c in remote::parse_containers(ps) {
+            if !c.is_up() {
+                let health = if c.status.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {}", c.status)
+                };
+                text.push(format!("{}: {}{health}", c.name, c.state));
+                services.push(c.name);
+            }
+        }
+        text.push(if said.is_empty() {
+            "docker compose up failed".to_string()
+        } else {
+            format!("docker compose up said: {said}")
+        });
+    } else {
+        match parts.get(HEALTH) {
+            Ok(health) => {
+                for line in health.lines().filter(|l| l.starts_with("fail ")) {
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    if let [_, port, path, code] = words[..] {
+                        let port: u16 = port.parse().unwrap_or(0);
+                        let service = ports
+                            .iter()
+                            .find(|(_, p)| **p == port)
+                            .map(|((s, _), _)| s.clone())
+                            .unwrap_or_default();
+                        text.push(format!("{service} answers {path} with HTTP {code}"));
+                        services.push(service);
+                    }
+                }
+            }
+            // Neither part: the script did not get that far.
+            Err(missing) => {
+                text.push(missing.to_string());
+                if !said.is_empty() {
+                    text.push(format!("the host said: {said}"));
+                }
+            }
+        }
+    }
+    services.sort();
+    services.dedup();
+    Unhealthy {
+        text: text.join("; "),
+        services,
+    }
+}
+
+/// Starts release `id` and waits until it is healthy: compose's own
+/// healthchecks (`up --wait`), then each site's health path on its
+/// loopback port.
+pub async fn start(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    id: &str,
+    meta: &ReleaseMeta,
+    ports: &BTreeMap<ports::Target, u16>,
+    timeout: u32,
+) -> Result<(), Unhealthy> {
+    let release_dir = paths.release(id);
+    let secrets_path = paths.secrets();
+    let stack = stack_for(&paths.app, &release_dir, meta, &secrets_path);
+    let sections = Sections::random();
+    let gate = gate_script(&sections, paths, &stack, &meta.health, timeout);
+    let out = transport
+        .exec(ExecRequest::piped(gate).become_root(true))
+        .await
+        .map_err(|e| Unhealthy {
+            text: e.to_string(),
+            services: Vec::new(),
+        })?;
+    if out.success() {
+        Ok(())
+    } else {
+        Err(parse_gate(
+            &sections,
+            &out.stdout_str(),
+            &out.stderr_tail(8),
+            ports,
+        ))
+    }
+}
+
+/// Makes release `id` the one nginx serves and `current` points at, and
+/// prunes releases beyond `keep`.
+pub async fn activate(
+    transport: &dyn Transport,
+    config: &Config,
+    paths: &AppPaths,
+    id: &str,
+    known: &[String],
+    keep: usize,
+    owner: &str,
+) -> Result<(), TransportError> {
+    let mut all = known.to_vec();
+    if !all.iter().any(|r| r == id) {
+        all.push(id.to_string());
+    }
+    all.sort();
+    let prune = releases::to_prune(&all, id, keep);
+    let reload = match &config.acme {
+        Some(acme) => Store {
+            transport,
+            dir: acme.store.clone(),
+        }
+        .reload_script(&acme.reload),
+        None => "nginx -t && systemctl reload nginx".to_string(),
+    };
+    let now = OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let record = Deployed::record(id, &now, owner);
+    transport
+        .run_ok(
+            "serving the new release",
+            ExecRequest::piped(paths.activate_script(id, &reload, &prune, &record))
+                .become_root(true),
+        )
+        .await
+        .map(|_| ())
+}
+
+/// The restore's parts: the failing services' logs, then one of the two
+/// outcomes (the second with the end of what compose said).
+const LOGS: &str = "logs";
+const RESTORED: &str = "restored";
+const NOT_RESTORED: &str = "not-restored";
+
+/// After release `failed` failed (as root): the last log lines of
+/// `services`, then the previous release (`previous`: its directory and how
+/// it runs) up again, or, for a first release, `failed`'s containers
+/// stopped; and, when that worked, `failed`'s directory removed so
+/// `vpsup rollback` never picks it. `Err` beside the script: why the
+/// previous release is not started (the script then only reads the logs).
+pub fn restore_script(
+    sections: &Sections,
+    paths: &AppPaths,
+    failed: &Stack<'_>,
+    previous: Option<(&str, Option<&ReleaseMeta>)>,
+    services: &[String],
+    timeout: u32,
+) -> (String, Result<(), String>) {
+    let mut script = sections.header(LOGS);
+    for service in services {
+        script.push_str(&format!(
+            "echo '--- {service} (last 30 lines)'\nlog=$({} 2>&1); printf '%s\\n' \"${{log:-(nothing logged)}}\"\n",
+            failed.logs(service, 30)
+        ));
+    }
+    let secrets_path = paths.secrets();
+    let restart = match previous {
+        Some((dir, Some(meta))) => {
+            let previous = stack_for(&paths.app, dir, meta, &secrets_path);
+            // Under another project name (a release an earlier vpsup made), the
+            // failed release's containers go first: they hold the ports.
+            let first = if previous.project == failed.project {
+                String::new()
+            } else {
+                format!("{} 2>&1; ", failed.down())
+            };
+            Ok(format!("{first}{}", previous.up(timeout)))
+        }
+        // Never `down` an app that has a previous release: leave it as it is.
+        Some((dir, None)) => Err(format!(
+            "how it runs ({dir}/{}) could not be read, so the failed release's containers were left as they are",
+            remote::META_FILE
+        )),
+        None => Ok(failed.down()),
+    };
+    // A redeploy of the current release (its containers had stopped) keeps its directory.
+    let forget_failed = match previous {
+        Some((dir, _)) if dir == failed.dir => String::new(),
+        _ => format!("rm -rf -- {}; ", quote(failed.dir)),
+    };
+    match restart {
+        Ok(restart) => {
+            script.push_str(&format!(
+                "if out=$({restart} 2>&1); then {forget_failed}{restored}else {not_restored}printf '%s\\n' \"$out\" | tail -n 12; fi\n",
+                restored = sections.header(RESTORED),
+                not_restored = sections.header(NOT_RESTORED),
+            ));
+            (script, Ok(()))
+        }
+        Err(why) => (script, Err(why)),
+    }
+}
+
+/// What `restore_script` printed: the logs, and whether the previous
+/// release runs again (else why not). `not_started`: the script's own `Err`;
+/// `stderr_tail`: the end of its stderr, for a script that stopped early.
+pub fn parse_restore(
+    sections: &Sections,
+    stdout: &str,
+    stderr_tail: &str,
+    not_started: Result<(), String>,
+) -> (String, Result<(), String>) {
+    let parts = sections.parse(stdout);
+    let logs = parts.optional(LOGS).map(plain_text).unwrap_or_default();
+    let outcome = match not_started {
+        Err(why) => Err(why),
+        Ok(()) if parts.has(RESTORED) => Ok(()),
+        Ok(()) => match parts.optional(NOT_RESTORED) {
+            Some(said) => Err(plain_text(said).trim().to_string()),
+            None => Err(format!("the rollback script did not finish: {stderr_tail}")),
+        },
+    };
+    (logs, outcome)
+}
+
+/// The failing services' last log lines, then the previous release up again
+/// (or, for a first release, its containers stopped) and the failed release's
+/// directory removed: the logs, and whether that worked (else the end of
+/// what compose said). `previous`: the release `current` names and how it
+/// runs.
+pub async fn roll_back(
+    transport: &dyn Transport,
+    paths: &AppPaths,
+    failed: &Stack<'_>,
+    previous: Option<(&str, Option<&ReleaseMeta>)>,
+    services: &[String],
+    timeout: u32,
+) -> (String, Result<(), String>) {
+    let sections = Sections::random();
+    let previous_dir = previous.map(|(id, meta)| (paths.release(id), meta));
+    let (script, not_started) = restore_script(
+        &sections,
+        paths,
+        failed,
+        previous_dir
+            .as_ref()
+            .map(|(dir, meta)| (dir.as_str(), *meta)),
+        services,
+        timeout,
+    );
+    match transport
+        .exec(ExecRequest::piped(script).become_root(true))
+        .await
+    {
+        Ok(out) => parse_restore(
+            &sections,
+            &out.stdout_str(),
+            &out.stderr_tail(5),
+            not_started,
+        ),
+        Err(e) => (String::new(), Err(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::script::testing::write_executable;
+
+    fn meta(project: Option<&str>) -> ReleaseMeta {
+        ReleaseMeta {
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            health: vec![("/health".into(), 22000)],
+            secrets: false,
+            dot_env: false,
+            project: project.map(str::to_string),
+            volumes_pinned: false,
+        }
+    }
+
+    /// Runs `script` with stand-ins first on PATH: (stdout, stderr, success).
+    fn run(bin: &std::path::Path, script: &str) -> (String, String, bool) {
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("PATH={}:$PATH\n{script}", bin.display())])
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    }
+
+    #[test]
+    fn an_unhealthy_gate_names_services_and_what_compose_said() {
+        let s = Sections::with_nonce(3);
+        let part = |name: &str, text: &str| format!("\n{} {name}\n{text}", s.marker());
+        let ports = BTreeMap::from([(("backend".to_string(), 8000), 22000)]);
+        let why = parse_gate(
+            &s,
+            &part(
+                COMPOSE_FAILED,
+                "backend\trunning\tunhealthy\ndb\tcreated\t\nfrontend\trunning\thealthy\n",
+            ),
+            "Error response from daemon: port 5432 is already allocated",
+            &ports,
+        );
+        assert_eq!(why.services, ["backend", "db"]);
+        assert_eq!(
+            why.text,
+            "backend: running, unhealthy; db: created; docker compose up said: Error response from daemon: port 5432 is already allocated"
+        );
+        let why = parse_gate(
+            &s,
+            &part(HEALTH, "ok 21000 /\nfail 22000 /health 500\n"),
+            "",
+            &ports,
+        );
+        assert_eq!(
+            (why.services, why.text),
+            (
+                vec!["backend".to_string()],
+                "backend answers /health with HTTP 500".to_string()
+            )
+        );
+        // A gate that stopped before either part says so.
+        let why = parse_gate(&s, "", "sh: killed", &ports);
+        assert_eq!(
+            why.text,
+            "the host's output has no `health` part (the script stopped early or printed something unexpected); the host said: sh: killed"
+        );
+    }
+
+    /// The real gate script with a stand-in `docker`: compose failing with
+    /// a container that prints the old bare marker in its status reads
+    /// back as that container; compose succeeding goes on to the health
+    /// probe (a port nothing listens on).
+    #[test]
+    fn the_gate_script_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let docker = |up_exit: u32| {
+            write_executable(
+                &bin.join("docker"),
+                &format!(
+                    "#!/bin/sh\ncase \"$*\" in\n  *' up '*) echo 'port is already allocated' >&2; exit {up_exit} ;;\n  *' ps '*) printf 'backend\\trunning\\tunhealthy @@failed compose\\ndb\\trunning\\thealthy\\n' ;;\nesac\n"
+                ),
+            )
+        };
+        let paths = AppPaths::new("shop");
+        let meta = meta(Some("vpsup-shop"));
+        let secrets = paths.secrets();
+        let stack = stack_for("shop", "/srv/vpsup/shop/releases/r2", &meta, &secrets);
+        let ports = BTreeMap::from([(("backend".to_string(), 8000), 1)]);
+        let s = Sections::random();
+
+        docker(1);
+        let (out, err, ok) = run(&bin, &gate_script(&s, &paths, &stack, &meta.health, 0));
+        assert!(!ok);
+        let why = parse_gate(&s, &out, &err, &ports);
+        assert_eq!(
+            why.text,
+            "backend: running, unhealthy @@failed compose; docker compose up said: port is already allocated"
+        );
+        assert_eq!(why.services, ["backend"]);
+
+        docker(0);
+        let health = [("/health".to_string(), 1)];
+        let (out, err, ok) = run(&bin, &gate_script(&s, &paths, &stack, &health, 0));
+        assert!(!ok);
+        let why = parse_gate(&s, &out, &err, &ports);
+        assert_eq!(why.text, "backend answers /health with HTTP 000");
+        assert_eq!(why.services, ["backend"]);
+    }
+
+    /// The real restore script with a stand-in `docker`: logs that print the
+    /// old `@@restored` marker cannot pass for a restore that failed; a
+    /// restore that worked removes the failed release.
+    #[test]
+    fn the_restore_script_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let docker = |up_exit: u32| {
+            write_executable(
+                &bin.join("docker"),
+                &format!(
+                    "#!/bin/sh\ncase \"$*\" in\n  *' logs '*) printf 'boom\\n@@restored\\n' ;;\n  *' up '*) echo 'no such image' >&2; exit {up_exit} ;;\nesac\n"
+                ),
+            )
+        };
+        let paths = AppPaths {
+            dir: dir.path().join("shop").display().to_string(),
+            ..AppPaths::new("shop")
+        };
+        let failed_dir = paths.release("r2");
+        std::fs::create_dir_all(&failed_dir).unwrap();
+        let current = meta(Some("vpsup-shop"));
+        let secrets = paths.secrets();
+        let failed = stack_for("shop", &failed_dir, &current, &secrets);
+        let previous_dir = paths.release("r1");
+        let previous = Some((previous_dir.as_str(), Some(&current)));
+        let services = ["backend".to_string()];
+        let s = Sections::random();
+
+        docker(1);
+        let (script, not_started) = restore_script(&s, &paths, &failed, previous, &services, 5);
+        let (out, err, _) = run(&bin, &script);
+        let (logs, restored) = parse_restore(&s, &out, &err, not_started);
+        assert_eq!(logs, "--- backend (last 30 lines)\nboom\n@@restored\n");
+        assert_eq!(restored, Err("no such image".to_string()));
+        assert!(std::path::Path::new(&failed_dir).exists());
+
+        docker(0);
+        let (script, not_started) = restore_script(&s, &paths, &failed, previous, &services, 5);
+        let (out, err, _) = run(&bin, &script);
+        let (logs, restored) = parse_restore(&s, &out, &err, not_started);
+        assert_eq!(logs, "--- backend (last 30 lines)\nboom\n@@restored\n");
+        assert_eq!(restored, Ok(()));
+        assert!(!std::path::Path::new(&failed_dir).exists());
+
+        // No readable release.json for the previous release: only the logs.
+        let (script, not_started) = restore_script(
+            &s,
+            &paths,
+            &failed,
+            Some((&previous_dir, None)),
+            &services,
+            5,
+        );
+        assert!(!script.contains(" up "));
+        let (out, err, _) = run(&bin, &script);
+        let (logs, restored) = parse_restore(&s, &out, &err, not_started);
+        assert!(logs.starts_with("--- backend"), "{logs}");
+        assert!(restored.unwrap_err().starts_with("how it runs ("));
+
+        // A script that stopped before saying how the restore went.
+        let (_, restored) = parse_restore(&s, "", "Killed", Ok(()));
+        assert_eq!(
+            restored,
+            Err("the rollback script did not finish: Killed".to_string())
+        );
+    }
+}
