@@ -136,21 +136,6 @@ pub async fn gather(transport: &dyn Transport) -> Result<HostFacts, FactsError> 
 }
 
 /// Parses the probe's `key=value` lines.
-/// The `@@name` sections of a probe's output; what precedes the first is
-/// `facts`.
-pub fn sections(output: &str) -> Vec<(&str, String)> {
-    let mut out: Vec<(&str, String)> = vec![("facts", String::new())];
-    for line in output.lines() {
-        if let Some(name) = line.strip_prefix("@@") {
-            out.push((name, String::new()));
-        } else if let Some((_, text)) = out.last_mut() {
-            text.push_str(line);
-            text.push('\n');
-        }
-    }
-    out
-}
-
 pub fn parse(output: &str) -> Result<HostFacts, String> {
     let kv: HashMap<&str, &str> = output
         .lines()

@@ -53,7 +53,7 @@ pub trait HostJob {
         connect(settings, turn.target).await
     }
 
-    async fn run(&self, turn: &Turn<'_>, connection: &Connection, report: &mut Self::Report);
+    async fn on_host(&self, turn: &Turn<'_>, connection: &Connection, report: &mut Self::Report);
 
     /// After the connection is closed (or could not be made).
     async fn end(&self, _turn: &Turn<'_>, _report: &mut Self::Report) {}
@@ -61,7 +61,7 @@ pub trait HostJob {
 
 /// Runs `job` on every target, at most `settings.forks(..)` hosts at once.
 /// The reports come back in the order of `targets`.
-pub async fn run<J: HostJob>(
+pub async fn for_each_host<J: HostJob>(
     settings: &Settings,
     targets: &[HostTarget],
     job: &J,
@@ -81,7 +81,7 @@ pub async fn run<J: HostJob>(
         match job.connect(settings, &turn).await {
             Err(e) => report.set_error(e.to_string()),
             Ok(connection) => {
-                job.run(&turn, &connection, &mut report).await;
+                job.on_host(&turn, &connection, &mut report).await;
                 connection.transport.close().await;
             }
         }
@@ -206,7 +206,7 @@ mod tests {
             })
         }
 
-        async fn run(&self, _: &Turn<'_>, _: &Connection, _: &mut Named) {
+        async fn on_host(&self, _: &Turn<'_>, _: &Connection, _: &mut Named) {
             unreachable!("never connected");
         }
 
@@ -234,7 +234,7 @@ mod tests {
             skip: "h3",
         };
         let settings = Settings::for_tests().with_forks(2);
-        let reports = run(&settings, &targets(7), &job).await;
+        let reports = for_each_host(&settings, &targets(7), &job).await;
         assert_eq!(job.most.get(), 2);
         let hosts: Vec<&str> = reports.iter().map(|r| r.host.as_str()).collect();
         assert_eq!(hosts, ["h0", "h1", "h2", "h3", "h4", "h5", "h6"]);
@@ -261,7 +261,7 @@ mod tests {
             most: Cell::new(0),
             skip: "",
         };
-        run(&Settings::for_tests(), &targets(5), &job).await;
+        for_each_host(&Settings::for_tests(), &targets(5), &job).await;
         assert_eq!(job.most.get(), 5);
     }
 }

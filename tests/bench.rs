@@ -525,7 +525,7 @@ fn capture_init_probe(vm: &TestVm, op: &Operator) -> String {
         fn provides(&self, _: &str) -> bool {
             true
         }
-        async fn run(&self, _: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
+        async fn step(&self, _: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
             Ok(())
         }
     }

@@ -38,7 +38,7 @@ pub struct DumpPart {
 /// Runs `inner` in the service's running container: `docker compose … exec
 /// -T SERVICE sh -c '<inner>'`. `compose` is the `docker compose …` prefix
 /// as shell text, naming the app's project, files and env files (what
-/// `deploy::stack` builds). Stdin and stdout pass through (`-T`: no tty).
+/// `deploy::compose_cli` builds). Stdin and stdout pass through (`-T`: no tty).
 pub fn exec_in(compose: &str, service: &str, inner: &str) -> String {
     format!(
         "{compose} exec -T {} sh -c {}",

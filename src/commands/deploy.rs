@@ -40,13 +40,13 @@ use crate::acme::store::{self, ChallengeKind};
 use crate::config::{AppConfig, Config, DnsRecords, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::dns::{self, PreflightError};
 use crate::deploy::error::{DeployError, NotLive, Restored, RunsAgain, StepError};
+use crate::deploy::local_release::{self, Release};
 use crate::deploy::plan::{DeployPlan, Wanted};
 use crate::deploy::probe::{self, Probed};
-use crate::deploy::release::{self, Release};
 use crate::deploy::remote::{self, AppPaths};
 use crate::deploy::report::{self, HostReport, RollbackRow};
 use crate::deploy::start::{self, stack_for};
-use crate::deploy::{https_check, releases, secrets, volumes};
+use crate::deploy::{host_releases, https_check, secrets, volumes};
 use crate::engine::assets::Assets;
 use crate::engine::render::Renderer;
 use crate::exit;
@@ -140,7 +140,7 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
             return Err(DeployError::NoDnsProvider(settings.config_path.clone()).into())
         }
     };
-    let release = release::collect(&project, app, &config.sites, &exclude)
+    let release = local_release::collect(&project, app, &config.sites, &exclude)
         .map_err(|e| DeployError::Release(e.to_string()))?;
     for note in &release.rewritten {
         eprintln!("vpsup: bound to 127.0.0.1 ([app] public_ports = \"loopback\"): {note}");
@@ -171,7 +171,7 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
         owner: hostlock::owner("deploy"),
         dns_update,
     };
-    let reports = fleet::run(settings, &settings.targets(None)?, &run).await;
+    let reports = fleet::for_each_host(settings, &settings.targets(None)?, &run).await;
     if settings.json {
         println!(
             "{}",
@@ -204,7 +204,7 @@ impl HostJob for DeployRun<'_> {
         ControlFlow::Continue(report)
     }
 
-    async fn run(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
+    async fn on_host(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
         let transport = &connection.transport;
         if let Err(e) = deploy_on(transport, turn.target, self, report).await {
             report.error = Some(e.to_string());
@@ -303,7 +303,7 @@ async fn preflight(
     };
     let domains = run.sites.iter().map(|s| s.domain.0.as_str());
     preflight
-        .run(domains, &mut report.pending, &mut report.dns_updated)
+        .check(domains, &mut report.pending, &mut report.dns_updated)
         .await?;
     Ok(())
 }
@@ -483,7 +483,7 @@ pub async fn rollback(settings: &Settings) -> exit::Result<()> {
         app,
         owner: hostlock::owner("rollback"),
     };
-    let rows = fleet::run(settings, &settings.targets(None)?, &job).await;
+    let rows = fleet::for_each_host(settings, &settings.targets(None)?, &job).await;
     report::print_rollback(&rows);
     if let Some(failures) = Failures::of(&rows) {
         return Err(exit::Error::failed(format!(
@@ -511,7 +511,7 @@ impl HostJob for RollbackRun<'_> {
         })
     }
 
-    async fn run(&self, turn: &Turn<'_>, connection: &Connection, row: &mut RollbackRow) {
+    async fn on_host(&self, turn: &Turn<'_>, connection: &Connection, row: &mut RollbackRow) {
         let host = &turn.target.name;
         match rollback_on(
             &connection.transport,
@@ -551,7 +551,7 @@ async fn rollback_on(
             .release
             .clone()
             .ok_or_else(|| StepError::NeverDeployed(paths.app.clone()))?;
-        let previous = releases::previous(&probed.releases, &current)
+        let previous = host_releases::previous(&probed.releases, &current)
             .ok_or_else(|| StepError::NothingToRollBackTo(current.clone()))?
             .to_string();
         let meta = start::read_meta(transport, &paths, &previous).await?;

@@ -48,7 +48,7 @@ pub struct Timing {
 
 pub async fn run(settings: &Settings, target: Option<&str>) -> crate::exit::Result<()> {
     let targets = settings.targets(target)?;
-    let reports = fleet::run(settings, &targets, &Probe).await;
+    let reports = fleet::for_each_host(settings, &targets, &Probe).await;
 
     if settings.json {
         #[derive(Serialize)]
@@ -91,7 +91,7 @@ impl HostJob for Probe {
         ControlFlow::Continue(HostReport::new(turn.target))
     }
 
-    async fn run(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
+    async fn on_host(&self, turn: &Turn<'_>, connection: &Connection, report: &mut HostReport) {
         let transport = &connection.transport;
         let probe_started = Instant::now();
         match facts::gather(transport).await.context("gathering facts") {

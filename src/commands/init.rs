@@ -414,7 +414,7 @@ impl Hooks for InitHooks<'_> {
         name == BEFORE_HARDENING || name == AFTER_RELOAD || name == INSTALL_VPSUP
     }
 
-    async fn run(
+    async fn step(
         &self,
         name: &str,
         transport: &dyn Transport,

@@ -164,7 +164,7 @@ pub async fn run(
     let rows = if local.is_some() {
         vec![renew_on(&LocalTransport::current(), local_host_name(), &run).await]
     } else {
-        fleet::run(settings, &settings.targets(None)?, &run).await
+        fleet::for_each_host(settings, &settings.targets(None)?, &run).await
     };
     if settings.json {
         let doc = serde_json::json!({"check": settings.check, "hosts": rows});
@@ -251,7 +251,7 @@ impl HostJob for RenewRun<'_> {
         ControlFlow::Continue(HostRow::new(turn.target.name.clone()))
     }
 
-    async fn run(&self, turn: &Turn<'_>, connection: &Connection, row: &mut HostRow) {
+    async fn on_host(&self, turn: &Turn<'_>, connection: &Connection, row: &mut HostRow) {
         *row = renew_on(&connection.transport, turn.target.name.clone(), self).await;
     }
 }

@@ -168,7 +168,7 @@ pub async fn run(settings: &Settings) -> crate::exit::Result<()> {
         .and_then(|c| c.acme.as_ref())
         .map_or(DEFAULT_DIR.to_string(), |a| a.store.clone());
     let targets = settings.targets(None)?;
-    let statuses = fleet::run(settings, &targets, &ReadStatus { store_dir }).await;
+    let statuses = fleet::for_each_host(settings, &targets, &ReadStatus { store_dir }).await;
     if settings.json {
         println!(
             "{}",
@@ -212,7 +212,7 @@ impl HostJob for ReadStatus {
         })
     }
 
-    async fn run(&self, _: &Turn<'_>, connection: &Connection, status: &mut HostStatus) {
+    async fn on_host(&self, _: &Turn<'_>, connection: &Connection, status: &mut HostStatus) {
         let sections = Sections::random();
         let out = connection
             .transport

@@ -184,7 +184,7 @@ impl Preflight<'_> {
     /// Checks each of `domains`: records set go to `set`, records that
     /// would be set (`--check`) to `would_set`; an error for any domain that
     /// does not point at the host in the end.
-    pub async fn run(
+    pub async fn check(
         &self,
         domains: impl IntoIterator<Item = &str>,
         would_set: &mut Vec<String>,

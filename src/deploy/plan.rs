@@ -7,12 +7,12 @@
 use time::OffsetDateTime;
 
 use super::error::StepError;
+use super::local_release::{self, Release};
 use super::nginx::{self, NginxSites};
 use super::probe::Probed;
-use super::release::{self, Release};
 use super::remote::{self, AppPaths, Container, ReleaseMeta};
 use super::upload::{self, ReleaseFile};
-use super::{releases, volumes};
+use super::{host_releases, volumes};
 use crate::acme::certinfo::CertInfo;
 use crate::acme::policy::{self, Decision};
 use crate::acme::store::{self, cert_name};
@@ -145,7 +145,7 @@ impl<'a> DeployPlan<'a> {
     pub fn release_id(&self, now: OffsetDateTime) -> String {
         match &self.probed.current.release {
             Some(current) if self.upload().is_noop() => current.clone(),
-            _ => releases::release_id(now, &release::content_hash(&self.files)),
+            _ => host_releases::release_id(now, &local_release::content_hash(&self.files)),
         }
     }
 
@@ -161,7 +161,7 @@ impl<'a> DeployPlan<'a> {
             let older: Vec<(String, String)> = probed
                 .releases
                 .iter()
-                .filter(|r| *r != current && releases::is_release_id(r))
+                .filter(|r| *r != current && host_releases::is_release_id(r))
                 .map(|r| (r.clone(), paths.release(r)))
                 .collect();
             script.push_str(&volumes::migrate_script(
@@ -373,7 +373,7 @@ mod tests {
             ]
         );
         let id = plan.release_id(now);
-        assert!(releases::is_release_id(&id), "{id}");
+        assert!(host_releases::is_release_id(&id), "{id}");
         let (script, uploaded) = plan.release_script(&paths, &id);
         assert_eq!(uploaded, 5);
         assert!(script.contains(&format!("/srv/vpsup/doctor/releases/{id}")));

@@ -104,6 +104,8 @@ mod tests {
                 "frontend": {"ports": ["127.0.0.1:20003:80"]}
             }})
         );
-        assert!(super::super::compose::exposures(&file).unwrap().is_empty());
+        assert!(super::super::port_guard::exposures(&file)
+            .unwrap()
+            .is_empty());
     }
 }

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use time::OffsetDateTime;
 
+use super::compose_cli::{self, Stack};
 use super::error::StepError;
+use super::host_releases;
 use super::ports;
-use super::releases;
 use super::remote::{self, AppPaths, Deployed, ReleaseMeta};
-use super::stack::{self, Stack};
 use crate::acme::store::Store;
 use crate::config::Config;
 use crate::transport::script::quote;
@@ -70,7 +70,7 @@ pub struct Unhealthy {
     pub services: Vec<String>,
 }
 
-/// The health gate of `stack` (as root): the app's containers under its
+/// The health gate of `compose_cli` (as root): the app's containers under its
 /// other compose project retired, `up --wait`, then each `(path, port)` of
 /// `health`; it fails when either fails.
 pub fn gate_script(
@@ -93,7 +93,7 @@ pub fn gate_script(
         failed = sections.header(COMPOSE_FAILED),
         ps = stack.ps(),
         health_part = sections.header(HEALTH),
-        health = stack::health_probe_script(health, timeout),
+        health = compose_cli::health_probe_script(health, timeout),
     )
 }
 
@@ -212,7 +212,7 @@ pub async fn activate(
         all.push(id.to_string());
     }
     all.sort();
-    let prune = releases::to_prune(&all, id, keep);
+    let prune = host_releases::to_prune(&all, id, keep);
     let reload = match &config.acme {
         Some(acme) => Store {
             transport,

@@ -13,14 +13,14 @@
 pub mod assets;
 pub mod batch;
 pub mod on_hosts;
+mod play_loop;
 pub mod playbook;
 pub mod render;
-mod run;
 
 use async_trait::async_trait;
 use serde::Serialize;
 
-pub use run::run_play;
+pub use play_loop::run_play;
 
 use crate::facts::HostFacts;
 use crate::transport::Transport;
@@ -157,7 +157,7 @@ impl Observer for Silent {
 #[async_trait]
 pub trait Hooks: Send + Sync {
     fn provides(&self, name: &str) -> bool;
-    async fn run(
+    async fn step(
         &self,
         name: &str,
         transport: &dyn Transport,
@@ -173,7 +173,7 @@ impl Hooks for NoHooks {
     fn provides(&self, _: &str) -> bool {
         false
     }
-    async fn run(&self, name: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
+    async fn step(&self, name: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
         Err(format!("no hook {name:?} in this command"))
     }
 }

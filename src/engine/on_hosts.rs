@@ -59,7 +59,7 @@ pub async fn run_on_hosts(
         host_run,
         reporter: &reporter,
     };
-    let outcomes: Vec<HostOutcome> = fleet::run(settings, targets, &job)
+    let outcomes: Vec<HostOutcome> = fleet::for_each_host(settings, targets, &job)
         .await
         .into_iter()
         .map(|host| host.outcome)
@@ -116,7 +116,7 @@ impl<'a> HostJob for PlaysJob<'a> {
         self.host_run.connect(settings, turn.target).await
     }
 
-    async fn run(&self, turn: &Turn<'_>, connection: &Connection, host: &mut Self::Report) {
+    async fn on_host(&self, turn: &Turn<'_>, connection: &Connection, host: &mut Self::Report) {
         let target = turn.target;
         host.outcome.target = connection.target.describe();
         let hooks = self

@@ -12,7 +12,7 @@
 //!   when they point outside it. Modes are 0755 (executable by its owner) or
 //!   0644.
 //! - The compose files, checked for ports published past the firewall
-//!   (`compose::exposures`): refused, or, with `public_ports = "loopback"`,
+//!   (`port_guard::exposures`): refused, or, with `public_ports = "loopback"`,
 //!   rewritten to 127.0.0.1 (the uploaded file is then the rewritten document,
 //!   as JSON, which is YAML).
 //! - `vpsup.override.json`, publishing each site's (and route's) service port
@@ -28,7 +28,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AppConfig, PublicPorts, SiteConfig};
-use crate::deploy::compose::{self, Exposure};
+use crate::deploy::port_guard::{self, Exposure};
 use crate::deploy::ports::{self, Target};
 use crate::deploy::remote::AppPaths;
 use crate::deploy::upload::ReleaseFile;
@@ -229,7 +229,7 @@ fn collect_with_limit(
         };
         let mut changed = false;
         if doc.get("services").is_some() {
-            let found = compose::exposures(&doc).map_err(invalid)?;
+            let found = port_guard::exposures(&doc).map_err(invalid)?;
             let refused: Vec<String> = found
                 .iter()
                 .filter(|e| {
@@ -245,7 +245,7 @@ fn collect_with_limit(
                 });
             }
             if !found.is_empty() {
-                let notes = compose::bind_to_loopback(&mut doc).map_err(invalid)?;
+                let notes = port_guard::bind_to_loopback(&mut doc).map_err(invalid)?;
                 changed |= !notes.is_empty();
                 rewritten.extend(notes);
             }
@@ -795,7 +795,7 @@ services:
             serde_saphyr::from_str(std::str::from_utf8(&uploaded.content).unwrap()).unwrap();
         assert_eq!(doc["services"]["db"]["ports"][0], "127.0.0.1:5432:5432");
         assert_eq!(doc["services"]["web"]["build"], ".");
-        assert!(compose::exposures(&doc).unwrap().is_empty());
+        assert!(port_guard::exposures(&doc).unwrap().is_empty());
     }
 
     #[test]

@@ -360,7 +360,7 @@ impl<'a> Run<'a> {
         let Some(facts) = self.facts.as_ref() else {
             return false;
         };
-        match self.hooks.run(hook, self.transport, facts).await {
+        match self.hooks.step(hook, self.transport, facts).await {
             Ok(()) => true,
             Err(e) => {
                 let origin = &self.units[index].task.origin;
@@ -803,7 +803,7 @@ mod tests {
         fn provides(&self, name: &str) -> bool {
             name == "gate"
         }
-        async fn run(&self, _: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
+        async fn step(&self, _: &str, _: &dyn Transport, _: &HostFacts) -> Result<(), String> {
             // Whether the change queued before the gated task was applied first.
             self.seen.lock().unwrap().push(self.dir.join("a").exists());
             if self.open {
