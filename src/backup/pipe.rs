@@ -55,12 +55,16 @@ pub enum PipeError {
     DumpFailed { exit: u32, tail: String },
     #[error("restic failed (exit {exit}); no snapshot was kept: {error}")]
     ResticFailed { exit: u32, error: RepoError },
-    #[error("the dump is only {bytes} bytes, below the {min} a real one has; {}", if *.forgotten { "its snapshot was removed again" } else { "removing its snapshot failed too: run `restic forget` on it" })]
-    TooSmall {
-        bytes: u64,
-        min: u64,
+    #[error("the dump is only {bytes} bytes, below the {min} a real one has; its snapshot was removed again")]
+    TooSmall { bytes: u64, min: u64 },
+    /// A failure whose snapshot restic had written anyway, and removing it
+    /// failed too.
+    #[error(
+        "{cause}; and its snapshot {snapshot} could not be removed: run `restic forget {snapshot}`"
+    )]
+    Leftover {
         snapshot: String,
-        forgotten: bool,
+        cause: Box<PipeError>,
     },
     #[error("the backup script stopped before it reported: {0}")]
     NoReport(String),
@@ -115,9 +119,10 @@ summary=$(grep '"message_type":"summary"' "$work/out" | tail -n 1)
 id=$(printf '%s\n' "$summary" | sed -n 's/.*"snapshot_id":"\([0-9a-f]*\)".*/\1/p')
 bytes=$(printf '%s\n' "$summary" | sed -n 's/.*"total_bytes_processed":\([0-9]*\).*/\1/p')
 # A snapshot of a failed or too small dump must not stay.
+leftover=
 if [ -n "$id" ] && {{ [ "$drc" -ne 0 ] || [ "$rrc" -ne 0 ] || [ "${{bytes:-0}}" -lt {min} ]; }}; then
-  if {t} {restic} forget "$id" >/dev/null 2>>"$work/err"; then forgot=forgotten; else forgot=kept; fi
-  [ "$drc" -ne 0 ] || [ "$rrc" -ne 0 ] || result="too-small ${{bytes:-0}} $id $forgot"
+  {t} {restic} forget "$id" >/dev/null 2>>"$work/err" || leftover=$id
+  [ "$drc" -ne 0 ] || [ "$rrc" -ne 0 ] || result="too-small ${{bytes:-0}}"
 fi
 "#,
             prelude = repo.script_prelude(),
@@ -130,6 +135,7 @@ fi
         let report = sections.script([
             ("result", r#"printf '%s\n' "$result""#),
             ("summary", r#"printf '%s\n' "$summary""#),
+            ("leftover", r#"printf '%s\n' "$leftover""#),
             (
                 "dump-stderr",
                 &format!(r#"tail -n {TAIL_LINES} "$work/dump.err""#) as &str,
@@ -144,6 +150,23 @@ fi
 
     /// Reads what `script` printed (its stdout).
     pub fn parse(&self, sections: &Sections, stdout: &str) -> Result<Snapshot, PipeError> {
+        let outcome = self.outcome(sections, stdout);
+        let leftover = sections
+            .parse(stdout)
+            .optional("leftover")
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string();
+        match outcome {
+            Err(cause) if !leftover.is_empty() => Err(PipeError::Leftover {
+                snapshot: leftover,
+                cause: Box::new(cause),
+            }),
+            outcome => outcome,
+        }
+    }
+
+    fn outcome(&self, sections: &Sections, stdout: &str) -> Result<Snapshot, PipeError> {
         let parts = sections.parse(stdout);
         let part = |name: &str| {
             parts
@@ -174,8 +197,6 @@ fi
             Some("too-small") => Err(PipeError::TooSmall {
                 bytes: words.get(1).and_then(|w| w.parse().ok()).unwrap_or(0),
                 min: self.min_bytes,
-                snapshot: words.get(2).unwrap_or(&"").to_string(),
-                forgotten: words.get(3) == Some(&"forgotten"),
             }),
             Some("ok") if number(1) == Some(0) => {
                 let summary = super::restic::parse_summary(part("summary")?)
@@ -209,8 +230,19 @@ mod tests {
     }
 
     fn output(s: &Sections, result: &str, summary: &str, dump: &str, restic: &str) -> String {
+        output_with_leftover(s, result, summary, "", dump, restic)
+    }
+
+    fn output_with_leftover(
+        s: &Sections,
+        result: &str,
+        summary: &str,
+        leftover: &str,
+        dump: &str,
+        restic: &str,
+    ) -> String {
         format!(
-            "{m} result\n{result}\n\n{m} summary\n{summary}\n\n{m} dump-stderr\n{dump}\n{m} restic-stderr\n{restic}",
+            "{m} result\n{result}\n\n{m} summary\n{summary}\n\n{m} leftover\n{leftover}\n\n{m} dump-stderr\n{dump}\n{m} restic-stderr\n{restic}",
             m = s.marker()
         )
     }
@@ -223,7 +255,7 @@ mod tests {
         let s = Sections::with_nonce(1);
         let script = pipeline().script(&repo, &s);
         assert!(script.starts_with("set -a; . /etc/vpsup/backup/shop/env; set +a\n"));
-        assert!(script.contains("timeout -s INT -k 60 600 restic backup --stdin --stdin-filename shop/db/shop.pgdump --host web-1 --tag vpsup --tag app=shop --tag service=db --tag engine=postgres --tag run=r1 --json <\"$work/pipe\""));
+        assert!(script.contains("timeout --foreground -s INT -k 60 600 restic backup --stdin --stdin-filename shop/db/shop.pgdump --host web-1 --tag vpsup --tag app=shop --tag service=db --tag engine=postgres --tag run=r1 --json <\"$work/pipe\""));
         assert!(
             script.contains("timeout -k 10 600 sh -c 'pg_dump -Fc -Z0 '\\''shop'\\''' >&3 3>&-")
         );
@@ -285,12 +317,21 @@ mod tests {
                 },
             ),
             (
-                output(&s, "too-small 0 e05c84ae forgotten", SUMMARY, "", ""),
-                PipeError::TooSmall {
-                    bytes: 0,
-                    min: 512,
+                output(&s, "too-small 0", SUMMARY, "", ""),
+                PipeError::TooSmall { bytes: 0, min: 512 },
+            ),
+            (
+                output_with_leftover(
+                    &s,
+                    "too-small 5",
+                    SUMMARY,
+                    "e05c84ae",
+                    "",
+                    "Fatal: repository is already locked",
+                ),
+                PipeError::Leftover {
                     snapshot: "e05c84ae".into(),
-                    forgotten: true,
+                    cause: Box::new(PipeError::TooSmall { bytes: 5, min: 512 }),
                 },
             ),
             (

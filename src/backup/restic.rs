@@ -282,7 +282,7 @@ impl Repository {
             None => t.host.clone(),
         };
         let command = format!(
-            "ssh -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking={strict} -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=30{port} {target} -s sftp",
+            "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o UserKnownHostsFile={} -o StrictHostKeyChecking={strict} -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=30{port} {target} -s sftp",
             self.files.ssh_key, self.files.known_hosts
         );
         format!("restic -o {}", quote(&format!("sftp.command={command}")))
@@ -418,8 +418,15 @@ impl Repository {
 
 /// `timeout` that interrupts restic the way Ctrl-C does (it removes its lock
 /// and writes no snapshot), and kills it a minute later if it still runs.
+///
+/// `--foreground`: only restic gets the signal. Without it `timeout` signals
+/// its whole process group, which kills restic's ssh for SFTP before restic
+/// can remove its lock over it.
 pub fn timeout_prefix(timeout: Duration) -> String {
-    format!("timeout -s INT -k 60 {}", timeout.as_secs().max(1))
+    format!(
+        "timeout --foreground -s INT -k 60 {}",
+        timeout.as_secs().max(1)
+    )
 }
 
 /// A snapshot id (8 hex from 0.14's summaries, 64 from listings) or `latest`.
@@ -649,7 +656,7 @@ pub enum RepoError {
     NoRepository { detail: String },
     #[error("the repository refused the credentials (restic: {detail}): check [backup] s3_credentials_file")]
     Denied { detail: String },
-    #[error("the backup repository cannot be reached (restic: {detail}): check the address, the network, and for SFTP the key and the server's host key")]
+    #[error("the backup repository cannot be reached ({detail}): check the address, the network, and for SFTP the key and the server's host key")]
     Unreachable { detail: String },
     #[error("the backup repository is locked by another restic (restic: {detail}): wait for it to finish; if it died, run `restic unlock` with the repository's password")]
     Locked { detail: String },
@@ -719,20 +726,29 @@ pub fn classify(exit: Option<u32>, stderr: &str) -> RepoError {
     }
 }
 
-/// The line that says what went wrong: restic's last `Fatal:` line, else the
-/// last non-empty one.
+/// The lines that say what went wrong: restic's last `Fatal:` line (else the
+/// last non-empty one), after ssh's own last words for SFTP (restic's line
+/// then only says the session ended).
 fn error_detail(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
-        .map(str::trim)
+        .map(|l| l.trim().trim_start_matches("\u{1b}[2K"))
         .filter(|l| !l.is_empty())
         .collect();
-    lines
+    let fatal = lines
         .iter()
         .rev()
         .find(|l| l.starts_with("Fatal:"))
         .or(lines.last())
-        .map_or_else(|| "no message".to_string(), |l| l.to_string())
+        .map_or_else(|| "no message".to_string(), |l| l.to_string());
+    let ssh = lines.iter().rev().find_map(|l| {
+        let said = l.strip_prefix("subprocess ssh:")?.trim();
+        (!said.is_empty() && !said.starts_with('@')).then_some(said)
+    });
+    match ssh {
+        Some(said) => format!("ssh: {said}; {fatal}"),
+        None => fatal,
+    }
 }
 
 /// `cat config --json`.
@@ -964,7 +980,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             repo.restic(),
-            "restic -o 'sftp.command=ssh -i /etc/vpsup/backup/shop/ssh_key -o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/vpsup/backup/shop/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=30 -p 2222 backup@10.0.0.2 -s sftp'"
+            "restic -o 'sftp.command=ssh -F /dev/null -i /etc/vpsup/backup/shop/ssh_key -o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/vpsup/backup/shop/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=30 -p 2222 backup@10.0.0.2 -s sftp'"
         );
         assert_eq!(local().restic(), "restic");
     }
@@ -983,30 +999,30 @@ mod tests {
         };
         let id = SnapshotId::parse("e05c84ae").unwrap();
         let scripts = [
-            (repo.cat_config(SHORT_TIMEOUT), "exec timeout -s INT -k 60 120 restic cat config --json\n"),
+            (repo.cat_config(SHORT_TIMEOUT), "exec timeout --foreground -s INT -k 60 120 restic cat config --json\n"),
             (
                 repo.backup_dir("/var/lib/docker/volumes/shop_up/_data", &meta, Duration::from_secs(3600)),
-                "cd /var/lib/docker/volumes/shop_up/_data || exit\nexec timeout -s INT -k 60 3600 restic backup . --host web-1 --tag vpsup --tag app=shop --tag service=uploads --tag engine=volume --tag run=20261205T031700Z --json\n",
+                "cd /var/lib/docker/volumes/shop_up/_data || exit\nexec timeout --foreground -s INT -k 60 3600 restic backup . --host web-1 --tag vpsup --tag app=shop --tag service=uploads --tag engine=volume --tag run=20261205T031700Z --json\n",
             ),
             (
                 repo.forget("shop", "web-1", &keep, false, SHORT_TIMEOUT),
-                "exec timeout -s INT -k 60 120 restic forget --tag app=shop --host web-1 --group-by host,paths --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --json\n",
+                "exec timeout --foreground -s INT -k 60 120 restic forget --tag app=shop --host web-1 --group-by host,paths --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --json\n",
             ),
             (
                 repo.check(&ReadData::Part { n: 3, of: 10 }, SHORT_TIMEOUT),
-                "exec timeout -s INT -k 60 120 restic check --read-data-subset=3/10\n",
+                "exec timeout --foreground -s INT -k 60 120 restic check --read-data-subset=3/10\n",
             ),
             (
                 repo.dump(&id, "/shop/db/shop.pgdump", SHORT_TIMEOUT),
-                "exec timeout -s INT -k 60 120 restic dump e05c84ae /shop/db/shop.pgdump\n",
+                "exec timeout --foreground -s INT -k 60 120 restic dump e05c84ae /shop/db/shop.pgdump\n",
             ),
             (
                 repo.restore(&id, "/tmp/t x", SHORT_TIMEOUT),
-                "exec timeout -s INT -k 60 120 restic restore e05c84ae --target '/tmp/t x' --verify\n",
+                "exec timeout --foreground -s INT -k 60 120 restic restore e05c84ae --target '/tmp/t x' --verify\n",
             ),
             (
                 repo.forget_ids(&[id.clone()]),
-                "exec timeout -s INT -k 60 120 restic forget e05c84ae\n",
+                "exec timeout --foreground -s INT -k 60 120 restic forget e05c84ae\n",
             ),
         ];
         for (script, body) in scripts {
@@ -1016,7 +1032,7 @@ mod tests {
             );
         }
         assert!(repo.init(SHORT_TIMEOUT).contains(
-            "mkdir -p -m 700 /var/cache/vpsup/restic/shop\ntimeout -s INT -k 60 120 restic init >&2 || exit\nexec timeout -s INT -k 60 120 restic cat config --json\n"
+            "mkdir -p -m 700 /var/cache/vpsup/restic/shop\ntimeout --foreground -s INT -k 60 120 restic init >&2 || exit\nexec timeout --foreground -s INT -k 60 120 restic cat config --json\n"
         ));
     }
 
