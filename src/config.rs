@@ -968,7 +968,7 @@ impl From<TimeSpan> for String {
         let secs = t.0.as_secs();
         [(7 * 86400, 'w'), (86400, 'd'), (3600, 'h'), (60, 'm')]
             .iter()
-            .find(|(unit, _)| secs % unit == 0)
+            .find(|(unit, _)| secs.is_multiple_of(*unit))
             .map_or(format!("{secs}s"), |(unit, c)| {
                 format!("{}{c}", secs / unit)
             })

@@ -1021,7 +1021,7 @@ mod tests {
                 "exec timeout --foreground -s INT -k 60 120 restic restore e05c84ae --target '/tmp/t x' --verify\n",
             ),
             (
-                repo.forget_ids(&[id.clone()]),
+                repo.forget_ids(std::slice::from_ref(&id)),
                 "exec timeout --foreground -s INT -k 60 120 restic forget e05c84ae\n",
             ),
         ];
