@@ -288,8 +288,9 @@ impl Repository {
         format!("restic -o {}", quote(&format!("sftp.command={command}")))
     }
 
-    /// Loads the env file: the first lines of every script.
-    fn prelude(&self) -> String {
+    /// Loads the env file: the first lines of every script (also of the
+    /// pipeline's and the manifest's, built elsewhere).
+    pub fn script_prelude(&self) -> String {
         format!("set -a; . {}; set +a\n", quote(&self.files.env))
     }
 
@@ -297,7 +298,7 @@ impl Repository {
     fn command(&self, timeout: Duration, args: &str) -> String {
         format!(
             "{}exec {} {} {args}\n",
-            self.prelude(),
+            self.script_prelude(),
             timeout_prefix(timeout),
             self.restic()
         )
@@ -314,7 +315,7 @@ impl Repository {
     pub fn init(&self, timeout: Duration) -> String {
         format!(
             "{prelude}mkdir -p -m 700 {cache}\n{t} {restic} init >&2 || exit\nexec {t} {restic} cat config --json\n",
-            prelude = self.prelude(),
+            prelude = self.script_prelude(),
             cache = quote(&self.files.cache),
             t = timeout_prefix(timeout),
             restic = self.restic()
@@ -326,7 +327,7 @@ impl Repository {
     pub fn backup_dir(&self, dir: &str, meta: &SnapshotMeta, timeout: Duration) -> String {
         format!(
             "{}cd {} || exit\nexec {} {} backup . {} --json\n",
-            self.prelude(),
+            self.script_prelude(),
             quote(dir),
             timeout_prefix(timeout),
             self.restic(),
@@ -392,7 +393,7 @@ impl Repository {
     pub fn dump(&self, snapshot: &SnapshotId, path: &str, timeout: Duration) -> String {
         format!(
             "{}exec {}\n",
-            self.prelude(),
+            self.script_prelude(),
             self.dump_command(snapshot, path, timeout)
         )
     }
@@ -408,11 +409,6 @@ impl Repository {
                 quote(target)
             ),
         )
-    }
-
-    /// The env file's `prelude`, for scripts built elsewhere (the pipeline).
-    pub fn script_prelude(&self) -> String {
-        self.prelude()
     }
 }
 
