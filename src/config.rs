@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backup::schedule::Schedule;
+
 pub const DEFAULT_FILE: &str = "vpsup.toml";
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -22,6 +24,9 @@ pub struct Config {
     pub app: Option<AppConfig>,
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    /// Backups of the app's databases and volumes (`[backup]`).
+    #[serde(default, deserialize_with = "checked_backup")]
+    pub backup: Option<BackupConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -669,6 +674,307 @@ impl AcmeDirectory {
     }
 }
 
+/// `[backup]`: where the app's backups go, when, how long they are kept,
+/// and per-service overrides of what is backed up.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// `sftp:user@host:/path`, `s3:https://host/bucket/prefix`, or an absolute
+    /// path on the host (allowed, with a warning: same disk, same fate).
+    pub repository: BackupRepository,
+    /// The repository's password on this machine; generated (0600) when missing.
+    #[serde(default = "default_backup_password_file")]
+    pub password_file: PathBuf,
+    /// `AWS_ACCESS_KEY_ID=` / `AWS_SECRET_ACCESS_KEY=` lines (S3 only).
+    pub s3_credentials_file: Option<PathBuf>,
+    /// The private key the host logs in to the SFTP server with (SFTP only).
+    pub sftp_identity_file: Option<PathBuf>,
+    /// The SFTP server's host keys, in known_hosts format; without it the
+    /// host records the key it sees first and requires it from then on.
+    pub sftp_known_hosts: Option<PathBuf>,
+    #[serde(default = "default_backup_schedule")]
+    pub schedule: Schedule,
+    #[serde(default = "default_verify_schedule")]
+    pub verify_schedule: Schedule,
+    /// How old the newest backup may get before `status` reports an error;
+    /// required with a raw OnCalendar schedule (default: twice the schedule).
+    pub max_age: Option<TimeSpan>,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default = "default_keep_daily")]
+    pub keep_daily: u32,
+    #[serde(default = "default_keep_weekly")]
+    pub keep_weekly: u32,
+    #[serde(default = "default_keep_monthly")]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_yearly: u32,
+    /// Snapshot the database services before a deploy that changes them.
+    #[serde(default)]
+    pub before_deploy: bool,
+    /// The longest one service's backup may take.
+    #[serde(default = "default_backup_timeout")]
+    pub timeout: TimeSpan,
+    /// Overrides per compose service (`[backup.services.db]`).
+    #[serde(default)]
+    pub services: BTreeMap<ServiceName, BackupServiceConfig>,
+}
+
+/// `[backup.services.NAME]`: what vpsup would detect from the image, changed.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupServiceConfig {
+    /// The engine, for images vpsup does not recognise (or to override it).
+    pub engine: Option<BackupEngine>,
+    /// PostgreSQL: `databases` (one dump each, plus roles) or `cluster`.
+    pub mode: Option<crate::backup::PostgresMode>,
+    /// PostgreSQL: only these databases.
+    #[serde(default)]
+    pub databases: Vec<DatabaseName>,
+    /// PostgreSQL: every database but these.
+    #[serde(default)]
+    pub exclude: Vec<DatabaseName>,
+    /// The variable in the service's environment that holds its password
+    /// (Redis: `REDISCLI_AUTH` is set from it).
+    pub password_env: Option<EnvName>,
+    /// Volumes: stop the service around the copy, for a consistent one.
+    pub stop: Option<bool>,
+    /// Back up nothing of this service.
+    #[serde(default)]
+    pub skip: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupEngine {
+    Postgres,
+    Mysql,
+    Mongo,
+    Redis,
+    Volume,
+}
+
+impl BackupConfig {
+    pub fn retention(&self) -> crate::backup::restic::Retention {
+        crate::backup::restic::Retention {
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+        }
+    }
+
+    /// How old the newest backup may get: `max_age`, else twice the schedule.
+    pub fn max_age(&self) -> std::time::Duration {
+        self.max_age
+            .map_or_else(|| 2 * self.schedule.interval().unwrap_or_default(), |a| a.0)
+    }
+
+    /// Rules that involve several keys (each key is checked as it is read).
+    fn check(&self) -> Result<(), String> {
+        use crate::backup::restic::Location;
+        let location = Location::parse(&self.repository.0)?;
+        match location {
+            Location::S3(_) if self.s3_credentials_file.is_none() => {
+                return Err("[backup] an S3 repository needs s3_credentials_file".into())
+            }
+            Location::Sftp(_) if self.sftp_identity_file.is_none() => {
+                return Err("[backup] an SFTP repository needs sftp_identity_file (the key the host logs in with)".into())
+            }
+            Location::Sftp(_) => {}
+            _ if self.sftp_identity_file.is_some() || self.sftp_known_hosts.is_some() => {
+                return Err("[backup] sftp_identity_file and sftp_known_hosts are for sftp: repositories".into())
+            }
+            _ => {}
+        }
+        if self.s3_credentials_file.is_some() && !matches!(location, Location::S3(_)) {
+            return Err("[backup] s3_credentials_file is for s3: repositories".into());
+        }
+        if self.schedule.interval().is_none() && self.max_age.is_none() {
+            return Err(format!(
+                "[backup] schedule {:?} is a calendar expression: set max_age too (how old the newest backup may get, like \"26h\")",
+                self.schedule.to_string()
+            ));
+        }
+        let keep = self.retention();
+        if [
+            keep.hourly,
+            keep.daily,
+            keep.weekly,
+            keep.monthly,
+            keep.yearly,
+        ] == [0; 5]
+        {
+            return Err("[backup] every keep_* is 0: keep at least one snapshot kind".into());
+        }
+        for (name, service) in &self.services {
+            service
+                .check()
+                .map_err(|e| format!("[backup.services.{}] {e}", name.0))?;
+        }
+        Ok(())
+    }
+}
+
+impl BackupServiceConfig {
+    fn check(&self) -> Result<(), String> {
+        use crate::backup::PostgresMode;
+        let postgres_only =
+            self.mode.is_some() || !self.databases.is_empty() || !self.exclude.is_empty();
+        if postgres_only && self.engine.is_some_and(|e| e != BackupEngine::Postgres) {
+            return Err("mode, databases and exclude are for engine = \"postgres\"".into());
+        }
+        if !self.databases.is_empty() && !self.exclude.is_empty() {
+            return Err("set databases or exclude, not both".into());
+        }
+        if self.mode == Some(PostgresMode::Cluster)
+            && (!self.databases.is_empty() || !self.exclude.is_empty())
+        {
+            return Err(
+                "mode = \"cluster\" dumps every database: drop databases and exclude".into(),
+            );
+        }
+        if self.stop.is_some() && self.engine.is_some_and(|e| e != BackupEngine::Volume) {
+            return Err("stop is for engine = \"volume\"".into());
+        }
+        Ok(())
+    }
+}
+
+/// `[backup]` with its cross-key rules checked, so the error points at the table.
+fn checked_backup<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<BackupConfig>, D::Error> {
+    let backup = Option::<BackupConfig>::deserialize(d)?;
+    if let Some(b) = &backup {
+        b.check().map_err(serde::de::Error::custom)?;
+    }
+    Ok(backup)
+}
+
+fn default_backup_password_file() -> PathBuf {
+    PathBuf::from(".vpsup/backup-password")
+}
+
+fn default_backup_schedule() -> Schedule {
+    Schedule::Daily
+}
+
+fn default_verify_schedule() -> Schedule {
+    Schedule::Weekly
+}
+
+fn default_keep_daily() -> u32 {
+    7
+}
+
+fn default_keep_weekly() -> u32 {
+    4
+}
+
+fn default_keep_monthly() -> u32 {
+    12
+}
+
+fn default_backup_timeout() -> TimeSpan {
+    TimeSpan(std::time::Duration::from_secs(6 * 3600))
+}
+
+/// A restic repository location (checked by `backup::restic::Location`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct BackupRepository(pub String);
+
+impl TryFrom<String> for BackupRepository {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        crate::backup::restic::Location::parse(&s).map(|_| BackupRepository(s))
+    }
+}
+
+/// A compose service name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct ServiceName(pub String);
+
+impl TryFrom<String> for ServiceName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(ServiceName(s))
+        } else {
+            Err(format!(
+                "invalid service name {s:?}: compose service names are letters, digits, '.', '_' and '-'"
+            ))
+        }
+    }
+}
+
+/// A database name vpsup puts in scripts and snapshot paths: a plain word.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String")]
+pub struct DatabaseName(pub String);
+
+impl TryFrom<String> for DatabaseName {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let ok = (1..=63).contains(&s.len())
+            && !s.starts_with('-')
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if ok {
+            Ok(DatabaseName(s))
+        } else {
+            Err(format!(
+                "invalid database name {s:?}: vpsup backs up databases named with letters, digits, '.', '_' and '-'"
+            ))
+        }
+    }
+}
+
+/// A length of time: `90s`, `30m`, `6h`, `2d`, `1w`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TimeSpan(pub std::time::Duration);
+
+impl TryFrom<String> for TimeSpan {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let last = s.chars().last();
+        let number = &s[..s.len() - last.map_or(0, char::len_utf8)];
+        let unit = match last {
+            Some('s') => 1,
+            Some('m') => 60,
+            Some('h') => 3600,
+            Some('d') => 86400,
+            Some('w') => 7 * 86400,
+            _ => 0,
+        };
+        match number.parse::<u64>() {
+            Ok(n) if n > 0 && unit > 0 => Ok(TimeSpan(std::time::Duration::from_secs(n * unit))),
+            _ => Err(format!(
+                "invalid time {s:?}: use a whole number with s, m, h, d or w, like 6h"
+            )),
+        }
+    }
+}
+
+impl From<TimeSpan> for String {
+    fn from(t: TimeSpan) -> String {
+        let secs = t.0.as_secs();
+        [(7 * 86400, 'w'), (86400, 'd'), (3600, 'h'), (60, 'm')]
+            .iter()
+            .find(|(unit, _)| secs.is_multiple_of(*unit))
+            .map_or(format!("{secs}s"), |(unit, c)| {
+                format!("{}{c}", secs / unit)
+            })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {}: {cause}", path.display())]
@@ -993,6 +1299,96 @@ port = 3000
         let plain: SiteConfig =
             toml::from_str("domain = \"app.example.com\"\nservice = \"web\"\nport = 80\n").unwrap();
         assert_eq!(plain.check_name().unwrap(), "app.example.com");
+    }
+
+    #[test]
+    fn backup_keys_parse_with_defaults() {
+        let c = parse(
+            "[backup]\nrepository = \"sftp:u123@u123.your-storagebox.de:/vpsup/shop\"\nsftp_identity_file = \"~/.ssh/storagebox\"\n",
+        )
+        .unwrap();
+        let b = c.backup.unwrap();
+        assert_eq!(b.password_file, PathBuf::from(".vpsup/backup-password"));
+        assert_eq!(
+            (b.schedule.clone(), b.verify_schedule.clone()),
+            (Schedule::Daily, Schedule::Weekly)
+        );
+        assert_eq!(
+            (
+                b.keep_hourly,
+                b.keep_daily,
+                b.keep_weekly,
+                b.keep_monthly,
+                b.keep_yearly
+            ),
+            (0, 7, 4, 12, 0)
+        );
+        assert!(!b.before_deploy && b.services.is_empty());
+        assert_eq!(b.timeout.0.as_secs(), 6 * 3600);
+        assert_eq!(b.max_age().as_secs(), 48 * 3600);
+
+        let c = parse(
+            "[backup]\nrepository = \"s3:https://s3.example.com/backups/shop\"\ns3_credentials_file = \".vpsup/s3\"\nschedule = \"Mon..Fri *-*-* 02:00\"\nmax_age = \"3d\"\ntimeout = \"90m\"\nkeep_daily = 0\nkeep_yearly = 3\nbefore_deploy = true\n\n[backup.services.db]\nengine = \"postgres\"\nmode = \"databases\"\nexclude = [\"scratch\"]\n\n[backup.services.cache]\nskip = true\n\n[backup.services.uploads]\nengine = \"volume\"\nstop = true\n\n[backup.services.\"redis-1\"]\npassword_env = \"REDIS_PASSWORD\"\n",
+        )
+        .unwrap();
+        let b = c.backup.unwrap();
+        assert_eq!(b.max_age().as_secs(), 3 * 86400);
+        assert_eq!(String::from(b.timeout), "90m");
+        assert_eq!(b.retention().yearly, 3);
+        let db = &b.services[&ServiceName("db".into())];
+        assert_eq!(db.engine, Some(BackupEngine::Postgres));
+        assert_eq!(db.exclude[0].0, "scratch");
+        assert!(b.services[&ServiceName("cache".into())].skip);
+        assert_eq!(b.services[&ServiceName("uploads".into())].stop, Some(true));
+        assert_eq!(
+            b.services[&ServiceName("redis-1".into())].password_env,
+            Some(EnvName("REDIS_PASSWORD".into()))
+        );
+    }
+
+    #[test]
+    fn backup_mistakes_point_at_the_key_or_the_table() {
+        let sftp = "[backup]\nrepository = \"sftp:u@h:/r\"\nsftp_identity_file = \"k\"\n";
+        for (text, line, expected) in [
+            ("[backup]\nrepository = \"backups/shop\"\n", 2, "invalid repository"),
+            ("[backup]\nrepository = \"/srv/b\"\nkeep_daily = -1\n", 3, "invalid value"),
+            ("[backup]\nrepository = \"/srv/b\"\nschedule = \"25:00\"\n", 3, "a time of day"),
+            ("[backup]\nrepository = \"/srv/b\"\ntimeout = \"6 hours\"\n", 3, "invalid time"),
+            ("[backup]\nrepository = \"/srv/b\"\nretention = 3\n", 3, "unknown field `retention`"),
+            ("[backup]\nrepository = \"/srv/b\"\n[backup.services.db]\nengine = \"oracle\"\n", 4, "unknown variant `oracle`"),
+            ("[backup]\nrepository = \"/srv/b\"\n[backup.services.db]\ndatabases = [\"a b\"]\n", 4, "invalid database name"),
+            ("[backup]\nrepository = \"/srv/b\"\n[backup.services.\"db;x\"]\nskip = true\n", 3, "invalid service name"),
+            ("[backup]\nrepository = \"s3:https://s3.example.com/b\"\n", 1, "needs s3_credentials_file"),
+            ("[backup]\nrepository = \"sftp:u@h:/r\"\n", 1, "needs sftp_identity_file"),
+            ("[backup]\nrepository = \"/srv/b\"\nsftp_known_hosts = \"k\"\n", 1, "are for sftp:"),
+            ("[backup]\nrepository = \"/srv/b\"\nschedule = \"*:0/15\"\n", 1, "set max_age too"),
+            ("[backup]\nrepository = \"/srv/b\"\nkeep_daily = 0\nkeep_weekly = 0\nkeep_monthly = 0\n", 1, "keep at least one"),
+            (&format!("{sftp}[backup.services.db]\ndatabases = [\"a\"]\nexclude = [\"b\"]\n"), 1, "[backup.services.db] set databases or exclude"),
+            (&format!("{sftp}[backup.services.db]\nengine = \"redis\"\nmode = \"cluster\"\n"), 1, "are for engine = \"postgres\""),
+            (&format!("{sftp}[backup.services.db]\nmode = \"cluster\"\ndatabases = [\"a\"]\n"), 1, "dumps every database"),
+            (&format!("{sftp}[backup.services.db]\nengine = \"mysql\"\nstop = true\n"), 1, "stop is for engine = \"volume\""),
+        ] {
+            let (l, _, msg) = error_at(text);
+            assert!(msg.contains(expected), "{text}: {msg}");
+            assert_eq!(l, line, "{text}: {msg}");
+        }
+    }
+
+    #[test]
+    fn time_spans_read_and_write_back() {
+        for (text, secs, back) in [
+            ("90s", 90, "90s"),
+            ("120m", 7200, "2h"),
+            ("6h", 21600, "6h"),
+            ("14d", 1209600, "2w"),
+        ] {
+            let t = TimeSpan::try_from(text.to_string()).unwrap();
+            assert_eq!(t.0.as_secs(), secs, "{text}");
+            assert_eq!(String::from(t), back);
+        }
+        for bad in ["", "h", "0h", "6", "6y", "1.5h", "6é"] {
+            assert!(TimeSpan::try_from(bad.to_string()).is_err(), "{bad}");
+        }
     }
 
     #[test]
