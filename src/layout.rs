@@ -12,6 +12,8 @@
 //! /var/lib/vpsup/sshd-revert/       the saved drop-in while an SSH change awaits confirmation
 //! /run/vpsup-sshd.lock              one sshd change or revert at a time
 //! vpsup-renew-certs.timer/.service  daily certificate renewal
+//! vpsup-backup@<app>.timer          an app's backups ([backup] schedule)
+//! vpsup-backup-verify@<app>.timer   its restore drills ([backup] verify_schedule)
 //! vpsup-sshd-revert.timer/.service  the transient revert timer init arms
 //! vpsup-sshd-boot-revert.service    the revert, at boot
 //! ```
@@ -43,6 +45,11 @@ pub const SSHD_BOOT_REVERT_SERVICE: &str = "vpsup-sshd-boot-revert.service";
 /// The daily certificate renewal, and the service it starts.
 pub const RENEW_TIMER: &str = "vpsup-renew-certs.timer";
 pub const RENEW_SERVICE: &str = "vpsup-renew-certs.service";
+/// Each app's backups and restore drills: template services
+/// (`vpsup-backup@.service`, `vpsup-backup-verify@.service`) started by one
+/// timer per app and run (`vpsup-backup@<app>.timer`).
+pub const BACKUP_UNIT: &str = "vpsup-backup";
+pub const BACKUP_VERIFY_UNIT: &str = "vpsup-backup-verify";
 
 /// The layout as playbook and template variables.
 pub fn vars() -> Map<String, Value> {

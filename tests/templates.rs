@@ -32,6 +32,12 @@ fn vars() -> Vars {
         ("host_binary_path", json!("/usr/local/bin/vpsup")),
         ("acme_store", json!("/etc/vpsup/acme")),
         ("app", json!("doctor")),
+        // The backup units (src/backup/timers.rs): the backup run of app doctor.
+        ("what", json!("backup")),
+        ("subcommand", json!("")),
+        ("schedule", json!("daily")),
+        ("schedule_key", json!("schedule")),
+        ("on_calendar", json!("*-*-* 03:17:00")),
         ("nginx_http2_on", json!(true)),
         (
             "site",

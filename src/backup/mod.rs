@@ -8,6 +8,7 @@ pub mod manifest;
 pub mod pipe;
 pub mod restic;
 pub mod schedule;
+pub mod timers;
 
 use serde::{Deserialize, Serialize};
 
