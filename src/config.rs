@@ -486,8 +486,8 @@ impl TryFrom<String> for EnvName {
 }
 
 /// A URL path for an nginx location: starts with `/`, no spaces, quotes,
-/// braces, semicolons or `#` (it goes into nginx's configuration, where `#`
-/// starts a comment).
+/// backticks, braces, semicolons or `#` (it goes into nginx's configuration,
+/// where `#` starts a comment, and into shell scripts, always quoted).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
 pub struct UrlPath(pub String);
@@ -497,12 +497,12 @@ impl TryFrom<String> for UrlPath {
     fn try_from(s: String) -> Result<Self, String> {
         let ok = s.starts_with('/')
             && s.chars()
-                .all(|c| c.is_ascii_graphic() && !"\"'{};$\\#".contains(c));
+                .all(|c| c.is_ascii_graphic() && !"\"'`{};$\\#".contains(c));
         if ok {
             Ok(UrlPath(s))
         } else {
             Err(format!(
-                "invalid path {s:?}: expected a URL path like /api/ (no spaces, quotes, braces, ;, $ or #)"
+                "invalid path {s:?}: expected a URL path like /api/ (no spaces, quotes, backticks, braces, ;, $ or #)"
             ))
         }
     }
@@ -1258,6 +1258,8 @@ port = 3000
             ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"api; root /\", service = \"b\", port = 1 }]\n", "invalid path"),
             // `#` starts a comment in nginx: `location /api#v2/ {` fails nginx -t.
             ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"/api#v2/\", service = \"b\", port = 1 }]\n", "invalid path"),
+            // A backtick would run a command in a shell's double quotes.
+            ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nhealth = \"/`touch /tmp/x`\"\n", "invalid path"),
         ] {
             let (_, _, msg) = error_at(text);
             assert!(msg.contains(expected), "{text}: {msg}");

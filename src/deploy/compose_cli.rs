@@ -96,11 +96,13 @@ pub fn health_probe_script(probes: &[(String, u16)], timeout_secs: u32) -> Strin
     let mut script = format!("deadline=$(( $(date +%s) + {timeout_secs} ))\nfailed=0\n");
     for (path, port) in probes {
         let url = quote(&format!("http://127.0.0.1:{port}{path}"));
+        // The path is config text: quoted, never inside double quotes.
+        let path = quote(path);
         script.push_str(&format!(
             r#"while :; do
   code=$(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 {url})
-  case "$code" in 2??|3??) echo "ok {port} {path}"; break ;; esac
-  if [ "$(date +%s)" -ge "$deadline" ]; then echo "fail {port} {path} $code"; failed=1; break; fi
+  case "$code" in 2??|3??) echo ok {port} {path}; break ;; esac
+  if [ "$(date +%s)" -ge "$deadline" ]; then echo fail {port} {path} "$code"; failed=1; break; fi
   sleep 1
 done
 "#
@@ -194,5 +196,31 @@ mod tests {
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert_eq!(String::from_utf8_lossy(&out.stdout), "fail 1 /health 000\n");
+    }
+
+    #[test]
+    fn a_hostile_health_path_stays_text() {
+        // Config validation refuses these; the script must not run them anyway.
+        let dir = tempfile::tempdir().unwrap();
+        let mark = dir.path().join("ran");
+        let m = mark.display();
+        for path in [
+            format!("/`touch {m}`"),
+            format!("/$(touch {m})"),
+            format!("/\"; touch {m}; \""),
+            format!("/'; touch {m}; '"),
+            format!("/\ntouch {m}\n"),
+            format!("/#; touch {m}"),
+        ] {
+            let script = health_probe_script(&[(path.clone(), 1)], 0);
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .unwrap();
+            assert!(!mark.exists(), "{path:?} ran a command:\n{script}");
+            assert_eq!(out.status.code(), Some(1), "{path:?}");
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert_eq!(said, format!("fail 1 {path} 000\n"), "{path:?}");
+        }
     }
 }
