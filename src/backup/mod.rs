@@ -4,8 +4,10 @@
 
 pub mod detect;
 pub mod engines;
+pub mod host_settings;
 pub mod manifest;
 pub mod pipe;
+pub mod plan;
 pub mod restic;
 pub mod schedule;
 
