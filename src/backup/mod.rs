@@ -5,9 +5,11 @@
 pub mod detect;
 pub mod engines;
 pub mod host_settings;
+pub mod lock;
 pub mod manifest;
 pub mod pipe;
 pub mod plan;
+pub mod restore;
 pub mod restic;
 pub mod schedule;
 
