@@ -156,7 +156,12 @@ pub fn ensure_password(config: &BackupConfig, project: &Path) -> Result<bool, Se
 /// The files for `config`'s app on host `host` (paths in `[backup]` relative
 /// to `project`), the settings file last (it names the others).
 pub fn files(config: &Config, project: &Path, host: &str) -> Result<Vec<HostFile>, SettingsError> {
-    let app = config.app.as_ref().ok_or(SettingsError::NoApp)?.name.to_string();
+    let app = config
+        .app
+        .as_ref()
+        .ok_or(SettingsError::NoApp)?
+        .name
+        .to_string();
     let backup = config.backup.as_ref().ok_or(SettingsError::NoBackup)?;
     let read = |relative: &Path| {
         let path = project.join(relative);
@@ -172,10 +177,12 @@ pub fn files(config: &Config, project: &Path, host: &str) -> Result<Vec<HostFile
     let s3 = match &backup.s3_credentials_file {
         Some(file) => {
             let text = String::from_utf8_lossy(&read(file)?).into_owned();
-            Some(S3Credentials::parse(&text).map_err(|cause| SettingsError::Unreadable {
-                path: project.join(file),
-                cause,
-            })?)
+            Some(
+                S3Credentials::parse(&text).map_err(|cause| SettingsError::Unreadable {
+                    path: project.join(file),
+                    cause,
+                })?,
+            )
         }
         None => None,
     };
@@ -226,7 +233,10 @@ pub enum Changed {
 
 /// Brings the host's copy of `files` up to date (one exec compares hashes,
 /// one more writes what differs, contents on stdin).
-pub async fn write(transport: &dyn Transport, files: &[HostFile]) -> Result<Changed, SettingsError> {
+pub async fn write(
+    transport: &dyn Transport,
+    files: &[HostFile],
+) -> Result<Changed, SettingsError> {
     let written = sync_files(transport, BACKUP_SETTINGS_DIR, files, "the backup settings").await?;
     Ok(if written.is_empty() {
         Changed::Unchanged
@@ -399,7 +409,10 @@ mod tests {
         );
         assert_eq!(files[1].content, b"hunter2-long\n");
         let doc = String::from_utf8(files[4].content.clone()).unwrap();
-        assert!(!doc.contains("hunter2") && !doc.contains("PRIVATE"), "{doc}");
+        assert!(
+            !doc.contains("hunter2") && !doc.contains("PRIVATE"),
+            "{doc}"
+        );
         let back = parse(Path::new("shop.toml"), &doc).unwrap();
         assert_eq!((back.app.as_str(), back.host.as_str()), ("shop", "web-1"));
         assert_eq!(back.backup.keep_daily, 3);
@@ -418,7 +431,10 @@ mod tests {
     fn s3_credentials_go_only_into_the_env_file() {
         let project = project(&[
             (".vpsup/backup-password", "pw\n"),
-            ("s3.env", "AWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=topsecret\n"),
+            (
+                "s3.env",
+                "AWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=topsecret\n",
+            ),
         ]);
         let config = config(
             "repository = \"s3:http://127.0.0.1:9000/backups/shop\"\ns3_credentials_file = \"s3.env\"\n",
@@ -473,10 +489,8 @@ mod tests {
             }],
         };
         let root = tempfile::tempdir().unwrap();
-        let script = record_script("shop", RunKind::Backup).replace(
-            BACKUP_STATE_DIR,
-            &root.path().display().to_string(),
-        );
+        let script = record_script("shop", RunKind::Backup)
+            .replace(BACKUP_STATE_DIR, &root.path().display().to_string());
         for _ in 0..2 {
             let mut child = std::process::Command::new("sh")
                 .args(["-c", &script])
@@ -491,7 +505,12 @@ mod tests {
         let last = std::fs::read_to_string(dir.join("last-backup.json")).unwrap();
         assert_eq!(parse_record(&last).unwrap(), record);
         let history = std::fs::read_to_string(dir.join("history.jsonl")).unwrap();
-        assert_eq!(parse_history(&history).unwrap(), vec![record.clone(), record]);
-        assert!(parse_history("{}\n").unwrap_err().starts_with("history line 1"));
+        assert_eq!(
+            parse_history(&history).unwrap(),
+            vec![record.clone(), record]
+        );
+        assert!(parse_history("{}\n")
+            .unwrap_err()
+            .starts_with("history line 1"));
     }
 }

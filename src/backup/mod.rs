@@ -9,8 +9,8 @@ pub mod lock;
 pub mod manifest;
 pub mod pipe;
 pub mod plan;
-pub mod restore;
 pub mod restic;
+pub mod restore;
 pub mod schedule;
 
 use serde::{Deserialize, Serialize};

@@ -244,7 +244,9 @@ fn dir_of(source: &DataSource, input: &PlanInput<'_>) -> Dir {
 pub fn merge_compose(files: &[Value]) -> Value {
     let mut merged = serde_json::Map::new();
     for file in files {
-        let Some(top) = file.as_object() else { continue };
+        let Some(top) = file.as_object() else {
+            continue;
+        };
         for (key, value) in top {
             match (merged.get_mut(key), value) {
                 (Some(Value::Object(have)), Value::Object(more))
@@ -367,11 +369,18 @@ mod tests {
         assert_eq!(s.len(), 3, "{s:?}");
         assert_eq!(s[1], ("db".into(), "postgres", "cluster.sql".into()));
         assert!(s[2].2.ends_with("stop=true"), "{s:?}");
-        assert_eq!(plan.services[0].password_env.as_deref(), Some("REDIS_PASSWORD"));
+        assert_eq!(
+            plan.services[0].password_env.as_deref(),
+            Some("REDIS_PASSWORD")
+        );
         let Work::Dump(parts) = &plan.services[0].work else {
             panic!()
         };
-        assert!(parts[0].inner.contains("REDIS_PASSWORD"), "{}", parts[0].inner);
+        assert!(
+            parts[0].inner.contains("REDIS_PASSWORD"),
+            "{}",
+            parts[0].inner
+        );
     }
 
     #[test]
@@ -379,14 +388,19 @@ mod tests {
         let backup = backup_of("[backup.services.db]\nexclude = [\"scratch\"]\n");
         let mut db = make(&backup, &compose()).services.remove(1);
         db.databases_listed("postgres\nshop\nscratch\n").unwrap();
-        let Work::Dump(parts) = &db.work else { panic!() };
+        let Work::Dump(parts) = &db.work else {
+            panic!()
+        };
         let files: Vec<&str> = parts.iter().map(|p| p.file.as_str()).collect();
         assert_eq!(files, ["globals.sql", "postgres.pgdump", "shop.pgdump"]);
 
         let backup2 = backup_of("[backup.services.db]\ndatabases = [\"shop\", \"shopp\"]\n");
         let mut db = make(&backup2, &compose()).services.remove(1);
         let e = db.databases_listed("postgres\nshop\n").unwrap_err();
-        assert!(e.contains("\"shopp\"") && e.contains("does not exist"), "{e}");
+        assert!(
+            e.contains("\"shopp\"") && e.contains("does not exist"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -403,7 +417,10 @@ mod tests {
                 stop: false
             }
         );
-        assert_eq!(Dir::Path("/srv/vpsup/shop/data/x".into()).label(), "srv_vpsup_shop_data_x");
+        assert_eq!(
+            Dir::Path("/srv/vpsup/shop/data/x".into()).label(),
+            "srv_vpsup_shop_data_x"
+        );
     }
 
     #[test]

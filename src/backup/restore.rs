@@ -91,7 +91,13 @@ pub fn service_script(
 ) -> Result<String, String> {
     let mut body = String::new();
     let stream = |part: &Part, consumer: &str| -> Result<String, String> {
-        Ok(stream_into(repo, &snapshot_of(part)?, &part.path, consumer, timeout))
+        Ok(stream_into(
+            repo,
+            &snapshot_of(part)?,
+            &part.path,
+            consumer,
+            timeout,
+        ))
     };
     let (stop, compose, service) = match into {
         RestoreInto::Service { compose, service } => (true, compose, service),
@@ -135,7 +141,11 @@ pub fn service_script(
                 body.push_str(&stream(part, &consumer)?);
             }
             if stop {
-                return Ok(engines::with_stopped(compose, &[service.to_string()], &body));
+                return Ok(engines::with_stopped(
+                    compose,
+                    &[service.to_string()],
+                    &body,
+                ));
             }
         }
         Engine::Volume { .. } => {
@@ -150,7 +160,11 @@ pub fn service_script(
                 ));
             }
             if stop {
-                return Ok(engines::with_stopped(compose, &[service.to_string()], &body));
+                return Ok(engines::with_stopped(
+                    compose,
+                    &[service.to_string()],
+                    &body,
+                ));
             }
         }
     }
@@ -166,7 +180,10 @@ mod tests {
     #[test]
     fn database_names_come_back_from_their_file_names() {
         assert_eq!(database_of("/shop/db/shop.pgdump").as_deref(), Some("shop"));
-        assert_eq!(database_of("/shop/db/my%20db%2F1.pgdump").as_deref(), Some("my db/1"));
+        assert_eq!(
+            database_of("/shop/db/my%20db%2F1.pgdump").as_deref(),
+            Some("my db/1")
+        );
         assert_eq!(database_of("/shop/db/globals.sql"), None);
     }
 
@@ -202,31 +219,50 @@ mod tests {
         let id = SnapshotId::parse("e05c84ae").unwrap();
         let out_file = dir.path().join("got");
         let consumer = format!("cat >{}; exit ${{RESTORE_RC:-0}}", out_file.display());
-        let script = stream_into(&repo, &id, "/shop/db/shop.pgdump", &format!("sh -c '{consumer}'"), Duration::from_secs(30));
+        let script = stream_into(
+            &repo,
+            &id,
+            "/shop/db/shop.pgdump",
+            &format!("sh -c '{consumer}'"),
+            Duration::from_secs(30),
+        );
         let ok = run(dir.path(), "", &script);
-        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
         assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "DATA\n");
         let failed = run(dir.path(), "DUMP_RC=3", &script);
         assert!(!failed.status.success());
-        assert!(String::from_utf8_lossy(&failed.stderr).contains("reading /shop/db/shop.pgdump from the repository failed (exit 3)"));
+        assert!(String::from_utf8_lossy(&failed.stderr)
+            .contains("reading /shop/db/shop.pgdump from the repository failed (exit 3)"));
         let failed = run(dir.path(), "RESTORE_RC=4", &script);
         assert!(!failed.status.success());
-        assert!(String::from_utf8_lossy(&failed.stderr).contains("restoring /shop/db/shop.pgdump failed (exit 4)"));
+        assert!(String::from_utf8_lossy(&failed.stderr)
+            .contains("restoring /shop/db/shop.pgdump failed (exit 4)"));
     }
 
     #[test]
     fn postgres_restores_globals_then_databases_with_the_app_stopped() {
-        let repo = Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
+        let repo =
+            Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
         let manifest = Manifest {
             version: 1,
             run: "r1".into(),
             app: "shop".into(),
             service: "db".into(),
-            engine: Engine::Postgres { mode: PostgresMode::Databases },
+            engine: Engine::Postgres {
+                mode: PostgresMode::Databases,
+            },
             image: "postgres:17".into(),
             parts: ["globals.sql", "shop.pgdump"]
                 .iter()
-                .map(|f| Part { path: format!("/shop/db/{f}"), snapshot: "e05c84ae".into(), bytes: 900 })
+                .map(|f| Part {
+                    path: format!("/shop/db/{f}"),
+                    snapshot: "e05c84ae".into(),
+                    bytes: 900,
+                })
                 .collect(),
             pg_counts: Default::default(),
             redis_keys: None,
@@ -234,13 +270,19 @@ mod tests {
         let script = service_script(
             &repo,
             &manifest,
-            RestoreInto::Service { compose: "docker compose -p vpsup-shop", service: "db" },
+            RestoreInto::Service {
+                compose: "docker compose -p vpsup-shop",
+                service: "db",
+            },
             &["web".to_string()],
             None,
             Duration::from_secs(60),
         )
         .unwrap();
-        let stop = script.find("stop 'web'").or_else(|| script.find("stop web")).unwrap();
+        let stop = script
+            .find("stop 'web'")
+            .or_else(|| script.find("stop web"))
+            .unwrap();
         let globals = script.find("/shop/db/globals.sql").unwrap();
         let shop = script.find("/shop/db/shop.pgdump").unwrap();
         let start = script.rfind("start").unwrap();
