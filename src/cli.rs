@@ -84,6 +84,28 @@ pub enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// Back up the app's databases and volumes now, on every host (or list,
+    /// init, verify).
+    Backup {
+        #[command(subcommand)]
+        action: Option<BackupAction>,
+        /// On the host itself (what its timer runs), with the settings in /etc/vpsup/backup/.
+        #[arg(long, global = true)]
+        local: bool,
+        /// With --local: only this app [default: every app with settings on the host].
+        #[arg(long, global = true, value_name = "APP")]
+        app: Option<String>,
+    },
+    /// Restore a service's data from a snapshot (a safety snapshot is taken first).
+    Restore {
+        service: String,
+        /// A snapshot id, or `latest` [default: latest].
+        #[arg(long, value_name = "ID")]
+        snapshot: Option<String>,
+        /// The snapshot `[backup] before_deploy` took before this release.
+        #[arg(long, value_name = "ID", conflicts_with = "snapshot")]
+        release: Option<String>,
+    },
     /// Show hosts, containers, sites, certificates, firewall and last deploy.
     Status,
     /// Return to the previous release.
@@ -102,6 +124,16 @@ pub enum Command {
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum BackupAction {
+    /// The app's snapshots per service, with time and size.
+    List,
+    /// Create the repository if there is none (and record its id on the host).
+    Init,
+    /// Restore drill: the latest snapshots into throwaway containers, checked; then restic check.
+    Verify,
 }
 
 /// `vpsup init` options; each overrides the same key in vpsup.toml's [init].
@@ -138,6 +170,8 @@ impl Command {
             Command::Init { .. } => "init",
             Command::Deploy => "deploy",
             Command::RenewCerts { .. } => "renew-certs",
+            Command::Backup { .. } => "backup",
+            Command::Restore { .. } => "restore",
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",

@@ -16,6 +16,11 @@
 //! vpsup-backup-verify@<app>.timer   its restore drills ([backup] verify_schedule)
 //! vpsup-sshd-revert.timer/.service  the transient revert timer init arms
 //! vpsup-sshd-boot-revert.service    the revert, at boot
+//! /etc/vpsup/backup/<app>.toml      an app's backup settings, for its timers (0600)
+//! /etc/vpsup/backup/<app>/          its repository's env, password, ssh key, known_hosts (0600)
+//! /var/lib/vpsup/backup/<app>/      what its backups and drills left (last-*.json, history)
+//! /srv/vpsup/<app>/backup.lock      one backup, restore or drill of an app at a time
+//! vpsup-backup@<app>.timer          an app's scheduled backup (and -verify@ for its drill)
 //! ```
 
 use serde_json::{json, Map, Value};
@@ -51,6 +56,14 @@ pub const RENEW_SERVICE: &str = "vpsup-renew-certs.service";
 pub const BACKUP_UNIT: &str = "vpsup-backup";
 pub const BACKUP_VERIFY_UNIT: &str = "vpsup-backup-verify";
 
+/// Each app's backup settings (`<app>.toml`) and repository files (`<app>/`).
+pub const BACKUP_SETTINGS_DIR: &str = "/etc/vpsup/backup";
+/// Each app's backup state (`<app>/last-backup.json`, ...).
+pub const BACKUP_STATE_DIR: &str = "/var/lib/vpsup/backup";
+/// The template units of an app's scheduled backup and drill (`<unit>@<app>.timer`).
+pub const BACKUP_UNIT: &str = "vpsup-backup";
+pub const BACKUP_VERIFY_UNIT: &str = "vpsup-backup-verify";
+
 /// The layout as playbook and template variables.
 pub fn vars() -> Map<String, Value> {
     [
@@ -66,6 +79,10 @@ pub fn vars() -> Map<String, Value> {
         ("sshd_boot_revert_service", SSHD_BOOT_REVERT_SERVICE),
         ("renew_timer", RENEW_TIMER),
         ("renew_service", RENEW_SERVICE),
+        ("backup_settings_dir", BACKUP_SETTINGS_DIR),
+        ("backup_state_dir", BACKUP_STATE_DIR),
+        ("backup_unit", BACKUP_UNIT),
+        ("backup_verify_unit", BACKUP_VERIFY_UNIT),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), json!(value)))

@@ -310,6 +310,17 @@ pub async fn sync<'f>(
     store: &str,
     files: &'f [HostFile],
 ) -> Result<Vec<&'f str>, TransportError> {
+    sync_files(transport, store, files, "the renewal settings").await
+}
+
+/// As `sync`, for any settings kept under `dir` (0700 root); `what` names
+/// them in errors ("the backup settings").
+pub async fn sync_files<'f>(
+    transport: &dyn Transport,
+    store: &str,
+    files: &'f [HostFile],
+    what: &str,
+) -> Result<Vec<&'f str>, TransportError> {
     let mut hashes = String::new();
     for file in files {
         let path = quote(&file.path);
@@ -319,7 +330,7 @@ pub async fn sync<'f>(
     }
     let out = transport
         .run_ok(
-            "comparing the renewal settings on the host",
+            &format!("comparing {what} on the host"),
             ExecRequest::new(hashes).become_root(true),
         )
         .await?;
@@ -354,7 +365,7 @@ pub async fn sync<'f>(
     }
     transport
         .run_ok(
-            "writing the renewal settings on the host",
+            &format!("writing {what} on the host"),
             ExecRequest::piped(write).become_root(true),
         )
         .await?;

@@ -4,9 +4,13 @@
 
 pub mod detect;
 pub mod engines;
+pub mod host_settings;
+pub mod lock;
 pub mod manifest;
 pub mod pipe;
+pub mod plan;
 pub mod restic;
+pub mod restore;
 pub mod schedule;
 pub mod timers;
 

@@ -1,6 +1,7 @@
 //! One module per command. Each takes resolved `Settings` and returns what
 //! happened; its error carries its exit status (`crate::exit`).
 
+pub mod backup;
 pub mod deploy;
 pub mod facts;
 pub mod init;
@@ -8,7 +9,7 @@ pub mod play;
 pub mod renew_certs;
 pub mod status;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{BackupAction, Cli, Command};
 use crate::exit;
 use crate::settings::Settings;
 
@@ -35,6 +36,27 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
             renew_certs::run(&settings, *force, local.as_ref()).await
         }
         Command::Deploy => deploy::run(&settings).await,
+        Command::Backup { action, local, app } => {
+            let action = match action {
+                None => backup::Action::Backup,
+                Some(BackupAction::List) => backup::Action::List,
+                Some(BackupAction::Init) => backup::Action::Init,
+                Some(BackupAction::Verify) => backup::Action::Verify,
+            };
+            backup::run(&settings, action, *local, app.as_deref()).await
+        }
+        Command::Restore {
+            service,
+            snapshot,
+            release,
+        } => {
+            let request = backup::RestoreRequest {
+                service: service.clone(),
+                snapshot: snapshot.clone(),
+                release: release.clone(),
+            };
+            backup::restore(&settings, &request).await
+        }
         Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,

@@ -1,0 +1,292 @@
+//! Restoring a service from its manifest's snapshots, as scripts: into the
+//! running service (`vpsup restore`) or into a throwaway container (the
+//! drill). A restore streams `restic dump` into the engine's restore script;
+//! without pipefail, each side's status is kept apart so a failed dump never
+//! passes for a restore.
+
+use std::time::Duration;
+
+use super::engines::{self, mongo, mysql, postgres, redis, volume};
+use super::manifest::{Manifest, Part};
+use super::restic::{Repository, SnapshotId};
+use super::{Engine, PostgresMode};
+use crate::transport::script::quote;
+
+/// Shell that pipes file `path` of `snapshot` into `consumer` (a command
+/// reading stdin) and exits non-zero, naming the side, when either failed.
+/// Runs in a script that has run the repository's prelude.
+pub fn stream_into(
+    repo: &Repository,
+    snapshot: &SnapshotId,
+    path: &str,
+    consumer: &str,
+    timeout: Duration,
+) -> String {
+    format!(
+        "st=$(mktemp) || exit 1
+{{ {dump}; echo $? >\"$st\"; }} | {consumer}
+crc=$?; drc=$(cat \"$st\"); rm -f \"$st\"
+if [ \"$drc\" != 0 ]; then echo \"vpsup: reading \"{p}\" from the repository failed (exit $drc)\" >&2; exit 1; fi
+if [ \"$crc\" != 0 ]; then echo \"vpsup: restoring \"{p}\" failed (exit $crc)\" >&2; exit 1; fi
+",
+        dump = repo.dump_command(snapshot, path, timeout),
+        p = quote(path),
+    )
+}
+
+/// The database a `databases`-mode part holds: its file name
+/// (`shop.pgdump`, `%XX` for other bytes) decoded.
+pub fn database_of(path: &str) -> Option<String> {
+    let file = path.rsplit('/').next()?.strip_suffix(".pgdump")?;
+    let bytes = file.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(file.get(i + 1..i + 3)?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn snapshot_of(part: &Part) -> Result<SnapshotId, String> {
+    SnapshotId::parse(&part.snapshot)
+}
+
+/// Where the restore of one part goes, as a command reading stdin.
+#[derive(Debug, Clone, Copy)]
+pub enum RestoreInto<'a> {
+    /// The app's running service: `docker compose … exec -T` / `run`.
+    Service { compose: &'a str, service: &'a str },
+    /// A drill container by name (`docker exec -i`).
+    Container(&'a str),
+}
+
+impl RestoreInto<'_> {
+    fn exec(&self, inner: &str) -> String {
+        match self {
+            RestoreInto::Service { compose, service } => engines::exec_in(compose, service, inner),
+            RestoreInto::Container(name) => {
+                format!("docker exec -i {} sh -c {}", quote(name), quote(inner))
+            }
+        }
+    }
+}
+
+/// The script that restores `manifest`'s data (after the repository's
+/// prelude). Databases are replaced from their dumps with `others` (the
+/// app's other services) stopped; Redis and volumes with the service itself
+/// stopped. Volumes go back where they were copied from.
+pub fn service_script(
+    repo: &Repository,
+    manifest: &Manifest,
+    into: RestoreInto<'_>,
+    others: &[String],
+    password_env: Option<&str>,
+    timeout: Duration,
+) -> Result<String, String> {
+    let mut body = String::new();
+    let stream = |part: &Part, consumer: &str| -> Result<String, String> {
+        Ok(stream_into(
+            repo,
+            &snapshot_of(part)?,
+            &part.path,
+            consumer,
+            timeout,
+        ))
+    };
+    let (stop, compose, service) = match into {
+        RestoreInto::Service { compose, service } => (true, compose, service),
+        RestoreInto::Container(_) => (false, "", ""),
+    };
+    match manifest.engine {
+        Engine::Postgres { mode } => {
+            for part in &manifest.parts {
+                let inner = match (mode, database_of(&part.path)) {
+                    (PostgresMode::Cluster, _) => postgres::restore_cluster(),
+                    (_, Some(db)) => postgres::restore_database(&db),
+                    (_, None) => postgres::restore_globals(),
+                };
+                body.push_str(&stream(part, &into.exec(&inner))?);
+            }
+            if stop {
+                return Ok(engines::with_stopped(compose, others, &body));
+            }
+        }
+        Engine::Mysql | Engine::Mongo => {
+            let pw = password_env;
+            let inner = if manifest.engine == Engine::Mysql {
+                mysql::restore(pw)
+            } else {
+                mongo::restore(pw)
+            };
+            for part in &manifest.parts {
+                body.push_str(&stream(part, &into.exec(&inner))?);
+            }
+            if stop {
+                return Ok(engines::with_stopped(compose, others, &body));
+            }
+        }
+        Engine::Redis => {
+            let inner = redis::restore(redis::DEFAULT_DIR, redis::DEFAULT_DBFILENAME);
+            for part in &manifest.parts {
+                let consumer = match into {
+                    RestoreInto::Service { .. } => engines::run_oneoff(compose, service, &inner),
+                    RestoreInto::Container(_) => into.exec(&inner),
+                };
+                body.push_str(&stream(part, &consumer)?);
+            }
+            if stop {
+                return Ok(engines::with_stopped(
+                    compose,
+                    &[service.to_string()],
+                    &body,
+                ));
+            }
+        }
+        Engine::Volume { .. } => {
+            for part in &manifest.parts {
+                body.push_str(&volume::empty_dir(&part.path)?);
+                body.push_str(&format!(
+                    "{} {} restore {} --target {} --verify >&2 || exit 1\n",
+                    super::restic::timeout_prefix(timeout),
+                    repo.restic(),
+                    snapshot_of(part)?.as_str(),
+                    quote(&part.path)
+                ));
+            }
+            if stop {
+                return Ok(engines::with_stopped(
+                    compose,
+                    &[service.to_string()],
+                    &body,
+                ));
+            }
+        }
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::restic::{HostFiles, HostKeys};
+    use crate::transport::script::testing::write_executable;
+
+    #[test]
+    fn database_names_come_back_from_their_file_names() {
+        assert_eq!(database_of("/shop/db/shop.pgdump").as_deref(), Some("shop"));
+        assert_eq!(
+            database_of("/shop/db/my%20db%2F1.pgdump").as_deref(),
+            Some("my db/1")
+        );
+        assert_eq!(database_of("/shop/db/globals.sql"), None);
+    }
+
+    /// A stand-in `restic` whose `dump` prints DATA and exits $DUMP_RC.
+    fn fake_restic(dir: &std::path::Path) -> Repository {
+        write_executable(
+            &dir.join("restic"),
+            "#!/bin/sh\nprintf 'DATA\\n'\nexit ${DUMP_RC:-0}\n",
+        );
+        std::fs::write(dir.join("env"), "").unwrap();
+        Repository::new(
+            "/srv/backups/shop",
+            HostFiles::under(&dir.display().to_string()),
+            HostKeys::AcceptNew,
+        )
+        .unwrap()
+    }
+
+    fn run(dir: &std::path::Path, env: &str, script: &str) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args([
+                "-c",
+                &format!("export PATH={}:$PATH {env}\n{script}", dir.display()),
+            ])
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_read_or_restore_fails_the_stream_naming_its_side() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fake_restic(dir.path());
+        let id = SnapshotId::parse("e05c84ae").unwrap();
+        let out_file = dir.path().join("got");
+        let consumer = format!("cat >{}; exit ${{RESTORE_RC:-0}}", out_file.display());
+        let script = stream_into(
+            &repo,
+            &id,
+            "/shop/db/shop.pgdump",
+            &format!("sh -c '{consumer}'"),
+            Duration::from_secs(30),
+        );
+        let ok = run(dir.path(), "", &script);
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&out_file).unwrap(), "DATA\n");
+        let failed = run(dir.path(), "DUMP_RC=3", &script);
+        assert!(!failed.status.success());
+        assert!(String::from_utf8_lossy(&failed.stderr)
+            .contains("reading /shop/db/shop.pgdump from the repository failed (exit 3)"));
+        let failed = run(dir.path(), "RESTORE_RC=4", &script);
+        assert!(!failed.status.success());
+        assert!(String::from_utf8_lossy(&failed.stderr)
+            .contains("restoring /shop/db/shop.pgdump failed (exit 4)"));
+    }
+
+    #[test]
+    fn postgres_restores_globals_then_databases_with_the_app_stopped() {
+        let repo =
+            Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
+        let manifest = Manifest {
+            version: 1,
+            run: "r1".into(),
+            app: "shop".into(),
+            service: "db".into(),
+            engine: Engine::Postgres {
+                mode: PostgresMode::Databases,
+            },
+            image: "postgres:17".into(),
+            parts: ["globals.sql", "shop.pgdump"]
+                .iter()
+                .map(|f| Part {
+                    path: format!("/shop/db/{f}"),
+                    snapshot: "e05c84ae".into(),
+                    bytes: 900,
+                })
+                .collect(),
+            pg_counts: Default::default(),
+            redis_keys: None,
+        };
+        let script = service_script(
+            &repo,
+            &manifest,
+            RestoreInto::Service {
+                compose: "docker compose -p vpsup-shop",
+                service: "db",
+            },
+            &["web".to_string()],
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let stop = script
+            .find("stop 'web'")
+            .or_else(|| script.find("stop web"))
+            .unwrap();
+        let globals = script.find("/shop/db/globals.sql").unwrap();
+        let shop = script.find("/shop/db/shop.pgdump").unwrap();
+        let start = script.rfind("start").unwrap();
+        assert!(stop < globals && globals < shop && shop < start, "{script}");
+        assert!(script.contains("DROP DATABASE IF EXISTS"), "{script}");
+    }
+}
