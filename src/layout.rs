@@ -20,7 +20,6 @@
 //! /etc/vpsup/backup/<app>/          its repository's env, password, ssh key, known_hosts (0600)
 //! /var/lib/vpsup/backup/<app>/      what its backups and drills left (last-*.json, history)
 //! /srv/vpsup/<app>/backup.lock      one backup, restore or drill of an app at a time
-//! vpsup-backup@<app>.timer          an app's scheduled backup (and -verify@ for its drill)
 //! ```
 
 use serde_json::{json, Map, Value};
@@ -60,9 +59,6 @@ pub const BACKUP_VERIFY_UNIT: &str = "vpsup-backup-verify";
 pub const BACKUP_SETTINGS_DIR: &str = "/etc/vpsup/backup";
 /// Each app's backup state (`<app>/last-backup.json`, ...).
 pub const BACKUP_STATE_DIR: &str = "/var/lib/vpsup/backup";
-/// The template units of an app's scheduled backup and drill (`<unit>@<app>.timer`).
-pub const BACKUP_UNIT: &str = "vpsup-backup";
-pub const BACKUP_VERIFY_UNIT: &str = "vpsup-backup-verify";
 
 /// The layout as playbook and template variables.
 pub fn vars() -> Map<String, Value> {
