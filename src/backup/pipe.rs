@@ -140,6 +140,12 @@ fi
                 "dump-stderr",
                 &format!(r#"tail -n {TAIL_LINES} "$work/dump.err""#) as &str,
             ),
+            // What the dump reports for the manifest (row counts, the RDB's
+            // key count and place), whole: `dump-stderr` is only its tail.
+            (
+                "dump-report",
+                r#"grep -E '^(count|rdb-dir|rdb-file)\||^\[info\] ' "$work/dump.err" || true"#,
+            ),
             (
                 "restic-stderr",
                 &format!(r#"tail -n {TAIL_LINES} "$work/err""#) as &str,

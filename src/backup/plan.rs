@@ -134,7 +134,8 @@ pub fn plan(input: PlanInput<'_>) -> Result<BackupPlan, String> {
         .filter_map(|(name, s)| Some((name.0.clone(), configured_engine(s)?)))
         .collect();
     let mut services = Vec::new();
-    for target in detect::targets(input.compose, &configured)? {
+    let compose = with_project_data_binds(input.compose, input.data_dir);
+    for target in detect::targets(&compose, &configured)? {
         let config = settings(&target.service);
         if config.skip {
             continue;
@@ -236,6 +237,41 @@ fn dir_of(source: &DataSource, input: &PlanInput<'_>) -> Dir {
             path.trim_start_matches("./")
         )),
     }
+}
+
+/// The deployed compose file points the project's writable binds at the
+/// app's data directory (`./state` became `/srv/vpsup/<app>/data/state`);
+/// detection knows them by their project path, so give them that back.
+fn with_project_data_binds(compose: &Value, data_dir: &str) -> Value {
+    let prefix = format!("{}/", data_dir.trim_end_matches('/'));
+    let relative = |source: &str| source.strip_prefix(&prefix).map(|rel| format!("./{rel}"));
+    let mut compose = compose.clone();
+    let services = compose.get_mut("services").and_then(Value::as_object_mut);
+    for definition in services.into_iter().flat_map(|s| s.values_mut()) {
+        let mounts = definition.get_mut("volumes").and_then(Value::as_array_mut);
+        for mount in mounts.into_iter().flatten() {
+            match mount {
+                Value::String(spec) => {
+                    if let Some((source, rest)) = spec.split_once(':') {
+                        if let Some(rel) = relative(source) {
+                            *spec = format!("{rel}:{rest}");
+                        }
+                    }
+                }
+                Value::Object(long) => {
+                    if let Some(rel) = long
+                        .get("source")
+                        .and_then(Value::as_str)
+                        .and_then(relative)
+                    {
+                        long.insert("source".into(), Value::String(rel));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    compose
 }
 
 /// Compose files merged as compose does for what a plan reads: a later
@@ -357,6 +393,23 @@ mod tests {
         assert_eq!(plan.retention, backup.retention());
         assert_eq!(plan.timeout, Duration::from_secs(6 * 3600));
         assert_eq!(plan.services[1].image, "postgres:17");
+    }
+
+    #[test]
+    fn deployed_data_binds_are_found_as_project_data() {
+        // What deploy uploads: `./data/files` pointed at the data directory.
+        let mut deployed = compose();
+        deployed["services"]["web"]["volumes"] = json!([
+            "uploads:/app/uploads",
+            "/srv/vpsup/shop/data/data/files:/files",
+            {"type": "bind", "source": "/srv/vpsup/shop/data/state", "target": "/state"},
+            "/etc/ssl/certs:/certs:ro"
+        ]);
+        let plan = make(&backup_of(""), &deployed);
+        assert_eq!(
+            summary(&plan)[3].2,
+            r#"[Path("/srv/vpsup/shop/data/data/files"), Path("/srv/vpsup/shop/data/state"), Volume("shop-uploads")] stop=false"#
+        );
     }
 
     #[test]

@@ -628,8 +628,7 @@ async fn deployed(
     }
     // The prefix every compose command of the release starts with (compose_cli
     // keeps it private; `down` is it plus one word).
-    let down = stack_for(app, &current, &meta, &paths.secrets()).down();
-    let compose_cli = down.strip_suffix(" down").unwrap_or(&down).to_string();
+    let compose_cli = stack_for(app, &current, &meta, &paths.secrets()).base();
     Ok((meta, plan::merge_compose(&docs), compose_cli))
 }
 
@@ -828,7 +827,7 @@ async fn back_up_service(
                     timeout: plan.timeout,
                     min_bytes: part.min_bytes,
                 };
-                let (snapshot, dump_stderr) = run_pipeline(transport, &job.repo, &pipeline, None)
+                let (snapshot, dump_report) = run_pipeline(transport, &job.repo, &pipeline, None)
                     .await
                     .map_err(|e| format!("{}: {e}", part.file))?;
                 eprintln!(
@@ -838,12 +837,12 @@ async fn back_up_service(
                 if let Some(db) = &part.database {
                     manifest.pg_counts.insert(
                         db.clone(),
-                        crate::backup::engines::postgres::parse_counts(&dump_stderr),
+                        crate::backup::engines::postgres::parse_counts(&dump_report),
                     );
                 }
                 if service.engine == Engine::Redis {
                     manifest.redis_keys =
-                        crate::backup::engines::redis::parse_dump_report(&dump_stderr).keys;
+                        crate::backup::engines::redis::parse_dump_report(&dump_report).keys;
                 }
                 add_part(
                     rec,
@@ -947,12 +946,12 @@ async fn run_pipeline(
     let snapshot = pipeline
         .parse(&sections, &stdout)
         .map_err(|e| e.to_string())?;
-    let dump_stderr = sections
+    let dump_report = sections
         .parse(&stdout)
-        .optional("dump-stderr")
+        .optional("dump-report")
         .unwrap_or_default()
         .to_string();
-    Ok((snapshot, dump_stderr))
+    Ok((snapshot, dump_report))
 }
 
 /// `[backup] before_deploy`: snapshots of the app's database services,

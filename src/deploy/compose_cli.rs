@@ -27,7 +27,9 @@ pub struct Stack<'a> {
 }
 
 impl Stack<'_> {
-    fn base(&self) -> String {
+    /// `docker compose` naming the project, its files and env files: the
+    /// start of every command line on it (backups run `exec` and `stop` on it).
+    pub fn base(&self) -> String {
         let mut cmd = format!(
             "docker compose --ansi never -p {} --project-directory {}",
             quote(self.project),
