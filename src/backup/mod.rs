@@ -12,6 +12,7 @@ pub mod plan;
 pub mod restic;
 pub mod restore;
 pub mod schedule;
+pub mod status;
 pub mod timers;
 
 use serde::{Deserialize, Serialize};

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use crate::acme::certinfo::CertInfo;
 use crate::acme::host_settings;
 use crate::acme::store::{self, DEFAULT_DIR};
+use crate::backup::status as backup_status;
 use crate::deploy::remote::{self, Container, Deployed};
 use crate::facts::{self, HostFacts};
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
@@ -42,6 +43,8 @@ struct HostStatus {
     certificates: Vec<Certificate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     renewal: Option<Renewal>,
+    /// Each app with backup settings on the host.
+    backups: Vec<backup_status::AppBackups>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -108,6 +111,8 @@ echo "result=$(systemctl show -p Result --value {service} 2>/dev/null)""#,
         ("renewal", &renewal),
         ("certificates", &store::listing_script(store_dir)),
     ]);
+    // One part per app and file, after the fixed ones.
+    script.push_str(&backup_status::script(sections.marker()));
     script.push_str("exit 0");
     script
 }
@@ -250,6 +255,7 @@ fn fill(status: &mut HostStatus, parts: &Parts) -> Result<(), String> {
         part("renewal")?,
         !status.certificates.is_empty(),
     ));
+    status.backups = backup_status::parse(parts, OffsetDateTime::now_utc());
     Ok(())
 }
 
@@ -316,6 +322,25 @@ fn print_host(s: &HostStatus) {
             println!("  renewal      NOT on the host: {why}");
         } else {
             println!("  renewal      NOT on the host: certificates expire unless `vpsup renew-certs` runs from elsewhere (cron/CI); `vpsup init` installs the timer");
+        }
+    }
+    for b in &s.backups {
+        let good = match (&b.last_ok, b.last_ok_age_hours) {
+            (Some(at), Some(age)) => format!("last good {at} ({age} h ago)"),
+            _ => "no good backup yet".to_string(),
+        };
+        let drill = match &b.drill {
+            Some(d) if d.ok => format!("drill ok {}", d.finished),
+            Some(d) => format!("drill FAILED {}", d.finished),
+            None => "no drill yet".to_string(),
+        };
+        println!(
+            "  backups      {}: {good}, {drill}, next {}",
+            b.app,
+            b.next.as_deref().unwrap_or("?")
+        );
+        for problem in &b.problems {
+            println!("  backups      {}: ERROR: {problem}", b.app);
         }
     }
 }
