@@ -149,3 +149,101 @@ impl Drop for TestVm {
         }
     }
 }
+
+/// What `import_db_images` tags, as compose files name them: the image, the
+/// entrypoint's command (tests/vm/db-entrypoint), and the official image's
+/// settings that matter (not STOPSIGNAL: `docker commit` does not take it).
+const DB_TAGS: [(&str, &str, &[&str]); 3] = [
+    (
+        "postgres:17",
+        "postgres",
+        &["VOLUME /var/lib/postgresql/data", "EXPOSE 5432"],
+    ),
+    (
+        "redis:8",
+        "redis-server",
+        &["VOLUME /data", "WORKDIR /data", "EXPOSE 6379"],
+    ),
+    (
+        "mariadb:11",
+        "mariadbd",
+        &["VOLUME /var/lib/mysql", "EXPOSE 3306"],
+    ),
+];
+
+/// The imported rootfs every tag is made from.
+const DB_BASE: &str = "vpsup-test/debian-db:trixie";
+
+impl TestVm {
+    /// Builds the database image (`tests/vm/build-db-image`: about 1.5 minutes
+    /// the first time on this machine, cached after) and returns its directory.
+    /// Only the backup stage needs it; `import_db_images` calls it.
+    pub fn build_db_image() -> PathBuf {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/build-db-image");
+        let out = Command::new("bash").arg(&script).output();
+        let out = succeeded("tests/vm/build-db-image", out);
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    }
+
+    /// Makes `postgres:17`, `redis:8` and `mariadb:11` exist on the VM without
+    /// a registry: streams the database image's rootfs.tar over ssh into
+    /// `docker import`, then tags it once per engine with the command and
+    /// settings of the official image (`docker commit` of a created container
+    /// adds only an empty layer). Compose's default `pull_policy: missing` then
+    /// uses them. `user` must be in the docker group: after `vpsup init`, the
+    /// admin user ("deploy") with the key it logs in with. Panics on failure.
+    pub fn import_db_images(&self, user: &str, key: &Path) {
+        let tar = Self::build_db_image().join("rootfs.tar");
+        // PATH as tests/vm/check-db-image sets it: pg_dump & co. of version 17.
+        let mut script = format!(
+            "set -e\ndocker import --change 'ENTRYPOINT [\"/usr/local/bin/vpsup-test-db\"]' \
+             --change 'ENV PATH=/usr/lib/postgresql/17/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+             - {DB_BASE} >/dev/null\n"
+        );
+        for (tag, command, settings) in DB_TAGS {
+            let changes: String = settings
+                .iter()
+                .map(|s| format!(" --change '{s}'"))
+                .collect();
+            script.push_str(&format!(
+                "c=$(docker create {DB_BASE})\n\
+                 docker commit --change 'ENV VPSUP_TEST_DB_ENGINE={command}' --change 'CMD [\"{command}\"]'{changes} \"$c\" {tag} >/dev/null\n\
+                 docker rm \"$c\" >/dev/null\n"
+            ));
+        }
+        let out = Command::new("ssh")
+            .args([
+                "-F",
+                "/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .args([
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+            ])
+            .args(["-o", "IdentitiesOnly=yes", "-i"])
+            .arg(key)
+            .args(["-p", &self.ssh_port.to_string()])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg(script)
+            .stdin(std::fs::File::open(&tar).expect("rootfs.tar opens"))
+            .output();
+        succeeded("importing the database image", out);
+    }
+}
+
+/// `out` of a command that must have succeeded; panics with its output otherwise.
+fn succeeded(what: &str, out: std::io::Result<Output>) -> Output {
+    let out = out.unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        super::describe_output(&out)
+    );
+    out
+}
