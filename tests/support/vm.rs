@@ -103,31 +103,30 @@ impl TestVm {
         command: &str,
         extra: &[&str],
     ) -> Output {
-        Command::new("ssh")
+        self.ssh_command(port, user, key, extra)
+            .arg(command)
+            .output()
+            .expect("ssh runs")
+    }
+
+    /// `ssh` to `user` on the VM's `port`, with `key` only, trusting any host
+    /// key (a fresh VM each run); the command follows.
+    fn ssh_command(&self, port: u16, user: &str, key: &Path, extra: &[&str]) -> Command {
+        let mut ssh = Command::new("ssh");
+        ssh.args(["-F", "/dev/null", "-o", "BatchMode=yes"])
             .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
                 "-o",
                 "StrictHostKeyChecking=no",
-            ])
-            .args([
                 "-o",
                 "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=20",
             ])
+            .args(["-o", "LogLevel=ERROR", "-o", "ConnectTimeout=20"])
             .args(["-o", "IdentitiesOnly=yes", "-i"])
             .arg(key)
             .args(extra)
             .args(["-p", &port.to_string()])
-            .arg(format!("{user}@127.0.0.1"))
-            .arg(command)
-            .output()
-            .expect("ssh runs")
+            .arg(format!("{user}@127.0.0.1"));
+        ssh
     }
 
     /// `ssh` as root with the image's key; panics when the command fails.
@@ -211,25 +210,8 @@ impl TestVm {
                  docker rm \"$c\" >/dev/null\n"
             ));
         }
-        let out = Command::new("ssh")
-            .args([
-                "-F",
-                "/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-            ])
-            .args([
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-            ])
-            .args(["-o", "IdentitiesOnly=yes", "-i"])
-            .arg(key)
-            .args(["-p", &self.ssh_port.to_string()])
-            .arg(format!("{user}@127.0.0.1"))
+        let out = self
+            .ssh_command(self.ssh_port, user, key, &[])
             .arg(script)
             .stdin(std::fs::File::open(&tar).expect("rootfs.tar opens"))
             .output();
