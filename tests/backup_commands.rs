@@ -7,10 +7,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use vpsup::backup::host::{self as backup, Action, AppBackup, HostReport};
 use vpsup::backup::host_settings::{self, Changed, HostSettings};
 use vpsup::backup::pipe::{stdin_path, Pipeline};
 use vpsup::backup::restic::{HostFiles, HostKeys, Repository, SnapshotMeta};
-use vpsup::commands::backup::{self, Action, AppBackup, HostReport};
 use vpsup::config::Config;
 use vpsup::transport::sections::Sections;
 use vpsup::transport::{ExecRequest, LocalTransport, Transport};

@@ -153,15 +153,32 @@ pub fn ensure_password(config: &BackupConfig, project: &Path) -> Result<bool, Se
     Ok(true)
 }
 
-/// The files for `config`'s app on host `host` (paths in `[backup]` relative
-/// to `project`), the settings file last (it names the others).
-pub fn files(config: &Config, project: &Path, host: &str) -> Result<Vec<HostFile>, SettingsError> {
-    let app = config
+/// `config`'s app name: backups need one.
+fn app_name(config: &Config) -> Result<String, SettingsError> {
+    Ok(config
         .app
         .as_ref()
         .ok_or(SettingsError::NoApp)?
         .name
-        .to_string();
+        .to_string())
+}
+
+/// The settings an operator's run uses on host `host`: the project's
+/// `[backup]`, its files as the host keeps them.
+pub fn for_operator(config: &Config, host: &str) -> Result<HostSettings, SettingsError> {
+    let app = app_name(config)?;
+    let backup = config.backup.clone().ok_or(SettingsError::NoBackup)?;
+    Ok(HostSettings {
+        app,
+        host: host.to_string(),
+        backup,
+    })
+}
+
+/// The files for `config`'s app on host `host` (paths in `[backup]` relative
+/// to `project`), the settings file last (it names the others).
+pub fn files(config: &Config, project: &Path, host: &str) -> Result<Vec<HostFile>, SettingsError> {
+    let app = app_name(config)?;
     let backup = config.backup.as_ref().ok_or(SettingsError::NoBackup)?;
     let read = |relative: &Path| {
         let path = project.join(relative);

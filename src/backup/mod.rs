@@ -1,9 +1,26 @@
 //! Backups: vpsup drives the distribution's `restic` through shell scripts it
-//! builds here. Everything in this module is pure: builders return scripts,
-//! parsers read their output.
+//! builds here.
+//!
+//! The parts, pure (builders return scripts, parsers read their output):
+//! `detect.rs` (which services hold what), `engines/` (per-engine dump,
+//! restore and drill scripts), `plan.rs` (the plan from the compose files),
+//! `pipe.rs` (a dump streamed into restic), `restic.rs` (the repository's
+//! commands and their output), `manifest.rs` (what a run wrote per
+//! service), `restore.rs` (restore scripts), `schedule.rs` and `timers.rs`
+//! (the host's systemd timers).
+//!
+//! The steps on one host, through a `Transport`: `host_settings.rs` (the
+//! settings and records the host keeps), `lock.rs` (the app's backup lock),
+//! `host.rs` (the session: one action under the lock, preflight and
+//! repository id, `init`, `list`, the deployed release's plan), `run.rs` (a
+//! backup run, the snapshot before a deploy), `drill.rs` (`verify`, the
+//! restore drill), `restore_run.rs` (a restore after a safety snapshot).
+//! `commands/backup.rs` runs them on the fleet and prints.
 
 pub mod detect;
+pub mod drill;
 pub mod engines;
+pub mod host;
 pub mod host_settings;
 pub mod lock;
 pub mod manifest;
@@ -11,6 +28,8 @@ pub mod pipe;
 pub mod plan;
 pub mod restic;
 pub mod restore;
+pub mod restore_run;
+pub mod run;
 pub mod schedule;
 pub mod status;
 pub mod timers;

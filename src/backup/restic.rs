@@ -527,13 +527,17 @@ impl SnapshotMeta {
     }
 }
 
-/// restic splits tags on `,`; a tag value is one plain word.
-fn tag_word(what: &str, value: &str) -> Result<(), String> {
-    let ok = !value.is_empty()
+/// restic splits tags on `,`; a tag value is one plain word: letters,
+/// digits, `.`, `_` and `-`.
+pub fn is_tag_word(value: &str) -> bool {
+    !value.is_empty()
         && value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn tag_word(what: &str, value: &str) -> Result<(), String> {
+    if is_tag_word(value) {
         Ok(())
     } else {
         Err(format!(

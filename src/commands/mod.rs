@@ -38,10 +38,10 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Deploy => deploy::run(&settings).await,
         Command::Backup { action, local, app } => {
             let action = match action {
-                None => backup::Action::Backup,
-                Some(BackupAction::List) => backup::Action::List,
-                Some(BackupAction::Init) => backup::Action::Init,
-                Some(BackupAction::Verify) => backup::Action::Verify,
+                None => crate::backup::host::Action::Backup,
+                Some(BackupAction::List) => crate::backup::host::Action::List,
+                Some(BackupAction::Init) => crate::backup::host::Action::Init,
+                Some(BackupAction::Verify) => crate::backup::host::Action::Verify,
             };
             backup::run(&settings, action, *local, app.as_deref()).await
         }
@@ -50,7 +50,7 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
             snapshot,
             release,
         } => {
-            let request = backup::RestoreRequest {
+            let request = crate::backup::restore_run::RestoreRequest {
                 service: service.clone(),
                 snapshot: snapshot.clone(),
                 release: release.clone(),

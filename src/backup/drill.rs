@@ -1,0 +1,236 @@
+//! `vpsup backup verify`, the restore drill on one host: each service's
+//! latest manifest restored into a throwaway container of its image on no
+//! network (volumes into a scratch directory) and checked against the
+//! manifest (row counts, keys), everything removed again; then `check` on a
+//! tenth of the data and the prune; the drill recorded in `last-drill.json`.
+
+use std::time::Instant;
+
+use super::engines;
+use super::host::{
+    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, service_record, AppBackup,
+};
+use super::host_settings::{self, RunKind, RunRecord, ServiceRecord, SnapshotRecord};
+use super::manifest::{self, Manifest};
+use super::plan::ServicePlan;
+use super::restic::{ReadData, SHORT_TIMEOUT};
+use super::restore::{self, RestoreInto};
+use super::{Engine, RunId};
+use crate::transport::script::quote;
+use crate::transport::{ExecRequest, Transport};
+
+/// The restore drill: each service's latest manifest restored into a
+/// throwaway container of its image on no network (volumes into a scratch
+/// directory) and checked against the manifest, everything removed again;
+/// then `check` on a tenth of the data (rotating weekly) and the prune.
+pub async fn verify(transport: &dyn Transport, job: &AppBackup) -> RunRecord {
+    let mut record = RunRecord {
+        kind: RunKind::Drill,
+        run: RunId::now().to_string(),
+        started: now_rfc3339(),
+        finished: String::new(),
+        ok: false,
+        error: None,
+        services: Vec::new(),
+    };
+    let outcome = verify_steps(transport, job, &mut record.services).await;
+    record.finished = now_rfc3339();
+    let failed = record.services.iter().any(|s| s.error.is_some());
+    record.ok = outcome.is_ok() && !failed;
+    record.error = outcome
+        .err()
+        .or_else(|| failed.then(|| "a drill failed".to_string()));
+    if let Err(e) = host_settings::store_record(transport, job.app(), &record).await {
+        record.ok = false;
+        record.error = Some(format!("the drill could not be recorded: {e}"));
+    }
+    record
+}
+
+async fn verify_steps(
+    transport: &dyn Transport,
+    job: &AppBackup,
+    services: &mut Vec<ServiceRecord>,
+) -> Result<(), String> {
+    preflight(transport, job).await?;
+    let (plan, _) = make_plan(transport, job).await?;
+    let label = format!("vpsup.drill={}", job.app());
+    let cleanup = format!(
+        "docker ps -aq --filter label={} | xargs -r docker rm -f >/dev/null\n",
+        quote(&label)
+    );
+    restic_or_shell(transport, cleanup.clone()).await?;
+    for service in &plan.services {
+        let started = Instant::now();
+        let mut rec = service_record(service);
+        let drilled = drill(transport, job, service, &label).await;
+        let _ = restic_or_shell(transport, cleanup.clone()).await;
+        match drilled {
+            Ok(manifest) => {
+                rec.snapshots = manifest
+                    .parts
+                    .iter()
+                    .map(|p| SnapshotRecord {
+                        path: p.path.clone(),
+                        id: p.snapshot.clone(),
+                        bytes: p.bytes,
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                eprintln!(
+                    "vpsup: {}: {}: drill FAILED: {e}",
+                    job.settings.host, service.service
+                );
+                rec.error = Some(e)
+            }
+        }
+        rec.duration_ms = started.elapsed().as_millis() as u64;
+        services.push(rec);
+    }
+    let week = time::OffsetDateTime::now_utc().iso_week() as u32;
+    let subset = ReadData::Part {
+        n: week % 10 + 1,
+        of: 10,
+    };
+    restic_run(transport, job.repo.check(&subset, job.timeout()))
+        .await
+        .map_err(|e| format!("restic check: {e}"))?;
+    let prune = job.repo.forget(
+        job.app(),
+        &job.settings.host,
+        &plan.retention,
+        true,
+        job.timeout(),
+    );
+    restic_run(transport, prune)
+        .await
+        .map_err(|e| format!("prune: {e}"))?;
+    Ok(())
+}
+
+/// One service's drill.
+async fn drill(
+    transport: &dyn Transport,
+    job: &AppBackup,
+    service: &ServicePlan,
+    label: &str,
+) -> Result<Manifest, String> {
+    let text = restic_run(
+        transport,
+        manifest::fetch(&job.repo, job.app(), &service.service, None, SHORT_TIMEOUT),
+    )
+    .await?;
+    let mut manifest = Manifest::from_json(&text).map_err(|e| e.to_string())?;
+    let pw = service.password_env.as_deref();
+    let name = format!(
+        "vpsup-drill-{}-{}-{}",
+        job.app(),
+        service.service,
+        &manifest.run.to_ascii_lowercase()
+    );
+    let restore_into = |manifest: &Manifest| {
+        restore::service_script(
+            &job.repo,
+            manifest,
+            RestoreInto::Container(&name),
+            &[],
+            pw,
+            job.timeout(),
+        )
+    };
+    let script = match manifest.engine {
+        Engine::Volume { .. } => {
+            // Into a scratch directory: never over the live data.
+            let scratch = format!("/var/tmp/{name}");
+            for part in &mut manifest.parts {
+                part.path = format!("{scratch}{}", part.path);
+            }
+            let mut body = format!("rm -rf {s}; trap 'rm -rf {s}' EXIT\n", s = quote(&scratch));
+            for part in &manifest.parts {
+                body.push_str(&format!("mkdir -p {}\n", quote(&part.path)));
+            }
+            body.push_str(&restore_into(&manifest)?);
+            body
+        }
+        engine => {
+            let (run_args, ready, check) = match engine {
+                Engine::Postgres { .. } => (
+                    format!("-e POSTGRES_PASSWORD {} postgres -c fsync=off -c shared_buffers=32MB", quote(&manifest.image)),
+                    engines::postgres::ready(),
+                    manifest
+                        .pg_counts
+                        .keys()
+                        .map(|db| engines::postgres::count_rows(db))
+                        .collect::<Vec<_>>()
+                        .join(""),
+                ),
+                Engine::Redis => (
+                    format!("--entrypoint sleep {} infinity", quote(&manifest.image)),
+                    String::new(),
+                    String::new(),
+                ),
+                _ => (format!("-e MARIADB_ROOT_PASSWORD -e MYSQL_ROOT_PASSWORD -e MONGO_INITDB_ROOT_PASSWORD {}", quote(&manifest.image)), "true".to_string(), String::new()),
+            };
+            let mut body = format!(
+                "POSTGRES_PASSWORD=$(head -c 18 /dev/urandom | base64); MARIADB_ROOT_PASSWORD=$POSTGRES_PASSWORD; MYSQL_ROOT_PASSWORD=$POSTGRES_PASSWORD; MONGO_INITDB_ROOT_PASSWORD=$POSTGRES_PASSWORD\nexport POSTGRES_PASSWORD MARIADB_ROOT_PASSWORD MYSQL_ROOT_PASSWORD MONGO_INITDB_ROOT_PASSWORD\ndocker run -d --network none --label {label} --name {n} {run_args} >/dev/null || exit 1\n",
+                label = quote(label),
+                n = quote(&name),
+            );
+            if !ready.is_empty() {
+                body.push_str(&format!(
+                    "i=0; until docker exec {n} sh -c {r} >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 120 ] || {{ echo 'vpsup: the drill container did not come up' >&2; docker logs --tail 20 {n} >&2; exit 1; }}; sleep 1; done\n",
+                    n = quote(&name),
+                    r = quote(&ready)
+                ));
+            }
+            body.push_str(&restore_into(&manifest)?);
+            if engine == Engine::Redis {
+                body.push_str(&format!(
+                    "docker exec -d {n} redis-server --dir /data --appendonly no --save ''\nsleep 2\ndocker exec {n} sh -c {k}\n",
+                    n = quote(&name),
+                    k = quote(&engines::redis::keyspace(None))
+                ));
+            }
+            if !check.is_empty() {
+                body.push_str(&format!(
+                    "docker exec {} sh -c {}\n",
+                    quote(&name),
+                    quote(&check)
+                ));
+            }
+            body
+        }
+    };
+    let out = transport
+        .exec(ExecRequest::new(format!("{}{script}", job.repo.script_prelude())).become_root(true))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.success() {
+        return Err(out.stderr_tail(8));
+    }
+    let stdout = out.stdout_str();
+    let found = format!("{stdout}{}", out.stderr_str());
+    if !manifest.pg_counts.is_empty() {
+        let mut expected = std::collections::BTreeMap::new();
+        for counts in manifest.pg_counts.values() {
+            expected.extend(counts.clone());
+        }
+        let mismatches = engines::postgres::count_mismatches(
+            &expected,
+            &engines::postgres::parse_counts(&found),
+        );
+        if !mismatches.is_empty() {
+            return Err(format!(
+                "row counts differ from the backup's: {mismatches:?}"
+            ));
+        }
+    }
+    if let (Engine::Redis, Some(keys)) = (manifest.engine, manifest.redis_keys) {
+        let loaded = engines::redis::parse_keyspace(&stdout);
+        if loaded > keys || loaded == 0 && keys > 0 {
+            return Err(format!("{loaded} keys loaded, the backup had {keys}"));
+        }
+    }
+    Ok(manifest)
+}
