@@ -34,6 +34,11 @@ pub fn settings_path(app: &str) -> String {
     format!("{BACKUP_SETTINGS_DIR}/{app}.toml")
 }
 
+/// The directory of an app's repository files (env, password, ssh key).
+pub fn files_dir(app: &str) -> String {
+    format!("{BACKUP_SETTINGS_DIR}/{app}")
+}
+
 /// The directory of an app's state files.
 pub fn state_dir(app: &str) -> String {
     format!("{BACKUP_STATE_DIR}/{app}")
@@ -118,6 +123,14 @@ impl crate::exit::ExitStatus for SettingsError {
             _ => crate::exit::BAD_INPUT,
         }
     }
+}
+
+/// Says, loudly, that `ensure_password` made a new password at `path`.
+pub fn warn_new_password(path: &Path) {
+    eprintln!(
+        "vpsup: GENERATED a new backup password in {}.\n  KEEP A COPY OUTSIDE THIS MACHINE AND THE HOST (a password manager): without it no backup can be read.",
+        path.display()
+    );
 }
 
 /// Creates the repository password file when it is missing: 32 random bytes

@@ -121,7 +121,7 @@ pub struct HostFiles {
 impl HostFiles {
     /// The standard places for app `app`.
     pub fn for_app(app: &str) -> HostFiles {
-        let mut files = HostFiles::under(&format!("/etc/vpsup/backup/{app}"));
+        let mut files = HostFiles::under(&crate::backup::host_settings::files_dir(app));
         files.cache = format!("/var/cache/vpsup/restic/{app}");
         files
     }

@@ -5,10 +5,11 @@
 //! --app APP`. Each app has its own timer files, so one app's deploy never
 //! changes another's schedule.
 //!
-//! Deploy keeps them as wanted: the probe hashes the unit files and reads
-//! whether the timers are enabled (`probe_script`), the plan compares that
-//! with what `unit_files` renders (`is_current`), and `install_script` writes
-//! only what differs, reloads systemd only then, and enables the timers.
+//! Deploy keeps them as wanted: the probe hashes the unit files (and the
+//! app's backup settings) and reads whether the timers are enabled
+//! (`probe_script`), the plan compares that with what `unit_files` renders
+//! (`Probed`), and `install_script` writes only what differs, reloads
+//! systemd only then, and enables the timers.
 
 use serde_json::json;
 
@@ -130,9 +131,10 @@ pub fn unit_files(
     Ok(files)
 }
 
-/// Prints `<sha256> <path>` for each of `app`'s unit files that exists, then
-/// `enabled <timer>` for each timer that is enabled and active.
-pub fn probe_script(app: &str) -> String {
+/// Prints `<sha256>  <path>` for each of `app`'s unit files and of `extra`
+/// (its settings files) that exists, then `enabled <timer>` for each timer
+/// that is enabled and active.
+pub fn probe_script(app: &str, extra: &[String]) -> String {
     let mut paths = Vec::new();
     let mut timers = Vec::new();
     for run in RUNS {
@@ -140,6 +142,7 @@ pub fn probe_script(app: &str) -> String {
         paths.push(quote(&format!("{SYSTEMD_DIR}/{}", run.timer(app))));
         timers.push(quote(&run.timer(app)));
     }
+    paths.extend(extra.iter().map(|p| quote(p)));
     format!(
         "for f in {paths}; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done\nfor t in {timers}; do systemctl is-enabled --quiet \"$t\" 2>/dev/null && systemctl is-active --quiet \"$t\" 2>/dev/null && echo \"enabled $t\"; done\ntrue",
         paths = paths.join(" "),
@@ -147,23 +150,44 @@ pub fn probe_script(app: &str) -> String {
     )
 }
 
-/// Whether what `probe_script` printed matches `files`, with both timers on.
-pub fn is_current(app: &str, files: &[UnitFile], probed: &str) -> bool {
-    let hashes: Vec<(&str, &str)> = probed
-        .lines()
-        .filter_map(|l| l.split_once("  ").or_else(|| l.split_once(' ')))
-        .collect();
-    let file_ok = |f: &UnitFile| {
-        hashes
-            .iter()
-            .any(|(hash, path)| *path == f.path && *hash == f.sha256())
-    };
-    let timer_on = |run: Run| {
+/// What `probe_script` printed: the files' hashes and which timers are on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Probed {
+    hashes: Vec<(String, String)>,
+    enabled: Vec<String>,
+}
+
+impl Probed {
+    pub fn parse(text: &str) -> Probed {
+        let mut probed = Probed::default();
+        for line in text.lines() {
+            if let Some(timer) = line.strip_prefix("enabled ") {
+                probed.enabled.push(timer.to_string());
+            } else if let Some((hash, path)) = line.split_once("  ") {
+                probed.hashes.push((path.to_string(), hash.to_string()));
+            }
+        }
         probed
-            .lines()
-            .any(|l| l == format!("enabled {}", run.timer(app)))
-    };
-    files.iter().all(file_ok) && RUNS.into_iter().all(timer_on)
+    }
+
+    /// Whether the host holds `content` at `path`.
+    pub fn holds(&self, path: &str, content: &[u8]) -> bool {
+        let want = script::sha256_hex(content);
+        self.hashes.iter().any(|(p, h)| p == path && *h == want)
+    }
+
+    /// Both of `app`'s timers are on, with `units` as they should be.
+    pub fn timers_current(&self, app: &str, units: &[UnitFile]) -> bool {
+        units
+            .iter()
+            .all(|u| self.holds(&u.path, u.content.as_bytes()))
+            && RUNS.iter().all(|r| self.enabled.contains(&r.timer(app)))
+    }
+
+    /// Any of `app`'s timers is on (to stop once `[backup]` is gone).
+    pub fn any_timer_on(&self, app: &str) -> bool {
+        RUNS.iter().any(|r| self.enabled.contains(&r.timer(app)))
+    }
 }
 
 /// Writes the files that differ (each atomically), reloads systemd when one
@@ -284,7 +308,7 @@ mod tests {
             String::from_utf8(sh_ok(&script[..cut]).stdout).unwrap()
         };
         let probe = || {
-            let script = probe_script("shop").replace(
+            let script = probe_script("shop", &[]).replace(
                 "/etc/systemd/system",
                 &format!("{}/etc/systemd/system", dir.path().display()),
             );
@@ -295,9 +319,10 @@ mod tests {
             );
             out
         };
-        assert!(!is_current("shop", &files, &probe()));
+        let current = |text: &str| Probed::parse(text).timers_current("shop", &files);
+        assert!(!current(&probe()));
         assert_eq!(install(&files).lines().count(), 4);
-        assert!(is_current("shop", &files, &probe()));
+        assert!(current(&probe()));
         assert_eq!(install(&files), "", "a second install changes nothing");
         let mode = std::fs::metadata(&files[1].path).unwrap().permissions();
         assert_eq!(
@@ -305,10 +330,11 @@ mod tests {
             0o644
         );
         std::fs::write(&files[1].path, "edited by hand\n").unwrap();
-        assert!(!is_current("shop", &files, &probe()));
+        assert!(!current(&probe()));
         assert_eq!(install(&files), format!("changed {}\n", files[1].path));
         // A timer that is off is not current either.
         let without_verify = probe().replace("enabled vpsup-backup-verify@shop.timer\n", "");
-        assert!(!is_current("shop", &files, &without_verify));
+        assert!(!current(&without_verify));
+        assert!(Probed::parse(&without_verify).any_timer_on("shop"));
     }
 }

@@ -128,10 +128,7 @@ async fn run_fleet(
         if !settings.check
             && host_settings::ensure_password(backup, &project).map_err(BackupError::from)?
         {
-            eprintln!(
-                "vpsup: GENERATED a new backup password in {}.\n  KEEP A COPY OUTSIDE THIS MACHINE AND THE HOST (a password manager): without it no backup can be read.",
-                project.join(&backup.password_file).display()
-            );
+            host_settings::warn_new_password(&project.join(&backup.password_file));
         }
     }
     let job = FleetRun {

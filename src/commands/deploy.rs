@@ -37,11 +37,14 @@ use crate::acme::host_settings::{self, HostFile};
 use crate::acme::renewal_lock;
 use crate::acme::settings::acme_settings;
 use crate::acme::store::{self, ChallengeKind};
+use crate::backup::host::AppBackup;
+use crate::backup::host_settings as backup_settings;
+use crate::backup::{self, timers};
 use crate::config::{AppConfig, Config, DnsRecords, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::dns::{self, PreflightError};
 use crate::deploy::error::{DeployError, NotLive, Restored, RunsAgain, StepError};
 use crate::deploy::local_release::{self, Release};
-use crate::deploy::plan::{DeployPlan, Wanted};
+use crate::deploy::plan::{BackupWanted, BackupWork, DeployPlan, Wanted};
 use crate::deploy::probe::{self, Probed};
 use crate::deploy::remote::{self, AppPaths};
 use crate::deploy::report::{self, HostReport, RollbackRow};
@@ -68,6 +71,9 @@ struct DeployRun<'a> {
     owner: String,
     /// Sets a site's record that does not point at the host ([app] dns = "update").
     dns_update: Option<Rfc2136>,
+    /// `[backup]`: per host (restic's `--host` and the timers' times are the
+    /// host's), what it needs to back up by itself.
+    backup: BTreeMap<String, BackupWanted>,
 }
 
 impl DeployRun<'_> {
@@ -77,8 +83,9 @@ impl DeployRun<'_> {
             .map_or(store::DEFAULT_DIR, |a| a.store_dir.as_str())
     }
 
-    fn wanted(&self) -> Wanted<'_> {
+    fn wanted(&self, host: &str) -> Wanted<'_> {
         Wanted {
+            backup: self.backup.get(host),
             app: self.app,
             sites: self.sites,
             release: &self.release,
@@ -159,6 +166,27 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
     }
     let assets = Assets::load(Some(&project))?;
     let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
+    let targets = settings.targets(None)?;
+    let backup = match &config.backup {
+        None => BTreeMap::new(),
+        Some(backup) if settings.check && !project.join(&backup.password_file).exists() => {
+            eprintln!("vpsup: --check: [backup] password_file does not exist yet; a deploy generates it (and installs the backup settings and timers)");
+            BTreeMap::new()
+        }
+        Some(backup) => {
+            if backup_settings::ensure_password(backup, &project)? {
+                backup_settings::warn_new_password(&project.join(&backup.password_file));
+            }
+            let mut wanted = BTreeMap::new();
+            for target in &targets {
+                let units = timers::unit_files(&renderer, app.name.as_str(), backup, &target.name)
+                    .map_err(anyhow::Error::msg)?;
+                let settings = backup_settings::files(config, &project, &target.name)?;
+                wanted.insert(target.name.clone(), BackupWanted { settings, units });
+            }
+            wanted
+        }
+    };
     let run = DeployRun {
         settings,
         config,
@@ -170,8 +198,9 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
         renderer,
         owner: hostlock::owner("deploy"),
         dns_update,
+        backup,
     };
-    let reports = fleet::for_each_host(settings, &settings.targets(None)?, &run).await;
+    let reports = fleet::for_each_host(settings, &targets, &run).await;
     if settings.json {
         println!(
             "{}",
@@ -242,7 +271,12 @@ async fn deploy_on(
     if probed.facts.compose_v2.is_none() {
         return Err(StepError::NoCompose);
     }
-    let plan = DeployPlan::new(&run.wanted(), &paths, &probed, OffsetDateTime::now_utc())?;
+    let plan = DeployPlan::new(
+        &run.wanted(&target.name),
+        &paths,
+        &probed,
+        OffsetDateTime::now_utc(),
+    )?;
     report.release = probed.current.release.clone();
     report.pending = plan.pending();
     if report.pending.is_empty() {
@@ -262,7 +296,12 @@ async fn deploy_on(
         probe::lock_and_probe(transport, &paths, run.store_dir(), &run.owner, &target.name).await?;
     let locked = lock.transport(transport);
     let work = async {
-        let plan = DeployPlan::new(&run.wanted(), &paths, &probed, OffsetDateTime::now_utc())?;
+        let plan = DeployPlan::new(
+            &run.wanted(&target.name),
+            &paths,
+            &probed,
+            OffsetDateTime::now_utc(),
+        )?;
         report.release = probed.current.release.clone();
         report.pending = plan.pending();
         if report.pending.is_empty() {
@@ -335,8 +374,38 @@ async fn change(
             Ok(())
         }
     };
-    stop_before("ordering certificates")?;
     report.changed = true;
+    if plan.release_work() {
+        release(
+            plain,
+            transport,
+            run,
+            paths,
+            probed,
+            plan,
+            report,
+            &stop_before,
+        )
+        .await?;
+    }
+    stop_before("installing the backup setup")?;
+    install_backups(transport, run, &report.host, &paths.app, plan.backup).await
+}
+
+/// The release part of a change: certificates, the release directory,
+/// secrets, then up, healthy and served, or back to the previous release.
+#[allow(clippy::too_many_arguments)]
+async fn release(
+    plain: &dyn Transport,
+    transport: &dyn Transport,
+    run: &DeployRun<'_>,
+    paths: &AppPaths,
+    probed: &Probed,
+    plan: &DeployPlan<'_>,
+    report: &mut HostReport,
+    stop_before: &dyn Fn(&'static str) -> Result<(), StepError>,
+) -> Result<(), StepError> {
+    stop_before("ordering certificates")?;
     // Certificates first: a CA that refuses changes nothing else.
     if let Some(acme) = &run.acme {
         certificates(plain, transport, run, acme, report).await?;
@@ -358,6 +427,20 @@ async fn change(
     }
     report.secrets_created =
         secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate).await?;
+
+    // `[backup] before_deploy`: the databases as they are, tagged with the
+    // release about to replace them (`vpsup restore db --release ID`).
+    let before_deploy = run.config.backup.as_ref().is_some_and(|b| b.before_deploy);
+    if before_deploy && probed.current.release.is_some() && !plan.upload().is_noop() {
+        stop_before("the snapshot before the deploy")?;
+        let record = backup::run::snapshot_before_deploy(transport, run.config, &report.host, &id)
+            .await
+            .map_err(|e| StepError::Backup(format!("{e}; nothing was deployed")))?;
+        eprintln!(
+            "{}: snapshot of the databases before release {id}: run {}",
+            report.host, record.run
+        );
+    }
 
     // Up, healthy and served, or back to the previous release: from `up`
     // on, the previous release's containers are replaced, so any failure
@@ -416,6 +499,62 @@ async fn change(
     }
     report.release = Some(id);
     Ok(())
+}
+
+/// `[backup]`: the host's copy of the settings and its timers, as the plan
+/// found them lacking; the repository is created the first time (a backup
+/// never creates one). `[backup]` gone: the app's timers stop (its
+/// repository and settings stay: they are the user's).
+async fn install_backups(
+    transport: &dyn Transport,
+    run: &DeployRun<'_>,
+    host: &str,
+    app: &str,
+    work: BackupWork,
+) -> Result<(), StepError> {
+    let failed = |e: &dyn std::fmt::Display| {
+        StepError::Backup(format!(
+            "{e} (the release is live; `vpsup deploy` again retries this step)"
+        ))
+    };
+    match work {
+        BackupWork::Nothing => Ok(()),
+        BackupWork::StopTimers => {
+            transport
+                .run_ok(
+                    "stopping the backup timers",
+                    ExecRequest::new(timers::remove_script(app)).become_root(true),
+                )
+                .await?;
+            Ok(())
+        }
+        BackupWork::Install {
+            settings,
+            timers: units,
+        } => {
+            let want = &run.backup[host];
+            if settings {
+                backup_settings::write(transport, &want.settings)
+                    .await
+                    .map_err(|e| failed(&e))?;
+                let job = AppBackup::for_operator(run.config, host, run.owner.clone())
+                    .map_err(|e| failed(&e))?;
+                backup::host::init(transport, &job)
+                    .await
+                    .map_err(|e| failed(&e))?;
+            }
+            if units {
+                transport
+                    .run_ok(
+                        "installing the backup timers",
+                        ExecRequest::new(timers::install_script(app, &want.units))
+                            .become_root(true),
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Each site's certificate, and the renewal timer's settings, under the

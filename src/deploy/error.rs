@@ -67,6 +67,9 @@ pub enum StepError {
     Certificate { domain: String, error: AcmeError },
     #[error("the renewal timer's settings: {0}")]
     RenewalSettings(TransportError),
+    /// The snapshot before a deploy, or the host's backup setup after it.
+    #[error("backups: {0}")]
+    Backup(String),
     /// The new release did not go live; `logs`: the failing services' last
     /// lines.
     #[error("release {id} {why}; {after}\n{logs}")]

@@ -14,8 +14,10 @@ use super::remote::{self, AppPaths, Container, ReleaseMeta};
 use super::upload::{self, ReleaseFile};
 use super::{host_releases, volumes};
 use crate::acme::certinfo::CertInfo;
+use crate::acme::host_settings::HostFile;
 use crate::acme::policy::{self, Decision};
 use crate::acme::store::{self, cert_name};
+use crate::backup::timers;
 use crate::config::{AppConfig, SiteConfig};
 use crate::engine::render::Renderer;
 
@@ -29,6 +31,28 @@ pub struct Wanted<'a> {
     pub store_dir: &'a str,
     /// The ACME webroot kept on :80 for renewals.
     pub webroot: &'a str,
+    /// `[backup]`: the host's copy of its settings and its timers.
+    pub backup: Option<&'a BackupWanted>,
+}
+
+/// What a host needs to back up the app by itself (`[backup]`).
+#[derive(Debug, Clone)]
+pub struct BackupWanted {
+    pub settings: Vec<HostFile>,
+    pub units: Vec<timers::UnitFile>,
+}
+
+/// What the host's backup setup lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupWork {
+    Nothing,
+    /// Settings files or timers differ from `BackupWanted`.
+    Install {
+        settings: bool,
+        timers: bool,
+    },
+    /// `[backup]` is gone but the app's timers still run.
+    StopTimers,
 }
 
 /// The compose file naming the app's volumes as an earlier vpsup made them.
@@ -49,6 +73,7 @@ pub struct DeployPlan<'a> {
     pub sites_current: bool,
     /// Every container of the app runs (and is healthy, if it has a check).
     pub services_up: bool,
+    pub backup: BackupWork,
     probed: &'a Probed,
     data: &'a [String],
 }
@@ -89,6 +114,22 @@ impl<'a> DeployPlan<'a> {
         }) && probed.sites.len() == wanted.sites.len();
         let services_up =
             !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
+        let backup = match wanted.backup {
+            Some(want) => {
+                let settings = !want
+                    .settings
+                    .iter()
+                    .all(|f| probed.backup.holds(&f.path, &f.content));
+                let timers = !probed.backup.timers_current(&paths.app, &want.units);
+                if settings || timers {
+                    BackupWork::Install { settings, timers }
+                } else {
+                    BackupWork::Nothing
+                }
+            }
+            None if probed.backup.any_timer_on(&paths.app) => BackupWork::StopTimers,
+            None => BackupWork::Nothing,
+        };
         Ok(DeployPlan {
             files,
             meta,
@@ -96,6 +137,7 @@ impl<'a> DeployPlan<'a> {
             certificates_due,
             sites_current,
             services_up,
+            backup,
             probed,
             data: &wanted.release.data,
         })
@@ -136,7 +178,33 @@ impl<'a> DeployPlan<'a> {
             pending
                 .push("containers to start (some are missing, stopped or unhealthy)".to_string());
         }
+        match self.backup {
+            BackupWork::Nothing => {}
+            BackupWork::Install { settings, timers } => {
+                let mut what = Vec::new();
+                if settings {
+                    what.push("settings");
+                }
+                if timers {
+                    what.push("timers");
+                }
+                pending.push(format!("backup {} to install", what.join(" and ")));
+            }
+            BackupWork::StopTimers => {
+                pending.push("backup timers to stop ([backup] is gone)".to_string())
+            }
+        }
         pending
+    }
+
+    /// Whether the release needs work (files, secrets, certificates, site
+    /// files, containers); `false` when only the backup setup does.
+    pub fn release_work(&self) -> bool {
+        !self.upload().is_noop()
+            || !self.missing_secrets.is_empty()
+            || !self.certificates_due.is_empty()
+            || !self.sites_current
+            || !self.services_up
     }
 
     /// The release to start: the current one when no file changed (its
@@ -318,6 +386,7 @@ mod tests {
             sites: vec![],
             containers: vec![],
             certificates: vec![],
+            backup: Default::default(),
         }
     }
 
@@ -340,6 +409,7 @@ mod tests {
             renderer: &renderer,
             store_dir: "/etc/vpsup/acme",
             webroot: "/var/lib/vpsup/acme",
+            backup: None,
         };
         let paths = AppPaths::new("doctor");
         let now = OffsetDateTime::now_utc();
@@ -420,6 +490,7 @@ mod tests {
             renderer: &renderer,
             store_dir: "/etc/vpsup/acme",
             webroot: "/var/lib/vpsup/acme",
+            backup: None,
         };
         let mut old = probed(FACTS);
         old.meta = Some(ReleaseMeta {

@@ -1,7 +1,8 @@
 //! The one probe a deploy or a rollback decides on, in one exec (as root):
 //! the host's facts, the current release's files and how it runs, the
 //! releases kept, the secrets' names, the installed site files' hashes, the
-//! app's containers and the certificate store. One part each, marked by a
+//! app's containers, the certificate store, and the app's backup settings
+//! and timers. One part each, marked by a
 //! fresh `Sections` per run; the parser fails on a part that did not come
 //! back.
 
@@ -9,6 +10,8 @@ use super::error::StepError;
 use super::remote::{self, AppPaths, Container, ReleaseMeta};
 use super::upload;
 use crate::acme::store;
+use crate::backup::host_settings as backup_settings;
+use crate::backup::timers;
 use crate::facts::{self, HostFacts};
 use crate::hostlock::{HostLock, LockRequest, LockTiming};
 use crate::transport::script::quote;
@@ -29,6 +32,8 @@ pub struct Probed {
     pub sites: Vec<(String, String)>,
     pub containers: Vec<Container>,
     pub certificates: Vec<store::StoredCert>,
+    /// The app's backup settings and timers on the host.
+    pub backup: timers::Probed,
 }
 
 const FACTS: &str = "facts";
@@ -39,6 +44,7 @@ const SECRETS: &str = "secrets";
 const SITES: &str = "sites";
 const CONTAINERS: &str = "containers";
 const CERTIFICATES: &str = "certificates";
+const BACKUP: &str = "backup";
 
 /// The probe of app `paths` and the certificate store at `store_dir`.
 pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String {
@@ -58,6 +64,11 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         quote(&remote::project_name(&paths.app))
     );
     let certificates = store::listing_script(store_dir);
+    let backup = format!(
+        "{}\nfor f in {}/*; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done",
+        timers::probe_script(&paths.app, &[backup_settings::settings_path(&paths.app)]),
+        quote(&backup_settings::files_dir(&paths.app)),
+    );
     let mut script = sections.script([
         (FACTS, facts.as_str()),
         (RELEASE, release.as_str()),
@@ -67,6 +78,7 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         (SITES, sites.as_str()),
         (CONTAINERS, containers.as_str()),
         (CERTIFICATES, certificates.as_str()),
+        (BACKUP, backup.as_str()),
     ]);
     script.push_str("exit 0\n");
     script
@@ -95,6 +107,7 @@ pub fn parse(sections: &Sections, text: &str) -> Result<Probed, StepError> {
         containers: remote::parse_containers(parts.get(CONTAINERS)?),
         certificates: store::parse_listing(parts.get(CERTIFICATES)?)
             .map_err(StepError::CertificateStore)?,
+        backup: timers::Probed::parse(parts.get(BACKUP)?),
     })
 }
 
@@ -250,6 +263,7 @@ mod tests {
             part(SITES, ""),
             part(CONTAINERS, "web\trunning\tUp 1 second\n"),
             part(CERTIFICATES, ""),
+            part(BACKUP, ""),
         ];
         let probed = parse(&s, &all.concat()).unwrap();
         assert_eq!(probed.secrets, ["DB_PASSWORD", "@@sites"]);
