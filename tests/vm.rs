@@ -8,6 +8,8 @@
 //! share connections and pause between groups; fail2ban bans after 5 failed
 //! logins, so the refused-login checks come last and are few.
 
+#[path = "vm/backups.rs"]
+mod backups;
 mod support;
 
 use std::path::Path;
@@ -1120,6 +1122,20 @@ echo "sites: $(ls /etc/nginx/sites-enabled | grep legacy | tr '\n' ' ')"
     }
     let page = https_to(vm, pebble, "legacy.vpsup.test", "/starts");
     assert_eq!(page.lines().count(), 3, "{page}");
+}
+
+/// Backups on a host init made: see tests/vm/backups.rs.
+#[test]
+#[ignore = "tier 2: boots a VM (minutes); tests/run runs it"]
+fn backups_are_proven_by_restores_on_a_fresh_vps() {
+    let vm = TestVm::boot();
+    let op = Operator::new();
+    let target = format!("root@127.0.0.1:{}", vm.ssh_port);
+    let key = vm.root_key();
+    let out = op.vpsup(&["init", &target, "-i", &key.display().to_string(), "--json"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    cool_down();
+    backups::backups_are_proven_by_restores(&vm, &op, &key);
 }
 
 #[test]
