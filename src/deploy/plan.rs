@@ -512,4 +512,75 @@ mod tests {
         assert!(!plan.meta.volumes_pinned);
         assert!(!plan.files.iter().any(|f| f.path == VOLUME_PINS));
     }
+
+    /// `[backup]`: the host's settings and timers are work until the host
+    /// holds them; once `[backup]` is gone, running timers are.
+    #[test]
+    fn backup_setup_is_work_until_the_host_holds_it() {
+        let config = config();
+        let release = release();
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let want = BackupWanted {
+            settings: vec![HostFile {
+                path: "/etc/vpsup/backup/doctor.toml".into(),
+                content: b"app = \"doctor\"\n".to_vec(),
+                mode: 0o600,
+            }],
+            units: vec![timers::UnitFile {
+                path: "/etc/systemd/system/vpsup-backup@doctor.timer".into(),
+                content: "[Timer]\n".into(),
+            }],
+        };
+        let mut wanted = Wanted {
+            app: config.app.as_ref().unwrap(),
+            sites: &config.sites,
+            release: &release,
+            renderer: &renderer,
+            store_dir: "/etc/vpsup/acme",
+            webroot: "/var/lib/vpsup/acme",
+            backup: Some(&want),
+        };
+        let paths = AppPaths::new("doctor");
+        let now = OffsetDateTime::now_utc();
+        let work = |probed: &Probed, wanted: &Wanted| {
+            DeployPlan::new(wanted, &paths, probed, now).unwrap().backup
+        };
+        let mut host = probed(FACTS);
+        assert_eq!(
+            work(&host, &wanted),
+            BackupWork::Install {
+                settings: true,
+                timers: true
+            }
+        );
+        let hash = |b: &[u8]| crate::transport::script::sha256_hex(b);
+        host.backup = timers::Probed::parse(&format!(
+            "{}  /etc/vpsup/backup/doctor.toml\n{}  /etc/systemd/system/vpsup-backup@doctor.timer\nenabled vpsup-backup@doctor.timer\n",
+            hash(&want.settings[0].content),
+            hash(want.units[0].content.as_bytes()),
+        ));
+        // The drill's timer is off.
+        assert_eq!(
+            work(&host, &wanted),
+            BackupWork::Install {
+                settings: false,
+                timers: true
+            }
+        );
+        host.backup = timers::Probed::parse(&format!(
+            "{}  /etc/vpsup/backup/doctor.toml\n{}  /etc/systemd/system/vpsup-backup@doctor.timer\nenabled vpsup-backup@doctor.timer\nenabled vpsup-backup-verify@doctor.timer\n",
+            hash(&want.settings[0].content),
+            hash(want.units[0].content.as_bytes()),
+        ));
+        let plan = DeployPlan::new(&wanted, &paths, &host, now).unwrap();
+        assert_eq!(plan.backup, BackupWork::Nothing);
+        assert!(!plan.pending().iter().any(|p| p.contains("backup")));
+        wanted.backup = None;
+        let plan = DeployPlan::new(&wanted, &paths, &host, now).unwrap();
+        assert_eq!(plan.backup, BackupWork::StopTimers);
+        assert!(plan
+            .pending()
+            .contains(&"backup timers to stop ([backup] is gone)".to_string()));
+    }
 }
