@@ -375,130 +375,106 @@ async fn change(
         }
     };
     report.changed = true;
+    // The release: certificates, the release directory, secrets, then up,
+    // healthy and served, or back to the previous release.
     if plan.release_work() {
-        release(
-            plain,
+        stop_before("ordering certificates")?;
+        // Certificates first: a CA that refuses changes nothing else.
+        if let Some(acme) = &run.acme {
+            certificates(plain, transport, run, acme, report).await?;
+        }
+
+        // The release: a copy of the current one with only the changes sent;
+        // the app's data directories made (never inside a release).
+        let id = plan.release_id(OffsetDateTime::now_utc());
+        stop_before("writing the release")?;
+        let (script, uploaded) = plan.release_script(paths, &id);
+        report.uploaded = uploaded;
+        if !script.is_empty() {
+            transport
+                .run_ok(
+                    "writing the new release",
+                    ExecRequest::piped(script).become_root(true),
+                )
+                .await?;
+        }
+        report.secrets_created =
+            secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate).await?;
+
+        // `[backup] before_deploy`: the databases as they are, tagged with the
+        // release about to replace them (`vpsup restore db --release ID`).
+        let before_deploy = run.config.backup.as_ref().is_some_and(|b| b.before_deploy);
+        if before_deploy && probed.current.release.is_some() && !plan.upload().is_noop() {
+            stop_before("the snapshot before the deploy")?;
+            let record =
+                backup::run::snapshot_before_deploy(transport, run.config, &report.host, &id)
+                    .await
+                    .map_err(|e| StepError::Backup(format!("{e}; nothing was deployed")))?;
+            eprintln!(
+                "{}: snapshot of the databases before release {id}: run {}",
+                report.host, record.run
+            );
+        }
+
+        // Up, healthy and served, or back to the previous release: from `up`
+        // on, the previous release's containers are replaced, so any failure
+        // restarts them.
+        stop_before("starting the release")?;
+        let timeout = run.app.health_timeout.0;
+        // No stop between `up` and serving (or restoring): either way, the host
+        // must end with one release serving.
+        let failure = match start::start(
             transport,
-            run,
             paths,
-            probed,
-            plan,
-            report,
-            &stop_before,
+            &id,
+            &plan.meta,
+            &run.release.ports,
+            timeout,
         )
-        .await?;
+        .await
+        {
+            Err(why) => Some((NotLive::Unhealthy(why.text), why.services)),
+            Ok(()) => start::activate(
+                transport,
+                run.config,
+                paths,
+                &id,
+                &probed.releases,
+                run.app.releases.0 as usize,
+                &run.owner,
+            )
+            .await
+            .err()
+            .map(|e| (NotLive::NotServed(e), Vec::new())),
+        };
+        if let Some((why, services)) = failure {
+            let secrets_path = paths.secrets();
+            let release_dir = paths.release(&id);
+            let failed = stack_for(&paths.app, &release_dir, &plan.meta, &secrets_path);
+            let current = probed.current.release.as_deref();
+            let previous = current.map(|id| (id, probed.meta.as_ref()));
+            let (logs, restored) =
+                start::roll_back(transport, paths, &failed, previous, &services, timeout).await;
+            let after = match (current, restored) {
+                (Some(previous), Ok(())) => Restored::Previous(previous.to_string()),
+                (Some(previous), Err(error)) => Restored::PreviousFailed {
+                    previous: previous.to_string(),
+                    error,
+                },
+                (None, Ok(())) => Restored::FirstStopped,
+                (None, Err(e)) => Restored::FirstNotStopped(e),
+            };
+            return Err(StepError::NotLive {
+                id,
+                why: Box::new(why),
+                after,
+                logs,
+            });
+        }
+        report.release = Some(id);
     }
     stop_before("installing the backup setup")?;
     install_backups(transport, run, &report.host, &paths.app, plan.backup).await
-}
-
-/// The release part of a change: certificates, the release directory,
-/// secrets, then up, healthy and served, or back to the previous release.
-#[allow(clippy::too_many_arguments)]
-async fn release(
-    plain: &dyn Transport,
-    transport: &dyn Transport,
-    run: &DeployRun<'_>,
-    paths: &AppPaths,
-    probed: &Probed,
-    plan: &DeployPlan<'_>,
-    report: &mut HostReport,
-    stop_before: &dyn Fn(&'static str) -> Result<(), StepError>,
-) -> Result<(), StepError> {
-    stop_before("ordering certificates")?;
-    // Certificates first: a CA that refuses changes nothing else.
-    if let Some(acme) = &run.acme {
-        certificates(plain, transport, run, acme, report).await?;
-    }
-
-    // The release: a copy of the current one with only the changes sent;
-    // the app's data directories made (never inside a release).
-    let id = plan.release_id(OffsetDateTime::now_utc());
-    stop_before("writing the release")?;
-    let (script, uploaded) = plan.release_script(paths, &id);
-    report.uploaded = uploaded;
-    if !script.is_empty() {
-        transport
-            .run_ok(
-                "writing the new release",
-                ExecRequest::piped(script).become_root(true),
-            )
-            .await?;
-    }
-    report.secrets_created =
-        secrets::ensure(transport, &paths.secrets(), &run.app.secrets.generate).await?;
-
-    // `[backup] before_deploy`: the databases as they are, tagged with the
-    // release about to replace them (`vpsup restore db --release ID`).
-    let before_deploy = run.config.backup.as_ref().is_some_and(|b| b.before_deploy);
-    if before_deploy && probed.current.release.is_some() && !plan.upload().is_noop() {
-        stop_before("the snapshot before the deploy")?;
-        let record = backup::run::snapshot_before_deploy(transport, run.config, &report.host, &id)
-            .await
-            .map_err(|e| StepError::Backup(format!("{e}; nothing was deployed")))?;
-        eprintln!(
-            "{}: snapshot of the databases before release {id}: run {}",
-            report.host, record.run
-        );
-    }
-
-    // Up, healthy and served, or back to the previous release: from `up`
-    // on, the previous release's containers are replaced, so any failure
-    // restarts them.
-    stop_before("starting the release")?;
-    let timeout = run.app.health_timeout.0;
-    // No stop between `up` and serving (or restoring): either way, the host
-    // must end with one release serving.
-    let failure = match start::start(
-        transport,
-        paths,
-        &id,
-        &plan.meta,
-        &run.release.ports,
-        timeout,
-    )
-    .await
-    {
-        Err(why) => Some((NotLive::Unhealthy(why.text), why.services)),
-        Ok(()) => start::activate(
-            transport,
-            run.config,
-            paths,
-            &id,
-            &probed.releases,
-            run.app.releases.0 as usize,
-            &run.owner,
-        )
-        .await
-        .err()
-        .map(|e| (NotLive::NotServed(e), Vec::new())),
-    };
-    if let Some((why, services)) = failure {
-        let secrets_path = paths.secrets();
-        let release_dir = paths.release(&id);
-        let failed = stack_for(&paths.app, &release_dir, &plan.meta, &secrets_path);
-        let current = probed.current.release.as_deref();
-        let previous = current.map(|id| (id, probed.meta.as_ref()));
-        let (logs, restored) =
-            start::roll_back(transport, paths, &failed, previous, &services, timeout).await;
-        let after = match (current, restored) {
-            (Some(previous), Ok(())) => Restored::Previous(previous.to_string()),
-            (Some(previous), Err(error)) => Restored::PreviousFailed {
-                previous: previous.to_string(),
-                error,
-            },
-            (None, Ok(())) => Restored::FirstStopped,
-            (None, Err(e)) => Restored::FirstNotStopped(e),
-        };
-        return Err(StepError::NotLive {
-            id,
-            why: Box::new(why),
-            after,
-            logs,
-        });
-    }
-    report.release = Some(id);
-    Ok(())
 }
 
 /// `[backup]`: the host's copy of the settings and its timers, as the plan
