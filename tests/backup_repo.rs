@@ -149,7 +149,13 @@ impl Fixture {
         Pipeline {
             producer: producer.to_string(),
             filename: stdin_path(APP, service, "dump"),
-            meta: SnapshotMeta::data(HOST, APP, service, "postgres", "run1").unwrap(),
+            meta: {
+                // As a scheduled backup's: subject to the retention policy.
+                let mut meta = SnapshotMeta::data(HOST, APP, service, "postgres", "run1").unwrap();
+                meta.tags
+                    .push(vpsup::backup::restic::RETAINED_TAG.to_string());
+                meta
+            },
             timeout: LONG,
             min_bytes,
         }
@@ -247,7 +253,7 @@ async fn round_trip(f: &Fixture) {
     assert_eq!(listed.len(), 1);
     let s = &listed[0];
     assert!(s.id.starts_with(&snap.id) && s.hostname == HOST, "{s:?}");
-    assert_eq!(s.paths, ["/shop/db/dump"]);
+    assert_eq!(s.paths, ["/shop+db+dump"]);
     assert_eq!(
         (
             s.tag("app"),
@@ -258,7 +264,7 @@ async fn round_trip(f: &Fixture) {
         (Some(APP), Some("db"), Some("postgres"), Some("run1"))
     );
     assert!(s.tags.contains(&"vpsup".to_string()));
-    assert_eq!(f.dump(&snap.id, "/shop/db/dump").await, data);
+    assert_eq!(f.dump(&snap.id, "/shop+db+dump").await, data);
 
     // The manifest is a snapshot of its own, found by its tags.
     let m = Manifest {
@@ -271,7 +277,7 @@ async fn round_trip(f: &Fixture) {
         },
         image: "postgres:17".into(),
         parts: vec![Part {
-            path: "/shop/db/dump".into(),
+            path: "/shop+db+dump".into(),
             snapshot: snap.id.clone(),
             bytes: snap.bytes,
         }],
@@ -421,7 +427,7 @@ async fn faults(f: &Fixture) {
     let listed = f.snapshots().await;
     assert_eq!(listed.len(), 1, "only the good snapshot: {listed:?}");
     assert!(listed[0].id.starts_with(&good.id));
-    assert_eq!(f.dump(&good.id, "/shop/db/dump").await, data);
+    assert_eq!(f.dump(&good.id, "/shop+db+dump").await, data);
     assert_eq!(
         f.locks().await,
         "",
@@ -601,7 +607,7 @@ async fn a_tampered_pack_fails_check_and_dump() {
     );
     let script = f.repo.dump(
         &SnapshotId::parse(&snap.id).unwrap(),
-        "/shop/db/dump",
+        "/shop+db+dump",
         SHORT_TIMEOUT,
     );
     let out = exec(&script, None).await;

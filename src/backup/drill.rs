@@ -56,7 +56,7 @@ async fn verify_steps(
     let (plan, _) = make_plan(transport, job).await?;
     let label = format!("vpsup.drill={}", job.app());
     let cleanup = format!(
-        "docker ps -aq --filter label={} | xargs -r docker rm -f >/dev/null\n",
+        "docker ps -aq --filter label={} | xargs -r docker rm -f -v >/dev/null\n",
         quote(&label)
     );
     restic_or_shell(transport, cleanup.clone()).await?;

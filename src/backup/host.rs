@@ -455,9 +455,9 @@ mod tests {
     #[test]
     fn listings_leave_manifests_out_and_put_the_newest_first() {
         let text = r#"[
- {"time":"2026-12-04T03:17:00Z","hostname":"web-1","paths":["/shop/db/shop.pgdump"],"tags":["vpsup","app=shop","service=db","run=a"],"id":"aa"},
- {"time":"2026-12-05T03:17:00Z","hostname":"web-1","paths":["/shop/db/manifest.json"],"tags":["vpsup","app=shop","service=db","kind=manifest"],"id":"bb"},
- {"time":"2026-12-05T03:17:00Z","hostname":"web-1","paths":["/shop/db/shop.pgdump"],"tags":["vpsup","app=shop","service=db","release=r7"],"id":"cc","summary":{"total_bytes_processed":900}}
+ {"time":"2026-12-04T03:17:00Z","hostname":"web-1","paths":["/shop+db+shop.pgdump"],"tags":["vpsup","app=shop","service=db","run=a"],"id":"aa"},
+ {"time":"2026-12-05T03:17:00Z","hostname":"web-1","paths":["/shop+db+manifest.json"],"tags":["vpsup","app=shop","service=db","kind=manifest"],"id":"bb"},
+ {"time":"2026-12-05T03:17:00Z","hostname":"web-1","paths":["/shop+db+shop.pgdump"],"tags":["vpsup","app=shop","service=db","release=r7"],"id":"cc","summary":{"total_bytes_processed":900}}
 ]"#;
         let rows = listed(parse_snapshots(text).unwrap());
         let ids: Vec<(&str, Option<u64>, Option<&str>)> = rows

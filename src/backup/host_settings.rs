@@ -336,7 +336,7 @@ pub struct ServiceRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
-    /// As restic lists it: `/shop/db/shop.pgdump`.
+    /// As restic lists it: `/shop+db+shop.pgdump`.
     pub path: String,
     pub id: String,
     pub bytes: u64,
@@ -510,7 +510,7 @@ mod tests {
                 service: "db".into(),
                 engine: "postgres".into(),
                 snapshots: vec![SnapshotRecord {
-                    path: "/shop/db/shop.pgdump".into(),
+                    path: "/shop+db+shop.pgdump".into(),
                     id: "e05c84ae".into(),
                     bytes: 1288895,
                 }],

@@ -41,7 +41,7 @@ pub struct Manifest {
 /// One snapshot of the run: a database's dump, the globals, a volume.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Part {
-    /// As restic lists it: `/shop/db/shop.pgdump`.
+    /// As restic lists it: `/shop+db+shop.pgdump`.
     pub path: String,
     pub snapshot: String,
     pub bytes: u64,
@@ -99,6 +99,9 @@ pub fn fetch(
         service: Some(service.to_string()),
         run: run.map(str::to_string),
         manifests_only: true,
+        // "The newest" is the newest backup, never a restore's safety
+        // snapshot of what it was about to overwrite.
+        retained: run.is_none(),
         ..SnapshotFilter::app(app)
     };
     let path = format!("/{}", stdin_path(app, service, MANIFEST_FILE));
@@ -130,7 +133,7 @@ mod tests {
             },
             image: "postgres:17".into(),
             parts: vec![Part {
-                path: "/shop/db/shop.pgdump".into(),
+                path: "/shop+db+shop.pgdump".into(),
                 snapshot: "e05c84ae".into(),
                 bytes: 1288895,
             }],
@@ -170,13 +173,13 @@ mod tests {
     fn it_is_stored_and_fetched_by_its_own_tags() {
         let m = manifest();
         let p = m.store("web-1", Duration::from_secs(60)).unwrap();
-        assert_eq!(p.filename, "shop/db/manifest.json");
+        assert_eq!(p.filename, "shop+db+manifest.json");
         assert_eq!(p.producer, "cat");
         assert!(p.meta.tags.contains(&"kind=manifest".to_string()));
         assert!(p.meta.tags.contains(&"run=20261205T031700Z".to_string()));
         let repo = Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::Pinned).unwrap();
         assert!(fetch(&repo, "shop", "db", Some("r1"), Duration::from_secs(60)).ends_with(
-            "restic dump latest /shop/db/manifest.json --tag app=shop,service=db,run=r1,kind=manifest\n"
+            "restic dump latest /shop+db+manifest.json --tag app=shop,service=db,run=r1,kind=manifest\n"
         ));
     }
 }

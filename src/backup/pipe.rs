@@ -21,7 +21,7 @@ use super::restic::{classify, timeout_prefix, RepoError, Repository, SnapshotMet
 pub struct Pipeline {
     /// A shell script whose stdout is the dump (it also reads the script's stdin).
     pub producer: String,
-    /// The path the snapshot records, `app/service/file` (see `stdin_path`).
+    /// The path the snapshot records, `app+service+file` (see `stdin_path`).
     pub filename: String,
     pub meta: SnapshotMeta,
     /// For the producer and restic together.
@@ -30,11 +30,13 @@ pub struct Pipeline {
     pub min_bytes: u64,
 }
 
-/// The path of one dump in the repository: `shop/db/shop.pgdump`, shown by
-/// restic as `/shop/db/shop.pgdump`. One stable path per app, service and
-/// file, so retention groups each history on its own.
+/// The path of one dump in the repository: `shop+db+shop.pgdump`, shown by
+/// restic as `/shop+db+shop.pgdump`. One stable path per app, service and
+/// file, so retention groups each history on its own. No `/`: restic 0.18.0
+/// (Debian 13's) refuses a `--stdin-filename` with a directory in it
+/// (restic#5324); `+` is in no app or service name, and file names encode it.
 pub fn stdin_path(app: &str, service: &str, file: &str) -> String {
-    format!("{app}/{service}/{file}")
+    format!("{app}+{service}+{file}")
 }
 
 /// The snapshot a successful pipeline wrote.
@@ -261,7 +263,7 @@ mod tests {
         let s = Sections::with_nonce(1);
         let script = pipeline().script(&repo, &s);
         assert!(script.starts_with("set -a; . /etc/vpsup/backup/shop/env; set +a\n"));
-        assert!(script.contains("timeout --foreground -s INT -k 60 600 restic backup --stdin --stdin-filename shop/db/shop.pgdump --host web-1 --tag vpsup --tag app=shop --tag service=db --tag engine=postgres --tag run=r1 --json <\"$work/pipe\""));
+        assert!(script.contains("timeout --foreground -s INT -k 60 600 restic backup --stdin --stdin-filename shop+db+shop.pgdump --host web-1 --tag vpsup --tag app=shop --tag service=db --tag engine=postgres --tag run=r1 --json <\"$work/pipe\""));
         assert!(
             script.contains("timeout -k 10 600 sh -c 'pg_dump -Fc -Z0 '\\''shop'\\''' >&3 3>&-")
         );

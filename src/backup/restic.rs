@@ -359,7 +359,9 @@ impl Repository {
             timeout,
             &format!(
                 "forget --tag {} --host {} --group-by host,paths {}{prune} --json",
-                quote(&format!("app={app}")),
+                // Only the app's snapshots that the policy applies to (not a
+                // restore's safety snapshot nor the one before a deploy).
+                quote(&format!("app={app},{RETAINED_TAG}")),
                 quote(host),
                 keep.args()
             ),
@@ -456,6 +458,11 @@ impl std::fmt::Display for SnapshotId {
         f.write_str(&self.0)
     }
 }
+
+/// The tag of the snapshots a retention policy applies to: `forget` counts
+/// and forgets only these (scheduled and operator backups), never a
+/// restore's safety snapshot or the snapshot before a deploy.
+pub const RETAINED_TAG: &str = "keep=policy";
 
 /// Who wrote a snapshot and what it holds: a stable `--host` (vpsup's host
 /// name, so a renamed machine keeps its history) and the tags `vpsup`,
@@ -556,6 +563,9 @@ pub struct SnapshotFilter {
     pub host: Option<String>,
     /// The newest N of each group (host + path).
     pub latest: Option<u32>,
+    /// Only runs under the retention policy (not a restore's safety
+    /// snapshot nor the one before a deploy): what "the latest backup" means.
+    pub retained: bool,
 }
 
 impl SnapshotFilter {
@@ -578,6 +588,9 @@ impl SnapshotFilter {
         }
         if self.manifests_only {
             tags.push("kind=manifest".to_string());
+        }
+        if self.retained {
+            tags.push(RETAINED_TAG.to_string());
         }
         format!("--tag {}", quote(&tags.join(",")))
     }
@@ -1006,15 +1019,15 @@ mod tests {
             ),
             (
                 repo.forget("shop", "web-1", &keep, false, SHORT_TIMEOUT),
-                "exec timeout --foreground -s INT -k 60 120 restic forget --tag app=shop --host web-1 --group-by host,paths --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --json\n",
+                "exec timeout --foreground -s INT -k 60 120 restic forget --tag app=shop,keep=policy --host web-1 --group-by host,paths --keep-daily 7 --keep-weekly 4 --keep-monthly 12 --json\n",
             ),
             (
                 repo.check(&ReadData::Part { n: 3, of: 10 }, SHORT_TIMEOUT),
                 "exec timeout --foreground -s INT -k 60 120 restic check --read-data-subset=3/10\n",
             ),
             (
-                repo.dump(&id, "/shop/db/shop.pgdump", SHORT_TIMEOUT),
-                "exec timeout --foreground -s INT -k 60 120 restic dump e05c84ae /shop/db/shop.pgdump\n",
+                repo.dump(&id, "/shop+db+shop.pgdump", SHORT_TIMEOUT),
+                "exec timeout --foreground -s INT -k 60 120 restic dump e05c84ae /shop+db+shop.pgdump\n",
             ),
             (
                 repo.restore(&id, "/tmp/t x", SHORT_TIMEOUT),
@@ -1159,13 +1172,13 @@ mod tests {
 
     #[test]
     fn snapshot_lists_parse_from_014_and_018() {
-        let v014 = r#"[{"time":"2026-12-05T11:39:36.99692455Z","tree":"5840","paths":["/shop/db/shop.pgdump"],"hostname":"web-1","username":"root","tags":["vpsup","app=shop","service=db"],"id":"c8f40ce55d3b8b91a640d421e01d64ae2b2a330476153ca29b3b2dea4014fbac","short_id":"c8f40ce5"}]"#;
+        let v014 = r#"[{"time":"2026-12-05T11:39:36.99692455Z","tree":"5840","paths":["/shop+db+shop.pgdump"],"hostname":"web-1","username":"root","tags":["vpsup","app=shop","service=db"],"id":"c8f40ce55d3b8b91a640d421e01d64ae2b2a330476153ca29b3b2dea4014fbac","short_id":"c8f40ce5"}]"#;
         let list = parse_snapshots(v014).unwrap();
         assert_eq!(list[0].tag("service"), Some("db"));
         assert_eq!(list[0].tag("app"), Some("shop"));
         assert_eq!(list[0].tag("ap"), None);
         assert_eq!(list[0].summary, None);
-        let v018 = r#"[{"time":"2026-12-05T03:17:00.3+00:00","parent":"aa","tree":"bb","paths":["/shop/db/shop.pgdump"],"hostname":"web-1","username":"root","tags":["vpsup"],"program_version":"restic 0.18.0","summary":{"backup_start":"2026-12-05T03:17:00.1+00:00","backup_end":"2026-12-05T03:17:00.3+00:00","files_new":1,"data_added":1289836,"data_added_packed":40211,"total_files_processed":1,"total_bytes_processed":1288895},"id":"e05c84ae55d3b8b91a640d421e01d64ae2b2a330476153ca29b3b2dea4014fbac","short_id":"e05c84ae"}]"#;
+        let v018 = r#"[{"time":"2026-12-05T03:17:00.3+00:00","parent":"aa","tree":"bb","paths":["/shop+db+shop.pgdump"],"hostname":"web-1","username":"root","tags":["vpsup"],"program_version":"restic 0.18.0","summary":{"backup_start":"2026-12-05T03:17:00.1+00:00","backup_end":"2026-12-05T03:17:00.3+00:00","files_new":1,"data_added":1289836,"data_added_packed":40211,"total_files_processed":1,"total_bytes_processed":1288895},"id":"e05c84ae55d3b8b91a640d421e01d64ae2b2a330476153ca29b3b2dea4014fbac","short_id":"e05c84ae"}]"#;
         let list = parse_snapshots(v018).unwrap();
         let summary = list[0].summary.as_ref().unwrap();
         assert_eq!(summary.total_bytes_processed, Some(1288895));
@@ -1176,7 +1189,7 @@ mod tests {
 
     #[test]
     fn forget_results_parse_with_or_without_removals() {
-        let out = r#"[{"tags":null,"host":"web-1","paths":["/shop/db/x"],"keep":[{"time":"2026-12-05T11:39:36Z","paths":["/shop/db/x"],"hostname":"web-1","id":"aa11aa11"}],"remove":null,"reasons":[]},{"host":"web-1","paths":["/shop/db/y"],"keep":[],"remove":[{"time":"2026-12-04T11:39:36Z","paths":["/shop/db/y"],"hostname":"web-1","id":"bb22bb22"}]}]"#;
+        let out = r#"[{"tags":null,"host":"web-1","paths":["/shop+db+x"],"keep":[{"time":"2026-12-05T11:39:36Z","paths":["/shop+db+x"],"hostname":"web-1","id":"aa11aa11"}],"remove":null,"reasons":[]},{"host":"web-1","paths":["/shop+db+y"],"keep":[],"remove":[{"time":"2026-12-04T11:39:36Z","paths":["/shop+db+y"],"hostname":"web-1","id":"bb22bb22"}]}]"#;
         let groups = parse_forget(&format!("{out}\nloading indexes...\n")).unwrap();
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].remove, None);

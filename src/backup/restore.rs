@@ -37,7 +37,7 @@ if [ \"$crc\" != 0 ]; then echo \"vpsup: restoring \"{p}\" failed (exit $crc)\" 
 /// The database a `databases`-mode part holds: its file name
 /// (`shop.pgdump`, `%XX` for other bytes) decoded.
 pub fn database_of(path: &str) -> Option<String> {
-    let file = path.rsplit('/').next()?.strip_suffix(".pgdump")?;
+    let file = path.rsplit(['/', '+']).next()?.strip_suffix(".pgdump")?;
     let bytes = file.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -179,12 +179,12 @@ mod tests {
 
     #[test]
     fn database_names_come_back_from_their_file_names() {
-        assert_eq!(database_of("/shop/db/shop.pgdump").as_deref(), Some("shop"));
+        assert_eq!(database_of("/shop+db+shop.pgdump").as_deref(), Some("shop"));
         assert_eq!(
-            database_of("/shop/db/my%20db%2F1.pgdump").as_deref(),
+            database_of("/shop+db+my%20db%2F1.pgdump").as_deref(),
             Some("my db/1")
         );
-        assert_eq!(database_of("/shop/db/globals.sql"), None);
+        assert_eq!(database_of("/shop+db+globals.sql"), None);
     }
 
     /// A stand-in `restic` whose `dump` prints DATA and exits $DUMP_RC.
@@ -222,7 +222,7 @@ mod tests {
         let script = stream_into(
             &repo,
             &id,
-            "/shop/db/shop.pgdump",
+            "/shop+db+shop.pgdump",
             &format!("sh -c '{consumer}'"),
             Duration::from_secs(30),
         );
@@ -236,11 +236,11 @@ mod tests {
         let failed = run(dir.path(), "DUMP_RC=3", &script);
         assert!(!failed.status.success());
         assert!(String::from_utf8_lossy(&failed.stderr)
-            .contains("reading /shop/db/shop.pgdump from the repository failed (exit 3)"));
+            .contains("reading /shop+db+shop.pgdump from the repository failed (exit 3)"));
         let failed = run(dir.path(), "RESTORE_RC=4", &script);
         assert!(!failed.status.success());
         assert!(String::from_utf8_lossy(&failed.stderr)
-            .contains("restoring /shop/db/shop.pgdump failed (exit 4)"));
+            .contains("restoring /shop+db+shop.pgdump failed (exit 4)"));
     }
 
     #[test]
@@ -259,7 +259,7 @@ mod tests {
             parts: ["globals.sql", "shop.pgdump"]
                 .iter()
                 .map(|f| Part {
-                    path: format!("/shop/db/{f}"),
+                    path: format!("/shop+db+{f}"),
                     snapshot: "e05c84ae".into(),
                     bytes: 900,
                 })
@@ -283,8 +283,8 @@ mod tests {
             .find("stop 'web'")
             .or_else(|| script.find("stop web"))
             .unwrap();
-        let globals = script.find("/shop/db/globals.sql").unwrap();
-        let shop = script.find("/shop/db/shop.pgdump").unwrap();
+        let globals = script.find("/shop+db+globals.sql").unwrap();
+        let shop = script.find("/shop+db+shop.pgdump").unwrap();
         let start = script.rfind("start").unwrap();
         assert!(stop < globals && globals < shop && shop < start, "{script}");
         assert!(script.contains("DROP DATABASE IF EXISTS"), "{script}");

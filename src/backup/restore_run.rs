@@ -132,6 +132,7 @@ async fn restore_on(
         &BackupScope {
             services: vec![request.service.clone()],
             tags: vec!["reason=safety".to_string()],
+            apart: true,
             ..BackupScope::default()
         },
     )

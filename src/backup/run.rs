@@ -33,6 +33,19 @@ pub struct BackupScope {
     pub tags: Vec<String>,
     /// Record the run in last-backup.json (not for a restore's safety snapshot).
     pub record: bool,
+    /// Kept apart from the retention policy (a restore's safety snapshot,
+    /// the snapshot before a deploy): such a run forgets nothing, and no
+    /// `forget` ever counts its snapshots, so it can neither take a day's
+    /// place from a scheduled backup nor be forgotten by one.
+    pub apart: bool,
+}
+
+impl BackupScope {
+    /// The tags every snapshot of this run carries beside its own.
+    fn tags(&self) -> impl Iterator<Item = String> + '_ {
+        let retained = (!self.apart).then(|| restic::RETAINED_TAG.to_string());
+        self.tags.iter().cloned().chain(retained)
+    }
 }
 
 /// A backup run: preflight, plan, every service, forget, record. Failures
@@ -114,7 +127,7 @@ async fn backup_steps(
         rec.duration_ms = started.elapsed().as_millis() as u64;
         services.push(rec);
     }
-    if services.iter().all(|s| s.error.is_none()) {
+    if !scope.apart && services.iter().all(|s| s.error.is_none()) {
         let forget = job.repo.forget(
             job.app(),
             &job.settings.host,
@@ -143,7 +156,7 @@ fn meta_for(
         engine.name(),
         run.as_str(),
     )?;
-    meta.tags.extend(scope.tags.iter().cloned());
+    meta.tags.extend(scope.tags());
     Ok(meta)
 }
 
@@ -253,7 +266,7 @@ async fn back_up_service(
     }
     let store = manifest.store(&job.settings.host, SHORT_TIMEOUT)?;
     let mut store = store;
-    store.meta.tags.extend(scope.tags.iter().cloned());
+    store.meta.tags.extend(scope.tags());
     run_pipeline(
         transport,
         &job.repo,
@@ -329,6 +342,7 @@ pub async fn snapshot_before_deploy(
         databases_only: true,
         tags: vec![format!("release={release_id}")],
         record: true,
+        apart: true,
         ..BackupScope::default()
     };
     let held = lock::hold_within(

@@ -161,7 +161,7 @@ mod tests {
                 service: "db".into(),
                 engine: "postgres".into(),
                 snapshots: vec![SnapshotRecord {
-                    path: "/shop/db/shop.pgdump".into(),
+                    path: "/shop+db+shop.pgdump".into(),
                     id: "e05c84ae".into(),
                     bytes: 1289836,
                 }],

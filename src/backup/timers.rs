@@ -150,11 +150,16 @@ pub fn probe_script(app: &str, extra: &[String]) -> String {
     )
 }
 
+/// The line the deploy probe prints once the app's repository id is recorded.
+pub const REPOSITORY_RECORDED: &str = "repository-recorded";
+
 /// What `probe_script` printed: the files' hashes and which timers are on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probed {
     hashes: Vec<(String, String)>,
     enabled: Vec<String>,
+    /// The app's repository was created and its id recorded.
+    pub repository_recorded: bool,
 }
 
 impl Probed {
@@ -163,6 +168,8 @@ impl Probed {
         for line in text.lines() {
             if let Some(timer) = line.strip_prefix("enabled ") {
                 probed.enabled.push(timer.to_string());
+            } else if line == REPOSITORY_RECORDED {
+                probed.repository_recorded = true;
             } else if let Some((hash, path)) = line.split_once("  ") {
                 probed.hashes.push((path.to_string(), hash.to_string()));
             }

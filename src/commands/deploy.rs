@@ -404,7 +404,20 @@ async fn change(
         // `[backup] before_deploy`: the databases as they are, tagged with the
         // release about to replace them (`vpsup restore db --release ID`).
         let before_deploy = run.config.backup.as_ref().is_some_and(|b| b.before_deploy);
-        if before_deploy && probed.current.release.is_some() && !plan.upload().is_noop() {
+        // (Not before the host has its backup settings: the first deploy with
+        // [backup] installs them after the release.)
+        let backup_ready = !matches!(plan.backup, BackupWork::Install { settings: true, .. });
+        if before_deploy && !backup_ready && probed.current.release.is_some() {
+            eprintln!(
+                "{}: no snapshot before this deploy: the host gets its backup settings with it",
+                report.host
+            );
+        }
+        if before_deploy
+            && backup_ready
+            && probed.current.release.is_some()
+            && !plan.upload().is_noop()
+        {
             stop_before("the snapshot before the deploy")?;
             let record =
                 backup::run::snapshot_before_deploy(transport, run.config, &report.host, &id)

@@ -116,10 +116,13 @@ impl<'a> DeployPlan<'a> {
             !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
         let backup = match wanted.backup {
             Some(want) => {
+                // Settings written but no repository recorded: the last
+                // deploy's `init` failed; this one tries again.
                 let settings = !want
                     .settings
                     .iter()
-                    .all(|f| probed.backup.holds(&f.path, &f.content));
+                    .all(|f| probed.backup.holds(&f.path, &f.content))
+                    || !probed.backup.repository_recorded;
                 let timers = !probed.backup.timers_current(&paths.app, &want.units);
                 if settings || timers {
                     BackupWork::Install { settings, timers }
@@ -556,7 +559,7 @@ mod tests {
         );
         let hash = |b: &[u8]| crate::transport::script::sha256_hex(b);
         host.backup = timers::Probed::parse(&format!(
-            "{}  /etc/vpsup/backup/doctor.toml\n{}  /etc/systemd/system/vpsup-backup@doctor.timer\nenabled vpsup-backup@doctor.timer\n",
+            "{}  /etc/vpsup/backup/doctor.toml\n{}  /etc/systemd/system/vpsup-backup@doctor.timer\nenabled vpsup-backup@doctor.timer\nrepository-recorded\n",
             hash(&want.settings[0].content),
             hash(want.units[0].content.as_bytes()),
         ));
@@ -569,7 +572,7 @@ mod tests {
             }
         );
         host.backup = timers::Probed::parse(&format!(
-            "{}  /etc/vpsup/backup/doctor.toml\n{}  /etc/systemd/system/vpsup-backup@doctor.timer\nenabled vpsup-backup@doctor.timer\nenabled vpsup-backup-verify@doctor.timer\n",
+            "{}  /etc/vpsup/backup/doctor.toml\n{}  /etc/systemd/system/vpsup-backup@doctor.timer\nenabled vpsup-backup@doctor.timer\nenabled vpsup-backup-verify@doctor.timer\nrepository-recorded\n",
             hash(&want.settings[0].content),
             hash(want.units[0].content.as_bytes()),
         ));

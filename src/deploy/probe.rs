@@ -65,9 +65,11 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
     );
     let certificates = store::listing_script(store_dir);
     let backup = format!(
-        "{}\nfor f in {}/*; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done",
+        "{}\nfor f in {}/*; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done\n[ ! -s {} ] || echo {}",
         timers::probe_script(&paths.app, &[backup_settings::settings_path(&paths.app)]),
         quote(&backup_settings::files_dir(&paths.app)),
+        quote(&backup_settings::repository_id_path(&paths.app)),
+        timers::REPOSITORY_RECORDED,
     );
     let mut script = sections.script([
         (FACTS, facts.as_str()),

@@ -246,9 +246,10 @@ VPSUP_SQL
     )
 }
 
-/// For a drill: succeeds once the server accepts connections.
+/// For a drill: succeeds once the server accepts connections over TCP
+/// (images start a socket-only server while they initialise, then stop it).
 pub fn ready() -> String {
-    format!("{}pg_isready -U \"$U\" -q\n", prelude())
+    format!("{}pg_isready -h 127.0.0.1 -U \"$U\" -q\n", prelude())
 }
 
 #[cfg(test)]
