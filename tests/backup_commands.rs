@@ -153,7 +153,7 @@ async fn init_creates_only_once_list_shows_data_and_a_changed_repository_is_refu
         .iter()
         .map(|s| (s.service.as_str(), s.path.as_str()))
         .collect();
-    assert_eq!(paths, [("db", format!("/{app}/db/shop.pgdump").as_str())]);
+    assert_eq!(paths, [("db", format!("/{app}+db+shop.pgdump").as_str())]);
 
     // Another repository at the same place: refused, naming the id file.
     std::fs::write(host_settings::repository_id_path(&app), "f".repeat(64)).unwrap();
