@@ -1,7 +1,9 @@
 //! One backup, restore or drill of an app at a time (`/srv/vpsup/<app>/backup.lock`,
 //! the host lock with a lease): two restic runs of one app would race on
 //! its snapshots, and a restore must not meet a backup of the data it
-//! replaces. A deploy takes it around its release switch (`hold_within`).
+//! replaces. A restore holds the deploy lock too; a deploy does not take
+//! this one (its snapshot before a deploy does): a backup that meets a
+//! deploy's restart fails loudly and the next run starts afresh.
 
 use std::future::Future;
 
