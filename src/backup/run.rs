@@ -16,7 +16,7 @@ use super::lock;
 use super::manifest::{Manifest, Part, MANIFEST_VERSION};
 use super::pipe::{stdin_path, Pipeline};
 use super::plan::{BackupPlan, Dir, ServicePlan, Work};
-use super::restic::{self, Repository, SnapshotMeta, SHORT_TIMEOUT};
+use super::restic::{self, Repository, SnapshotId, SnapshotMeta, SHORT_TIMEOUT};
 use super::{Engine, RunId};
 use crate::config::Config;
 use crate::transport::sections::Sections;
@@ -122,6 +122,22 @@ async fn backup_steps(
         if let Err(e) = back_up_service(transport, job, &plan, service, scope, run, &mut rec).await
         {
             eprintln!("vpsup: {}: {}: FAILED: {e}", job.settings.host, rec.service);
+            // The parts this service did write have no manifest: forgotten,
+            // so no day's retention can keep them in place of a whole run.
+            let ids: Vec<SnapshotId> = rec
+                .snapshots
+                .iter()
+                .filter_map(|s| SnapshotId::parse(&s.id).ok())
+                .collect();
+            let e = if ids.is_empty() {
+                e
+            } else {
+                match restic_run(transport, job.repo.forget_ids(&ids)).await {
+                    Ok(_) => e,
+                    Err(f) => format!("{e}; its partial snapshots could not be forgotten: {f}"),
+                }
+            };
+            rec.snapshots.clear();
             rec.error = Some(e);
         }
         rec.duration_ms = started.elapsed().as_millis() as u64;
