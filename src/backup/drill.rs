@@ -156,7 +156,10 @@ async fn drill(
         engine => {
             let (run_args, ready, check) = match engine {
                 Engine::Postgres { .. } => (
-                    format!("-e POSTGRES_PASSWORD {} postgres -c fsync=off -c shared_buffers=32MB", quote(&manifest.image)),
+                    format!(
+                        "-e POSTGRES_PASSWORD {} postgres -c fsync=off -c shared_buffers=32MB",
+                        quote(&manifest.image)
+                    ),
                     engines::postgres::ready(),
                     manifest
                         .pg_counts
@@ -170,7 +173,19 @@ async fn drill(
                     String::new(),
                     String::new(),
                 ),
-                _ => (format!("-e MARIADB_ROOT_PASSWORD -e MYSQL_ROOT_PASSWORD -e MONGO_INITDB_ROOT_PASSWORD {}", quote(&manifest.image)), "true".to_string(), String::new()),
+                Engine::Mysql => (
+                    format!(
+                        "-e MARIADB_ROOT_PASSWORD -e MYSQL_ROOT_PASSWORD {}",
+                        quote(&manifest.image)
+                    ),
+                    engines::mysql::ready(),
+                    String::new(),
+                ),
+                _ => (
+                    format!("-e MONGO_INITDB_ROOT_PASSWORD {}", quote(&manifest.image)),
+                    engines::mongo::ready(),
+                    String::new(),
+                ),
             };
             let mut body = format!(
                 "POSTGRES_PASSWORD=$(head -c 18 /dev/urandom | base64); MARIADB_ROOT_PASSWORD=$POSTGRES_PASSWORD; MYSQL_ROOT_PASSWORD=$POSTGRES_PASSWORD; MONGO_INITDB_ROOT_PASSWORD=$POSTGRES_PASSWORD\nexport POSTGRES_PASSWORD MARIADB_ROOT_PASSWORD MYSQL_ROOT_PASSWORD MONGO_INITDB_ROOT_PASSWORD\ndocker run -d --network none --label {label} --name {n} {run_args} >/dev/null || exit 1\n",

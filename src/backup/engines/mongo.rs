@@ -44,6 +44,11 @@ pub fn dump_part(password_env: Option<&str>) -> DumpPart {
     }
 }
 
+/// For a drill: succeeds once the server answers (`ping` needs no login).
+pub fn ready() -> String {
+    "for shell in mongosh mongo; do command -v $shell >/dev/null && exec $shell --quiet --host 127.0.0.1 --eval 'db.adminCommand(\"ping\")'; done; exit 127\n".to_string()
+}
+
 /// Restores the archive on stdin, each collection dropped first.
 pub fn restore(password_env: Option<&str>) -> String {
     authenticated("mongorestore", "--archive --drop", password_env)

@@ -68,6 +68,16 @@ pub fn restore(password_env: Option<&str>) -> String {
     )
 }
 
+/// For a drill: succeeds once the server answers over TCP (images run a
+/// networkless server while they initialise, then restart it).
+pub fn ready() -> String {
+    format!(
+        "{}{}exec \"$tool\" -uroot -h 127.0.0.1 ping\n",
+        prelude(None),
+        find_tool(&["mariadb-admin", "mysqladmin"])
+    )
+}
+
 /// Whether a dump's last bytes show it ran to its end.
 pub fn dump_completed(tail: &str) -> bool {
     tail.trim_end()
