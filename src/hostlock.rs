@@ -150,6 +150,36 @@ pub enum Released {
 }
 
 impl HostLock {
+    /// The lock of a run that may be long (a renewal, a backup): one whose
+    /// run died (no lease for `take_over_after` seconds, or, `local`, its
+    /// process gone) is taken over, and `speaker` says so.
+    pub async fn acquire_for_run(
+        transport: &dyn Transport,
+        path: &str,
+        what: &str,
+        owner: &str,
+        take_over_after: u64,
+        local: bool,
+        speaker: &str,
+    ) -> Result<HostLock, LockError> {
+        let lock = HostLock::acquire(
+            transport,
+            &LockRequest {
+                path,
+                what,
+                owner,
+                take_over_after: Some(take_over_after),
+                local_pid: local.then(std::process::id),
+                timing: LockTiming::STANDARD,
+            },
+        )
+        .await?;
+        if let Some(dead) = &lock.taken_over {
+            eprintln!("{speaker}: took over the lock of {what} from a run that died: {dead}");
+        }
+        Ok(lock)
+    }
+
     /// Takes the lock, or says who holds it.
     pub async fn acquire(
         transport: &dyn Transport,

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use crate::hostlock::{Held, HostLock, LockError, LockRequest, LockTiming};
+use crate::hostlock::{Held, HostLock, LockError};
 use crate::transport::Transport;
 
 /// A renewal lock without a lease (an older vpsup's) older than this belongs
@@ -53,22 +53,16 @@ async fn acquire(
     host: &str,
 ) -> Result<HostLock, LockError> {
     let path = format!("{}/renew.lock", store_dir.trim_end_matches('/'));
-    let lock = HostLock::acquire(
+    HostLock::acquire_for_run(
         transport,
-        &LockRequest {
-            path: &path,
-            what: "certificate renewal",
-            owner,
-            take_over_after: Some(TAKE_OVER_AFTER_SECS),
-            local_pid: local.then(std::process::id),
-            timing: LockTiming::STANDARD,
-        },
+        &path,
+        "certificate renewal",
+        owner,
+        TAKE_OVER_AFTER_SECS,
+        local,
+        host,
     )
-    .await?;
-    if let Some(dead) = &lock.taken_over {
-        eprintln!("{host}: took over the renewal lock of a run that died: {dead}");
-    }
-    Ok(lock)
+    .await
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use crate::hostlock::{Held, HostLock, LockError, LockRequest, LockTiming};
+use crate::hostlock::{Held, HostLock, LockError};
 use crate::transport::Transport;
 
 /// A lock without a lease older than this belongs to a run that died (a
@@ -50,20 +50,14 @@ async fn acquire(
     owner: &str,
     local: bool,
 ) -> Result<HostLock, LockError> {
-    let lock = HostLock::acquire(
+    HostLock::acquire_for_run(
         transport,
-        &LockRequest {
-            path,
-            what: "the app's backups",
-            owner,
-            take_over_after: Some(TAKE_OVER_AFTER_SECS),
-            local_pid: local.then(std::process::id),
-            timing: LockTiming::STANDARD,
-        },
+        path,
+        "the app's backups",
+        owner,
+        TAKE_OVER_AFTER_SECS,
+        local,
+        "vpsup",
     )
-    .await?;
-    if let Some(dead) = &lock.taken_over {
-        eprintln!("vpsup: took over the backup lock of a run that died: {dead}");
-    }
-    Ok(lock)
+    .await
 }
