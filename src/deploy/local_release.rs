@@ -220,9 +220,25 @@ fn collect_with_limit(
     let mut rewritten = Vec::new();
     let mut mounts = Vec::new();
     let mut named_volumes = Vec::new();
+    // The listed files, then every file they include or extend (compose
+    // reads those too: what they publish is as open), each once.
+    let mut queue: Vec<(String, bool)> = Vec::new();
     for path in &app.compose_files {
         let rel = needed(project, &root, &rules, &files, path, "compose_files")?;
+        queue.push((rel, true));
+    }
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    while let Some((rel, listed)) = (!queue.is_empty()).then(|| queue.remove(0)) {
+        if !seen.insert(rel.clone()) {
+            continue;
+        }
         let mut doc = parse_compose(&rel, &files[&rel].content)?;
+        let dir = Path::new(&rel).parent().unwrap_or(Path::new(""));
+        for referenced in port_guard::referenced_files(&doc) {
+            let path = project.join(dir).join(&referenced);
+            let found = needed(project, &root, &rules, &files, &path, "compose_files")?;
+            queue.push((found, false));
+        }
         let invalid = |message: String| ReleaseError::ComposeInvalid {
             path: rel.clone(),
             message,
@@ -255,7 +271,9 @@ fn collect_with_limit(
             mounts.extend(volumes::bind_mounts(&doc).map_err(invalid)?);
         }
         named_volumes.extend(volumes::named_volumes(&doc));
-        compose_files.push(rel.clone());
+        if listed {
+            compose_files.push(rel.clone());
+        }
         docs.push((rel, doc, changed));
     }
 
@@ -796,6 +814,59 @@ services:
         assert_eq!(doc["services"]["db"]["ports"][0], "127.0.0.1:5432:5432");
         assert_eq!(doc["services"]["web"]["build"], ".");
         assert!(port_guard::exposures(&doc).unwrap().is_empty());
+    }
+
+    /// `include:` and `extends: { file }` cannot carry a published port past
+    /// the guard: the files they name are checked (and, with loopback,
+    /// rewritten) too, but stay out of the `-f` list (compose reads them).
+    #[test]
+    fn included_and_extended_files_are_guarded_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        write(
+            p,
+            "compose.yml",
+            "include: [db.yml]\nservices:\n  web:\n    extends: { file: common/base.yml, service: base }\n",
+        );
+        write(
+            p,
+            "db.yml",
+            "services:\n  db:\n    image: postgres:17\n    ports: [\"5432:5432\"]\n",
+        );
+        write(
+            p,
+            "common/base.yml",
+            "services:\n  base:\n    image: nginx\n    ports: [\"8080:80\"]\n",
+        );
+        let err = collect(p, &app(""), &[], &[]).unwrap_err().to_string();
+        assert!(err.starts_with("db.yml exposes containers"), "{err}");
+        assert!(err.contains("service db publishes \"5432:5432\""), "{err}");
+
+        let release = collect(p, &loopback(), &[], &[]).unwrap();
+        assert_eq!(release.compose_files, ["compose.yml", OVERRIDE_FILE]);
+        let mut rewritten = release.rewritten.clone();
+        rewritten.sort();
+        assert_eq!(
+            rewritten,
+            [
+                "base: 8080:80 -> 127.0.0.1:8080:80",
+                "db: 5432:5432 -> 127.0.0.1:5432:5432"
+            ]
+        );
+        for path in ["db.yml", "common/base.yml"] {
+            let doc: Value =
+                serde_saphyr::from_str(std::str::from_utf8(&file(&release, path).content).unwrap())
+                    .unwrap();
+            assert!(port_guard::exposures(&doc).unwrap().is_empty(), "{path}");
+        }
+
+        // A file outside the project is no way around it either.
+        write(
+            p,
+            "compose.yml",
+            "include: [../elsewhere.yml]\nservices: {}\n",
+        );
+        assert!(collect(p, &loopback(), &[], &[]).is_err());
     }
 
     #[test]
