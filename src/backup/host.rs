@@ -164,7 +164,11 @@ pub async fn on_host(
                 .map(|id| report.repository = Some(id)),
             Action::List => list(transport, job).await.map(|s| report.snapshots = s),
             Action::Backup => {
-                let record = backup(transport, job, &BackupScope::default()).await;
+                let scope = BackupScope {
+                    record: true,
+                    ..BackupScope::default()
+                };
+                let record = backup(transport, job, &scope).await;
                 report.run = Some(record);
                 Ok(())
             }
