@@ -18,6 +18,7 @@ mod netns;
 mod operator;
 mod pebble;
 mod seaweedfs;
+pub mod ssh_budget;
 mod sshd;
 mod users;
 mod vm;

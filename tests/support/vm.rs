@@ -103,10 +103,12 @@ impl TestVm {
         command: &str,
         extra: &[&str],
     ) -> Output {
-        self.ssh_command(port, user, key, extra)
-            .arg(command)
-            .output()
-            .expect("ssh runs")
+        super::ssh_budget::spend(1, || {
+            self.ssh_command(port, user, key, extra)
+                .arg(command)
+                .output()
+                .expect("ssh runs")
+        })
     }
 
     /// `ssh` to `user` on the VM's `port`, with `key` only, trusting any host
@@ -210,11 +212,12 @@ impl TestVm {
                  docker rm \"$c\" >/dev/null\n"
             ));
         }
-        let out = self
-            .ssh_command(self.ssh_port, user, key, &[])
-            .arg(script)
-            .stdin(std::fs::File::open(&tar).expect("rootfs.tar opens"))
-            .output();
+        let out = super::ssh_budget::spend(1, || {
+            self.ssh_command(self.ssh_port, user, key, &[])
+                .arg(script)
+                .stdin(std::fs::File::open(&tar).expect("rootfs.tar opens"))
+                .output()
+        });
         succeeded("importing the database image", out);
     }
 }
