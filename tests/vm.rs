@@ -5,8 +5,9 @@
 //!
 //! Two things on a hardened host shape these tests: ufw rate-limits SSH (the
 //! 6th new connection from one address within 30 s is dropped), so checks
-//! share connections and pause between groups; fail2ban bans after 5 failed
-//! logins, so the refused-login checks come last and are few.
+//! share connections and every connection waits for room under that limit
+//! (tests/support/ssh_budget.rs); fail2ban bans after 5 failed logins, so the
+//! refused-login checks come last and are few.
 
 #[path = "vm/backups.rs"]
 mod backups;
@@ -19,9 +20,20 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-/// Waits out ufw's SSH rate limit before another group of connections.
-fn cool_down() {
-    std::thread::sleep(Duration::from_secs(31));
+/// Prints how long each stage of a long test took (to stderr, which
+/// `--nocapture` shows), so the README's CI figures come from real runs.
+struct Stages(std::cell::Cell<std::time::Instant>);
+
+impl Stages {
+    fn start() -> Stages {
+        Stages(std::cell::Cell::new(std::time::Instant::now()))
+    }
+
+    fn done(&self, stage: &str) {
+        let now = std::time::Instant::now();
+        eprintln!("stage {stage}: {:.0} s", (now - self.0.get()).as_secs_f64());
+        self.0.set(now);
+    }
 }
 
 fn text(out: &Output) -> String {
@@ -107,8 +119,10 @@ exit 1
 #[test]
 #[ignore = "tier 2: boots a VM (minutes); tests/run runs it"]
 fn init_hardens_a_fresh_vps_end_to_end() {
+    let clock = Stages::start();
     let vm = TestVm::boot();
-    let op = Operator::new();
+    clock.done("boot");
+    let op = Operator::facing_vm();
     let target = format!("root@127.0.0.1:{}", vm.ssh_port);
     let key = vm.root_key().display().to_string();
 
@@ -293,14 +307,15 @@ sudo sshd -T | grep '^maxauthtries'"#,
         assert!(seen.contains(expected), "missing {expected:?} in:\n{seen}");
     }
 
+    clock.done("init and the admin's checks");
+
     // Certificates: issued through the VM's nginx, then renewed by the host's
     // own timer, without the operator.
-    cool_down();
     let pebble = certificates_renew_on_the_host(&vm, &op, &root_key);
+    clock.done("certificates");
 
     // Converged: a second init (from vpsup.toml, as the admin) changes
     // nothing, in one connection and one probe; --check agrees.
-    cool_down();
     let out = op.vpsup(&["init", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let second = play_report(&out);
@@ -316,7 +331,6 @@ sudo sshd -T | grep '^maxauthtries'"#,
 
     // An extra port opens with --allow (remembered in vpsup.toml), and closes
     // again once it is dropped from there; SSH, 80 and 443 stay.
-    cool_down();
     let open_ports = || {
         let out = vm.ssh("deploy", &root_key, "sudo ufw status", &[]);
         assert!(out.status.success(), "{}", text(&out));
@@ -340,17 +354,22 @@ sudo sshd -T | grep '^maxauthtries'"#,
     assert_eq!(open_ports(), ONLY_SSH_HTTP_HTTPS);
 
     // The main job: the compose stack behind nginx over HTTPS.
-    cool_down();
     let bind = TestBind::start("vpsup.test");
+    clock.done("init converged, --allow");
     deploy_serves_the_stack_over_https(&vm, &op, &root_key, &pebble, &bind);
-    cool_down();
+    clock.done("deploy");
     two_apps_share_one_host(&vm, &op, &root_key, &pebble);
-    cool_down();
+    clock.done("two apps");
     an_earlier_layout_is_taken_over(&vm, &op, &root_key, &pebble);
+    clock.done("an earlier layout");
     drop(bind);
 
+    // Backups of a real PostgreSQL, Redis and MariaDB beside those apps: see
+    // tests/vm/backups.rs.
+    backups::backups_are_proven_by_restores(&vm, &op, &root_key);
+    clock.done("backups");
+
     // Root and password logins are closed (last: fail2ban counts failures).
-    cool_down();
     let out = vm.ssh("root", &root_key, "true", &[]);
     assert!(!out.status.success(), "root logged in: {}", text(&out));
     assert!(
@@ -379,8 +398,7 @@ sudo sshd -T | grep '^maxauthtries'"#,
 /// After init: a certificate issued over SSH through the VM's nginx (HTTP-01,
 /// Pebble validating from outside), `renew-certs` from the operator (which
 /// hands the host its settings), then the host's timer service and a forced
-/// `renew-certs --local` on the host itself; `status` reports it. Six SSH
-/// connections, in two groups of at most five (ufw's rate limit).
+/// `renew-certs --local` on the host itself; `status` reports it.
 fn certificates_renew_on_the_host(vm: &TestVm, op: &Operator, key: &Path) -> TestPebble {
     // Pebble resolves every name to 127.0.0.1 and validates on the port that
     // QEMU forwards to the VM's :80.
@@ -525,10 +543,7 @@ sudo cat {chain}"#
         .unwrap();
     assert!(verify.status.success(), "{}", text(&verify));
 
-    // `status` says the host renews by itself, and what it holds. (This is
-    // the 6th connection: wait out ufw's rate limit first, or its SYN is
-    // dropped when the host run above was quick.)
-    cool_down();
+    // `status` says the host renews by itself, and what it holds.
     let out = op.vpsup(&["status", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let host = json(&out)["hosts"][0].clone();
@@ -764,7 +779,6 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let index = op.project.path().join("frontend/www/index.html");
     let page = std::fs::read_to_string(&index).unwrap();
     std::fs::write(&index, page.replace("release: v1", "release: v2")).unwrap();
-    cool_down();
     let out = op.vpsup(&["deploy", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let second = json(&out)["hosts"][0].clone();
@@ -823,7 +837,6 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert!(https("/").contains("release: v2"), "{}", https("/"));
 
     // `vpsup rollback`: v1 again.
-    cool_down();
     let out = op.vpsup(&["rollback"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(
@@ -858,7 +871,6 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
 
     // `status` shows the last deploy, the app's containers, and --check
     // finds nothing to change.
-    cool_down();
     let out = op.vpsup(&["status", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let host = json(&out)["hosts"][0].clone();
@@ -886,13 +898,11 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     let start = op.project.path().join("db/start");
     let script = std::fs::read_to_string(&start).unwrap();
     std::fs::write(&start, format!("{script}# v2\n")).unwrap();
-    cool_down();
     let out = op.vpsup(&["deploy"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     std::fs::write(&start, format!("{script}# v3\n")).unwrap();
     let out = op.vpsup(&["deploy"]);
     assert!(out.status.success(), "{}", describe_output(&out));
-    cool_down();
     let out = op.vpsup(&["rollback"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let seen = text(&vm.ssh(
@@ -1001,7 +1011,6 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
     assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
 
     // eu changes and rolls back: shop stays.
-    cool_down();
     std::fs::write(&index, "eu shop: v2\n").unwrap();
     let out = op.vpsup(&["deploy", "--config", eu_config]);
     assert!(out.status.success(), "{}", describe_output(&out));
@@ -1012,7 +1021,6 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
     assert!(shop_page().contains("shop v4"), "{}", shop_page());
 
     // shop rolls back: eu stays.
-    cool_down();
     let out = op.vpsup(&["rollback"]);
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(!shop_page().contains("shop v4"), "{}", shop_page());
@@ -1113,7 +1121,6 @@ echo "sites: $(ls /etc/nginx/sites-enabled | grep legacy | tr '\n' ' ')"
     assert_eq!(page.lines().count(), 2, "{page}");
 
     // Back to the release the earlier vpsup made: its project, the same data.
-    cool_down();
     let out = op.vpsup(&["rollback", "--config", config]);
     assert!(out.status.success(), "{}", describe_output(&out));
     let seen = text(&vm.ssh("deploy", key, check, &[]));
@@ -1124,25 +1131,11 @@ echo "sites: $(ls /etc/nginx/sites-enabled | grep legacy | tr '\n' ' ')"
     assert_eq!(page.lines().count(), 3, "{page}");
 }
 
-/// Backups on a host init made: see tests/vm/backups.rs.
-#[test]
-#[ignore = "tier 2: boots a VM (minutes); tests/run runs it"]
-fn backups_are_proven_by_restores_on_a_fresh_vps() {
-    let vm = TestVm::boot();
-    let op = Operator::new();
-    let target = format!("root@127.0.0.1:{}", vm.ssh_port);
-    let key = vm.root_key();
-    let out = op.vpsup(&["init", &target, "-i", &key.display().to_string(), "--json"]);
-    assert!(out.status.success(), "{}", describe_output(&out));
-    cool_down();
-    backups::backups_are_proven_by_restores(&vm, &op, &key);
-}
-
 #[test]
 #[ignore = "tier 2: boots a VM (minutes); tests/run runs it"]
 fn init_by_password_survives_an_interruption_and_moves_ssh() {
     let vm = TestVm::boot();
-    let op = Operator::new();
+    let op = Operator::facing_vm();
     // The operator's own key, found where ssh-keygen puts it by default.
     let operator_key = generate_key(&op.ssh_dir(), "id_ed25519", None);
     let target = format!("root@127.0.0.1:{}", vm.ssh_port);

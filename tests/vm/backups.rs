@@ -2,14 +2,14 @@
 //! tests/vm/build-db-image makes, imported on the VM), backed up with vpsup
 //! into an SFTP repository on this machine (a real sshd, reached from the VM
 //! through QEMU's user network at 198.51.100.2), destroyed, restored, drilled,
-//! and backed up again by the host's own timer.
+//! and backed up and drilled again by the host's own units, as its timers run them.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{cool_down, text};
+use super::text;
 use crate::support::*;
 
 /// The guest's name for this machine's loopback (tests/vm/boot).
@@ -31,12 +31,29 @@ fn psql(vm: &TestVm, key: &Path, db: &str, sql: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Runs `sql` in the app's MariaDB as root (over its socket), on database
+/// `orders`; tab-separated rows without a header.
+fn mariadb(vm: &TestVm, key: &Path, sql: &str) -> String {
+    let out = vm.ssh(
+        "deploy",
+        key,
+        &format!(
+            "printf '%s\\n' {} | docker exec -i vpsup-data-sql-1 mariadb -uroot -N -B orders",
+            shell_word(sql)
+        ),
+        &[],
+    );
+    assert!(out.status.success(), "mariadb {sql}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn shell_word(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// What the databases hold, as the restore must give it back: per table its
-/// row count and an md5 of its rows in order; the databases; the roles.
+/// row count and an md5 of its rows in order; the databases; the roles; and
+/// the same of MariaDB's tables.
 fn fingerprint(vm: &TestVm, key: &Path) -> String {
     let mut seen = psql(
         vm,
@@ -53,8 +70,22 @@ fn fingerprint(vm: &TestVm, key: &Path) -> String {
             "select string_agg(format('%s=%s', t.relname, (xpath('/row/c/text()', query_to_xml(format('select count(*) as c, md5(coalesce(string_agg(x::text, '','' order by x::text), '''')) as m from %I.%I x', n.nspname, t.relname), false, true, '')))[1]::text), ' ' order by t.relname) from pg_class t join pg_namespace n on n.oid = t.relnamespace where t.relkind = 'r' and n.nspname = 'public';",
         ));
     }
+    seen.push('\n');
+    seen.push_str(&mariadb(
+        vm,
+        key,
+        "set session group_concat_max_len = 100000000; \
+         select 'orders', count(*), md5(group_concat(id, ':', customer, ':', total order by id)) from orders; \
+         select 'order_lines', count(*), md5(group_concat(order_id, ':', sku order by order_id, sku)) from order_lines;",
+    ));
     seen
 }
+
+/// What the host says of its backup timers and their runs.
+const TIMER_DIAGNOSIS: &str = "systemctl list-timers --all 'vpsup-backup*' --no-pager; \
+    systemctl status --no-pager 'vpsup-backup*' 2>&1 | tail -n 60; \
+    sudo journalctl --no-pager -n 80 -u 'vpsup-backup*'; \
+    sudo ls -la /var/lib/vpsup/backup/data; sudo tail -n 5 /var/lib/vpsup/backup/data/history.jsonl";
 
 fn vpsup_json(op: &Operator, args: &[&str]) -> (bool, Value, String) {
     let out = op.vpsup(args);
@@ -64,7 +95,6 @@ fn vpsup_json(op: &Operator, args: &[&str]) -> (bool, Value, String) {
 
 pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
     vm.import_db_images("deploy", key);
-    cool_down();
 
     // The repository: a directory behind a real sshd on this machine, its
     // host key pinned on the VM.
@@ -95,7 +125,7 @@ name = "data"
 health_timeout = 300
 
 [app.secrets]
-generate = ["DB_PASSWORD"]
+generate = ["DB_PASSWORD", "SQL_PASSWORD"]
 
 [backup]
 repository = "sftp://root@{HOST_FROM_VM}:{port}/{repo}"
@@ -130,7 +160,6 @@ before_deploy = true
         serde_json::json!([]),
         "{said}"
     );
-    cool_down();
 
     // Real data: two databases, 25 tables (more than a tail of the dump's
     // report holds), thousands of rows, a role that owns a table.
@@ -149,7 +178,6 @@ before_deploy = true
     }
     psql(vm, key, "shop", &format!("create table items (id int primary key, name text, price numeric); insert into items select g, 'item ' || g, g * 1.5 from generate_series(1, 5000) g; {tables}"));
     psql(vm, key, "blog", "set role app_owner; create table posts (id serial primary key, body text); insert into posts (body) select repeat('post ', g % 50) from generate_series(1, 3000) g;");
-    cool_down();
     let out = vm.ssh(
         "deploy",
         key,
@@ -157,14 +185,25 @@ before_deploy = true
         &[],
     );
     assert_eq!(text(&out).trim(), "3000", "{}", describe_output(&out));
+    mariadb(
+        vm,
+        key,
+        "create table orders (id int primary key, customer varchar(64), total decimal(10,2)); \
+         insert into orders select seq, concat('customer ', seq % 97), seq * 2.5 from seq_1_to_4000; \
+         create table order_lines (order_id int, sku varchar(16), primary key (order_id, sku)); \
+         insert into order_lines select seq div 3 + 1, concat('sku-', seq % 3) from seq_0_to_5999;",
+    );
     let before = fingerprint(vm, key);
     assert!(
-        before.contains("items=5000") && before.contains("posts=3000"),
+        before.contains("items=5000")
+            && before.contains("posts=3000")
+            && before.contains("orders\t4000")
+            && before.contains("order_lines\t6000"),
         "{before}"
     );
-    cool_down();
 
-    // A backup now: a snapshot per database (and the roles), the RDB.
+    // A backup now: a snapshot per PostgreSQL database (and the roles), the
+    // RDB, MariaDB's dump.
     let started = Instant::now();
     let (ok, report, said) = vpsup_json(op, &["backup", cfg[0], cfg[1], "--json"]);
     assert!(ok, "{said}");
@@ -176,13 +215,18 @@ before_deploy = true
         .iter()
         .map(|s| s["service"].as_str().unwrap())
         .collect();
-    assert_eq!(services, ["cache", "db"], "{report}");
-    eprintln!("backup of db and cache: {:?}", started.elapsed());
+    assert_eq!(services, ["cache", "db", "sql"], "{report}");
+    eprintln!("backup of db, cache and sql: {:?}", started.elapsed());
     let first_run = run["run"].as_str().unwrap().to_string();
 
-    // Disaster: a table dropped, a database dropped, the cache flushed.
+    // Disaster: tables dropped, a database dropped, the cache flushed.
     psql(vm, key, "shop", "drop table items; delete from t03;");
     psql(vm, key, "postgres", "drop database blog;");
+    mariadb(
+        vm,
+        key,
+        "drop table orders; delete from order_lines where order_id < 100;",
+    );
     let out = vm.ssh(
         "deploy",
         key,
@@ -190,10 +234,9 @@ before_deploy = true
         &[],
     );
     assert!(out.status.success(), "{}", describe_output(&out));
-    cool_down();
 
     // Restore, each after a safety snapshot of what is there now.
-    for service in ["db", "cache"] {
+    for service in ["db", "cache", "sql"] {
         let out = op.vpsup(&["restore", service, "--yes", cfg[0], cfg[1]]);
         assert!(
             out.status.success(),
@@ -209,7 +252,6 @@ before_deploy = true
         &[],
     );
     assert_eq!(text(&out).trim(), "3000", "{}", describe_output(&out));
-    cool_down();
 
     // The drill: the latest snapshots restored into throwaway containers,
     // counts compared, everything removed again.
@@ -233,7 +275,6 @@ before_deploy = true
     assert!(ok, "{said}");
     let snapshots = listed["hosts"][0]["snapshots"].as_array().unwrap().clone();
     assert!(snapshots.len() >= 4, "{listed}");
-    cool_down();
 
     // A database that is down fails the backup loudly, naming it; the
     // snapshots already there stay.
@@ -268,18 +309,38 @@ before_deploy = true
     for s in &snapshots {
         assert!(still.contains(&&s["id"]), "{} is gone: {listed}", s["id"]);
     }
-    cool_down();
+    // `status` says so: the last backup failed, naming the db.
+    let (ok, status, said) = vpsup_json(op, &["status", cfg[0], cfg[1], "--json"]);
+    assert!(ok, "{said}");
+    let backups = &status["hosts"][0]["backups"][0];
+    assert_eq!(backups["last"]["ok"], false, "{backups}");
+    assert!(
+        backups["problems"].to_string().contains("the last backup"),
+        "{backups}"
+    );
 
-    // The host's own timers: every 4 minutes (the drill 2 minutes later),
-    // with nobody connected; `status` reports them. (Only now: a timer's run
-    // holds the app's backup lock, which the steps above need.) The deploy
-    // changes nothing but the backup settings and timers.
+    // The host's own timers, with nobody connected: a backup about 100 s
+    // after the deploy and a drill 110 s later (times of day, read from the
+    // VM's clock); the deploy changes nothing but the backup settings and
+    // timers, and `status` reports the runs. (Only now: a run holds the app's
+    // backup lock, which the steps above need.)
+    let out = vm.ssh(
+        "deploy",
+        key,
+        "now=$(date +%s); date -d @$((now + 100)) +%H:%M:%S; date -d @$((now + 210)) +%H:%M:%S",
+        &[],
+    );
+    let times: Vec<String> = text(&out).lines().map(str::to_string).collect();
+    assert_eq!(times.len(), 2, "{}", text(&out));
     let toml = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
         toml.replace(
             "before_deploy = true\n",
-            "before_deploy = true\nschedule = \"*:0/4\"\nverify_schedule = \"*:2/4\"\nmax_age = \"1h\"\n",
+            &format!(
+                "before_deploy = true\nschedule = \"*-*-* {}\"\nverify_schedule = \"*-*-* {}\"\nmax_age = \"3h\"\n",
+                times[0], times[1]
+            ),
         ),
     )
     .unwrap();
@@ -291,30 +352,80 @@ before_deploy = true
         "{said}"
     );
     assert_eq!(report["hosts"][0]["uploaded"], 0, "{said}");
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let backups = loop {
-        let (ok, status, said) = vpsup_json(op, &["status", cfg[0], cfg[1], "--json"]);
-        assert!(ok, "{said}");
-        let backups = status["hosts"][0]["backups"][0].clone();
-        let by_timer = backups["last"]["run"]
-            .as_str()
-            .is_some_and(|r| r != first_run)
-            && backups["last"]["ok"] == true
-            && backups["drill"]["ok"] == true
-            && backups["drill"]["run"]
-                .as_str()
-                .is_some_and(|r| r != manual_drill);
-        if by_timer {
-            break backups;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the host's timers never ran a good backup and drill: {backups}"
+    let deadline = Instant::now() + std::time::Duration::from_secs(480);
+    let out = loop {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let out = vm.ssh(
+            "deploy",
+            key,
+            "for u in vpsup-backup@data vpsup-backup-verify@data; do \
+             echo \"$u $(systemctl show -p ExecMainStartTimestampMonotonic --value $u.service) $(systemctl is-active $u.service)\"; done",
+            &[],
         );
-        std::thread::sleep(Duration::from_secs(40));
+        // Each has started (a non-zero start time) and is no longer running.
+        let seen = text(&out);
+        let done = seen.lines().filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() == 3 && f[1] != "0" && f[2] != "activating" && f[2] != "active"
+        });
+        if done.count() == 2 {
+            break out;
+        }
+        if Instant::now() > deadline {
+            let diagnosis = vm.ssh("deploy", key, TIMER_DIAGNOSIS, &[]);
+            panic!(
+                "the host's timers did not run both: {}\n{}",
+                text(&out),
+                text(&diagnosis)
+            );
+        }
     };
+    eprintln!("the host's own runs: {}", text(&out));
+    let (ok, status, said) = vpsup_json(op, &["status", cfg[0], cfg[1], "--json"]);
+    assert!(ok, "{said}");
+    let backups = &status["hosts"][0]["backups"][0];
     assert_eq!(backups["app"], "data", "{backups}");
+    assert_eq!(backups["last"]["ok"], true, "{backups}");
+    assert_ne!(
+        backups["last"]["run"].as_str(),
+        Some(first_run.as_str()),
+        "{backups}"
+    );
+    assert_eq!(backups["drill"]["ok"], true, "{backups}");
+    assert_ne!(
+        backups["drill"]["run"].as_str(),
+        Some(manual_drill.as_str()),
+        "{backups}"
+    );
     assert_eq!(backups["problems"], serde_json::json!([]), "{backups}");
     assert!(backups["next"].is_string(), "{backups}");
+
+    // Tampered with: one byte changed in every data pack of the repository.
+    // The drill fails, loudly, and `status` says so.
+    let mut packs = 0;
+    for dir in std::fs::read_dir(store.path().join("repo/data")).unwrap() {
+        for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
+            let path = pack.unwrap().path();
+            let mut bytes = std::fs::read(&path).unwrap();
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x55;
+            std::fs::write(&path, bytes).unwrap();
+            packs += 1;
+        }
+    }
+    assert!(packs > 0);
+    let (ok, report, said) = vpsup_json(op, &["backup", "verify", cfg[0], cfg[1], "--json"]);
+    assert!(!ok, "a drill of a tampered repository passed: {said}");
+    assert_eq!(report["hosts"][0]["run"]["ok"], false, "{report}");
+    let (_, status, said) = vpsup_json(op, &["status", cfg[0], cfg[1], "--json"]);
+    let problems = status["hosts"][0]["backups"][0]["problems"].to_string();
+    assert!(problems.contains("the last restore drill"), "{said}");
+    let out = vm.ssh(
+        "deploy",
+        key,
+        "docker ps -a --filter label=vpsup.drill --format '{{.Names}}'",
+        &[],
+    );
+    assert_eq!(text(&out).trim(), "", "drill containers left behind");
     drop(sftp);
 }
