@@ -199,11 +199,22 @@ async fn drill(
                     r = quote(&ready)
                 ));
             }
+            // The RDB goes where the server had it, as a restore puts it.
+            let (rdb_dir, rdb_file) = manifest.redis.place();
+            if engine == Engine::Redis {
+                body.push_str(&format!(
+                    "docker exec {} mkdir -p {} || exit 1\n",
+                    quote(&name),
+                    quote(rdb_dir)
+                ));
+            }
             body.push_str(&restore_into(&manifest)?);
             if engine == Engine::Redis {
                 body.push_str(&format!(
-                    "docker exec -d {n} redis-server --dir /data --appendonly no --save ''\nsleep 2\ndocker exec {n} sh -c {k}\n",
+                    "docker exec -d {n} redis-server --dir {d} --dbfilename {f} --appendonly no --save ''\nsleep 2\ndocker exec {n} sh -c {k}\n",
                     n = quote(&name),
+                    d = quote(rdb_dir),
+                    f = quote(rdb_file),
                     k = quote(&engines::redis::keyspace(None))
                 ));
             }
@@ -241,7 +252,7 @@ async fn drill(
             ));
         }
     }
-    if let (Engine::Redis, Some(keys)) = (manifest.engine, manifest.redis_keys) {
+    if let (Engine::Redis, Some(keys)) = (manifest.engine, manifest.redis.keys) {
         let loaded = engines::redis::parse_keyspace(&stdout);
         if loaded > keys || loaded == 0 && keys > 0 {
             return Err(format!("{loaded} keys loaded, the backup had {keys}"));

@@ -124,15 +124,17 @@ fn tagged<'a>(stderr: &'a str, word: &'a str) -> impl Iterator<Item = &'a str> +
         .filter_map(move |l| l.strip_prefix(word)?.strip_prefix('|'))
 }
 
+/// For tests that run these wrappers' shell here.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::script::testing::{sh_ok, write_executable};
+pub(crate) mod testing {
+    use crate::transport::script::testing::write_executable;
 
-    /// A `docker` that runs what follows `sh` in the argv here, so the
-    /// quoting of a wrapper round-trips for real (and `$VARS` expand in the
-    /// "container", from its environment, not in the host script).
-    fn fake_docker(dir: &std::path::Path) -> String {
+    /// A `docker` in `dir` that runs what follows `sh` in the argv here, so
+    /// the quoting of a wrapper round-trips for real (and `$VARS` expand in
+    /// the "container", from its environment, not in the host script). It
+    /// logs each call's first words to `dir/log`. The shell line returned
+    /// puts it on PATH.
+    pub fn fake_docker(dir: &std::path::Path) -> String {
         write_executable(
             &dir.join("docker"),
             "#!/bin/sh\necho \"docker $1 $2 $3 $4\" >>\"$LOG\"\ncase \"$2\" in stop) exit 0;; start) exit ${FAIL_START:-0};; esac\nwhile [ \"$1\" != sh ] && [ \"$1\" != --entrypoint ]; do shift; done\nif [ \"$1\" = sh ]; then shift; else shift 3; fi\nexec sh \"$@\"\n",
@@ -143,6 +145,13 @@ mod tests {
             dir.join("log").display()
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::fake_docker;
+    use super::*;
+    use crate::transport::script::testing::sh_ok;
 
     #[test]
     fn wrappers_name_the_service_and_carry_the_inner_script_whole() {

@@ -132,7 +132,8 @@ pub fn service_script(
             }
         }
         Engine::Redis => {
-            let inner = redis::restore(redis::DEFAULT_DIR, redis::DEFAULT_DBFILENAME);
+            let (dir, file) = manifest.redis.place();
+            let inner = redis::restore(dir, file);
             for part in &manifest.parts {
                 let consumer = match into {
                     RestoreInto::Service { .. } => engines::run_oneoff(compose, service, &inner),
@@ -174,8 +175,10 @@ pub fn service_script(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::engines::redis::RdbReport;
+    use crate::backup::engines::testing::fake_docker;
     use crate::backup::restic::{HostFiles, HostKeys};
-    use crate::transport::script::testing::write_executable;
+    use crate::transport::script::testing::{sh_ok, write_executable};
 
     #[test]
     fn database_names_come_back_from_their_file_names() {
@@ -243,30 +246,39 @@ mod tests {
             .contains("restoring /shop+db+shop.pgdump failed (exit 4)"));
     }
 
-    #[test]
-    fn postgres_restores_globals_then_databases_with_the_app_stopped() {
-        let repo =
-            Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
-        let manifest = Manifest {
+    /// A manifest of app shop's `service` with one part per file.
+    fn manifest(service: &str, engine: Engine, files: &[&str]) -> Manifest {
+        Manifest {
             version: 1,
             run: "r1".into(),
             app: "shop".into(),
-            service: "db".into(),
-            engine: Engine::Postgres {
-                mode: PostgresMode::Databases,
-            },
-            image: "postgres:17".into(),
-            parts: ["globals.sql", "shop.pgdump"]
+            service: service.into(),
+            engine,
+            image: "image:1".into(),
+            parts: files
                 .iter()
                 .map(|f| Part {
-                    path: format!("/shop+db+{f}"),
+                    path: format!("/shop+{service}+{f}"),
                     snapshot: "e05c84ae".into(),
                     bytes: 900,
                 })
                 .collect(),
             pg_counts: Default::default(),
-            redis_keys: None,
-        };
+            redis: Default::default(),
+        }
+    }
+
+    #[test]
+    fn postgres_restores_globals_then_databases_with_the_app_stopped() {
+        let repo =
+            Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
+        let manifest = manifest(
+            "db",
+            Engine::Postgres {
+                mode: PostgresMode::Databases,
+            },
+            &["globals.sql", "shop.pgdump"],
+        );
         let script = service_script(
             &repo,
             &manifest,
@@ -288,5 +300,41 @@ mod tests {
         let start = script.rfind("start").unwrap();
         assert!(stop < globals && globals < shop && shop < start, "{script}");
         assert!(script.contains("DROP DATABASE IF EXISTS"), "{script}");
+    }
+
+    /// A server with its own `dir` and `dbfilename` gets its RDB back there,
+    /// not in the official image's /data/dump.rdb.
+    #[test]
+    fn redis_goes_back_where_the_dump_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fake_restic(dir.path());
+        let docker = fake_docker(dir.path());
+        let data = dir.path().join("var lib redis");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("other.rdb"), "old").unwrap();
+        let mut manifest = manifest("cache", Engine::Redis, &["dump.rdb"]);
+        manifest.redis = RdbReport {
+            dir: Some(data.display().to_string()),
+            file: Some("other.rdb".into()),
+            ..RdbReport::default()
+        };
+        let script = service_script(
+            &repo,
+            &manifest,
+            RestoreInto::Service {
+                compose: "docker compose",
+                service: "cache",
+            },
+            &[],
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        sh_ok(&format!("{docker}\n{script}"));
+        assert_eq!(
+            std::fs::read_to_string(data.join("other.rdb")).unwrap(),
+            "DATA\n"
+        );
+        assert!(!data.join("dump.rdb").exists());
     }
 }

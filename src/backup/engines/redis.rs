@@ -10,6 +10,8 @@
 //! that `appendonly.aof` itself (an RDB preamble is valid AOF since 4.0).
 //! The old AOF is moved aside, never deleted.
 
+use serde::{Deserialize, Serialize};
+
 use super::{password_from, tagged, DumpPart};
 use crate::transport::script::quote;
 
@@ -85,14 +87,38 @@ exec cat <&5
     }
 }
 
-/// What a dump printed about its RDB.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What a dump printed about its RDB. The service's manifest records it
+/// as is, its fields flat beside the others (`redis_dir`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RdbReport {
+    /// Where the server keeps its RDB (`CONFIG GET dir`, `dbfilename`): a
+    /// restore puts it back there. See `place`.
+    #[serde(rename = "redis_dir", default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    #[serde(
+        rename = "redis_file",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file: Option<String>,
     /// From `redis-check-rdb` (absent when the image has none).
+    #[serde(
+        rename = "redis_keys",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub keys: Option<u64>,
+    #[serde(
+        rename = "redis_expires",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires: Option<u64>,
+    #[serde(
+        rename = "redis_already_expired",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub already_expired: Option<u64>,
 }
 
@@ -113,6 +139,15 @@ pub fn parse_dump_report(stderr: &str) -> RdbReport {
 }
 
 impl RdbReport {
+    /// The RDB's directory and file name. Manifests written before they
+    /// were recorded have neither: the official image's `/data/dump.rdb`.
+    pub fn place(&self) -> (&str, &str) {
+        (
+            self.dir.as_deref().unwrap_or(DEFAULT_DIR),
+            self.file.as_deref().unwrap_or(DEFAULT_DBFILENAME),
+        )
+    }
+
     /// Whether a server that loaded this RDB holds a plausible number of
     /// keys: every key read, less at most those with an expiry.
     pub fn plausible(&self, loaded: u64) -> bool {
@@ -217,6 +252,13 @@ mod tests {
         assert!(!report.plausible(92));
         assert!(!report.plausible(101));
         assert!(RdbReport::default().plausible(0));
+        assert_eq!(report.place(), ("/data", "dump.rdb"));
+        let elsewhere = parse_dump_report("rdb-dir|/var/lib/redis\nrdb-file|other.rdb\n");
+        assert_eq!(elsewhere.place(), ("/var/lib/redis", "other.rdb"));
+        assert_eq!(
+            RdbReport::default().place(),
+            (DEFAULT_DIR, DEFAULT_DBFILENAME)
+        );
     }
 
     #[test]
