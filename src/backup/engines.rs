@@ -98,6 +98,10 @@ exit $rc
     )
 }
 
+/// The exit status of a drill's readiness script that means "it never will
+/// be" (the server ended): the drill stops waiting at once.
+pub const NEVER_READY: i32 = 100;
+
 /// An environment variable name as config gives it (`password_env`), checked
 /// before it is written into a script.
 pub fn env_name(name: &str) -> Result<&str, String> {
