@@ -471,6 +471,33 @@ fn postgres_cluster_mode_restores_every_database_and_role() {
     );
 }
 
+/// What a restore reads first, before it drops anything: a whole dump
+/// passes, one cut short fails (`pg_restore --list` would pass it).
+#[test]
+fn postgres_dumps_are_read_through_before_a_restore() {
+    let pg = Pg::start();
+    seed_postgres(&pg);
+    let env = pg.env();
+    let out = tempfile::tempdir().unwrap();
+    let database = postgres::dump_parts(&["shop".to_string()]).remove(1);
+    for (part, check) in [
+        (database, postgres::check_database_dump()),
+        (postgres::cluster_part(), postgres::check_cluster_dump()),
+    ] {
+        let (whole, _) = dump(&part, &env, out.path());
+        ok(run_inner(&check, &env, Some(&whole), None), &part.file);
+        let bytes = fs::read(&whole).unwrap();
+        let cut = out.path().join(format!("cut-{}", part.file));
+        fs::write(&cut, &bytes[..bytes.len() * 9 / 10]).unwrap();
+        let failed = run_inner(&check, &env, Some(&cut), None);
+        assert!(
+            !failed.status.success(),
+            "{}: a dump cut short passed",
+            part.file
+        );
+    }
+}
+
 #[test]
 fn postgres_dumps_fail_loudly() {
     let pg = Pg::start();

@@ -230,6 +230,20 @@ exec pg_restore -U "$U" --create --exit-on-error -d "$m"
     )
 }
 
+/// Reads the custom dump on stdin through to its end, touching no database:
+/// fails when it is cut short or damaged. (`pg_restore --list` reads only
+/// the table of contents at its start, and passes a truncated dump.)
+pub fn check_database_dump() -> String {
+    "exec pg_restore -f /dev/null\n".to_string()
+}
+
+/// Reads the `pg_dumpall` on stdin through to its end: fails unless it
+/// carries the comment `pg_dumpall` ends with (`grep -c` reads it all; `-q`
+/// would stop at the match).
+pub fn check_cluster_dump() -> String {
+    "grep -cx -- '-- PostgreSQL database cluster dump complete' >/dev/null || { echo 'vpsup: the cluster dump does not end as pg_dumpall ends one' >&2; exit 1; }\n".to_string()
+}
+
 /// Replays a `pg_dumpall` from stdin into a cluster made empty first: every
 /// database but the templates is dropped, and an empty `postgres` made
 /// again for the dump to fill (it `\connect`s to it rather than creating it).
