@@ -17,6 +17,7 @@ use super::restic::{ReadData, SHORT_TIMEOUT};
 use super::restore::{self, RestoreInto};
 use super::{Engine, RunId};
 use crate::transport::script::quote;
+use crate::transport::sections::Sections;
 use crate::transport::{ExecRequest, Transport};
 
 /// The restore drill: each service's latest manifest restored into a
@@ -123,6 +124,9 @@ async fn drill(
     .await?;
     let mut manifest = Manifest::from_json(&text).map_err(|e| e.to_string())?;
     let pw = service.password_env.as_deref();
+    // PostgreSQL's counts come back per database.
+    let sections = Sections::random();
+    let databases: Vec<&str> = manifest.pg_counts.keys().map(String::as_str).collect();
     let name = format!(
         "vpsup-drill-{}-{}-{}",
         job.app(),
@@ -161,12 +165,7 @@ async fn drill(
                         quote(&manifest.image)
                     ),
                     engines::postgres::ready(),
-                    manifest
-                        .pg_counts
-                        .keys()
-                        .map(|db| engines::postgres::count_rows(db))
-                        .collect::<Vec<_>>()
-                        .join(""),
+                    engines::postgres::count_databases(&sections, &databases),
                 ),
                 Engine::Redis => (
                     format!("--entrypoint sleep {} infinity", quote(&manifest.image)),
@@ -243,19 +242,15 @@ async fn drill(
         return Err(out.stderr_tail(8));
     }
     let stdout = out.stdout_str();
-    let found = format!("{stdout}{}", out.stderr_str());
     if !manifest.pg_counts.is_empty() {
-        let mut expected = std::collections::BTreeMap::new();
-        for counts in manifest.pg_counts.values() {
-            expected.extend(counts.clone());
-        }
-        let mismatches = engines::postgres::count_mismatches(
-            &expected,
-            &engines::postgres::parse_counts(&found),
-        );
+        let found = engines::postgres::parse_database_counts(&sections, &databases, &stdout)
+            .map_err(|e| e.to_string())?;
+        let mismatches = engines::postgres::database_mismatches(&manifest.pg_counts, &found);
         if !mismatches.is_empty() {
+            let listed: Vec<String> = mismatches.iter().map(|m| m.to_string()).collect();
             return Err(format!(
-                "row counts differ from the backup's: {mismatches:?}"
+                "row counts differ from the backup's: {}",
+                listed.join("; ")
             ));
         }
     }
