@@ -20,6 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use vpsup::backup::engines::{mysql, postgres, redis, DumpPart};
+use vpsup::transport::sections::Sections;
 
 /// Runs an inner script as the container would, with `env` added to ours,
 /// stdin from `stdin` (or nothing) and stdout into `stdout` (or captured).
@@ -288,7 +289,8 @@ fn seed_postgres(pg: &Pg) {
          ALTER TABLE public.customers OWNER TO app; ALTER TABLE sales.orders OWNER TO app;
          GRANT USAGE ON SCHEMA sales TO reporter; GRANT SELECT ON public.customers, sales.orders TO reporter;",
     );
-    pg.sql("blog", "CREATE TABLE posts (id serial PRIMARY KEY, title text, body text); INSERT INTO posts (title, body) SELECT 'Ünïcødé post ' || g, repeat('lorem ipsum ', g % 50) FROM generate_series(1, 2000) g;");
+    // `notes` again, with other rows: a drill tells the two apart.
+    pg.sql("blog", "CREATE TABLE posts (id serial PRIMARY KEY, title text, body text); INSERT INTO posts (title, body) SELECT 'Ünïcødé post ' || g, repeat('lorem ipsum ', g % 50) FROM generate_series(1, 2000) g; CREATE TABLE notes (id int); INSERT INTO notes VALUES (1), (2), (3);");
     pg.sql(ODD_DB, "CREATE TABLE \"Odd Table\" (id int, \"Value|x\" text); INSERT INTO \"Odd Table\" SELECT g, md5(g::text) FROM generate_series(1, 1500) g;");
 }
 
@@ -353,20 +355,32 @@ fn postgres_databases_are_dumped_and_restored_with_roles_counts_and_checksums() 
     }
     for db in &listed {
         assert_eq!(pg.fingerprint(db), before[db], "{db} after the restore");
-        // What a drill runs: the counts again, compared with the dump's.
-        let found = postgres::parse_counts(&text(
-            &ok(
-                run_inner(&postgres::count_rows(db), &env, None, None),
-                "count",
-            )
-            .stdout,
-        ));
-        let expected: BTreeMap<String, u64> = before[db]
-            .iter()
-            .map(|(t, (n, _))| (t.clone(), *n))
-            .collect();
-        assert_eq!(postgres::count_mismatches(&expected, &found), []);
     }
+    // What a drill runs: every database's counts again, in one script,
+    // compared per database with the dump's.
+    let sections = Sections::random();
+    let databases: Vec<&str> = listed.iter().map(String::as_str).collect();
+    let counted = ok(
+        run_inner(
+            &postgres::count_databases(&sections, &databases),
+            &env,
+            None,
+            None,
+        ),
+        "count",
+    );
+    let found =
+        postgres::parse_database_counts(&sections, &databases, &text(&counted.stdout)).unwrap();
+    let expected: postgres::DatabaseCounts = before
+        .iter()
+        .map(|(db, tables)| {
+            let counts = tables.iter().map(|(t, (n, _))| (t.clone(), *n)).collect();
+            (db.clone(), counts)
+        })
+        .collect();
+    assert_eq!(found["blog"]["public.notes"], 3);
+    assert_eq!(found["postgres"]["public.notes"], 10);
+    assert_eq!(postgres::database_mismatches(&expected, &found), []);
     assert_eq!(
         pg.sql(
             "postgres",
@@ -469,6 +483,33 @@ fn postgres_cluster_mode_restores_every_database_and_role() {
         .trim(),
         "t"
     );
+}
+
+/// What a restore reads first, before it drops anything: a whole dump
+/// passes, one cut short fails (`pg_restore --list` would pass it).
+#[test]
+fn postgres_dumps_are_read_through_before_a_restore() {
+    let pg = Pg::start();
+    seed_postgres(&pg);
+    let env = pg.env();
+    let out = tempfile::tempdir().unwrap();
+    let database = postgres::dump_parts(&["shop".to_string()]).remove(1);
+    for (part, check) in [
+        (database, postgres::check_database_dump()),
+        (postgres::cluster_part(), postgres::check_cluster_dump()),
+    ] {
+        let (whole, _) = dump(&part, &env, out.path());
+        ok(run_inner(&check, &env, Some(&whole), None), &part.file);
+        let bytes = fs::read(&whole).unwrap();
+        let cut = out.path().join(format!("cut-{}", part.file));
+        fs::write(&cut, &bytes[..bytes.len() * 9 / 10]).unwrap();
+        let failed = run_inner(&check, &env, Some(&cut), None);
+        assert!(
+            !failed.status.success(),
+            "{}: a dump cut short passed",
+            part.file
+        );
+    }
 }
 
 #[test]
@@ -679,11 +720,18 @@ fn redis_is_saved_checked_and_restored_over_its_aof() {
     redis.cli(&["FLUSHALL"]);
     assert_eq!(redis.keys(), 0);
     redis.stop();
+    // Where the dump found it (not /data): what the manifest records.
+    let (dir, file) = report.place();
     ok(
-        run_inner(&redis::restore(&data, "dump.rdb"), &[], Some(&path), None),
+        run_inner(&redis::restore(dir, file), &[], Some(&path), None),
         "restore",
     );
     redis.run_server();
+    // What a drill waits for before it counts.
+    ok(
+        run_inner(&redis::ready(None), &redis.env(), None, None),
+        "ready",
+    );
     assert_eq!(redis.keys(), total);
     assert!(report.plausible(redis.keys()));
     assert_eq!(redis.cli(&["DEBUG", "DIGEST"]), digest);

@@ -282,7 +282,7 @@ async fn round_trip(f: &Fixture) {
             bytes: snap.bytes,
         }],
         pg_counts: Default::default(),
-        redis_keys: None,
+        redis: Default::default(),
     };
     let store = m.store(HOST, LONG).unwrap();
     f.run_pipeline(&store, Some(m.to_json().as_bytes()))

@@ -17,6 +17,7 @@ use super::restic::{ReadData, SHORT_TIMEOUT};
 use super::restore::{self, RestoreInto};
 use super::{Engine, RunId};
 use crate::transport::script::quote;
+use crate::transport::sections::Sections;
 use crate::transport::{ExecRequest, Transport};
 
 /// The restore drill: each service's latest manifest restored into a
@@ -123,6 +124,9 @@ async fn drill(
     .await?;
     let mut manifest = Manifest::from_json(&text).map_err(|e| e.to_string())?;
     let pw = service.password_env.as_deref();
+    // PostgreSQL's counts come back per database.
+    let sections = Sections::random();
+    let databases: Vec<&str> = manifest.pg_counts.keys().map(String::as_str).collect();
     let name = format!(
         "vpsup-drill-{}-{}-{}",
         job.app(),
@@ -161,17 +165,12 @@ async fn drill(
                         quote(&manifest.image)
                     ),
                     engines::postgres::ready(),
-                    manifest
-                        .pg_counts
-                        .keys()
-                        .map(|db| engines::postgres::count_rows(db))
-                        .collect::<Vec<_>>()
-                        .join(""),
+                    engines::postgres::count_databases(&sections, &databases),
                 ),
                 Engine::Redis => (
                     format!("--entrypoint sleep {} infinity", quote(&manifest.image)),
                     String::new(),
-                    String::new(),
+                    engines::redis::keyspace(None),
                 ),
                 Engine::Mysql => (
                     format!(
@@ -193,18 +192,36 @@ async fn drill(
                 n = quote(&name),
             );
             if !ready.is_empty() {
+                body.push_str(&wait_until(
+                    &name,
+                    &ready,
+                    120,
+                    "the drill container did not come up",
+                ));
+            }
+            // The RDB goes where the server had it, as a restore puts it.
+            let (rdb_dir, rdb_file) = manifest.redis.place();
+            if engine == Engine::Redis {
                 body.push_str(&format!(
-                    "i=0; until docker exec {n} sh -c {r} >/dev/null 2>&1; do i=$((i+1)); [ $i -lt 120 ] || {{ echo 'vpsup: the drill container did not come up' >&2; docker logs --tail 20 {n} >&2; exit 1; }}; sleep 1; done\n",
-                    n = quote(&name),
-                    r = quote(&ready)
+                    "docker exec {} mkdir -p {} || exit 1\n",
+                    quote(&name),
+                    quote(rdb_dir)
                 ));
             }
             body.push_str(&restore_into(&manifest)?);
             if engine == Engine::Redis {
                 body.push_str(&format!(
-                    "docker exec -d {n} redis-server --dir /data --appendonly no --save ''\nsleep 2\ndocker exec {n} sh -c {k}\n",
-                    n = quote(&name),
-                    k = quote(&engines::redis::keyspace(None))
+                    "docker exec -d {} sh -c {} || exit 1\n",
+                    quote(&name),
+                    quote(&engines::redis::drill_serve(rdb_dir, rdb_file))
+                ));
+                // Keys counted while it loads are a part of them. A large RDB
+                // loads for a while: as long as a dump may take.
+                body.push_str(&wait_until(
+                    &name,
+                    &engines::redis::drill_loaded(rdb_dir),
+                    job.timeout().as_secs(),
+                    "the drill's redis did not load the RDB",
                 ));
             }
             if !check.is_empty() {
@@ -225,27 +242,86 @@ async fn drill(
         return Err(out.stderr_tail(8));
     }
     let stdout = out.stdout_str();
-    let found = format!("{stdout}{}", out.stderr_str());
     if !manifest.pg_counts.is_empty() {
-        let mut expected = std::collections::BTreeMap::new();
-        for counts in manifest.pg_counts.values() {
-            expected.extend(counts.clone());
-        }
-        let mismatches = engines::postgres::count_mismatches(
-            &expected,
-            &engines::postgres::parse_counts(&found),
-        );
+        let found = engines::postgres::parse_database_counts(&sections, &databases, &stdout)
+            .map_err(|e| e.to_string())?;
+        let mismatches = engines::postgres::database_mismatches(&manifest.pg_counts, &found);
         if !mismatches.is_empty() {
+            let listed: Vec<String> = mismatches.iter().map(|m| m.to_string()).collect();
             return Err(format!(
-                "row counts differ from the backup's: {mismatches:?}"
+                "row counts differ from the backup's: {}",
+                listed.join("; ")
             ));
         }
     }
-    if let (Engine::Redis, Some(keys)) = (manifest.engine, manifest.redis_keys) {
+    if manifest.engine == Engine::Redis {
         let loaded = engines::redis::parse_keyspace(&stdout);
-        if loaded > keys || loaded == 0 && keys > 0 {
-            return Err(format!("{loaded} keys loaded, the backup had {keys}"));
+        if !manifest.redis.plausible(loaded) {
+            return Err(format!(
+                "{loaded} keys loaded, the backup had {} ({} of them with an expiry)",
+                manifest.redis.keys.unwrap_or_default(),
+                manifest
+                    .redis
+                    .expires
+                    .map_or("any".to_string(), |n| n.to_string())
+            ));
         }
     }
     Ok(manifest)
+}
+
+/// Shell that waits, at most about `seconds`, until `ready` succeeds in
+/// drill container `name`, and no longer once it exits `NEVER_READY`; exits
+/// 1 otherwise, saying `what` and what `ready` and the container said last.
+fn wait_until(name: &str, ready: &str, seconds: u64, what: &str) -> String {
+    format!(
+        "i=0
+until said=$(docker exec {n} sh -c {r} 2>&1); do
+  rc=$? i=$((i+1))
+  if [ $rc -eq {never} ] || [ $i -ge {seconds} ]; then
+    echo {w} >&2; printf '%s\\n' \"$said\" | tail -n 20 >&2; docker logs --tail 20 {n} >&2; exit 1
+  fi
+  sleep 1
+done
+",
+        n = quote(name),
+        r = quote(ready),
+        never = engines::NEVER_READY,
+        w = quote(&format!("vpsup: {what}")),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backup::engines::testing::fake_docker;
+
+    #[test]
+    fn waiting_ends_when_ready_or_never_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let docker = fake_docker(dir.path());
+        let run = |ready: &str| {
+            std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("{docker}\n{}", wait_until("c", ready, 30, "it did not")),
+                ])
+                .output()
+                .unwrap()
+        };
+        // Ready on the second try.
+        let tries = dir.path().join("tries");
+        let second = format!("echo x >>{t}; [ $(wc -l <{t}) -ge 2 ]", t = tries.display());
+        assert!(run(&second).status.success());
+        // Never: at once, with what it said.
+        let started = std::time::Instant::now();
+        let never = run("echo 'Bad file format' >&2; exit 100");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(never.status.code(), Some(1));
+        let said = String::from_utf8_lossy(&never.stderr);
+        assert!(
+            said.contains("vpsup: it did not\nBad file format"),
+            "{said}"
+        );
+    }
 }

@@ -59,9 +59,11 @@ pub fn run_oneoff(compose: &str, service: &str, inner: &str) -> String {
     )
 }
 
-/// `body` with `services` stopped, started again afterwards whether `body`
-/// failed or not (a failed restore must not leave the app down). A subshell:
-/// it exits with `body`'s status, or 1 when the services do not start again.
+/// `body` with `services` stopped, and those of them that were running
+/// (or restarting) started again afterwards whether `body` failed or not (a
+/// failed restore must not leave the app down; a service someone had
+/// stopped stays stopped). A subshell: it exits with `body`'s status, or 1
+/// when the services do not start again.
 pub fn with_stopped(compose: &str, services: &[String], body: &str) -> String {
     if services.is_empty() {
         return format!("(\n{body}\n)");
@@ -71,21 +73,34 @@ pub fn with_stopped(compose: &str, services: &[String], body: &str) -> String {
         .map(|s| quote(s))
         .collect::<Vec<_>>()
         .join(" ");
+    // `ps --services --status running` ignored --status in some Compose
+    // v2 releases (docker/compose#8711): the states are read and filtered here.
     format!(
         "(
+states=$({compose} ps -a --format '{{{{.Service}}}}\t{{{{.State}}}}') || exit 1
 {compose} stop {names} >&2 || exit 1
 (
 {body}
 )
 rc=$?
-if ! {compose} start {names} >&2; then
-  echo 'vpsup: could not start these services again:' {names} >&2
+set --
+for s in {names}; do
+  if printf '%s\\n' \"$states\" | awk -F '\\t' -v s=\"$s\" '$1 == s && ($2 == \"running\" || $2 == \"restarting\") {{ up = 1 }} END {{ exit !up }}'; then
+    set -- \"$@\" \"$s\"
+  fi
+done
+if [ $# -gt 0 ] && ! {compose} start \"$@\" >&2; then
+  echo 'vpsup: could not start these services again:' \"$@\" >&2
   [ $rc -ne 0 ] || rc=1
 fi
 exit $rc
 )",
     )
 }
+
+/// The exit status of a drill's readiness script that means "it never will
+/// be" (the server ended): the drill stops waiting at once.
+pub const NEVER_READY: i32 = 100;
 
 /// An environment variable name as config gives it (`password_env`), checked
 /// before it is written into a script.
@@ -124,18 +139,20 @@ fn tagged<'a>(stderr: &'a str, word: &'a str) -> impl Iterator<Item = &'a str> +
         .filter_map(move |l| l.strip_prefix(word)?.strip_prefix('|'))
 }
 
+/// For tests that run these wrappers' shell here.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::transport::script::testing::{sh_ok, write_executable};
+pub(crate) mod testing {
+    use crate::transport::script::testing::write_executable;
 
-    /// A `docker` that runs what follows `sh` in the argv here, so the
-    /// quoting of a wrapper round-trips for real (and `$VARS` expand in the
-    /// "container", from its environment, not in the host script).
-    fn fake_docker(dir: &std::path::Path) -> String {
+    /// A `docker` in `dir` that runs what follows `sh` in the argv here, so
+    /// the quoting of a wrapper round-trips for real (and `$VARS` expand in
+    /// the "container", from its environment, not in the host script). It
+    /// logs each call's first words to `dir/log`; `compose ps` prints `$PS`
+    /// (`service\tstate` lines). The shell line returned puts it on PATH.
+    pub fn fake_docker(dir: &std::path::Path) -> String {
         write_executable(
             &dir.join("docker"),
-            "#!/bin/sh\necho \"docker $1 $2 $3 $4\" >>\"$LOG\"\ncase \"$2\" in stop) exit 0;; start) exit ${FAIL_START:-0};; esac\nwhile [ \"$1\" != sh ] && [ \"$1\" != --entrypoint ]; do shift; done\nif [ \"$1\" = sh ]; then shift; else shift 3; fi\nexec sh \"$@\"\n",
+            "#!/bin/sh\nset -f\necho docker $1 $2 $3 $4 >>\"$LOG\"\ncase \"$2\" in ps) printf \"$PS\"; exit 0;; stop) exit 0;; start) exit ${FAIL_START:-0};; esac\nwhile [ \"$1\" != sh ] && [ \"$1\" != --entrypoint ]; do shift; done\nif [ \"$1\" = sh ]; then shift; else shift 3; fi\nexec sh \"$@\"\n",
         );
         format!(
             "export PATH={}:$PATH LOG={}",
@@ -143,6 +160,13 @@ mod tests {
             dir.join("log").display()
         )
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::fake_docker;
+    use super::*;
+    use crate::transport::script::testing::sh_ok;
 
     #[test]
     fn wrappers_name_the_service_and_carry_the_inner_script_whole() {
@@ -169,35 +193,59 @@ mod tests {
         );
     }
 
+    /// Three services, one of them with two containers of which one runs.
+    const PS: &str = "PS='web\\trunning\\nworker\\texited\\nqueue\\texited\\nqueue\\trestarting\\ndb\\trunning\\n'";
+
     #[test]
-    fn stopped_services_start_again_even_when_the_body_fails() {
+    fn running_services_start_again_even_when_the_body_fails() {
         let dir = tempfile::tempdir().unwrap();
         let env = fake_docker(dir.path());
-        let services = ["web".to_string(), "worker".to_string()];
+        let services = ["web".to_string(), "worker".to_string(), "queue".to_string()];
         let script = with_stopped(
             "docker compose",
             &services,
             "echo restoring >>\"$LOG\"; exit 7",
         );
         let out = std::process::Command::new("sh")
-            .args(["-c", &format!("{env}; {script}")])
+            .args(["-c", &format!("{env} {PS}; {script}")])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(7));
         assert_eq!(
             std::fs::read_to_string(dir.path().join("log")).unwrap(),
-            "docker compose stop web worker\nrestoring\ndocker compose start web worker\n"
+            "docker compose ps -a --format\ndocker compose stop web worker\nrestoring\ndocker compose start web queue\n"
         );
         // A body that worked still fails when the app does not come back.
         let script = with_stopped("docker compose", &services, "true");
         let out = std::process::Command::new("sh")
-            .args(["-c", &format!("{env} FAIL_START=3; {script}")])
+            .args(["-c", &format!("{env} {PS} FAIL_START=3; {script}")])
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
         assert!(String::from_utf8_lossy(&out.stderr)
-            .contains("could not start these services again: web worker"));
+            .contains("could not start these services again: web queue"));
         sh_ok(&with_stopped("docker compose", &[], "true"));
+    }
+
+    #[test]
+    fn a_service_that_was_stopped_stays_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = fake_docker(dir.path());
+        let script = with_stopped("docker compose", &["worker".to_string()], "true");
+        sh_ok(&format!("{env} {PS}; {script}"));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("log")).unwrap(),
+            "docker compose ps -a --format\ndocker compose stop worker\n"
+        );
+        // Nothing is stopped when the states cannot be read.
+        let log = dir.path().join("log");
+        std::fs::remove_file(&log).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &format!("{env}; docker() {{ return 1; }}; {script}")])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert!(!log.exists());
     }
 
     #[test]

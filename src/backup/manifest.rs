@@ -1,6 +1,6 @@
 //! The manifest of one service's backup run: which snapshots hold its parts
 //! and what the data looked like when it was dumped (PostgreSQL row counts,
-//! Redis keys). It is stored in the repository itself, as a snapshot of its
+//! Redis keys and where the server keeps its RDB). It is stored in the repository itself, as a snapshot of its
 //! own (`/<app>/<service>/manifest.json`, tag `kind=manifest`), so a restore
 //! drill can check a restore even after the host is gone.
 
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::engines::redis::RdbReport;
 use super::pipe::{stdin_path, Pipeline};
 use super::restic::{Repository, SnapshotFilter, SnapshotMeta};
 use super::Engine;
@@ -33,9 +34,9 @@ pub struct Manifest {
     /// MVCC snapshot.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pg_counts: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Redis: keys in the RDB (`redis-check-rdb`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redis_keys: Option<u64>,
+    /// Redis: where the RDB lived and the keys in it, as the dump reported.
+    #[serde(flatten)]
+    pub redis: RdbReport,
 }
 
 /// One snapshot of the run: a database's dump, the globals, a volume.
@@ -141,7 +142,7 @@ mod tests {
                 "shop".to_string(),
                 BTreeMap::from([("public.orders".to_string(), 1200)]),
             )]),
-            redis_keys: None,
+            redis: RdbReport::default(),
         }
     }
 
@@ -153,8 +154,44 @@ mod tests {
             json.contains("\"engine\": \"postgres\",\n  \"mode\": \"databases\""),
             "{json}"
         );
-        assert!(!json.contains("redis_keys"));
+        assert!(!json.contains("redis_"), "{json}");
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
+        let redis = Manifest {
+            engine: Engine::Redis,
+            redis: RdbReport {
+                dir: Some("/var/lib/redis".into()),
+                file: Some("other.rdb".into()),
+                keys: Some(5460),
+                expires: Some(50),
+                already_expired: Some(0),
+            },
+            ..m
+        };
+        let json = redis.to_json();
+        assert!(
+            json.contains("\"redis_dir\": \"/var/lib/redis\",\n  \"redis_file\": \"other.rdb\""),
+            "{json}"
+        );
+        assert_eq!(Manifest::from_json(&json).unwrap(), redis);
+    }
+
+    /// What vpsup wrote before it recorded where the RDB lives: the keys
+    /// only, and the place is the official image's.
+    #[test]
+    fn an_older_redis_manifest_restores_to_data_dump_rdb() {
+        let old = r#"{
+  "version": 1,
+  "run": "20261205T031700Z",
+  "app": "shop",
+  "service": "cache",
+  "engine": "redis",
+  "image": "redis:7",
+  "parts": [{"path": "/shop+cache+dump.rdb", "snapshot": "e05c84ae", "bytes": 4096}],
+  "redis_keys": 5460
+}"#;
+        let m = Manifest::from_json(old).unwrap();
+        assert_eq!(m.redis.keys, Some(5460));
+        assert_eq!(m.redis.place(), ("/data", "dump.rdb"));
     }
 
     #[test]

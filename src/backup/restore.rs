@@ -2,7 +2,8 @@
 //! running service (`vpsup restore`) or into a throwaway container (the
 //! drill). A restore streams `restic dump` into the engine's restore script;
 //! without pipefail, each side's status is kept apart so a failed dump never
-//! passes for a restore.
+//! passes for a restore. PostgreSQL's dumps are streamed through a check
+//! once first, as nothing else reads them before databases are dropped.
 
 use std::time::Duration;
 
@@ -13,13 +14,15 @@ use super::{Engine, PostgresMode};
 use crate::transport::script::quote;
 
 /// Shell that pipes file `path` of `snapshot` into `consumer` (a command
-/// reading stdin) and exits non-zero, naming the side, when either failed.
-/// Runs in a script that has run the repository's prelude.
+/// reading stdin, `doing` what: `restoring`) and exits non-zero, naming the
+/// side, when either failed. Runs in a script that has run the repository's
+/// prelude.
 pub fn stream_into(
     repo: &Repository,
     snapshot: &SnapshotId,
     path: &str,
     consumer: &str,
+    doing: &str,
     timeout: Duration,
 ) -> String {
     format!(
@@ -27,7 +30,7 @@ pub fn stream_into(
 {{ {dump}; echo $? >\"$st\"; }} | {consumer}
 crc=$?; drc=$(cat \"$st\"); rm -f \"$st\"
 if [ \"$drc\" != 0 ]; then echo \"vpsup: reading \"{p}\" from the repository failed (exit $drc)\" >&2; exit 1; fi
-if [ \"$crc\" != 0 ]; then echo \"vpsup: restoring \"{p}\" failed (exit $crc)\" >&2; exit 1; fi
+if [ \"$crc\" != 0 ]; then echo \"vpsup: {doing} \"{p}\" failed (exit $crc)\" >&2; exit 1; fi
 ",
         dump = repo.dump_command(snapshot, path, timeout),
         p = quote(path),
@@ -90,31 +93,49 @@ pub fn service_script(
     timeout: Duration,
 ) -> Result<String, String> {
     let mut body = String::new();
-    let stream = |part: &Part, consumer: &str| -> Result<String, String> {
+    let stream_doing = |part: &Part, consumer: &str, doing: &str| -> Result<String, String> {
         Ok(stream_into(
             repo,
             &snapshot_of(part)?,
             &part.path,
             consumer,
+            doing,
             timeout,
         ))
     };
+    let stream = |part: &Part, consumer: &str| stream_doing(part, consumer, "restoring");
     let (stop, compose, service) = match into {
         RestoreInto::Service { compose, service } => (true, compose, service),
         RestoreInto::Container(_) => (false, "", ""),
     };
     match manifest.engine {
         Engine::Postgres { mode } => {
+            // Nothing is dropped before every dump was read through whole:
+            // one more read of each, streamed like the restore, while the
+            // app still runs. (A drill replaces nothing: it skips them.)
+            let mut checks = String::new();
             for part in &manifest.parts {
-                let inner = match (mode, database_of(&part.path)) {
-                    (PostgresMode::Cluster, _) => postgres::restore_cluster(),
-                    (_, Some(db)) => postgres::restore_database(&db),
-                    (_, None) => postgres::restore_globals(),
+                let (check, inner) = match (mode, database_of(&part.path)) {
+                    (PostgresMode::Cluster, _) => (
+                        Some(postgres::check_cluster_dump()),
+                        postgres::restore_cluster(),
+                    ),
+                    (_, Some(db)) => (
+                        Some(postgres::check_database_dump()),
+                        postgres::restore_database(&db),
+                    ),
+                    (_, None) => (None, postgres::restore_globals()),
                 };
+                if let (true, Some(check)) = (stop, check) {
+                    checks.push_str(&stream_doing(part, &into.exec(&check), "checking")?);
+                }
                 body.push_str(&stream(part, &into.exec(&inner))?);
             }
             if stop {
-                return Ok(engines::with_stopped(compose, others, &body));
+                return Ok(format!(
+                    "{checks}{}",
+                    engines::with_stopped(compose, others, &body)
+                ));
             }
         }
         Engine::Mysql | Engine::Mongo => {
@@ -132,7 +153,8 @@ pub fn service_script(
             }
         }
         Engine::Redis => {
-            let inner = redis::restore(redis::DEFAULT_DIR, redis::DEFAULT_DBFILENAME);
+            let (dir, file) = manifest.redis.place();
+            let inner = redis::restore(dir, file);
             for part in &manifest.parts {
                 let consumer = match into {
                     RestoreInto::Service { .. } => engines::run_oneoff(compose, service, &inner),
@@ -174,8 +196,10 @@ pub fn service_script(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backup::engines::redis::RdbReport;
+    use crate::backup::engines::testing::fake_docker;
     use crate::backup::restic::{HostFiles, HostKeys};
-    use crate::transport::script::testing::write_executable;
+    use crate::transport::script::testing::{sh_ok, write_executable};
 
     #[test]
     fn database_names_come_back_from_their_file_names() {
@@ -224,6 +248,7 @@ mod tests {
             &id,
             "/shop+db+shop.pgdump",
             &format!("sh -c '{consumer}'"),
+            "restoring",
             Duration::from_secs(30),
         );
         let ok = run(dir.path(), "", &script);
@@ -243,30 +268,39 @@ mod tests {
             .contains("restoring /shop+db+shop.pgdump failed (exit 4)"));
     }
 
-    #[test]
-    fn postgres_restores_globals_then_databases_with_the_app_stopped() {
-        let repo =
-            Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
-        let manifest = Manifest {
+    /// A manifest of app shop's `service` with one part per file.
+    fn manifest(service: &str, engine: Engine, files: &[&str]) -> Manifest {
+        Manifest {
             version: 1,
             run: "r1".into(),
             app: "shop".into(),
-            service: "db".into(),
-            engine: Engine::Postgres {
-                mode: PostgresMode::Databases,
-            },
-            image: "postgres:17".into(),
-            parts: ["globals.sql", "shop.pgdump"]
+            service: service.into(),
+            engine,
+            image: "image:1".into(),
+            parts: files
                 .iter()
                 .map(|f| Part {
-                    path: format!("/shop+db+{f}"),
+                    path: format!("/shop+{service}+{f}"),
                     snapshot: "e05c84ae".into(),
                     bytes: 900,
                 })
                 .collect(),
             pg_counts: Default::default(),
-            redis_keys: None,
-        };
+            redis: Default::default(),
+        }
+    }
+
+    #[test]
+    fn postgres_restores_globals_then_databases_with_the_app_stopped() {
+        let repo =
+            Repository::new("/srv/b", HostFiles::for_app("shop"), HostKeys::AcceptNew).unwrap();
+        let manifest = manifest(
+            "db",
+            Engine::Postgres {
+                mode: PostgresMode::Databases,
+            },
+            &["globals.sql", "shop.pgdump"],
+        );
         let script = service_script(
             &repo,
             &manifest,
@@ -279,14 +313,133 @@ mod tests {
             Duration::from_secs(60),
         )
         .unwrap();
-        let stop = script
-            .find("stop 'web'")
-            .or_else(|| script.find("stop web"))
-            .unwrap();
+        let check = script.find("/shop+db+shop.pgdump").unwrap();
+        let stop = script.find(" stop web ").unwrap();
         let globals = script.find("/shop+db+globals.sql").unwrap();
-        let shop = script.find("/shop+db+shop.pgdump").unwrap();
+        let shop = script.rfind("/shop+db+shop.pgdump").unwrap();
         let start = script.rfind("start").unwrap();
-        assert!(stop < globals && globals < shop && shop < start, "{script}");
+        assert!(
+            check < stop && stop < globals && globals < shop && shop < start,
+            "{script}"
+        );
         assert!(script.contains("DROP DATABASE IF EXISTS"), "{script}");
+    }
+
+    /// A server with its own `dir` and `dbfilename` gets its RDB back there,
+    /// not in the official image's /data/dump.rdb.
+    #[test]
+    fn redis_goes_back_where_the_dump_found_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fake_restic(dir.path());
+        let docker = fake_docker(dir.path());
+        let data = dir.path().join("var lib redis");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("other.rdb"), "old").unwrap();
+        let mut manifest = manifest("cache", Engine::Redis, &["dump.rdb"]);
+        manifest.redis = RdbReport {
+            dir: Some(data.display().to_string()),
+            file: Some("other.rdb".into()),
+            ..RdbReport::default()
+        };
+        let script = service_script(
+            &repo,
+            &manifest,
+            RestoreInto::Service {
+                compose: "docker compose",
+                service: "cache",
+            },
+            &[],
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        sh_ok(&format!("{docker}\n{script}"));
+        assert_eq!(
+            std::fs::read_to_string(data.join("other.rdb")).unwrap(),
+            "DATA\n"
+        );
+        assert!(!data.join("dump.rdb").exists());
+    }
+
+    /// A dump that does not read through whole (here `pg_restore` says so)
+    /// fails the restore before the app is stopped or a database dropped.
+    #[test]
+    fn postgres_drops_nothing_before_every_dump_read_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fake_restic(dir.path());
+        let docker = fake_docker(dir.path());
+        write_executable(
+            &dir.path().join("pg_restore"),
+            "#!/bin/sh\ncat >/dev/null\necho \"pg_restore $*\" >>\"$LOG\"\n[ \"$1\" != -f ] || exit ${CHECK_RC:-0}\n",
+        );
+        write_executable(
+            &dir.path().join("psql"),
+            "#!/bin/sh\ncat >/dev/null\necho psql >>\"$LOG\"\n",
+        );
+        let manifest = manifest(
+            "db",
+            Engine::Postgres {
+                mode: PostgresMode::Databases,
+            },
+            &["globals.sql", "shop.pgdump", "blog.pgdump"],
+        );
+        let script = service_script(
+            &repo,
+            &manifest,
+            RestoreInto::Service {
+                compose: "docker compose",
+                service: "db",
+            },
+            &["web".to_string()],
+            None,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let log = dir.path().join("log");
+        let run = |env: &str| {
+            let _ = std::fs::remove_file(&log);
+            let out = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("{docker} PS='web\\trunning\\n' {env}\n{script}"),
+                ])
+                .output()
+                .unwrap();
+            let calls = std::fs::read_to_string(&log).unwrap();
+            (out, calls)
+        };
+        let (out, calls) = run("CHECK_RC=1");
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("checking /shop+db+shop.pgdump failed (exit 1)"));
+        assert_eq!(
+            calls, "docker compose exec -T db\npg_restore -f /dev/null\n",
+            "nothing stopped, nothing dropped"
+        );
+        let (out, calls) = run("");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let calls: Vec<&str> = calls
+            .lines()
+            .filter(|l| !l.starts_with("docker compose exec"))
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "pg_restore -f /dev/null",
+                "pg_restore -f /dev/null",
+                "docker compose ps -a --format",
+                "docker compose stop web",
+                "psql",
+                "psql",
+                "pg_restore -U postgres --create --exit-on-error -d postgres",
+                "psql",
+                "pg_restore -U postgres --create --exit-on-error -d postgres",
+                "docker compose start web",
+            ]
+        );
     }
 }

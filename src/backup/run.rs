@@ -212,7 +212,7 @@ async fn back_up_service(
         image: service.image.clone(),
         parts: Vec::new(),
         pg_counts: Default::default(),
-        redis_keys: None,
+        redis: Default::default(),
     };
     match &service.work {
         Work::ListDatabases { .. } => unreachable!("listed above"),
@@ -238,7 +238,7 @@ async fn back_up_service(
                         .insert(db.clone(), engines::postgres::parse_counts(&dump_report));
                 }
                 if service.engine == Engine::Redis {
-                    manifest.redis_keys = engines::redis::parse_dump_report(&dump_report).keys;
+                    manifest.redis = engines::redis::parse_dump_report(&dump_report);
                 }
                 add_part(
                     rec,

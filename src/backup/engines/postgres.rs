@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use super::{password_from, tagged, DumpPart};
 use crate::transport::script::quote;
+use crate::transport::sections::{MissingPart, Sections};
 
 /// A custom-format dump of an empty database is about 850 bytes.
 pub const MIN_DATABASE_BYTES: u64 = 512;
@@ -156,13 +157,47 @@ pg_dump -U "$U" -d "$db" -Fc -Z0 --snapshot="$(sed -n 's/^snapshot|//p' "$work/o
     )
 }
 
-/// For a drill: every table's row count in `database`, as the dump printed them.
-pub fn count_rows(database: &str) -> String {
+/// Every table's row count in `database`, as the dump printed them.
+fn count_rows(database: &str) -> String {
     format!(
         "{}{PSQL} -d {} <<'VPSUP_SQL'\n{COUNTS_SQL}\nVPSUP_SQL\n",
         prelude(),
         quote(&conninfo(database))
     )
+}
+
+/// Row counts per database: database → `schema.table` → rows.
+pub type DatabaseCounts = BTreeMap<String, BTreeMap<String, u64>>;
+
+/// For a drill: `count_rows` of each of `databases`, each in a section of
+/// its own (`counts N`, the database's index: a name may be any text), so
+/// same-named tables in two databases stay apart.
+pub fn count_databases(sections: &Sections, databases: &[&str]) -> String {
+    let scripts: Vec<(String, String)> = databases
+        .iter()
+        .enumerate()
+        .map(|(i, db)| (format!("counts {i}"), count_rows(db)))
+        .collect();
+    sections.script(scripts.iter().map(|(n, s)| (n.as_str(), s.as_str())))
+}
+
+/// What `count_databases` printed, per database.
+pub fn parse_database_counts(
+    sections: &Sections,
+    databases: &[&str],
+    output: &str,
+) -> Result<DatabaseCounts, MissingPart> {
+    let parts = sections.parse(output);
+    databases
+        .iter()
+        .enumerate()
+        .map(|(i, db)| {
+            Ok((
+                db.to_string(),
+                parse_counts(parts.get(&format!("counts {i}"))?),
+            ))
+        })
+        .collect()
 }
 
 /// Row count per table (`schema.table`) from a dump's or a drill's output.
@@ -177,11 +212,11 @@ pub fn parse_counts(output: &str) -> BTreeMap<String, u64> {
 
 /// The tables whose counts differ (`(table, expected, found)`; a missing
 /// table counts as `None`), empty when the restore holds what was dumped.
-pub fn count_mismatches(
-    expected: &BTreeMap<String, u64>,
-    found: &BTreeMap<String, u64>,
-) -> Vec<(String, Option<u64>, Option<u64>)> {
-    let mut tables: Vec<&String> = expected.keys().chain(found.keys()).collect();
+fn count_mismatches<T: Ord + Clone>(
+    expected: &BTreeMap<T, u64>,
+    found: &BTreeMap<T, u64>,
+) -> Vec<(T, Option<u64>, Option<u64>)> {
+    let mut tables: Vec<&T> = expected.keys().chain(found.keys()).collect();
     tables.sort();
     tables.dedup();
     tables
@@ -189,6 +224,57 @@ pub fn count_mismatches(
         .filter_map(|t| {
             let (e, f) = (expected.get(t).copied(), found.get(t).copied());
             (e != f).then(|| (t.clone(), e, f))
+        })
+        .collect()
+}
+
+/// A table of a database whose restored row count differs from the
+/// backup's (`None`: no such table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CountMismatch {
+    pub database: String,
+    pub table: String,
+    pub expected: Option<u64>,
+    pub found: Option<u64>,
+}
+
+impl std::fmt::Display for CountMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = |n: Option<u64>| n.map_or("no table".to_string(), |n| format!("{n} rows"));
+        write!(
+            f,
+            "{}: {}: {} at backup, {} restored",
+            self.database,
+            self.table,
+            rows(self.expected),
+            rows(self.found)
+        )
+    }
+}
+
+/// `count_mismatches` over every database, each table named by its
+/// database too: `shop`'s `public.items` is not `blog`'s.
+pub fn database_mismatches(
+    expected: &DatabaseCounts,
+    found: &DatabaseCounts,
+) -> Vec<CountMismatch> {
+    let by_table = |counts: &DatabaseCounts| -> BTreeMap<(String, String), u64> {
+        counts
+            .iter()
+            .flat_map(|(db, tables)| {
+                tables
+                    .iter()
+                    .map(move |(table, n)| ((db.clone(), table.clone()), *n))
+            })
+            .collect()
+    };
+    count_mismatches(&by_table(expected), &by_table(found))
+        .into_iter()
+        .map(|((database, table), expected, found)| CountMismatch {
+            database,
+            table,
+            expected,
+            found,
         })
         .collect()
 }
@@ -230,6 +316,20 @@ exec pg_restore -U "$U" --create --exit-on-error -d "$m"
     )
 }
 
+/// Reads the custom dump on stdin through to its end, touching no database:
+/// fails when it is cut short or damaged. (`pg_restore --list` reads only
+/// the table of contents at its start, and passes a truncated dump.)
+pub fn check_database_dump() -> String {
+    "exec pg_restore -f /dev/null\n".to_string()
+}
+
+/// Reads the `pg_dumpall` on stdin through to its end: fails unless it
+/// carries the comment `pg_dumpall` ends with (`grep -c` reads it all; `-q`
+/// would stop at the match).
+pub fn check_cluster_dump() -> String {
+    "grep -cx -- '-- PostgreSQL database cluster dump complete' >/dev/null || { echo 'vpsup: the cluster dump does not end as pg_dumpall ends one' >&2; exit 1; }\n".to_string()
+}
+
 /// Replays a `pg_dumpall` from stdin into a cluster made empty first: every
 /// database but the templates is dropped, and an empty `postgres` made
 /// again for the dump to fill (it `\connect`s to it rather than creating it).
@@ -255,7 +355,7 @@ pub fn ready() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::script::testing::sh_ok;
+    use crate::transport::script::testing::{sh_ok, write_executable};
 
     #[test]
     fn counts_are_read_from_tagged_lines_only() {
@@ -281,6 +381,59 @@ mod tests {
             ]
         );
         assert!(count_mismatches(&expected, &expected).is_empty());
+    }
+
+    /// Two databases with a table of the same name and different counts:
+    /// each is compared with its own, through the drill's real script (a
+    /// stand-in `psql` answers per database).
+    #[test]
+    fn same_named_tables_in_two_databases_are_counted_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        write_executable(
+            &dir.path().join("psql"),
+            "#!/bin/sh\ncat >/dev/null\ncase \"$*\" in\n  *\"dbname='shop'\"*) echo 'count|public.items|3' ;;\n  *\"dbname='blog'\"*) echo \"count|public.items|${BLOG_ITEMS:-5}\"; echo 'count|public.posts|2' ;;\nesac\n",
+        );
+        let expected: DatabaseCounts = BTreeMap::from([
+            (
+                "shop".to_string(),
+                BTreeMap::from([("public.items".to_string(), 3)]),
+            ),
+            (
+                "blog".to_string(),
+                BTreeMap::from([
+                    ("public.items".to_string(), 5),
+                    ("public.posts".to_string(), 2),
+                ]),
+            ),
+        ]);
+        let databases: Vec<&str> = expected.keys().map(String::as_str).collect();
+        let sections = Sections::random();
+        let script = count_databases(&sections, &databases);
+        let drill = |env: &str| {
+            let out = sh_ok(&format!(
+                "export PATH={}:$PATH {env}\n{script}",
+                dir.path().display()
+            ));
+            let found =
+                parse_database_counts(&sections, &databases, &String::from_utf8_lossy(&out.stdout))
+                    .unwrap();
+            database_mismatches(&expected, &found)
+        };
+        assert_eq!(drill(""), []);
+        let mismatch = CountMismatch {
+            database: "blog".into(),
+            table: "public.items".into(),
+            expected: Some(5),
+            found: Some(4),
+        };
+        assert_eq!(drill("BLOG_ITEMS=4"), std::slice::from_ref(&mismatch));
+        assert_eq!(
+            mismatch.to_string(),
+            "blog: public.items: 5 rows at backup, 4 rows restored"
+        );
+        // A database whose counts did not come back is no pass.
+        let missing = parse_database_counts(&sections, &databases, "count|public.items|3\n");
+        assert!(missing.is_err());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! that `appendonly.aof` itself (an RDB preamble is valid AOF since 4.0).
 //! The old AOF is moved aside, never deleted.
 
-use super::{password_from, tagged, DumpPart};
+use serde::{Deserialize, Serialize};
+
+use super::{password_from, tagged, DumpPart, NEVER_READY};
 use crate::transport::script::quote;
 
 /// An RDB of an empty server is its header and aux fields (about 100 bytes).
@@ -85,14 +87,38 @@ exec cat <&5
     }
 }
 
-/// What a dump printed about its RDB.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What a dump printed about its RDB. The service's manifest records it
+/// as is, its fields flat beside the others (`redis_dir`, …).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct RdbReport {
+    /// Where the server keeps its RDB (`CONFIG GET dir`, `dbfilename`): a
+    /// restore puts it back there. See `place`.
+    #[serde(rename = "redis_dir", default, skip_serializing_if = "Option::is_none")]
     pub dir: Option<String>,
+    #[serde(
+        rename = "redis_file",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub file: Option<String>,
     /// From `redis-check-rdb` (absent when the image has none).
+    #[serde(
+        rename = "redis_keys",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub keys: Option<u64>,
+    #[serde(
+        rename = "redis_expires",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expires: Option<u64>,
+    #[serde(
+        rename = "redis_already_expired",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub already_expired: Option<u64>,
 }
 
@@ -113,11 +139,22 @@ pub fn parse_dump_report(stderr: &str) -> RdbReport {
 }
 
 impl RdbReport {
+    /// The RDB's directory and file name. Manifests written before they
+    /// were recorded have neither: the official image's `/data/dump.rdb`.
+    pub fn place(&self) -> (&str, &str) {
+        (
+            self.dir.as_deref().unwrap_or(DEFAULT_DIR),
+            self.file.as_deref().unwrap_or(DEFAULT_DBFILENAME),
+        )
+    }
+
     /// Whether a server that loaded this RDB holds a plausible number of
-    /// keys: every key read, less at most those with an expiry.
+    /// keys: every key read, less at most those with an expiry. Manifests
+    /// written before expiries were recorded have the keys only: any of
+    /// them may have had one.
     pub fn plausible(&self, loaded: u64) -> bool {
         let Some(keys) = self.keys else { return true };
-        let may_expire = self.expires.unwrap_or(0);
+        let may_expire = self.expires.unwrap_or(keys);
         loaded <= keys && loaded + may_expire >= keys
     }
 }
@@ -177,18 +214,40 @@ pub fn parse_keyspace(info: &str) -> u64 {
         .sum()
 }
 
-/// For a drill: succeeds once the server answers.
+/// For a drill: succeeds once the server answers and has loaded its data
+/// (`loading:0`; keys counted before that are a part of them).
 pub fn ready(password_env: Option<&str>) -> String {
     format!(
-        "{}[ \"$(\"$cli\" PING | tr -d '\\r')\" = PONG ]\n",
+        "{}[ \"$(\"$cli\" INFO persistence | tr -d '\\r' | sed -n 's/^loading://p')\" = 0 ]\n",
         prelude(password_env)
+    )
+}
+
+/// For a drill: serves the RDB restored at `dir`/`file` with persistence
+/// off, in the foreground (run it detached), its log in `dir`; when the
+/// server ends (a corrupt RDB) it leaves word there for `drill_loaded`.
+pub fn drill_serve(dir: &str, file: &str) -> String {
+    format!(
+        "cd {dir} || exit 1\nredis-server --dir {dir} --dbfilename {file} --appendonly no --save '' >.vpsup-drill.log 2>&1\ntouch .vpsup-drill.exited\n",
+        dir = quote(dir),
+        file = quote(file),
+    )
+}
+
+/// For a drill: succeeds once the `drill_serve` server in `dir` has loaded
+/// its RDB; exits `NEVER_READY`, the server's log on stderr, once it ended.
+pub fn drill_loaded(dir: &str) -> String {
+    format!(
+        "if [ -e {d}/.vpsup-drill.exited ]; then tail -n 20 {d}/.vpsup-drill.log >&2; exit {NEVER_READY}; fi\n{}",
+        ready(None),
+        d = quote(dir),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::script::testing::sh_ok;
+    use crate::transport::script::testing::{sh_ok, write_executable};
 
     const CHECK_RDB: &str = "[offset 0] Checking RDB file /dev/fd/5
 [offset 27] AUX FIELD redis-ver = '7.0.15'
@@ -217,6 +276,19 @@ mod tests {
         assert!(!report.plausible(92));
         assert!(!report.plausible(101));
         assert!(RdbReport::default().plausible(0));
+        let keys_only = RdbReport {
+            keys: Some(100),
+            ..RdbReport::default()
+        };
+        assert!(keys_only.plausible(0) && keys_only.plausible(100));
+        assert!(!keys_only.plausible(101));
+        assert_eq!(report.place(), ("/data", "dump.rdb"));
+        let elsewhere = parse_dump_report("rdb-dir|/var/lib/redis\nrdb-file|other.rdb\n");
+        assert_eq!(elsewhere.place(), ("/var/lib/redis", "other.rdb"));
+        assert_eq!(
+            RdbReport::default().place(),
+            (DEFAULT_DIR, DEFAULT_DBFILENAME)
+        );
     }
 
     #[test]
@@ -225,6 +297,74 @@ mod tests {
             "# Keyspace\r\ndb0:keys=4998,expires=3,avg_ttl=0\r\ndb3:keys=2,expires=0,avg_ttl=0\r\n";
         assert_eq!(parse_keyspace(info), 5000);
         assert_eq!(parse_keyspace("# Keyspace\r\n"), 0);
+    }
+
+    /// A server still loading its RDB answers INFO but holds only a part
+    /// of the keys: not ready until `loading:0`.
+    #[test]
+    fn ready_waits_until_the_rdb_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        write_executable(
+            &dir.path().join("redis-cli"),
+            "#!/bin/sh\n[ \"$*\" = 'INFO persistence' ] || exit 2\nprintf '# Persistence\\r\\nloading:%s\\r\\nasync_loading:0\\r\\n' \"$LOADING\"\n",
+        );
+        let script = ready(None);
+        let run = |loading: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        dir.path().display(),
+                        std::env::var("PATH").unwrap()
+                    ),
+                )
+                .env("LOADING", loading)
+                .output()
+                .unwrap()
+                .status
+                .success()
+        };
+        assert!(!run("1"));
+        assert!(run("0"));
+    }
+
+    /// A drill's server that cannot load the RDB ends: the drill hears so at
+    /// once, with the server's own words, instead of waiting for it.
+    #[test]
+    fn a_drill_server_that_ended_is_never_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        write_executable(
+            &bin.join("redis-server"),
+            "#!/bin/sh\necho \"$*\"\necho 'Bad file format reading the RDB' >&2\nexit 1\n",
+        );
+        write_executable(&bin.join("redis-cli"), "#!/bin/sh\nexit 1\n");
+        let data = dir.path().join("var lib redis");
+        std::fs::create_dir(&data).unwrap();
+        let data = data.display().to_string();
+        let path = format!("PATH={}:$PATH", bin.display());
+        let loaded = drill_loaded(&data);
+        let before = std::process::Command::new("sh")
+            .args(["-c", &format!("{path}\n{loaded}")])
+            .output()
+            .unwrap();
+        assert_eq!(before.status.code(), Some(1), "still starting: wait");
+        sh_ok(&format!("{path}\n{}", drill_serve(&data, "other.rdb")));
+        let after = std::process::Command::new("sh")
+            .args(["-c", &format!("{path}\n{loaded}")])
+            .output()
+            .unwrap();
+        assert_eq!(after.status.code(), Some(NEVER_READY));
+        let log = String::from_utf8_lossy(&after.stderr);
+        assert!(
+            log.contains(&format!(
+                "--dir {data} --dbfilename other.rdb --appendonly no"
+            )) && log.contains("Bad file format"),
+            "{log}"
+        );
     }
 
     /// The restore's file work, here on a directory laid out as each Redis
