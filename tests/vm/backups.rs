@@ -82,8 +82,8 @@ fn fingerprint(vm: &TestVm, key: &Path) -> String {
 }
 
 /// What the host says of its backup timers and their runs.
-const TIMER_DIAGNOSIS: &str = "systemctl list-timers --all 'vpsup-backup*' --no-pager; \
-    systemctl status --no-pager 'vpsup-backup*' 2>&1 | tail -n 60; \
+const TIMER_DIAGNOSIS: &str = "sudo systemctl list-timers --all 'vpsup-backup*' --no-pager; \
+    sudo systemctl status --no-pager 'vpsup-backup*' 2>&1 | tail -n 60; \
     sudo journalctl --no-pager -n 80 -u 'vpsup-backup*'; \
     sudo ls -la /var/lib/vpsup/backup/data; sudo tail -n 5 /var/lib/vpsup/backup/data/history.jsonl";
 
@@ -320,10 +320,12 @@ before_deploy = true
     );
 
     // The host's own timers, with nobody connected: a backup about 100 s
-    // after the deploy and a drill 110 s later (times of day, read from the
-    // VM's clock); the deploy changes nothing but the backup settings and
-    // timers, and `status` reports the runs. (Only now: a run holds the app's
-    // backup lock, which the steps above need.)
+    // from now and a drill 110 s later (times of day, read from the VM's
+    // clock; a drill that finds the backup still running waits for its lock,
+    // and a time already past when the timer starts fires at once, as
+    // Persistent= does for a missed run). The deploy changes nothing but the
+    // backup settings and timers, and `status` reports the runs. (Only now:
+    // a run holds the app's backup lock, which the steps above need.)
     let out = vm.ssh(
         "deploy",
         key,
@@ -352,7 +354,7 @@ before_deploy = true
         "{said}"
     );
     assert_eq!(report["hosts"][0]["uploaded"], 0, "{said}");
-    let deadline = Instant::now() + std::time::Duration::from_secs(480);
+    let deadline = Instant::now() + std::time::Duration::from_secs(900);
     let out = loop {
         std::thread::sleep(std::time::Duration::from_secs(30));
         let out = vm.ssh(
