@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use super::engines::{self, volume};
 use super::host::{
-    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, service_record, AppBackup,
+    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, run_record, service_record,
+    AppBackup,
 };
 use super::host_settings::{self, RunKind, RunRecord, ServiceRecord, SnapshotRecord};
 use super::lock;
@@ -52,15 +53,7 @@ impl BackupScope {
 /// are in the record (`ok: false`, the error and each service's).
 pub async fn backup(transport: &dyn Transport, job: &AppBackup, scope: &BackupScope) -> RunRecord {
     let run = RunId::now();
-    let mut record = RunRecord {
-        kind: RunKind::Backup,
-        run: run.to_string(),
-        started: now_rfc3339(),
-        finished: String::new(),
-        ok: false,
-        error: None,
-        services: Vec::new(),
-    };
+    let mut record = run_record(RunKind::Backup, &run);
     let outcome = backup_steps(transport, job, scope, &run, &mut record.services).await;
     record.finished = now_rfc3339();
     let failed: Vec<&str> = record
