@@ -1,9 +1,13 @@
 //! One backup, restore or drill of an app at a time (`/srv/vpsup/<app>/backup.lock`,
 //! the host lock with a lease): two restic runs of one app would race on
 //! its snapshots, and a restore must not meet a backup of the data it
-//! replaces. A restore holds the deploy lock too; a deploy does not take
-//! this one (its snapshot before a deploy does): a backup that meets a
-//! deploy's restart fails loudly and the next run starts afresh.
+//! replaces. A restore holds the deploy lock too. A deploy (and a rollback)
+//! of an app with backups holds this one inside its own from the snapshot
+//! before the deploy to the release serving (`deploy::start::holding_backups`),
+//! and no longer: a backup would otherwise lose its container to the
+//! restart mid-dump, or copy a volume it stopped while `up` starts its
+//! service again. While a backup or drill runs, a deploy is refused before
+//! it starts anything.
 //!
 //! An operator's run is refused at once while another run holds the lock
 //! (whoever typed it reads who holds it). The host's own runs (the timers)
