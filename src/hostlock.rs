@@ -72,6 +72,21 @@ pub enum LockError {
         state: String,
         hint: String,
     },
+    /// A live run held it for as long as this run waits (`acquire_waiting`).
+    #[error("{what} stayed locked by {owner} (since {age} ago) for the {waited} this run waits at most; it did not run")]
+    WaitedOut {
+        what: String,
+        owner: String,
+        age: String,
+        waited: String,
+    },
+    /// Interrupted while waiting for it (`acquire_waiting`); nothing was held.
+    #[error("{signal} while waiting for {what} (locked by {owner}); it did not run")]
+    StoppedWaiting {
+        what: String,
+        owner: String,
+        signal: &'static str,
+    },
     #[error("locking {what}: unexpected answer from the host: {answer:?}")]
     Unexpected { what: String, answer: String },
     #[error(transparent)]
@@ -96,6 +111,76 @@ impl LockTiming {
 
     fn renew_every(&self) -> Duration {
         Duration::from_millis((self.lease_secs * 1000 / RENEWALS_PER_LEASE).max(100))
+    }
+}
+
+/// How long a run waits for a lock that a live run holds, and how often it
+/// tries it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub up_to: Duration,
+    pub every: Duration,
+}
+
+/// Takes a lock with `acquire` (a `HostLock` acquisition), trying again every
+/// `wait.every` while a live run holds it, for up to `wait.up_to`
+/// (`LockError::WaitedOut`, naming the holder); `speaker` says once whom it
+/// waits for. Any other answer is returned at once. Nothing is held
+/// meanwhile, so SIGINT/SIGTERM end the wait at once.
+pub async fn acquire_waiting<F, Fut>(
+    wait: Wait,
+    speaker: &str,
+    acquire: F,
+) -> Result<HostLock, LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<HostLock, LockError>>,
+{
+    acquire_waiting_until(wait, speaker, acquire, &mut OsSignals::new()).await
+}
+
+async fn acquire_waiting_until<F, Fut>(
+    wait: Wait,
+    speaker: &str,
+    mut acquire: F,
+    signals: &mut impl Signals,
+) -> Result<HostLock, LockError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<HostLock, LockError>>,
+{
+    let started = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let (what, owner, age) = match acquire().await {
+            Err(LockError::Held {
+                what, owner, age, ..
+            }) => (what, owner, age),
+            other => return other,
+        };
+        let waited = started.elapsed();
+        if waited >= wait.up_to {
+            return Err(LockError::WaitedOut {
+                what,
+                owner,
+                age,
+                waited: human_age(wait.up_to.as_secs()),
+            });
+        }
+        if !said {
+            said = true;
+            eprintln!(
+                "{speaker}: waiting for {what}, locked by {owner} since {age} ago (trying again every {}, for up to {})",
+                human_age(wait.every.as_secs()),
+                human_age(wait.up_to.as_secs())
+            );
+        }
+        tokio::select! {
+            () = tokio::time::sleep(wait.every.min(wait.up_to - waited)) => {}
+            signal = signals.next() => {
+                return Err(LockError::StoppedWaiting { what, owner, signal });
+            }
+        }
     }
 }
 
@@ -1220,6 +1305,84 @@ mod tests {
                 .to_string();
         assert!(failed.contains("(exit 3): no"), "{failed}");
         assert!(!std::path::Path::new(&path).exists());
+    }
+
+    /// Waits while a live run holds the lock, and takes it once that run
+    /// gives it back.
+    #[tokio::test]
+    async fn a_waiting_run_takes_the_lock_once_its_holder_gives_it_back() {
+        let (_dir, path, transport) = rig("backup.lock");
+        let holder = HostLock::acquire(&transport, &request(&path, "alice@laptop"))
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let wait = Wait {
+            up_to: Duration::from_secs(30),
+            every: Duration::from_millis(200),
+        };
+        let bob = request(&path, "bob@ci");
+        let mut no_signals = signals_after(&[]);
+        let (taken, released) = tokio::join!(
+            acquire_waiting_until(
+                wait,
+                "test",
+                || HostLock::acquire(&transport, &bob),
+                &mut no_signals,
+            ),
+            async {
+                sleep(1.0).await;
+                holder.release(&transport).await.unwrap()
+            }
+        );
+        assert_eq!(released, Released::Yes);
+        let taken = taken.unwrap();
+        assert!(taken.taken_over.is_none());
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        assert_eq!(
+            std::fs::read_to_string(format!("{path}/owner")).unwrap(),
+            "bob@ci"
+        );
+        assert_eq!(taken.release(&transport).await.unwrap(), Released::Yes);
+    }
+
+    /// The wait is bounded, and a signal ends it: either way the holder is
+    /// named and its lock left alone.
+    #[tokio::test]
+    async fn a_wait_ends_at_its_bound_or_on_a_signal_naming_the_holder() {
+        let (_dir, path, transport) = rig("backup.lock");
+        let holder = HostLock::acquire(&transport, &request(&path, "alice@laptop"))
+            .await
+            .unwrap();
+        let wait = Wait {
+            up_to: Duration::from_millis(700),
+            every: Duration::from_millis(200),
+        };
+        let bob = request(&path, "bob@ci");
+        let try_lock = || HostLock::acquire(&transport, &bob);
+        let started = std::time::Instant::now();
+        let out = acquire_waiting_until(wait, "test", try_lock, &mut signals_after(&[]))
+            .await
+            .err()
+            .unwrap();
+        assert!(started.elapsed() >= wait.up_to);
+        assert!(
+            matches!(&out, LockError::WaitedOut { owner, .. } if owner == "alice@laptop"),
+            "{out}"
+        );
+        let long = Wait {
+            up_to: Duration::from_secs(60),
+            ..wait
+        };
+        let out = acquire_waiting_until(long, "test", try_lock, &mut signals_after(&[0.3]))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            out,
+            "interrupted while waiting for app doctor (locked by alice@laptop); it did not run"
+        );
+        assert_eq!(holder.release(&transport).await.unwrap(), Released::Yes);
     }
 
     #[test]

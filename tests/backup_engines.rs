@@ -885,9 +885,10 @@ impl Drop for Maria {
     }
 }
 
-#[test]
-fn mariadb_is_dumped_in_one_transaction_and_restored_with_its_users() {
-    let maria = Maria::start();
+/// Two databases, a user and a procedure; the tables `fingerprint` reads.
+const MARIA_TABLES: [&str; 3] = ["shop.customers", "shop.orders", "blog.posts"];
+
+fn seed_mariadb(maria: &Maria) {
     maria.sql(
         "CREATE DATABASE shop; CREATE DATABASE blog; USE shop;
          CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(100), email VARCHAR(100)) ENGINE=InnoDB;
@@ -899,18 +900,19 @@ fn mariadb_is_dumped_in_one_transaction_and_restored_with_its_users() {
          CREATE USER app@'%' IDENTIFIED BY 'app-pw'; GRANT ALL ON shop.* TO app@'%';
          CREATE PROCEDURE shop.order_count() SELECT COUNT(*) FROM shop.orders;",
     );
-    let tables = ["shop.customers", "shop.orders", "blog.posts"];
+}
+
+#[test]
+fn mariadb_is_dumped_in_one_transaction_and_restored_with_its_users() {
+    let maria = Maria::start();
+    seed_mariadb(&maria);
+    let tables = MARIA_TABLES;
     let before = maria.fingerprint(&tables);
     assert!(before[1].starts_with("5000 "), "{before:?}");
 
     let out = tempfile::tempdir().unwrap();
     let part = mysql::dump_part(None);
     let (path, _) = dump(&part, &maria.env(), out.path());
-    let dumped = fs::read(&path).unwrap();
-    let tail = text(&dumped[dumped.len().saturating_sub(200)..]);
-    assert!(mysql::dump_completed(&tail), "{tail}");
-    // A dump cut short is not complete.
-    assert!(!mysql::dump_completed(&text(&dumped[..dumped.len() / 2])));
 
     maria.sql("DROP TABLE shop.orders; DELETE FROM shop.customers WHERE id > 100; DROP DATABASE blog; DROP USER app@'%'; DROP PROCEDURE shop.order_count;");
     assert_ne!(maria.fingerprint(&tables[..1]), before[..1]);
@@ -933,6 +935,49 @@ fn mariadb_is_dumped_in_one_transaction_and_restored_with_its_users() {
             .trim(),
         "1"
     );
+}
+
+/// What a restore reads first, before it replays anything: a whole dump
+/// passes, one cut short fails, and then nothing is dropped (replayed
+/// unchecked, the cut dump would have replaced the tables before the cut,
+/// then stopped at it).
+#[test]
+fn mariadb_dumps_are_read_through_before_a_restore() {
+    let maria = Maria::start();
+    seed_mariadb(&maria);
+    let dumped = maria.fingerprint(&MARIA_TABLES);
+    let env = maria.env();
+    let out = tempfile::tempdir().unwrap();
+    let (whole, _) = dump(&mysql::dump_part(None), &env, out.path());
+    let bytes = fs::read(&whole).unwrap();
+    let cut = out.path().join("cut.sql");
+    fs::write(&cut, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    // The app wrote since the backup.
+    maria.sql("DELETE FROM blog.posts WHERE id > 1000; UPDATE shop.customers SET name = 'changed' WHERE id = 1;");
+    let now = maria.fingerprint(&MARIA_TABLES);
+    // As `restore::service_script` orders them: the check, then the replay.
+    let restore = |dump: &Path| {
+        let check = run_inner(&mysql::check_dump(), &env, Some(dump), None);
+        if !check.status.success() {
+            return check;
+        }
+        run_inner(&mysql::restore(None), &env, Some(dump), None)
+    };
+
+    let failed = restore(&cut);
+    assert!(!failed.status.success(), "a dump cut short passed");
+    assert!(
+        text(&failed.stderr).contains("it was cut short"),
+        "{}",
+        text(&failed.stderr)
+    );
+    assert_eq!(maria.fingerprint(&MARIA_TABLES), now, "nothing dropped");
+
+    let unchecked = run_inner(&mysql::restore(None), &env, Some(&cut), None);
+    assert!(!unchecked.status.success());
+    assert_ne!(maria.fingerprint(&MARIA_TABLES), now);
+    ok(restore(&whole), "restore of the whole dump");
+    assert_eq!(maria.fingerprint(&MARIA_TABLES), dumped);
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use super::engines;
 use super::host::{
-    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, service_record, AppBackup,
+    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, run_record, service_record,
+    AppBackup,
 };
 use super::host_settings::{self, RunKind, RunRecord, ServiceRecord, SnapshotRecord};
 use super::manifest::{self, Manifest};
@@ -25,15 +26,7 @@ use crate::transport::{ExecRequest, Transport};
 /// directory) and checked against the manifest, everything removed again;
 /// then `check` on a tenth of the data (rotating weekly) and the prune.
 pub async fn verify(transport: &dyn Transport, job: &AppBackup) -> RunRecord {
-    let mut record = RunRecord {
-        kind: RunKind::Drill,
-        run: RunId::now().to_string(),
-        started: now_rfc3339(),
-        finished: String::new(),
-        ok: false,
-        error: None,
-        services: Vec::new(),
-    };
+    let mut record = run_record(RunKind::Drill, &RunId::now());
     let outcome = verify_steps(transport, job, &mut record.services).await;
     record.finished = now_rfc3339();
     let failed = record.services.iter().any(|s| s.error.is_some());

@@ -11,13 +11,14 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::drill::verify;
-use super::host_settings::{self, HostSettings, RunRecord, ServiceRecord};
-use super::lock;
+use super::host_settings::{self, HostSettings, RunKind, RunRecord, ServiceRecord};
+use super::lock::{self, Runner};
 use super::plan::{self, BackupPlan, PlanInput, ServicePlan};
 use super::restic::{
     self, classify, parse_snapshots, RepoError, Repository, SnapshotFilter, SHORT_TIMEOUT,
 };
 use super::run::{backup, BackupScope};
+use super::RunId;
 use crate::config::Config;
 use crate::deploy::remote::{AppPaths, ReleaseMeta, META_FILE};
 use crate::deploy::start::stack_for;
@@ -61,15 +62,15 @@ pub struct AppBackup {
     pub lock_path: String,
     /// Who holds the lock, for whoever is refused it.
     pub owner: String,
-    /// On the host itself (the timer).
-    pub local: bool,
+    /// An operator's run, or the host's own (the timer), which waits for the lock.
+    pub runner: Runner,
 }
 
 impl AppBackup {
     pub fn new(
         settings: HostSettings,
         owner: String,
-        local: bool,
+        runner: Runner,
     ) -> Result<AppBackup, BackupError> {
         let repo = settings
             .repository()
@@ -79,7 +80,7 @@ impl AppBackup {
             repo,
             settings,
             owner,
-            local,
+            runner,
         })
     }
 
@@ -91,7 +92,18 @@ impl AppBackup {
         host: &str,
         owner: String,
     ) -> Result<AppBackup, BackupError> {
-        AppBackup::new(host_settings::for_operator(config, host)?, owner, false)
+        AppBackup::new(
+            host_settings::for_operator(config, host)?,
+            owner,
+            Runner::Operator,
+        )
+    }
+
+    /// The job of the host's own run (`--local`) from the app's settings
+    /// there: it waits for the lock up to `[backup] timeout`.
+    pub fn for_timer(settings: HostSettings, owner: String) -> Result<AppBackup, BackupError> {
+        let runner = Runner::timer(settings.backup.timeout.0);
+        AppBackup::new(settings, owner, runner)
     }
 
     pub(super) fn app(&self) -> &str {
@@ -150,13 +162,29 @@ pub struct ListedSnapshot {
     pub release: Option<String>,
 }
 
-/// One action on one host, holding the app's backup lock.
+impl Action {
+    /// The state file a run of this action is recorded in, if any.
+    fn recorded_as(&self) -> Option<RunKind> {
+        match self {
+            Action::Backup => Some(RunKind::Backup),
+            Action::Verify => Some(RunKind::Drill),
+            Action::List | Action::Init => None,
+        }
+    }
+}
+
+/// One action on one host, holding the app's backup lock. A timer's backup
+/// or drill that does not get the lock is recorded as failed, so that
+/// `status` shows it (an operator reads the refusal).
 pub async fn on_host(
     transport: &dyn Transport,
     job: &AppBackup,
     action: &Action,
     report: &mut HostReport,
 ) {
+    let unlocked = action
+        .recorded_as()
+        .map(|kind| run_record(kind, &RunId::now()));
     let work = async {
         match action {
             Action::Init => init(transport, job)
@@ -178,8 +206,19 @@ pub async fn on_host(
             }
         }
     };
-    match lock::hold(transport, &job.lock_path, &job.owner, job.local, work).await {
-        Err(e) => report.add_error(e.to_string()),
+    match lock::hold(transport, &job.lock_path, &job.owner, job.runner, work).await {
+        Err(e) => {
+            let error = e.to_string();
+            if let (Runner::Timer(_), Some(mut record)) = (job.runner, unlocked) {
+                record.finished = now_rfc3339();
+                record.error = Some(error.clone());
+                if let Err(e) = host_settings::store_record(transport, job.app(), &record).await {
+                    report.add_error(format!("the failed run could not be recorded: {e}"));
+                }
+                report.run = Some(record);
+            }
+            report.add_error(error);
+        }
         Ok(held) => {
             match &held.outcome {
                 None => report.add_error("interrupted before it finished".to_string()),
@@ -443,6 +482,19 @@ pub(super) fn service_record(service: &ServicePlan) -> ServiceRecord {
         snapshots: Vec::new(),
         duration_ms: 0,
         error: None,
+    }
+}
+
+/// Run `run`, of `kind`, starting now: failed until it says otherwise.
+pub(super) fn run_record(kind: RunKind, run: &RunId) -> RunRecord {
+    RunRecord {
+        kind,
+        run: run.to_string(),
+        started: now_rfc3339(),
+        finished: String::new(),
+        ok: false,
+        error: None,
+        services: Vec::new(),
     }
 }
 

@@ -358,12 +358,14 @@ pub fn parse_history(text: &str) -> Result<Vec<RunRecord>, String> {
 
 /// A script (as root) that stores `record` as the app's last run of its kind
 /// and appends it to the history; the record is its stdin (`record_stdin`).
+/// Its temporary file is its own (`.$$`): a timer's run that did not get the
+/// lock records its failure while the holder may record its own run.
 pub fn record_script(app: &str, kind: RunKind) -> String {
     let dir = quote(&state_dir(app));
     let last = quote(&last_run_path(app, kind));
     format!(
         "set -e\numask 077\nmkdir -p {dir}\nIFS= read -r line\n\
-         printf '%s\\n' \"$line\" >{last}.tmp\nmv -f {last}.tmp {last}\n\
+         printf '%s\\n' \"$line\" >{last}.$$\nmv -f {last}.$$ {last}\n\
          printf '%s\\n' \"$line\" >>{history}\n",
         history = quote(&history_path(app))
     )

@@ -2,8 +2,8 @@
 //! running service (`vpsup restore`) or into a throwaway container (the
 //! drill). A restore streams `restic dump` into the engine's restore script;
 //! without pipefail, each side's status is kept apart so a failed dump never
-//! passes for a restore. PostgreSQL's dumps are streamed through a check
-//! once first, as nothing else reads them before databases are dropped.
+//! passes for a restore. A database's dumps are streamed through a check
+//! once first, as nothing else reads them whole before data is replaced.
 
 use std::time::Duration;
 
@@ -108,24 +108,44 @@ pub fn service_script(
         RestoreInto::Service { compose, service } => (true, compose, service),
         RestoreInto::Container(_) => (false, "", ""),
     };
+    let pw = password_env;
+    // A database's dump, replayed by a check that reads it through first
+    // (`None`: the roles, replayed into a cluster that keeps its own).
+    let replays: Vec<(Option<String>, String)> = match manifest.engine {
+        Engine::Postgres { mode } => manifest
+            .parts
+            .iter()
+            .map(|part| match (mode, database_of(&part.path)) {
+                (PostgresMode::Cluster, _) => (
+                    Some(postgres::check_cluster_dump()),
+                    postgres::restore_cluster(),
+                ),
+                (_, Some(db)) => (
+                    Some(postgres::check_database_dump()),
+                    postgres::restore_database(&db),
+                ),
+                (_, None) => (None, postgres::restore_globals()),
+            })
+            .collect(),
+        Engine::Mysql => manifest
+            .parts
+            .iter()
+            .map(|_| (Some(mysql::check_dump()), mysql::restore(pw)))
+            .collect(),
+        Engine::Mongo => manifest
+            .parts
+            .iter()
+            .map(|_| (Some(mongo::check_archive(pw)), mongo::restore(pw)))
+            .collect(),
+        Engine::Redis | Engine::Volume { .. } => Vec::new(),
+    };
     match manifest.engine {
-        Engine::Postgres { mode } => {
-            // Nothing is dropped before every dump was read through whole:
+        Engine::Postgres { .. } | Engine::Mysql | Engine::Mongo => {
+            // Nothing is replaced before every dump was read through whole:
             // one more read of each, streamed like the restore, while the
             // app still runs. (A drill replaces nothing: it skips them.)
             let mut checks = String::new();
-            for part in &manifest.parts {
-                let (check, inner) = match (mode, database_of(&part.path)) {
-                    (PostgresMode::Cluster, _) => (
-                        Some(postgres::check_cluster_dump()),
-                        postgres::restore_cluster(),
-                    ),
-                    (_, Some(db)) => (
-                        Some(postgres::check_database_dump()),
-                        postgres::restore_database(&db),
-                    ),
-                    (_, None) => (None, postgres::restore_globals()),
-                };
+            for (part, (check, inner)) in manifest.parts.iter().zip(replays) {
                 if let (true, Some(check)) = (stop, check) {
                     checks.push_str(&stream_doing(part, &into.exec(&check), "checking")?);
                 }
@@ -136,20 +156,6 @@ pub fn service_script(
                     "{checks}{}",
                     engines::with_stopped(compose, others, &body)
                 ));
-            }
-        }
-        Engine::Mysql | Engine::Mongo => {
-            let pw = password_env;
-            let inner = if manifest.engine == Engine::Mysql {
-                mysql::restore(pw)
-            } else {
-                mongo::restore(pw)
-            };
-            for part in &manifest.parts {
-                body.push_str(&stream(part, &into.exec(&inner))?);
-            }
-            if stop {
-                return Ok(engines::with_stopped(compose, others, &body));
             }
         }
         Engine::Redis => {
@@ -211,11 +217,12 @@ mod tests {
         assert_eq!(database_of("/shop+db+globals.sql"), None);
     }
 
-    /// A stand-in `restic` whose `dump` prints DATA and exits $DUMP_RC.
+    /// A stand-in `restic` whose `dump` prints $DUMP (DATA by default) and
+    /// exits $DUMP_RC.
     fn fake_restic(dir: &std::path::Path) -> Repository {
         write_executable(
             &dir.join("restic"),
-            "#!/bin/sh\nprintf 'DATA\\n'\nexit ${DUMP_RC:-0}\n",
+            "#!/bin/sh\nprintf '%b' \"${DUMP:-DATA\\n}\"\nexit ${DUMP_RC:-0}\n",
         );
         std::fs::write(dir.join("env"), "").unwrap();
         Repository::new(
@@ -441,5 +448,95 @@ mod tests {
                 "docker compose start web",
             ]
         );
+    }
+
+    /// MySQL's dump must end with its closing line, and MongoDB's archive
+    /// must read through (mongorestore says so): otherwise the restore fails
+    /// before the app is stopped or anything replayed.
+    #[test]
+    fn mysql_and_mongo_replace_nothing_before_their_dump_reads_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = fake_restic(dir.path());
+        let docker = fake_docker(dir.path());
+        for tool in ["mariadb", "mongorestore"] {
+            write_executable(
+                &dir.path().join(tool),
+                &format!("#!/bin/sh\ncat >/dev/null\necho \"{tool} $*\" >>\"$LOG\"\ncase \"$*\" in *nsExclude*) exit ${{CHECK_RC:-0}};; esac\n"),
+            );
+        }
+        let whole = "INSERT INTO t VALUES (1);\\n-- Dump completed on 2026-12-05 03:17:00\\n";
+        let cases = [
+            (
+                Engine::Mysql,
+                "all-databases.sql",
+                "DUMP='INSERT INTO t VALUES (1'".to_string(),
+                format!("DUMP='{whole}'"),
+                "mariadb -uroot",
+            ),
+            (
+                Engine::Mongo,
+                "mongo.archive",
+                "CHECK_RC=1".to_string(),
+                String::new(),
+                "mongorestore --archive --drop",
+            ),
+        ];
+        for (engine, file, bad, good, restore) in cases {
+            let script = service_script(
+                &repo,
+                &manifest("db", engine, &[file]),
+                RestoreInto::Service {
+                    compose: "docker compose",
+                    service: "db",
+                },
+                &["web".to_string()],
+                None,
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            let log = dir.path().join("log");
+            let run = |env: &str| {
+                let _ = std::fs::remove_file(&log);
+                let out = std::process::Command::new("sh")
+                    .args([
+                        "-c",
+                        &format!("{docker} PS='web\\trunning\\n' {env}\n{script}"),
+                    ])
+                    .output()
+                    .unwrap();
+                let calls = std::fs::read_to_string(&log).unwrap();
+                let calls: Vec<String> = calls
+                    .lines()
+                    .filter(|l| !l.starts_with("docker compose exec"))
+                    .map(str::to_string)
+                    .collect();
+                (out, calls)
+            };
+            let (out, calls) = run(&bad);
+            assert!(!out.status.success(), "{engine:?}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(&format!("checking /shop+db+{file} failed (exit 1)")),
+                "{stderr}"
+            );
+            assert!(
+                calls
+                    .iter()
+                    .all(|c| !c.contains(" stop ") && !c.starts_with(restore)),
+                "{engine:?}: nothing stopped, nothing replayed: {calls:?}"
+            );
+            let (out, calls) = run(&good);
+            assert!(
+                out.status.success(),
+                "{engine:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let stop = calls.iter().position(|c| c == "docker compose stop web");
+            let replayed = calls.iter().position(|c| c.starts_with(restore));
+            assert!(
+                matches!((stop, replayed), (Some(s), Some(r)) if s < r),
+                "{engine:?}: {calls:?}"
+            );
+        }
     }
 }

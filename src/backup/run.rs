@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use super::engines::{self, volume};
 use super::host::{
-    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, service_record, AppBackup,
+    make_plan, now_rfc3339, preflight, restic_or_shell, restic_run, run_record, service_record,
+    AppBackup,
 };
 use super::host_settings::{self, RunKind, RunRecord, ServiceRecord, SnapshotRecord};
-use super::lock;
 use super::manifest::{Manifest, Part, MANIFEST_VERSION};
 use super::pipe::{stdin_path, Pipeline};
 use super::plan::{BackupPlan, Dir, ServicePlan, Work};
@@ -52,15 +52,7 @@ impl BackupScope {
 /// are in the record (`ok: false`, the error and each service's).
 pub async fn backup(transport: &dyn Transport, job: &AppBackup, scope: &BackupScope) -> RunRecord {
     let run = RunId::now();
-    let mut record = RunRecord {
-        kind: RunKind::Backup,
-        run: run.to_string(),
-        started: now_rfc3339(),
-        finished: String::new(),
-        ok: false,
-        error: None,
-        services: Vec::new(),
-    };
+    let mut record = run_record(RunKind::Backup, &run);
     let outcome = backup_steps(transport, job, scope, &run, &mut record.services).await;
     record.finished = now_rfc3339();
     let failed: Vec<&str> = record
@@ -340,7 +332,9 @@ async fn run_pipeline(
 
 /// `[backup] before_deploy`: snapshots of the app's database services,
 /// tagged `release=<release_id>`, before a deploy switches to that release.
-/// Call it holding the deploy lock; it takes the backup lock within it.
+/// Call it holding the deploy lock and, within it, the app's backup lock
+/// (`deploy::start::holding_backups`: the deploy keeps it until the release
+/// serves).
 pub async fn snapshot_before_deploy(
     transport: &dyn Transport,
     config: &Config,
@@ -361,25 +355,14 @@ pub async fn snapshot_before_deploy(
         apart: true,
         ..BackupScope::default()
     };
-    let held = lock::hold_within(
-        transport,
-        &job.lock_path,
-        &job.owner,
-        backup(transport, &job, &scope),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let problem = held.release_problem("backup");
-    let record = held
-        .outcome
-        .ok_or("interrupted before the snapshot finished")?;
-    match (record.ok, problem) {
-        (true, None) => Ok(record),
-        (true, Some(p)) => Err(p),
-        (false, _) => Err(format!(
+    let record = backup(transport, &job, &scope).await;
+    if record.ok {
+        Ok(record)
+    } else {
+        Err(format!(
             "the snapshot before the deploy failed: {}",
             record.error.unwrap_or_default()
-        )),
+        ))
     }
 }
 

@@ -69,7 +69,7 @@ pub async fn run_local(
     let mut reports = Vec::new();
     for app in apps {
         let settings = host_settings::read(&dir.join(format!("{app}.toml")))?;
-        let job = AppBackup::new(settings, owner.clone(), true)?;
+        let job = AppBackup::for_timer(settings, owner.clone())?;
         let mut report = HostReport {
             host: job.settings.host.clone(),
             ..HostReport::default()

@@ -12,12 +12,13 @@
 //!    else);
 //! 5. the new release directory (only changed files travel), the app's data
 //!    directories (never in a release), the secrets;
-//! 6. `docker compose up --wait`, then each site's health path on its
-//!    loopback port;
+//! 6. with the app's backup lock (an app with backups; a scheduled backup
+//!    waits meanwhile), `[backup] before_deploy`'s snapshot, then `docker
+//!    compose up --wait`, then each site's health path on its loopback port;
 //! 7. nginx site files (put back if `nginx -t` or the reload fails), reload,
 //!    `current` switched, old releases pruned; a failure in 6 or 7 starts
 //!    the previous release again and reports the failing services' last log
-//!    lines;
+//!    lines; the backup lock is given back;
 //! 8. from here: each site over HTTPS (status, certificate names, days left).
 //!
 //! And `vpsup rollback`: under the lock, the release before `current`
@@ -413,81 +414,101 @@ async fn change(
                 report.host
             );
         }
-        if before_deploy
+        let snapshot = before_deploy
             && backup_ready
             && probed.current.release.is_some()
-            && !plan.upload().is_noop()
-        {
-            stop_before("the snapshot before the deploy")?;
-            let record =
-                backup::run::snapshot_before_deploy(transport, run.config, &report.host, &id)
+            && !plan.upload().is_noop();
+        // From the snapshot to the release serving (or the previous one
+        // again), the app's backup lock: a scheduled backup waits for the
+        // restart rather than meet it.
+        let backups_here = run.config.backup.is_some() || plan.backup == BackupWork::StopTimers;
+        let backup_lock = backups_here.then(|| backup::lock::path(&paths.app));
+        let host = report.host.clone();
+        let restart = async {
+            if snapshot {
+                stop_before("the snapshot before the deploy")?;
+                let record = backup::run::snapshot_before_deploy(transport, run.config, &host, &id)
                     .await
                     .map_err(|e| StepError::Backup(format!("{e}; nothing was deployed")))?;
-            eprintln!(
-                "{}: snapshot of the databases before release {id}: run {}",
-                report.host, record.run
-            );
-        }
-
-        // Up, healthy and served, or back to the previous release: from `up`
-        // on, the previous release's containers are replaced, so any failure
-        // restarts them.
-        stop_before("starting the release")?;
-        let timeout = run.app.health_timeout.0;
-        // No stop between `up` and serving (or restoring): either way, the host
-        // must end with one release serving.
-        let failure = match start::start(
-            transport,
-            paths,
-            &id,
-            &plan.meta,
-            &run.release.ports,
-            timeout,
-        )
-        .await
-        {
-            Err(why) => Some((NotLive::Unhealthy(why.text), why.services)),
-            Ok(()) => start::activate(
-                transport,
-                run.config,
-                paths,
-                &id,
-                &probed.releases,
-                run.app.releases.0 as usize,
-                &run.owner,
-            )
-            .await
-            .err()
-            .map(|e| (NotLive::NotServed(e), Vec::new())),
+                eprintln!(
+                    "{host}: snapshot of the databases before release {id}: run {}",
+                    record.run
+                );
+            }
+            stop_before("starting the release")?;
+            go_live(transport, run, paths, probed, plan, &id).await
         };
-        if let Some((why, services)) = failure {
-            let secrets_path = paths.secrets();
-            let release_dir = paths.release(&id);
-            let failed = stack_for(&paths.app, &release_dir, &plan.meta, &secrets_path);
-            let current = probed.current.release.as_deref();
-            let previous = current.map(|id| (id, probed.meta.as_ref()));
-            let (logs, restored) =
-                start::roll_back(transport, paths, &failed, previous, &services, timeout).await;
-            let after = match (current, restored) {
-                (Some(previous), Ok(())) => Restored::Previous(previous.to_string()),
-                (Some(previous), Err(error)) => Restored::PreviousFailed {
-                    previous: previous.to_string(),
-                    error,
-                },
-                (None, Ok(())) => Restored::FirstStopped,
-                (None, Err(e)) => Restored::FirstNotStopped(e),
-            };
-            return Err(StepError::NotLive {
-                id,
-                why: Box::new(why),
-                after,
-                logs,
-            });
-        }
+        start::holding_backups(plain, backup_lock.as_deref(), &run.owner, restart).await?;
         report.release = Some(id);
     }
     stop_before("installing the backup setup")?;
     install_backups(transport, run, &report.host, &paths.app, plan.backup).await
+}
+
+/// Release `id` up, healthy and served, or the previous release again (a
+/// first release's containers stopped) with the failing services' logs.
+async fn go_live(
+    transport: &dyn Transport,
+    run: &DeployRun<'_>,
+    paths: &AppPaths,
+    probed: &Probed,
+    plan: &DeployPlan<'_>,
+    id: &str,
+) -> Result<(), StepError> {
+    // From `up` on, the previous release's containers are replaced, so any
+    // failure restarts them.
+    let timeout = run.app.health_timeout.0;
+    // No stop between `up` and serving (or restoring): either way, the host
+    // must end with one release serving.
+    let failure = match start::start(
+        transport,
+        paths,
+        id,
+        &plan.meta,
+        &run.release.ports,
+        timeout,
+    )
+    .await
+    {
+        Err(why) => Some((NotLive::Unhealthy(why.text), why.services)),
+        Ok(()) => start::activate(
+            transport,
+            run.config,
+            paths,
+            id,
+            &probed.releases,
+            run.app.releases.0 as usize,
+            &run.owner,
+        )
+        .await
+        .err()
+        .map(|e| (NotLive::NotServed(e), Vec::new())),
+    };
+    if let Some((why, services)) = failure {
+        let secrets_path = paths.secrets();
+        let release_dir = paths.release(id);
+        let failed = stack_for(&paths.app, &release_dir, &plan.meta, &secrets_path);
+        let current = probed.current.release.as_deref();
+        let previous = current.map(|id| (id, probed.meta.as_ref()));
+        let (logs, restored) =
+            start::roll_back(transport, paths, &failed, previous, &services, timeout).await;
+        let after = match (current, restored) {
+            (Some(previous), Ok(())) => Restored::Previous(previous.to_string()),
+            (Some(previous), Err(error)) => Restored::PreviousFailed {
+                previous: previous.to_string(),
+                error,
+            },
+            (None, Ok(())) => Restored::FirstStopped,
+            (None, Err(e)) => Restored::FirstNotStopped(e),
+        };
+        return Err(StepError::NotLive {
+            id: id.to_string(),
+            why: Box::new(why),
+            after,
+            logs,
+        });
+    }
+    Ok(())
 }
 
 /// `[backup]`: the host's copy of the settings and its timers, as the plan
@@ -683,48 +704,59 @@ async fn rollback_on(
             .ok_or_else(|| StepError::NothingToRollBackTo(current.clone()))?
             .to_string();
         let meta = start::read_meta(transport, &paths, &previous).await?;
-        let timeout = app.health_timeout.0;
-        let no_ports = BTreeMap::new();
-        let failure =
-            match start::start(transport, &paths, &previous, &meta, &no_ports, timeout).await {
-                Err(why) => Some(NotLive::Unhealthy(why.text)),
-                Ok(()) => start::activate(
-                    transport,
-                    config,
-                    &paths,
-                    &previous,
-                    &probed.releases,
-                    usize::MAX,
-                    owner,
-                )
-                .await
-                .err()
-                .map(NotLive::NotServed),
-            };
-        if let Some(why) = failure {
-            let again = match &probed.meta {
-                Some(current_meta) => start::start(
-                    transport,
-                    &paths,
-                    &current,
-                    current_meta,
-                    &no_ports,
-                    timeout,
-                )
-                .await
-                .map_err(|why| why.text),
-                None => Err(format!("its {} is unreadable", remote::META_FILE)),
-            };
-            let after = match again {
-                Ok(()) => RunsAgain::Yes(current),
-                Err(error) => RunsAgain::Failed { current, error },
-            };
-            return Err(StepError::RollbackNotLive {
-                previous,
-                why: Box::new(why),
-                after,
-            });
-        }
+        let backup_lock = config
+            .backup
+            .is_some()
+            .then(|| backup::lock::path(&paths.app));
+        let restart = async {
+            let timeout = app.health_timeout.0;
+            let no_ports = BTreeMap::new();
+            let failure =
+                match start::start(transport, &paths, &previous, &meta, &no_ports, timeout).await {
+                    Err(why) => Some(NotLive::Unhealthy(why.text)),
+                    Ok(()) => start::activate(
+                        transport,
+                        config,
+                        &paths,
+                        &previous,
+                        &probed.releases,
+                        usize::MAX,
+                        owner,
+                    )
+                    .await
+                    .err()
+                    .map(NotLive::NotServed),
+                };
+            if let Some(why) = failure {
+                let again = match &probed.meta {
+                    Some(current_meta) => start::start(
+                        transport,
+                        &paths,
+                        &current,
+                        current_meta,
+                        &no_ports,
+                        timeout,
+                    )
+                    .await
+                    .map_err(|why| why.text),
+                    None => Err(format!("its {} is unreadable", remote::META_FILE)),
+                };
+                let after = match again {
+                    Ok(()) => RunsAgain::Yes(current.clone()),
+                    Err(error) => RunsAgain::Failed {
+                        current: current.clone(),
+                        error,
+                    },
+                };
+                return Err(StepError::RollbackNotLive {
+                    previous: previous.clone(),
+                    why: Box::new(why),
+                    after,
+                });
+            }
+            Ok(())
+        };
+        start::holding_backups(plain, backup_lock.as_deref(), owner, restart).await?;
         Ok((current, previous))
     };
     let held = lock.hold(plain, work).await;

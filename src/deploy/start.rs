@@ -1,11 +1,12 @@
 //! Starting a release, serving it, and going back when either fails: the
 //! health gate (`docker compose up --wait`, then each site's health path on
 //! its loopback port), activation (`AppPaths::activate_script`), and the
-//! restore of the previous release after a failure. The multi-part scripts
-//! are built and read here, with one `Sections` per run; the async functions
-//! only run them.
+//! restore of the previous release after a failure, all under the app's
+//! backup lock (`holding_backups`). The multi-part scripts are built and
+//! read here, with one `Sections` per run; the async functions only run them.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use time::OffsetDateTime;
 
@@ -233,6 +234,29 @@ pub async fn activate(
         )
         .await
         .map(|_| ())
+}
+
+/// Runs `restart` (a release started, gated and served, or the one before
+/// started again) holding the app's backup lock at `backup_lock`, inside the
+/// deploy lock; `None`: the app has no backups on the host, nothing to hold.
+/// A backup or drill the host's timer starts meanwhile waits for it instead
+/// of failing mid-dump, and a service a backup stopped to copy its volume
+/// is not started under it. While a backup, drill or restore holds it,
+/// `restart` does not run: refused at once, naming the holder. `plain`
+/// runs the lock's own scripts (not as the deploy lock's steps).
+pub async fn holding_backups<T>(
+    plain: &dyn Transport,
+    backup_lock: Option<&str>,
+    owner: &str,
+    restart: impl Future<Output = Result<T, StepError>>,
+) -> Result<T, StepError> {
+    let Some(path) = backup_lock else {
+        return restart.await;
+    };
+    crate::backup::lock::hold_within(plain, path, owner, restart)
+        .await
+        .map_err(|e| StepError::Backup(format!("{e}; nothing was started")))?
+        .into_result("backup", "interrupted")
 }
 
 /// The restore's parts: the failing services' logs, then one of the two
@@ -541,5 +565,92 @@ mod tests {
             restored,
             Err("the rollback script did not finish: Killed".to_string())
         );
+    }
+
+    /// A deploy's restart holds the app's backup lock for its span only: a
+    /// timer's backup that starts meanwhile waits and runs after it; while a
+    /// backup holds the lock the restart does not run; without backups on
+    /// the host nothing is locked.
+    #[tokio::test]
+    async fn a_restart_holds_the_backup_lock_for_its_span_only() {
+        use crate::backup::lock::{self, Runner};
+        use crate::hostlock::Wait;
+        use crate::transport::LocalTransport;
+        use std::time::{Duration, Instant};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backup.lock").display().to_string();
+        let transport = LocalTransport::new("test", true);
+        let timer = Runner::Timer(Wait {
+            up_to: Duration::from_secs(30),
+            every: Duration::from_millis(100),
+        });
+        let restart = async {
+            let owner = std::fs::read_to_string(format!("{path}/owner")).unwrap();
+            assert_eq!(owner, "ana@laptop (vpsup deploy)");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok(Instant::now())
+        };
+        let backup = async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            lock::hold(&transport, &path, "the backup timer", timer, async {
+                Instant::now()
+            })
+            .await
+        };
+        let (restarted, backup) = tokio::join!(
+            holding_backups(
+                &transport,
+                Some(&path),
+                "ana@laptop (vpsup deploy)",
+                restart
+            ),
+            backup
+        );
+        let backed_up = backup.unwrap().outcome.unwrap();
+        assert!(
+            backed_up >= restarted.unwrap(),
+            "the backup ran during the restart"
+        );
+        assert!(!std::path::Path::new(&path).exists());
+
+        let ran = std::sync::atomic::AtomicBool::new(false);
+        let refused = lock::hold(
+            &transport,
+            &path,
+            "the backup timer on web-1",
+            Runner::Operator,
+            async {
+                holding_backups(
+                    &transport,
+                    Some(&path),
+                    "ana@laptop (vpsup deploy)",
+                    async {
+                        ran.store(true, std::sync::atomic::Ordering::SeqCst);
+                        Ok(())
+                    },
+                )
+                .await
+            },
+        )
+        .await
+        .unwrap()
+        .outcome
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+        assert!(
+            refused.contains("locked by the backup timer on web-1")
+                && refused.ends_with("; nothing was started"),
+            "{refused}"
+        );
+        assert!(!ran.load(std::sync::atomic::Ordering::SeqCst));
+
+        holding_backups(&transport, None, "ana@laptop (vpsup deploy)", async {
+            assert!(!std::path::Path::new(&path).exists());
+            Ok(())
+        })
+        .await
+        .unwrap();
     }
 }

@@ -1,5 +1,6 @@
 //! MongoDB: `mongodump --archive` (no `--gzip`: a compressed archive
-//! cannot be deduplicated) and `mongorestore --archive --drop`. Not tested
+//! cannot be deduplicated) and `mongorestore --archive --drop`, after a read
+//! through the archive that restores nothing (`check_archive`). Not tested
 //! against a server here (Debian has no MongoDB package): the tests run the
 //! scripts with stand-in tools and check what they are given.
 //!
@@ -54,6 +55,16 @@ pub fn restore(password_env: Option<&str>) -> String {
     authenticated("mongorestore", "--archive --drop", password_env)
 }
 
+/// Reads the archive on stdin through to its end, restoring nothing: every
+/// namespace excluded, mongorestore still reads each one's blocks and fails
+/// on an archive that ends before every collection its header lists has
+/// ended ("archive finished before all collections were seen") or mid-block.
+/// (`--dryRun` stops after the header and collection list, and passes an
+/// archive cut short.)
+pub fn check_archive(password_env: Option<&str>) -> String {
+    authenticated("mongorestore", "--archive --nsExclude='*'", password_env)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +117,23 @@ mod tests {
     fn without_a_root_user_the_tools_run_unauthenticated() {
         let (out, _dir) = run(&restore(None), "", "ARCHIVE");
         assert_eq!(out, "mongorestore --archive --drop\nARCHIVE");
+    }
+
+    /// The check reads the whole archive (here the stand-in prints it) and
+    /// restores no namespace.
+    #[test]
+    fn the_check_reads_the_archive_and_excludes_every_namespace() {
+        let (out, _dir) = run(&check_archive(None), "", "ARCHIVE");
+        assert_eq!(out, "mongorestore --archive --nsExclude=*\nARCHIVE");
+        let (out, _dir) = run(
+            &check_archive(None),
+            "MONGO_INITDB_ROOT_USERNAME=root MONGO_INITDB_ROOT_PASSWORD=pw",
+            "ARCHIVE",
+        );
+        assert!(
+            out.contains("--authenticationDatabase=admin --archive --nsExclude=*\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -8,14 +8,15 @@
 //! the `mariadb*` names of the tools, MySQL images only the `mysql*` ones.
 
 use super::{password_from, DumpPart};
+use crate::transport::script::quote;
 
 /// An `--all-databases` dump of a fresh server (its `mysql` schema) is
 /// several KiB.
 pub const MIN_DUMP_BYTES: u64 = 2048;
 pub const DUMP_FILE: &str = "all-databases.sql";
 
-/// The last line of a dump that ran to its end (a dump killed halfway ends
-/// anywhere else).
+/// The start of the last line of a dump that ran to its end (a dump killed
+/// halfway ends anywhere else).
 pub const COMPLETED_MARK: &str = "-- Dump completed";
 
 /// `password_env`: the container's variable that holds root's password,
@@ -78,12 +79,17 @@ pub fn ready() -> String {
     )
 }
 
-/// Whether a dump's last bytes show it ran to its end.
-pub fn dump_completed(tail: &str) -> bool {
-    tail.trim_end()
-        .lines()
-        .last()
-        .is_some_and(|l| l.starts_with(COMPLETED_MARK))
+/// Reads the dump on stdin through to its end, touching no database: fails
+/// unless its last line is the one a dump that ran to its end closes with
+/// (`tail` reads it all and keeps that line only).
+pub fn check_dump() -> String {
+    format!(
+        "last=$(tail -n 1)\ncase $last in {mark}*) ;; *) echo {said} >&2; exit 1 ;; esac\n",
+        mark = quote(COMPLETED_MARK),
+        said = quote(&format!(
+            "vpsup: the dump does not end with the line a whole dump ends with ({COMPLETED_MARK} ...): it was cut short"
+        )),
+    )
 }
 
 #[cfg(test)]
@@ -91,18 +97,36 @@ mod tests {
     use super::*;
     use crate::transport::script::testing::{sh_ok, write_executable};
 
+    /// Only a dump whose last line is the closing one passes; the check reads
+    /// all of it (a writer is never cut off).
     #[test]
-    fn a_dump_is_complete_only_with_its_last_line() {
-        assert!(dump_completed(
-            "INSERT INTO t VALUES (1);\n-- Dump completed on 2026-12-05 11:00:00\n"
-        ));
-        assert!(dump_completed(
-            "-- Dump completed on 2026-12-05 11:00:00\n\n"
-        ));
-        assert!(!dump_completed(
-            "-- Dump completed on 2026-12-05\nINSERT INTO t VALUES (1"
-        ));
-        assert!(!dump_completed(""));
+    fn a_dump_passes_the_check_only_with_its_closing_line() {
+        let check = |dump: &str| {
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &check_dump()])
+                .stdin(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            std::io::Write::write_all(&mut stdin, dump.as_bytes()).unwrap();
+            drop(stdin);
+            child.wait_with_output().unwrap()
+        };
+        let whole = "INSERT INTO t VALUES (1);\n-- Dump completed on 2026-12-05 11:00:00\n";
+        assert!(check(whole).status.success());
+        assert!(check(&format!("{}{whole}", "x".repeat(1 << 20)))
+            .status
+            .success());
+        for cut in [
+            "-- Dump completed on 2026-12-05\nINSERT INTO t VALUES (1",
+            "INSERT INTO t VALUES (1);\n",
+            "",
+        ] {
+            let out = check(cut);
+            assert!(!out.status.success(), "{cut:?} passed");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("it was cut short"));
+        }
     }
 
     /// With a stand-in `mariadb-dump` that prints what it was given: the
