@@ -101,7 +101,7 @@ async fn acquire(
     HostLock::acquire_for_run(
         transport,
         path,
-        "the app's backups",
+        "this app's backup",
         owner,
         TAKE_OVER_AFTER_SECS,
         local,

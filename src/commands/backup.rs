@@ -62,8 +62,15 @@ pub async fn run_local(
         )));
     }
     let transport = LocalTransport::current();
+    // What another run refused by the lock is told is running.
+    let (run, command) = match action {
+        Action::Backup => ("backup run", "vpsup backup --local"),
+        Action::Verify => ("restore drill", "vpsup backup verify --local"),
+        Action::Init => ("repository setup", "vpsup backup init --local"),
+        Action::List => ("snapshot listing", "vpsup backup list --local"),
+    };
     let owner = format!(
-        "the backup timer on {} (vpsup backup --local)",
+        "the host's own {run} on {} ({command})",
         crate::hostlock::this_machine()
     );
     let mut reports = Vec::new();
