@@ -783,7 +783,11 @@ impl Maria {
         let data = run.join("data");
         fs::create_dir_all(&data).unwrap();
         chown(&run, "mysql");
-        ok(
+        // On a machine loaded far past its cores, mariadb-install-db's
+        // bootstrap has failed now and then (twice in dozens of runs, not
+        // reproduced quiet): it is this fixture's setup, not vpsup under
+        // test, so a failed one is shown and tried afresh, twice at most.
+        let install = || {
             Command::new("mariadb-install-db")
                 .args([
                     "--no-defaults",
@@ -792,9 +796,23 @@ impl Maria {
                 ])
                 .arg(format!("--datadir={}", data.display()))
                 .output()
-                .unwrap(),
-            "mariadb-install-db",
-        );
+                .unwrap()
+        };
+        let mut installed = install();
+        for _ in 0..2 {
+            if installed.status.success() {
+                break;
+            }
+            eprintln!(
+                "mariadb-install-db failed, trying again: {}{}",
+                text(&installed.stdout),
+                text(&installed.stderr)
+            );
+            fs::remove_dir_all(&data).unwrap();
+            fs::create_dir_all(&data).unwrap();
+            installed = install();
+        }
+        ok(installed, "mariadb-install-db");
         let sock = run.join("sock");
         let server = Command::new("mariadbd")
             .args(["--no-defaults", "--user=mysql", "--skip-networking"])
