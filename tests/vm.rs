@@ -19,19 +19,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-/// Waits out ufw's SSH rate limit before another group of connections.
-fn cool_down() {
-    std::thread::sleep(Duration::from_secs(31));
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The play report of a `--json` run of one host.
 fn play_report(out: &Output) -> Value {
     json(out)["hosts"][0]["plays"][0].clone()

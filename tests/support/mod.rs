@@ -30,7 +30,7 @@ pub use pebble::{TestNginx, TestPebble};
 pub use seaweedfs::TestSeaweedFs;
 pub use sshd::{SshdOptions, TestSshd};
 pub use users::{plain_user, sudo_user, TestUser};
-pub use vm::TestVm;
+pub use vm::{cool_down, TestVm};
 
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener};
@@ -133,6 +133,15 @@ fn run_checked(cmd: &mut Command, what: &str) -> Output {
 pub fn describe_output(out: &Output) -> String {
     format!(
         "--- stdout ---\n{}--- stderr ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// stdout then stderr of a finished command, as one text to search.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )

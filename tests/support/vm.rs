@@ -149,6 +149,12 @@ impl Drop for TestVm {
     }
 }
 
+/// Waits out ufw's SSH rate limit on a VM that `vpsup init` hardened (the 6th
+/// new connection within 30 s is dropped) before another group of connections.
+pub fn cool_down() {
+    std::thread::sleep(std::time::Duration::from_secs(31));
+}
+
 /// What `import_db_images` tags, as compose files name them: the image, the
 /// entrypoint's command (tests/vm/db-entrypoint), and the official image's
 /// settings that matter (not STOPSIGNAL: `docker commit` does not take it).
