@@ -36,14 +36,6 @@ impl Stages {
     }
 }
 
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 /// The play report of a `--json` run of one host.
 fn play_report(out: &Output) -> Value {
     json(out)["hosts"][0]["plays"][0].clone()

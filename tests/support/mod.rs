@@ -139,6 +139,15 @@ pub fn describe_output(out: &Output) -> String {
     )
 }
 
+/// stdout then stderr of a finished command, as one text to search.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Sends `signal` (e.g. "TERM") to `pid` with the `kill` command; std has no signal API
 /// and the only dev-dependency is tempfile. Errors are ignored: the process may be gone.
 fn send_signal(pid: u32, signal: &str) {

@@ -9,14 +9,13 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::text;
 use crate::support::*;
 
 /// The guest's name for this machine's loopback (tests/vm/boot).
 const HOST_FROM_VM: &str = "198.51.100.2";
 
 /// Runs `sql` in the app's PostgreSQL as postgres, on database `db`.
-fn psql(vm: &TestVm, key: &Path, db: &str, sql: &str) -> String {
+pub fn psql(vm: &TestVm, key: &Path, db: &str, sql: &str) -> String {
     // `vm.ssh` gives the remote command no stdin: the SQL travels quoted.
     let out = vm.ssh(
         "deploy",
@@ -87,39 +86,48 @@ const TIMER_DIAGNOSIS: &str = "sudo systemctl list-timers --all 'vpsup-backup*' 
     sudo journalctl --no-pager -n 80 -u 'vpsup-backup*'; \
     sudo ls -la /var/lib/vpsup/backup/data; sudo tail -n 5 /var/lib/vpsup/backup/data/history.jsonl";
 
-fn vpsup_json(op: &Operator, args: &[&str]) -> (bool, Value, String) {
+pub fn vpsup_json(op: &Operator, args: &[&str]) -> (bool, Value, String) {
     let out = op.vpsup(args);
     let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.success(), value, text(&out))
 }
 
-pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
-    vm.import_db_images("deploy", key);
+/// The data stack's project (tests/vm/data-stack) for the host in `op`'s
+/// vpsup.toml, with `[backup]` into a repository that is a directory behind a
+/// real sshd on this machine, its host key pinned on the VM.
+pub struct DataProject {
+    /// The repository's server: it serves while this lives.
+    _sftp: TestSshd,
+    store: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    /// The project's vpsup.toml.
+    pub config: String,
+}
 
-    // The repository: a directory behind a real sshd on this machine, its
-    // host key pinned on the VM.
-    let sftp = TestSshd::start();
-    let store = tempfile::tempdir().unwrap();
-    let project = tempfile::tempdir().unwrap();
-    let p = project.path();
-    std::fs::copy(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/data-stack/compose.yml"),
-        p.join("compose.yml"),
-    )
-    .unwrap();
-    std::fs::copy(&sftp.client_key, p.join("sftp_key")).unwrap();
-    std::fs::write(
-        p.join("sftp_known_hosts"),
-        format!("[{HOST_FROM_VM}]:{} {}", sftp.port, sftp.host_key_pub),
-    )
-    .unwrap();
-    let common = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
-    let common = common.split("\n[app]").next().unwrap();
-    let config = p.join("vpsup.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"{common}
+impl DataProject {
+    pub fn new(op: &Operator) -> DataProject {
+        let sftp = TestSshd::start();
+        let store = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/data-stack/compose.yml"),
+            p.join("compose.yml"),
+        )
+        .unwrap();
+        std::fs::copy(&sftp.client_key, p.join("sftp_key")).unwrap();
+        std::fs::write(
+            p.join("sftp_known_hosts"),
+            format!("[{HOST_FROM_VM}]:{} {}", sftp.port, sftp.host_key_pub),
+        )
+        .unwrap();
+        let common = std::fs::read_to_string(op.project.path().join("vpsup.toml")).unwrap();
+        let common = common.split("\n[app]").next().unwrap();
+        let config = p.join("vpsup.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"{common}
 [app]
 name = "data"
 health_timeout = 300
@@ -133,13 +141,42 @@ sftp_identity_file = "sftp_key"
 sftp_known_hosts = "sftp_known_hosts"
 before_deploy = true
 "#,
-            port = sftp.port,
-            repo = store.path().join("repo").display(),
-        ),
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let cfg = ["--config", config.as_str()];
+                port = sftp.port,
+                repo = store.path().join("repo").display(),
+            ),
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        DataProject {
+            _sftp: sftp,
+            store,
+            dir,
+            config,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The repository's directory on this machine.
+    pub fn repository(&self) -> std::path::PathBuf {
+        self.store.path().join("repo")
+    }
+
+    /// `--config` and the project's vpsup.toml, for vpsup's arguments.
+    pub fn cfg(&self) -> [&str; 2] {
+        ["--config", self.config.as_str()]
+    }
+}
+
+pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
+    vm.import_db_images("deploy", key);
+
+    let project = DataProject::new(op);
+    let p = project.dir();
+    let config = &project.config;
+    let cfg = project.cfg();
 
     // The first deploy: the stack, the backup settings and timers, the
     // repository (created: nothing was there), and the password, made on
@@ -149,6 +186,8 @@ before_deploy = true
     let said = text(&out);
     assert!(said.contains("GENERATED a new backup password"), "{said}");
     assert!(said.contains("created repository"), "{said}");
+    // ...here, off the host.
+    assert!(project.repository().join("config").exists(), "{said}");
     assert!(
         p.join(".vpsup/backup-password").exists() || said.contains("backup-password"),
         "{said}"
@@ -334,9 +373,9 @@ before_deploy = true
     );
     let times: Vec<String> = text(&out).lines().map(str::to_string).collect();
     assert_eq!(times.len(), 2, "{}", text(&out));
-    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = std::fs::read_to_string(config).unwrap();
     std::fs::write(
-        &config,
+        config,
         toml.replace(
             "before_deploy = true\n",
             &format!(
@@ -405,7 +444,7 @@ before_deploy = true
     // Tampered with: one byte changed in every data pack of the repository.
     // The drill fails, loudly, and `status` says so.
     let mut packs = 0;
-    for dir in std::fs::read_dir(store.path().join("repo/data")).unwrap() {
+    for dir in std::fs::read_dir(project.repository().join("data")).unwrap() {
         for pack in std::fs::read_dir(dir.unwrap().path()).unwrap() {
             let path = pack.unwrap().path();
             let mut bytes = std::fs::read(&path).unwrap();
@@ -429,5 +468,5 @@ before_deploy = true
         &[],
     );
     assert_eq!(text(&out).trim(), "", "drill containers left behind");
-    drop(sftp);
+    drop(project);
 }
