@@ -325,6 +325,57 @@ pub struct AppConfig {
     /// the host: stop and print the record, or set it through [acme.dns].
     #[serde(default)]
     pub dns: DnsRecords,
+    /// Project files (or directories) that hold a private key the app needs
+    /// on its hosts: a release with any other private key is refused.
+    #[serde(default)]
+    pub allow_private_keys: Vec<ProjectPath>,
+}
+
+/// A path inside the project, relative to vpsup.toml's directory (`./` and
+/// a trailing `/` dropped), never climbing out of it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectPath(pub PathBuf);
+
+impl TryFrom<String> for ProjectPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use std::path::Component;
+        let path = Path::new(&s);
+        let parts: Vec<Component> = path.components().collect();
+        let inside = !parts.is_empty()
+            && parts
+                .iter()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            && !s.starts_with('~');
+        let normal: PathBuf = parts
+            .iter()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        if inside && !normal.as_os_str().is_empty() {
+            Ok(ProjectPath(normal))
+        } else {
+            Err(format!(
+                "invalid path {s:?}: name a file or directory inside the project, relative to vpsup.toml's directory (no leading /, ~ or ..), like certs/client.key"
+            ))
+        }
+    }
+}
+
+impl From<ProjectPath> for String {
+    fn from(p: ProjectPath) -> String {
+        p.0.to_string_lossy().into_owned()
+    }
+}
+
+/// A file vpsup.toml (or the command line) names that must stay on this
+/// machine, and what names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateFile {
+    /// `[acme.dns] secret_file`, `--identity`, ...
+    pub named_by: String,
+    /// As written: relative to vpsup.toml's directory, or absolute.
+    pub path: PathBuf,
 }
 
 fn default_dns_resolver() -> String {
@@ -1027,6 +1078,48 @@ impl Config {
         })
     }
 
+    /// The files this config names that hold this machine's secrets: the
+    /// hosts' SSH keys, the TSIG secret, the backup repository's password,
+    /// S3 credentials and SFTP key. A deploy never puts them in a release;
+    /// those a host needs (the TSIG secret for its renewal timer, the backup
+    /// files) reach it by themselves, on stdin, into root-only files.
+    /// The other file keys hold nothing secret: `[acme] extra_root` (a CA
+    /// certificate), `[backup] sftp_known_hosts` and `[init] extra_keys`
+    /// (public keys), `[init] host_binary`, and the compose and env files
+    /// (the host needs those).
+    pub fn private_files(&self) -> Vec<PrivateFile> {
+        let named = |named_by: String, path: &PathBuf| PrivateFile {
+            named_by,
+            path: path.clone(),
+        };
+        let mut files: Vec<PrivateFile> = self
+            .hosts
+            .iter()
+            .filter_map(|(name, host)| {
+                let key = host.identity_file.as_ref()?;
+                Some(named(format!("[hosts.{name}] identity_file"), key))
+            })
+            .collect();
+        if let Some(dns) = self.acme.as_ref().and_then(|a| a.dns.as_ref()) {
+            files.push(named("[acme.dns] secret_file".into(), &dns.secret_file));
+        }
+        if let Some(backup) = &self.backup {
+            files.push(named(
+                "[backup] password_file".into(),
+                &backup.password_file,
+            ));
+            for (key, path) in [
+                ("s3_credentials_file", &backup.s3_credentials_file),
+                ("sftp_identity_file", &backup.sftp_identity_file),
+            ] {
+                if let Some(path) = path {
+                    files.push(named(format!("[backup] {key}"), path));
+                }
+            }
+        }
+        files
+    }
+
     pub fn host(&self, name: &str) -> Option<&HostConfig> {
         self.hosts
             .iter()
@@ -1263,6 +1356,72 @@ port = 3000
         ] {
             let (_, _, msg) = error_at(text);
             assert!(msg.contains(expected), "{text}: {msg}");
+        }
+    }
+
+    /// Every file key that holds a secret of this machine's is among the
+    /// private files (never in a release); the keys that hold nothing
+    /// secret are not.
+    #[test]
+    fn private_files_are_the_keys_and_secrets_the_config_names() {
+        let c = parse(
+            "[hosts.web]\naddress = \"h\"\nidentity_file = \"keys/web\"\n[hosts.db]\naddress = \"d\"\n\
+             [init]\nextra_keys = [\"keys/work.pub\"]\nhost_binary = \"dist/vpsup\"\n\
+             [acme]\nemail = \"ops@example.com\"\nextra_root = \"root.pem\"\n\
+             [acme.dns]\nprovider = \"rfc2136\"\nserver = \"ns1.example.com\"\nzone = \"example.com\"\nkey_name = \"k\"\nsecret_file = \"tsig.secret\"\n\
+             [app]\nname = \"shop\"\nenv_files = [\".env.prod\"]\n\
+             [backup]\nrepository = \"sftp:u@h:/r\"\nsftp_identity_file = \"keys/box\"\nsftp_known_hosts = \"keys/box.known\"\npassword_file = \"backup.pw\"\n",
+        )
+        .unwrap();
+        let files: Vec<(String, String)> = c
+            .private_files()
+            .into_iter()
+            .map(|f| (f.named_by, f.path.display().to_string()))
+            .collect();
+        let expected = [
+            ("[hosts.web] identity_file", "keys/web"),
+            ("[acme.dns] secret_file", "tsig.secret"),
+            ("[backup] password_file", "backup.pw"),
+            ("[backup] sftp_identity_file", "keys/box"),
+        ];
+        assert_eq!(files, expected.map(|(k, p)| (k.to_string(), p.to_string())));
+        let s3 = parse("[backup]\nrepository = \"s3:https://s3.example.com/b\"\ns3_credentials_file = \"s3.env\"\n").unwrap();
+        let paths: Vec<PathBuf> = s3.private_files().into_iter().map(|f| f.path).collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from(".vpsup/backup-password"),
+                PathBuf::from("s3.env")
+            ]
+        );
+    }
+
+    #[test]
+    fn allowed_private_keys_are_paths_inside_the_project() {
+        let c =
+            parse("[app]\nname = \"a\"\nallow_private_keys = [\"./certs/\", \"tls/client.key\"]\n")
+                .unwrap();
+        let allowed = &c.app.unwrap().allow_private_keys;
+        assert_eq!(allowed[0].0, PathBuf::from("certs"));
+        assert_eq!(allowed[1].0, PathBuf::from("tls/client.key"));
+        for bad in [
+            "/etc/ssl/private/k.pem",
+            "../keys/k",
+            "certs/../../k",
+            "~/.ssh/id_ed25519",
+            ".",
+            "",
+        ] {
+            let (line, col, msg) = error_at(&format!(
+                "[app]\nname = \"a\"\nallow_private_keys = [{bad:?}]\n"
+            ));
+            assert_eq!((line, col), (3, 22), "{bad}: {msg}");
+            assert!(
+                msg.contains(&format!(
+                    "invalid path {bad:?}: name a file or directory inside the project"
+                )),
+                "{msg}"
+            );
         }
     }
 
