@@ -20,6 +20,7 @@ pub struct Config {
     #[serde(default)]
     pub hosts: BTreeMap<Name, HostConfig>,
     pub init: Option<InitConfig>,
+    #[serde(default, deserialize_with = "checked_acme")]
     pub acme: Option<AcmeConfig>,
     pub app: Option<AppConfig>,
     #[serde(default)]
@@ -241,11 +242,11 @@ pub struct AcmeConfig {
     /// An ACME profile to order (`tlsserver`, `shortlived` at Let's Encrypt).
     pub profile: Option<String>,
     /// The certificate store on each host.
-    #[serde(default = "default_store")]
-    pub store: String,
+    #[serde(default = "default_store", deserialize_with = "HostDir::store")]
+    pub store: HostDir,
     /// The ACME webroot that nginx serves on :80 (init sets it up).
-    #[serde(default = "default_webroot")]
-    pub webroot: String,
+    #[serde(default = "default_webroot", deserialize_with = "HostDir::webroot")]
+    pub webroot: HostDir,
     /// Run on the host after certificates changed, to make the web server use them.
     #[serde(default = "default_reload")]
     pub reload: String,
@@ -253,15 +254,193 @@ pub struct AcmeConfig {
     pub dns: Option<DnsConfig>,
 }
 
-fn default_store() -> String {
-    crate::layout::ACME_STORE.to_string()
+fn default_store() -> HostDir {
+    HostDir(crate::layout::ACME_STORE.to_string())
 }
 
 /// The ACME webroot init sets up (playbooks/init.yml's `acme_webroot`).
 pub const DEFAULT_WEBROOT: &str = crate::layout::ACME_WEBROOT;
 
-fn default_webroot() -> String {
-    DEFAULT_WEBROOT.to_string()
+fn default_webroot() -> HostDir {
+    HostDir(DEFAULT_WEBROOT.to_string())
+}
+
+impl AcmeConfig {
+    /// Rules that involve both directories (each is checked as it is read).
+    fn check(&self) -> Result<(), String> {
+        let (store, webroot) = (
+            Path::new(self.store.as_str()),
+            Path::new(self.webroot.as_str()),
+        );
+        if store.starts_with(webroot) || webroot.starts_with(store) {
+            return Err(format!(
+                "[acme] store {:?} and webroot {:?} must be apart: nginx serves the webroot to anyone, and the store (private keys) is root's alone",
+                self.store.as_str(),
+                self.webroot.as_str()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[acme]` with its cross-key rules checked, so the error points at the table.
+fn checked_acme<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AcmeConfig>, D::Error> {
+    let acme = Option::<AcmeConfig>::deserialize(d)?;
+    if let Some(a) = &acme {
+        a.check().map_err(serde::de::Error::custom)?;
+    }
+    Ok(acme)
+}
+
+/// A directory on the host that vpsup creates and sets the owner and mode of
+/// (`[acme] store`: 0700 root; `webroot`: 0755): absolute and normalized, of
+/// letters, digits, `.`, `_`, `-` and `/` only (nginx and systemd files name
+/// it as is, scripts quoted), and a directory of its own: never a system
+/// directory (`store = "/etc"` would lock every other user out of /etc), nor
+/// one vpsup keeps something else in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostDir(String);
+
+/// Directories no `HostDir` may be: the system's own.
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/lost+found",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/snap",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/etc/apt",
+    "/etc/cron.d",
+    "/etc/default",
+    "/etc/docker",
+    "/etc/fail2ban",
+    "/etc/letsencrypt",
+    "/etc/nginx",
+    "/etc/pam.d",
+    "/etc/security",
+    "/etc/ssh",
+    "/etc/ssl",
+    "/etc/sudoers.d",
+    "/etc/systemd",
+    "/etc/ufw",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/local/lib",
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/usr/share",
+    "/var/backups",
+    "/var/cache",
+    "/var/lib",
+    "/var/lib/docker",
+    "/var/local",
+    "/var/log",
+    "/var/mail",
+    "/var/opt",
+    "/var/run",
+    "/var/spool",
+    "/var/tmp",
+    "/var/www",
+];
+
+impl HostDir {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `[acme] store`.
+    fn store<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostDir, D::Error> {
+        HostDir::parse(
+            String::deserialize(d)?,
+            "the certificate store (vpsup makes it 0700, root's alone)",
+        )
+        .map_err(serde::de::Error::custom)
+    }
+
+    /// `[acme] webroot`.
+    fn webroot<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostDir, D::Error> {
+        HostDir::parse(
+            String::deserialize(d)?,
+            "the ACME webroot (vpsup creates it, nginx serves it)",
+        )
+        .map_err(serde::de::Error::custom)
+    }
+
+    /// `s` as a `HostDir` (a trailing `/` dropped); `what` says what it is for.
+    pub fn parse(s: String, what: &str) -> Result<HostDir, String> {
+        use crate::layout;
+        let dir = match s.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        if !dir.starts_with('/') {
+            return Err(format!(
+                "invalid directory {s:?}: {what} is an absolute path on the host, like /var/lib/vpsup/acme"
+            ));
+        }
+        if let Some(c) = dir
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-/".contains(*c)))
+        {
+            return Err(format!(
+                "invalid directory {s:?}: {c:?} is not allowed; use letters, digits, '.', '_', '-' and '/' (nginx and systemd files name the directory as is)"
+            ));
+        }
+        if dir != "/"
+            && dir[1..]
+                .split('/')
+                .any(|part| matches!(part, "" | "." | ".."))
+        {
+            return Err(format!(
+                "invalid directory {s:?}: write it without '.', '..' or '//' parts"
+            ));
+        }
+        // What vpsup keeps elsewhere: the apps, backups, the SSH safety net,
+        // its helpers, and the directories that hold them.
+        let vpsups = [
+            layout::APPS_DIR,
+            layout::BACKUP_SETTINGS_DIR,
+            layout::BACKUP_STATE_DIR,
+            layout::SSHD_REVERT_DIR,
+            layout::HELPERS_DIR,
+        ];
+        let parents = vpsups.iter().filter_map(|d| Path::new(d).parent());
+        let taken = SYSTEM_DIRS.contains(&dir)
+            || parents.into_iter().any(|p| p == Path::new(dir))
+            || vpsups.iter().any(|v| Path::new(dir).starts_with(v));
+        if taken {
+            return Err(format!(
+                "{dir:?} is a system directory, or one vpsup keeps other files in: {what} must be a directory of its own, like /etc/vpsup/acme or /var/lib/vpsup/acme"
+            ));
+        }
+        Ok(HostDir(dir.to_string()))
+    }
+}
+
+impl fmt::Display for HostDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn default_reload() -> String {
@@ -1422,6 +1601,74 @@ port = 3000
                 )),
                 "{msg}"
             );
+        }
+    }
+
+    /// `[acme] store` and `webroot` name directories vpsup creates and
+    /// chmods on the host, and nginx and systemd files name them as is:
+    /// absolute, normalized, plain characters, and each a directory of its
+    /// own (never /etc, which a 0700 store would lock every other user out
+    /// of), apart from each other.
+    #[test]
+    fn acme_directories_are_dedicated_plain_absolute_paths() {
+        let acme = |extra: &str| format!("[acme]\nemail = \"ops@example.com\"\n{extra}\n");
+        let c = parse(&acme("")).unwrap().acme.unwrap();
+        assert_eq!(
+            (c.store.as_str(), c.webroot.as_str()),
+            ("/etc/vpsup/acme", "/var/lib/vpsup/acme")
+        );
+        for (key, good, as_read) in [
+            ("store", "/etc/vpsup/acme/", "/etc/vpsup/acme"),
+            ("store", "/opt/shop/acme-store", "/opt/shop/acme-store"),
+            ("store", "/tmp/.tmpAb12_x/acme", "/tmp/.tmpAb12_x/acme"),
+            ("webroot", "/srv/acme", "/srv/acme"),
+            ("webroot", "/var/www/acme", "/var/www/acme"),
+        ] {
+            let c = parse(&acme(&format!("{key} = {good:?}")))
+                .unwrap()
+                .acme
+                .unwrap();
+            let read = if key == "store" { c.store } else { c.webroot };
+            assert_eq!(read.as_str(), as_read, "{key} = {good}");
+        }
+        for (key, bad, expected) in [
+            ("store", "/etc", "\"/etc\" is a system directory"),
+            ("store", "/", "\"/\" is a system directory"),
+            ("store", "/var/lib/", "\"/var/lib\" is a system directory"),
+            ("store", "/etc/ssh", "is a system directory"),
+            ("store", "/var/lib/vpsup", "one vpsup keeps other files in"),
+            ("webroot", "/srv/vpsup/shop/acme", "one vpsup keeps other files in"),
+            ("webroot", "/etc/vpsup/backup", "one vpsup keeps other files in"),
+            ("webroot", "/usr", "the ACME webroot (vpsup creates it, nginx serves it) must be a directory of its own"),
+            ("store", "/etc", "the certificate store (vpsup makes it 0700, root's alone) must be a directory of its own"),
+            ("store", "acme", "is an absolute path on the host"),
+            ("store", "~/acme", "is an absolute path on the host"),
+            ("store", "/etc/vpsup/../ssh", "without '.', '..' or '//' parts"),
+            ("webroot", "/srv//acme", "without '.', '..' or '//' parts"),
+            ("webroot", "/srv/./acme", "without '.', '..' or '//' parts"),
+            ("store", "/srv/my acme", "' ' is not allowed"),
+            ("store", "/srv/a;chmod 777 /", "';' is not allowed"),
+            ("webroot", "/srv/$(id)", "'$' is not allowed"),
+            ("webroot", "/srv/`id`", "'`' is not allowed"),
+            ("webroot", "/srv/a\nb", "'\\n' is not allowed"),
+            ("webroot", "/srv/a'b", "'\\'' is not allowed"),
+            ("store", "/srv/a\"b", "'\"' is not allowed"),
+            ("store", "/srv/é", "'é' is not allowed"),
+        ] {
+            let text = acme(&format!("{key} = {bad:?}"));
+            let (line, col, msg) = error_at(&text);
+            assert_eq!((line, col), (3, key.len() + 4), "{text}: {msg}");
+            assert!(msg.contains(expected), "{key} = {bad:?}: {msg}");
+        }
+        for (store, webroot) in [
+            ("/srv/acme", "/srv/acme/web"),
+            ("/srv/acme/keys", "/srv/acme"),
+            ("/srv/acme", "/srv/acme"),
+        ] {
+            let (line, _, msg) =
+                error_at(&acme(&format!("store = {store:?}\nwebroot = {webroot:?}")));
+            assert_eq!(line, 1, "{msg}");
+            assert!(msg.contains("must be apart"), "{msg}");
         }
     }
 
