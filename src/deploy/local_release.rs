@@ -647,7 +647,7 @@ impl Rules {
     /// Why `rel` is not uploaded, if it is not.
     fn skipped(&self, rel: &Path, is_dir: bool) -> Option<String> {
         if let Some((_, named_by)) = self.excluded.iter().find(|(e, _)| rel.starts_with(e)) {
-            return Some(format!("{named_by} names it: it stays on this machine"));
+            return Some(format!("{named_by}: it stays on this machine"));
         }
         let parts: Vec<_> = rel.components().collect();
         let in_skipped_dir = parts.iter().enumerate().any(|(i, c)| {
@@ -1153,7 +1153,7 @@ services:
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("symlink config.ini points at secrets/dns.ini"),
+            err.starts_with("symlink config.ini points at secrets/dns.ini, which is not uploaded ([acme.dns] secret_file: it stays on this machine)"),
             "{err}"
         );
         fs::remove_file(p.join("config.ini")).unwrap();
