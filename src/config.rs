@@ -20,6 +20,7 @@ pub struct Config {
     #[serde(default)]
     pub hosts: BTreeMap<Name, HostConfig>,
     pub init: Option<InitConfig>,
+    #[serde(default, deserialize_with = "checked_acme")]
     pub acme: Option<AcmeConfig>,
     pub app: Option<AppConfig>,
     #[serde(default)]
@@ -241,11 +242,11 @@ pub struct AcmeConfig {
     /// An ACME profile to order (`tlsserver`, `shortlived` at Let's Encrypt).
     pub profile: Option<String>,
     /// The certificate store on each host.
-    #[serde(default = "default_store")]
-    pub store: String,
+    #[serde(default = "default_store", deserialize_with = "HostDir::store")]
+    pub store: HostDir,
     /// The ACME webroot that nginx serves on :80 (init sets it up).
-    #[serde(default = "default_webroot")]
-    pub webroot: String,
+    #[serde(default = "default_webroot", deserialize_with = "HostDir::webroot")]
+    pub webroot: HostDir,
     /// Run on the host after certificates changed, to make the web server use them.
     #[serde(default = "default_reload")]
     pub reload: String,
@@ -253,15 +254,193 @@ pub struct AcmeConfig {
     pub dns: Option<DnsConfig>,
 }
 
-fn default_store() -> String {
-    crate::layout::ACME_STORE.to_string()
+fn default_store() -> HostDir {
+    HostDir(crate::layout::ACME_STORE.to_string())
 }
 
 /// The ACME webroot init sets up (playbooks/init.yml's `acme_webroot`).
 pub const DEFAULT_WEBROOT: &str = crate::layout::ACME_WEBROOT;
 
-fn default_webroot() -> String {
-    DEFAULT_WEBROOT.to_string()
+fn default_webroot() -> HostDir {
+    HostDir(DEFAULT_WEBROOT.to_string())
+}
+
+impl AcmeConfig {
+    /// Rules that involve both directories (each is checked as it is read).
+    fn check(&self) -> Result<(), String> {
+        let (store, webroot) = (
+            Path::new(self.store.as_str()),
+            Path::new(self.webroot.as_str()),
+        );
+        if store.starts_with(webroot) || webroot.starts_with(store) {
+            return Err(format!(
+                "[acme] store {:?} and webroot {:?} must be apart: nginx serves the webroot to anyone, and the store (private keys) is root's alone",
+                self.store.as_str(),
+                self.webroot.as_str()
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[acme]` with its cross-key rules checked, so the error points at the table.
+fn checked_acme<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<AcmeConfig>, D::Error> {
+    let acme = Option::<AcmeConfig>::deserialize(d)?;
+    if let Some(a) = &acme {
+        a.check().map_err(serde::de::Error::custom)?;
+    }
+    Ok(acme)
+}
+
+/// A directory on the host that vpsup creates and sets the owner and mode of
+/// (`[acme] store`: 0700 root; `webroot`: 0755): absolute and normalized, of
+/// letters, digits, `.`, `_`, `-` and `/` only (nginx and systemd files name
+/// it as is, scripts quoted), and a directory of its own: never a system
+/// directory (`store = "/etc"` would lock every other user out of /etc), nor
+/// one vpsup keeps something else in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostDir(String);
+
+/// Directories no `HostDir` may be: the system's own.
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/lost+found",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/snap",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var",
+    "/etc/apt",
+    "/etc/cron.d",
+    "/etc/default",
+    "/etc/docker",
+    "/etc/fail2ban",
+    "/etc/letsencrypt",
+    "/etc/nginx",
+    "/etc/pam.d",
+    "/etc/security",
+    "/etc/ssh",
+    "/etc/ssl",
+    "/etc/sudoers.d",
+    "/etc/systemd",
+    "/etc/ufw",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/local/bin",
+    "/usr/local/lib",
+    "/usr/local/sbin",
+    "/usr/sbin",
+    "/usr/share",
+    "/var/backups",
+    "/var/cache",
+    "/var/lib",
+    "/var/lib/docker",
+    "/var/local",
+    "/var/log",
+    "/var/mail",
+    "/var/opt",
+    "/var/run",
+    "/var/spool",
+    "/var/tmp",
+    "/var/www",
+];
+
+impl HostDir {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `[acme] store`.
+    fn store<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostDir, D::Error> {
+        HostDir::parse(
+            String::deserialize(d)?,
+            "the certificate store (vpsup makes it 0700, root's alone)",
+        )
+        .map_err(serde::de::Error::custom)
+    }
+
+    /// `[acme] webroot`.
+    fn webroot<'de, D: serde::Deserializer<'de>>(d: D) -> Result<HostDir, D::Error> {
+        HostDir::parse(
+            String::deserialize(d)?,
+            "the ACME webroot (vpsup creates it, nginx serves it)",
+        )
+        .map_err(serde::de::Error::custom)
+    }
+
+    /// `s` as a `HostDir` (a trailing `/` dropped); `what` says what it is for.
+    pub fn parse(s: String, what: &str) -> Result<HostDir, String> {
+        use crate::layout;
+        let dir = match s.trim_end_matches('/') {
+            "" => "/",
+            trimmed => trimmed,
+        };
+        if !dir.starts_with('/') {
+            return Err(format!(
+                "invalid directory {s:?}: {what} is an absolute path on the host, like /var/lib/vpsup/acme"
+            ));
+        }
+        if let Some(c) = dir
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "._-/".contains(*c)))
+        {
+            return Err(format!(
+                "invalid directory {s:?}: {c:?} is not allowed; use letters, digits, '.', '_', '-' and '/' (nginx and systemd files name the directory as is)"
+            ));
+        }
+        if dir != "/"
+            && dir[1..]
+                .split('/')
+                .any(|part| matches!(part, "" | "." | ".."))
+        {
+            return Err(format!(
+                "invalid directory {s:?}: write it without '.', '..' or '//' parts"
+            ));
+        }
+        // What vpsup keeps elsewhere: the apps, backups, the SSH safety net,
+        // its helpers, and the directories that hold them.
+        let vpsups = [
+            layout::APPS_DIR,
+            layout::BACKUP_SETTINGS_DIR,
+            layout::BACKUP_STATE_DIR,
+            layout::SSHD_REVERT_DIR,
+            layout::HELPERS_DIR,
+        ];
+        let parents = vpsups.iter().filter_map(|d| Path::new(d).parent());
+        let taken = SYSTEM_DIRS.contains(&dir)
+            || parents.into_iter().any(|p| p == Path::new(dir))
+            || vpsups.iter().any(|v| Path::new(dir).starts_with(v));
+        if taken {
+            return Err(format!(
+                "{dir:?} is a system directory, or one vpsup keeps other files in: {what} must be a directory of its own, like /etc/vpsup/acme or /var/lib/vpsup/acme"
+            ));
+        }
+        Ok(HostDir(dir.to_string()))
+    }
+}
+
+impl fmt::Display for HostDir {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 fn default_reload() -> String {
@@ -325,6 +504,57 @@ pub struct AppConfig {
     /// the host: stop and print the record, or set it through [acme.dns].
     #[serde(default)]
     pub dns: DnsRecords,
+    /// Project files (or directories) that hold a private key the app needs
+    /// on its hosts: a release with any other private key is refused.
+    #[serde(default)]
+    pub allow_private_keys: Vec<ProjectPath>,
+}
+
+/// A path inside the project, relative to vpsup.toml's directory (`./` and
+/// a trailing `/` dropped), never climbing out of it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ProjectPath(pub PathBuf);
+
+impl TryFrom<String> for ProjectPath {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use std::path::Component;
+        let path = Path::new(&s);
+        let parts: Vec<Component> = path.components().collect();
+        let inside = !parts.is_empty()
+            && parts
+                .iter()
+                .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+            && !s.starts_with('~');
+        let normal: PathBuf = parts
+            .iter()
+            .filter(|c| matches!(c, Component::Normal(_)))
+            .collect();
+        if inside && !normal.as_os_str().is_empty() {
+            Ok(ProjectPath(normal))
+        } else {
+            Err(format!(
+                "invalid path {s:?}: name a file or directory inside the project, relative to vpsup.toml's directory (no leading /, ~ or ..), like certs/client.key"
+            ))
+        }
+    }
+}
+
+impl From<ProjectPath> for String {
+    fn from(p: ProjectPath) -> String {
+        p.0.to_string_lossy().into_owned()
+    }
+}
+
+/// A file vpsup.toml (or the command line) names that must stay on this
+/// machine, and what names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrivateFile {
+    /// `[acme.dns] secret_file`, `--identity`, ...
+    pub named_by: String,
+    /// As written: relative to vpsup.toml's directory, or absolute.
+    pub path: PathBuf,
 }
 
 fn default_dns_resolver() -> String {
@@ -1027,6 +1257,48 @@ impl Config {
         })
     }
 
+    /// The files this config names that hold this machine's secrets: the
+    /// hosts' SSH keys, the TSIG secret, the backup repository's password,
+    /// S3 credentials and SFTP key. A deploy never puts them in a release;
+    /// those a host needs (the TSIG secret for its renewal timer, the backup
+    /// files) reach it by themselves, on stdin, into root-only files.
+    /// The other file keys hold nothing secret: `[acme] extra_root` (a CA
+    /// certificate), `[backup] sftp_known_hosts` and `[init] extra_keys`
+    /// (public keys), `[init] host_binary`, and the compose and env files
+    /// (the host needs those).
+    pub fn private_files(&self) -> Vec<PrivateFile> {
+        let named = |named_by: String, path: &PathBuf| PrivateFile {
+            named_by,
+            path: path.clone(),
+        };
+        let mut files: Vec<PrivateFile> = self
+            .hosts
+            .iter()
+            .filter_map(|(name, host)| {
+                let key = host.identity_file.as_ref()?;
+                Some(named(format!("[hosts.{name}] identity_file"), key))
+            })
+            .collect();
+        if let Some(dns) = self.acme.as_ref().and_then(|a| a.dns.as_ref()) {
+            files.push(named("[acme.dns] secret_file".into(), &dns.secret_file));
+        }
+        if let Some(backup) = &self.backup {
+            files.push(named(
+                "[backup] password_file".into(),
+                &backup.password_file,
+            ));
+            for (key, path) in [
+                ("s3_credentials_file", &backup.s3_credentials_file),
+                ("sftp_identity_file", &backup.sftp_identity_file),
+            ] {
+                if let Some(path) = path {
+                    files.push(named(format!("[backup] {key}"), path));
+                }
+            }
+        }
+        files
+    }
+
     pub fn host(&self, name: &str) -> Option<&HostConfig> {
         self.hosts
             .iter()
@@ -1263,6 +1535,140 @@ port = 3000
         ] {
             let (_, _, msg) = error_at(text);
             assert!(msg.contains(expected), "{text}: {msg}");
+        }
+    }
+
+    /// Every file key that holds a secret of this machine's is among the
+    /// private files (never in a release); the keys that hold nothing
+    /// secret are not.
+    #[test]
+    fn private_files_are_the_keys_and_secrets_the_config_names() {
+        let c = parse(
+            "[hosts.web]\naddress = \"h\"\nidentity_file = \"keys/web\"\n[hosts.db]\naddress = \"d\"\n\
+             [init]\nextra_keys = [\"keys/work.pub\"]\nhost_binary = \"dist/vpsup\"\n\
+             [acme]\nemail = \"ops@example.com\"\nextra_root = \"root.pem\"\n\
+             [acme.dns]\nprovider = \"rfc2136\"\nserver = \"ns1.example.com\"\nzone = \"example.com\"\nkey_name = \"k\"\nsecret_file = \"tsig.secret\"\n\
+             [app]\nname = \"shop\"\nenv_files = [\".env.prod\"]\n\
+             [backup]\nrepository = \"sftp:u@h:/r\"\nsftp_identity_file = \"keys/box\"\nsftp_known_hosts = \"keys/box.known\"\npassword_file = \"backup.pw\"\n",
+        )
+        .unwrap();
+        let files: Vec<(String, String)> = c
+            .private_files()
+            .into_iter()
+            .map(|f| (f.named_by, f.path.display().to_string()))
+            .collect();
+        let expected = [
+            ("[hosts.web] identity_file", "keys/web"),
+            ("[acme.dns] secret_file", "tsig.secret"),
+            ("[backup] password_file", "backup.pw"),
+            ("[backup] sftp_identity_file", "keys/box"),
+        ];
+        assert_eq!(files, expected.map(|(k, p)| (k.to_string(), p.to_string())));
+        let s3 = parse("[backup]\nrepository = \"s3:https://s3.example.com/b\"\ns3_credentials_file = \"s3.env\"\n").unwrap();
+        let paths: Vec<PathBuf> = s3.private_files().into_iter().map(|f| f.path).collect();
+        assert_eq!(
+            paths,
+            [
+                PathBuf::from(".vpsup/backup-password"),
+                PathBuf::from("s3.env")
+            ]
+        );
+    }
+
+    #[test]
+    fn allowed_private_keys_are_paths_inside_the_project() {
+        let c =
+            parse("[app]\nname = \"a\"\nallow_private_keys = [\"./certs/\", \"tls/client.key\"]\n")
+                .unwrap();
+        let allowed = &c.app.unwrap().allow_private_keys;
+        assert_eq!(allowed[0].0, PathBuf::from("certs"));
+        assert_eq!(allowed[1].0, PathBuf::from("tls/client.key"));
+        for bad in [
+            "/etc/ssl/private/k.pem",
+            "../keys/k",
+            "certs/../../k",
+            "~/.ssh/id_ed25519",
+            ".",
+            "",
+        ] {
+            let (line, col, msg) = error_at(&format!(
+                "[app]\nname = \"a\"\nallow_private_keys = [{bad:?}]\n"
+            ));
+            assert_eq!((line, col), (3, 22), "{bad}: {msg}");
+            assert!(
+                msg.contains(&format!(
+                    "invalid path {bad:?}: name a file or directory inside the project"
+                )),
+                "{msg}"
+            );
+        }
+    }
+
+    /// `[acme] store` and `webroot` name directories vpsup creates and
+    /// chmods on the host, and nginx and systemd files name them as is:
+    /// absolute, normalized, plain characters, and each a directory of its
+    /// own (never /etc, which a 0700 store would lock every other user out
+    /// of), apart from each other.
+    #[test]
+    fn acme_directories_are_dedicated_plain_absolute_paths() {
+        let acme = |extra: &str| format!("[acme]\nemail = \"ops@example.com\"\n{extra}\n");
+        let c = parse(&acme("")).unwrap().acme.unwrap();
+        assert_eq!(
+            (c.store.as_str(), c.webroot.as_str()),
+            ("/etc/vpsup/acme", "/var/lib/vpsup/acme")
+        );
+        for (key, good, as_read) in [
+            ("store", "/etc/vpsup/acme/", "/etc/vpsup/acme"),
+            ("store", "/opt/shop/acme-store", "/opt/shop/acme-store"),
+            ("store", "/tmp/.tmpAb12_x/acme", "/tmp/.tmpAb12_x/acme"),
+            ("webroot", "/srv/acme", "/srv/acme"),
+            ("webroot", "/var/www/acme", "/var/www/acme"),
+        ] {
+            let c = parse(&acme(&format!("{key} = {good:?}")))
+                .unwrap()
+                .acme
+                .unwrap();
+            let read = if key == "store" { c.store } else { c.webroot };
+            assert_eq!(read.as_str(), as_read, "{key} = {good}");
+        }
+        for (key, bad, expected) in [
+            ("store", "/etc", "\"/etc\" is a system directory"),
+            ("store", "/", "\"/\" is a system directory"),
+            ("store", "/var/lib/", "\"/var/lib\" is a system directory"),
+            ("store", "/etc/ssh", "is a system directory"),
+            ("store", "/var/lib/vpsup", "one vpsup keeps other files in"),
+            ("webroot", "/srv/vpsup/shop/acme", "one vpsup keeps other files in"),
+            ("webroot", "/etc/vpsup/backup", "one vpsup keeps other files in"),
+            ("webroot", "/usr", "the ACME webroot (vpsup creates it, nginx serves it) must be a directory of its own"),
+            ("store", "/etc", "the certificate store (vpsup makes it 0700, root's alone) must be a directory of its own"),
+            ("store", "acme", "is an absolute path on the host"),
+            ("store", "~/acme", "is an absolute path on the host"),
+            ("store", "/etc/vpsup/../ssh", "without '.', '..' or '//' parts"),
+            ("webroot", "/srv//acme", "without '.', '..' or '//' parts"),
+            ("webroot", "/srv/./acme", "without '.', '..' or '//' parts"),
+            ("store", "/srv/my acme", "' ' is not allowed"),
+            ("store", "/srv/a;chmod 777 /", "';' is not allowed"),
+            ("webroot", "/srv/$(id)", "'$' is not allowed"),
+            ("webroot", "/srv/`id`", "'`' is not allowed"),
+            ("webroot", "/srv/a\nb", "'\\n' is not allowed"),
+            ("webroot", "/srv/a'b", "'\\'' is not allowed"),
+            ("store", "/srv/a\"b", "'\"' is not allowed"),
+            ("store", "/srv/é", "'é' is not allowed"),
+        ] {
+            let text = acme(&format!("{key} = {bad:?}"));
+            let (line, col, msg) = error_at(&text);
+            assert_eq!((line, col), (3, key.len() + 4), "{text}: {msg}");
+            assert!(msg.contains(expected), "{key} = {bad:?}: {msg}");
+        }
+        for (store, webroot) in [
+            ("/srv/acme", "/srv/acme/web"),
+            ("/srv/acme/keys", "/srv/acme"),
+            ("/srv/acme", "/srv/acme"),
+        ] {
+            let (line, _, msg) =
+                error_at(&acme(&format!("store = {store:?}\nwebroot = {webroot:?}")));
+            assert_eq!(line, 1, "{msg}");
+            assert!(msg.contains("must be apart"), "{msg}");
         }
     }
 

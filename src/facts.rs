@@ -57,9 +57,14 @@ exit 0
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostFacts {
+    /// /etc/os-release's ID, VERSION_ID and VERSION_CODENAME, each only when
+    /// it is what os-release(5) allows (ID, VERSION_ID: `[a-z0-9._-]`;
+    /// the codename, as Debian and Ubuntu write it: `[a-z0-9]`), else empty:
+    /// playbooks put them in apt's sources and in root's commands, unquoted.
     pub os_id: String,
     pub os_version: String,
     pub os_codename: String,
+    /// PRETTY_NAME, free text: for messages only, never for a command.
     pub os_name: String,
     pub kernel: String,
     pub arch: String,
@@ -165,10 +170,13 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
             ))
         }
     };
+    let os_id = os_release_word(&text("os_id"), "._-");
+    let os_version = os_release_word(&text("os_version"), "._-");
     Ok(HostFacts {
-        os_id: text("os_id"),
-        os_version: text("os_version"),
-        os_codename: text("os_codename"),
+        distro_compose_v2: distro_compose_v2(&os_id, &os_version),
+        os_id,
+        os_version,
+        os_codename: os_release_word(&text("os_codename"), ""),
         os_name: text("os_name"),
         kernel: text("kernel"),
         arch: text("arch"),
@@ -184,7 +192,6 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
         init_system: text("init"),
         docker: optional("docker", &|v| version_after(v, "Docker version ")),
         compose_v2: optional("compose", &first_version),
-        distro_compose_v2: distro_compose_v2(&text("os_id"), &text("os_version")),
         nginx: optional("nginx", &|v| version_after(v, "nginx version: nginx/")),
         ufw: optional("ufw", &|v| version_after(v, "ufw ")),
         docker_package: optional("docker_package", &non_empty),
@@ -195,6 +202,19 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
         time_sync: optional("time_sync", &non_empty),
         renewal_timer: text("renewal_timer") == "yes",
     })
+}
+
+/// `value` when it is lowercase letters, digits and `extra` only, else empty
+/// (see `HostFacts::os_id`).
+fn os_release_word(value: &str, extra: &str) -> String {
+    let plain = value
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || extra.contains(c));
+    if plain {
+        value.to_string()
+    } else {
+        String::new()
+    }
 }
 
 /// See `HostFacts::distro_compose_v2`. Ubuntu has had `docker-compose-v2`
@@ -344,6 +364,55 @@ time_sync=systemd-timesyncd
             let f = parse(&facts).unwrap();
             assert_eq!(f.distro_compose_v2, expected, "{os_id} {os_version}");
         }
+    }
+
+    /// What /etc/os-release says reaches playbooks (apt sources, the URL in
+    /// a root command) only when it is a plain word: anything else, a
+    /// command substitution, quotes, spaces, is left out.
+    #[test]
+    fn os_release_words_are_plain_or_empty() {
+        for (line, id, version, codename) in [
+            ("os_codename=noble", "ubuntu", "24.04", "noble"),
+            ("os_codename=", "ubuntu", "24.04", ""),
+            ("os_codename=noble$(touch /tmp/x)", "ubuntu", "24.04", ""),
+            ("os_codename=noble;id", "ubuntu", "24.04", ""),
+            ("os_codename=kali-rolling", "ubuntu", "24.04", ""),
+            ("os_codename=Noble", "ubuntu", "24.04", ""),
+            ("os_codename=noble `id`", "ubuntu", "24.04", ""),
+            (
+                "os_id=opensuse-tumbleweed",
+                "opensuse-tumbleweed",
+                "24.04",
+                "noble",
+            ),
+            ("os_id=ubuntu'", "", "24.04", "noble"),
+            ("os_version=24.04\"", "ubuntu", "", "noble"),
+        ] {
+            let key = line.split('=').next().unwrap();
+            let facts: String = SAMPLE
+                .lines()
+                .map(|l| {
+                    if l.starts_with(&format!("{key}=")) {
+                        line
+                    } else {
+                        l
+                    }
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let f = parse(&facts).unwrap();
+            assert_eq!(
+                (
+                    f.os_id.as_str(),
+                    f.os_version.as_str(),
+                    f.os_codename.as_str()
+                ),
+                (id, version, codename),
+                "{line}"
+            );
+        }
+        let f = parse(&SAMPLE.replace("os_id=ubuntu", "os_id=ubuntu$(id)")).unwrap();
+        assert_eq!(f.distro_compose_v2, None);
     }
 
     #[test]

@@ -203,6 +203,7 @@ mod tests {
             Err(SshError::Timeout {
                 addr: turn.target.name.clone(),
                 secs: 1,
+                reached_before: false,
             })
         }
 

@@ -449,6 +449,76 @@ async fn dns01_wildcard_through_a_real_bind_with_tsig() {
     assert_eq!(served.names, names);
 }
 
+/// The CA's HTTPS that does not verify is said as such, in rustls' words,
+/// with what to do: a root that did not sign it (an untrusted certificate),
+/// a name it is not for, a CA certificate served as the server's own. A CA
+/// that is down still says so, with the cause under hyper's "Connect".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_directory_whose_tls_does_not_verify_says_why() {
+    use vpsup::acme::client::AcmeClient;
+    let pebble = TestPebble::start(free_port());
+    let open = |directory: String, root: std::path::PathBuf| async move {
+        match AcmeClient::open(&directory, "ops@example.test", Some(&root), None).await {
+            Ok(_) => panic!("{directory}: the directory's TLS was accepted"),
+            Err(e) => e.to_string(),
+        }
+    };
+
+    // Another root than the one that signs Pebble's listener: one of
+    // another name (UnknownIssuer), one of the same name and another key
+    // (BadSignature).
+    let elsewhere = tempfile::tempdir().unwrap();
+    for (name, reason) in [
+        ("Some Other CA", "UnknownIssuer"),
+        ("rcgen self signed cert", "BadSignature"),
+    ] {
+        let other_root = elsewhere.path().join("other-root.pem");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        std::fs::write(&other_root, params.self_signed(&key).unwrap().pem()).unwrap();
+        let err = open(pebble.directory.clone(), other_root).await;
+        assert!(
+            err.starts_with(&format!(
+                "TLS verification of the ACME directory {} failed (invalid peer certificate: {reason}): its certificate is not signed by a CA this machine trusts",
+                pebble.directory
+            )),
+            "{err}"
+        );
+        assert!(err.contains("[acme] extra_root"), "{err}");
+        assert!(!err.contains("client error (Connect)"), "{err}");
+    }
+
+    // The right root, the wrong name.
+    let by_address = pebble.directory.replace("localhost", "127.0.0.1");
+    let err = open(by_address, pebble.tls_root.clone()).await;
+    assert!(
+        err.contains("failed (invalid peer certificate: certificate not valid for name \"127.0.0.1\"; certificate is only valid for DnsName(\"localhost\")): its certificate is for another name"),
+        "{err}"
+    );
+
+    // A CA's certificate as the server's own, even when trusted.
+    let flagged = TestPebble::start_with_ca_flagged_listener(free_port());
+    let err = open(flagged.directory.clone(), flagged.tls_root.clone()).await;
+    assert!(err.contains("CaUsedAsEndEntity"), "{err}");
+    assert!(
+        err.contains("the server presents a CA certificate (basicConstraints CA:TRUE) as its own"),
+        "{err}"
+    );
+
+    // Nobody there: the cause under "Connect".
+    let down = format!("https://localhost:{}/dir", free_port());
+    let err = open(down.clone(), pebble.tls_root.clone()).await;
+    assert!(
+        err.contains(&format!("the ACME directory {down} did not answer: it did not answer with an ACME directory (client error (Connect): ")),
+        "{err}"
+    );
+    assert!(err.contains("Connection refused"), "{err}");
+}
+
 /// vpsup.toml's host: the rig's sshd, as root.
 fn host_section(sshd: &TestSshd) -> String {
     format!(

@@ -248,6 +248,55 @@ fn deploy_and_rollback_without_an_app_say_what_to_add() {
     }
 }
 
+/// A private key in the project stops a deploy before anything is
+/// contacted (exit 2, naming the file); the same key named as the host's
+/// `identity_file`, or given with `-i`, is simply left out of the release
+/// (the run goes on to connect: here, to a closed port).
+#[test]
+fn deploy_keeps_private_keys_off_the_hosts() {
+    let op = Operator::new();
+    let p = op.project.path();
+    std::fs::create_dir(p.join("keys")).unwrap();
+    let keygen = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(p.join("keys/id_ed25519"))
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    std::fs::write(
+        p.join("compose.yml"),
+        "services:\n  web:\n    image: nginx\n",
+    )
+    .unwrap();
+    let config = |extra: &str| {
+        format!(
+            "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\n{extra}\n[app]\nname = \"shop\"\n",
+            free_port()
+        )
+    };
+    op.write_config(&config(""));
+    let out = op.vpsup(&["deploy"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("the release holds keys/id_ed25519 (OPENSSH PRIVATE KEY)"),
+        "{}",
+        describe_output(&out)
+    );
+
+    op.write_config(&config("identity_file = \"keys/id_ed25519\""));
+    let out = op.vpsup(&["deploy"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        describe_output(&out).contains("Connection refused"),
+        "{}",
+        describe_output(&out)
+    );
+
+    op.write_config(&config(""));
+    let out = op.vpsup(&["deploy", "-i", "keys/id_ed25519"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+}
+
 /// Mistakes `init` catches before connecting anywhere (the address is
 /// unroutable documentation space: nothing may be contacted).
 #[test]

@@ -542,7 +542,59 @@ async fn an_unreachable_or_silent_host_fails_fast_and_clearly() {
     let err = refused(&t, &Credentials::default()).await;
     assert!(matches!(err, SshError::Timeout { secs: 1, .. }), "{err}");
     assert!(
-        err.to_string().contains("no SSH answer within 1 s"),
+        err.to_string()
+            .contains("no SSH answer within 1 s (host down"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("fail2ban"), "{err}");
+}
+
+/// A host whose sshd answered before (its key is in known_hosts) and now
+/// refuses this machine or ignores it: the likely cause, on a host init set
+/// up, is its firewall's SSH rate limit or fail2ban, said with how long
+/// each lasts.
+#[tokio::test]
+async fn a_host_that_answered_before_and_turns_us_away_names_the_firewall_and_fail2ban() {
+    let home = tempfile::tempdir().unwrap();
+    let sshd = TestSshd::start();
+    let mut t = target(&sshd, "root", home.path());
+    connect(&t).await.close().await;
+    let known = std::fs::read_to_string(&t.known_hosts).unwrap();
+    let key = known
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("[127.0.0.1]:{} ", sshd.port)))
+        .unwrap_or_else(|| panic!("sshd's key recorded in:\n{known}"))
+        .to_string();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (closed, quiet) = (free_port(), silent.local_addr().unwrap().port());
+    std::fs::write(
+        &t.known_hosts,
+        format!("{known}[127.0.0.1]:{closed} {key}\n[127.0.0.1]:{quiet} {key}\n"),
+    )
+    .unwrap();
+
+    t.port = closed;
+    let err = refused(&t, &Credentials::default()).await.to_string();
+    assert!(err.contains("Connection refused"), "{err}");
+    for said in [
+        "This machine has reached sshd there before",
+        "ufw refuses a 6th new SSH connection from one address within 30 s (wait 30 s, then try again)",
+        "fail2ban bans an address for 1h after 5 failed logins within 10m (wait 1h, or lift the ban from another address: sudo fail2ban-client set sshd unbanip",
+        "Else sshd is not running, or listens on another port",
+    ] {
+        assert!(err.contains(said), "{said}: {err}");
+    }
+
+    t.port = quiet;
+    t.connect_timeout = Duration::from_secs(1);
+    let err = refused(&t, &Credentials::default()).await.to_string();
+    assert!(
+        err.contains("no SSH answer within 1 s. This machine has reached sshd there before"),
+        "{err}"
+    );
+    assert!(err.contains("fail2ban bans an address for 1h"), "{err}");
+    assert!(
+        err.ends_with("Else the host is down or too busy to answer: raise --connect-timeout"),
         "{err}"
     );
 }

@@ -189,7 +189,7 @@ pub fn files(config: &Config, project: &Path) -> Result<Vec<HostFile>, HostSetti
         let path = project.join(relative);
         std::fs::read(&path).map_err(|cause| HostSettingsError::Read { path, cause })
     };
-    let store = acme.store.trim_end_matches('/');
+    let store = acme.store.as_str();
     let claim = Claim::of(config);
     let (beside, settings_path) = match &claim {
         Some(c) => (

@@ -31,6 +31,13 @@ pub enum AcmeError {
     },
     #[error("the ACME directory {directory} did not answer: {detail}. Check [acme] directory (\"letsencrypt\", \"letsencrypt-staging\" or the CA's full directory URL) and, for a test CA, [acme] extra_root")]
     Directory { directory: String, detail: String },
+    /// The directory's HTTPS certificate did not verify: rustls' reason.
+    #[error("TLS verification of the ACME directory {directory} failed ({reason}): {hint}")]
+    DirectoryTls {
+        directory: String,
+        reason: String,
+        hint: &'static str,
+    },
     #[error("[acme] extra_root {}: {detail}", path.display())]
     ExtraRoot { path: PathBuf, detail: String },
     #[error("the CA does not know the ACME account stored on the host ({0})")]
@@ -89,10 +96,13 @@ impl AcmeError {
             instant_acme::Error::Api(_) | instant_acme::Error::Http(_) => {
                 AcmeError::from_acme(directory, error)
             }
-            other => AcmeError::Directory {
+            other => tls_failure(directory, &other).unwrap_or_else(|| AcmeError::Directory {
                 directory: directory.to_string(),
-                detail: format!("it did not answer with an ACME directory ({other})"),
-            },
+                detail: format!(
+                    "it did not answer with an ACME directory ({})",
+                    chain(&other)
+                ),
+            }),
         }
     }
 
@@ -133,8 +143,68 @@ impl AcmeError {
                 directory: directory.to_string(),
                 detail: e.to_string(),
             },
-            other => AcmeError::Other(other.to_string()),
+            other => {
+                tls_failure(directory, &other).unwrap_or_else(|| AcmeError::Other(chain(&other)))
+            }
         }
+    }
+}
+
+/// `error` and every cause under it, as one line: "client error (Connect):
+/// tcp connect error: Connection refused (os error 111)". An `io::Error`
+/// hides the error it wraps from `source()`; it is looked into.
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut said: Vec<String> = Vec::new();
+    for cause in causes(error) {
+        let text = cause.to_string();
+        if said.last() != Some(&text) {
+            said.push(text);
+        }
+    }
+    said.join(": ")
+}
+
+fn causes<'e>(
+    error: &'e (dyn std::error::Error + 'static),
+) -> Vec<&'e (dyn std::error::Error + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(error);
+    while let Some(cause) = next {
+        out.push(cause);
+        let wrapped = cause
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        next = wrapped.or_else(|| cause.source());
+    }
+    out
+}
+
+/// The TLS verification failure somewhere in `error`'s causes, said with
+/// what to do about it.
+fn tls_failure(directory: &str, error: &(dyn std::error::Error + 'static)) -> Option<AcmeError> {
+    let tls = causes(error)
+        .into_iter()
+        .find_map(|e| e.downcast_ref::<rustls::Error>())?;
+    Some(AcmeError::DirectoryTls {
+        directory: directory.to_string(),
+        reason: tls.to_string(),
+        hint: tls_hint(tls),
+    })
+}
+
+fn tls_hint(error: &rustls::Error) -> &'static str {
+    use rustls::CertificateError as Cert;
+    let rustls::Error::InvalidCertificate(cert) = error else {
+        return "the TLS handshake with the CA failed: check [acme] directory, and that nothing between here and the CA (a proxy) answers in its place";
+    };
+    match cert {
+        // BadSignature: a root of the same name, another key.
+        Cert::UnknownIssuer | Cert::BadSignature => "its certificate is not signed by a CA this machine trusts (the public roots, plus [acme] extra_root): for a test CA, set [acme] extra_root to the root that signs the directory's own HTTPS certificate (Pebble's listener certificate, not its issuing roots); else something between here and the CA (a proxy) answers in its place",
+        Cert::NotValidForName | Cert::NotValidForNameContext { .. } => "its certificate is for another name: write [acme] directory with a name the certificate covers (a test CA's listener is usually https://localhost:PORT/dir, not an IP address)",
+        Cert::Expired | Cert::ExpiredContext { .. } | Cert::NotValidYet | Cert::NotValidYetContext { .. } => "its certificate is outside its validity period: check this machine's clock; else the CA's certificate has expired",
+        Cert::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => "the server presents a CA certificate (basicConstraints CA:TRUE) as its own: it must serve a certificate issued by a CA, and [acme] extra_root names that CA",
+        _ => "its certificate is not one this machine accepts: check [acme] directory and [acme] extra_root",
     }
 }
 

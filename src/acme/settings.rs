@@ -44,8 +44,8 @@ pub fn acme_settings(acme: &AcmeConfig, project: &Path) -> Result<AcmeSettings, 
         email: acme.email.0.clone(),
         extra_root: acme.extra_root.as_ref().map(|p| project.join(p)),
         profile: acme.profile.clone(),
-        store_dir: acme.store.clone(),
-        webroot: acme.webroot.clone(),
+        store_dir: acme.store.to_string(),
+        webroot: acme.webroot.to_string(),
         dns,
     })
 }

@@ -41,7 +41,7 @@ use crate::acme::store::{self, ChallengeKind};
 use crate::backup::host::AppBackup;
 use crate::backup::host_settings as backup_settings;
 use crate::backup::{self, timers};
-use crate::config::{AppConfig, Config, DnsRecords, SiteConfig, DEFAULT_WEBROOT};
+use crate::config::{AppConfig, Config, DnsRecords, PrivateFile, SiteConfig, DEFAULT_WEBROOT};
 use crate::deploy::dns::{self, PreflightError};
 use crate::deploy::error::{DeployError, NotLive, Restored, RunsAgain, StepError};
 use crate::deploy::local_release::{self, Release};
@@ -111,21 +111,15 @@ fn app_config(settings: &Settings) -> Result<(&Config, &AppConfig), DeployError>
 pub async fn run(settings: &Settings) -> exit::Result<()> {
     let (config, app) = app_config(settings)?;
     let project = project_dir(settings);
-    let (acme, host_files, exclude) = match &config.acme {
-        Some(acme) => {
-            let mut exclude = Vec::new();
-            exclude.extend(acme.extra_root.clone());
-            exclude.extend(acme.dns.as_ref().map(|d| d.secret_file.clone()));
-            (
-                Some(acme_settings(acme, &project)?),
-                host_settings::files(config, &project)?,
-                exclude,
-            )
-        }
+    let (acme, host_files) = match &config.acme {
+        Some(acme) => (
+            Some(acme_settings(acme, &project)?),
+            host_settings::files(config, &project)?,
+        ),
         None if !config.sites.is_empty() => {
             return Err(DeployError::NoAcme(settings.config_path.clone()).into())
         }
-        None => (None, Vec::new(), Vec::new()),
+        None => (None, Vec::new()),
     };
     if let Some(site) = config.sites.iter().find(|s| s.domain.0.starts_with("*.")) {
         if acme.as_ref().is_none_or(|a| a.dns.is_none()) {
@@ -148,8 +142,10 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
             return Err(DeployError::NoDnsProvider(settings.config_path.clone()).into())
         }
     };
-    let release = local_release::collect(&project, app, &config.sites, &exclude)
-        .map_err(|e| DeployError::Release(e.to_string()))?;
+    let targets = settings.targets(None)?;
+    let release =
+        local_release::collect(&project, app, &config.sites, &kept_home(config, &targets))
+            .map_err(|e| DeployError::Release(e.to_string()))?;
     for note in &release.rewritten {
         eprintln!("vpsup: bound to 127.0.0.1 ([app] public_ports = \"loopback\"): {note}");
     }
@@ -167,7 +163,6 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
     }
     let assets = Assets::load(Some(&project))?;
     let renderer = Renderer::new(&assets.templates).map_err(anyhow::Error::msg)?;
-    let targets = settings.targets(None)?;
     let backup = match &config.backup {
         None => BTreeMap::new(),
         Some(backup) if settings.check && !project.join(&backup.password_file).exists() => {
@@ -214,6 +209,26 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
         return Err(exit::Error::failed(format!("deploy failed on {failures}")));
     }
     Ok(())
+}
+
+/// The files no release may carry: the private files vpsup.toml names, the
+/// keys vpsup logs in to `targets` with (`--identity`, `identity_file`,
+/// ~/.ssh/config's), and `[acme] extra_root` (the host gets its own copy).
+fn kept_home(config: &Config, targets: &[HostTarget]) -> Vec<PrivateFile> {
+    let mut files = config.private_files();
+    for target in targets {
+        files.extend(target.ssh.identity_files.iter().map(|key| PrivateFile {
+            named_by: format!("the SSH key vpsup logs in to host {} with", target.name),
+            path: key.clone(),
+        }));
+    }
+    if let Some(root) = config.acme.as_ref().and_then(|a| a.extra_root.as_ref()) {
+        files.push(PrivateFile {
+            named_by: "[acme] extra_root".to_string(),
+            path: root.clone(),
+        });
+    }
+    files
 }
 
 /// Each host in turn of the fleet runner: the deploy, then the final check.

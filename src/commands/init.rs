@@ -1229,11 +1229,41 @@ mod tests {
                 FRESH_DEBIAN.replace("init=systemd", "init=init"),
                 "init needs systemd (this host runs init)",
             ),
+            (
+                FRESH_DEBIAN.replace("os_codename=trixie", "os_codename=trixie$(reboot)"),
+                "Debian GNU/Linux 13 (trixie): /etc/os-release has no VERSION_CODENAME of lowercase letters and digits",
+            ),
         ];
         for (facts, expected) in cases {
             let refusal = first_refusal(&facts).unwrap_or_else(|| panic!("not refused: {facts}"));
             assert!(refusal.contains(expected), "{refusal}");
         }
+    }
+
+    /// /etc/os-release is the host's word: root's commands get only its
+    /// checked words (ID, the codename), never its free-text PRETTY_NAME.
+    #[test]
+    fn root_commands_never_carry_the_hosts_free_text_name() {
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let facts = fresh("debian 12").replace(
+            "os_name=Debian GNU/Linux 12 (bookworm)",
+            "os_name=Debian \"$(touch /tmp/vpsup-pwned)\" `id`",
+        );
+        let tasks = selected(&facts, None, &options);
+        let choose = tasks
+            .iter()
+            .find(|t| t.name == "choose where Docker comes from")
+            .expect("the Docker choice runs on a fresh host");
+        let run = choose.args["run"].as_str().unwrap();
+        assert!(
+            run.contains("/linux/debian/dists/bookworm/Release"),
+            "{run}"
+        );
+        assert!(
+            run.contains("and debian 12 (bookworm) has no compose v2 package"),
+            "{run}"
+        );
+        assert!(!run.contains("pwned") && !run.contains('`'), "{run}");
     }
 
     /// A fresh host of a supported release ("debian 12"), as the probe describes it.
@@ -1451,7 +1481,7 @@ mod tests {
         assert!(!ok && out.is_empty(), "{out}");
         assert_eq!(
             err,
-            "cannot install compose v2: Docker's repository (download.docker.com) is unreachable from the host, and Debian GNU/Linux 12 (bookworm) has no compose v2 package of its own (its docker-compose is compose v1, which vpsup deploy cannot use). Make https://download.docker.com reachable from the host, then run init again\n"
+            "cannot install compose v2: Docker's repository (download.docker.com) is unreachable from the host, and debian 12 (bookworm) has no compose v2 package of its own (its docker-compose is compose v1, which vpsup deploy cannot use). Make https://download.docker.com reachable from the host, then run init again\n"
         );
     }
 

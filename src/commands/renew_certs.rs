@@ -149,7 +149,7 @@ pub async fn run(
                 reload: acme_config.reload.clone(),
                 claim: Claim::of(config),
             };
-            (Some(own), acme_config.store.clone(), host_files)
+            (Some(own), acme_config.store.to_string(), host_files)
         }
     };
     let run = RenewRun {

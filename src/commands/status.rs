@@ -171,7 +171,7 @@ pub async fn run(settings: &Settings) -> crate::exit::Result<()> {
         .config
         .as_ref()
         .and_then(|c| c.acme.as_ref())
-        .map_or(DEFAULT_DIR.to_string(), |a| a.store.clone());
+        .map_or(DEFAULT_DIR.to_string(), |a| a.store.to_string());
     let targets = settings.targets(None)?;
     let statuses = fleet::for_each_host(settings, &targets, &ReadStatus { store_dir }).await;
     if settings.json {

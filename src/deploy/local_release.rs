@@ -4,13 +4,19 @@
 //! - The project's files, walked from its directory, without what never
 //!   belongs on a host: `.git`, `.vpsup`, `target`, `node_modules` and
 //!   `__pycache__` directories (at any depth), `vpsup.toml` and
-//!   `.vpsupignore` (at the root), the paths the caller excludes (the ACME DNS
-//!   secret, the extra root: secrets that must never travel) and the paths
-//!   `.vpsupignore` lists (one project-relative path per line; a directory
-//!   excludes everything under it; `#` comments; no patterns).
+//!   `.vpsupignore` (at the root), the files the caller keeps home (the
+//!   private files the config names: SSH keys, the TSIG secret, the backup
+//!   password and credentials; the extra root) and the paths `.vpsupignore`
+//!   lists (one project-relative path per line; a directory excludes
+//!   everything under it; `#` comments; no patterns).
 //!   Symlinks are followed when they point inside the project and refused
-//!   when they point outside it. Modes are 0755 (executable by its owner) or
-//!   0644.
+//!   when they point outside it. Every rule applies to a file's path in the
+//!   release and to its real path: a symlinked directory (`conf -> secrets`)
+//!   is no way around one. Modes are 0755 (executable by its owner) or 0644.
+//! - No file that holds a private key (PEM `-----BEGIN ... PRIVATE KEY-----`
+//!   with key material after it, OpenSSH's among them, or PuTTY's) travels
+//!   unless `[app] allow_private_keys` lists it: the release is refused,
+//!   naming each one.
 //! - The compose files, checked for ports published past the firewall
 //!   (`port_guard::exposures`): refused, or, with `public_ports = "loopback"`,
 //!   rewritten to 127.0.0.1 (the uploaded file is then the rewritten document,
@@ -27,7 +33,7 @@ use std::path::{Component, Path, PathBuf};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::config::{AppConfig, PublicPorts, SiteConfig};
+use crate::config::{AppConfig, PrivateFile, PublicPorts, SiteConfig};
 use crate::deploy::port_guard::{self, Exposure};
 use crate::deploy::ports::{self, Target};
 use crate::deploy::remote::AppPaths;
@@ -92,7 +98,7 @@ pub enum ReleaseError {
     SymlinkToSkipped {
         link: String,
         target: String,
-        reason: &'static str,
+        reason: String,
     },
     #[error("symlink {link} points at a directory that contains it (a loop): remove it, or list it in .vpsupignore")]
     SymlinkLoop { link: String },
@@ -124,7 +130,12 @@ pub enum ReleaseError {
     NeededButSkipped {
         field: &'static str,
         path: String,
-        reason: &'static str,
+        reason: String,
+    },
+    #[error("vpsup does not upload private keys to hosts, and the release holds {}: move each out of the project or list it in .vpsupignore; if the app needs it on its hosts, add it to [app] allow_private_keys in vpsup.toml", .found.iter().map(|(path, kind)| format!("{path} ({kind})")).collect::<Vec<_>>().join(", "))]
+    PrivateKeys {
+        /// (release path, what it holds: `OPENSSH PRIVATE KEY`).
+        found: Vec<(String, String)>,
     },
     #[error("{path}: not a compose file: {message}")]
     ComposeParse { path: String, message: String },
@@ -152,28 +163,34 @@ pub enum ReleaseError {
     OverrideExists,
 }
 
-/// Everything to upload for `app`, from the project directory.
+/// Everything to upload for `app`, from the project directory, without the
+/// files in `keep_home` (relative to the project, or absolute).
 pub fn collect(
     project: &Path,
     app: &AppConfig,
     sites: &[SiteConfig],
-    exclude: &[PathBuf],
+    keep_home: &[PrivateFile],
 ) -> Result<Release, ReleaseError> {
-    collect_with_limit(project, app, sites, exclude, MAX_TOTAL_BYTES)
+    collect_with_limit(project, app, sites, keep_home, MAX_TOTAL_BYTES)
 }
 
 fn collect_with_limit(
     project: &Path,
     app: &AppConfig,
     sites: &[SiteConfig],
-    exclude: &[PathBuf],
+    keep_home: &[PrivateFile],
     limit: u64,
 ) -> Result<Release, ReleaseError> {
     let root = fs::canonicalize(project).map_err(|source| ReleaseError::Io {
         path: project.to_path_buf(),
         source,
     })?;
-    let rules = Rules::new(project, &root, exclude)?;
+    let rules = Rules::new(project, &root, keep_home)?;
+    let allowed_keys: Vec<PathBuf> = app
+        .allow_private_keys
+        .iter()
+        .flat_map(|p| as_written_and_resolved(project, &root, &p.0))
+        .collect();
     let mut walk = Walk {
         root: &root,
         rules: &rules,
@@ -195,11 +212,21 @@ fn collect_with_limit(
         });
     }
     let mut files: BTreeMap<String, ReleaseFile> = BTreeMap::new();
+    let mut private_keys = Vec::new();
     for entry in entries {
         let content = fs::read(&entry.source).map_err(|source| ReleaseError::Io {
             path: entry.source.clone(),
             source,
         })?;
+        if let Some(kind) = private_key_in(&content) {
+            let real = entry.source.strip_prefix(&root).unwrap_or(&entry.source);
+            let allowed = allowed_keys
+                .iter()
+                .any(|a| Path::new(&entry.rel).starts_with(a) || real.starts_with(a));
+            if !allowed {
+                private_keys.push((entry.rel.clone(), kind));
+            }
+        }
         files.insert(
             entry.rel.clone(),
             ReleaseFile {
@@ -208,6 +235,11 @@ fn collect_with_limit(
                 mode: entry.mode,
             },
         );
+    }
+    if !private_keys.is_empty() {
+        return Err(ReleaseError::PrivateKeys {
+            found: private_keys,
+        });
     }
     if files.contains_key(OVERRIDE_FILE) {
         return Err(ReleaseError::OverrideExists);
@@ -471,7 +503,7 @@ fn needed(
         path: rel_text,
         reason: rules
             .skipped(&rel, false)
-            .unwrap_or("it is not a regular file"),
+            .unwrap_or_else(|| "it is not a regular file".to_string()),
     })
 }
 
@@ -516,34 +548,64 @@ fn slash(path: &Path) -> String {
         .join("/")
 }
 
+/// `path` (relative to the project, or absolute) relative to the project:
+/// as written, and as resolved (its real path, through any symlink), when
+/// inside it.
+fn as_written_and_resolved(project: &Path, root: &Path, path: &Path) -> Vec<PathBuf> {
+    let resolved = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        project.join(path)
+    };
+    let candidates = [
+        project_relative(project, root, path),
+        fs::canonicalize(&resolved)
+            .ok()
+            .and_then(|real| real.strip_prefix(root).ok().and_then(normalize)),
+    ];
+    let mut out: Vec<PathBuf> = Vec::new();
+    for rel in candidates.into_iter().flatten() {
+        if !rel.as_os_str().is_empty() && !out.contains(&rel) {
+            out.push(rel);
+        }
+    }
+    out
+}
+
+/// What a PEM armor line or a PuTTY key file says it holds, when `content`
+/// holds a private key: `OPENSSH PRIVATE KEY`, `PRIVATE KEY`, `PuTTY key`.
+/// Key material must follow the armor line, so code that merely names the
+/// header (a PEM parser) is no private key.
+fn private_key_in(content: &[u8]) -> Option<String> {
+    static KEY: std::sync::LazyLock<regex::bytes::Regex> = std::sync::LazyLock::new(|| {
+        regex::bytes::Regex::new(
+            r"(?s-u)-----BEGIN ((?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?)-----.{0,300}?[A-Za-z0-9+/]{40}|(?m-u)^PuTTY-User-Key-File-[0-9]+: ",
+        )
+        .expect("a valid pattern")
+    });
+    let found = KEY.captures(content)?;
+    Some(found.get(1).map_or("PuTTY key".to_string(), |kind| {
+        String::from_utf8_lossy(kind.as_bytes()).into_owned()
+    }))
+}
+
 /// What stays home.
 struct Rules {
-    /// The caller's (secrets), project-relative.
-    excluded: Vec<PathBuf>,
+    /// The caller's (secrets), project-relative, with what names them.
+    excluded: Vec<(PathBuf, String)>,
     /// From `.vpsupignore`.
     ignored: Vec<PathBuf>,
 }
 
 impl Rules {
-    fn new(project: &Path, root: &Path, exclude: &[PathBuf]) -> Result<Rules, ReleaseError> {
-        let mut excluded = Vec::new();
-        for path in exclude {
+    fn new(project: &Path, root: &Path, keep_home: &[PrivateFile]) -> Result<Rules, ReleaseError> {
+        let mut excluded: Vec<(PathBuf, String)> = Vec::new();
+        for file in keep_home {
             // Both as written and as resolved: a secret reached through a
             // symlinked directory is still that secret.
-            let resolved = if path.is_absolute() {
-                path.clone()
-            } else {
-                project.join(path)
-            };
-            let candidates = [
-                project_relative(project, root, path),
-                fs::canonicalize(&resolved)
-                    .ok()
-                    .and_then(|real| real.strip_prefix(root).ok().and_then(normalize)),
-            ];
-            for rel in candidates.into_iter().flatten() {
-                if !rel.as_os_str().is_empty() && !excluded.contains(&rel) {
-                    excluded.push(rel);
+            for rel in as_written_and_resolved(project, root, &file.path) {
+                if !excluded.iter().any(|(e, _)| *e == rel) {
+                    excluded.push((rel, file.named_by.clone()));
                 }
             }
         }
@@ -583,22 +645,24 @@ impl Rules {
     }
 
     /// Why `rel` is not uploaded, if it is not.
-    fn skipped(&self, rel: &Path, is_dir: bool) -> Option<&'static str> {
-        if self.excluded.iter().any(|e| rel.starts_with(e)) {
-            return Some("the config names it as a secret that must not travel");
+    fn skipped(&self, rel: &Path, is_dir: bool) -> Option<String> {
+        if let Some((_, named_by)) = self.excluded.iter().find(|(e, _)| rel.starts_with(e)) {
+            return Some(format!("{named_by}: it stays on this machine"));
         }
         let parts: Vec<_> = rel.components().collect();
         let in_skipped_dir = parts.iter().enumerate().any(|(i, c)| {
             (i + 1 < parts.len() || is_dir) && SKIPPED_DIRS.iter().any(|d| c.as_os_str() == *d)
         });
         if in_skipped_dir {
-            return Some("vpsup never uploads .git, .vpsup, target, node_modules or __pycache__");
+            return Some(
+                "vpsup never uploads .git, .vpsup, target, node_modules or __pycache__".into(),
+            );
         }
         if parts.len() == 1 && SKIPPED_ROOT_FILES.iter().any(|f| rel == Path::new(f)) {
-            return Some("vpsup never uploads vpsup.toml or .vpsupignore");
+            return Some("vpsup never uploads vpsup.toml or .vpsupignore".into());
         }
         if self.ignored.iter().any(|e| rel.starts_with(e)) {
-            return Some("it is listed in .vpsupignore");
+            return Some("it is listed in .vpsupignore".into());
         }
         None
     }
@@ -686,9 +750,13 @@ impl Walk<'_> {
                 }
                 continue;
             }
+            // Under a symlinked directory the release path hides the real
+            // one: either being skipped keeps the file home.
+            let real = path.strip_prefix(self.root).unwrap_or(&path);
             if self
                 .rules
                 .skipped(Path::new(&child_rel), meta.is_dir())
+                .or_else(|| self.rules.skipped(real, meta.is_dir()))
                 .is_some()
             {
                 continue;
@@ -766,6 +834,14 @@ services:
         write(p, "vpsup.toml", "[app]\nname = \"doctor\"\n");
         write(p, ".vpsupignore", "# not for the hosts\nnotes/\n\n");
         dir
+    }
+
+    /// A file the config names as this machine's own.
+    fn home(path: impl Into<PathBuf>) -> PrivateFile {
+        PrivateFile {
+            named_by: "[acme.dns] secret_file".to_string(),
+            path: path.into(),
+        }
     }
 
     fn app(extra: &str) -> AppConfig {
@@ -955,7 +1031,7 @@ services:
             "web",
             "[[routes]]\npath = \"/db/\"\nservice = \"db\"\nport = 5432\n",
         )];
-        let release = collect(p, &app, &sites, &[secret]).unwrap();
+        let release = collect(p, &app, &sites, &[home(secret)]).unwrap();
         let paths: Vec<&str> = release.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -987,7 +1063,7 @@ services:
         );
 
         // Relative excludes work too, directories included.
-        let release = collect(p, &app, &sites, &[PathBuf::from("static")]).unwrap();
+        let release = collect(p, &app, &sites, &[home("static")]).unwrap();
         assert!(release.files.iter().all(|f| !f.path.starts_with("static")));
     }
 
@@ -1073,11 +1149,11 @@ services:
         let dir = project();
         let p = dir.path();
         symlink("secrets/dns.ini", p.join("config.ini")).unwrap();
-        let err = collect(p, &loopback(), &[], &[p.join("secrets/dns.ini")])
+        let err = collect(p, &loopback(), &[], &[home(p.join("secrets/dns.ini"))])
             .unwrap_err()
             .to_string();
         assert!(
-            err.starts_with("symlink config.ini points at secrets/dns.ini"),
+            err.starts_with("symlink config.ini points at secrets/dns.ini, which is not uploaded ([acme.dns] secret_file: it stays on this machine)"),
             "{err}"
         );
         fs::remove_file(p.join("config.ini")).unwrap();
@@ -1087,6 +1163,119 @@ services:
             err.contains("symlink static/up points at a directory that contains it"),
             "{err}"
         );
+    }
+
+    /// A symlinked directory is no way around an exclusion: neither a
+    /// secret the config names (`conf -> secrets`) nor a path .vpsupignore
+    /// lists travels under the link's name.
+    #[test]
+    fn a_symlinked_directory_carries_no_secret_and_no_ignored_file() {
+        let dir = project();
+        let p = dir.path();
+        symlink("secrets", p.join("conf")).unwrap();
+        write(p, "static/drafts/next.html", "<h1>soon</h1>\n");
+        write(p, ".vpsupignore", "notes/\nstatic/drafts\n");
+        symlink("static", p.join("public")).unwrap();
+        let release = collect(p, &loopback(), &[], &[home("secrets/dns.ini")]).unwrap();
+        let paths: Vec<&str> = release.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(
+            !paths
+                .iter()
+                .any(|f| f.ends_with("dns.ini") || f.contains("drafts")),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&"public/index.html"), "{paths:?}");
+        // Named through the link, the secret is the same file.
+        let release = collect(p, &loopback(), &[], &[home("conf/dns.ini")]).unwrap();
+        assert!(release.files.iter().all(|f| !f.path.ends_with("dns.ini")));
+    }
+
+    fn openssh_private_key() -> String {
+        use russh::keys::ssh_key::{private::Ed25519Keypair, LineEnding, PrivateKey};
+        let key = PrivateKey::from(Ed25519Keypair::from_seed(&[7; 32]));
+        key.to_openssh(LineEnding::LF).unwrap().to_string()
+    }
+
+    fn pkcs8_private_key() -> String {
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .unwrap()
+            .serialize_pem()
+    }
+
+    /// A private key in the project is refused, naming each file and what
+    /// it holds, unless `[app] allow_private_keys` lists it (or a directory
+    /// holding it, by its path in the release or its real path); one the
+    /// config names as this machine's (an identity file) is simply not
+    /// uploaded. Public keys, certificates and code that only names the
+    /// PEM header are no private keys.
+    #[test]
+    fn private_keys_are_refused_unless_allowed() {
+        let dir = project();
+        let p = dir.path();
+        write(p, "deploy_key", &openssh_private_key());
+        write(p, "certs/client.key", &pkcs8_private_key());
+        write(p, "deploy_key.pub", "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl ops\n");
+        write(p, "certs/ca.pem", "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUOo1DuUuVCCkI3yJ3ZqKqZ0eC0RYwCgYIKoZIzj0EAwIw\n-----END CERTIFICATE-----\n");
+        write(p, "app/pem.py", "HEADER = \"-----BEGIN PRIVATE KEY-----\"\n\ndef is_key(text):\n    return text.startswith(HEADER)\n");
+        let err = collect(p, &loopback(), &[], &[]).unwrap_err();
+        assert!(matches!(err, ReleaseError::PrivateKeys { .. }), "{err}");
+        let err = err.to_string();
+        assert!(
+            err.starts_with("vpsup does not upload private keys to hosts, and the release holds certs/client.key (PRIVATE KEY), deploy_key (OPENSSH PRIVATE KEY): "),
+            "{err}"
+        );
+        assert!(err.contains("[app] allow_private_keys"), "{err}");
+
+        // The login key the config names stays home; the app's own key is allowed.
+        let allowing = app("public_ports = \"loopback\"\nallow_private_keys = [\"./certs/\"]");
+        let release = collect(p, &allowing, &[], &[home("deploy_key")]).unwrap();
+        let paths: Vec<&str> = release.files.iter().map(|f| f.path.as_str()).collect();
+        assert!(paths.contains(&"certs/client.key"), "{paths:?}");
+        assert!(!paths.contains(&"deploy_key"), "{paths:?}");
+        assert!(
+            paths.contains(&"deploy_key.pub") && paths.contains(&"app/pem.py"),
+            "{paths:?}"
+        );
+
+        // Allowed by its real path, under another name too; not by a neighbour's.
+        symlink("certs/client.key", p.join("client.key")).unwrap();
+        let by_file =
+            app("public_ports = \"loopback\"\nallow_private_keys = [\"certs/client.key\"]");
+        let release = collect(p, &by_file, &[], &[home("deploy_key")]).unwrap();
+        assert!(release.files.iter().any(|f| f.path == "client.key"));
+        let other = app("public_ports = \"loopback\"\nallow_private_keys = [\"certs/ca.pem\"]");
+        let err = collect(p, &other, &[], &[home("deploy_key")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("holds certs/client.key (PRIVATE KEY), client.key (PRIVATE KEY):"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn private_keys_are_recognised_by_their_armor_and_material() {
+        for (text, kind) in [
+            (openssh_private_key(), Some("OPENSSH PRIVATE KEY")),
+            (pkcs8_private_key(), Some("PRIVATE KEY")),
+            (
+                "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0F3E\n\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n".to_string(),
+                Some("RSA PRIVATE KEY"),
+            ),
+            // In an env file, on one line.
+            (
+                "JWT_KEY=\"-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVJk5oXjQbVSSgMBRoAoGCCqGSM49\\n\"\n".to_string(),
+                Some("EC PRIVATE KEY"),
+            ),
+            (
+                "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\n".to_string(),
+                Some("PuTTY key"),
+            ),
+            ("-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n".to_string(), None),
+            ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEu1SU1LfVLPHCozMxH2Mo4lgOEePz\n".to_string(), None),
+        ] {
+            assert_eq!(private_key_in(text.as_bytes()).as_deref(), kind, "{text}");
+        }
     }
 
     #[test]
@@ -1121,7 +1310,7 @@ services:
             p,
             &app("public_ports = \"loopback\"\nenv_files = [\".env\"]"),
             &[],
-            &[PathBuf::from(".env")],
+            &[home(".env")],
         )
         .unwrap_err()
         .to_string();

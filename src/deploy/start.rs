@@ -217,7 +217,7 @@ pub async fn activate(
     let reload = match &config.acme {
         Some(acme) => Store {
             transport,
-            dir: acme.store.clone(),
+            dir: acme.store.to_string(),
         }
         .reload_script(&acme.reload),
         None => "nginx -t && systemctl reload nginx".to_string(),

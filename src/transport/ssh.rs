@@ -67,10 +67,19 @@ pub struct ConnectReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
-    #[error("cannot connect to {addr}: {cause}. Is the host up and sshd listening on that port?")]
-    Connect { addr: String, cause: std::io::Error },
-    #[error("{addr}: no SSH answer within {secs} s (host down, port filtered by a firewall, or not an SSH server). Check the address and port, or raise --connect-timeout")]
-    Timeout { addr: String, secs: u64 },
+    /// `reached_before`: known_hosts holds the host's key (see `turned_away`).
+    #[error("cannot connect to {addr}: {cause}. {}", refused_hint(cause, *reached_before))]
+    Connect {
+        addr: String,
+        cause: std::io::Error,
+        reached_before: bool,
+    },
+    #[error("{addr}: no SSH answer within {secs} s{}", timeout_hint(*reached_before))]
+    Timeout {
+        addr: String,
+        secs: u64,
+        reached_before: bool,
+    },
     #[error("{0}")]
     HostKeyChanged(Box<HostKeyMismatch>),
     #[error("cannot use known_hosts file {}: {detail}", path.display())]
@@ -83,6 +92,46 @@ pub enum SshError {
     },
     #[error("{addr}: SSH error: {cause}")]
     Protocol { addr: String, cause: russh::Error },
+}
+
+/// ufw's `limit` rule, which `vpsup init` puts on SSH: ufw refuses a new
+/// connection from an address that opened this many in the window.
+const UFW_LIMIT_CONNECTIONS: u32 = 6;
+const UFW_LIMIT_WINDOW_SECS: u32 = 30;
+/// The sshd jail of templates/fail2ban_sshd.local.tera.
+const FAIL2BAN_MAXRETRY: u32 = 5;
+const FAIL2BAN_FINDTIME: &str = "10m";
+const FAIL2BAN_BANTIME: &str = "1h";
+
+/// Why a host whose sshd answered this machine before (its key is in
+/// known_hosts) refuses or ignores it now, most likely: the firewall and
+/// fail2ban that `vpsup init` set up, and how long each lasts.
+fn turned_away() -> String {
+    format!(
+        "This machine has reached sshd there before (its key is in known_hosts), so on a host `vpsup init` set up the likely cause is that the host turns this address away: ufw refuses a {UFW_LIMIT_CONNECTIONS}th new SSH connection from one address within {UFW_LIMIT_WINDOW_SECS} s (wait {UFW_LIMIT_WINDOW_SECS} s, then try again), and fail2ban bans an address for {FAIL2BAN_BANTIME} after {FAIL2BAN_MAXRETRY} failed logins within {FAIL2BAN_FINDTIME} (wait {FAIL2BAN_BANTIME}, or lift the ban from another address: sudo fail2ban-client set sshd unbanip YOUR_ADDRESS)"
+    )
+}
+
+fn refused_hint(cause: &std::io::Error, reached_before: bool) -> String {
+    if reached_before && cause.kind() == std::io::ErrorKind::ConnectionRefused {
+        format!(
+            "{}. Else sshd is not running, or listens on another port",
+            turned_away()
+        )
+    } else {
+        "Is the host up and sshd listening on that port?".to_string()
+    }
+}
+
+fn timeout_hint(reached_before: bool) -> String {
+    if reached_before {
+        format!(
+            ". {}. Else the host is down or too busy to answer: raise --connect-timeout",
+            turned_away()
+        )
+    } else {
+        " (host down, port filtered by a firewall, or not an SSH server). Check the address and port, or raise --connect-timeout".to_string()
+    }
 }
 
 /// A live, authenticated SSH connection to one host.
@@ -99,6 +148,9 @@ impl SshTransport {
         creds: &Credentials,
     ) -> Result<(SshTransport, ConnectReport), SshError> {
         let addr = format!("{}:{}", target.host, target.port);
+        let reached_before =
+            !known_hosts::recorded_algorithms(&target.known_hosts, &target.host, target.port)
+                .is_empty();
         let started = Instant::now();
         let verdict = Arc::new(Mutex::new(None));
         let checker = HostKeyChecker {
@@ -122,6 +174,7 @@ impl SshTransport {
                 .map_err(|cause| SshError::Connect {
                     addr: addr.clone(),
                     cause,
+                    reached_before,
                 })?;
             let _ = tcp.set_nodelay(true);
             client::connect_stream(config, tcp, checker)
@@ -138,6 +191,7 @@ impl SshTransport {
             .map_err(|_| SshError::Timeout {
                 addr: addr.clone(),
                 secs: target.connect_timeout.as_secs(),
+                reached_before,
             })??;
         let handshake_time = started.elapsed();
         let learned_host_key = match verdict.lock().map(|v| v.clone()) {
@@ -538,5 +592,26 @@ impl<'a> Authenticator<'a> {
             tried,
             hint,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint states what init installs: its fail2ban jail, and ufw's
+    /// `limit` (whose numbers ufw fixes) on the SSH port.
+    #[test]
+    fn the_turned_away_hint_states_what_init_installs() {
+        let jail = include_str!("../../templates/fail2ban_sshd.local.tera");
+        for line in [
+            format!("maxretry = {FAIL2BAN_MAXRETRY}"),
+            format!("findtime = {FAIL2BAN_FINDTIME}"),
+            format!("bantime = {FAIL2BAN_BANTIME}"),
+        ] {
+            assert!(jail.lines().any(|l| l == line), "{line} not in:\n{jail}");
+        }
+        let init = include_str!("../../playbooks/init.yml");
+        assert!(init.contains("proto: tcp, action: limit, comment: ssh"));
     }
 }

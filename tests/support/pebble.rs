@@ -45,10 +45,23 @@ impl TestPebble {
     /// The same, resolving names (and DNS-01 TXT records) through the DNS
     /// server on 127.0.0.1:`dns_port` instead.
     pub fn start_with_dns(http_port: u16, dns_port: Option<u16>) -> TestPebble {
+        TestPebble::start_with(http_port, dns_port, false)
+    }
+
+    /// Pebble serving HTTPS with a certificate flagged as a CA's
+    /// (basicConstraints CA:TRUE), which a TLS client must refuse.
+    pub fn start_with_ca_flagged_listener(http_port: u16) -> TestPebble {
+        TestPebble::start_with(http_port, None, true)
+    }
+
+    fn start_with(http_port: u16, dns_port: Option<u16>, ca_flagged: bool) -> TestPebble {
         let dir = tempfile::tempdir().unwrap();
         // Pebble's listener certificate, for "localhost", self-signed: it is its own root.
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        if ca_flagged {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
         let cert = params.self_signed(&key).unwrap();
         let tls_root = dir.path().join("pebble-tls.pem");
         std::fs::write(&tls_root, cert.pem()).unwrap();
