@@ -16,33 +16,34 @@ const HOST_FROM_VM: &str = "198.51.100.2";
 
 /// Runs `sql` in the app's PostgreSQL as postgres, on database `db`.
 pub fn psql(vm: &TestVm, key: &Path, db: &str, sql: &str) -> String {
-    // `vm.ssh` gives the remote command no stdin: the SQL travels quoted.
-    let out = vm.ssh(
-        "deploy",
+    sql_client(
+        vm,
         key,
-        &format!(
-            "printf '%s\\n' {} | docker exec -i vpsup-data-db-1 psql -X -q -A -t -v ON_ERROR_STOP=1 -U postgres -d {db}",
-            shell_word(sql)
-        ),
-        &[],
-    );
-    assert!(out.status.success(), "psql {sql}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+        &format!("vpsup-data-db-1 psql -X -q -A -t -v ON_ERROR_STOP=1 -U postgres -d {db}"),
+        sql,
+    )
 }
 
 /// Runs `sql` in the app's MariaDB as root (over its socket), on database
 /// `orders`; tab-separated rows without a header.
 fn mariadb(vm: &TestVm, key: &Path, sql: &str) -> String {
+    sql_client(vm, key, "vpsup-data-sql-1 mariadb -uroot -N -B orders", sql)
+}
+
+/// Feeds `sql` to `client` (a container and the SQL client to run in it) and
+/// returns what it printed, trimmed; panics when it fails.
+fn sql_client(vm: &TestVm, key: &Path, client: &str, sql: &str) -> String {
+    // `vm.ssh` gives the remote command no stdin: the SQL travels quoted.
     let out = vm.ssh(
         "deploy",
         key,
         &format!(
-            "printf '%s\\n' {} | docker exec -i vpsup-data-sql-1 mariadb -uroot -N -B orders",
+            "printf '%s\\n' {} | docker exec -i {client}",
             shell_word(sql)
         ),
         &[],
     );
-    assert!(out.status.success(), "mariadb {sql}: {}", text(&out));
+    assert!(out.status.success(), "{client}: {sql}: {}", text(&out));
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
