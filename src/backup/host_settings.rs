@@ -140,7 +140,7 @@ pub fn ensure_password(config: &BackupConfig, project: &Path) -> Result<bool, Se
     use base64::Engine;
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let path = project.join(&config.password_file);
+    let path = project_file(project, &config.password_file);
     if path.exists() {
         return Ok(false);
     }
@@ -164,6 +164,16 @@ pub fn ensure_password(config: &BackupConfig, project: &Path) -> Result<bool, Se
         .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()))
         .map_err(failed)?;
     Ok(true)
+}
+
+/// Where a `[backup]` file is on this machine: relative to the project, or
+/// under the operator's home for `~/…` (as the README's examples write a
+/// storage box key), like `identity_file`.
+pub fn project_file(project: &Path, path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => Path::new(&home).join(rest),
+        _ => project.join(path),
+    }
 }
 
 /// `config`'s app name: backups need one.
@@ -194,7 +204,7 @@ pub fn files(config: &Config, project: &Path, host: &str) -> Result<Vec<HostFile
     let app = app_name(config)?;
     let backup = config.backup.as_ref().ok_or(SettingsError::NoBackup)?;
     let read = |relative: &Path| {
-        let path = project.join(relative);
+        let path = project_file(project, relative);
         std::fs::read(&path).map_err(|cause| SettingsError::Read { path, cause })
     };
     let repo = repository(&app, backup).map_err(SettingsError::Invalid)?;
@@ -209,7 +219,7 @@ pub fn files(config: &Config, project: &Path, host: &str) -> Result<Vec<HostFile
             let text = String::from_utf8_lossy(&read(file)?).into_owned();
             Some(
                 S3Credentials::parse(&text).map_err(|cause| SettingsError::Unreadable {
-                    path: project.join(file),
+                    path: project_file(project, file),
                     cause,
                 })?,
             )
@@ -398,6 +408,24 @@ pub async fn store_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_are_the_projects_or_under_home() {
+        let project = Path::new("/work/shop");
+        assert_eq!(
+            project_file(project, Path::new("keys/box")),
+            Path::new("/work/shop/keys/box")
+        );
+        assert_eq!(
+            project_file(project, Path::new("/etc/box")),
+            Path::new("/etc/box")
+        );
+        let home = std::env::var_os("HOME").expect("tests run with a HOME");
+        assert_eq!(
+            project_file(project, Path::new("~/.ssh/storagebox")),
+            Path::new(&home).join(".ssh/storagebox")
+        );
+    }
 
     fn config(backup: &str) -> Config {
         Config::parse(
