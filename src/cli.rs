@@ -110,6 +110,15 @@ pub enum Command {
     Status,
     /// Return to the previous release.
     Rollback,
+    /// A login shell on a host (or one command: `-- CMD...`) through the
+    /// system's ssh client, with vpsup's settings for the host.
+    Ssh {
+        /// A host from vpsup.toml or a TARGET [default: the only host in vpsup.toml].
+        host: Option<String>,
+        /// A command to run instead of a shell (read by the login shell, as with ssh).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Connect and report what a host is: OS, resources, sudo, installed tools.
     Facts { target: Option<String> },
     /// Run a playbook: a built-in or project playbook name, or a YAML file.
@@ -175,6 +184,7 @@ impl Command {
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",
+            Command::Ssh { .. } => "ssh",
             Command::Play { .. } => "play",
         }
     }

@@ -24,6 +24,8 @@ pub trait ExitStatus {
 pub struct Error {
     code: u8,
     error: anyhow::Error,
+    /// Nothing to say: the status is a remote command's own (`vpsup exec`).
+    quiet: bool,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -34,8 +36,23 @@ impl Error {
         anyhow::Error::msg(message).into()
     }
 
+    /// Ends vpsup with `code` and no message: a remote command's status,
+    /// passed through (`vpsup exec`), has already said what it had to say.
+    pub fn status(code: u8) -> Error {
+        Error {
+            code,
+            error: anyhow::anyhow!("exit status {code}"),
+            quiet: true,
+        }
+    }
+
     pub fn exit_code(&self) -> u8 {
         self.code
+    }
+
+    /// Whether `main` prints nothing for this error (see `status`).
+    pub fn is_quiet(&self) -> bool {
+        self.quiet
     }
 }
 
@@ -49,6 +66,7 @@ where
         Error {
             code: error.exit_code(),
             error: error.into(),
+            quiet: false,
         }
     }
 }
@@ -58,6 +76,7 @@ impl From<anyhow::Error> for Error {
         Error {
             code: FAILED,
             error,
+            quiet: false,
         }
     }
 }
@@ -81,6 +100,20 @@ impl fmt::Debug for Error {
 
 /// Printing `--json` output failed: not the input's fault.
 impl ExitStatus for serde_json::Error {
+    fn exit_code(&self) -> u8 {
+        FAILED
+    }
+}
+
+/// A host that cannot be reached or logged in to.
+impl ExitStatus for crate::transport::ssh::SshError {
+    fn exit_code(&self) -> u8 {
+        FAILED
+    }
+}
+
+/// A command on a host that could not be run.
+impl ExitStatus for crate::transport::TransportError {
     fn exit_code(&self) -> u8 {
         FAILED
     }

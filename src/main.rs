@@ -17,7 +17,9 @@ fn main() -> ExitCode {
     match runtime.block_on(vpsup::commands::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("vpsup: error: {e:#}");
+            if !e.is_quiet() {
+                eprintln!("vpsup: error: {e:#}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

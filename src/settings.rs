@@ -83,6 +83,14 @@ pub enum SettingsError {
     PasswordStdin(String),
     #[error("--forks {0}: at least one host must be worked on at a time (--forks 1 goes one host after another)")]
     NoForks(usize),
+    #[error("{command} works on one host, and {} has several ({known}): name one{how}", path.display())]
+    SeveralHosts {
+        command: &'static str,
+        path: PathBuf,
+        known: String,
+        /// How to name one, in this command's words.
+        how: &'static str,
+    },
     #[error("cannot find your home directory (HOME is not set); vpsup needs it for ~/.ssh")]
     NoHome,
 }
@@ -200,6 +208,32 @@ impl Settings {
             })
             .map(|(name, host)| self.target(name.as_str(), Some(host), None, None))
             .collect())
+    }
+
+    /// The one host a command works on (`ssh`, `exec`): `explicit` when
+    /// given, else the only host in vpsup.toml after `--limit`. `how` says
+    /// how this command takes a host name, for the error when there are several.
+    pub fn one_target(
+        &self,
+        explicit: Option<&str>,
+        command: &'static str,
+        how: &'static str,
+    ) -> Result<HostTarget, SettingsError> {
+        let mut targets = self.targets(explicit)?;
+        if targets.len() > 1 {
+            return Err(SettingsError::SeveralHosts {
+                command,
+                path: self.config_path.clone(),
+                known: targets
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                how,
+            });
+        }
+        // `targets` gives at least one host or an error.
+        targets.pop().ok_or(SettingsError::NoHosts(self.config_path.clone()))
     }
 
     /// Layers, first wins: the command line, vpsup.toml, ~/.ssh/config, defaults.

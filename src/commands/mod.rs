@@ -7,6 +7,7 @@ pub mod facts;
 pub mod init;
 pub mod play;
 pub mod renew_certs;
+pub mod ssh;
 pub mod status;
 
 use crate::cli::{BackupAction, Cli, Command};
@@ -60,6 +61,7 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
+        Command::Ssh { host, command } => ssh::run(&settings, host.as_deref(), command).await,
         Command::Play {
             playbook,
             target,
