@@ -119,6 +119,34 @@ pub enum Command {
         #[arg(last = true, value_name = "CMD")]
         command: Vec<String>,
     },
+    /// Run a command in a service's container of the app's current release
+    /// (with a terminal when this one has one); its exit status is vpsup's.
+    Exec {
+        service: String,
+        /// The host to run it on [default: the only host in vpsup.toml].
+        #[arg(long, value_name = "NAME")]
+        host: Option<String>,
+        /// The command and its arguments, each passed as one word.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// The app's compose logs from every host (prefixed with the host when several).
+    Logs {
+        /// Only these services [default: all].
+        services: Vec<String>,
+        /// Keep printing new lines until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only lines since this time: 1h, 30m, or a timestamp (as docker compose reads it).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// The last N lines of each service.
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+        /// Only lines holding TEXT (plain text, case-sensitive; filtered by vpsup).
+        #[arg(long, value_name = "TEXT")]
+        grep: Option<String>,
+    },
     /// Connect and report what a host is: OS, resources, sudo, installed tools.
     Facts { target: Option<String> },
     /// Run a playbook: a built-in or project playbook name, or a YAML file.
@@ -185,6 +213,8 @@ impl Command {
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",
             Command::Ssh { .. } => "ssh",
+            Command::Exec { .. } => "exec",
+            Command::Logs { .. } => "logs",
             Command::Play { .. } => "play",
         }
     }

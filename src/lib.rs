@@ -18,4 +18,5 @@ pub mod report;
 pub mod scripts;
 pub mod settings;
 pub mod ssh_config;
+pub mod terminal;
 pub mod transport;

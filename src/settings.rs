@@ -233,7 +233,9 @@ impl Settings {
             });
         }
         // `targets` gives at least one host or an error.
-        targets.pop().ok_or(SettingsError::NoHosts(self.config_path.clone()))
+        targets
+            .pop()
+            .ok_or(SettingsError::NoHosts(self.config_path.clone()))
     }
 
     /// Layers, first wins: the command line, vpsup.toml, ~/.ssh/config, defaults.

@@ -3,8 +3,10 @@
 
 pub mod backup;
 pub mod deploy;
+pub mod exec;
 pub mod facts;
 pub mod init;
+pub mod logs;
 pub mod play;
 pub mod renew_certs;
 pub mod ssh;
@@ -62,6 +64,26 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
         Command::Ssh { host, command } => ssh::run(&settings, host.as_deref(), command).await,
+        Command::Exec {
+            service,
+            host,
+            command,
+        } => exec::run(&settings, service, host.as_deref(), command).await,
+        Command::Logs {
+            services,
+            follow,
+            since,
+            tail,
+            grep,
+        } => {
+            let query = crate::deploy::compose_cli::LogsQuery {
+                services: services.clone(),
+                follow: *follow,
+                since: since.clone(),
+                tail: *tail,
+            };
+            logs::run(&settings, query, grep.clone()).await
+        }
         Command::Play {
             playbook,
             target,

@@ -22,7 +22,11 @@ use crate::transport::SshTarget;
 /// The `ssh` command line for `target`, running `command` when given (joined
 /// by ssh and run by the login shell, as `ssh HOST CMD...` does).
 /// `identity_files`: those of the target that exist (ssh warns about others).
-pub fn openssh_argv(target: &SshTarget, identity_files: &[String], command: &[String]) -> Vec<String> {
+pub fn openssh_argv(
+    target: &SshTarget,
+    identity_files: &[String],
+    command: &[String],
+) -> Vec<String> {
     let mut argv: Vec<String> = vec![
         "ssh".into(),
         "-p".into(),

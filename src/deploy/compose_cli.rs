@@ -82,6 +82,52 @@ impl Stack<'_> {
         )
     }
 
+    /// The services of the stack, one a line.
+    pub fn services(&self) -> String {
+        format!("{} config --services", self.base())
+    }
+
+    /// Runs `command` (each word quoted: nothing in it is read by a shell)
+    /// in `service`'s container; with a terminal there only when `tty`
+    /// (else `-T`, so input and output are plain pipes).
+    pub fn exec(&self, service: &str, command: &[String], tty: bool) -> String {
+        let mut cmd = format!("{} exec", self.base());
+        if !tty {
+            cmd.push_str(" -T");
+        }
+        cmd.push(' ');
+        cmd.push_str(&quote(service));
+        for word in command {
+            cmd.push(' ');
+            cmd.push_str(&quote(word));
+        }
+        cmd
+    }
+
+    /// The stack's logs as `query` asks; a following one stops when the
+    /// script's stdin closes (see `until_stdin_closes`).
+    pub fn logs_query(&self, query: &LogsQuery) -> String {
+        let mut cmd = format!("{} logs --no-color", self.base());
+        if query.follow {
+            cmd.push_str(" --follow");
+        }
+        if let Some(since) = &query.since {
+            cmd.push_str(&format!(" --since {}", quote(since)));
+        }
+        if let Some(tail) = query.tail {
+            cmd.push_str(&format!(" --tail {tail}"));
+        }
+        for service in &query.services {
+            cmd.push(' ');
+            cmd.push_str(&quote(service));
+        }
+        if query.follow {
+            until_stdin_closes(&cmd)
+        } else {
+            cmd
+        }
+    }
+
     /// `service<TAB>state<TAB>health` per container.
     pub fn ps(&self) -> String {
         format!(
@@ -89,6 +135,38 @@ impl Stack<'_> {
             self.base()
         )
     }
+}
+
+/// What `vpsup logs` asks of compose.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogsQuery {
+    /// Every service when empty.
+    pub services: Vec<String>,
+    pub follow: bool,
+    /// `1h`, `30m`, or a timestamp: compose reads it.
+    pub since: Option<String>,
+    /// The last lines of each service.
+    pub tail: Option<u32>,
+}
+
+/// Runs `command` until it ends, or until this script's stdin closes (the
+/// operator stopped it, or the connection dropped; sshd then closes the
+/// pipe), and then stops it: a `logs --follow` never outlives the operator.
+/// Its status is the command's (143 when it was stopped).
+pub fn until_stdin_closes(command: &str) -> String {
+    format!(
+        r#"exec 3<&0
+{command} </dev/null 3<&- &
+job=$!
+( while read -r _ <&3; do :; done; kill "$job" 2>/dev/null ) >/dev/null 2>&1 &
+watch=$!
+exec 3<&-
+wait "$job"
+status=$?
+kill "$watch" 2>/dev/null
+exit "$status"
+"#
+    )
 }
 
 /// Asks each `(path, loopback port)` over HTTP until it answers 2xx or 3xx,
@@ -146,6 +224,95 @@ mod tests {
         assert!(s
             .ps()
             .starts_with(&format!("{base} ps -a --format '{{{{.Service}}}}")));
+    }
+
+    #[test]
+    fn exec_and_logs_quote_every_word_of_the_operator() {
+        let s = Stack {
+            project: "vpsup-doctor",
+            dir: "/srv/vpsup/doctor/current",
+            files: &["compose.yml".to_string()],
+            env_files: &[],
+            secrets_env: None,
+            dot_env: false,
+        };
+        let base = "docker compose --ansi never -p vpsup-doctor --project-directory /srv/vpsup/doctor/current -f /srv/vpsup/doctor/current/compose.yml";
+        let command = ["psql".to_string(), "-c".into(), "select '$(x)'".into()];
+        assert_eq!(
+            s.exec("db", &command, false),
+            format!("{base} exec -T db psql -c 'select '\\''$(x)'\\'''")
+        );
+        assert_eq!(s.exec("db", &[], true), format!("{base} exec db"));
+        assert_eq!(s.services(), format!("{base} config --services"));
+        let query = LogsQuery {
+            services: vec!["web".into(), "a b".into()],
+            since: Some("1h".into()),
+            tail: Some(20),
+            follow: false,
+        };
+        assert_eq!(
+            s.logs_query(&query),
+            format!("{base} logs --no-color --since 1h --tail 20 web 'a b'")
+        );
+        let follow = s.logs_query(&LogsQuery {
+            follow: true,
+            ..LogsQuery::default()
+        });
+        assert!(
+            follow.starts_with(&format!(
+                "exec 3<&0\n{base} logs --no-color --follow </dev/null"
+            )),
+            "{follow}"
+        );
+    }
+
+    /// The follower stops when stdin closes, and nothing of it is left.
+    #[test]
+    fn a_follower_stops_when_stdin_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("still-running");
+        let script = until_stdin_closes(&format!(
+            "sh -c 'while :; do echo tick; sleep 0.1; done' {}",
+            quote(&marker.display().to_string())
+        ));
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(child.stdin.take());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(143));
+        assert!(String::from_utf8_lossy(&out.stdout).starts_with("tick\n"));
+        let left = std::process::Command::new("pgrep")
+            .args(["-f", &marker.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
+
+    /// A command that ends by itself ends the script, with its status.
+    #[test]
+    fn a_follower_that_ends_ends_the_script() {
+        let script = until_stdin_closes("sh -c 'echo done; exit 4'");
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // stdin stays open: the script must not wait for it.
+        let stdin = child.stdin.take();
+        let out = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_eq!(out.status.code(), Some(4));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "done\n");
     }
 
     #[test]

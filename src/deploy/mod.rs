@@ -12,6 +12,7 @@
 //! `error`.
 
 pub mod compose_cli;
+pub mod current;
 pub mod dns;
 pub mod error;
 pub mod host_releases;

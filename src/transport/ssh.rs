@@ -13,6 +13,7 @@ use russh::keys::agent::AgentIdentity;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKey, PublicKeyOrCertificate};
 use russh::{ChannelMsg, MethodKind};
 use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
 
 use super::known_hosts::{self, HostKeyMismatch, HostKeyVerdict};
 use super::{check_sudo, script, ExecOutput, ExecRequest, OutputStream, Transport, TransportError};
@@ -304,6 +305,136 @@ impl Transport for SshTransport {
         }
         check_sudo(out, use_sudo, &self.target.user, &self.target.host)
     }
+}
+
+/// A terminal on the host for an attached command, as `ssh -t` asks for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pty {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// How a command is attached to the operator (`SshTransport::attach`).
+pub struct Attach {
+    /// A terminal on the host (then stdout and stderr arrive as one stream).
+    pub pty: Option<Pty>,
+    /// What the command reads, chunk by chunk; its stdin ends with the
+    /// receiver. `None`: nothing, and stdin ends at once (or on `stop`).
+    pub input: Option<mpsc::Receiver<Vec<u8>>>,
+    /// Becomes true when the operator stops the command (Ctrl-C): its stdin
+    /// ends then (a script that follows reads it to know, see
+    /// `compose_cli::until_stdin_closes`), and the channel is closed if the
+    /// command has not ended within `STOP_GRACE`.
+    pub stop: Option<watch::Receiver<bool>>,
+    /// Receives the output as it arrives (it is not collected).
+    pub output: super::OutputSink,
+}
+
+/// How long a stopped command has to end before its channel is closed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Resolves once `stop` turns true; never when there is no `stop` (or its
+/// sender is gone without stopping).
+async fn stopped(stop: &mut Option<watch::Receiver<bool>>) {
+    if let Some(rx) = stop {
+        if rx.wait_for(|s| *s).await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
+impl SshTransport {
+    /// Runs `req` (its `stdin` unused) attached to the operator: `attach`'s
+    /// input as it comes, output as it comes, a terminal when asked.
+    /// Returns the exit status or signal; the output is not collected.
+    pub async fn attach(&self, req: &ExecRequest, attach: Attach) -> super::Result<ExecOutput> {
+        self.round_trips.fetch_add(1, Ordering::Relaxed);
+        let use_sudo = req.become_root && !self.is_root();
+        let (argv, _) = req.program(use_sudo);
+        let channel = self
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| self.lost(e))?;
+        if let Some(pty) = &attach.pty {
+            channel
+                .request_pty(true, &pty.term, pty.cols, pty.rows, 0, 0, &[])
+                .await
+                .map_err(|e| self.lost(e))?;
+        }
+        channel
+            .exec(true, script::command_line(&argv))
+            .await
+            .map_err(|e| self.lost(e))?;
+        let (mut reader, writer) = channel.split();
+        let Attach {
+            input,
+            stop,
+            output,
+            ..
+        } = attach;
+
+        let mut feed_stop = stop.clone();
+        let feed = async {
+            match input {
+                Some(mut input) => loop {
+                    tokio::select! {
+                        () = stopped(&mut feed_stop) => break,
+                        chunk = input.recv() => match chunk {
+                            Some(chunk) => writer.data(&chunk[..]).await?,
+                            None => break,
+                        },
+                    }
+                },
+                None if feed_stop.is_some() => stopped(&mut feed_stop).await,
+                None => {}
+            }
+            writer.eof().await
+        };
+        let stopped_flag = stop.clone();
+        let mut grace_stop = stop;
+        let grace = async {
+            stopped(&mut grace_stop).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        };
+        let collect = async {
+            let mut out = ExecOutput::default();
+            while let Some(msg) = reader.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => output(OutputStream::Stdout, &data),
+                    ChannelMsg::ExtendedData { data, ext: 1 } => {
+                        output(OutputStream::Stderr, &data)
+                    }
+                    ChannelMsg::ExitStatus { exit_status } => out.exit_status = Some(exit_status),
+                    ChannelMsg::ExitSignal { signal_name, .. } => {
+                        out.exit_signal = Some(format!("{signal_name:?}"))
+                    }
+                    _ => {}
+                }
+            }
+            out
+        };
+        tokio::pin!(feed, collect, grace);
+        let mut feeding = true;
+        let out = loop {
+            tokio::select! {
+                // A failed write (the command closed its stdin) ends the feed only.
+                _ = &mut feed, if feeding => feeding = false,
+                out = &mut collect => break out,
+                () = &mut grace => break ExecOutput::default(),
+            }
+        };
+        if out.exit_status.is_none() && out.exit_signal.is_none() && !grace_stopped(&stopped_flag) {
+            return Err(self.lost("the channel closed without an exit status"));
+        }
+        check_sudo(out, use_sudo, &self.target.user, &self.target.host)
+    }
+}
+
+fn grace_stopped(stop: &Option<watch::Receiver<bool>>) -> bool {
+    stop.as_ref().is_some_and(|s| *s.borrow())
 }
 
 /// The russh handler: checks the server's host key against known_hosts and
