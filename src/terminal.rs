@@ -23,6 +23,23 @@ pub fn size() -> Option<(u32, u32)> {
     (ok && ws.ws_col > 0 && ws.ws_row > 0).then(|| (u32::from(ws.ws_col), u32::from(ws.ws_row)))
 }
 
+/// The terminal's new size each time it is resized (SIGWINCH).
+pub fn resizes() -> Option<mpsc::Receiver<(u32, u32)>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut winch = signal(SignalKind::window_change()).ok()?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        while winch.recv().await.is_some() {
+            if let Some(size) = size() {
+                if tx.send(size).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Some(rx)
+}
+
 /// `$TERM`, for the remote terminal [default: xterm-256color].
 pub fn term() -> String {
     std::env::var("TERM")

@@ -305,3 +305,76 @@ fn logs_follow_streams_until_ctrl_c_and_leaves_nothing_running() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// On a terminal (util-linux `script` gives vpsup one), the command gets
+/// one too: `exec` without -T, a PTY on the channel.
+#[test]
+fn exec_on_a_terminal_gets_a_terminal() {
+    let rig = Rig::new();
+    let vpsup = env!("CARGO_BIN_EXE_vpsup");
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{vpsup} exec web -- sh -c 'test -t 0 && test -t 1 && echo on-a-tty; exit 5'"),
+            "/dev/null",
+        ])
+        .current_dir(rig.op.project.path())
+        .env("HOME", rig.op.home.path())
+        .env_remove("SSH_AUTH_SOCK")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", describe_output(&out));
+    assert!(
+        stdout(&out).contains("on-a-tty"),
+        "{}",
+        describe_output(&out)
+    );
+    assert!(
+        rig.calls().contains("exec service=web tty=yes"),
+        "{}",
+        rig.calls()
+    );
+}
+
+#[test]
+fn logs_of_several_hosts_are_prefixed_with_the_host() {
+    let rig = Rig::new();
+    let host = |name: &str| {
+        format!(
+            "[hosts.{name}]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n",
+            rig.sshd.port,
+            key_arg(&rig.sshd)
+        )
+    };
+    rig.op.write_config(&format!(
+        "{}{}[app]\nname = \"{}\"\n",
+        host("one"),
+        host("two"),
+        rig.app
+    ));
+    let out = rig.op.vpsup(&["logs", "web", "--grep", "hello"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "one | web-1  | hello from web",
+            "two | web-1  | hello from web"
+        ]
+    );
+    // exec wants one host.
+    let out = rig.op.vpsup(&["exec", "web", "--", "true"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains("several (one, two): name one with --host NAME"),
+        "{}",
+        describe_output(&out)
+    );
+    let out = rig
+        .op
+        .vpsup(&["exec", "web", "--host", "two", "--", "true"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+}

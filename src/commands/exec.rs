@@ -112,6 +112,7 @@ async fn exec_in(
         input: Some(terminal::stdin_chunks()),
         stop: None,
         output: terminal::passthrough(),
+        resized: if tty { terminal::resizes() } else { None },
     };
     // Keys go to the remote terminal as typed, until the command ends.
     let _raw = tty.then(terminal::RawMode::enter);

@@ -166,6 +166,7 @@ impl ShowLogs<'_> {
             input: None,
             stop: self.stop.clone(),
             output: sink,
+            resized: None,
         };
         let out = transport
             .attach(&ExecRequest::new(script).become_root(true), attach)

@@ -329,6 +329,19 @@ pub struct Attach {
     pub stop: Option<watch::Receiver<bool>>,
     /// Receives the output as it arrives (it is not collected).
     pub output: super::OutputSink,
+    /// The operator's terminal's new `(columns, rows)` whenever it is
+    /// resized, passed on to the `pty`.
+    pub resized: Option<mpsc::Receiver<(u32, u32)>>,
+}
+
+/// The next size from `resized`; never when there is none.
+async fn next_size(resized: &mut Option<mpsc::Receiver<(u32, u32)>>) -> (u32, u32) {
+    if let Some(rx) = resized {
+        if let Some(size) = rx.recv().await {
+            return size;
+        }
+    }
+    std::future::pending().await
 }
 
 /// How long a stopped command has to end before its channel is closed.
@@ -373,6 +386,7 @@ impl SshTransport {
             input,
             stop,
             output,
+            mut resized,
             ..
         } = attach;
 
@@ -382,6 +396,9 @@ impl SshTransport {
                 Some(mut input) => loop {
                     tokio::select! {
                         () = stopped(&mut feed_stop) => break,
+                        (cols, rows) = next_size(&mut resized) => {
+                            writer.window_change(cols, rows, 0, 0).await?
+                        }
                         chunk = input.recv() => match chunk {
                             Some(chunk) => writer.data(&chunk[..]).await?,
                             None => break,
