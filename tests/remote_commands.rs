@@ -257,6 +257,24 @@ fn logs_prints_filters_and_passes_its_options() {
         "{}",
         rig.calls()
     );
+
+    // An app the host does not run.
+    rig.op.write_config(&format!(
+        "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"root\"\nidentity_file = \"{}\"\n\n[app]\nname = \"{}x\"\n",
+        rig.sshd.port,
+        key_arg(&rig.sshd),
+        rig.app
+    ));
+    let out = rig.op.vpsup(&["logs"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "vpsup: web: app {}x is not deployed on root@127.0.0.1:",
+            rig.app
+        )) && stderr(&out).contains("run `vpsup deploy` first"),
+        "{}",
+        describe_output(&out)
+    );
 }
 
 #[test]

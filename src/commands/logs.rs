@@ -21,7 +21,7 @@ use crate::exit;
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
 use crate::settings::Settings;
 use crate::transport::ssh::Attach;
-use crate::transport::{ExecRequest, OutputStream, Transport};
+use crate::transport::{ExecRequest, OutputStream};
 
 /// Output cut into whole lines: each shown with `prefix` (the host, when
 /// there are several), and of stdout only those holding `grep` (what
@@ -142,6 +142,13 @@ impl HostJob for ShowLogs<'_> {
             report.error = Some(e);
         }
     }
+
+    /// Said at once: the other hosts' logs may go on for long (`-f`).
+    async fn end(&self, _turn: &Turn<'_>, report: &mut HostLogs) {
+        if let Some(error) = &report.error {
+            eprintln!("vpsup: {}: {error}", report.host);
+        }
+    }
 }
 
 impl ShowLogs<'_> {
@@ -179,7 +186,11 @@ impl ShowLogs<'_> {
         if out.success() || stopped {
             Ok(())
         } else {
-            Err(transport.failure("docker compose logs", &out).to_string())
+            // What it said on stderr has been shown already.
+            Err(format!(
+                "docker compose logs ended with {}",
+                out.status_text()
+            ))
         }
     }
 }
@@ -208,11 +219,6 @@ pub async fn run(settings: &Settings, query: LogsQuery, grep: Option<String>) ->
         reports = fleet::for_each_host(settings, &targets, &job) => reports,
         () = interrupt => unreachable!("never ends"),
     };
-    for report in &reports {
-        if let Some(error) = &report.error {
-            eprintln!("vpsup: {}: {error}", report.host);
-        }
-    }
     if let Some(failures) = Failures::of(&reports) {
         return Err(exit::Error::failed(format!(
             "logs could not be read from {failures}"
