@@ -106,6 +106,11 @@ pub enum Command {
         #[arg(long, value_name = "ID", conflicts_with = "snapshot")]
         release: Option<String>,
     },
+    /// Alert channels from vpsup.toml's [alerts]: `vpsup alerts test`.
+    Alerts {
+        #[command(subcommand)]
+        action: AlertsAction,
+    },
     /// Show hosts, containers, sites, certificates, firewall and last deploy.
     Status,
     /// Return to the previous release.
@@ -134,6 +139,17 @@ pub enum BackupAction {
     Init,
     /// Restore drill: the latest snapshots into throwaway containers, checked; then restic check.
     Verify,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum AlertsAction {
+    /// Send a test message through every channel and report each one's result.
+    Test {
+        /// From this machine (what a host runs); today every test is sent
+        /// from the machine vpsup runs on.
+        #[arg(long)]
+        local: bool,
+    },
 }
 
 /// `vpsup init` options; each overrides the same key in vpsup.toml's [init].
@@ -172,6 +188,7 @@ impl Command {
             Command::RenewCerts { .. } => "renew-certs",
             Command::Backup { .. } => "backup",
             Command::Restore { .. } => "restore",
+            Command::Alerts { .. } => "alerts",
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",

@@ -1,6 +1,7 @@
 //! One module per command. Each takes resolved `Settings` and returns what
 //! happened; its error carries its exit status (`crate::exit`).
 
+pub mod alerts;
 pub mod backup;
 pub mod deploy;
 pub mod facts;
@@ -9,7 +10,7 @@ pub mod play;
 pub mod renew_certs;
 pub mod status;
 
-use crate::cli::{BackupAction, Cli, Command};
+use crate::cli::{AlertsAction, BackupAction, Cli, Command};
 use crate::exit;
 use crate::settings::Settings;
 
@@ -60,6 +61,9 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
+        Command::Alerts {
+            action: AlertsAction::Test { .. },
+        } => alerts::test(&settings).await,
         Command::Play {
             playbook,
             target,
