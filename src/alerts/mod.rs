@@ -110,10 +110,11 @@ pub struct Channels(pub Vec<Channel>);
 
 impl Channels {
     /// The channels `[alerts]` configures; files are relative to `project`
-    /// (vpsup.toml's directory).
+    /// (vpsup.toml's directory), or `~/` in the operator's home.
     pub fn from_config(config: &AlertsConfig, project: &Path) -> Result<Channels, AlertsError> {
+        let file = |path: &Path| crate::backup::host_settings::project_file(project, path);
         let read = |key: &'static str, path: &Path| -> Result<Vec<u8>, AlertsError> {
-            let path = project.join(path);
+            let path = file(path);
             std::fs::read(&path).map_err(|e| AlertsError::File {
                 key,
                 path,
@@ -124,14 +125,14 @@ impl Channels {
             let bytes = read(key, path)?;
             let text = String::from_utf8(bytes).map_err(|_| AlertsError::File {
                 key,
-                path: project.join(path),
+                path: file(path),
                 cause: "not UTF-8 text".into(),
             })?;
             let text = text.trim_end_matches(['\r', '\n']).to_string();
             if text.is_empty() {
                 return Err(AlertsError::File {
                     key,
-                    path: project.join(path),
+                    path: file(path),
                     cause: "the file is empty".into(),
                 });
             }
@@ -144,7 +145,7 @@ impl Channels {
             .transpose()?;
         let mut channels = vec![];
         if config.webhook.is_some() || config.ntfy.is_some() {
-            let ca_path = config.ca_file.as_ref().map(|p| project.join(p));
+            let ca_path = config.ca_file.as_deref().map(file);
             let tls = crate::acme::client::tls_config(ca_path.as_deref()).map_err(|e| {
                 AlertsError::File {
                     key: "ca_file",
