@@ -167,9 +167,11 @@ ca_file = "{ca}"
         stdout.contains(&format!("ntfy (http://127.0.0.1:{}/…): ok", http.port)),
         "{stdout}"
     );
-    assert!(stdout.contains("email (localhost:"), "{stdout}");
     assert!(
-        stdout.contains("535"),
+        stdout.contains(&format!(
+            "email (localhost:{} to ops@example.com): FAILED: SMTP localhost:{}: permanent error (535): 5.7.8 Authentication credentials invalid",
+            smtp.port, smtp.port
+        )),
         "the SMTP reply is reported: {stdout}"
     );
     assert!(
@@ -262,4 +264,24 @@ fn an_unknown_ca_fails_the_tls_channels_and_a_missing_secret_file_is_bad_input()
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn email_over_implicit_tls_logs_in_and_delivers() {
+    let ca = TestCa::new();
+    let smtp = Receiver::smtp("tls", Some(&ca), Some(("alerts", PASSWORD)));
+    let op = operator();
+    op.write_config(&format!(
+        "[alerts]\nsmtp_server = \"localhost:{}\"\nsmtp_tls = \"tls\"\nsmtp_user = \"alerts\"\nsmtp_password_file = \"smtp-password\"\nemail_from = \"vpsup@example.com\"\nemail_to = [\"ops@example.com\"]\nca_file = \"{}\"\n",
+        smtp.port,
+        ca.root.display()
+    ));
+    let out = op.vpsup(&["alerts", "test"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert_no_secrets(&out);
+    let mails = smtp.received();
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(mails[0]["tls"], true);
+    assert_eq!(mails[0]["login"], "alerts");
+    assert_eq!(mails[0]["to"], serde_json::json!(["ops@example.com"]));
 }

@@ -35,7 +35,8 @@ class Record:
                 "header_to": str(mail["to"]),
                 "body": mail.get_content(),
                 "login": login.decode() if isinstance(login, bytes) else login,
-                "tls": session.ssl is not None,
+                "tls": session.ssl is not None
+                    or server.transport.get_extra_info("ssl_object") is not None,
             }) + "\n")
         return "250 OK"
 
@@ -51,7 +52,8 @@ if mode != "plain":
     if mode == "starttls":
         kwargs.update(tls_context=ctx, require_starttls=True)
     else:
-        kwargs.update(ssl_context=ctx)
+        # aiosmtpd only counts STARTTLS as TLS for AUTH; this listener is TLS throughout.
+        kwargs.update(ssl_context=ctx, auth_require_tls=False)
 if user:
     kwargs.update(authenticator=check, auth_required=True)
 
