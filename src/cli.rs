@@ -106,6 +106,11 @@ pub enum Command {
         #[arg(long, value_name = "ID", conflicts_with = "snapshot")]
         release: Option<String>,
     },
+    /// Alert channels from vpsup.toml's [alerts]: `vpsup alerts test`.
+    Alerts {
+        #[command(subcommand)]
+        action: AlertsAction,
+    },
     /// Show hosts, containers, sites, certificates, firewall and last deploy.
     Status,
     /// Return to the previous release.
@@ -173,6 +178,17 @@ pub enum BackupAction {
     Verify,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+pub enum AlertsAction {
+    /// Send a test message through every channel and report each one's result.
+    Test {
+        /// From this machine (what a host runs); today every test is sent
+        /// from the machine vpsup runs on.
+        #[arg(long)]
+        local: bool,
+    },
+}
+
 /// `vpsup init` options; each overrides the same key in vpsup.toml's [init].
 #[derive(Debug, Args, Default)]
 pub struct InitArgs {
@@ -209,6 +225,7 @@ impl Command {
             Command::RenewCerts { .. } => "renew-certs",
             Command::Backup { .. } => "backup",
             Command::Restore { .. } => "restore",
+            Command::Alerts { .. } => "alerts",
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",

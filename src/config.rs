@@ -28,6 +28,9 @@ pub struct Config {
     /// Backups of the app's databases and volumes (`[backup]`).
     #[serde(default, deserialize_with = "checked_backup")]
     pub backup: Option<BackupConfig>,
+    /// Where alerts go (`[alerts]`): webhook, ntfy, email.
+    #[serde(default, deserialize_with = "checked_alerts")]
+    pub alerts: Option<AlertsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -827,10 +830,16 @@ impl TryFrom<String> for Email {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
         match s.split_once('@') {
-            Some((local, domain)) if !local.is_empty() && domain.contains('.') && !s.contains(char::is_whitespace) => {
+            Some((local, domain))
+                if !local.is_empty()
+                    && domain.contains('.')
+                    && !s.contains(char::is_whitespace) =>
+            {
                 Ok(Email(s))
             }
-            _ => Err(format!("invalid email address {s:?}: Let's Encrypt needs a working address for expiry notices")),
+            _ => Err(format!(
+                "invalid email address {s:?}: expected an address like ops@example.com"
+            )),
         }
     }
 }
@@ -1111,6 +1120,221 @@ fn default_backup_timeout() -> TimeSpan {
     TimeSpan(std::time::Duration::from_secs(6 * 3600))
 }
 
+/// `[alerts]`: the channels problems are reported through. Secrets (the
+/// SMTP password, the ntfy token) are only ever read from files.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// A URL that takes a JSON POST (generic, Slack, Mattermost or Discord
+    /// incoming webhook).
+    pub webhook: Option<AlertUrl>,
+    /// The JSON the webhook gets: `json` (vpsup's own), `slack` (also
+    /// Mattermost), `discord`.
+    pub webhook_format: Option<WebhookFormat>,
+    /// An ntfy topic URL: `https://ntfy.sh/TOPIC` or a self-hosted server's.
+    pub ntfy: Option<AlertUrl>,
+    /// A file holding an ntfy access token (`tk_...`), for protected topics.
+    pub ntfy_token_file: Option<PathBuf>,
+    /// `host:port` of the SMTP server (port 587 with STARTTLS, 465 with TLS
+    /// when left out).
+    pub smtp_server: Option<SmtpServer>,
+    /// `starttls` (default), `tls` (implicit TLS, usually port 465), or
+    /// `none` (only for a server on this machine's loopback).
+    #[serde(default)]
+    pub smtp_tls: SmtpTls,
+    pub smtp_user: Option<String>,
+    /// A file holding the SMTP password (with `smtp_user`).
+    pub smtp_password_file: Option<PathBuf>,
+    pub email_from: Option<Email>,
+    #[serde(default)]
+    pub email_to: Vec<Email>,
+    /// PEM root(s) trusted besides the public ones, for a self-hosted ntfy,
+    /// webhook receiver or SMTP server with a private CA.
+    pub ca_file: Option<PathBuf>,
+    /// How often a problem that lasts is reported again.
+    #[serde(default = "default_remind_every")]
+    pub remind_every: TimeSpan,
+}
+
+fn default_remind_every() -> TimeSpan {
+    TimeSpan(std::time::Duration::from_secs(6 * 3600))
+}
+
+impl AlertsConfig {
+    /// Rules that involve several keys (each key is checked as it is read).
+    fn check(&self) -> Result<(), String> {
+        if self.webhook.is_none() && self.ntfy.is_none() && self.smtp_server.is_none() {
+            return Err(
+                "[alerts] names no channel: set webhook, ntfy or smtp_server (or remove [alerts])"
+                    .into(),
+            );
+        }
+        if self.webhook_format.is_some() && self.webhook.is_none() {
+            return Err("[alerts] webhook_format is for webhook: set webhook too".into());
+        }
+        if self.ntfy_token_file.is_some() && self.ntfy.is_none() {
+            return Err("[alerts] ntfy_token_file is for ntfy: set ntfy too".into());
+        }
+        match &self.smtp_server {
+            None => {
+                let email_keys = self.smtp_user.is_some()
+                    || self.smtp_password_file.is_some()
+                    || self.email_from.is_some()
+                    || !self.email_to.is_empty()
+                    || self.smtp_tls != SmtpTls::default();
+                if email_keys {
+                    return Err("[alerts] smtp_tls, smtp_user, smtp_password_file, email_from and email_to are for email: set smtp_server too".into());
+                }
+            }
+            Some(server) => {
+                if self.email_from.is_none() || self.email_to.is_empty() {
+                    return Err("[alerts] email needs email_from and email_to (a list of addresses) with smtp_server".into());
+                }
+                if self.smtp_user.is_some() != self.smtp_password_file.is_some() {
+                    return Err("[alerts] set smtp_user and smtp_password_file together (the password is read from that file)".into());
+                }
+                if self.smtp_tls == SmtpTls::None && !is_loopback(&server.host) {
+                    return Err(format!(
+                        "[alerts] smtp_tls = \"none\" sends mail (and the password) in the clear: only for a server on loopback, not {:?}; use \"starttls\" or \"tls\"",
+                        server.host
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The port the SMTP server is reached on: as written, else 587
+    /// (STARTTLS), 465 (TLS) or 25 (none).
+    pub fn smtp_port(&self) -> Option<u16> {
+        let server = self.smtp_server.as_ref()?;
+        Some(server.port.unwrap_or(match self.smtp_tls {
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
+            SmtpTls::None => 25,
+        }))
+    }
+}
+
+/// `[alerts]` with its cross-key rules checked, so the error points at the table.
+fn checked_alerts<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<AlertsConfig>, D::Error> {
+    let alerts = Option::<AlertsConfig>::deserialize(d)?;
+    if let Some(a) = &alerts {
+        a.check().map_err(serde::de::Error::custom)?;
+    }
+    Ok(alerts)
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1: a receiver on this machine, the only
+/// place alerts may go unencrypted.
+pub fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// An alert receiver's URL: https, or http to a loopback address.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AlertUrl(pub String);
+
+impl TryFrom<String> for AlertUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("invalid URL {s:?}: {e}"))?;
+        let host = uri.host().unwrap_or("");
+        match uri.scheme_str() {
+            _ if host.is_empty() => Err(format!("invalid URL {s:?}: expected https://HOST/PATH")),
+            Some("https") => Ok(AlertUrl(s)),
+            Some("http") if is_loopback(host) => Ok(AlertUrl(s)),
+            _ => Err(format!(
+                "invalid URL {s:?}: alerts go over https:// (http:// only to a receiver on loopback)"
+            )),
+        }
+    }
+}
+
+impl From<AlertUrl> for String {
+    fn from(u: AlertUrl) -> String {
+        u.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+    Discord,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    #[default]
+    Starttls,
+    Tls,
+    None,
+}
+
+/// `host[:port]` of an SMTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl TryFrom<String> for SmtpServer {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || {
+            format!(
+                "invalid smtp_server {s:?}: expected HOST or HOST:PORT, like smtp.example.com:587"
+            )
+        };
+        let (host, port) = match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') || h.ends_with(']') => (
+                h,
+                Some(p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(bad)?),
+            ),
+            _ => (s.as_str(), None),
+        };
+        let plain = host.trim_start_matches('[').trim_end_matches(']');
+        let ok = !plain.is_empty()
+            && plain
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b));
+        if ok {
+            Ok(SmtpServer {
+                host: plain.to_string(),
+                port,
+            })
+        } else {
+            Err(bad())
+        }
+    }
+}
+
+impl From<SmtpServer> for String {
+    fn from(s: SmtpServer) -> String {
+        let host = if s.host.contains(':') {
+            format!("[{}]", s.host)
+        } else {
+            s.host
+        };
+        match s.port {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        }
+    }
+}
+
 /// A restic repository location (checked by `backup::restic::Location`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String")]
@@ -1293,6 +1517,16 @@ impl Config {
             ] {
                 if let Some(path) = path {
                     files.push(named(format!("[backup] {key}"), path));
+                }
+            }
+        }
+        if let Some(alerts) = &self.alerts {
+            for (key, path) in [
+                ("smtp_password_file", &alerts.smtp_password_file),
+                ("ntfy_token_file", &alerts.ntfy_token_file),
+            ] {
+                if let Some(path) = path {
+                    files.push(named(format!("[alerts] {key}"), path));
                 }
             }
         }
@@ -1814,6 +2048,103 @@ port = 3000
             .to_string();
         assert!(err.contains("missing field `address`"), "{err}");
         assert!(err.starts_with("vpsup.toml:1:"), "{err}");
+    }
+
+    #[test]
+    fn alerts_channels_parse_with_defaults() {
+        let c = parse(
+            r#"
+[alerts]
+webhook = "https://hooks.slack.com/services/T0/B0/x"
+webhook_format = "slack"
+ntfy = "http://127.0.0.1:8080/vpsup"
+ntfy_token_file = "secrets/ntfy-token"
+smtp_server = "smtp.example.com"
+smtp_user = "alerts"
+smtp_password_file = "secrets/smtp-password"
+email_from = "vpsup@example.com"
+email_to = ["ops@example.com", "oncall@example.com"]
+"#,
+        )
+        .unwrap();
+        let a = c.alerts.clone().unwrap();
+        assert_eq!(a.webhook_format, Some(WebhookFormat::Slack));
+        assert_eq!(a.smtp_tls, SmtpTls::Starttls);
+        assert_eq!(a.smtp_port(), Some(587));
+        assert_eq!(a.remind_every.0.as_secs(), 6 * 3600);
+        assert_eq!(a.email_to.len(), 2);
+        let private: Vec<String> = c.private_files().into_iter().map(|f| f.named_by).collect();
+        assert_eq!(
+            private,
+            ["[alerts] smtp_password_file", "[alerts] ntfy_token_file"]
+        );
+    }
+
+    #[test]
+    fn alerts_smtp_ports_follow_the_tls_mode() {
+        let port = |extra: &str| {
+            parse(&format!(
+                "[alerts]\nsmtp_server = \"mail.example.com{extra}\nemail_from = \"a@example.com\"\nemail_to = [\"b@example.com\"]\n"
+            ))
+            .unwrap()
+            .alerts
+            .unwrap()
+            .smtp_port()
+        };
+        assert_eq!(port("\"\nsmtp_tls = \"tls\""), Some(465));
+        assert_eq!(port(":2525\""), Some(2525));
+        assert_eq!(
+            SmtpServer::try_from("[::1]:25".to_string()).unwrap(),
+            SmtpServer {
+                host: "::1".into(),
+                port: Some(25)
+            }
+        );
+    }
+
+    #[test]
+    fn alerts_urls_are_https_except_on_loopback() {
+        for ok in [
+            "https://ntfy.sh/mytopic",
+            "http://127.0.0.1:8080/x",
+            "http://localhost/x",
+            "http://[::1]:9/x",
+        ] {
+            assert!(AlertUrl::try_from(ok.to_string()).is_ok(), "{ok}");
+        }
+        let (line, col, msg) = error_at("[alerts]\nntfy = \"http://ntfy.example.com/t\"\n");
+        assert_eq!((line, col), (2, 8));
+        assert!(msg.contains("alerts go over https://"), "{msg}");
+        let (_, _, msg) = error_at("[alerts]\nwebhook = \"hooks.example.com\"\n");
+        assert!(msg.contains("invalid URL"), "{msg}");
+    }
+
+    #[test]
+    fn alerts_cross_key_rules_name_the_keys() {
+        let cases = [
+            ("[alerts]\nremind_every = \"1h\"\n", "names no channel"),
+            ("[alerts]\nntfy = \"https://ntfy.sh/t\"\nwebhook_format = \"slack\"\n", "webhook_format is for webhook"),
+            ("[alerts]\nwebhook = \"https://x.example.com/h\"\nntfy_token_file = \"t\"\n", "ntfy_token_file is for ntfy"),
+            ("[alerts]\nwebhook = \"https://x.example.com/h\"\nemail_to = [\"a@example.com\"]\n", "set smtp_server too"),
+            ("[alerts]\nsmtp_server = \"mail.example.com\"\nemail_to = [\"a@example.com\"]\n", "needs email_from and email_to"),
+            ("[alerts]\nsmtp_server = \"mail.example.com\"\nemail_from = \"a@example.com\"\nemail_to = [\"b@example.com\"]\nsmtp_user = \"u\"\n", "smtp_user and smtp_password_file together"),
+            ("[alerts]\nsmtp_server = \"mail.example.com\"\nsmtp_tls = \"none\"\nemail_from = \"a@example.com\"\nemail_to = [\"b@example.com\"]\n", "only for a server on loopback"),
+        ];
+        for (text, expected) in cases {
+            let (line, _, msg) = error_at(text);
+            assert_eq!(line, 1, "{text}");
+            assert!(msg.contains(expected), "{text}: {msg}");
+        }
+        let (line, _, msg) = error_at(
+            "[alerts]\nsmtp_server = \"mail.example.com\"\nemail_from = \"a@example.com\"\nemail_to = [\"not-an-address\"]\n",
+        );
+        assert_eq!(line, 4);
+        assert!(msg.contains("invalid email address"), "{msg}");
+        let (line, _, msg) =
+            error_at("[alerts]\nntfy = \"https://ntfy.sh/t\"\nremind_every = \"often\"\n");
+        assert_eq!(line, 3);
+        assert!(msg.contains("invalid time"), "{msg}");
+        assert!(parse("[alerts]\nsmtp_server = \"127.0.0.1:2525\"\nsmtp_tls = \"none\"\nemail_from = \"a@example.com\"\nemail_to = [\"b@example.com\"]\n").is_ok());
     }
 
     #[test]

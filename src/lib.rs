@@ -1,6 +1,7 @@
 //! vpsup: an agentless VPS provisioner in one binary. See README.md.
 
 pub mod acme;
+pub mod alerts;
 pub mod backup;
 pub mod cli;
 pub mod commands;

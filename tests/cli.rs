@@ -353,6 +353,7 @@ fn help_lists_every_command_and_common_flag() {
         "renew-certs",
         "status",
         "facts",
+        "alerts",
         "--check",
         "--diff",
         "--json",

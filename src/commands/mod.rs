@@ -1,6 +1,7 @@
 //! One module per command. Each takes resolved `Settings` and returns what
 //! happened; its error carries its exit status (`crate::exit`).
 
+pub mod alerts;
 pub mod backup;
 pub mod deploy;
 pub mod exec;
@@ -12,7 +13,7 @@ pub mod renew_certs;
 pub mod ssh;
 pub mod status;
 
-use crate::cli::{BackupAction, Cli, Command};
+use crate::cli::{AlertsAction, BackupAction, Cli, Command};
 use crate::exit;
 use crate::settings::Settings;
 
@@ -84,6 +85,9 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
             };
             logs::run(&settings, query, grep.clone()).await
         }
+        Command::Alerts {
+            action: AlertsAction::Test { .. },
+        } => alerts::test(&settings).await,
         Command::Play {
             playbook,
             target,
