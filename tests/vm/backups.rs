@@ -87,6 +87,17 @@ const TIMER_DIAGNOSIS: &str = "sudo systemctl list-timers --all 'vpsup-backup*' 
     sudo journalctl --no-pager -n 80 -u 'vpsup-backup*'; \
     sudo ls -la /var/lib/vpsup/backup/data; sudo tail -n 5 /var/lib/vpsup/backup/data/history.jsonl";
 
+/// A drill, passed or failed, removes every container it made.
+fn assert_no_drill_containers(vm: &TestVm, key: &Path) {
+    let out = vm.ssh(
+        "deploy",
+        key,
+        "docker ps -a --filter label=vpsup.drill --format '{{.Names}}'",
+        &[],
+    );
+    assert_eq!(text(&out).trim(), "", "drill containers left behind");
+}
+
 pub fn vpsup_json(op: &Operator, args: &[&str]) -> (bool, Value, String) {
     let out = op.vpsup(args);
     let value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
@@ -302,13 +313,7 @@ pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
         .as_str()
         .unwrap()
         .to_string();
-    let out = vm.ssh(
-        "deploy",
-        key,
-        "docker ps -a --filter label=vpsup.drill --format '{{.Names}}'",
-        &[],
-    );
-    assert_eq!(text(&out).trim(), "", "drill containers left behind");
+    assert_no_drill_containers(vm, key);
 
     // The list: the first run's snapshots and the safety snapshots.
     let (ok, listed, said) = vpsup_json(op, &["backup", "list", cfg[0], cfg[1], "--json"]);
@@ -462,12 +467,6 @@ pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
     let (_, status, said) = vpsup_json(op, &["status", cfg[0], cfg[1], "--json"]);
     let problems = status["hosts"][0]["backups"][0]["problems"].to_string();
     assert!(problems.contains("the last restore drill"), "{said}");
-    let out = vm.ssh(
-        "deploy",
-        key,
-        "docker ps -a --filter label=vpsup.drill --format '{{.Names}}'",
-        &[],
-    );
-    assert_eq!(text(&out).trim(), "", "drill containers left behind");
+    assert_no_drill_containers(vm, key);
     drop(project);
 }
