@@ -1,8 +1,9 @@
-//! The backup stage of the VM tests: a real PostgreSQL and Redis (the image
-//! tests/vm/build-db-image makes, imported on the VM), backed up with vpsup
-//! into an SFTP repository on this machine (a real sshd, reached from the VM
-//! through QEMU's user network at 198.51.100.2), destroyed, restored, drilled,
-//! and backed up and drilled again by the host's own units, as its timers run them.
+//! The backup stage of the VM tests: a real PostgreSQL, Redis and MariaDB
+//! (the image tests/vm/build-db-image makes, imported on the VM), backed up
+//! with vpsup into an SFTP repository on this machine (a real sshd, reached
+//! from the VM through QEMU's user network at 198.51.100.2), destroyed and
+//! restored; then backed up and drilled by the host's own units, as its
+//! timers run them; then drilled against a tampered repository.
 
 use std::path::Path;
 use std::time::Instant;
@@ -304,16 +305,9 @@ pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
     );
     assert_eq!(text(&out).trim(), "3000", "{}", describe_output(&out));
 
-    // The drill: the latest snapshots restored into throwaway containers,
-    // counts compared, everything removed again.
-    let (ok, report, said) = vpsup_json(op, &["backup", "verify", cfg[0], cfg[1], "--json"]);
-    assert!(ok, "{said}");
-    assert_eq!(report["hosts"][0]["run"]["ok"], true, "{report}");
-    let manual_drill = report["hosts"][0]["run"]["run"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_no_drill_containers(vm, key);
+    // (The drill, restoring the latest snapshots into throwaway containers,
+    // is the host's own below: a drill here too would only repeat it, at
+    // minutes of emulated CPU.)
 
     // The list: the first run's snapshots and the safety snapshots.
     let (ok, listed, said) = vpsup_json(op, &["backup", "list", cfg[0], cfg[1], "--json"]);
@@ -438,12 +432,10 @@ pub fn backups_are_proven_by_restores(vm: &TestVm, op: &Operator, key: &Path) {
         Some(first_run.as_str()),
         "{backups}"
     );
+    // The drill: the latest snapshots restored into throwaway containers,
+    // counts compared, everything removed again.
     assert_eq!(backups["drill"]["ok"], true, "{backups}");
-    assert_ne!(
-        backups["drill"]["run"].as_str(),
-        Some(manual_drill.as_str()),
-        "{backups}"
-    );
+    assert_no_drill_containers(vm, key);
     assert_eq!(backups["problems"], serde_json::json!([]), "{backups}");
     assert!(backups["next"].is_string(), "{backups}");
 
