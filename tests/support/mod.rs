@@ -27,7 +27,7 @@ pub use agent::TestAgent;
 pub use bind::TestBind;
 pub use netns::FarHosts;
 pub use operator::{json, key_arg, stderr, Operator};
-pub use pebble::{TestNginx, TestPebble};
+pub use pebble::{NginxProcess, TestNginx, TestPebble};
 pub use seaweedfs::TestSeaweedFs;
 pub use sshd::{SshdOptions, TestSshd};
 pub use users::{plain_user, sudo_user, TestUser};
