@@ -372,11 +372,11 @@ fn collect_with_limit(
                 },
             })
         };
-        check(&site.service, String::new())?;
-        targets.push((site.service.clone(), site.port.0));
+        check(&site.service.0, String::new())?;
+        targets.push((site.service.0.clone(), site.port.0));
         for route in &site.routes {
-            check(&route.service, format!("route {}: ", route.path.0))?;
-            targets.push((route.service.clone(), route.port.0));
+            check(&route.service.0, format!("route {}: ", route.path.0))?;
+            targets.push((route.service.0.clone(), route.port.0));
         }
     }
     let ports = ports::loopback_ports(app.name.as_str(), &targets);

@@ -55,9 +55,9 @@ impl NginxSites<'_> {
             let mut routes: Vec<serde_json::Value> = site
                 .routes
                 .iter()
-                .map(|r| json!({"path": r.path.0, "port": port(&r.service, r.port.0), "websockets": r.websockets}))
+                .map(|r| json!({"path": r.path.0, "port": port(&r.service.0, r.port.0), "websockets": r.websockets}))
                 .collect();
-            routes.push(json!({"path": "/", "port": port(&site.service, site.port.0), "websockets": site.websockets}));
+            routes.push(json!({"path": "/", "port": port(&site.service.0, site.port.0), "websockets": site.websockets}));
             let mut vars = vars.clone();
             vars.base.insert(
                 "site".into(),
