@@ -508,7 +508,7 @@ async fn admin_keys(
 }
 
 /// A key line as given, or the key lines of a `.pub` file.
-fn extra_key(spec: &str, base: &Path, home: &Path) -> Result<Vec<String>, InitError> {
+pub(crate) fn extra_key(spec: &str, base: &Path, home: &Path) -> Result<Vec<String>, InitError> {
     let spec = spec.trim();
     if is_key_line(spec) {
         return Ok(vec![spec.to_string()]);
