@@ -41,59 +41,86 @@ impl Env {
         self.vars.insert(name.to_string(), Var::Secret);
     }
 
-    /// The variables of an env file (compose's `.env` syntax), later ones
-    /// winning; `${VAR}` in its values reads what is set so far.
+    /// The variables of an env file (compose's `.env` syntax: `NAME=value`
+    /// or `NAME: value`, `export ` allowed, `#` comments; values unquoted,
+    /// in '...' (literal) or "..." (escapes), quoted ones spanning lines),
+    /// later ones winning; `${VAR}` in unquoted and "..." values reads what
+    /// is set so far.
     pub fn read_env_file(&mut self, text: &str) -> Result<(), String> {
-        for (n, line) in text.lines().enumerate() {
-            let at = |why: String| format!("line {}: {why}", n + 1);
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
+        let mut rest = text;
+        let mut line = 1;
+        loop {
+            // Blank lines and comments.
+            let trimmed = rest.trim_start_matches([' ', '\t', '\r', '\n']);
+            line += rest[..rest.len() - trimmed.len()].matches('\n').count();
+            rest = trimmed;
+            if rest.is_empty() {
+                return Ok(());
+            }
+            if rest.starts_with('#') {
+                rest = rest.find('\n').map_or("", |i| &rest[i..]);
                 continue;
             }
-            let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
-            let Some((name, value)) = line.split_once('=') else {
-                // A bare name passes the process's own variable on: none.
-                continue;
-            };
-            let name = name.trim();
+            let at = |why: String| format!("line {line}: {why}");
+            let statement = rest
+                .strip_prefix("export")
+                .filter(|r| r.starts_with([' ', '\t']))
+                .map_or(rest, str::trim_start);
+            let end_of_name = statement.find(['=', ':', '\n']).unwrap_or(statement.len());
+            let name = statement[..end_of_name].trim();
             if !is_name(name) {
                 return Err(at(format!("{name:?} is not a variable name")));
             }
-            let value = value.trim_start();
-            let value = if let Some(rest) = value.strip_prefix('\'') {
-                let end = rest
+            let after = &statement[end_of_name..];
+            let Some(value) = after.strip_prefix(['=', ':']) else {
+                // A bare name passes the process's own variable on: none.
+                rest = after;
+                continue;
+            };
+            let value = value.trim_start_matches([' ', '\t']);
+            let (text, remainder) = if let Some(quoted) = value.strip_prefix('\'') {
+                let end = quoted
                     .find('\'')
                     .ok_or_else(|| at("no closing '".to_string()))?;
-                rest[..end].to_string()
-            } else if let Some(rest) = value.strip_prefix('"') {
+                (quoted[..end].to_string(), &quoted[end + 1..])
+            } else if let Some(quoted) = value.strip_prefix('"') {
                 let mut out = String::new();
-                let mut chars = rest.chars();
-                loop {
+                let mut chars = quoted.char_indices();
+                let end = loop {
                     match chars.next() {
                         None => return Err(at("no closing \"".to_string())),
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some('n') => out.push('\n'),
-                            Some('t') => out.push('\t'),
+                        Some((i, '"')) => break i,
+                        Some((_, '\\')) => match chars.next() {
+                            Some((_, 'n')) => out.push('\n'),
+                            Some((_, 't')) => out.push('\t'),
                             // A literal `$`, kept from interpolation as `$$`.
-                            Some('$') => out.push_str("$$"),
-                            Some(c) => out.push(c),
+                            Some((_, '$')) => out.push_str("$$"),
+                            Some((_, c)) => out.push(c),
                             None => return Err(at("no closing \"".to_string())),
                         },
-                        Some(c) => out.push(c),
+                        Some((_, c)) => out.push(c),
                     }
-                }
-                self.interpolate(&out).map_err(at)?
-            } else {
-                let unquoted = match value.find(" #") {
-                    Some(i) => &value[..i],
-                    None => value,
                 };
-                self.interpolate(unquoted.trim_end()).map_err(at)?
+                (self.interpolate(&out).map_err(at)?, &quoted[end + 1..])
+            } else {
+                let end = value.find('\n').unwrap_or(value.len());
+                let mut unquoted = &value[..end];
+                // A `#` after whitespace starts a comment.
+                if let Some(i) = unquoted
+                    .char_indices()
+                    .find(|&(i, c)| c == '#' && i > 0 && unquoted[..i].ends_with([' ', '\t']))
+                    .map(|(i, _)| i)
+                {
+                    unquoted = &unquoted[..i];
+                }
+                let text = unquoted.trim_end_matches([' ', '\t', '\r']);
+                (self.interpolate(text).map_err(at)?, &value[end..])
             };
-            self.set(name, &value);
+            line += value[..value.len() - remainder.len()].matches('\n').count();
+            self.set(name, &text);
+            // Whatever follows a quoted value on its line is a comment.
+            rest = remainder.find('\n').map_or("", |i| &remainder[i..]);
         }
-        Ok(())
     }
 
     /// `other`'s variables where this has none (an included file's own
@@ -340,7 +367,32 @@ mod tests {
             .read_env_file("OK=1\nNOT A NAME=2\n")
             .unwrap_err();
         assert!(err.starts_with("line 2:"), "{err}");
-        assert!(Env::default().read_env_file("X=\"open\n").is_err());
+        let err = Env::default().read_env_file("X=1\nY=\"open\n").unwrap_err();
+        assert_eq!(err, "line 2: no closing \"");
+
+        // Quoted values may span lines (a PEM key); compose's `NAME: value`.
+        let mut e = Env::default();
+        e.read_env_file(
+            "KEY=\"-----BEGIN KEY-----\nabc\n-----END KEY-----\" # the key\nRAW='a\nb'\nYAML: host\n\n# end\nLAST=$YAML\nURL=http://x:1/#frag\n",
+        )
+        .unwrap();
+        for (name, value) in [
+            ("KEY", "-----BEGIN KEY-----\nabc\n-----END KEY-----"),
+            ("RAW", "a\nb"),
+            ("YAML", "host"),
+            ("LAST", "host"),
+            ("URL", "http://x:1/#frag"),
+        ] {
+            assert_eq!(
+                e.interpolate(&format!("${{{name}}}")).unwrap(),
+                value,
+                "{name}"
+            );
+        }
+        let err = Env::default()
+            .read_env_file("A='x\ny'\nB=\"\nC\n")
+            .unwrap_err();
+        assert_eq!(err, "line 3: no closing \"");
     }
 
     #[test]
