@@ -142,9 +142,9 @@ struct Case {
 /// hostile text (`{}`) past the rest of its validation, and where it goes.
 const KEYS: &[(&str, &str, Reach)] = &[
     ("hosts.*", "{}", Reach::Refused),
-    ("hosts.*.address", "{}", Reach::Local("where vpsup connects and what the DNS preflight compares; never in a host's shell or files")),
+    ("hosts.*.address", "{}", Reach::Local("where vpsup connects and what the DNS preflight compares; built-in playbooks and templates never use `host.address` (a project's own playbook that does decides how)")),
     ("hosts.*.port", "{}", Reach::Refused),
-    ("hosts.*.user", "{}", Reach::Local("the SSH login name, sent in the SSH protocol only")),
+    ("hosts.*.user", "{}", Reach::Local("the SSH login name, sent in the SSH protocol; built-in playbooks and templates never use `host.user` (a project's own playbook that does decides how)")),
     ("hosts.*.identity_file", "{}", Reach::Local("a key file read here")),
     ("hosts.*.sudo", "{}", Reach::Refused),
     ("hosts.*.http_port", "{}", Reach::Refused),
