@@ -597,7 +597,7 @@ pub enum PublicPorts {
 pub struct SiteConfig {
     pub domain: Domain,
     /// The compose service that serves this site.
-    pub service: String,
+    pub service: ServiceName,
     /// The container port nginx proxies to.
     pub port: Port,
     /// More locations to other services: `/api/` -> backend:8000.
@@ -651,7 +651,7 @@ impl SiteConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub path: UrlPath,
-    pub service: String,
+    pub service: ServiceName,
     pub port: Port,
     #[serde(default)]
     pub websockets: bool,
@@ -1550,6 +1550,9 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
+mod hostile;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -1766,6 +1769,9 @@ port = 3000
             ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"/api#v2/\", service = \"b\", port = 1 }]\n", "invalid path"),
             // A backtick would run a command in a shell's double quotes.
             ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nhealth = \"/`touch /tmp/x`\"\n", "invalid path"),
+            // Compose service names are words; anything else is no service.
+            ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"web; reboot\"\nport = 80\n", "invalid service name \"web; reboot\""),
+            ("[[sites]]\ndomain = \"a.example.com\"\nservice = \"s\"\nport = 80\nroutes = [{ path = \"/api/\", service = \"-api\", port = 1 }]\n", "invalid service name \"-api\""),
         ] {
             let (_, _, msg) = error_at(text);
             assert!(msg.contains(expected), "{text}: {msg}");

@@ -88,6 +88,10 @@ pub struct HostFacts {
     /// use): there compose v2 comes only from Docker's repository.
     pub distro_compose_v2: Option<&'static str>,
     pub nginx: Option<String>,
+    /// The host's nginx can refuse a TLS handshake (`ssl_reject_handshake`,
+    /// nginx 1.19.4 and later), judged from its version, or before nginx is
+    /// installed, from the one the distribution ships (see `nginx_rejects_handshake`).
+    pub nginx_reject_handshake: bool,
     pub ufw: Option<String>,
     /// `docker-ce` (Docker's repository) or `docker.io` (the distribution's).
     pub docker_package: Option<String>,
@@ -174,6 +178,13 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
     let os_version = os_release_word(&text("os_version"), "._-");
     Ok(HostFacts {
         distro_compose_v2: distro_compose_v2(&os_id, &os_version),
+        nginx_reject_handshake: nginx_rejects_handshake(
+            kv.get("nginx")
+                .and_then(|v| version_after(v, "nginx version: nginx/"))
+                .as_deref(),
+            &os_id,
+            &os_version,
+        ),
         os_id,
         os_version,
         os_codename: os_release_word(&text("os_codename"), ""),
@@ -226,6 +237,34 @@ fn distro_compose_v2(os_id: &str, os_version: &str) -> Option<&'static str> {
         "debian" if major >= 13 => Some("docker-compose"),
         _ => None,
     }
+}
+
+/// The nginx its distribution installs (init installs that one): Ubuntu
+/// 22.04 ships 1.18, 24.04 1.24, Debian 12 1.22, Debian 13 1.26.
+fn distro_nginx(os_id: &str, os_version: &str) -> Option<&'static str> {
+    match (os_id, os_version) {
+        ("ubuntu", "22.04") => Some("1.18.0"),
+        ("ubuntu", "24.04") => Some("1.24.0"),
+        ("debian", "12") => Some("1.22.1"),
+        ("debian", "13") => Some("1.26.3"),
+        _ => None,
+    }
+}
+
+/// See `HostFacts::nginx_reject_handshake`: the installed nginx's version
+/// decides, else the distribution's; a system vpsup does not know is taken
+/// to have a current nginx (init refuses it anyway).
+fn nginx_rejects_handshake(installed: Option<&str>, os_id: &str, os_version: &str) -> bool {
+    installed
+        .or_else(|| distro_nginx(os_id, os_version))
+        .is_none_or(|v| version_at_least(v, &[1, 19, 4]))
+}
+
+/// Whether dotted `version` (`1.24.0`, `1.26`; a suffix after the numbers
+/// is ignored) is `wanted` or later.
+pub fn version_at_least(version: &str, wanted: &[u32]) -> bool {
+    let have: Vec<u32> = version.split('.').map_while(|p| p.parse().ok()).collect();
+    have.as_slice() >= wanted
 }
 
 fn non_empty(v: &str) -> Option<String> {
@@ -413,6 +452,50 @@ time_sync=systemd-timesyncd
         }
         let f = parse(&SAMPLE.replace("os_id=ubuntu", "os_id=ubuntu$(id)")).unwrap();
         assert_eq!(f.distro_compose_v2, None);
+    }
+
+    /// The default TLS server refuses handshakes only where nginx can: the
+    /// version installed decides, else the distribution's (a fresh host).
+    #[test]
+    fn nginx_refuses_handshakes_from_1_19_4_installed_or_shipped() {
+        let facts = |os_id: &str, os_version: &str, nginx: Option<&str>| {
+            let text = SAMPLE
+                .replace("os_id=ubuntu", &format!("os_id={os_id}"))
+                .replace("os_version=24.04", &format!("os_version={os_version}"));
+            let text = match nginx {
+                Some(v) => text.replace("nginx/1.24.0", &format!("nginx/{v}")),
+                None => text.replace("nginx=nginx version: nginx/1.24.0 (Ubuntu)\n", ""),
+            };
+            parse(&text).unwrap().nginx_reject_handshake
+        };
+        for (os_id, os_version, rejects) in [
+            ("ubuntu", "22.04", false),
+            ("ubuntu", "24.04", true),
+            ("debian", "12", true),
+            ("debian", "13", true),
+            ("centos", "9", true),
+        ] {
+            assert_eq!(
+                facts(os_id, os_version, None),
+                rejects,
+                "{os_id} {os_version}"
+            );
+        }
+        // What runs wins over what the distribution ships.
+        assert!(facts("ubuntu", "22.04", Some("1.26.2")));
+        assert!(!facts("debian", "13", Some("1.18.0")));
+        assert!(facts("ubuntu", "22.04", Some("1.19.4")));
+        assert!(!facts("ubuntu", "24.04", Some("1.19.3")));
+    }
+
+    #[test]
+    fn versions_compare_by_number() {
+        assert!(version_at_least("1.19.4", &[1, 19, 4]));
+        assert!(version_at_least("1.20", &[1, 19, 4]));
+        assert!(version_at_least("1.100.0", &[1, 25, 1]));
+        assert!(!version_at_least("1.9.15", &[1, 19, 4]));
+        assert!(!version_at_least("1.18.0", &[1, 19, 4]));
+        assert!(!version_at_least("", &[1]));
     }
 
     #[test]

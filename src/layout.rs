@@ -7,6 +7,7 @@
 //! /var/lib/vpsup/acme/              the HTTP-01 webroot nginx serves ([acme] webroot's default)
 //! /usr/local/bin/vpsup              vpsup itself, for the renewal timer
 //! /usr/local/lib/vpsup/             init's helper scripts (sshd-apply, -arm, -revert)
+//! /etc/vpsup/default-tls/           the default HTTPS server's throwaway certificate (nginx < 1.19.4)
 //! /srv/vpsup/<app>/                 an app's releases, data and secrets (deploy)
 //! /etc/ssh/sshd_config.d/00-vpsup.conf   the SSH hardening drop-in
 //! /var/lib/vpsup/sshd-revert/       the saved drop-in while an SSH change awaits confirmation
@@ -29,6 +30,11 @@ pub const ACME_STORE: &str = "/etc/vpsup/acme";
 /// The HTTP-01 webroot init's nginx default server serves (the default of
 /// `[acme] webroot`).
 pub const ACME_WEBROOT: &str = "/var/lib/vpsup/acme";
+/// The throwaway self-signed certificate and key (0600) of nginx's default
+/// HTTPS server where nginx cannot refuse the handshake (before 1.19.4):
+/// made once by init, never changed.
+pub const DEFAULT_TLS_CERT: &str = "/etc/vpsup/default-tls/cert.pem";
+pub const DEFAULT_TLS_KEY: &str = "/etc/vpsup/default-tls/key.pem";
 /// vpsup on the host, run by the renewal timer.
 pub const HOST_BINARY: &str = "/usr/local/bin/vpsup";
 /// init's helper scripts.
@@ -65,6 +71,8 @@ pub fn vars() -> Map<String, Value> {
     [
         ("acme_store", ACME_STORE),
         ("acme_webroot", ACME_WEBROOT),
+        ("default_tls_cert", DEFAULT_TLS_CERT),
+        ("default_tls_key", DEFAULT_TLS_KEY),
         ("host_binary_path", HOST_BINARY),
         ("vpsup_lib", HELPERS_DIR),
         ("apps_dir", APPS_DIR),

@@ -9,12 +9,42 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::json;
-use support::describe_output;
+use support::{describe_output, free_port, NginxProcess};
 use vpsup::engine::assets::Assets;
 use vpsup::engine::render::{Renderer, Vars};
 
 fn golden_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
+}
+
+/// The facts of a host running `os_id` `os_version` with nginx `nginx`
+/// (`None`: not installed yet).
+fn host_facts(os_id: &str, os_version: &str, nginx: Option<&str>) -> vpsup::facts::HostFacts {
+    let nginx = nginx.map_or(String::new(), |v| {
+        format!("nginx=nginx version: nginx/{v}\n")
+    });
+    vpsup::facts::parse(&format!(
+        "os_id={os_id}\nos_version={os_version}\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nuser=root\nsudo=root\ninit=systemd\n{nginx}"
+    ))
+    .unwrap()
+}
+
+/// The supported systems with the nginx each ships (as nginx.org documents
+/// when each directive came: the rules `each_distribution_gets_nginx_files_its_nginx_reads`
+/// checks).
+const DISTRIBUTIONS: &[(&str, &str, &str)] = &[
+    ("ubuntu", "22.04", "1.18.0"),
+    ("ubuntu", "24.04", "1.24.0"),
+    ("debian", "12", "1.22.1"),
+    ("debian", "13", "1.26.3"),
+];
+
+/// Templates rendered a second time for another host, each compared with
+/// its own golden file `NAME.VARIANT.out`.
+fn variants() -> Vec<(&'static str, &'static str, Vars)> {
+    let mut old_nginx = vars();
+    old_nginx.with_facts(&host_facts("ubuntu", "22.04", None));
+    vec![("nginx_default.conf.tera", "ubuntu-22.04", old_nginx)]
 }
 
 fn vars() -> Vars {
@@ -23,6 +53,7 @@ fn vars() -> Vars {
         base: vpsup::layout::vars(),
         ..Default::default()
     };
+    vars.with_facts(&host_facts("debian", "13", Some("1.26.3")));
     for (name, value) in [
         ("ssh_port", json!(2222)),
         ("admin_user", json!("deploy")),
@@ -59,10 +90,14 @@ fn vars() -> Vars {
 }
 
 fn render(name: &str) -> String {
+    render_with(name, &vars())
+}
+
+fn render_with(name: &str, vars: &Vars) -> String {
     let assets = Assets::load(None).unwrap();
     let renderer = Renderer::new(&assets.templates).unwrap();
     renderer
-        .template(name, &vars())
+        .template(name, vars)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -71,9 +106,19 @@ fn every_template_matches_its_golden_file() {
     let assets = Assets::load(None).unwrap();
     assert!(!assets.templates.is_empty());
     let bless = std::env::var_os("VPSUP_BLESS").is_some();
-    for name in assets.templates.keys() {
-        let rendered = render(name);
-        let golden = golden_dir().join(format!("{name}.out"));
+    let usual = assets
+        .templates
+        .keys()
+        .map(|name| (name.as_str(), format!("{name}.out"), render(name)));
+    let others = variants().into_iter().map(|(name, variant, vars)| {
+        (
+            name,
+            format!("{name}.{variant}.out"),
+            render_with(name, &vars),
+        )
+    });
+    for (name, golden, rendered) in usual.chain(others) {
+        let golden = golden_dir().join(golden);
         if bless {
             std::fs::create_dir_all(golden_dir()).unwrap();
             std::fs::write(&golden, &rendered).unwrap();
@@ -290,19 +335,21 @@ fn local_nginx_has_http2_on() -> bool {
     version >= vec![1, 25, 1]
 }
 
-/// The TLS snippet, the default server, the WebSocket map and a site (with a
-/// real certificate and key) load together, as deploy puts them.
-#[test]
-fn the_nginx_files_pass_nginx_t_together() {
-    let dir = tempfile::tempdir().unwrap();
-    let snippets = dir.path().join("snippets");
+/// Writes the TLS snippet, the WebSocket map, the default server and a site
+/// (with a real certificate and key for doctor.example.com) into `dir`, as
+/// init and deploy put them, each passed through `place` (which may move
+/// their `listen`s), and an nginx.conf including them; returns its path.
+fn write_nginx_files(dir: &Path, vars: &Vars, place: &dyn Fn(String) -> String) -> PathBuf {
+    let snippets = dir.join("snippets");
     std::fs::create_dir(&snippets).unwrap();
+    let assets = Assets::load(None).unwrap();
+    let renderer = Renderer::new(&assets.templates).unwrap();
     std::fs::write(
         snippets.join("vpsup-tls.conf"),
-        render("nginx_tls.conf.tera"),
+        renderer.template("nginx_tls.conf.tera", vars).unwrap(),
     )
     .unwrap();
-    let cert_dir = dir.path().join("cert");
+    let cert_dir = dir.join("cert");
     std::fs::create_dir(&cert_dir).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["doctor.example.com".to_string()])
@@ -311,37 +358,112 @@ fn the_nginx_files_pass_nginx_t_together() {
         .unwrap();
     std::fs::write(cert_dir.join("fullchain.pem"), cert.pem()).unwrap();
     std::fs::write(cert_dir.join("privkey.pem"), key.serialize_pem()).unwrap();
-    let mut vars = vars();
+    // The default server's throwaway certificate, as init makes it where
+    // nginx cannot refuse handshakes.
+    let throwaway = rcgen::KeyPair::generate().unwrap();
+    let default_cert = rcgen::CertificateParams::new(vec!["invalid".to_string()])
+        .unwrap()
+        .self_signed(&throwaway)
+        .unwrap();
+    std::fs::write(dir.join("default-cert.pem"), default_cert.pem()).unwrap();
+    std::fs::write(dir.join("default-key.pem"), throwaway.serialize_pem()).unwrap();
+    let mut vars = vars.clone();
     vars.base
         .insert("nginx_http2_on".into(), json!(local_nginx_has_http2_on()));
     vars.base["site"]["cert_dir"] = json!(cert_dir.display().to_string());
-    let assets = Assets::load(None).unwrap();
-    let renderer = Renderer::new(&assets.templates).unwrap();
+    vars.base.insert(
+        "default_tls_cert".into(),
+        json!(dir.join("default-cert.pem")),
+    );
+    vars.base
+        .insert("default_tls_key".into(), json!(dir.join("default-key.pem")));
     let mut includes = String::new();
-    for (name, vars) in [
-        ("nginx_websocket_map.conf.tera", &vars),
-        ("nginx_default.conf.tera", &vars),
-        ("nginx_site.conf.tera", &vars),
+    for name in [
+        "nginx_websocket_map.conf.tera",
+        "nginx_default.conf.tera",
+        "nginx_site.conf.tera",
     ] {
-        let file = dir.path().join(name.trim_end_matches(".tera"));
-        std::fs::write(&file, renderer.template(name, vars).unwrap()).unwrap();
+        let file = dir.join(name.trim_end_matches(".tera"));
+        std::fs::write(&file, place(renderer.template(name, &vars).unwrap())).unwrap();
         includes.push_str(&format!("  include {};\n", file.display()));
     }
-    let config = dir.path().join("nginx.conf");
+    let config = dir.join("nginx.conf");
+    let d = dir.display();
     std::fs::write(
         &config,
         format!(
-            "pid {}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n{includes}}}\n",
-            dir.path().display(),
+            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{includes}}}\n"
         ),
     )
     .unwrap();
+    config
+}
+
+/// The TLS snippet, the default server, the WebSocket map and a site load
+/// together, as deploy puts them: the default server as a current nginx
+/// gets it, and as nginx before 1.19.4 gets it (this nginx reads both).
+#[test]
+fn the_nginx_files_pass_nginx_t_together() {
+    let mut usual = vec![("", vars())];
+    usual.extend(
+        variants()
+            .into_iter()
+            .map(|(_, variant, vars)| (variant, vars)),
+    );
+    for (variant, vars) in usual {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_nginx_files(dir.path(), &vars, &|text| text);
+        eprintln!("nginx -t, {variant}");
+        nginx_t(&config);
+    }
+}
+
+/// nginx directives vpsup writes that not every nginx knows, with the first
+/// version that does (nginx.org's documentation).
+const DIRECTIVES_SINCE: &[(&str, &[u32])] = &[
+    ("ssl_reject_handshake", &[1, 19, 4]),
+    ("http2 on;", &[1, 25, 1]),
+    ("ssl_protocols TLSv1.2 TLSv1.3;", &[1, 13, 0]),
+    ("ssl_ecdh_curve X25519:prime256v1:secp384r1;", &[1, 11, 0]),
+];
+
+/// On each supported system, on a fresh host (nginx not installed yet: init
+/// renders from the distribution's version) and after init (deploy renders
+/// from the installed one), the nginx files use only what that nginx reads.
+#[test]
+fn each_distribution_gets_nginx_files_its_nginx_reads() {
+    for (os_id, os_version, nginx) in DISTRIBUTIONS {
+        for installed in [None, Some(*nginx)] {
+            let facts = host_facts(os_id, os_version, installed);
+            let mut vars = vars();
+            vars.with_facts(&facts);
+            vars.base.insert(
+                "nginx_http2_on".into(),
+                json!(vpsup::deploy::nginx::http2_on(facts.nginx.as_deref())),
+            );
+            for name in [
+                "nginx_default.conf.tera",
+                "nginx_tls.conf.tera",
+                "nginx_site.conf.tera",
+            ] {
+                let text = render_with(name, &vars);
+                for (directive, since) in DIRECTIVES_SINCE {
+                    assert!(
+                        !text.contains(directive) || vpsup::facts::version_at_least(nginx, since),
+                        "{os_id} {os_version} (nginx {nginx}, installed: {}): {name} uses {directive:?}, which needs nginx {since:?}",
+                        installed.is_some()
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn nginx_t(config: &Path) {
     let check = Command::new("/usr/sbin/nginx")
         .arg("-t")
         .arg("-c")
-        .arg(&config)
-        .arg("-p")
-        .arg(dir.path())
+        .arg(config)
         .args(["-e", "stderr"])
         .output()
         .unwrap();
@@ -350,6 +472,157 @@ fn the_nginx_files_pass_nginx_t_together() {
         "nginx -t: {}",
         describe_output(&check)
     );
+}
+
+/// The files with their `listen`s moved to loopback ports (IPv6 ones dropped).
+fn on_loopback(text: String, http: u16, https: u16) -> String {
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("listen [::]"))
+        .map(|l| {
+            l.replace("listen 80", &format!("listen 127.0.0.1:{http}"))
+                .replace("listen 443", &format!("listen 127.0.0.1:{https}"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `openssl s_client` to `port` asking for `name` with `args`: the
+/// negotiated protocol and cipher (`TLSv1.3, Cipher is ...`) and the
+/// server's temporary key, or `None` when the handshake failed.
+fn handshake(port: u16, name: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+        .args(["-servername", name])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let said = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(str::to_string))
+    };
+    let negotiated = said("New, ").filter(|n| !n.contains("(NONE)"))?;
+    Some(format!(
+        "{negotiated}; {}",
+        said("Server Temp Key: ").unwrap_or_default()
+    ))
+}
+
+/// What curl gets from `url` (`--resolve` to loopback, any certificate):
+/// the response headers and body.
+fn curl(url: &str, resolve: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sk",
+            "-D",
+            "-",
+            "--max-time",
+            "10",
+            "--resolve",
+            resolve,
+            url,
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// vpsup's nginx files served by a real nginx: what a browser, or sslyze
+/// with Mozilla's intermediate profile, finds on :443 and :80. nginx takes
+/// a connection's protocols and curves from the default server of its
+/// address, before the name selects the site: the site's TLS is only what
+/// the snippet says because the default server includes it too (without,
+/// X448 and secp521r1 were accepted, and TLS 1.3 was off on nginx < 1.23.4).
+#[test]
+fn the_served_tls_is_mozilla_intermediate_and_nameless() {
+    let snippet = render("nginx_tls.conf.tera");
+    let ciphers = snippet
+        .lines()
+        .find_map(|l| l.strip_prefix("ssl_ciphers "))
+        .unwrap()
+        .trim_end_matches(';');
+    assert!(
+        ciphers.split(':').all(|c| c.starts_with("ECDHE-")),
+        "no DHE suites without ssl_dhparam: {ciphers}"
+    );
+    serve_and_check(&vars(), true);
+}
+
+/// As above, with the default server nginx before 1.19.4 gets: it
+/// completes the handshake for an unknown name with its throwaway
+/// certificate, then closes the connection without an answer.
+#[test]
+fn an_old_nginx_default_server_answers_unknown_names_with_nothing() {
+    let (_, _, old_nginx) = variants().remove(0);
+    serve_and_check(&old_nginx, false);
+}
+
+/// Serves the files rendered with `vars` on loopback and checks the TLS, the
+/// versions shown, and what an unknown name gets (`rejects`: the handshake
+/// is refused, else completed with the throwaway certificate).
+fn serve_and_check(vars: &Vars, rejects: bool) {
+    let (http, https) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_nginx_files(dir.path(), vars, &|text| on_loopback(text, http, https));
+    nginx_t(&config);
+    let _nginx = NginxProcess::start(&config, &[http, https]);
+    let site = "doctor.example.com";
+
+    let tls13 = handshake(https, site, &["-tls1_3", "-groups", "X25519"]);
+    assert!(
+        tls13
+            .as_deref()
+            .is_some_and(|t| t.starts_with("TLSv1.3") && t.contains("X25519")),
+        "{tls13:?}"
+    );
+    for group in ["X448", "secp521r1"] {
+        let refused = handshake(https, site, &["-tls1_3", "-groups", group]);
+        assert_eq!(refused, None, "TLS 1.3 with {group}");
+    }
+    // TLS 1.2 with ECDSA needs the certificate's curve offered too: the
+    // server must pick that one over X448.
+    let tls12 = handshake(https, site, &["-tls1_2", "-groups", "X448:prime256v1"]).unwrap();
+    assert!(
+        tls12.contains("ECDHE-ECDSA-") && tls12.contains("prime256v1"),
+        "{tls12}"
+    );
+    assert_eq!(handshake(https, site, &["-tls1_1"]), None, "TLS 1.1");
+
+    // No version on any page or header, HTTP or HTTPS.
+    let resolve = |name: &str, port: u16| format!("{name}:{port}:127.0.0.1");
+    for (url, port) in [
+        (format!("http://{site}:{http}/"), http),
+        (format!("https://{site}:{https}/"), https),
+        (
+            format!("http://{site}:{http}/.well-known/acme-challenge/none"),
+            http,
+        ),
+    ] {
+        let got = curl(&url, &resolve(site, port));
+        let server = got
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("server:"));
+        assert!(
+            server.is_some_and(|s| s.trim_end().eq_ignore_ascii_case("server: nginx")),
+            "{url}: {got}"
+        );
+        assert!(!got.contains("nginx/"), "{url}: {got}");
+    }
+
+    // A name no site serves gets nothing, on either port.
+    let other = "unknown.example.com";
+    let unknown = handshake(https, other, &[]);
+    assert_eq!(unknown.is_none(), rejects, "{unknown:?}");
+    if let Some(negotiated) = unknown {
+        assert!(negotiated.starts_with("TLSv1.3"), "{negotiated}");
+    }
+    for (url, port) in [
+        (format!("http://{other}:{http}/"), http),
+        (format!("https://{other}:{https}/"), https),
+    ] {
+        assert_eq!(curl(&url, &resolve(other, port)), "", "{url}");
+    }
 }
 
 #[test]

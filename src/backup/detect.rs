@@ -195,7 +195,7 @@ fn data_sources(
     declared: &[String],
 ) -> Result<Vec<DataSource>, String> {
     let one = serde_json::json!({ "services": { service: definition } });
-    let binds = volumes::bind_mounts(&one)?;
+    let binds = volumes::bind_mounts(&one, "")?;
     let project = volumes::data_paths(&binds).map_err(|e| e.to_string())?;
     let mut out: Vec<DataSource> = project.into_iter().map(DataSource::Project).collect();
     for volume in definition

@@ -508,7 +508,7 @@ async fn admin_keys(
 }
 
 /// A key line as given, or the key lines of a `.pub` file.
-fn extra_key(spec: &str, base: &Path, home: &Path) -> Result<Vec<String>, InitError> {
+pub(crate) fn extra_key(spec: &str, base: &Path, home: &Path) -> Result<Vec<String>, InitError> {
     let spec = spec.trim();
     if is_key_line(spec) {
         return Ok(vec![spec.to_string()]);
@@ -987,16 +987,10 @@ mod tests {
         args: Value,
     }
 
-    /// The tasks (and handlers) of init.yml that would run on a host described
-    /// by `facts`. Every selected task's arguments render and build into a module.
-    fn selected(facts: &str, docker_from: Option<&str>, options: &InitOptions) -> Vec<Selected> {
-        let assets = Assets::load(None).unwrap();
-        let asset = assets.playbook("init").unwrap();
-        let plays = playbook::parse(&asset.text, &asset.origin).unwrap();
-        playbook::check_arguments(&plays).unwrap();
-        let renderer = Renderer::new(&assets.templates).unwrap();
+    /// init.yml's variables on a host described by `facts`, the Docker probe
+    /// having printed `docker_from`.
+    fn init_vars(facts: &str, docker_from: Option<&str>, options: &InitOptions) -> Vars {
         let mut vars = Vars::default();
-        vars.base = plays[0].vars.clone();
         vars.base.extend(options.vars(&["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk4Cz6ZlMbDcj6ZgvjKOPhv1gKPtcCHJmBb6yMd0pD5 op".to_string()]));
         // This test binary stands in for vpsup: an x86_64 (or whatever runs
         // the tests) Linux executable.
@@ -1007,6 +1001,21 @@ mod tests {
             "docker_from".into(),
             json!({"stdout": docker_from.unwrap_or(""), "skipped": docker_from.is_none()}),
         );
+        vars
+    }
+
+    /// The tasks (and handlers) of init.yml that would run on a host described
+    /// by `facts`. Every selected task's arguments render and build into a module.
+    fn selected(facts: &str, docker_from: Option<&str>, options: &InitOptions) -> Vec<Selected> {
+        let assets = Assets::load(None).unwrap();
+        let asset = assets.playbook("init").unwrap();
+        let plays = playbook::parse(&asset.text, &asset.origin).unwrap();
+        playbook::check_arguments(&plays).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let mut vars = init_vars(facts, docker_from, options);
+        let mut base = plays[0].vars.clone();
+        base.append(&mut vars.base);
+        vars.base = base;
         let mut selected = Vec::new();
         for task in plays[0].tasks.iter().chain(&plays[0].handlers) {
             let Action::Module { module, args } = &task.action else {
@@ -1040,6 +1049,97 @@ mod tests {
             renderer.template(name, &vars).unwrap();
         }
         selected
+    }
+
+    const DEFAULT_TLS_TASK: &str =
+        "throwaway certificate for nginx's default HTTPS server (nginx before 1.19.4)";
+
+    /// Ubuntu 22.04's nginx (1.18) cannot refuse a TLS handshake: there the
+    /// default HTTPS server gets a throwaway certificate, made by init once
+    /// (the task below, run here on a temp dir: a 0600 key, a certificate,
+    /// and nothing to do the second time); elsewhere it refuses handshakes.
+    #[test]
+    fn the_default_https_server_suits_each_distributions_nginx() {
+        let options = InitOptions::resolve(&InitArgs::default(), None, Path::new("."));
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        for (os_id, os_version, codename, rejects) in [
+            ("ubuntu", "22.04", "jammy", false),
+            ("ubuntu", "24.04", "noble", true),
+            ("debian", "12", "bookworm", true),
+            ("debian", "13", "trixie", true),
+        ] {
+            let host = format!("{os_id} {os_version}");
+            let facts = FRESH_DEBIAN
+                .replace("os_id=debian", &format!("os_id={os_id}"))
+                .replace("os_version=13", &format!("os_version={os_version}"))
+                .replace("os_codename=trixie", &format!("os_codename={codename}"));
+            let tasks = selected(&facts, Some("official\n"), &options);
+            let certificate = tasks.iter().find(|t| t.name == DEFAULT_TLS_TASK);
+            assert_eq!(certificate.is_none(), rejects, "{host}");
+            let default = renderer
+                .template(
+                    "nginx_default.conf.tera",
+                    &init_vars(&facts, None, &options),
+                )
+                .unwrap();
+            assert_eq!(
+                default.contains("\n    ssl_reject_handshake on;\n"),
+                rejects,
+                "{host}:\n{default}"
+            );
+            assert_eq!(
+                default.contains(&format!(
+                    "\n    ssl_certificate {};\n    ssl_certificate_key {};\n    return 444;\n",
+                    layout::DEFAULT_TLS_CERT,
+                    layout::DEFAULT_TLS_KEY
+                )),
+                !rejects,
+                "{host}:\n{default}"
+            );
+            let Some(task) = certificate else { continue };
+
+            let dir = tempfile::tempdir().unwrap();
+            let here = dir.path().join("default-tls");
+            let args: Value = serde_json::from_str(
+                &task
+                    .args
+                    .to_string()
+                    .replace("/etc/vpsup/default-tls", &here.display().to_string()),
+            )
+            .unwrap();
+            let command = crate::modules::build(&task.module, args).unwrap();
+            let probe = command.probe(&crate::modules::testing::probe_options());
+            let sh = |script: &str| crate::transport::script::testing::sh_ok(script).stdout;
+            let first = crate::modules::testing::plan(
+                command.as_ref(),
+                &String::from_utf8_lossy(&sh(&probe)),
+            )
+            .unwrap();
+            sh(&first.changes[0].script);
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |name: &str| {
+                std::fs::metadata(here.join(name))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777
+            };
+            assert_eq!((mode("key.pem"), mode("cert.pem")), (0o600, 0o644));
+            let cert = std::fs::read(here.join("cert.pem")).unwrap();
+            let subject = sh(&format!(
+                "openssl x509 -noout -subject -in {}",
+                here.join("cert.pem").display()
+            ));
+            assert!(String::from_utf8_lossy(&subject).contains("CN = invalid"));
+            let again = crate::modules::testing::plan(
+                command.as_ref(),
+                &String::from_utf8_lossy(&sh(&probe)),
+            )
+            .unwrap();
+            assert!(again.is_ok(), "made once, never changed");
+            assert_eq!(std::fs::read(here.join("cert.pem")).unwrap(), cert);
+        }
     }
 
     const FRESH_DEBIAN: &str = "os_id=debian\nos_version=13\nos_codename=trixie\nos_name=Debian GNU/Linux 13 (trixie)\nkernel=6.12\narch=x86_64\ncpus=2\nmem_kb=2000000\nswap_kb=0\nroot_free_kb=8000000\nhostname=vps\nipv4=198.51.100.15/24\nuser=root\nsudo=root\ninit=systemd\nsshd_ports=22\ntime_sync=\n";

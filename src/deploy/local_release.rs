@@ -17,7 +17,8 @@
 //!   with key material after it, OpenSSH's among them, or PuTTY's) travels
 //!   unless `[app] allow_private_keys` lists it: the release is refused,
 //!   naming each one.
-//! - The compose files, checked for ports published past the firewall
+//! - The compose files, with those they include or extend, as compose reads
+//!   them (`compose_model`), checked for ports published past the firewall
 //!   (`port_guard::exposures`): refused, or, with `public_ports = "loopback"`,
 //!   rewritten to 127.0.0.1 (the uploaded file is then the rewritten document,
 //!   as JSON, which is YAML).
@@ -34,6 +35,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::config::{AppConfig, PrivateFile, PublicPorts, SiteConfig};
+use crate::deploy::compose_model::{self, ComposeError};
+use crate::deploy::interpolate::Env;
 use crate::deploy::port_guard::{self, Exposure};
 use crate::deploy::ports::{self, Target};
 use crate::deploy::remote::AppPaths;
@@ -137,10 +140,14 @@ pub enum ReleaseError {
         /// (release path, what it holds: `OPENSSH PRIVATE KEY`).
         found: Vec<(String, String)>,
     },
-    #[error("{path}: not a compose file: {message}")]
-    ComposeParse { path: String, message: String },
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
     #[error("{path}: {message}")]
     ComposeInvalid { path: String, message: String },
+    #[error(
+        "{path}: {message} (compose reads it for the ${{VARIABLES}} of the compose files: fix it)"
+    )]
+    EnvFile { path: String, message: String },
     #[error("{path} exposes containers past the firewall, so vpsup will not deploy it:\n  - {}", .exposures.join("\n  - "))]
     Exposed {
         path: String,
@@ -245,39 +252,41 @@ fn collect_with_limit(
         return Err(ReleaseError::OverrideExists);
     }
 
-    // Compose files: present, uploaded, nothing past the firewall.
+    let env_files = app
+        .env_files
+        .iter()
+        .map(|path| needed(project, &root, &rules, &files, path, "env_files"))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Compose reads `.env` by itself only without --env-file: say it too.
+    let dot_env = files.contains_key(".env") && !env_files.iter().any(|e| e == ".env");
+    let env = compose_env(app, dot_env, &env_files, &files)?;
+
+    // Compose files: present, uploaded, nothing past the firewall; with
+    // every file they include or extend (compose reads those too: what they
+    // publish is as open), each as compose reads it (`compose_model`).
+    let listed = app
+        .compose_files
+        .iter()
+        .map(|path| needed(project, &root, &rules, &files, path, "compose_files"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let read = |path: &str| match files.get(path) {
+        Some(file) => Ok(file.content.clone()),
+        None => Err(not_uploaded(project, &rules, path)),
+    };
+    let mut compose = compose_model::load(&listed, &env, &read)?;
     let mut compose_files = Vec::new();
-    let mut docs: Vec<(String, Value, bool)> = Vec::new();
     let mut services: BTreeSet<String> = BTreeSet::new();
-    let mut rewritten = Vec::new();
+    let mut rewritten: Vec<String> = Vec::new();
     let mut mounts = Vec::new();
     let mut named_volumes = Vec::new();
-    // The listed files, then every file they include or extend (compose
-    // reads those too: what they publish is as open), each once.
-    let mut queue: Vec<(String, bool)> = Vec::new();
-    for path in &app.compose_files {
-        let rel = needed(project, &root, &rules, &files, path, "compose_files")?;
-        queue.push((rel, true));
-    }
-    let mut seen: BTreeSet<String> = BTreeSet::new();
-    while let Some((rel, listed)) = (!queue.is_empty()).then(|| queue.remove(0)) {
-        if !seen.insert(rel.clone()) {
-            continue;
-        }
-        let mut doc = parse_compose(&rel, &files[&rel].content)?;
-        let dir = Path::new(&rel).parent().unwrap_or(Path::new(""));
-        for referenced in port_guard::referenced_files(&doc) {
-            let path = project.join(dir).join(&referenced);
-            let found = needed(project, &root, &rules, &files, &path, "compose_files")?;
-            queue.push((found, false));
-        }
+    let mut changed = vec![false; compose.len()];
+    for (file, changed) in compose.iter_mut().zip(changed.iter_mut()) {
         let invalid = |message: String| ReleaseError::ComposeInvalid {
-            path: rel.clone(),
+            path: file.path.clone(),
             message,
         };
-        let mut changed = false;
-        if doc.get("services").is_some() {
-            let found = port_guard::exposures(&doc).map_err(invalid)?;
+        if file.doc.get("services").is_some() {
+            let found = port_guard::exposures(&file.doc).map_err(invalid)?;
             let refused: Vec<String> = found
                 .iter()
                 .filter(|e| {
@@ -288,41 +297,59 @@ fn collect_with_limit(
                 .collect();
             if !refused.is_empty() {
                 return Err(ReleaseError::Exposed {
-                    path: rel,
+                    path: file.path.clone(),
                     exposures: refused,
                 });
             }
             if !found.is_empty() {
-                let notes = port_guard::bind_to_loopback(&mut doc).map_err(invalid)?;
-                changed |= !notes.is_empty();
-                rewritten.extend(notes);
+                let notes = port_guard::bind_to_loopback(&mut file.doc).map_err(invalid)?;
+                *changed |= !notes.is_empty();
+                for note in notes {
+                    if !rewritten.contains(&note) {
+                        rewritten.push(note);
+                    }
+                }
             }
-            if let Some(defined) = doc["services"].as_object() {
+            if let Some(defined) = file.doc["services"].as_object() {
                 services.extend(defined.keys().cloned());
             }
-            mounts.extend(volumes::bind_mounts(&doc).map_err(invalid)?);
+            mounts.extend(volumes::bind_mounts(&file.doc, &file.dir).map_err(invalid)?);
         }
-        named_volumes.extend(volumes::named_volumes(&doc));
-        if listed {
-            compose_files.push(rel.clone());
+        named_volumes.extend(volumes::named_volumes(&file.doc));
+        if file.listed && !compose_files.contains(&file.path) {
+            compose_files.push(file.path.clone());
         }
-        docs.push((rel, doc, changed));
     }
 
     // What containers write lives outside releases (see deploy::volumes):
-    // the project's files there only seed it, from .vpsup/seed.
+    // the project's files there only seed it, from .vpsup/seed. What compose
+    // itself reads must stay in the release: the compose files, the env
+    // files it interpolates them with, the services' env_files (those it
+    // requires must be there at all).
     let data = volumes::data_paths(&mounts)?;
-    // What compose itself reads must stay in the release.
-    let env_paths = app
-        .env_files
-        .iter()
-        .filter_map(|p| project_relative(project, &root, p).map(|r| slash(&r)));
-    for needed in compose_files
-        .iter()
-        .cloned()
-        .chain(env_paths)
-        .chain([".env".to_string()])
-    {
+    let mut compose_reads: Vec<String> = env_files.clone();
+    compose_reads.push(".env".to_string());
+    for file in &compose {
+        compose_reads.push(file.path.clone());
+        compose_reads.extend(file.env_files.iter().cloned());
+        let invalid = |message: String| ReleaseError::ComposeInvalid {
+            path: file.path.clone(),
+            message,
+        };
+        for (path, service, required) in compose_model::service_env_files(file).map_err(invalid)? {
+            if required && !files.contains_key(&path) {
+                return Err(ReleaseError::Compose(
+                    compose_model::ComposeError::Missing {
+                        why: not_uploaded(project, &rules, &path),
+                        path,
+                        by: format!("env_file of service {service} in {}", file.path),
+                    },
+                ));
+            }
+            compose_reads.push(path);
+        }
+    }
+    for needed in compose_reads {
         if let Some(path) = data
             .iter()
             .find(|d| volumes::in_data(&needed, std::slice::from_ref(d)))
@@ -336,12 +363,12 @@ fn collect_with_limit(
         }
     }
     let data_dir = AppPaths::new(app.name.as_str()).data_dir();
-    for (rel, mut doc, mut changed) in docs {
-        changed |= volumes::rewrite_sources(&mut doc, &data, &data_dir);
-        if changed {
-            if let Some(file) = files.get_mut(&rel) {
-                file.content = pretty(&doc);
-            }
+    for (file, changed) in compose.iter_mut().zip(changed.iter_mut()) {
+        *changed |= volumes::rewrite_sources(&mut file.doc, &file.dir, &data, &data_dir);
+    }
+    for (path, text) in rewritten_files(&compose, &changed)? {
+        if let Some(file) = files.get_mut(&path) {
+            file.content = text;
         }
     }
     let seeds: Vec<String> = files
@@ -377,11 +404,11 @@ fn collect_with_limit(
                 },
             })
         };
-        check(&site.service, String::new())?;
-        targets.push((site.service.clone(), site.port.0));
+        check(&site.service.0, String::new())?;
+        targets.push((site.service.0.clone(), site.port.0));
         for route in &site.routes {
-            check(&route.service, format!("route {}: ", route.path.0))?;
-            targets.push((route.service.clone(), route.port.0));
+            check(&route.service.0, format!("route {}: ", route.path.0))?;
+            targets.push((route.service.0.clone(), route.port.0));
         }
     }
     let ports = ports::loopback_ports(app.name.as_str(), &targets);
@@ -395,13 +422,6 @@ fn collect_with_limit(
     );
     compose_files.push(OVERRIDE_FILE.to_string());
 
-    let env_files = app
-        .env_files
-        .iter()
-        .map(|path| needed(project, &root, &rules, &files, path, "env_files"))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Compose reads `.env` by itself only without --env-file: say it too.
-    let dot_env = files.contains_key(".env") && !env_files.iter().any(|e| e == ".env");
     // Env files hold secrets more often than not: root's eyes only.
     for path in env_files
         .iter()
@@ -449,19 +469,77 @@ fn pretty(value: &Value) -> Vec<u8> {
     out
 }
 
-fn parse_compose(path: &str, content: &[u8]) -> Result<Value, ReleaseError> {
-    let bad = |message: String| ReleaseError::ComposeParse {
-        path: path.to_string(),
-        message,
+/// What compose interpolates the compose files with, in compose_cli's
+/// order (a later one wins): the project's `.env` (`dot_env`), the secrets
+/// generated on the host, [app] env_files (release paths).
+fn compose_env(
+    app: &AppConfig,
+    dot_env: bool,
+    env_files: &[String],
+    files: &BTreeMap<String, ReleaseFile>,
+) -> Result<Env, ReleaseError> {
+    let mut env = Env::default();
+    let read = |env: &mut Env, path: &str| {
+        let text = String::from_utf8_lossy(&files[path].content).into_owned();
+        env.read_env_file(&text)
+            .map_err(|message| ReleaseError::EnvFile {
+                path: path.to_string(),
+                message,
+            })
     };
-    let text = std::str::from_utf8(content).map_err(|_| bad("not UTF-8 text".to_string()))?;
-    let doc: Value = serde_saphyr::from_str(text).map_err(|e| bad(e.to_string()))?;
-    if !doc.is_object() {
-        return Err(bad(
-            "expected a mapping (services: ...) at the top".to_string()
-        ));
+    if dot_env {
+        read(&mut env, ".env")?;
     }
-    Ok(doc)
+    for name in &app.secrets.generate {
+        env.set_secret(&name.0);
+    }
+    for path in env_files {
+        read(&mut env, path)?;
+    }
+    Ok(env)
+}
+
+/// The new text of each compose file vpsup changed (`changed`, by position).
+/// Compose may read one file twice (included from two places), which must
+/// then come out the same.
+fn rewritten_files(
+    compose: &[compose_model::ComposeFile],
+    changed: &[bool],
+) -> Result<BTreeMap<String, Vec<u8>>, ReleaseError> {
+    let rewrites: BTreeSet<&str> = compose
+        .iter()
+        .zip(changed)
+        .filter(|(_, changed)| **changed)
+        .map(|(file, _)| file.path.as_str())
+        .collect();
+    let mut texts: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for file in compose
+        .iter()
+        .filter(|f| rewrites.contains(f.path.as_str()))
+    {
+        let text = file.text();
+        if texts.get(&file.path).is_some_and(|other| *other != text) {
+            return Err(ReleaseError::ComposeInvalid {
+                path: file.path.clone(),
+                message: "compose reads this file twice, from different directories or with different variables, and vpsup would rewrite it differently for each (ports bound to loopback, data paths): give each use its own file".to_string(),
+            });
+        }
+        texts.insert(file.path.clone(), text);
+    }
+    Ok(texts)
+}
+
+/// Why compose on the host could not read `path` (a release path that is
+/// not among the release's files).
+fn not_uploaded(project: &Path, rules: &Rules, path: &str) -> String {
+    let full = project.join(path);
+    if !full.exists() {
+        return "does not exist".to_string();
+    }
+    match rules.skipped(Path::new(path), full.is_dir()) {
+        Some(reason) => format!("is not uploaded ({reason}): stop excluding it"),
+        None => "is not a regular file".to_string(),
+    }
 }
 
 /// A file the host needs (`[app] compose_files`, `env_files`): inside the
@@ -1019,6 +1097,126 @@ services:
         );
         let err = collect(p, &app(""), &[], &[]).unwrap_err().to_string();
         assert!(err.contains("mounts the whole project"), "{err}");
+    }
+
+    /// `network_mode` and ports as compose interpolates them, with the
+    /// variables of `.env` and [app] env_files: `${NET:-host}` is host
+    /// networking unless a variable says otherwise.
+    #[test]
+    fn interpolated_host_network_and_ports_are_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        write(
+            p,
+            "compose.yml",
+            "services:\n  web:\n    image: nginx\n    network_mode: \"${NET:-host}\"\n",
+        );
+        for (dot_env, env_files, refused) in [
+            ("", "", true),
+            ("NET=host\n", "", true),
+            ("NET=bridge\n", "", false),
+            ("NET=bridge\n", "env_files = [\"prod.env\"]", true),
+        ] {
+            write(p, ".env", dot_env);
+            write(p, "prod.env", "NET=host\n");
+            let result = collect(p, &app(env_files), &[], &[]);
+            match result {
+                Err(e) if refused => {
+                    let e = e.to_string();
+                    assert!(e.contains("service web uses network_mode: host"), "{e}");
+                }
+                Ok(_) if !refused => {}
+                other => panic!("{dot_env:?} {env_files:?}: {other:?}"),
+            }
+        }
+        // A secret generated on the host cannot be known here: refused, named.
+        write(p, ".env", "");
+        let err = collect(p, &app("[secrets]\ngenerate = [\"NET\"]"), &[], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("service web: network_mode"), "{err}");
+        assert!(err.contains("a secret [app.secrets] generates"), "{err}");
+
+        write(
+            p,
+            "compose.yml",
+            "services:\n  db:\n    image: postgres\n    ports: [\"${DB_PORT:-5432}:5432\"]\n    environment: { PGPORT: \"${DB_PORT:-5432}\" }\n",
+        );
+        let err = collect(p, &app(""), &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("service db publishes \"5432:5432\""), "{err}");
+        let release = collect(p, &loopback(), &[], &[]).unwrap();
+        assert_eq!(release.rewritten, ["db: 5432:5432 -> 127.0.0.1:5432:5432"]);
+        let uploaded: Value =
+            serde_json::from_slice(&file(&release, "compose.yml").content).unwrap();
+        assert_eq!(
+            uploaded["services"]["db"]["ports"][0],
+            "127.0.0.1:5432:5432"
+        );
+        // What vpsup does not read stays for compose to interpolate.
+        assert_eq!(
+            uploaded["services"]["db"]["environment"]["PGPORT"],
+            "${DB_PORT:-5432}"
+        );
+    }
+
+    /// In a file included from a subdirectory, relative paths are that
+    /// directory's (compose's rule): `./data` there is `db/data` in the
+    /// project, the app's data, and its env_file `db/db.env` must travel. A
+    /// listed file's paths (includes too) are the project directory's,
+    /// wherever the file is.
+    #[test]
+    fn an_included_files_paths_resolve_from_its_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        write(
+            p,
+            "deploy/compose.yml",
+            "include: [db/compose.yml]\nservices: {}\n",
+        );
+        write(
+            p,
+            "db/compose.yml",
+            "services:\n  db:\n    image: postgres\n    env_file: db.env\n    volumes: [\"./data:/var/lib/postgresql/data\", \"../shared/conf:/etc/conf:ro\"]\n",
+        );
+        write(p, "db/db.env", "POSTGRES_DB=shop\n");
+        write(p, "db/data/PG_VERSION", "17\n");
+        write(p, "shared/conf/x.conf", "x\n");
+        let app = app("compose_files = [\"deploy/compose.yml\"]");
+        let release = collect(p, &app, &[], &[]).unwrap();
+        assert_eq!(release.data, ["db/data"]);
+        assert_eq!(release.seeded, ["db/data/PG_VERSION"]);
+        let uploaded: Value =
+            serde_json::from_slice(&file(&release, "db/compose.yml").content).unwrap();
+        assert_eq!(
+            uploaded["services"]["db"]["volumes"],
+            serde_json::json!([
+                "/srv/vpsup/doctor/data/db/data:/var/lib/postgresql/data",
+                "../shared/conf:/etc/conf:ro"
+            ])
+        );
+        assert_eq!(file(&release, "db/db.env").content, b"POSTGRES_DB=shop\n");
+
+        // The env_file compose needs is refused when it would not travel...
+        write(p, ".vpsupignore", "db/db.env\n");
+        let err = collect(p, &app, &[], &[]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "db/db.env (env_file of service db in db/compose.yml) is not uploaded (it is listed in .vpsupignore): stop excluding it"
+        );
+        // ...or would be data, kept from every later release.
+        write(p, ".vpsupignore", "");
+        write(
+            p,
+            "db/compose.yml",
+            "services:\n  db:\n    image: postgres\n    env_file: data/db.env\n    volumes: [\"./data:/var/lib/postgresql/data\"]\n",
+        );
+        write(p, "db/data/db.env", "A=1\n");
+        let err = collect(p, &app, &[], &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("./db/data is mounted writable")
+                && err.contains("it holds db/data/db.env"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -12,11 +12,13 @@
 //! `error`.
 
 pub mod compose_cli;
+pub mod compose_model;
 pub mod current;
 pub mod dns;
 pub mod error;
 pub mod host_releases;
 pub mod https_check;
+pub mod interpolate;
 pub mod local_release;
 pub mod nginx;
 pub mod plan;

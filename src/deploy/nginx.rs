@@ -55,9 +55,9 @@ impl NginxSites<'_> {
             let mut routes: Vec<serde_json::Value> = site
                 .routes
                 .iter()
-                .map(|r| json!({"path": r.path.0, "port": port(&r.service, r.port.0), "websockets": r.websockets}))
+                .map(|r| json!({"path": r.path.0, "port": port(&r.service.0, r.port.0), "websockets": r.websockets}))
                 .collect();
-            routes.push(json!({"path": "/", "port": port(&site.service, site.port.0), "websockets": site.websockets}));
+            routes.push(json!({"path": "/", "port": port(&site.service.0, site.port.0), "websockets": site.websockets}));
             let mut vars = vars.clone();
             vars.base.insert(
                 "site".into(),
@@ -85,12 +85,7 @@ pub fn site_file(domain: &str) -> String {
 
 /// Whether the host's nginx (`nginx -v`'s version) takes `http2 on;`.
 pub fn http2_on(nginx_version: Option<&str>) -> bool {
-    nginx_version.is_some_and(|v| version_at_least(v, &[1, 25, 1]))
-}
-
-fn version_at_least(version: &str, wanted: &[u32]) -> bool {
-    let have: Vec<u32> = version.split('.').filter_map(|p| p.parse().ok()).collect();
-    have.as_slice() >= wanted
+    nginx_version.is_some_and(|v| crate::facts::version_at_least(v, &[1, 25, 1]))
 }
 
 #[cfg(test)]

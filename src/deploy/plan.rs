@@ -281,7 +281,7 @@ fn release_meta(wanted: &Wanted<'_>, pinned: bool) -> ReleaseMeta {
             .filter_map(|s| {
                 release
                     .ports
-                    .get(&(s.service.clone(), s.port.0))
+                    .get(&(s.service.0.clone(), s.port.0))
                     .map(|p| (s.health.0.clone(), *p))
             })
             .collect(),

@@ -10,7 +10,9 @@
 //! Both port syntaxes of the compose specification are read: short
 //! (`[IP:][HOST:]CONTAINER[/PROTO]`, ranges, `[::1]` or bare IPv6) and long
 //! (`target`, `published`, `host_ip`, `protocol`). `network_mode: host` puts
-//! every container port on the host's interfaces and is refused.
+//! every container port on the host's interfaces and is refused. Each file
+//! comes interpolated (`compose_model`): what is checked is what compose
+//! will read, `${NET:-host}` included.
 
 use serde_json::{Map, Value};
 
@@ -94,43 +96,6 @@ pub fn published(compose: &Value) -> Result<Vec<Published>, String> {
         }
     }
     Ok(out)
-}
-
-/// The other compose files a compose file makes compose read: `include:`
-/// (a path, a list of paths, or `{ path: ... }`) and each service's
-/// `extends: { file: ... }`, as written (relative to this file's directory).
-/// The guard checks them too: a port they publish is as open as one here.
-pub fn referenced_files(compose: &Value) -> Vec<String> {
-    let mut files = Vec::new();
-    let mut add = |v: &Value| match v {
-        Value::String(path) => files.push(path.clone()),
-        Value::Array(paths) => {
-            files.extend(paths.iter().filter_map(Value::as_str).map(str::to_string))
-        }
-        _ => {}
-    };
-    for entry in compose
-        .get("include")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        match entry {
-            Value::Object(long) => {
-                if let Some(path) = long.get("path") {
-                    add(path);
-                }
-            }
-            short => add(short),
-        }
-    }
-    let services = compose.get("services").and_then(Value::as_object);
-    for definition in services.into_iter().flat_map(|s| s.values()) {
-        if let Some(file) = definition.get("extends").and_then(|e| e.get("file")) {
-            add(file);
-        }
-    }
-    files
 }
 
 /// What would expose a container past the firewall.
@@ -415,27 +380,5 @@ services:
             let err = published(&compose(yaml)).unwrap_err();
             assert!(err.contains(expected), "{yaml}: {err}");
         }
-    }
-
-    #[test]
-    fn included_and_extended_files_are_found() {
-        let doc: Value = serde_json::json!({
-            "include": ["db.yml", {"path": "cache/compose.yml"}, {"path": ["a.yml", "b.yml"]}],
-            "services": {
-                "web": {"extends": {"file": "common.yml", "service": "base"}},
-                "api": {"extends": {"service": "web"}}
-            }
-        });
-        assert_eq!(
-            referenced_files(&doc),
-            [
-                "db.yml",
-                "cache/compose.yml",
-                "a.yml",
-                "b.yml",
-                "common.yml"
-            ]
-        );
-        assert!(referenced_files(&serde_json::json!({"services": {}})).is_empty());
     }
 }

@@ -20,9 +20,9 @@
 //! Named volumes are Docker's and survive every deploy; their names must not
 //! change either (see `pin_override`).
 
-use std::path::{Component, Path, PathBuf};
-
 use serde_json::{json, Value};
+
+use super::compose_model;
 
 use crate::transport::script::quote;
 
@@ -35,10 +35,14 @@ pub struct BindMount {
     pub service: String,
     pub source: String,
     pub read_only: bool,
+    /// Where a relative `source` resolves from, in the release ("": its
+    /// top; an included file's own directory: `compose_model`).
+    pub dir: String,
 }
 
-/// Every bind mount of every service (named volumes and tmpfs left out).
-pub fn bind_mounts(compose: &Value) -> Result<Vec<BindMount>, String> {
+/// Every bind mount of every service (named volumes and tmpfs left out) of
+/// a compose file whose relative paths resolve from `dir`.
+pub fn bind_mounts(compose: &Value, dir: &str) -> Result<Vec<BindMount>, String> {
     let mut out = Vec::new();
     let Some(services) = compose.get("services").and_then(Value::as_object) else {
         return Ok(out);
@@ -58,6 +62,7 @@ pub fn bind_mounts(compose: &Value) -> Result<Vec<BindMount>, String> {
                     service: service.clone(),
                     source,
                     read_only,
+                    dir: dir.to_string(),
                 });
             }
         }
@@ -102,26 +107,13 @@ fn is_path(source: &str) -> bool {
     source.starts_with(['.', '/', '~'])
 }
 
-/// Relative to the project (the release root), normalised: `None` when it
-/// is absolute (a host path, left alone) or climbs out.
-fn project_path(source: &str) -> Result<Option<String>, ()> {
+/// In the release (resolved from `dir`), normalised: `None` when it is
+/// absolute (a host path, left alone), `Err` when it climbs out.
+fn project_path(dir: &str, source: &str) -> Result<Option<String>, ()> {
     if !source.starts_with('.') {
         return Ok(None);
     }
-    let mut out = PathBuf::new();
-    for part in Path::new(source).components() {
-        match part {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return Err(());
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return Err(()),
-        }
-    }
-    Ok(Some(out.to_string_lossy().into_owned()))
+    compose_model::join(dir, source).map(Some).ok_or(())
 }
 
 fn under(path: &str, dir: &str) -> bool {
@@ -142,7 +134,7 @@ pub enum MountError {
 pub fn data_paths(mounts: &[BindMount]) -> Result<Vec<String>, MountError> {
     let mut paths: Vec<String> = Vec::new();
     for mount in mounts {
-        let rel = project_path(&mount.source).map_err(|()| MountError::Outside {
+        let rel = project_path(&mount.dir, &mount.source).map_err(|()| MountError::Outside {
             service: mount.service.clone(),
             path: mount.source.clone(),
         })?;
@@ -171,8 +163,9 @@ pub fn in_data(path: &str, data: &[String]) -> bool {
 }
 
 /// Points every bind mount inside a data path at the app's data directory
-/// `data_dir`. Returns whether the document changed.
-pub fn rewrite_sources(compose: &mut Value, data: &[String], data_dir: &str) -> bool {
+/// `data_dir` (relative sources resolve from `dir`, as in `bind_mounts`).
+/// Returns whether the document changed.
+pub fn rewrite_sources(compose: &mut Value, dir: &str, data: &[String], data_dir: &str) -> bool {
     let mut changed = false;
     let Some(services) = compose.get_mut("services").and_then(Value::as_object_mut) else {
         return false;
@@ -185,7 +178,7 @@ pub fn rewrite_sources(compose: &mut Value, data: &[String], data_dir: &str) -> 
             let Ok(Some((source, _))) = parse_volume(volume) else {
                 continue;
             };
-            let Ok(Some(rel)) = project_path(&source) else {
+            let Ok(Some(rel)) = project_path(dir, &source) else {
                 continue;
             };
             if !in_data(&rel, data) {
@@ -298,7 +291,7 @@ mod tests {
         let doc = compose(
             "services:\n  db:\n    volumes:\n      - ./data/pg:/var/lib/postgresql/data\n      - ./initdb:/docker-entrypoint-initdb.d:ro\n      - dbsock:/run\n      - /etc/localtime:/etc/localtime:ro\n  app:\n    volumes:\n      - type: bind\n        source: ./state\n        target: /state\n      - { type: bind, source: ./data/pg, target: /backup, read_only: true }\n      - ./data:/all\n      - type: tmpfs\n        target: /tmp\n",
         );
-        let mounts = bind_mounts(&doc).unwrap();
+        let mounts = bind_mounts(&doc, "").unwrap();
         assert_eq!(mounts.len(), 6, "{mounts:?}");
         // ./data covers ./data/pg; ./initdb is read-only configuration.
         assert_eq!(data_paths(&mounts).unwrap(), ["data", "state"]);
@@ -308,14 +301,14 @@ mod tests {
     fn mounts_outside_the_project_or_of_all_of_it_are_refused() {
         let outside = compose("services:\n  a:\n    volumes: [\"../shared:/x\"]\n");
         assert!(matches!(
-            data_paths(&bind_mounts(&outside).unwrap()),
+            data_paths(&bind_mounts(&outside, "").unwrap()),
             Err(MountError::Outside { .. })
         ));
         let whole = compose("services:\n  a:\n    volumes: [\".:/app\"]\n");
-        let err = data_paths(&bind_mounts(&whole).unwrap()).unwrap_err();
+        let err = data_paths(&bind_mounts(&whole, "").unwrap()).unwrap_err();
         assert!(err.to_string().contains("Mount it read-only"), "{err}");
         let whole_ro = compose("services:\n  a:\n    volumes: [\"./:/app:ro\"]\n");
-        assert!(data_paths(&bind_mounts(&whole_ro).unwrap())
+        assert!(data_paths(&bind_mounts(&whole_ro, "").unwrap())
             .unwrap()
             .is_empty());
     }
@@ -327,6 +320,7 @@ mod tests {
         );
         assert!(rewrite_sources(
             &mut doc,
+            "",
             &["data".into()],
             "/srv/vpsup/shop/data"
         ));
@@ -343,6 +337,42 @@ mod tests {
         );
         assert!(in_data("data/pg/PG_VERSION", &["data".into()]));
         assert!(!in_data("database.yml", &["data".into()]));
+    }
+
+    /// In a file compose reads from a subdirectory (an `include`), `./data`
+    /// is that directory's, and `../x` may still be inside the project.
+    #[test]
+    fn relative_sources_resolve_from_the_files_directory() {
+        let mut doc = compose(
+            "services:\n  db:\n    volumes: [\"./data:/var/lib/db\", \"../shared:/shared\", \"../../x:/x:ro\"]\n",
+        );
+        let at_top = bind_mounts(&doc, "").unwrap();
+        assert!(matches!(
+            data_paths(&at_top),
+            Err(MountError::Outside { ref path, .. }) if path == "../shared"
+        ));
+        let mounts = bind_mounts(&doc, "stacks/db").unwrap();
+        assert_eq!(
+            data_paths(&mounts).unwrap(),
+            ["stacks/db/data", "stacks/shared"]
+        );
+        let data = ["stacks/db/data".to_string()];
+        assert!(!rewrite_sources(
+            &mut doc.clone(),
+            "",
+            &data,
+            "/srv/vpsup/shop/data"
+        ));
+        assert!(rewrite_sources(
+            &mut doc,
+            "stacks/db",
+            &data,
+            "/srv/vpsup/shop/data"
+        ));
+        assert_eq!(
+            doc["services"]["db"]["volumes"][0],
+            "/srv/vpsup/shop/data/stacks/db/data:/var/lib/db"
+        );
     }
 
     #[test]

@@ -676,36 +676,7 @@ mod tests {
     /// describe root living there), applies the change, and probes again.
     #[test]
     fn probe_and_change_converge_in_a_temp_home() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().join("home dir");
-        std::fs::create_dir(&home).unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir(&bin).unwrap();
-        let stub = |name: &str, body: String| {
-            use std::os::unix::fs::PermissionsExt;
-            let path = bin.join(name);
-            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
-        stub(
-            "getent",
-            format!("echo 'root:x:0:0:root:{}:/bin/sh'", home.display()),
-        );
-        stub("id", "echo root".to_string());
-        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-        let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .args(["-ec", script])
-                .env("PATH", &path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let here = crate::modules::testing::TempHome::create();
         let m = build_from_yaml(
             "authorized_key",
             &format!("user: root\nkeys: [\"{ED25519} laptop\", \"{ECDSA}\"]\n"),
@@ -713,17 +684,16 @@ mod tests {
         .unwrap();
         let opts = crate::modules::testing::diff_probe_options();
 
-        let first = plan(&*m, &sh(&m.probe(&opts))).unwrap();
+        let first = here.apply(&*m, &opts);
         assert_eq!(
             first.changes[0].summary,
-            format!("create {}/.ssh, add 2 keys", home.display())
+            format!("create {}/.ssh, add 2 keys", here.home().display())
         );
         assert!(first.changes[0].diff.is_some());
-        sh(&first.changes[0].script);
-        let written = std::fs::read_to_string(home.join(".ssh/authorized_keys")).unwrap();
+        let written = std::fs::read_to_string(here.home().join(".ssh/authorized_keys")).unwrap();
         assert_eq!(written, format!("{ED25519} laptop\n{ECDSA}\n"));
 
-        let again = sh(&m.probe(&opts));
+        let again = here.sh(&m.probe(&opts));
         assert!(plan(&*m, &again).unwrap().is_ok(), "{again}");
     }
 }

@@ -367,6 +367,65 @@ pub mod testing {
         let args: serde_json::Value = serde_saphyr::from_str(yaml).expect("test YAML parses");
         build(name, args)
     }
+
+    /// A temp directory where root's home is `home dir` as far as the
+    /// account probes go (`getent` and `id` are stubbed on `PATH`): modules
+    /// that manage a user's files run for real here.
+    pub struct TempHome {
+        dir: tempfile::TempDir,
+        path: String,
+    }
+
+    impl TempHome {
+        pub fn create() -> TempHome {
+            let dir = tempfile::tempdir().unwrap();
+            let home = dir.path().join("home dir");
+            std::fs::create_dir(&home).unwrap();
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin).unwrap();
+            let stub = |name: &str, body: String| {
+                crate::transport::script::testing::write_executable(
+                    &bin.join(name),
+                    &format!("#!/bin/sh\n{body}\n"),
+                );
+            };
+            stub(
+                "getent",
+                format!("echo 'root:x:0:0:root:{}:/bin/sh'", home.display()),
+            );
+            stub("id", "echo root".to_string());
+            let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+            TempHome { dir, path }
+        }
+
+        pub fn home(&self) -> std::path::PathBuf {
+            self.dir.path().join("home dir")
+        }
+
+        /// Runs `script` with `sh -e` here; panics with its stderr when it fails.
+        pub fn sh(&self, script: &str) -> String {
+            let out = std::process::Command::new("sh")
+                .args(["-ec", script])
+                .env("PATH", &self.path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        }
+
+        /// Probes `module`, runs the changes it plans, and returns them.
+        pub fn apply(&self, module: &dyn Module, opts: &ProbeOptions) -> Plan {
+            let planned = plan(module, &self.sh(&module.probe(opts))).unwrap();
+            for change in &planned.changes {
+                self.sh(&change.script);
+            }
+            planned
+        }
+    }
 }
 
 #[cfg(test)]

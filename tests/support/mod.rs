@@ -28,7 +28,7 @@ pub use agent::TestAgent;
 pub use bind::TestBind;
 pub use netns::FarHosts;
 pub use operator::{json, key_arg, stderr, Operator};
-pub use pebble::{TestNginx, TestPebble};
+pub use pebble::{NginxProcess, TestNginx, TestPebble};
 pub use receivers::{Receiver, TestCa};
 pub use seaweedfs::TestSeaweedFs;
 pub use sshd::{SshdOptions, TestSshd};

@@ -229,7 +229,42 @@ pub struct TestNginx {
     pub https_port: u16,
     pub webroot: PathBuf,
     dir: tempfile::TempDir,
-    child: Option<Child>,
+    process: Option<NginxProcess>,
+}
+
+/// A real nginx in the foreground with the configuration `conf`, stopped
+/// (its whole process group) when dropped.
+pub struct NginxProcess(Child);
+
+impl NginxProcess {
+    /// Starts it and waits until it listens on every one of `ports`.
+    pub fn start(conf: &Path, ports: &[u16]) -> NginxProcess {
+        let child = Command::new("nginx")
+            .process_group(0)
+            .arg("-c")
+            .arg(conf)
+            .args(["-g", "daemon off;"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx runs");
+        let process = NginxProcess(child);
+        for port in ports {
+            wait_for_port(*port, "nginx");
+        }
+        process
+    }
+}
+
+impl Drop for NginxProcess {
+    fn drop(&mut self) {
+        // The whole process group: killing only the master would orphan its
+        // workers (and `nginx -s stop` re-reads a config whose files may be gone).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
+        let _ = self.0.wait();
+    }
 }
 
 impl TestNginx {
@@ -242,7 +277,7 @@ impl TestNginx {
             http_port,
             https_port,
             webroot,
-            child: None,
+            process: None,
             dir,
         };
         // HTTPS is bound from the start, with a placeholder certificate: a
@@ -258,18 +293,7 @@ impl TestNginx {
         std::fs::write(&chain, params.self_signed(&key).unwrap().pem()).unwrap();
         std::fs::write(&key_file, key.serialize_pem()).unwrap();
         nginx.write_config(&chain, &key_file);
-        let child = Command::new("nginx")
-            .process_group(0)
-            .arg("-c")
-            .arg(nginx.conf())
-            .args(["-g", "daemon off;"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx runs");
-        nginx.child = Some(child);
-        wait_for_port(http_port, "nginx");
-        wait_for_port(https_port, "nginx https");
+        nginx.process = Some(NginxProcess::start(&nginx.conf(), &[http_port, https_port]));
         nginx
     }
 
@@ -315,18 +339,5 @@ impl TestNginx {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-    }
-}
-
-impl Drop for TestNginx {
-    fn drop(&mut self) {
-        // The whole process group: killing only the master would orphan its
-        // workers (and `nginx -s stop` re-reads a config whose files may be gone).
-        if let Some(child) = &mut self.child {
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{}", child.id())])
-                .status();
-            let _ = child.wait();
-        }
     }
 }
