@@ -26,6 +26,11 @@ pub fn settings_path(app: &str) -> String {
     format!("{WATCH_SETTINGS_DIR}/{app}.toml")
 }
 
+/// The directory of an app's channel secrets.
+pub fn files_dir(app: &str) -> String {
+    format!("{WATCH_SETTINGS_DIR}/{app}")
+}
+
 /// `/var/lib/vpsup/watch/<app>.json`.
 pub fn state_path(app: &str) -> String {
     format!("{WATCH_STATE_DIR}/{app}.json")
@@ -127,7 +132,7 @@ pub fn files(
                 let path = project_file(project, file);
                 let content = std::fs::read(&path)
                     .map_err(|cause| WatchSettingsError::Read { path, cause })?;
-                let there = format!("{WATCH_SETTINGS_DIR}/{app}/{name}");
+                let there = format!("{}/{name}", files_dir(&app));
                 out.push(HostFile {
                     path: there.clone(),
                     content,
@@ -174,6 +179,21 @@ pub fn files(
         mode: 0o600,
     });
     Ok(out)
+}
+
+/// Brings the host's copy of `files` up to date (contents on stdin).
+pub async fn write(
+    transport: &dyn crate::transport::Transport,
+    files: &[HostFile],
+) -> Result<(), crate::transport::TransportError> {
+    crate::acme::host_settings::sync_files(
+        transport,
+        WATCH_SETTINGS_DIR,
+        files,
+        "the watch settings",
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Reads one app's settings file.
