@@ -15,6 +15,7 @@ pub mod checks;
 pub mod gather;
 pub mod host_settings;
 pub mod state;
+pub mod status;
 
 use std::path::Path;
 
