@@ -277,6 +277,7 @@ mod tests {
             part(CONTAINERS, "web\trunning\tUp 1 second\n"),
             part(CERTIFICATES, ""),
             part(BACKUP, ""),
+            part(WATCH, ""),
         ];
         let probed = parse(&s, &all.concat()).unwrap();
         assert_eq!(probed.secrets, ["DB_PASSWORD", "@@sites"]);
