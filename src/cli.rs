@@ -111,7 +111,16 @@ pub enum Command {
         #[command(subcommand)]
         action: AlertsAction,
     },
-    /// Show hosts, containers, sites, certificates, firewall and last deploy.
+    /// The host's own checks (sites, certificates, containers, disks, timers)
+    /// and alerts on what changed: what the vpsup-watch timer runs.
+    Watch {
+        /// On the host itself, for every app with settings in
+        /// /etc/vpsup/watch/ (or the one settings file --config names).
+        #[arg(long)]
+        local: bool,
+    },
+    /// Show each host's current problems, then hosts, containers, sites,
+    /// certificates, firewall and last deploy.
     Status,
     /// Return to the previous release.
     Rollback,
@@ -226,6 +235,7 @@ impl Command {
             Command::Backup { .. } => "backup",
             Command::Restore { .. } => "restore",
             Command::Alerts { .. } => "alerts",
+            Command::Watch { .. } => "watch",
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",

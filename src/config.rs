@@ -31,6 +31,9 @@ pub struct Config {
     /// Where alerts go (`[alerts]`): webhook, ntfy, email.
     #[serde(default, deserialize_with = "checked_alerts")]
     pub alerts: Option<AlertsConfig>,
+    /// What the host's own checks (`vpsup watch`) call a problem (`[watch]`).
+    #[serde(default)]
+    pub watch: WatchConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
@@ -1118,6 +1121,74 @@ fn default_keep_monthly() -> u32 {
 
 fn default_backup_timeout() -> TimeSpan {
     TimeSpan(std::time::Duration::from_secs(6 * 3600))
+}
+
+/// `[watch]`: the thresholds of the host's own checks (`vpsup watch`).
+/// Every key has a default, so the section is optional.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// A filesystem (`/`, Docker's data) fuller than this, in percent, is a problem.
+    #[serde(default = "default_disk_percent")]
+    pub disk_percent: Percent,
+    /// So is one that, at the rate it has been filling, is full within this.
+    #[serde(default = "default_disk_full_in")]
+    pub disk_full_in: TimeSpan,
+    /// A served certificate with fewer days left than this is a problem.
+    #[serde(default = "default_certificate_days")]
+    pub certificate_days: u32,
+    /// Docker's build cache bigger than this is a problem.
+    #[serde(default = "default_build_cache")]
+    pub build_cache: Size,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            disk_percent: default_disk_percent(),
+            disk_full_in: default_disk_full_in(),
+            certificate_days: default_certificate_days(),
+            build_cache: default_build_cache(),
+        }
+    }
+}
+
+fn default_disk_percent() -> Percent {
+    Percent(90)
+}
+
+fn default_disk_full_in() -> TimeSpan {
+    TimeSpan(std::time::Duration::from_secs(7 * 86400))
+}
+
+fn default_certificate_days() -> u32 {
+    14
+}
+
+fn default_build_cache() -> Size {
+    Size(10 << 30)
+}
+
+/// A whole percentage, 1 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Percent(pub u32);
+
+impl TryFrom<u32> for Percent {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        if (1..=100).contains(&n) {
+            Ok(Percent(n))
+        } else {
+            Err(format!("invalid percentage {n}: use 1 to 100"))
+        }
+    }
+}
+
+impl From<Percent> for u32 {
+    fn from(p: Percent) -> u32 {
+        p.0
+    }
 }
 
 /// `[alerts]`: the channels problems are reported through. Secrets (the

@@ -21,6 +21,10 @@
 //! /etc/vpsup/backup/<app>/          its repository's env, password, ssh key, known_hosts (0600)
 //! /var/lib/vpsup/backup/<app>/      what its backups and drills left (last-*.json, history)
 //! /srv/vpsup/<app>/backup.lock      one backup, restore or drill of an app at a time
+//! vpsup-watch.timer/.service        the host's own checks and alerts, every few minutes
+//! /etc/vpsup/watch/<app>.toml       an app's checks and alert channels, for the timer (0600)
+//! /etc/vpsup/watch/<app>/           its channels' secrets (0600)
+//! /var/lib/vpsup/watch/<app>.json   what its checks found and told (open problems, trends)
 //! ```
 
 use serde_json::{json, Map, Value};
@@ -66,6 +70,14 @@ pub const BACKUP_SETTINGS_DIR: &str = "/etc/vpsup/backup";
 /// Each app's backup state (`<app>/last-backup.json`, ...).
 pub const BACKUP_STATE_DIR: &str = "/var/lib/vpsup/backup";
 
+/// The host's own checks (`vpsup watch --local`), every few minutes.
+pub const WATCH_TIMER: &str = "vpsup-watch.timer";
+pub const WATCH_SERVICE: &str = "vpsup-watch.service";
+/// Each app's checks and alert channels (`<app>.toml`) and their secrets (`<app>/`).
+pub const WATCH_SETTINGS_DIR: &str = "/etc/vpsup/watch";
+/// Each app's watch state (`<app>.json`).
+pub const WATCH_STATE_DIR: &str = "/var/lib/vpsup/watch";
+
 /// The layout as playbook and template variables.
 pub fn vars() -> Map<String, Value> {
     [
@@ -87,6 +99,10 @@ pub fn vars() -> Map<String, Value> {
         ("backup_state_dir", BACKUP_STATE_DIR),
         ("backup_unit", BACKUP_UNIT),
         ("backup_verify_unit", BACKUP_VERIFY_UNIT),
+        ("watch_timer", WATCH_TIMER),
+        ("watch_service", WATCH_SERVICE),
+        ("watch_settings_dir", WATCH_SETTINGS_DIR),
+        ("watch_state_dir", WATCH_STATE_DIR),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), json!(value)))

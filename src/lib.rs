@@ -21,3 +21,4 @@ pub mod settings;
 pub mod ssh_config;
 pub mod terminal;
 pub mod transport;
+pub mod watch;

@@ -80,6 +80,17 @@ impl Channel {
         }
     }
 
+    /// Sends `message` through this channel, with its result.
+    pub async fn deliver(&self, message: &Message) -> Delivery {
+        let result = self.send(message).await;
+        Delivery {
+            channel: self.name(),
+            target: self.target(),
+            ok: result.is_ok(),
+            error: result.err(),
+        }
+    }
+
     async fn send(&self, message: &Message) -> Result<(), String> {
         let sending = async {
             match self {
@@ -103,6 +114,19 @@ pub struct Delivery {
     /// The receiver's refusal (HTTP status and answer, SMTP reply) or why it
     /// could not be reached.
     pub error: Option<String>,
+}
+
+/// The names of the channels `config` configures, in `Channels`' order
+/// (known without reading their files).
+pub fn channel_names(config: &AlertsConfig) -> Vec<&'static str> {
+    [
+        (config.webhook.is_some(), "webhook"),
+        (config.ntfy.is_some(), "ntfy"),
+        (config.smtp_server.is_some(), "email"),
+    ]
+    .into_iter()
+    .filter_map(|(on, name)| on.then_some(name))
+    .collect()
 }
 
 /// Every configured channel, ready to send.
@@ -203,16 +227,7 @@ impl Channels {
     /// Sends `message` through every channel at once; one result each, in
     /// the channels' order.
     pub async fn send(&self, message: &Message) -> Vec<Delivery> {
-        let sends = self.0.iter().map(|channel| async move {
-            let result = channel.send(message).await;
-            Delivery {
-                channel: channel.name(),
-                target: channel.target(),
-                ok: result.is_ok(),
-                error: result.err(),
-            }
-        });
-        futures::future::join_all(sends).await
+        futures::future::join_all(self.0.iter().map(|channel| channel.deliver(message))).await
     }
 }
 

@@ -19,6 +19,8 @@
 //!    `current` switched, old releases pruned; a failure in 6 or 7 starts
 //!    the previous release again and reports the failing services' last log
 //!    lines; the backup lock is given back;
+//!    then the host's copy of the app's backup and watch settings (its own
+//!    checks and alerts, `crate::watch`), when they differ;
 //! 8. from here: each site over HTTPS (status, certificate names, days left).
 //!
 //! And `vpsup rollback`: under the lock, the release before `current`
@@ -58,6 +60,7 @@ use crate::fleet::{self, Connection, Failures, HostJob, Turn};
 use crate::hostlock;
 use crate::settings::{project_dir, HostTarget, Settings};
 use crate::transport::{ExecRequest, Transport};
+use crate::watch::host_settings as watch_settings;
 
 /// Everything every host's deploy shares.
 struct DeployRun<'a> {
@@ -75,6 +78,8 @@ struct DeployRun<'a> {
     /// `[backup]`: per host (restic's `--host` and the timers' times are the
     /// host's), what it needs to back up by itself.
     backup: BTreeMap<String, BackupWanted>,
+    /// Per host (its name is in every alert), the watch settings files.
+    watch: BTreeMap<String, Vec<HostFile>>,
 }
 
 impl DeployRun<'_> {
@@ -87,6 +92,7 @@ impl DeployRun<'_> {
     fn wanted(&self, host: &str) -> Wanted<'_> {
         Wanted {
             backup: self.backup.get(host),
+            watch: self.watch.get(host).map_or(&[], Vec::as_slice),
             app: self.app,
             sites: self.sites,
             release: &self.release,
@@ -183,6 +189,13 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
             wanted
         }
     };
+    let mut watch = BTreeMap::new();
+    for target in &targets {
+        watch.insert(
+            target.name.clone(),
+            watch_settings::files(config, &project, &target.name)?,
+        );
+    }
     let run = DeployRun {
         settings,
         config,
@@ -195,6 +208,7 @@ pub async fn run(settings: &Settings) -> exit::Result<()> {
         owner: hostlock::owner("deploy"),
         dns_update,
         backup,
+        watch,
     };
     let reports = fleet::for_each_host(settings, &targets, &run).await;
     if settings.json {
@@ -457,7 +471,15 @@ async fn change(
         report.release = Some(id);
     }
     stop_before("installing the backup setup")?;
-    install_backups(transport, run, &report.host, &paths.app, plan.backup).await
+    install_backups(transport, run, &report.host, &paths.app, plan.backup).await?;
+    if plan.watch_settings {
+        // Written after the release: the timer's next run checks what it serves.
+        let files = run.watch.get(&report.host).map_or(&[][..], Vec::as_slice);
+        watch_settings::write(transport, files)
+            .await
+            .map_err(|e| StepError::Watch(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Release `id` up, healthy and served, or the previous release again (a

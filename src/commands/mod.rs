@@ -12,6 +12,7 @@ pub mod play;
 pub mod renew_certs;
 pub mod ssh;
 pub mod status;
+pub mod watch;
 
 use crate::cli::{AlertsAction, BackupAction, Cli, Command};
 use crate::exit;
@@ -33,6 +34,16 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         }
         _ => None,
     };
+    if let Command::Watch { local } = &cli.command {
+        // On the host, --config names a watch settings file, not a vpsup.toml.
+        let file = if *local {
+            cli.global.config.take()
+        } else {
+            None
+        };
+        let settings = Settings::resolve(&cli.global)?;
+        return watch::run(&settings, *local, file.as_deref()).await;
+    }
     let settings = Settings::resolve(&cli.global)?;
     match &cli.command {
         Command::Init { target, options } => init::run(&settings, target.as_deref(), options).await,
@@ -64,6 +75,7 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
+        Command::Watch { .. } => unreachable!("handled above"),
         Command::Ssh { host, command } => ssh::run(&settings, host.as_deref(), command).await,
         Command::Exec {
             service,

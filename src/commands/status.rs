@@ -20,6 +20,7 @@ use crate::modules::ufw;
 use crate::settings::Settings;
 use crate::transport::sections::{Parts, Sections};
 use crate::transport::{ExecRequest, Transport};
+use crate::watch::status as watch_status;
 
 /// Below this many days left a certificate is flagged.
 const CERT_WARN_DAYS: i64 = 14;
@@ -28,6 +29,8 @@ const CERT_WARN_DAYS: i64 = 14;
 struct HostStatus {
     host: String,
     target: String,
+    /// Each app's open problems, as the host's own checks (`vpsup watch`) left them.
+    watch: Vec<watch_status::AppWatch>,
     #[serde(skip_serializing_if = "Option::is_none")]
     facts: Option<HostFacts>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,6 +116,7 @@ echo "result=$(systemctl show -p Result --value {service} 2>/dev/null)""#,
     ]);
     // One part per app and file, after the fixed ones.
     script.push_str(&backup_status::script(sections.marker()));
+    script.push_str(&watch_status::script(sections.marker()));
     script.push_str("exit 0");
     script
 }
@@ -256,6 +260,7 @@ fn fill(status: &mut HostStatus, parts: &Parts) -> Result<(), String> {
         !status.certificates.is_empty(),
     ));
     status.backups = backup_status::parse(parts, OffsetDateTime::now_utc());
+    status.watch = watch_status::parse(parts);
     Ok(())
 }
 
@@ -264,6 +269,33 @@ fn print_host(s: &HostStatus) {
     if let Some(e) = &s.error {
         println!("  error        {e}");
         return;
+    }
+    // What is wrong first: the host's own checks' open problems.
+    for w in &s.watch {
+        if let Some(e) = &w.error {
+            println!("  PROBLEMS     {}: unknown, {e}", w.app);
+        }
+        for p in &w.problems {
+            println!(
+                "  PROBLEM      {}: {}: {} (since {})",
+                w.app,
+                p.check,
+                p.text,
+                crate::watch::since(p.since)
+            );
+        }
+        if let Some(checked) = w.checked {
+            let none = if w.problems.is_empty() && w.error.is_none() {
+                "no problems; "
+            } else {
+                ""
+            };
+            println!(
+                "  checked      {}: {none}last checked {}",
+                w.app,
+                crate::watch::since(checked)
+            );
+        }
     }
     if let Some(f) = &s.facts {
         println!(

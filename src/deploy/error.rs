@@ -70,6 +70,9 @@ pub enum StepError {
     /// The snapshot before a deploy, or the host's backup setup after it.
     #[error("backups: {0}")]
     Backup(String),
+    /// The host's copy of the watch settings could not be written.
+    #[error("watch settings: {0} (the release is live; `vpsup deploy` again retries this step)")]
+    Watch(String),
     /// The new release did not go live; `logs`: the failing services' last
     /// lines.
     #[error("release {id} {why}; {after}\n{logs}")]

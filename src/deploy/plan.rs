@@ -33,6 +33,8 @@ pub struct Wanted<'a> {
     pub webroot: &'a str,
     /// `[backup]`: the host's copy of its settings and its timers.
     pub backup: Option<&'a BackupWanted>,
+    /// The host's copy of the app's watch settings (`crate::watch`).
+    pub watch: &'a [HostFile],
 }
 
 /// What a host needs to back up the app by itself (`[backup]`).
@@ -74,6 +76,8 @@ pub struct DeployPlan<'a> {
     /// Every container of the app runs (and is healthy, if it has a check).
     pub services_up: bool,
     pub backup: BackupWork,
+    /// The host's watch settings differ from `Wanted::watch`.
+    pub watch_settings: bool,
     probed: &'a Probed,
     data: &'a [String],
 }
@@ -133,6 +137,10 @@ impl<'a> DeployPlan<'a> {
             None if probed.backup.any_timer_on(&paths.app) => BackupWork::StopTimers,
             None => BackupWork::Nothing,
         };
+        let watch_settings = !wanted
+            .watch
+            .iter()
+            .all(|f| probed.watch.holds(&f.path, &f.content));
         Ok(DeployPlan {
             files,
             meta,
@@ -141,6 +149,7 @@ impl<'a> DeployPlan<'a> {
             sites_current,
             services_up,
             backup,
+            watch_settings,
             probed,
             data: &wanted.release.data,
         })
@@ -196,6 +205,9 @@ impl<'a> DeployPlan<'a> {
             BackupWork::StopTimers => {
                 pending.push("backup timers to stop ([backup] is gone)".to_string())
             }
+        }
+        if self.watch_settings {
+            pending.push("watch settings to install (the host's checks and alerts)".to_string());
         }
         pending
     }
@@ -390,6 +402,7 @@ mod tests {
             containers: vec![],
             certificates: vec![],
             backup: Default::default(),
+            watch: Default::default(),
         }
     }
 
@@ -413,6 +426,7 @@ mod tests {
             store_dir: "/etc/vpsup/acme",
             webroot: "/var/lib/vpsup/acme",
             backup: None,
+            watch: &[],
         };
         let paths = AppPaths::new("doctor");
         let now = OffsetDateTime::now_utc();
@@ -494,6 +508,7 @@ mod tests {
             store_dir: "/etc/vpsup/acme",
             webroot: "/var/lib/vpsup/acme",
             backup: None,
+            watch: &[],
         };
         let mut old = probed(FACTS);
         old.meta = Some(ReleaseMeta {
@@ -543,6 +558,7 @@ mod tests {
             store_dir: "/etc/vpsup/acme",
             webroot: "/var/lib/vpsup/acme",
             backup: Some(&want),
+            watch: &[],
         };
         let paths = AppPaths::new("doctor");
         let now = OffsetDateTime::now_utc();

@@ -1,8 +1,8 @@
 //! The one probe a deploy or a rollback decides on, in one exec (as root):
 //! the host's facts, the current release's files and how it runs, the
 //! releases kept, the secrets' names, the installed site files' hashes, the
-//! app's containers, the certificate store, and the app's backup settings
-//! and timers. One part each, marked by a
+//! app's containers, the certificate store, the app's backup settings
+//! and timers, and its watch settings. One part each, marked by a
 //! fresh `Sections` per run; the parser fails on a part that did not come
 //! back.
 
@@ -17,6 +17,7 @@ use crate::hostlock::{HostLock, LockRequest, LockTiming};
 use crate::transport::script::quote;
 use crate::transport::sections::Sections;
 use crate::transport::{ExecRequest, Transport};
+use crate::watch::host_settings as watch_settings;
 
 /// What the probe found.
 #[derive(Debug)]
@@ -34,6 +35,8 @@ pub struct Probed {
     pub certificates: Vec<store::StoredCert>,
     /// The app's backup settings and timers on the host.
     pub backup: timers::Probed,
+    /// The hashes of the app's watch settings files on the host.
+    pub watch: timers::Probed,
 }
 
 const FACTS: &str = "facts";
@@ -45,6 +48,7 @@ const SITES: &str = "sites";
 const CONTAINERS: &str = "containers";
 const CERTIFICATES: &str = "certificates";
 const BACKUP: &str = "backup";
+const WATCH: &str = "watch";
 
 /// The probe of app `paths` and the certificate store at `store_dir`.
 pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String {
@@ -71,6 +75,11 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         quote(&backup_settings::repository_id_path(&paths.app)),
         timers::REPOSITORY_RECORDED,
     );
+    let watch = format!(
+        "for f in {} {}/*; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done",
+        quote(&watch_settings::settings_path(&paths.app)),
+        quote(&watch_settings::files_dir(&paths.app)),
+    );
     let mut script = sections.script([
         (FACTS, facts.as_str()),
         (RELEASE, release.as_str()),
@@ -81,6 +90,7 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         (CONTAINERS, containers.as_str()),
         (CERTIFICATES, certificates.as_str()),
         (BACKUP, backup.as_str()),
+        (WATCH, watch.as_str()),
     ]);
     script.push_str("exit 0\n");
     script
@@ -110,6 +120,7 @@ pub fn parse(sections: &Sections, text: &str) -> Result<Probed, StepError> {
         certificates: store::parse_listing(parts.get(CERTIFICATES)?)
             .map_err(StepError::CertificateStore)?,
         backup: timers::Probed::parse(parts.get(BACKUP)?),
+        watch: timers::Probed::parse(parts.get(WATCH)?),
     })
 }
 
@@ -266,6 +277,7 @@ mod tests {
             part(CONTAINERS, "web\trunning\tUp 1 second\n"),
             part(CERTIFICATES, ""),
             part(BACKUP, ""),
+            part(WATCH, ""),
         ];
         let probed = parse(&s, &all.concat()).unwrap();
         assert_eq!(probed.secrets, ["DB_PASSWORD", "@@sites"]);

@@ -84,6 +84,21 @@ pub const SECRETS_ENSURE: Script = Script {
     ],
 };
 
+/// Everything one `vpsup watch --local` run looks at (watch::gather).
+pub const WATCH_GATHER: Script = Script {
+    file: "watch_gather.sh",
+    text: include_str!("watch_gather.sh"),
+    sample: &[
+        ("marker", "@@vpsup-0123456789abcdef"),
+        ("sites", "'shop.example.com' '/healthz'"),
+        ("nginx_host", "127.0.0.1"),
+        ("nginx_port", "443"),
+        ("project", "'vpsup-shop'"),
+        ("renew_service", "vpsup-renew-certs.service"),
+        ("backups", "true"),
+    ],
+};
+
 /// Every script, for the checks.
 pub const ALL: &[&Script] = &[
     &APT_GET,
@@ -92,6 +107,7 @@ pub const ALL: &[&Script] = &[
     &ACME_SWITCH_CERT,
     &ACME_LISTING,
     &SECRETS_ENSURE,
+    &WATCH_GATHER,
 ];
 
 impl Script {

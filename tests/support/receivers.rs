@@ -187,6 +187,17 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new() -> TestCa {
+        TestCa::with_names("DNS:localhost,IP:127.0.0.1")
+    }
+
+    /// Its leaf also for the address the test VM reaches this machine at
+    /// (a receiver there is not on the VM's loopback: alerts to it need TLS).
+    pub fn for_vm() -> TestCa {
+        TestCa::with_names("DNS:localhost,IP:127.0.0.1,IP:198.51.100.2")
+    }
+
+    /// A CA and a leaf for `names` (an openssl subjectAltName value).
+    pub fn with_names(names: &str) -> TestCa {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let openssl = |args: &[&str]| {
@@ -233,7 +244,13 @@ impl TestCa {
             "-subj",
             "/CN=localhost",
         ]);
-        std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+        std::fs::write(
+            d.join("ext.cnf"),
+            format!(
+                "subjectAltName={names}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .unwrap();
         openssl(&[
             "x509",
             "-req",

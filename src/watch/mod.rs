@@ -1,0 +1,204 @@
+//! `vpsup watch --local`: the host checks itself, every few minutes from
+//! its vpsup-watch timer, and tells the app's `[alerts]` channels what
+//! changed. Per app with settings on the host, in order:
+//!
+//! 1. the state file (what the last run found, told and remembered);
+//! 2. one exec gathers the facts (`gather`);
+//! 3. the checks turn facts into problems (`checks`);
+//! 4. the alerting decides what each channel is told (`alerting`);
+//! 5. each channel's message is sent; a failure is owed to the next run and
+//!    stops nothing;
+//! 6. the new state is written, whole or not at all (`state`).
+
+pub mod alerting;
+pub mod checks;
+pub mod gather;
+pub mod host_settings;
+pub mod state;
+pub mod status;
+
+use std::path::Path;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+
+use crate::alerts::{channel_names, Channels, Delivery, Message};
+use crate::transport::sections::Sections;
+use crate::transport::{ExecRequest, Transport};
+use host_settings::WatchSettings;
+use state::State;
+
+/// A problem open after a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenProblem {
+    pub key: String,
+    pub check: String,
+    pub text: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: OffsetDateTime,
+}
+
+/// One app's run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AppReport {
+    pub app: String,
+    pub host: String,
+    pub problems: Vec<OpenProblem>,
+    /// Each message sent, per channel.
+    pub sent: Vec<Sent>,
+    /// What went wrong with the run itself (the checks, a channel's
+    /// settings, the state file).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Sent {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    pub summary: String,
+}
+
+impl AppReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && self.sent.iter().all(|s| s.delivery.ok)
+    }
+}
+
+/// One run for one app's `settings`, on the host `transport` reaches.
+pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppReport {
+    let mut report = AppReport {
+        app: settings.app.clone(),
+        host: settings.host.clone(),
+        ..AppReport::default()
+    };
+    let path = settings.state_file();
+    let (before, unreadable) = State::load(&path);
+    report.errors.extend(unreadable);
+    let sections = Sections::random();
+    let out = transport
+        .exec(ExecRequest::piped(gather::script(&sections, settings)))
+        .await;
+    let text = match out {
+        Ok(out) => out.stdout_str(),
+        Err(e) => {
+            report.errors.push(format!("gathering the facts: {e}"));
+            return report;
+        }
+    };
+    let now = OffsetDateTime::now_utc();
+    let facts = gather::parse(&sections, &text, settings, now);
+    let found = checks::check(&facts, &settings.watch, &before.memory, now);
+    let names = settings
+        .alerts
+        .as_ref()
+        .map(channel_names)
+        .unwrap_or_default();
+    let remind = settings
+        .alerts
+        .as_ref()
+        .map_or(std::time::Duration::MAX, |a| a.remind_every.0);
+    let (mut alerting, outgoing) = alerting::plan(&before.alerting, &found, now, remind, &names);
+    let channels = match &settings.alerts {
+        None => Some(Channels(Vec::new())),
+        Some(alerts) => match Channels::from_config(alerts, Path::new("/")) {
+            Ok(channels) => Some(channels),
+            Err(e) => {
+                report.errors.push(e.to_string());
+                None
+            }
+        },
+    };
+    let sends = outgoing.iter().map(|out| {
+        let problems: Vec<_> = out.problems.iter().map(|(_, p)| p.clone()).collect();
+        let message = Message {
+            host: settings.host.clone(),
+            app: Some(settings.app.clone()),
+            summary: alerting::summary(&problems),
+            problems,
+        };
+        let channel = channels
+            .as_ref()
+            .and_then(|c| c.0.iter().find(|c| c.name() == out.channel));
+        async move {
+            let delivery = match channel {
+                Some(channel) => channel.deliver(&message).await,
+                None => Delivery {
+                    channel: out.channel,
+                    target: String::new(),
+                    ok: false,
+                    error: Some("the channel's settings do not read (see the run's errors)".into()),
+                },
+            };
+            (out, message.summary, delivery)
+        }
+    });
+    for (out, summary, delivery) in futures::future::join_all(sends).await {
+        if delivery.ok {
+            alerting::delivered(&mut alerting, out, now);
+        }
+        report.sent.push(Sent { delivery, summary });
+    }
+    report.problems = alerting
+        .open
+        .iter()
+        .map(|(key, open)| OpenProblem {
+            key: key.clone(),
+            check: open.check.clone(),
+            text: open.text.clone(),
+            since: open.since,
+        })
+        .collect();
+    let next = State {
+        checked: Some(now),
+        memory: before.memory.next(&facts, now),
+        alerting,
+    };
+    if let Err(e) = next.save(&path) {
+        report.errors.push(format!(
+            "cannot write the state file {}: {e}",
+            path.display()
+        ));
+    }
+    report
+}
+
+/// `2026-01-08 10:15 UTC (3h ago)`: when a problem started, for people.
+pub fn since(at: OffsetDateTime) -> String {
+    since_at(at, OffsetDateTime::now_utc())
+}
+
+fn since_at(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    let secs = (now - at).whole_seconds().max(0);
+    let ago = match secs {
+        s if s < 120 => "just now".to_string(),
+        s if s < 2 * 3600 => format!("{}m ago", s / 60),
+        s if s < 2 * 86400 => format!("{}h ago", s / 3600),
+        s => format!("{}d ago", s / 86400),
+    };
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{} {:02}:{:02} UTC, {ago}",
+        at.date(),
+        at.hour(),
+        at.minute()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_reads_as_a_time_and_an_age() {
+        let at = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        assert_eq!(since_at(at, at), "2027-01-15 08:00 UTC, just now");
+        assert_eq!(
+            since_at(at, at + time::Duration::hours(30)),
+            "2027-01-15 08:00 UTC, 30h ago"
+        );
+        assert_eq!(
+            since_at(at, at + time::Duration::days(3)),
+            "2027-01-15 08:00 UTC, 3d ago"
+        );
+    }
+}
