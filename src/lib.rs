@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod deploy;
 pub mod engine;
+pub mod export;
 pub mod exit;
 pub mod facts;
 pub mod fleet;

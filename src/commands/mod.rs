@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod backup;
 pub mod deploy;
 pub mod exec;
+pub mod export;
 pub mod facts;
 pub mod init;
 pub mod logs;
@@ -13,7 +14,7 @@ pub mod renew_certs;
 pub mod ssh;
 pub mod status;
 
-use crate::cli::{AlertsAction, BackupAction, Cli, Command};
+use crate::cli::{AlertsAction, BackupAction, Cli, Command, ExportTarget};
 use crate::exit;
 use crate::settings::Settings;
 
@@ -64,6 +65,9 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Rollback => deploy::rollback(&settings).await,
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
+        Command::Export {
+            target: ExportTarget::K8s(args),
+        } => export::k8s(&settings, args).await,
         Command::Ssh { host, command } => ssh::run(&settings, host.as_deref(), command).await,
         Command::Exec {
             service,
