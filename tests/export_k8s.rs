@@ -19,7 +19,12 @@ fn root() -> PathBuf {
 /// Copies `source` into a temp project with `config` as its vpsup.toml, and exports it.
 fn export(source: &Path, config: &Path) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    let status = Command::new("cp").arg("-a").arg(format!("{}/.", source.display())).arg(dir.path()).status().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", source.display()))
+        .arg(dir.path())
+        .status()
+        .unwrap();
     assert!(status.success());
     std::fs::copy(config, dir.path().join("vpsup.toml")).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_vpsup"))
@@ -27,7 +32,12 @@ fn export(source: &Path, config: &Path) -> (tempfile::TempDir, PathBuf) {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let tree = dir.path().join("k8s");
     (dir, tree)
 }
@@ -54,11 +64,20 @@ fn matches_golden(tree: &Path, name: &str) {
     if std::env::var_os("VPSUP_BLESS").is_some() {
         let _ = std::fs::remove_dir_all(&golden);
         std::fs::create_dir_all(golden.parent().unwrap()).unwrap();
-        let status = Command::new("cp").arg("-a").arg(tree).arg(&golden).status().unwrap();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(tree)
+            .arg(&golden)
+            .status()
+            .unwrap();
         assert!(status.success());
         return;
     }
-    assert!(golden.is_dir(), "no golden tree {}: run with VPSUP_BLESS=1 and review it", golden.display());
+    assert!(
+        golden.is_dir(),
+        "no golden tree {}: run with VPSUP_BLESS=1 and review it",
+        golden.display()
+    );
     assert_eq!(files(tree), files(&golden), "the files of {name}");
     for f in files(tree) {
         assert_eq!(
@@ -72,13 +91,20 @@ fn matches_golden(tree: &Path, name: &str) {
 /// `kubectl kustomize` of the overlay, then kubernetes-validate on every object.
 fn builds_and_validates(tree: &Path) {
     let tools = Path::new(TOOLS);
-    assert!(tools.join("bin/kubectl").exists(), "{TOOLS} is missing: run tests/setup");
+    assert!(
+        tools.join("bin/kubectl").exists(),
+        "{TOOLS} is missing: run tests/setup"
+    );
     let built = Command::new(tools.join("bin/kubectl"))
         .args(["kustomize", "overlays/production"])
         .current_dir(tree)
         .output()
         .unwrap();
-    assert!(built.status.success(), "kustomize: {}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "kustomize: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let out_dir = tempfile::tempdir().unwrap();
     let all = out_dir.path().join("all.yaml");
     std::fs::write(&all, &built.stdout).unwrap();
@@ -86,13 +112,27 @@ fn builds_and_validates(tree: &Path) {
     let kinds = text.lines().filter(|l| l.starts_with("kind: ")).count();
     assert!(kinds >= 6, "{text}");
     let validated = Command::new(tools.join("bin/python"))
-        .args(["-m", "kubernetes_validate", "--strict", "-k", VALIDATE_AGAINST])
+        .args([
+            "-m",
+            "kubernetes_validate",
+            "--strict",
+            "-k",
+            VALIDATE_AGAINST,
+        ])
         .arg(&all)
         .output()
         .unwrap();
-    let said = String::from_utf8_lossy(&validated.stdout).into_owned() + &String::from_utf8_lossy(&validated.stderr);
-    assert!(validated.status.success(), "kubernetes-validate:\n{said}\n{text}");
-    assert_eq!(said.matches(" passed for resource ").count(), kinds, "{said}");
+    let said = String::from_utf8_lossy(&validated.stdout).into_owned()
+        + &String::from_utf8_lossy(&validated.stderr);
+    assert!(
+        validated.status.success(),
+        "kubernetes-validate:\n{said}\n{text}"
+    );
+    assert_eq!(
+        said.matches(" passed for resource ").count(),
+        kinds,
+        "{said}"
+    );
 }
 
 #[test]
@@ -105,7 +145,10 @@ fn the_readme_example_exports_a_tree_that_builds_and_validates() {
 
 #[test]
 fn the_vm_stack_exports_a_tree_that_builds_and_validates() {
-    let (_dir, tree) = export(&root().join("tests/vm/stack"), &root().join("tests/export/vm-stack.toml"));
+    let (_dir, tree) = export(
+        &root().join("tests/vm/stack"),
+        &root().join("tests/export/vm-stack.toml"),
+    );
     matches_golden(&tree, "vm-stack");
     builds_and_validates(&tree);
 }

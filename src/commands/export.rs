@@ -54,7 +54,11 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
     if project.join(".env").is_file() && !app.env_files.iter().any(|e| e == Path::new(".env")) {
         env_paths.push(".env".into());
     }
-    env_paths.extend(app.env_files.iter().map(|p| p.to_string_lossy().into_owned()));
+    env_paths.extend(
+        app.env_files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned()),
+    );
     let mut env_keys = BTreeSet::new();
     for path in &env_paths {
         let text = std::fs::read_to_string(project.join(path))
@@ -65,7 +69,15 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
     let mut values = None;
     let measured = match &args.host {
         Some(host) => {
-            let (m, v) = measure(settings, host, &app_name, &compose, &env_paths, args.with_secrets).await?;
+            let (m, v) = measure(
+                settings,
+                host,
+                &app_name,
+                &compose,
+                &env_paths,
+                args.with_secrets,
+            )
+            .await?;
             values = v;
             Some(m)
         }
@@ -80,7 +92,11 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
             .filter(|n| !m.secret_names.iter().any(|s| s == n))
             .collect();
         if !missing.is_empty() {
-            eprintln!("vpsup: {}: not generated on the host yet: {} (deploy first)", m.host, missing.join(", "));
+            eprintln!(
+                "vpsup: {}: not generated on the host yet: {} (deploy first)",
+                m.host,
+                missing.join(", ")
+            );
         }
     }
     let options = Options {
@@ -115,7 +131,11 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
             "wrote {} ({} files; secrets: {})",
             args.out.display(),
             tree.files.len() + tree.secret_files.len(),
-            if values.is_some() { "fetched from the host into base/secrets/ (git-ignored)" } else { "placeholders in base/secrets/" }
+            if values.is_some() {
+                "fetched from the host into base/secrets/ (git-ignored)"
+            } else {
+                "placeholders in base/secrets/"
+            }
         );
     }
     Ok(())
@@ -133,18 +153,31 @@ async fn measure(
     let target = settings.one_target(Some(host), "vpsup export k8s", "")?;
     let connection = fleet::connect(settings, &target).await?;
     let sections = Sections::random();
-    let script = gather::script(&sections, app, &k8s::data_paths(compose), env_paths, with_secrets);
+    let script = gather::script(
+        &sections,
+        app,
+        &k8s::data_paths(compose),
+        env_paths,
+        with_secrets,
+    );
     let out = connection
         .transport
-        .run_ok("measuring the app", ExecRequest::piped(script).become_root(true))
+        .run_ok(
+            "measuring the app",
+            ExecRequest::piped(script).become_root(true),
+        )
         .await;
     connection.transport.close().await;
-    let gathered = gather::parse(&sections, &target.name, &out?.stdout_str()).map_err(ExportError::Host)?;
+    let gathered =
+        gather::parse(&sections, &target.name, &out?.stdout_str()).map_err(ExportError::Host)?;
     Ok((gathered.measured, gathered.values))
 }
 
 fn write(path: &Path, content: &[u8], mode: u32) -> Result<(), ExportError> {
-    let err = |error| ExportError::Write { path: path.display().to_string(), error };
+    let err = |error| ExportError::Write {
+        path: path.display().to_string(),
+        error,
+    };
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }

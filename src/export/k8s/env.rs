@@ -31,8 +31,15 @@ impl SecretKeys {
 /// One container env var.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnvVar {
-    Literal { name: String, value: String },
-    FromSecret { name: String, secret: String, key: String },
+    Literal {
+        name: String,
+        value: String,
+    },
+    FromSecret {
+        name: String,
+        secret: String,
+        key: String,
+    },
 }
 
 impl EnvVar {
@@ -50,7 +57,10 @@ impl EnvVar {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Piece {
     Text(String),
-    Var { name: String, default: Option<String> },
+    Var {
+        name: String,
+        default: Option<String>,
+    },
 }
 
 /// Splits a compose value into text and variables.
@@ -245,7 +255,10 @@ mod tests {
                     "doctor-generated".into(),
                     BTreeSet::from(["POSTGRES_PASSWORD".to_string(), "SECRET_KEY".to_string()]),
                 ),
-                ("doctor-env".into(), BTreeSet::from(["GREETING".to_string()])),
+                (
+                    "doctor-env".into(),
+                    BTreeSet::from(["GREETING".to_string()]),
+                ),
             ],
         }
     }
@@ -322,7 +335,11 @@ mod tests {
     fn unset_variables_take_their_default_or_nothing_with_a_note() {
         let mut notes = Vec::new();
         let vars = container_env(
-            &env(&[("A", "${X:-fallback}"), ("B", "x${NOPE}y"), ("C", "$$HOME and $(x)")]),
+            &env(&[
+                ("A", "${X:-fallback}"),
+                ("B", "x${NOPE}y"),
+                ("C", "$$HOME and $(x)"),
+            ]),
             &secrets(),
             &mut notes,
         );
@@ -340,7 +357,13 @@ mod tests {
 
     #[test]
     fn plain_values_refuse_secrets() {
-        assert_eq!(plain("postgres:${PG:-16}", &secrets()).unwrap(), "postgres:16");
-        assert_eq!(plain("x-${SECRET_KEY}", &secrets()).unwrap_err(), "SECRET_KEY");
+        assert_eq!(
+            plain("postgres:${PG:-16}", &secrets()).unwrap(),
+            "postgres:16"
+        );
+        assert_eq!(
+            plain("x-${SECRET_KEY}", &secrets()).unwrap_err(),
+            "SECRET_KEY"
+        );
     }
 }

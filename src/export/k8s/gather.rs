@@ -21,7 +21,13 @@ const ENV: &str = "env";
 
 /// The script. `data_paths`: the app's data (`state`, `data/uploads`);
 /// `env_files`: release-relative env files to read with `with_secrets`.
-pub fn script(sections: &Sections, app: &str, data_paths: &[String], env_files: &[String], with_secrets: bool) -> String {
+pub fn script(
+    sections: &Sections,
+    app: &str,
+    data_paths: &[String],
+    env_files: &[String],
+    with_secrets: bool,
+) -> String {
     let paths = AppPaths::new(app);
     let projects = format!("{} {}", quote(&project_name(app)), quote(app));
     let docker = "command -v docker >/dev/null 2>&1 && echo present";
@@ -53,10 +59,16 @@ pub fn script(sections: &Sections, app: &str, data_paths: &[String], env_files: 
         (STATS, stats),
     ];
     if with_secrets {
-        parts.push((VALUES, format!("cat {} 2>/dev/null", quote(&paths.secrets()))));
+        parts.push((
+            VALUES,
+            format!("cat {} 2>/dev/null", quote(&paths.secrets())),
+        ));
         let mut env = String::new();
         for file in env_files {
-            env.push_str(&format!("cat {} 2>/dev/null; echo\n", quote(&format!("{}/current/{file}", paths.dir))));
+            env.push_str(&format!(
+                "cat {} 2>/dev/null; echo\n",
+                quote(&format!("{}/current/{file}", paths.dir))
+            ));
         }
         parts.push((ENV, env));
     }
@@ -95,20 +107,38 @@ pub fn parse(sections: &Sections, host: &str, output: &str) -> Result<Gathered, 
     for line in get(STATS)?.lines() {
         let fields: Vec<&str> = line.split('\t').collect();
         if let [service, cpu, mem] = fields.as_slice() {
-            let cpu_millis = cpu.trim().trim_end_matches('%').parse::<f64>().map(|p| (p * 10.0).ceil() as u64).unwrap_or(0);
-            let memory_bytes = mem.split('/').next().and_then(|m| bytes_of(m.trim())).unwrap_or(0);
+            let cpu_millis = cpu
+                .trim()
+                .trim_end_matches('%')
+                .parse::<f64>()
+                .map(|p| (p * 10.0).ceil() as u64)
+                .unwrap_or(0);
+            let memory_bytes = mem
+                .split('/')
+                .next()
+                .and_then(|m| bytes_of(m.trim()))
+                .unwrap_or(0);
             let entry: &mut Usage = usage.entry(service.to_string()).or_default();
             entry.cpu_millis = entry.cpu_millis.max(cpu_millis);
             entry.memory_bytes = entry.memory_bytes.max(memory_bytes);
         }
     }
-    let secret_names = get(SECRETS)?.lines().filter(|l| !l.is_empty()).map(String::from).collect();
+    let secret_names = get(SECRETS)?
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
     let values = match (parts.get(VALUES), parts.get(ENV)) {
         (Ok(v), Ok(e)) => Some((v.to_string(), e.to_string())),
         _ => None,
     };
     Ok(Gathered {
-        measured: Measured { host: host.to_string(), data_bytes, usage, secret_names },
+        measured: Measured {
+            host: host.to_string(),
+            data_bytes,
+            usage,
+            secret_names,
+        },
         values,
     })
 }
@@ -147,14 +177,27 @@ mod tests {
         assert_eq!(g.measured.secret_names, ["DB_PASSWORD", "SECRET_KEY"]);
         assert_eq!(g.measured.data_bytes["dbdata"], 2 << 30);
         assert_eq!(g.measured.data_bytes["state"], 4096);
-        assert_eq!(g.measured.usage["db"], Usage { cpu_millis: 15, memory_bytes: 300 << 20 });
+        assert_eq!(
+            g.measured.usage["db"],
+            Usage {
+                cpu_millis: 15,
+                memory_bytes: 300 << 20
+            }
+        );
         assert!(g.values.is_none());
     }
 
     #[test]
     fn no_docker_is_a_clear_message() {
         let s = Sections::with_nonce(7);
-        let out = format!("\n{} {DOCKER}\n\n{} {SECRETS}\n\n{} {VOLUMES}\n\n{} {DATA}\n\n{} {STATS}\n", s.marker(), s.marker(), s.marker(), s.marker(), s.marker());
+        let out = format!(
+            "\n{} {DOCKER}\n\n{} {SECRETS}\n\n{} {VOLUMES}\n\n{} {DATA}\n\n{} {STATS}\n",
+            s.marker(),
+            s.marker(),
+            s.marker(),
+            s.marker(),
+            s.marker()
+        );
         let err = parse(&s, "web", &out).unwrap_err();
         assert!(err.contains("web has no docker"), "{err}");
     }

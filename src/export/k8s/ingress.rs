@@ -24,10 +24,7 @@ pub fn ingress(site: &SiteConfig, issuer: &str, labels: &Value) -> Value {
         // ingress-nginx forwards upgrades by itself; vpsup's nginx keeps a
         // WebSocket open for an hour without traffic: so does this.
         for key in ["proxy-read-timeout", "proxy-send-timeout"] {
-            annotations.insert(
-                format!("nginx.ingress.kubernetes.io/{key}"),
-                json!("3600"),
-            );
+            annotations.insert(format!("nginx.ingress.kubernetes.io/{key}"), json!("3600"));
         }
     }
     let path = |path: &str, service: &str, port: u16| {
@@ -76,7 +73,10 @@ mod tests {
         assert_eq!(a["nginx.ingress.kubernetes.io/proxy-body-size"], "25m");
         assert_eq!(a["nginx.ingress.kubernetes.io/proxy-read-timeout"], "3600");
         assert_eq!(ing["spec"]["tls"][0]["hosts"][0], "doctor.example.com");
-        assert_eq!(ing["spec"]["tls"][0]["secretName"], "doctor-example-com-tls");
+        assert_eq!(
+            ing["spec"]["tls"][0]["secretName"],
+            "doctor-example-com-tls"
+        );
         let paths = &ing["spec"]["rules"][0]["http"]["paths"];
         // The route first, then everything else to the site's service.
         assert_eq!(paths[0]["path"], "/api/");
@@ -92,7 +92,10 @@ mod tests {
         assert!(ing["metadata"]["annotations"]
             .get("nginx.ingress.kubernetes.io/proxy-read-timeout")
             .is_none());
-        assert_eq!(ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"], "10m");
+        assert_eq!(
+            ing["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"],
+            "10m"
+        );
         assert_eq!(ing["metadata"]["name"], "wildcard-example-com");
     }
 }

@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
 
-use crate::backup::{detect, plan as backup_plan, Engine};
 use crate::backup::engines::{mongo, mysql, postgres, redis};
 use crate::backup::schedule::Schedule;
+use crate::backup::{detect, plan as backup_plan, Engine};
 use crate::config::{AppConfig, BackupConfig, SiteConfig};
 use env::SecretKeys;
 use probes::{Check, Timing};
@@ -141,7 +141,13 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
     let mut secrets = SecretKeys::default();
     let mut secret_files = Vec::new();
     let mut generators = Vec::new();
-    let generated: BTreeSet<String> = input.app.secrets.generate.iter().map(|e| e.0.clone()).collect();
+    let generated: BTreeSet<String> = input
+        .app
+        .secrets
+        .generate
+        .iter()
+        .map(|e| e.0.clone())
+        .collect();
     for (suffix, keys, source) in [
         ("generated", generated, SecretSource::Generated),
         ("env", input.env_keys.clone(), SecretSource::EnvFiles),
@@ -164,9 +170,7 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
     let mut files: Vec<(String, String)> = Vec::new();
     let mut resources: Vec<String> = vec!["namespace.yaml".into()];
     let mut workloads: Vec<Workload> = Vec::new();
-    let labels = |service: &str| {
-        json!({ "app.kubernetes.io/name": service, "app.kubernetes.io/part-of": app })
-    };
+    let labels = |service: &str| json!({ "app.kubernetes.io/name": service, "app.kubernetes.io/part-of": app });
     let site_ports = site_ports(input.sites);
 
     for (name, definition) in services {
@@ -231,30 +235,44 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
                 _ => {}
             }
         }
-        let env_vars = env::container_env(&env::environment_of(definition), &secrets, &mut service_notes);
+        let env_vars = env::container_env(
+            &env::environment_of(definition),
+            &secrets,
+            &mut service_notes,
+        );
         if !env_vars.is_empty() {
-            container.insert("env".into(), json!(env_vars.iter().map(|v| v.to_json()).collect::<Vec<_>>()));
+            container.insert(
+                "env".into(),
+                json!(env_vars.iter().map(|v| v.to_json()).collect::<Vec<_>>()),
+            );
         }
         if definition.get("env_file").is_some() {
-            service_notes.push("has its own env_file: add its variables to a Secret and to envFrom".into());
+            service_notes
+                .push("has its own env_file: add its variables to a Secret and to envFrom".into());
         }
         if !ports.is_empty() {
             container.insert(
                 "ports".into(),
-                json!(ports.iter().map(|p| json!({ "containerPort": p })).collect::<Vec<_>>()),
+                json!(ports
+                    .iter()
+                    .map(|p| json!({ "containerPort": p }))
+                    .collect::<Vec<_>>()),
             );
         }
         // Probes.
-        let site = input
-            .sites
-            .iter()
-            .find(|s| s.service == *name);
+        let site = input.sites.iter().find(|s| s.service == *name);
         let compose_check = probes::from_healthcheck(definition);
         let (check, timing) = if let Some(check) = engine.as_ref().and_then(probes::engine_check) {
             (Some(check), compose_check.map(|c| c.1).unwrap_or_default())
         } else if let Some(site) = site {
             let timing = compose_check.map(|c| c.1).unwrap_or_default();
-            (Some(Check::Http { path: site.health.0.clone(), port: site.port.0 }), timing)
+            (
+                Some(Check::Http {
+                    path: site.health.0.clone(),
+                    port: site.port.0,
+                }),
+                timing,
+            )
         } else if let Some((check, timing)) = compose_check {
             (Some(check), timing)
         } else if let Some(port) = ports.iter().next() {
@@ -281,8 +299,8 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         for dep in depends_on(definition) {
             let dep_def = &services.get(&dep);
             let dep_engine = engines.get(dep.as_str());
-            let dep_stateful = dep_engine.is_some()
-                || dep_def.map(|d| !claims_of(d).is_empty()).unwrap_or(false);
+            let dep_stateful =
+                dep_engine.is_some() || dep_def.map(|d| !claims_of(d).is_empty()).unwrap_or(false);
             let dep_port = dep_engine
                 .and_then(|e| probes::engine_port(e))
                 .or_else(|| dep_def.and_then(|d| container_ports(d).into_iter().next()));
@@ -306,7 +324,11 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         if !volumes_json.is_empty() {
             pod_spec.insert("volumes".into(), json!(volumes_json));
         }
-        if let Some(grace) = definition.get("stop_grace_period").and_then(Value::as_str).and_then(probes::duration_secs) {
+        if let Some(grace) = definition
+            .get("stop_grace_period")
+            .and_then(Value::as_str)
+            .and_then(probes::duration_secs)
+        {
             pod_spec.insert("terminationGracePeriodSeconds".into(), json!(grace));
         }
         let template = json!({ "metadata": { "labels": labels(name) }, "spec": pod_spec });
@@ -334,17 +356,23 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
             if !claim_templates.is_empty() {
                 spec["volumeClaimTemplates"] = json!(claim_templates);
             }
-            ("statefulset", json!({
-                "apiVersion": "apps/v1", "kind": "StatefulSet",
-                "metadata": { "name": name, "labels": labels(name) },
-                "spec": spec,
-            }))
+            (
+                "statefulset",
+                json!({
+                    "apiVersion": "apps/v1", "kind": "StatefulSet",
+                    "metadata": { "name": name, "labels": labels(name) },
+                    "spec": spec,
+                }),
+            )
         } else {
-            ("deployment", json!({
-                "apiVersion": "apps/v1", "kind": "Deployment",
-                "metadata": { "name": name, "labels": labels(name) },
-                "spec": { "replicas": 1, "selector": selector, "template": template },
-            }))
+            (
+                "deployment",
+                json!({
+                    "apiVersion": "apps/v1", "kind": "Deployment",
+                    "metadata": { "name": name, "labels": labels(name) },
+                    "spec": { "replicas": 1, "selector": selector, "template": template },
+                }),
+            )
         };
         let file = format!("{name}-{kind_file}.yaml");
         files.push((format!("base/{file}"), yaml(&object)));
@@ -381,7 +409,11 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
     }
 
     for site in input.sites {
-        let ing = ingress::ingress(site, &input.options.issuer, &json!({ "app.kubernetes.io/part-of": app }));
+        let ing = ingress::ingress(
+            site,
+            &input.options.issuer,
+            &json!({ "app.kubernetes.io/part-of": app }),
+        );
         let file = format!("{}-ingress.yaml", ingress::name(&site.domain.0));
         files.push((format!("base/{file}"), yaml(&ing)));
         resources.push(file);
@@ -394,7 +426,14 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
     }
 
     if let Some(backup) = input.backup {
-        let backup_files = backup_jobs(app, backup, &targets, &mut generators, &mut secret_files, &labels);
+        let backup_files = backup_jobs(
+            app,
+            backup,
+            &targets,
+            &mut generators,
+            &mut secret_files,
+            &labels,
+        );
         for (file, content) in backup_files {
             files.push((format!("base/{file}"), content));
             resources.push(file);
@@ -422,16 +461,30 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
     // overlays/production/
     let overlay_files = overlay(&workloads, input.measured);
     files.extend(overlay_files);
-    files.push((".gitignore".into(), "# Secret values: never in git.\n/base/secrets/\n".into()));
-    files.push(("README.md".into(), readme(input, &workloads, &secret_files, &notes)));
+    files.push((
+        ".gitignore".into(),
+        "# Secret values: never in git.\n/base/secrets/\n".into(),
+    ));
+    files.push((
+        "README.md".into(),
+        readme(input, &workloads, &secret_files, &notes),
+    ));
     files.sort();
-    Ok(Tree { files, secret_files })
+    Ok(Tree {
+        files,
+        secret_files,
+    })
 }
 
 /// The app's writable project mounts (`state`, `data/uploads`): what `--host` measures besides volumes.
 pub fn data_paths(compose: &Value) -> Vec<String> {
     let mut out = BTreeSet::new();
-    for definition in compose.get("services").and_then(Value::as_object).into_iter().flat_map(|s| s.values()) {
+    for definition in compose
+        .get("services")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|s| s.values())
+    {
         for (mount, _, ro) in mounts_of(definition) {
             if let (Mount::Data(path), false) = (mount, ro) {
                 out.insert(path);
@@ -466,7 +519,10 @@ pub fn with_values(file: &SecretFile, text: &str) -> String {
     }
     let mut out = String::new();
     for key in &file.keys {
-        out.push_str(&format!("{key}={}\n", values.get(key.as_str()).copied().unwrap_or_default()));
+        out.push_str(&format!(
+            "{key}={}\n",
+            values.get(key.as_str()).copied().unwrap_or_default()
+        ));
     }
     out
 }
@@ -508,7 +564,11 @@ fn overlay(workloads: &[Workload], measured: Option<&Measured>) -> Vec<(String, 
     let mut replicas = Vec::new();
     let mut images = Vec::new();
     for w in workloads {
-        let kind = if w.stateful { "StatefulSet" } else { "Deployment" };
+        let kind = if w.stateful {
+            "StatefulSet"
+        } else {
+            "Deployment"
+        };
         let patch = json!({
             "apiVersion": "apps/v1", "kind": kind,
             "metadata": { "name": w.name },
@@ -539,7 +599,10 @@ fn overlay(workloads: &[Workload], measured: Option<&Measured>) -> Vec<(String, 
         "patches": [{ "path": "resources.yaml" }],
     });
     vec![
-        ("overlays/production/kustomization.yaml".into(), yaml(&kustomization)),
+        (
+            "overlays/production/kustomization.yaml".into(),
+            yaml(&kustomization),
+        ),
         ("overlays/production/resources.yaml".into(), patches),
     ]
 }
@@ -567,13 +630,21 @@ fn backup_jobs(
     let databases: Vec<&detect::Target> = targets
         .iter()
         .filter(|t| !matches!(t.engine, Engine::Volume { .. }))
-        .filter(|t| !backup.services.iter().any(|(n, s)| n.0 == t.service && s.skip))
+        .filter(|t| {
+            !backup
+                .services
+                .iter()
+                .any(|(n, s)| n.0 == t.service && s.skip)
+        })
         .collect();
     if databases.is_empty() {
         return Vec::new();
     }
     let secret = format!("{app}-backup");
-    let mut keys = vec!["RESTIC_PASSWORD".to_string(), "RESTIC_REPOSITORY".to_string()];
+    let mut keys = vec![
+        "RESTIC_PASSWORD".to_string(),
+        "RESTIC_REPOSITORY".to_string(),
+    ];
     if backup.repository.0.starts_with("s3:") {
         keys.extend(["AWS_ACCESS_KEY_ID".into(), "AWS_SECRET_ACCESS_KEY".into()]);
     }
@@ -603,8 +674,14 @@ fn backup_jobs(
     }
     out.push(("backup-rbac.yaml".to_string(), rbac_text));
     for target in databases {
-        let settings = backup.services.iter().find(|(n, _)| n.0 == target.service).map(|(_, s)| s);
-        let pw = settings.and_then(|s| s.password_env.as_ref()).map(|e| e.0.as_str());
+        let settings = backup
+            .services
+            .iter()
+            .find(|(n, _)| n.0 == target.service)
+            .map(|(_, s)| s);
+        let pw = settings
+            .and_then(|s| s.password_env.as_ref())
+            .map(|e| e.0.as_str());
         let part = match &target.engine {
             // One pg_dumpall: the per-database mode lists databases first, a
             // second step a CronJob has no place for.
@@ -678,7 +755,12 @@ enum Mount {
 /// `(source, target, read-only)` of each of a service's mounts.
 fn mounts_of(definition: &Value) -> Vec<(Mount, String, bool)> {
     let mut out = Vec::new();
-    for volume in definition.get("volumes").and_then(Value::as_array).into_iter().flatten() {
+    for volume in definition
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let (source, target, ro, kind) = match volume {
             Value::String(spec) => {
                 let parts: Vec<&str> = spec.split(':').collect();
@@ -695,9 +777,17 @@ fn mounts_of(definition: &Value) -> Vec<(Mount, String, bool)> {
                 }
             }
             Value::Object(long) => (
-                long.get("source").and_then(Value::as_str).unwrap_or_default().to_string(),
-                long.get("target").and_then(Value::as_str).unwrap_or_default().to_string(),
-                long.get("read_only").and_then(Value::as_bool).unwrap_or(false),
+                long.get("source")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                long.get("target")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                long.get("read_only")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
                 long.get("type").and_then(Value::as_str).unwrap_or("volume"),
             ),
             _ => continue,
@@ -705,7 +795,12 @@ fn mounts_of(definition: &Value) -> Vec<(Mount, String, bool)> {
         let mount = if kind == "tmpfs" || source.is_empty() {
             Mount::Scratch
         } else if source.starts_with("./") || source == "." || source.starts_with("../") {
-            Mount::Data(source.trim_start_matches("./").trim_end_matches('/').to_string())
+            Mount::Data(
+                source
+                    .trim_start_matches("./")
+                    .trim_end_matches('/')
+                    .to_string(),
+            )
         } else if source.starts_with('/') || source.starts_with('~') {
             Mount::Host(source)
         } else {
@@ -729,16 +824,36 @@ fn claims_of(definition: &Value) -> Vec<String> {
 
 fn container_ports(definition: &Value) -> BTreeSet<u16> {
     let mut ports = BTreeSet::new();
-    for p in definition.get("expose").and_then(Value::as_array).into_iter().flatten() {
-        let text = p.as_str().map(str::to_string).unwrap_or_else(|| p.to_string());
+    for p in definition
+        .get("expose")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let text = p
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| p.to_string());
         if let Ok(n) = text.split('/').next().unwrap_or_default().parse() {
             ports.insert(n);
         }
     }
-    for p in definition.get("ports").and_then(Value::as_array).into_iter().flatten() {
+    for p in definition
+        .get("ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let target = match p {
-            Value::Object(long) => long.get("target").and_then(Value::as_u64).map(|n| n.to_string()),
-            Value::String(s) => s.split('/').next().and_then(|s| s.rsplit(':').next()).map(str::to_string),
+            Value::Object(long) => long
+                .get("target")
+                .and_then(Value::as_u64)
+                .map(|n| n.to_string()),
+            Value::String(s) => s
+                .split('/')
+                .next()
+                .and_then(|s| s.rsplit(':').next())
+                .map(str::to_string),
             Value::Number(n) => Some(n.to_string()),
             _ => None,
         };
@@ -751,7 +866,11 @@ fn container_ports(definition: &Value) -> BTreeSet<u16> {
 
 fn depends_on(definition: &Value) -> Vec<String> {
     match definition.get("depends_on") {
-        Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).map(String::from).collect(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
         Some(Value::Object(map)) => map.keys().cloned().collect(),
         _ => Vec::new(),
     }
@@ -760,9 +879,13 @@ fn depends_on(definition: &Value) -> Vec<String> {
 fn site_ports(sites: &[SiteConfig]) -> BTreeMap<&str, BTreeSet<u16>> {
     let mut out: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
     for site in sites {
-        out.entry(site.service.as_str()).or_default().insert(site.port.0);
+        out.entry(site.service.as_str())
+            .or_default()
+            .insert(site.port.0);
         for route in &site.routes {
-            out.entry(route.service.as_str()).or_default().insert(route.port.0);
+            out.entry(route.service.as_str())
+                .or_default()
+                .insert(route.port.0);
         }
     }
     out
@@ -787,7 +910,12 @@ fn yaml(value: &Value) -> String {
     serde_saphyr::to_string(value).expect("a JSON value serializes as YAML")
 }
 
-fn readme(input: &Input, workloads: &[Workload], secret_files: &[SecretFile], notes: &[String]) -> String {
+fn readme(
+    input: &Input,
+    workloads: &[Workload],
+    secret_files: &[SecretFile],
+    notes: &[String],
+) -> String {
     let app = input.app.name.as_str();
     let mut out = format!(
         "# {app} on Kubernetes\n\nWritten by `vpsup export k8s` from vpsup.toml and the compose files{}. Every manifest validates against the Kubernetes {KUBERNETES_VERSION} OpenAPI schemas; nothing here was applied to a cluster by vpsup.\n\n",
@@ -819,19 +947,32 @@ fn readme(input: &Input, workloads: &[Workload], secret_files: &[SecretFile], no
                 m.data_bytes.get(key)
             });
             let how = match measured {
-                Some(b) => format!("{} MiB on the host now, twice that rounded up", b.div_ceil(MIB)),
+                Some(b) => format!(
+                    "{} MiB on the host now, twice that rounded up",
+                    b.div_ceil(MIB)
+                ),
                 None => "not measured (export with `--host NAME`): a guess".into(),
             };
-            out.push_str(&format!("   - `{}` `{claim}` ({source}): {} ({how})\n", w.name, quantity_gi(*bytes)));
+            out.push_str(&format!(
+                "   - `{}` `{claim}` ({source}): {} ({how})\n",
+                w.name,
+                quantity_gi(*bytes)
+            ));
         }
     }
     match &input.options.storage_class {
         Some(class) => out.push_str(&format!("   Storage class: `{class}`.\n")),
-        None => out.push_str("   Storage class: the cluster's default (`--storage-class NAME` to choose).\n"),
+        None => out.push_str(
+            "   Storage class: the cluster's default (`--storage-class NAME` to choose).\n",
+        ),
     }
     out.push_str(&format!(
         "4. **Resources.** `overlays/production/resources.yaml`: {}.\n",
-        if input.measured.is_some() { "requests from what each container used on the host, a memory limit twice that" } else { "defaults, not measured (export with `--host NAME`)" }
+        if input.measured.is_some() {
+            "requests from what each container used on the host, a memory limit twice that"
+        } else {
+            "defaults, not measured (export with `--host NAME`)"
+        }
     ));
     out.push_str(&format!("5. **Ingress.** ingress-nginx and cert-manager with a ClusterIssuer named `{}`; point each domain's DNS at the ingress controller.\n", input.options.issuer));
     out.push_str("6. **Data.** Move each database's data with a dump and restore (`vpsup backup`, then restore into the new pod), never by copying files.\n\n");

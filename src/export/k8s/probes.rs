@@ -45,7 +45,11 @@ pub fn from_healthcheck(definition: &Value) -> Option<(Check, Timing)> {
     }
     let test: Vec<String> = match health.get("test")? {
         Value::String(s) => vec!["CMD-SHELL".into(), s.clone()],
-        Value::Array(a) => a.iter().filter_map(Value::as_str).map(String::from).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
         _ => return None,
     };
     let command = match test.split_first()? {
@@ -113,9 +117,7 @@ pub fn duration_secs(text: &str) -> Option<u64> {
 
 /// The engine's own readiness check: it answers queries, not just the port.
 pub fn engine_check(engine: &Engine) -> Option<Check> {
-    let sh = |script: &str| {
-        Check::Exec(vec!["sh".into(), "-c".into(), script.to_string()])
-    };
+    let sh = |script: &str| Check::Exec(vec!["sh".into(), "-c".into(), script.to_string()]);
     Some(match engine {
         Engine::Postgres { .. } => {
             sh("pg_isready -h 127.0.0.1 -U \"${POSTGRES_USER:-postgres}\"")
@@ -194,12 +196,27 @@ mod tests {
     fn a_healthcheck_becomes_an_exec_check_with_its_timing() {
         let def = json!({"healthcheck": {"test": ["CMD", "pg_isready", "-U", "app"], "interval": "5s", "retries": 10, "timeout": "2s"}});
         let (check, timing) = from_healthcheck(&def).unwrap();
-        assert_eq!(check, Check::Exec(vec!["pg_isready".into(), "-U".into(), "app".into()]));
-        assert_eq!(timing, Timing { period: 5, timeout: 2, failures: 10, initial_delay: 0 });
+        assert_eq!(
+            check,
+            Check::Exec(vec!["pg_isready".into(), "-U".into(), "app".into()])
+        );
+        assert_eq!(
+            timing,
+            Timing {
+                period: 5,
+                timeout: 2,
+                failures: 10,
+                initial_delay: 0
+            }
+        );
         let shell = json!({"healthcheck": {"test": "curl -f http://localhost/ || exit 1"}});
         assert_eq!(
             from_healthcheck(&shell).unwrap().0,
-            Check::Exec(vec!["sh".into(), "-c".into(), "curl -f http://localhost/ || exit 1".into()])
+            Check::Exec(vec![
+                "sh".into(),
+                "-c".into(),
+                "curl -f http://localhost/ || exit 1".into()
+            ])
         );
         assert!(from_healthcheck(&json!({"healthcheck": {"test": ["NONE"]}})).is_none());
         assert!(from_healthcheck(&json!({"healthcheck": {"disable": true}})).is_none());
@@ -207,22 +224,38 @@ mod tests {
 
     #[test]
     fn liveness_is_more_tolerant_than_readiness() {
-        let check = Check::Http { path: "/health".into(), port: 8000 };
-        let timing = Timing { period: 5, timeout: 2, failures: 3, initial_delay: 0 };
+        let check = Check::Http {
+            path: "/health".into(),
+            port: 8000,
+        };
+        let timing = Timing {
+            period: 5,
+            timeout: 2,
+            failures: 3,
+            initial_delay: 0,
+        };
         let ready = readiness(&check, timing);
         let live = liveness(&check, timing, None);
         assert_eq!(ready["httpGet"], live["httpGet"]);
         let n = |p: &Value, k: &str| p[k].as_u64().unwrap();
-        assert!(n(&live, "periodSeconds") * n(&live, "failureThreshold")
-            > n(&ready, "periodSeconds") * n(&ready, "failureThreshold"));
+        assert!(
+            n(&live, "periodSeconds") * n(&live, "failureThreshold")
+                > n(&ready, "periodSeconds") * n(&ready, "failureThreshold")
+        );
         assert!(n(&live, "periodSeconds") * n(&live, "failureThreshold") >= 60);
         assert!(n(&live, "timeoutSeconds") >= n(&ready, "timeoutSeconds"));
     }
 
     #[test]
     fn databases_are_checked_by_their_engine() {
-        let pg = engine_check(&Engine::Postgres { mode: Default::default() }).unwrap();
-        assert!(matches!(&pg, Check::Exec(c) if c[2].starts_with("pg_isready")), "{pg:?}");
+        let pg = engine_check(&Engine::Postgres {
+            mode: Default::default(),
+        })
+        .unwrap();
+        assert!(
+            matches!(&pg, Check::Exec(c) if c[2].starts_with("pg_isready")),
+            "{pg:?}"
+        );
         assert_eq!(engine_port(&Engine::Redis), Some(6379));
         assert!(engine_check(&Engine::Volume { stop: false }).is_none());
     }

@@ -61,7 +61,12 @@ fn file<'a>(tree: &'a Tree, path: &str) -> &'a str {
         .iter()
         .find(|(p, _)| p == path)
         .map(|(_, c)| c.as_str())
-        .unwrap_or_else(|| panic!("no {path} in {:?}", tree.files.iter().map(|f| &f.0).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {path} in {:?}",
+                tree.files.iter().map(|f| &f.0).collect::<Vec<_>>()
+            )
+        })
 }
 
 fn object(tree: &Tree, path: &str) -> Value {
@@ -76,7 +81,10 @@ fn stateless_services_are_deployments_with_readiness_and_a_gentler_liveness() {
     // The site's health path, on the site's port.
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/");
     assert_eq!(c["readinessProbe"]["httpGet"]["port"], 80);
-    assert!(c["livenessProbe"]["failureThreshold"].as_u64() > c["readinessProbe"]["failureThreshold"].as_u64());
+    assert!(
+        c["livenessProbe"]["failureThreshold"].as_u64()
+            > c["readinessProbe"]["failureThreshold"].as_u64()
+    );
     let backend = object(&t, "base/backend-deployment.yaml");
     let c = &backend["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], 8000);
@@ -87,7 +95,10 @@ fn databases_are_statefulsets_with_their_engine_probe_and_a_headless_service() {
     let t = tree(None);
     let db = object(&t, "base/db-statefulset.yaml");
     let c = &db["spec"]["template"]["spec"]["containers"][0];
-    assert!(c["readinessProbe"]["exec"]["command"][2].as_str().unwrap().starts_with("pg_isready"));
+    assert!(c["readinessProbe"]["exec"]["command"][2]
+        .as_str()
+        .unwrap()
+        .starts_with("pg_isready"));
     assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], 5432);
     assert_eq!(db["spec"]["serviceName"], "db");
     let svc = object(&t, "base/db-service.yaml");
@@ -107,7 +118,10 @@ fn claims_are_sized_from_usage_with_headroom_not_100mi() {
         ..Default::default()
     };
     let db = object(&tree(Some(&measured)), "base/db-statefulset.yaml");
-    assert_eq!(db["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"], "7Gi");
+    assert_eq!(
+        db["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "7Gi"
+    );
     assert_eq!(size_for(Some(1)), GIB);
 }
 
@@ -116,9 +130,17 @@ fn secrets_are_never_inlined() {
     let t = tree(None);
     // No env value is a compose variable (probes' shell scripts may use the
     // container's own variables).
-    for (path, _) in t.files.iter().filter(|(p, _)| p.ends_with("-deployment.yaml") || p.ends_with("-statefulset.yaml")) {
+    for (path, _) in t
+        .files
+        .iter()
+        .filter(|(p, _)| p.ends_with("-deployment.yaml") || p.ends_with("-statefulset.yaml"))
+    {
         let o = object(&t, path);
-        for var in o["spec"]["template"]["spec"]["containers"][0]["env"].as_array().into_iter().flatten() {
+        for var in o["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             let value = var["value"].as_str().unwrap_or_default();
             assert!(!value.contains("${"), "{path}: {var}");
         }
@@ -126,10 +148,17 @@ fn secrets_are_never_inlined() {
     let backend = object(&t, "base/backend-deployment.yaml");
     let env = &backend["spec"]["template"]["spec"]["containers"][0]["env"];
     assert_eq!(env[0]["name"], "POSTGRES_PASSWORD");
-    assert_eq!(env[0]["valueFrom"]["secretKeyRef"]["name"], "doctor-generated");
+    assert_eq!(
+        env[0]["valueFrom"]["secretKeyRef"]["name"],
+        "doctor-generated"
+    );
     let k = object(&t, "base/kustomization.yaml");
     assert_eq!(k["secretGenerator"][0]["envs"][0], "secrets/generated.env");
-    let generated = t.secret_files.iter().find(|f| f.source == SecretSource::Generated).unwrap();
+    let generated = t
+        .secret_files
+        .iter()
+        .find(|f| f.source == SecretSource::Generated)
+        .unwrap();
     assert_eq!(generated.keys, ["POSTGRES_PASSWORD", "SECRET_KEY"]);
     assert!(placeholder(generated).contains("\nPOSTGRES_PASSWORD=\n"));
 }
@@ -139,13 +168,19 @@ fn depends_on_a_database_waits_for_its_port() {
     let backend = object(&tree(None), "base/backend-deployment.yaml");
     let init = &backend["spec"]["template"]["spec"]["initContainers"][0];
     assert_eq!(init["name"], "wait-for-db");
-    assert!(init["command"][2].as_str().unwrap().contains("nc -z db 5432"));
+    assert!(init["command"][2]
+        .as_str()
+        .unwrap()
+        .contains("nc -z db 5432"));
 }
 
 #[test]
 fn each_site_is_an_ingress_with_cert_manager() {
     let ing = object(&tree(None), "base/doctor-example-com-ingress.yaml");
-    assert_eq!(ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"], "letsencrypt");
+    assert_eq!(
+        ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"],
+        "letsencrypt"
+    );
 }
 
 #[test]
@@ -154,9 +189,18 @@ fn backups_are_a_cronjob_per_database_doing_what_vpsup_backup_does() {
     let job = object(&t, "base/db-backup-cronjob.yaml");
     assert_eq!(job["spec"]["schedule"], "0 3 * * *");
     let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
-    assert!(pod["initContainers"][0]["env"][0]["value"].as_str().unwrap().contains("pg_dumpall"));
-    assert!(pod["containers"][0]["command"][2].as_str().unwrap().contains("--keep-daily 7"));
-    assert_eq!(pod["containers"][0]["envFrom"][0]["secretRef"]["name"], "doctor-backup");
+    assert!(pod["initContainers"][0]["env"][0]["value"]
+        .as_str()
+        .unwrap()
+        .contains("pg_dumpall"));
+    assert!(pod["containers"][0]["command"][2]
+        .as_str()
+        .unwrap()
+        .contains("--keep-daily 7"));
+    assert_eq!(
+        pod["containers"][0]["envFrom"][0]["secretRef"]["name"],
+        "doctor-backup"
+    );
     assert!(file(&t, "base/backup-rbac.yaml").contains("pods/exec"));
 }
 
@@ -164,7 +208,13 @@ fn backups_are_a_cronjob_per_database_doing_what_vpsup_backup_does() {
 fn resources_come_from_what_the_container_uses() {
     let measured = Measured {
         host: "web".into(),
-        usage: BTreeMap::from([("backend".to_string(), Usage { cpu_millis: 100, memory_bytes: 100 * MIB })]),
+        usage: BTreeMap::from([(
+            "backend".to_string(),
+            Usage {
+                cpu_millis: 100,
+                memory_bytes: 100 * MIB,
+            },
+        )]),
         ..Default::default()
     };
     let t = tree(Some(&measured));
@@ -179,9 +229,14 @@ fn built_images_are_named_for_a_registry_in_the_overlay() {
     let t = tree(None);
     let k = object(&t, "overlays/production/kustomization.yaml");
     let images = k["images"].as_array().unwrap();
-    assert!(images.iter().any(|i| i["name"] == "vpsup-doctor-backend" && i["newName"] == "registry.example.com/vpsup-doctor-backend"));
-    assert!(images.iter().any(|i| i["name"] == "postgres" && i["newTag"] == "16"));
-    assert!(file(&t, "README.md").contains("docker push registry.example.com/vpsup-doctor-frontend:v1"));
+    assert!(images.iter().any(|i| i["name"] == "vpsup-doctor-backend"
+        && i["newName"] == "registry.example.com/vpsup-doctor-backend"));
+    assert!(images
+        .iter()
+        .any(|i| i["name"] == "postgres" && i["newTag"] == "16"));
+    assert!(
+        file(&t, "README.md").contains("docker push registry.example.com/vpsup-doctor-frontend:v1")
+    );
 }
 
 #[test]
