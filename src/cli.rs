@@ -119,6 +119,11 @@ pub enum Command {
         #[arg(long)]
         local: bool,
     },
+    /// Export the project for another system: `vpsup export k8s`.
+    Export {
+        #[command(subcommand)]
+        target: ExportTarget,
+    },
     /// Show each host's current problems, then hosts, containers, sites,
     /// certificates, firewall and last deploy.
     Status,
@@ -187,6 +192,36 @@ pub enum BackupAction {
     Verify,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum ExportTarget {
+    /// A Kustomize tree (base/ and overlays/production/) for a Kubernetes cluster.
+    K8s(ExportK8sArgs),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ExportK8sArgs {
+    /// Where to write the tree [default: k8s].
+    #[arg(long, value_name = "DIR", default_value = "k8s")]
+    pub out: PathBuf,
+    /// The namespace every object goes in [default: the app's name].
+    #[arg(long, value_name = "NS")]
+    pub namespace: Option<String>,
+    /// The StorageClass of the databases' claims [default: the cluster's default].
+    #[arg(long, value_name = "NAME")]
+    pub storage_class: Option<String>,
+    /// The cert-manager ClusterIssuer of the Ingresses.
+    #[arg(long, value_name = "NAME", default_value = "letsencrypt")]
+    pub issuer: String,
+    /// Measure volume sizes and container usage, and read the generated
+    /// secrets' names, on this host from vpsup.toml.
+    #[arg(long, value_name = "NAME")]
+    pub host: Option<String>,
+    /// With --host: fetch the secrets' values into the tree's git-ignored
+    /// base/secrets/ (files 0600) instead of placeholders.
+    #[arg(long, requires = "host")]
+    pub with_secrets: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
 pub enum AlertsAction {
     /// Send a test message through every channel and report each one's result.
@@ -236,6 +271,7 @@ impl Command {
             Command::Restore { .. } => "restore",
             Command::Alerts { .. } => "alerts",
             Command::Watch { .. } => "watch",
+            Command::Export { .. } => "export",
             Command::Status => "status",
             Command::Rollback => "rollback",
             Command::Facts { .. } => "facts",

@@ -9,6 +9,7 @@ pub mod config;
 pub mod deploy;
 pub mod engine;
 pub mod exit;
+pub mod export;
 pub mod facts;
 pub mod fleet;
 pub mod host_binary;

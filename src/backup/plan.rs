@@ -127,12 +127,7 @@ pub fn plan(input: PlanInput<'_>) -> Result<BackupPlan, String> {
             .map(|(_, s)| s.clone())
             .unwrap_or_default()
     };
-    let configured: BTreeMap<String, Engine> = input
-        .backup
-        .services
-        .iter()
-        .filter_map(|(name, s)| Some((name.0.clone(), configured_engine(s)?)))
-        .collect();
+    let configured = configured_engines(input.backup);
     let mut services = Vec::new();
     let compose = with_project_data_binds(input.compose, input.data_dir);
     for target in detect::targets(&compose, &configured)? {
@@ -192,6 +187,15 @@ pub fn plan(input: PlanInput<'_>) -> Result<BackupPlan, String> {
         compose_cli: input.compose_cli.to_string(),
         services,
     })
+}
+
+/// The engines `[backup.services]` sets, by service (they win over detection).
+pub fn configured_engines(backup: &BackupConfig) -> BTreeMap<String, Engine> {
+    backup
+        .services
+        .iter()
+        .filter_map(|(name, s)| Some((name.0.clone(), configured_engine(s)?)))
+        .collect()
 }
 
 fn configured_engine(config: &BackupServiceConfig) -> Option<Engine> {

@@ -619,7 +619,8 @@ pub struct Retention {
 }
 
 impl Retention {
-    fn args(&self) -> String {
+    /// restic's `--keep-*` flags (the kinds kept at all).
+    pub fn args(&self) -> String {
         [
             ("hourly", self.hourly),
             ("daily", self.daily),

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod backup;
 pub mod deploy;
 pub mod exec;
+pub mod export;
 pub mod facts;
 pub mod init;
 pub mod logs;
@@ -14,7 +15,7 @@ pub mod ssh;
 pub mod status;
 pub mod watch;
 
-use crate::cli::{AlertsAction, BackupAction, Cli, Command};
+use crate::cli::{AlertsAction, BackupAction, Cli, Command, ExportTarget};
 use crate::exit;
 use crate::settings::Settings;
 
@@ -76,6 +77,9 @@ pub async fn run(mut cli: Cli) -> exit::Result<()> {
         Command::Facts { target } => facts::run(&settings, target.as_deref()).await,
         Command::Status => status::run(&settings).await,
         Command::Watch { .. } => unreachable!("handled above"),
+        Command::Export {
+            target: ExportTarget::K8s(args),
+        } => export::k8s(&settings, args).await,
         Command::Ssh { host, command } => ssh::run(&settings, host.as_deref(), command).await,
         Command::Exec {
             service,

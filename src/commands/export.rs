@@ -1,0 +1,193 @@
+//! `vpsup export k8s`: the project as a Kustomize tree.
+//!
+//! 1. Read the compose model from the project (includes and extends resolved).
+//! 2. With `--host`: measure the app's data and containers and read the
+//!    generated secrets' names (and values, with `--with-secrets`) in one exec.
+//! 3. Plan the tree (`export::k8s::plan`, pure).
+//! 4. Write it; secret files 0600, placeholders unless fetched.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::cli::ExportK8sArgs;
+use crate::exit;
+use crate::export::k8s::{self, gather, Measured, Options, SecretSource};
+use crate::fleet;
+use crate::settings::Settings;
+use crate::transport::sections::Sections;
+use crate::transport::{ExecRequest, Transport};
+
+use super::exec::app_name;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Host(String),
+    #[error("writing {path}: {error}")]
+    Write { path: String, error: std::io::Error },
+}
+
+impl exit::ExitStatus for ExportError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ExportError::Input(_) => exit::BAD_INPUT,
+            _ => exit::FAILED,
+        }
+    }
+}
+
+pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> {
+    let app_name = app_name(settings, "vpsup export k8s")?.to_string();
+    let config = settings.config.as_ref().expect("app_name found a config");
+    let app = config.app.as_ref().expect("app_name found [app]");
+    let project = settings
+        .config_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let compose = k8s::compose::load(project, &app.compose_files).map_err(ExportError::Input)?;
+    let mut env_paths: Vec<String> = Vec::new();
+    if project.join(".env").is_file() && !app.env_files.iter().any(|e| e == Path::new(".env")) {
+        env_paths.push(".env".into());
+    }
+    env_paths.extend(
+        app.env_files
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned()),
+    );
+    let mut env_keys = BTreeSet::new();
+    for path in &env_paths {
+        let text = std::fs::read_to_string(project.join(path))
+            .map_err(|e| ExportError::Input(format!("{path}: {e}")))?;
+        env_keys.extend(k8s::env_file_keys(&text));
+    }
+
+    let mut values = None;
+    let measured = match &args.host {
+        Some(host) => {
+            let (m, v) = measure(
+                settings,
+                host,
+                &app_name,
+                &compose,
+                &env_paths,
+                args.with_secrets,
+            )
+            .await?;
+            values = v;
+            Some(m)
+        }
+        None => None,
+    };
+    if let Some(m) = &measured {
+        let missing: Vec<&str> = app
+            .secrets
+            .generate
+            .iter()
+            .map(|e| e.0.as_str())
+            .filter(|n| !m.secret_names.iter().any(|s| s == n))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "vpsup: {}: not generated on the host yet: {} (deploy first)",
+                m.host,
+                missing.join(", ")
+            );
+        }
+    }
+    let options = Options {
+        namespace: args.namespace.clone().unwrap_or_else(|| app_name.clone()),
+        storage_class: args.storage_class.clone(),
+        issuer: args.issuer.clone(),
+    };
+    let tree = k8s::plan(&k8s::Input {
+        app,
+        sites: &config.sites,
+        backup: config.backup.as_ref(),
+        compose: &compose,
+        env_keys,
+        options: &options,
+        measured: measured.as_ref(),
+    })
+    .map_err(ExportError::Input)?;
+
+    for (path, content) in &tree.files {
+        write(&args.out.join(path), content.as_bytes(), 0o644)?;
+    }
+    for file in &tree.secret_files {
+        let content = match (&values, &file.source) {
+            (Some((generated, _)), SecretSource::Generated) => k8s::with_values(file, generated),
+            (Some((_, env)), SecretSource::EnvFiles) => k8s::with_values(file, env),
+            _ => k8s::placeholder(file),
+        };
+        write(&args.out.join(&file.path), content.as_bytes(), 0o600)?;
+    }
+    if settings.verbosity != crate::settings::Verbosity::Quiet {
+        println!(
+            "wrote {} ({} files; secrets: {})",
+            args.out.display(),
+            tree.files.len() + tree.secret_files.len(),
+            if values.is_some() {
+                "fetched from the host into base/secrets/ (git-ignored)"
+            } else {
+                "placeholders in base/secrets/"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// One exec on `host`: measurements, and secret values when asked.
+async fn measure(
+    settings: &Settings,
+    host: &str,
+    app: &str,
+    compose: &serde_json::Value,
+    env_paths: &[String],
+    with_secrets: bool,
+) -> exit::Result<(Measured, Option<(String, String)>)> {
+    let target = settings.one_target(Some(host), "vpsup export k8s", "")?;
+    let connection = fleet::connect(settings, &target).await?;
+    let sections = Sections::random();
+    let script = gather::script(
+        &sections,
+        app,
+        &k8s::data_paths(compose),
+        env_paths,
+        with_secrets,
+    );
+    let out = connection
+        .transport
+        .run_ok(
+            "measuring the app",
+            ExecRequest::piped(script).become_root(true),
+        )
+        .await;
+    connection.transport.close().await;
+    let gathered =
+        gather::parse(&sections, &target.name, &out?.stdout_str()).map_err(ExportError::Host)?;
+    Ok((gathered.measured, gathered.values))
+}
+
+fn write(path: &Path, content: &[u8], mode: u32) -> Result<(), ExportError> {
+    let err = |error| ExportError::Write {
+        path: path.display().to_string(),
+        error,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    // Replace, never append; a secret file is created 0600 before any byte is in it.
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(err)?;
+    file.write_all(content).map_err(err)
+}

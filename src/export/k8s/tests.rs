@@ -1,0 +1,245 @@
+//! The mapping rules, one test each, on the README's example app.
+
+use super::*;
+
+const COMPOSE: &str = "services:
+  frontend:
+    build: ./frontend
+    healthcheck: { test: [\"CMD\", \"wget\", \"-q\", \"-O\", \"/dev/null\", \"http://127.0.0.1/\"], interval: 5s, retries: 10 }
+  backend:
+    build: ./backend
+    environment:
+      DATABASE_URL: postgresql://app:${POSTGRES_PASSWORD}@db:5432/app
+      SECRET_KEY: ${SECRET_KEY}
+    depends_on: [db]
+  db:
+    image: postgres:16
+    environment: { POSTGRES_USER: app, POSTGRES_PASSWORD: \"${POSTGRES_PASSWORD}\" }
+    volumes: [pgdata:/var/lib/postgresql/data]
+    healthcheck: { test: [\"CMD\", \"pg_isready\", \"-U\", \"app\"], interval: 5s, retries: 10 }
+volumes:
+  pgdata:
+";
+
+const TOML: &str = "[app]
+name = \"doctor\"
+[app.secrets]
+generate = [\"POSTGRES_PASSWORD\", \"SECRET_KEY\"]
+[[sites]]
+domain = \"doctor.example.com\"
+service = \"frontend\"
+port = 80
+routes = [{ path = \"/api/\", service = \"backend\", port = 8000 }]
+health = \"/\"
+[backup]
+repository = \"sftp:u1@backup.example.com:/doctor\"
+sftp_identity_file = \"~/.ssh/storagebox\"
+";
+
+fn tree(measured: Option<&Measured>) -> Tree {
+    let config = crate::config::Config::parse(TOML, std::path::Path::new("vpsup.toml")).unwrap();
+    let compose: Value = serde_saphyr::from_str(COMPOSE).unwrap();
+    let options = Options {
+        namespace: "doctor".into(),
+        storage_class: Some("fast".into()),
+        issuer: "letsencrypt".into(),
+    };
+    plan(&Input {
+        app: config.app.as_ref().unwrap(),
+        sites: &config.sites,
+        backup: config.backup.as_ref(),
+        compose: &compose,
+        env_keys: BTreeSet::new(),
+        options: &options,
+        measured,
+    })
+    .unwrap()
+}
+
+fn file<'a>(tree: &'a Tree, path: &str) -> &'a str {
+    tree.files
+        .iter()
+        .find(|(p, _)| p == path)
+        .map(|(_, c)| c.as_str())
+        .unwrap_or_else(|| {
+            panic!(
+                "no {path} in {:?}",
+                tree.files.iter().map(|f| &f.0).collect::<Vec<_>>()
+            )
+        })
+}
+
+fn object(tree: &Tree, path: &str) -> Value {
+    serde_saphyr::from_str(file(tree, path)).unwrap()
+}
+
+#[test]
+fn stateless_services_are_deployments_with_readiness_and_a_gentler_liveness() {
+    let t = tree(None);
+    let frontend = object(&t, "base/frontend-deployment.yaml");
+    let c = &frontend["spec"]["template"]["spec"]["containers"][0];
+    // The site's health path, on the site's port.
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/");
+    assert_eq!(c["readinessProbe"]["httpGet"]["port"], 80);
+    assert!(
+        c["livenessProbe"]["failureThreshold"].as_u64()
+            > c["readinessProbe"]["failureThreshold"].as_u64()
+    );
+    let backend = object(&t, "base/backend-deployment.yaml");
+    let c = &backend["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(c["readinessProbe"]["tcpSocket"]["port"], 8000);
+}
+
+#[test]
+fn databases_are_statefulsets_with_their_engine_probe_and_a_headless_service() {
+    let t = tree(None);
+    let db = object(&t, "base/db-statefulset.yaml");
+    let c = &db["spec"]["template"]["spec"]["containers"][0];
+    assert!(c["readinessProbe"]["exec"]["command"][2]
+        .as_str()
+        .unwrap()
+        .starts_with("pg_isready"));
+    assert_eq!(c["livenessProbe"]["tcpSocket"]["port"], 5432);
+    assert_eq!(db["spec"]["serviceName"], "db");
+    let svc = object(&t, "base/db-service.yaml");
+    assert_eq!(svc["spec"]["clusterIP"], "None");
+}
+
+#[test]
+fn claims_are_sized_from_usage_with_headroom_not_100mi() {
+    let unmeasured = object(&tree(None), "base/db-statefulset.yaml");
+    let claim = &unmeasured["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(claim["metadata"]["name"], "pgdata");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "10Gi");
+    assert_eq!(claim["spec"]["storageClassName"], "fast");
+    let measured = Measured {
+        host: "web".into(),
+        data_bytes: BTreeMap::from([("pgdata".to_string(), 3 * GIB + 1)]),
+        ..Default::default()
+    };
+    let db = object(&tree(Some(&measured)), "base/db-statefulset.yaml");
+    assert_eq!(
+        db["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+        "7Gi"
+    );
+    assert_eq!(size_for(Some(1)), GIB);
+}
+
+#[test]
+fn secrets_are_never_inlined() {
+    let t = tree(None);
+    // No env value is a compose variable (probes' shell scripts may use the
+    // container's own variables).
+    for (path, _) in t
+        .files
+        .iter()
+        .filter(|(p, _)| p.ends_with("-deployment.yaml") || p.ends_with("-statefulset.yaml"))
+    {
+        let o = object(&t, path);
+        for var in o["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let value = var["value"].as_str().unwrap_or_default();
+            assert!(!value.contains("${"), "{path}: {var}");
+        }
+    }
+    let backend = object(&t, "base/backend-deployment.yaml");
+    let env = &backend["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert_eq!(env[0]["name"], "POSTGRES_PASSWORD");
+    assert_eq!(
+        env[0]["valueFrom"]["secretKeyRef"]["name"],
+        "doctor-generated"
+    );
+    let k = object(&t, "base/kustomization.yaml");
+    assert_eq!(k["secretGenerator"][0]["envs"][0], "secrets/generated.env");
+    let generated = t
+        .secret_files
+        .iter()
+        .find(|f| f.source == SecretSource::Generated)
+        .unwrap();
+    assert_eq!(generated.keys, ["POSTGRES_PASSWORD", "SECRET_KEY"]);
+    assert!(placeholder(generated).contains("\nPOSTGRES_PASSWORD=\n"));
+}
+
+#[test]
+fn depends_on_a_database_waits_for_its_port() {
+    let backend = object(&tree(None), "base/backend-deployment.yaml");
+    let init = &backend["spec"]["template"]["spec"]["initContainers"][0];
+    assert_eq!(init["name"], "wait-for-db");
+    assert!(init["command"][2]
+        .as_str()
+        .unwrap()
+        .contains("nc -z db 5432"));
+}
+
+#[test]
+fn each_site_is_an_ingress_with_cert_manager() {
+    let ing = object(&tree(None), "base/doctor-example-com-ingress.yaml");
+    assert_eq!(
+        ing["metadata"]["annotations"]["cert-manager.io/cluster-issuer"],
+        "letsencrypt"
+    );
+}
+
+#[test]
+fn backups_are_a_cronjob_per_database_doing_what_vpsup_backup_does() {
+    let t = tree(None);
+    let job = object(&t, "base/db-backup-cronjob.yaml");
+    assert_eq!(job["spec"]["schedule"], "0 3 * * *");
+    let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert!(pod["initContainers"][0]["env"][0]["value"]
+        .as_str()
+        .unwrap()
+        .contains("pg_dumpall"));
+    assert!(pod["containers"][0]["command"][2]
+        .as_str()
+        .unwrap()
+        .contains("--keep-daily 7"));
+    assert_eq!(
+        pod["containers"][0]["envFrom"][0]["secretRef"]["name"],
+        "doctor-backup"
+    );
+    assert!(file(&t, "base/backup-rbac.yaml").contains("pods/exec"));
+}
+
+#[test]
+fn resources_come_from_what_the_container_uses() {
+    let measured = Measured {
+        host: "web".into(),
+        usage: BTreeMap::from([(
+            "backend".to_string(),
+            Usage {
+                cpu_millis: 100,
+                memory_bytes: 100 * MIB,
+            },
+        )]),
+        ..Default::default()
+    };
+    let t = tree(Some(&measured));
+    let patches = file(&t, "overlays/production/resources.yaml");
+    assert!(patches.contains("cpu: 130m"), "{patches}");
+    assert!(patches.contains("memory: 128Mi"), "{patches}");
+    assert!(patches.contains("memory: 256Mi"), "{patches}");
+}
+
+#[test]
+fn built_images_are_named_for_a_registry_in_the_overlay() {
+    let t = tree(None);
+    let k = object(&t, "overlays/production/kustomization.yaml");
+    let images = k["images"].as_array().unwrap();
+    assert!(images.iter().any(|i| i["name"] == "vpsup-doctor-backend"
+        && i["newName"] == "registry.example.com/vpsup-doctor-backend"));
+    assert!(images
+        .iter()
+        .any(|i| i["name"] == "postgres" && i["newTag"] == "16"));
+    assert!(
+        file(&t, "README.md").contains("docker push registry.example.com/vpsup-doctor-frontend:v1")
+    );
+}
+
+#[test]
+fn the_same_input_gives_the_same_bytes() {
+    assert_eq!(tree(None), tree(None));
+}
