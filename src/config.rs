@@ -1423,6 +1423,12 @@ impl TryFrom<String> for BackupRepository {
 #[serde(try_from = "String")]
 pub struct ServiceName(pub String);
 
+impl ServiceName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl TryFrom<String> for ServiceName {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {

@@ -324,6 +324,16 @@ struct Reference {
     env_files: Vec<String>,
 }
 
+/// The files `doc`'s `include:` names, as written (relative to its
+/// directory), each entry's main one first.
+pub fn include_paths(doc: &Value) -> Result<Vec<String>, String> {
+    Ok(references(doc)?
+        .into_iter()
+        .filter(|r| r.key == "include")
+        .flat_map(|r| r.paths)
+        .collect())
+}
+
 /// `include:` (a path, or `{ path, project_directory, env_file }`, path and
 /// env_file being one or a list) and each service's `extends: { file }`.
 fn references(doc: &Value) -> Result<Vec<Reference>, String> {

@@ -1,5 +1,4 @@
-//! The export stage of the VM tests (not wired yet: call it after
-//! `deploy_serves_the_stack_over_https`, with `mod export;` in tests/vm.rs):
+//! The export stage of the VM tests, once the shop stack is deployed:
 //! `vpsup export k8s --host` against the deployed shop stack reads the real
 //! size of the db's named volume and the generated secret's name.
 

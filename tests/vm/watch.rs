@@ -5,20 +5,17 @@
 //! server on this machine (aiosmtpd over implicit TLS, reached from the VM
 //! at 198.51.100.2), a second run none, the fix one "resolved". Then the
 //! host's timer runs the checks by itself.
-//!
-//! Wiring: call `watch_alerts_on_the_host(&vm, &op, &root_key)` after
-//! `deploy_serves_the_stack_over_https` (the operator's project is the shop
-//! app; its containers run and its site is served).
+//! It needs the shop app deployed (the operator's project): its containers
+//! run and its site is served.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::backups::HOST_FROM_VM;
 use crate::support::*;
 
-/// The guest's name for this machine's loopback (tests/vm/boot).
-const HOST_FROM_VM: &str = "198.51.100.2";
 
 /// Runs `command` as root on the VM (through the admin's sudo); its stdout.
 fn root(vm: &TestVm, key: &Path, command: &str) -> String {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value};
 
 use crate::backup::plan::merge_compose;
-use crate::deploy::port_guard;
+use crate::deploy::compose_model;
 
 /// Reads `files` (relative to `project`, or absolute) into one document.
 pub fn load(project: &Path, files: &[PathBuf]) -> Result<Value, String> {
@@ -49,13 +49,8 @@ fn read_with_includes(
     }
     let mut doc = parse(path)?;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let includes: Vec<String> = match doc.get("include") {
-        Some(_) => {
-            let only = serde_json::json!({ "include": doc["include"].clone() });
-            port_guard::referenced_files(&only)
-        }
-        None => Vec::new(),
-    };
+    let includes =
+        compose_model::include_paths(&doc).map_err(|e| format!("{}: {e}", path.display()))?;
     for include in includes {
         read_with_includes(&dir.join(include), docs, seen)?;
     }

@@ -37,9 +37,9 @@ pub fn ingress(site: &SiteConfig, issuer: &str, labels: &Value) -> Value {
     let mut paths: Vec<Value> = site
         .routes
         .iter()
-        .map(|r| path(&r.path.0, &r.service, r.port.0))
+        .map(|r| path(&r.path.0, r.service.as_str(), r.port.0))
         .collect();
-    paths.push(path("/", &site.service, site.port.0));
+    paths.push(path("/", site.service.as_str(), site.port.0));
     json!({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "Ingress",

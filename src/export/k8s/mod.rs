@@ -260,7 +260,7 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
             );
         }
         // Probes.
-        let site = input.sites.iter().find(|s| s.service == *name);
+        let site = input.sites.iter().find(|s| s.service.as_str() == name);
         let compose_check = probes::from_healthcheck(definition);
         let (check, timing) = if let Some(check) = engine.as_ref().and_then(probes::engine_check) {
             (Some(check), compose_check.map(|c| c.1).unwrap_or_default())
