@@ -13,9 +13,9 @@
 mod backups;
 #[path = "vm/export.rs"]
 mod export;
+mod support;
 #[path = "vm/watch.rs"]
 mod watch;
-mod support;
 
 use std::path::Path;
 use std::process::Output;

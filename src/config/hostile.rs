@@ -91,6 +91,26 @@ keep_yearly = 0
 before_deploy = true
 timeout = "6h"
 
+[watch]
+disk_percent = 90
+disk_full_in = "7d"
+certificate_days = 14
+build_cache = "10G"
+
+[alerts]
+webhook = "https://hooks.example.com/T000/B000"
+webhook_format = "slack"
+ntfy = "https://ntfy.example.com/shop"
+ntfy_token_file = "ntfy-token"
+smtp_server = "smtp.example.com:587"
+smtp_tls = "starttls"
+smtp_user = "vpsup"
+smtp_password_file = "smtp-password"
+email_from = "vpsup@example.com"
+email_to = ["ops@example.com"]
+ca_file = "alerts-ca.pem"
+remind_every = "1d"
+
 [backup.services.db]
 engine = "postgres"
 mode = "databases"
@@ -111,10 +131,6 @@ enum Reach {
     /// Used on this machine only (a connection, a lookup, a local file
     /// whose content travels, never its name): no host shell or file.
     Local(&'static str),
-    /// Known to reach hosts unvalidated, fixed by another change (named):
-    /// nothing is asserted yet, but once validation refuses every hostile
-    /// string the entry must say `Refused` (the test fails until it does).
-    Open(&'static str),
 }
 
 /// What a value did on its way to a host: `Err` describes how it went wrong.
@@ -160,8 +176,8 @@ const KEYS: &[(&str, &str, Reach)] = &[
     ("acme.directory", "https://acme.example.com/{}", Reach::Checked(acme_settings)),
     ("acme.extra_root", "{}", Reach::Local("a file read here; its content goes to a fixed path")),
     ("acme.profile", "{}", Reach::Checked(acme_settings)),
-    ("acme.store", "/etc/{}", Reach::Open("issue 14 finding 6: [acme] store and webroot are validated by the change that fixes it")),
-    ("acme.webroot", "/var/{}", Reach::Open("issue 14 finding 6: [acme] store and webroot are validated by the change that fixes it")),
+    ("acme.store", "/etc/{}", Reach::Refused),
+    ("acme.webroot", "/var/{}", Reach::Refused),
     ("acme.reload", "{}", Reach::Command(acme_settings)),
     ("acme.dns.provider", "{}", Reach::Refused),
     ("acme.dns.server", "{}", Reach::Checked(acme_settings)),
@@ -176,6 +192,7 @@ const KEYS: &[(&str, &str, Reach)] = &[
     ("app.releases", "{}", Reach::Refused),
     ("app.health_timeout", "{}", Reach::Refused),
     ("app.secrets.generate[]", "{}", Reach::Refused),
+    ("app.allow_private_keys[]", "{}", Reach::Local("project paths matched here against the release's files; never sent")),
     ("app.dns_resolver", "{}", Reach::Local("the resolver the DNS preflight asks, from here")),
     ("app.dns", "{}", Reach::Refused),
     ("sites[].domain", "{}", Reach::Refused),
@@ -207,6 +224,22 @@ const KEYS: &[(&str, &str, Reach)] = &[
     ("backup.keep_yearly", "{}", Reach::Refused),
     ("backup.before_deploy", "{}", Reach::Refused),
     ("backup.timeout", "{}", Reach::Refused),
+    ("watch.disk_percent", "{}", Reach::Refused),
+    ("watch.disk_full_in", "{}", Reach::Refused),
+    ("watch.certificate_days", "{}", Reach::Refused),
+    ("watch.build_cache", "{}", Reach::Refused),
+    ("alerts.webhook", "https://hooks.example.com/{}", Reach::Checked(watch_settings)),
+    ("alerts.webhook_format", "{}", Reach::Refused),
+    ("alerts.ntfy", "https://ntfy.example.com/{}", Reach::Checked(watch_settings)),
+    ("alerts.ntfy_token_file", "{}", Reach::Local("a file read here; its content goes to a fixed path, on stdin")),
+    ("alerts.smtp_server", "{}", Reach::Refused),
+    ("alerts.smtp_tls", "{}", Reach::Refused),
+    ("alerts.smtp_user", "{}", Reach::Checked(watch_settings)),
+    ("alerts.smtp_password_file", "{}", Reach::Local("a file read here; its content goes to a fixed path, on stdin")),
+    ("alerts.email_from", "{}", Reach::Refused),
+    ("alerts.email_to[]", "{}", Reach::Refused),
+    ("alerts.ca_file", "{}", Reach::Local("a file read here; its content goes to a fixed path, on stdin")),
+    ("alerts.remind_every", "{}", Reach::Refused),
     ("backup.services.*", "{}", Reach::Refused),
     ("backup.services.*.engine", "{}", Reach::Refused),
     ("backup.services.*.mode", "{}", Reach::Refused),
@@ -329,6 +362,9 @@ fn hostile_values_are_refused_or_stay_text() {
     for (file, content) in [
         ("root.pem", "-----BEGIN CERTIFICATE-----\n"),
         ("tsig.secret", "c2VjcmV0\n"),
+        ("ntfy-token", "tk_secret\n"),
+        ("smtp-password", "pw\n"),
+        ("alerts-ca.pem", "-----BEGIN CERTIFICATE-----\n"),
         ("backup-password", "pw\n"),
         ("backup_key", "-----BEGIN OPENSSH PRIVATE KEY-----\n"),
         (
@@ -378,7 +414,7 @@ fn hostile_values_are_refused_or_stay_text() {
                                 Outcome::Arrived
                             }
                         },
-                        Reach::Local(_) | Reach::Open(_) => Outcome::Arrived,
+                        Reach::Local(_) => Outcome::Arrived,
                     }
                 }
             };
@@ -393,12 +429,8 @@ fn hostile_values_are_refused_or_stay_text() {
             }
         }
         if refused_all && !matches!(reach, Reach::Refused) {
-            let open = match reach {
-                Reach::Open(why) => format!(" ({why})"),
-                _ => String::new(),
-            };
             failures.push(format!(
-                "{key} = {carrier:?}: every hostile value is refused{open}: make it Reach::Refused"
+                "{key} = {carrier:?}: every hostile value is refused: make it Reach::Refused"
             ));
         }
     }
@@ -437,6 +469,32 @@ fn compose_command(case: &Case) -> Result<Outcome, String> {
                 "{flag} {path:?} did not arrive as one argument: {args:?}"
             ));
         }
+    }
+    Ok(Outcome::Arrived)
+}
+
+/// The watch settings the host's timer reads (`/etc/vpsup/watch/<app>.toml`):
+/// the alert channels read back as written.
+fn watch_settings(case: &Case) -> Result<Outcome, String> {
+    let files = crate::watch::host_settings::files(&case.config, &case.project, "web")
+        .map_err(|e| e.to_string())?;
+    let settings = files.last().unwrap();
+    let path = case.scratch.join("shop.toml");
+    std::fs::write(&path, &settings.content).unwrap();
+    let read = crate::watch::host_settings::read(&path).map_err(|e| e.to_string())?;
+    let (sent, read) = (case.config.alerts.as_ref().unwrap(), read.alerts.unwrap());
+    let text = |a: &crate::config::AlertsConfig| {
+        let mut v = serde_json::to_value(a).unwrap();
+        for file in ["ntfy_token_file", "smtp_password_file", "ca_file"] {
+            v[file] = Value::Null;
+        }
+        v
+    };
+    if text(sent) != text(&read) {
+        return Err(format!(
+            "the host reads other settings:\n{}",
+            String::from_utf8_lossy(&settings.content)
+        ));
     }
     Ok(Outcome::Arrived)
 }

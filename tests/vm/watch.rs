@@ -16,7 +16,6 @@ use serde_json::Value;
 use crate::backups::HOST_FROM_VM;
 use crate::support::*;
 
-
 /// Runs `command` as root on the VM (through the admin's sudo); its stdout.
 fn root(vm: &TestVm, key: &Path, command: &str) -> String {
     let out = vm.ssh(
