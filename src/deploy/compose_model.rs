@@ -21,7 +21,7 @@
 //! the host.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
@@ -101,19 +101,7 @@ impl ComposeFile {
 
 /// `dir`/`path`, lexically normalised; `None` when it climbs out.
 pub fn join(dir: &str, path: &str) -> Option<String> {
-    let mut out = PathBuf::new();
-    for part in Path::new(dir).join(path).components() {
-        match part {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::RootDir | Component::Prefix(_) => return None,
-        }
-    }
+    let out = super::local_release::normalize(&Path::new(dir).join(path))?;
     Some(
         out.components()
             .map(|c| c.as_os_str().to_string_lossy())

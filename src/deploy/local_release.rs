@@ -602,7 +602,7 @@ fn project_relative(project: &Path, root: &Path, path: &Path) -> Option<PathBuf>
 }
 
 /// Lexically: `./a/../b` is `b`; `None` for anything climbing out.
-fn normalize(path: &Path) -> Option<PathBuf> {
+pub(crate) fn normalize(path: &Path) -> Option<PathBuf> {
     let mut out = PathBuf::new();
     for part in path.components() {
         match part {

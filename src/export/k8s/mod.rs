@@ -283,6 +283,9 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         match &check {
             Some(check) => {
                 let tcp = engine.as_ref().and_then(probes::engine_port);
+                if let Some(probe) = probes::startup(check, timing) {
+                    container.insert("startupProbe".into(), probe);
+                }
                 container.insert("readinessProbe".into(), probes::readiness(check, timing));
                 container.insert("livenessProbe".into(), probes::liveness(check, timing, tcp));
             }

@@ -16,13 +16,16 @@ pub enum Check {
     Tcp(u16),
 }
 
-/// How often and how patiently (seconds, counts) readiness checks.
+/// How often and how patiently (seconds, counts) readiness checks, and how
+/// long the service may take to start (compose's `start_period`, checked
+/// every `start_interval` meanwhile).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
     pub period: u64,
     pub timeout: u64,
     pub failures: u64,
-    pub initial_delay: u64,
+    pub start_period: u64,
+    pub start_interval: u64,
 }
 
 impl Default for Timing {
@@ -31,7 +34,8 @@ impl Default for Timing {
             period: 10,
             timeout: 3,
             failures: 3,
-            initial_delay: 0,
+            start_period: 0,
+            start_interval: 5,
         }
     }
 }
@@ -78,7 +82,8 @@ pub fn from_healthcheck(definition: &Value) -> Option<(Check, Timing)> {
             .and_then(Value::as_u64)
             .unwrap_or(defaults.failures)
             .max(1),
-        initial_delay: secs("start_period", 0),
+        start_period: secs("start_period", 0),
+        start_interval: secs("start_interval", defaults.start_interval),
     };
     Some((Check::Exec(command), timing))
 }
@@ -152,15 +157,29 @@ fn handler(check: &Check) -> Value {
     }
 }
 
+/// The startup probe, for a service given a start period: the same check
+/// as often as compose checks while it starts, for the start period and the
+/// failures compose allows after it. Readiness and liveness wait for it,
+/// so neither needs an initial delay that would keep a quick start out of
+/// traffic.
+pub fn startup(check: &Check, timing: Timing) -> Option<Value> {
+    if timing.start_period == 0 {
+        return None;
+    }
+    let period = timing.start_interval.max(1);
+    let mut probe = handler(check);
+    probe["periodSeconds"] = json!(period);
+    probe["timeoutSeconds"] = json!(timing.timeout);
+    probe["failureThreshold"] = json!(timing.start_period.div_ceil(period) + timing.failures);
+    Some(probe)
+}
+
 /// The readiness probe.
 pub fn readiness(check: &Check, timing: Timing) -> Value {
     let mut probe = handler(check);
     probe["periodSeconds"] = json!(timing.period);
     probe["timeoutSeconds"] = json!(timing.timeout);
     probe["failureThreshold"] = json!(timing.failures);
-    if timing.initial_delay > 0 {
-        probe["initialDelaySeconds"] = json!(timing.initial_delay);
-    }
     probe
 }
 
@@ -175,7 +194,9 @@ pub fn liveness(check: &Check, timing: Timing, tcp_instead: Option<u16>) -> Valu
     probe["periodSeconds"] = json!(period);
     probe["timeoutSeconds"] = json!(timing.timeout.max(5));
     probe["failureThreshold"] = json!(failures);
-    probe["initialDelaySeconds"] = json!(timing.initial_delay.max(10));
+    if timing.start_period == 0 {
+        probe["initialDelaySeconds"] = json!(10);
+    }
     probe
 }
 
@@ -206,7 +227,8 @@ mod tests {
                 period: 5,
                 timeout: 2,
                 failures: 10,
-                initial_delay: 0
+                start_period: 0,
+                start_interval: 5,
             }
         );
         let shell = json!({"healthcheck": {"test": "curl -f http://localhost/ || exit 1"}});
@@ -232,7 +254,8 @@ mod tests {
             period: 5,
             timeout: 2,
             failures: 3,
-            initial_delay: 0,
+            start_period: 0,
+            start_interval: 5,
         };
         let ready = readiness(&check, timing);
         let live = liveness(&check, timing, None);
@@ -244,6 +267,28 @@ mod tests {
         );
         assert!(n(&live, "periodSeconds") * n(&live, "failureThreshold") >= 60);
         assert!(n(&live, "timeoutSeconds") >= n(&ready, "timeoutSeconds"));
+    }
+
+    /// A start period is a startup probe (kompose and a plain
+    /// `initialDelaySeconds` would keep a quick start out of traffic for
+    /// all of it): checked every start_interval, for the period and the
+    /// retries after it.
+    #[test]
+    fn a_start_period_is_a_startup_probe_not_a_delay() {
+        let def = json!({"healthcheck": {"test": ["CMD", "true"], "interval": "60s", "retries": 3, "start_period": "120s", "start_interval": "1s"}});
+        let (check, timing) = from_healthcheck(&def).unwrap();
+        let start = startup(&check, timing).unwrap();
+        assert_eq!(start["periodSeconds"], 1);
+        assert_eq!(start["failureThreshold"], 123);
+        assert!(readiness(&check, timing)
+            .get("initialDelaySeconds")
+            .is_none());
+        assert!(liveness(&check, timing, None)
+            .get("initialDelaySeconds")
+            .is_none());
+        let without = json!({"healthcheck": {"test": ["CMD", "true"]}});
+        let (check, timing) = from_healthcheck(&without).unwrap();
+        assert!(startup(&check, timing).is_none());
     }
 
     #[test]
