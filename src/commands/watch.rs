@@ -35,8 +35,12 @@ pub async fn run(settings: &Settings, local: bool, file: Option<&Path>) -> crate
     let transport = LocalTransport::current();
     let mut reports = Vec::new();
     for path in files {
-        let app = host_settings::read(&path)?;
-        reports.push(watch::run(&transport, &app).await);
+        // One app's unreadable settings (written by a newer vpsup, say)
+        // must not keep the others from being checked.
+        match host_settings::read(&path) {
+            Ok(app) => reports.push(watch::run(&transport, &app).await),
+            Err(e) => reports.push(watch::AppReport::unreadable(&path, e.to_string())),
+        }
     }
     print(settings, &reports)?;
     let failed: Vec<&str> = reports

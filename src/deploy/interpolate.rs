@@ -82,7 +82,7 @@ impl Env {
                 let end = quoted
                     .find('\'')
                     .ok_or_else(|| at("no closing '".to_string()))?;
-                (quoted[..end].to_string(), &quoted[end + 1..])
+                (Some(quoted[..end].to_string()), &quoted[end + 1..])
             } else if let Some(quoted) = value.strip_prefix('"') {
                 let mut out = String::new();
                 let mut chars = quoted.char_indices();
@@ -101,7 +101,7 @@ impl Env {
                         Some((_, c)) => out.push(c),
                     }
                 };
-                (self.interpolate(&out).map_err(at)?, &quoted[end + 1..])
+                (self.env_value(name, &out).map_err(at)?, &quoted[end + 1..])
             } else {
                 let end = value.find('\n').unwrap_or(value.len());
                 let mut unquoted = &value[..end];
@@ -114,10 +114,13 @@ impl Env {
                     unquoted = &unquoted[..i];
                 }
                 let text = unquoted.trim_end_matches([' ', '\t', '\r']);
-                (self.interpolate(text).map_err(at)?, &value[end..])
+                (self.env_value(name, text).map_err(at)?, &value[end..])
             };
             line += value[..value.len() - remainder.len()].matches('\n').count();
-            self.set(name, &text);
+            match text {
+                Some(text) => self.set(name, &text),
+                None => self.set_secret(name),
+            }
             // Whatever follows a quoted value on its line is a comment.
             rest = remainder.find('\n').map_or("", |i| &remainder[i..]);
         }
@@ -131,8 +134,47 @@ impl Env {
         }
     }
 
+    /// An env file's value `text` of `name` interpolated; `None` when it is
+    /// made from a generated secret (known on the host only, so unknown
+    /// here, like the secret). An error names the variable, never the value
+    /// (an env file holds passwords).
+    fn env_value(&self, name: &str, text: &str) -> Result<Option<String>, String> {
+        if self.uses_secret(text) {
+            return Ok(None);
+        }
+        self.expand(text)
+            .map(Some)
+            .map_err(|why| format!("the value of {name}: {why}"))
+    }
+
+    /// Whether `text` reads a generated secret (`$NAME` or `${NAME...}`).
+    fn uses_secret(&self, text: &str) -> bool {
+        let mut rest = text;
+        while let Some(i) = rest.find('$') {
+            let after = &rest[i + 1..];
+            if let Some(after) = after.strip_prefix('$') {
+                rest = after;
+                continue;
+            }
+            let named = after.strip_prefix('{').unwrap_or(after);
+            let len = named
+                .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
+                .unwrap_or(named.len());
+            if self.vars.get(&named[..len]) == Some(&Var::Secret) {
+                return true;
+            }
+            rest = after;
+        }
+        false
+    }
+
     /// `text` with every variable replaced, as compose does it.
     pub fn interpolate(&self, text: &str) -> Result<String, String> {
+        self.expand(text).map_err(|why| format!("{text:?}: {why}"))
+    }
+
+    /// `interpolate`, its errors without the text.
+    fn expand(&self, text: &str) -> Result<String, String> {
         let mut out = String::new();
         let mut rest = text;
         while let Some(i) = rest.find('$') {
@@ -142,9 +184,9 @@ impl Env {
                 out.push('$');
                 rest = after;
             } else if let Some(braced) = after.strip_prefix('{') {
-                let end = closing_brace(braced)
-                    .ok_or_else(|| format!("{text:?}: a `${{` without its `}}`"))?;
-                out.push_str(&self.braced(&braced[..end], text)?);
+                let end =
+                    closing_brace(braced).ok_or_else(|| "a `${` without its `}`".to_string())?;
+                out.push_str(&self.braced(&braced[..end])?);
                 rest = &braced[end + 1..];
             } else {
                 let len = after
@@ -154,11 +196,12 @@ impl Env {
                     })
                     .map_or(after.len(), |(i, _)| i);
                 if len == 0 {
-                    return Err(format!(
-                        "{text:?}: `$` must start a variable (`$NAME`, `${{NAME}}`) or be written `$$`"
-                    ));
+                    return Err(
+                        "`$` must start a variable (`$NAME`, `${NAME}`) or be written `$$`"
+                            .to_string(),
+                    );
                 }
-                out.push_str(&self.value(&after[..len], text)?);
+                out.push_str(&self.value(&after[..len])?);
                 rest = &after[len..];
             }
         }
@@ -167,13 +210,13 @@ impl Env {
     }
 
     /// `${...}`'s inside: a name and perhaps an operator with its word.
-    fn braced(&self, inside: &str, text: &str) -> Result<String, String> {
+    fn braced(&self, inside: &str) -> Result<String, String> {
         let len = inside
             .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
             .unwrap_or(inside.len());
         let (name, op) = inside.split_at(len);
         if !is_name(name) {
-            return Err(format!("{text:?}: {:?} is not a variable name", name));
+            return Err(format!("{name:?} is not a variable name"));
         }
         let var = self.vars.get(name);
         let empty = matches!(var, Some(Var::Known(v)) if v.is_empty());
@@ -184,28 +227,28 @@ impl Env {
         };
         let missing = unset || (colon && empty);
         match word.chars().next() {
-            None if !colon => self.value(name, text),
-            Some('-') if missing => self.interpolate(&word[1..]),
-            Some('-') => self.value(name, text),
+            None if !colon => self.value(name),
+            Some('-') if missing => self.expand(&word[1..]),
+            Some('-') => self.value(name),
             Some('+') if missing => Ok(String::new()),
-            Some('+') => self.interpolate(&word[1..]),
+            Some('+') => self.expand(&word[1..]),
             Some('?') if missing => Err(format!(
-                "{text:?}: {name} is required: {}",
-                self.interpolate(&word[1..])?
+                "{name} is required: {}",
+                self.expand(&word[1..])?
             )),
-            Some('?') => self.value(name, text),
+            Some('?') => self.value(name),
             _ => Err(format!(
-                "{text:?}: `${{{inside}}}` is not compose's syntax (`${{NAME}}`, `${{NAME:-default}}`, `${{NAME:?error}}`, `${{NAME:+value}}`)"
+                "`${{{name}{op}}}` is not compose's syntax (`${{NAME}}`, `${{NAME:-default}}`, `${{NAME:?error}}`, `${{NAME:+value}}`)"
             )),
         }
     }
 
-    fn value(&self, name: &str, text: &str) -> Result<String, String> {
+    fn value(&self, name: &str) -> Result<String, String> {
         match self.vars.get(name) {
             None => Ok(String::new()),
             Some(Var::Known(v)) => Ok(v.clone()),
             Some(Var::Secret) => Err(format!(
-                "{text:?} needs ${{{name}}}, a secret [app.secrets] generates on the host: vpsup cannot check what it would be here; write the value itself"
+                "needs ${{{name}}}, a secret [app.secrets] generates on the host: vpsup cannot check what it would be here; write the value itself"
             )),
         }
     }
@@ -336,6 +379,31 @@ mod tests {
         // Set and not empty, whatever its value.
         assert_eq!(e.interpolate("${DB_PASSWORD:+host}").unwrap(), "host");
         assert!(e.interpolate("${DB_PASSWORD:?x}").is_err());
+    }
+
+    /// An env file may build a value from a generated secret (compose
+    /// does): that value is unknown here too, and only where a checked key
+    /// needs it is that an error. No error shows an env file's value.
+    #[test]
+    fn env_values_made_from_a_secret_are_unknown_and_errors_hide_values() {
+        let mut e = Env::default();
+        e.set_secret("DB_PASSWORD");
+        e.read_env_file("DATABASE_URL=postgres://app:${DB_PASSWORD}@db/app\nPLAIN=x\n")
+            .unwrap();
+        assert_eq!(e.interpolate("${PLAIN}").unwrap(), "x");
+        let err = e.interpolate("${DATABASE_URL}").unwrap_err();
+        assert!(err.contains("a secret [app.secrets] generates"), "{err}");
+        for broken in [
+            "PW=hunter2$5x\n",
+            "PW=\"hunter2${x\"\n",
+            "PW=hunter2${x/y}\n",
+        ] {
+            let err = Env::default().read_env_file(broken).unwrap_err();
+            assert!(
+                !err.contains("hunter2") && err.contains("the value of PW"),
+                "{broken}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 # part starts with a marker line; a part whose tool is missing stays empty.
 # shellcheck disable=SC2016
 marker={{marker}}
+nginx_host={{nginx_host}}
+nginx_port={{nginx_port}}
 part() { printf '\n%s %s\n' "$marker" "$1"; }
 set -- {{sites}}
 while [ $# -ge 2 ]; do
@@ -15,9 +17,10 @@ while [ $# -ge 2 ]; do
   shift 2
   part "site $name"
   curl -sS -k -o /dev/null -w '%{http_code}\n' --max-time 10 \
-    --resolve "$name:{{nginx_port}}:{{nginx_host}}" "https://$name:{{nginx_port}}$path" 2>&1
+    --resolve "$name:$nginx_port:$nginx_host" "https://$name:$nginx_port$path" 2>&1
   part "certificate $name"
-  openssl s_client -connect {{nginx_host}}:{{nginx_port}} -servername "$name" </dev/null 2>/dev/null |
+  # timeout: a handshake that never ends must not hold the run (and its alerts).
+  timeout 15 openssl s_client -connect "$nginx_host:$nginx_port" -servername "$name" </dev/null 2>/dev/null |
     openssl x509 2>/dev/null
 done
 project={{project}}
@@ -26,15 +29,15 @@ if [ -n "$project" ]; then
   part containers
   if ! command -v docker >/dev/null 2>&1; then
     echo 'error docker is not installed'
-  elif ! ids=$(docker ps -aq --filter "label=com.docker.compose.project=$project" 2>&1); then
+  elif ! ids=$(timeout 30 docker ps -aq --filter "label=com.docker.compose.project=$project" 2>&1); then
     echo "error $ids" | head -n 1
   elif [ -n "$ids" ]; then
     # shellcheck disable=SC2086
-    docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}' $ids 2>&1
+    timeout 30 docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}' $ids 2>&1
   fi
-  root=$(docker info --format '{{.DockerRootDir}}' 2>/dev/null)
+  root=$(timeout 30 docker info --format '{{.DockerRootDir}}' 2>/dev/null)
   part build-cache
-  docker system df --format '{{.Type}}	{{.Size}}' 2>/dev/null | grep '^Build Cache' | cut -f2
+  timeout 30 docker system df --format '{{.Type}}	{{.Size}}' 2>/dev/null | grep '^Build Cache' | cut -f2
 fi
 part disks
 df -Pk / ${root:+"$root"} 2>/dev/null

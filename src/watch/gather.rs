@@ -25,7 +25,7 @@ pub fn script(sections: &Sections, settings: &WatchSettings) -> String {
         ("marker", sections.marker()),
         ("sites", &sites.join(" ")),
         ("nginx_host", &quote(nginx_host)),
-        ("nginx_port", nginx_port),
+        ("nginx_port", &quote(nginx_port)),
         ("project", &quote(settings.project.as_deref().unwrap_or(""))),
         ("renew_service", RENEW_SERVICE),
         ("backups", &backup_status::script(sections.marker())),

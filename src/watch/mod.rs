@@ -59,6 +59,18 @@ pub struct Sent {
 }
 
 impl AppReport {
+    /// The report of an app whose settings file `path` could not be read.
+    pub fn unreadable(path: &std::path::Path, error: String) -> AppReport {
+        AppReport {
+            app: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            errors: vec![error],
+            ..AppReport::default()
+        }
+    }
+
     pub fn ok(&self) -> bool {
         self.errors.is_empty() && self.sent.iter().all(|s| s.delivery.ok)
     }
