@@ -63,7 +63,9 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
     for path in &env_paths {
         let text = std::fs::read_to_string(project.join(path))
             .map_err(|e| ExportError::Input(format!("{path}: {e}")))?;
-        env_keys.extend(k8s::env_file_keys(&text));
+        env_keys.extend(
+            k8s::env_file_keys(&text).map_err(|e| ExportError::Input(format!("{path}: {e}")))?,
+        );
     }
 
     let mut values = None;
@@ -122,8 +124,9 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
         let content = match (&values, &file.source) {
             (Some((generated, _)), SecretSource::Generated) => k8s::with_values(file, generated),
             (Some((_, env)), SecretSource::EnvFiles) => k8s::with_values(file, env),
-            _ => k8s::placeholder(file),
-        };
+            _ => Ok(k8s::placeholder(file)),
+        }
+        .map_err(|e| ExportError::Input(format!("{}: {e}", file.path)))?;
         write(&args.out.join(&file.path), content.as_bytes(), 0o600)?;
     }
     if settings.verbosity != crate::settings::Verbosity::Quiet {

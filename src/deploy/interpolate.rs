@@ -36,6 +36,19 @@ impl Env {
             .insert(name.to_string(), Var::Known(value.to_string()));
     }
 
+    /// Every variable set, by name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+
+    /// `name`'s value, when it is known here.
+    pub fn known(&self, name: &str) -> Option<&str> {
+        match self.vars.get(name) {
+            Some(Var::Known(v)) => Some(v),
+            _ => None,
+        }
+    }
+
     /// `name` is generated on the host: set, not empty, value unknown here.
     pub fn set_secret(&mut self, name: &str) {
         self.vars.insert(name.to_string(), Var::Secret);

@@ -23,6 +23,7 @@ use crate::backup::engines::{mongo, mysql, postgres, redis};
 use crate::backup::schedule::Schedule;
 use crate::backup::{detect, plan as backup_plan, Engine};
 use crate::config::{AppConfig, BackupConfig, SiteConfig};
+use crate::deploy::interpolate::Env;
 use env::SecretKeys;
 use probes::{Check, Timing};
 
@@ -497,37 +498,34 @@ pub fn data_paths(compose: &Value) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// The variable names an env file sets (`KEY=value`, `export KEY=value`; comments skipped).
-pub fn env_file_keys(text: &str) -> BTreeSet<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.trim_start_matches("export ").split_once('='))
-        .map(|(k, _)| k.trim().to_string())
-        .filter(|k| !k.is_empty())
-        .collect()
+/// The variable names an env file sets, read as compose reads it
+/// (`interpolate::Env`: quoted values spanning lines, `NAME: value`,
+/// comments), so no part of a value is ever taken for a name.
+pub fn env_file_keys(text: &str) -> Result<BTreeSet<String>, String> {
+    let mut env = Env::default();
+    env.read_env_file(text)?;
+    Ok(env.names().map(str::to_string).collect())
 }
 
-/// A secret file with real values: the `KEY=value` lines of `text` (env
-/// files, later lines winning) for the file's keys, nothing else.
-pub fn with_values(file: &SecretFile, text: &str) -> String {
-    let mut values: BTreeMap<&str, &str> = BTreeMap::new();
-    for line in text.lines() {
-        let line = line.trim_start().trim_start_matches("export ");
-        if let Some((k, v)) = line.split_once('=') {
-            if file.keys.iter().any(|key| key == k.trim()) {
-                values.insert(k.trim(), v);
-            }
-        }
-    }
+/// A secret file with real values: the values `text` (env files, later
+/// settings winning, read as compose reads them) gives the file's keys,
+/// nothing else. A value spanning lines cannot be an env-file line for
+/// Kustomize: it is left empty, with a comment saying how to supply it.
+pub fn with_values(file: &SecretFile, text: &str) -> Result<String, String> {
+    let mut env = Env::default();
+    env.read_env_file(text)?;
     let mut out = String::new();
     for key in &file.keys {
-        out.push_str(&format!(
-            "{key}={}\n",
-            values.get(key.as_str()).copied().unwrap_or_default()
-        ));
+        let value = env.known(key).unwrap_or_default();
+        if value.contains('\n') {
+            out.push_str(&format!(
+                "# {key} spans lines: give it to the secretGenerator as a file (files: [{key}=path])\n{key}=\n"
+            ));
+        } else {
+            out.push_str(&format!("{key}={value}\n"));
+        }
     }
-    out
+    Ok(out)
 }
 
 /// Claim size for data holding `bytes` now: twice that, in whole GiB, at

@@ -243,3 +243,27 @@ fn built_images_are_named_for_a_registry_in_the_overlay() {
 fn the_same_input_gives_the_same_bytes() {
     assert_eq!(tree(None), tree(None));
 }
+
+/// An env file is read as compose reads it: a key's PEM value spanning
+/// lines gives no other "key" (a line of the key would end up in the
+/// tree's README), `NAME: value` counts, and a value spanning lines is
+/// never cut to its first line in a secret file.
+#[test]
+fn env_files_are_read_as_compose_reads_them() {
+    let text = "TLS_KEY=\"-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC=\n-----END PRIVATE KEY-----\"\nGREETING: hello # a comment\nexport MODE='a b'\n";
+    let keys = env_file_keys(text).unwrap();
+    assert_eq!(
+        keys.into_iter().collect::<Vec<_>>(),
+        ["GREETING", "MODE", "TLS_KEY"]
+    );
+    let file = SecretFile {
+        path: "base/secrets/env.env".into(),
+        keys: vec!["GREETING".into(), "MODE".into(), "TLS_KEY".into()],
+        source: SecretSource::EnvFiles,
+    };
+    let written = with_values(&file, text).unwrap();
+    assert!(written.contains("GREETING=hello\n"), "{written}");
+    assert!(written.contains("MODE=a b\n"), "{written}");
+    assert!(written.contains("\nTLS_KEY=\n"), "{written}");
+    assert!(!written.contains("MIIE"), "{written}");
+}
