@@ -514,6 +514,39 @@ pub struct AppConfig {
     /// on its hosts: a release with any other private key is refused.
     #[serde(default)]
     pub allow_private_keys: Vec<ProjectPath>,
+    /// How long a site's old instances keep the requests and WebSocket
+    /// connections they hold once nginx sends new ones to the new instances
+    /// (zero-downtime deploys, docs/zero-downtime.md); then they stop.
+    #[serde(default = "default_drain")]
+    pub drain: TimeSpan,
+    /// Per compose service (`[app.services.NAME]`): how a deploy replaces it.
+    #[serde(default)]
+    pub services: BTreeMap<ServiceName, AppServiceConfig>,
+}
+
+/// `[app.services.NAME]`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AppServiceConfig {
+    /// Unset: blue/green behind a site or route, else recreated in place
+    /// when its definition changed.
+    pub strategy: Option<Strategy>,
+}
+
+/// How a deploy replaces a service's container.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// A new instance starts beside the old one; nginx switches to it once
+    /// healthy, then the old one drains and stops (only behind a site).
+    BlueGreen,
+    /// Stopped, then started again: a short interruption, but never two
+    /// instances at once (a service that writes its own data).
+    Recreate,
+}
+
+fn default_drain() -> TimeSpan {
+    TimeSpan(std::time::Duration::from_secs(30))
 }
 
 /// A path inside the project, relative to vpsup.toml's directory (`./` and
@@ -1919,6 +1952,43 @@ port = 3000
                 "{msg}"
             );
         }
+    }
+
+    /// Zero-downtime deploys: the drain period (30 s unless set) and a
+    /// service's strategy, one of two words; a service name compose would
+    /// refuse is refused here.
+    #[test]
+    fn drain_and_service_strategies() {
+        let c = parse("[app]\nname = \"a\"\n").unwrap();
+        let app = c.app.unwrap();
+        assert_eq!(app.drain.0.as_secs(), 30);
+        assert!(app.services.is_empty());
+        let c = parse(
+            "[app]\nname = \"a\"\ndrain = \"2m\"\n[app.services.cms]\nstrategy = \"recreate\"\n[app.services.web]\nstrategy = \"blue-green\"\n",
+        )
+        .unwrap();
+        let app = c.app.unwrap();
+        assert_eq!(app.drain.0.as_secs(), 120);
+        assert_eq!(
+            app.services[&ServiceName("cms".into())].strategy,
+            Some(Strategy::Recreate)
+        );
+        assert_eq!(
+            app.services[&ServiceName("web".into())].strategy,
+            Some(Strategy::BlueGreen)
+        );
+        let (line, _, msg) =
+            error_at("[app]\nname = \"a\"\n[app.services.cms]\nstrategy = \"rolling\"\n");
+        assert_eq!(line, 4, "{msg}");
+        assert!(
+            msg.contains("unknown variant `rolling`, expected `blue-green` or `recreate`"),
+            "{msg}"
+        );
+        let (line, _, msg) = error_at("[app]\nname = \"a\"\n[app.services.\"a b\"]\n");
+        assert_eq!(line, 3, "{msg}");
+        assert!(msg.contains("invalid service name \"a b\""), "{msg}");
+        let (line, _, msg) = error_at("[app]\nname = \"a\"\ndrain = \"0s\"\n");
+        assert_eq!(line, 3, "{msg}");
     }
 
     /// `[acme] store` and `webroot` name directories vpsup creates and

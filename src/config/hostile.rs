@@ -61,6 +61,10 @@ releases = 5
 health_timeout = 120
 dns_resolver = "1.1.1.1"
 dns = "check"
+drain = "30s"
+
+[app.services.web]
+strategy = "blue-green"
 
 [app.secrets]
 generate = ["SECRET_KEY"]
@@ -195,6 +199,9 @@ const KEYS: &[(&str, &str, Reach)] = &[
     ("app.allow_private_keys[]", "{}", Reach::Local("project paths matched here against the release's files; never sent")),
     ("app.dns_resolver", "{}", Reach::Local("the resolver the DNS preflight asks, from here")),
     ("app.dns", "{}", Reach::Refused),
+    ("app.drain", "{}", Reach::Refused),
+    ("app.services.*", "{}", Reach::Refused),
+    ("app.services.*.strategy", "{}", Reach::Refused),
     ("sites[].domain", "{}", Reach::Refused),
     ("sites[].service", "{}", Reach::Refused),
     ("sites[].port", "{}", Reach::Refused),
@@ -273,7 +280,7 @@ fn hostile(mark: &Path) -> Vec<String> {
 }
 
 /// The maps of the schema, whose entries' names are the user's.
-const MAPS: &[&str] = &["hosts", "backup.services"];
+const MAPS: &[&str] = &["hosts", "backup.services", "app.services"];
 
 /// Every key `value` (a serialized `Config`) has, in `KEYS`' notation.
 fn schema_keys(value: &Value, prefix: &str, out: &mut Vec<String>) {
