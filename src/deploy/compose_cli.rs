@@ -67,6 +67,38 @@ impl Stack<'_> {
         )
     }
 
+    /// Starts only `services` (what they depend on runs already: `--no-deps`)
+    /// and waits as `up` does. `recreate`: build, and replace a container
+    /// whose definition changed; else a running container is left as it is
+    /// and only a missing or stopped one starts.
+    pub fn up_services(&self, services: &[String], recreate: bool, timeout_secs: u32) -> String {
+        let mut cmd = format!(
+            "{} up -d {}--no-deps --wait --wait-timeout {timeout_secs}",
+            self.base(),
+            if recreate {
+                "--build "
+            } else {
+                "--no-recreate "
+            }
+        );
+        for service in services {
+            cmd.push(' ');
+            cmd.push_str(&quote(service));
+        }
+        cmd
+    }
+
+    /// Stops `services`' containers (SIGTERM, then SIGKILL after their
+    /// `stop_grace_period`) and removes them.
+    pub fn remove(&self, services: &[String]) -> String {
+        let mut cmd = format!("{} rm -s -f", self.base());
+        for service in services {
+            cmd.push(' ');
+            cmd.push_str(&quote(service));
+        }
+        cmd
+    }
+
     /// Stops and removes the project's containers and networks; named
     /// volumes stay (no `-v`, ever).
     pub fn down(&self) -> String {
@@ -224,6 +256,16 @@ mod tests {
         assert!(s
             .ps()
             .starts_with(&format!("{base} ps -a --format '{{{{.Service}}}}")));
+        let services = ["db".to_string(), "a b".to_string()];
+        assert_eq!(
+            s.up_services(&services, true, 60),
+            format!("{base} up -d --build --no-deps --wait --wait-timeout 60 db 'a b'")
+        );
+        assert_eq!(
+            s.up_services(&services[..1], false, 60),
+            format!("{base} up -d --no-recreate --no-deps --wait --wait-timeout 60 db")
+        );
+        assert_eq!(s.remove(&services), format!("{base} rm -s -f db 'a b'"));
     }
 
     #[test]

@@ -20,14 +20,33 @@ pub type Target = (String, u16);
 
 /// The loopback port of each target.
 pub fn loopback_ports(app: &str, targets: &[Target]) -> BTreeMap<Target, u16> {
+    assign(app, targets, &[])
+}
+
+/// The loopback ports of a site's services started beside the running ones
+/// under `slot` (zero-downtime deploys, `deploy::switch`): derived like
+/// `loopback_ports`, with the slot in the key, and never one of `taken`
+/// (what the running instances hold) or another target's.
+pub fn slot_ports(
+    app: &str,
+    slot: &str,
+    targets: &[Target],
+    taken: &[u16],
+) -> BTreeMap<Target, u16> {
+    assign(&format!("{app}/{slot}"), targets, taken)
+}
+
+/// A port from a hash of `key`/service/port per target, moving on to the
+/// next free one past `taken` and the ports already given.
+fn assign(key: &str, targets: &[Target], taken: &[u16]) -> BTreeMap<Target, u16> {
     let mut unique: Vec<&Target> = targets.iter().collect();
     unique.sort();
     unique.dedup();
     let mut assigned: BTreeMap<Target, u16> = BTreeMap::new();
     for target in unique {
         let mut offset =
-            (fnv1a(&format!("{app}/{}/{}", target.0, target.1)) % u64::from(SPAN)) as u16;
-        while assigned.values().any(|p| *p == FIRST + offset) {
+            (fnv1a(&format!("{key}/{}/{}", target.0, target.1)) % u64::from(SPAN)) as u16;
+        while assigned.values().any(|p| *p == FIRST + offset) || taken.contains(&(FIRST + offset)) {
             offset = (offset + 1) % SPAN;
         }
         assigned.insert(target.clone(), FIRST + offset);
@@ -76,6 +95,24 @@ mod tests {
             ports[&t("frontend", 80)],
             "another app gets other ports"
         );
+    }
+
+    /// A slot's ports differ from the app's and from what runs (`taken`),
+    /// and stay the same for the same inputs.
+    #[test]
+    fn slot_ports_avoid_the_running_ones() {
+        let targets = [t("frontend", 80), t("backend", 8000)];
+        let app = loopback_ports("doctor", &targets);
+        let taken: Vec<u16> = app.values().copied().collect();
+        let blue = slot_ports("doctor", "blue", &targets, &taken);
+        assert_eq!(blue, slot_ports("doctor", "blue", &targets, &taken));
+        assert!(blue.values().all(|p| !taken.contains(p)));
+        let green = slot_ports("doctor", "green", &targets, &taken);
+        assert_ne!(blue, green);
+        // A port the running slot holds is skipped, even where the hash lands.
+        let blocked: Vec<u16> = blue.values().copied().collect();
+        let moved = slot_ports("doctor", "blue", &targets, &blocked);
+        assert!(moved.values().all(|p| !blocked.contains(p)), "{moved:?}");
     }
 
     #[test]

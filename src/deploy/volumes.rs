@@ -40,9 +40,27 @@ pub struct BindMount {
     pub dir: String,
 }
 
-/// Every bind mount of every service (named volumes and tmpfs left out) of
-/// a compose file whose relative paths resolve from `dir`.
-pub fn bind_mounts(compose: &Value, dir: &str) -> Result<Vec<BindMount>, String> {
+/// One entry of a service's `volumes`, as compose reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Volume {
+    Bind {
+        source: String,
+        read_only: bool,
+    },
+    Named {
+        name: String,
+        read_only: bool,
+    },
+    /// A lone container path: a fresh volume for each container.
+    Anonymous {
+        target: String,
+    },
+    /// tmpfs (and kinds that hold nothing across containers).
+    Other,
+}
+
+/// Each service's `volumes` entries of a compose document, parsed.
+fn service_volumes(compose: &Value) -> Result<Vec<(String, Volume)>, String> {
     let mut out = Vec::new();
     let Some(services) = compose.get("services").and_then(Value::as_object) else {
         return Ok(out);
@@ -55,47 +73,103 @@ pub fn bind_mounts(compose: &Value, dir: &str) -> Result<Vec<BindMount>, String>
             .as_array()
             .ok_or_else(|| format!("service {service}: `volumes` is not a list"))?;
         for volume in volumes {
-            if let Some((source, read_only)) = parse_volume(volume)
-                .map_err(|why| format!("service {service}: volume {volume}: {why}"))?
-            {
-                out.push(BindMount {
-                    service: service.clone(),
-                    source,
-                    read_only,
-                    dir: dir.to_string(),
-                });
-            }
+            let parsed = parse_volume(volume)
+                .map_err(|why| format!("service {service}: volume {volume}: {why}"))?;
+            out.push((service.clone(), parsed));
         }
     }
     Ok(out)
 }
 
-/// `(source, read_only)` of a bind mount; `None` for a named volume or tmpfs.
-fn parse_volume(volume: &Value) -> Result<Option<(String, bool)>, String> {
+/// Every bind mount of every service (named volumes and tmpfs left out) of
+/// a compose file whose relative paths resolve from `dir`.
+pub fn bind_mounts(compose: &Value, dir: &str) -> Result<Vec<BindMount>, String> {
+    Ok(service_volumes(compose)?
+        .into_iter()
+        .filter_map(|(service, volume)| match volume {
+            Volume::Bind { source, read_only } => Some(BindMount {
+                service,
+                source,
+                read_only,
+                dir: dir.to_string(),
+            }),
+            _ => None,
+        })
+        .collect())
+}
+
+/// `(service, what it writes to)` for every volume a service can write:
+/// a writable bind mount (its source), named volume (its name) or
+/// anonymous volume; such a service holds state that two instances of it
+/// would share or lose.
+pub fn writable_mounts(compose: &Value) -> Result<Vec<(String, String)>, String> {
+    Ok(service_volumes(compose)?
+        .into_iter()
+        .filter_map(|(service, volume)| match volume {
+            Volume::Bind {
+                source,
+                read_only: false,
+            } => Some((service, source)),
+            Volume::Named {
+                name,
+                read_only: false,
+            } => Some((service, format!("volume {name}"))),
+            Volume::Anonymous { target } => {
+                Some((service, format!("an anonymous volume at {target}")))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// One `volumes` entry, short (`src:target[:mode]`, a lone path) or long.
+fn parse_volume(volume: &Value) -> Result<Volume, String> {
     match volume {
         Value::String(spec) => {
             let mut parts = spec.splitn(3, ':');
             let source = parts.next().unwrap_or_default();
-            // A lone path is an anonymous volume at that target.
-            if parts.next().is_none() || !is_path(source) {
-                return Ok(None);
+            if parts.next().is_none() {
+                return Ok(Volume::Anonymous {
+                    target: source.to_string(),
+                });
             }
             let read_only = parts
                 .next()
                 .is_some_and(|mode| mode.split(',').any(|m| m == "ro"));
-            Ok(Some((source.to_string(), read_only)))
+            let source = source.to_string();
+            Ok(if is_path(&source) {
+                Volume::Bind { source, read_only }
+            } else {
+                Volume::Named {
+                    name: source,
+                    read_only,
+                }
+            })
         }
         Value::Object(long) => {
             let kind = long.get("type").and_then(Value::as_str).unwrap_or("volume");
             let source = long.get("source").and_then(Value::as_str).unwrap_or("");
-            if kind != "bind" && !(kind == "volume" && is_path(source)) {
-                return Ok(None);
-            }
-            if source.is_empty() {
-                return Err("a bind mount needs `source`".to_string());
-            }
             let read_only = long.get("read_only").and_then(Value::as_bool) == Some(true);
-            Ok(Some((source.to_string(), read_only)))
+            let target = long.get("target").and_then(Value::as_str).unwrap_or("");
+            match kind {
+                "bind" if source.is_empty() => Err("a bind mount needs `source`".to_string()),
+                "bind" => Ok(Volume::Bind {
+                    source: source.to_string(),
+                    read_only,
+                }),
+                "volume" if source.is_empty() => Ok(Volume::Anonymous {
+                    target: target.to_string(),
+                }),
+                "volume" if is_path(source) => Ok(Volume::Bind {
+                    source: source.to_string(),
+                    read_only,
+                }),
+                "volume" => Ok(Volume::Named {
+                    name: source.to_string(),
+                    read_only,
+                }),
+                _ => Ok(Volume::Other),
+            }
         }
         _ => Err("not a volume".to_string()),
     }
@@ -175,7 +249,7 @@ pub fn rewrite_sources(compose: &mut Value, dir: &str, data: &[String], data_dir
             continue;
         };
         for volume in volumes.iter_mut() {
-            let Ok(Some((source, _))) = parse_volume(volume) else {
+            let Ok(Volume::Bind { source, .. }) = parse_volume(volume) else {
                 continue;
             };
             let Ok(Some(rel)) = project_path(dir, &source) else {
@@ -202,10 +276,16 @@ pub fn rewrite_sources(compose: &mut Value, dir: &str, data: &[String], data_dir
 
 /// The top-level named volumes compose creates (not `external`, no `name`).
 pub fn named_volumes(compose: &Value) -> Vec<String> {
-    let Some(volumes) = compose.get("volumes").and_then(Value::as_object) else {
+    project_scoped(compose, "volumes")
+}
+
+/// The entries of a top-level `section` (`volumes`, `networks`) that
+/// compose names `<project>_<key>` (not `external`, no `name`).
+pub fn project_scoped(compose: &Value, section: &str) -> Vec<String> {
+    let Some(entries) = compose.get(section).and_then(Value::as_object) else {
         return Vec::new();
     };
-    volumes
+    entries
         .iter()
         .filter(|(_, v)| {
             v.get("name").is_none() && v.get("external").and_then(Value::as_bool) != Some(true)
@@ -295,6 +375,29 @@ mod tests {
         assert_eq!(mounts.len(), 6, "{mounts:?}");
         // ./data covers ./data/pg; ./initdb is read-only configuration.
         assert_eq!(data_paths(&mounts).unwrap(), ["data", "state"]);
+    }
+
+    /// What a service can write, which two instances of it would share.
+    #[test]
+    fn writable_mounts_are_binds_named_and_anonymous_volumes() {
+        let doc = compose(
+            "services:\n  web:\n    volumes:\n      - ./conf:/etc/web:ro\n      - assets:/srv/assets:ro\n      - { type: tmpfs, target: /tmp }\n  cms:\n    volumes:\n      - uploads:/app/uploads\n      - /cache\n      - { type: bind, source: ./media, target: /media }\n      - { type: volume, target: /scratch }\n",
+        );
+        assert_eq!(
+            writable_mounts(&doc).unwrap(),
+            [
+                ("cms".to_string(), "volume uploads".to_string()),
+                (
+                    "cms".to_string(),
+                    "an anonymous volume at /cache".to_string()
+                ),
+                ("cms".to_string(), "./media".to_string()),
+                (
+                    "cms".to_string(),
+                    "an anonymous volume at /scratch".to_string()
+                ),
+            ]
+        );
     }
 
     #[test]
