@@ -29,5 +29,6 @@ pub mod remote;
 pub mod report;
 pub mod secrets;
 pub mod start;
+pub mod strategy;
 pub mod upload;
 pub mod volumes;
