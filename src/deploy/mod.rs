@@ -30,5 +30,6 @@ pub mod report;
 pub mod secrets;
 pub mod start;
 pub mod strategy;
+pub mod switch;
 pub mod upload;
 pub mod volumes;

@@ -190,7 +190,8 @@ done
     /// Makes the release at `release` what nginx serves and what `current`
     /// points at: its site files replace the app's (put back as they were
     /// if `nginx -t` or `reload` fails, and the script fails), `reload`
-    /// runs, `current` switches. Past that switch nothing fails the script:
+    /// runs (printing `switched MS`: how long `nginx -t` and the reload
+    /// took, `parse_switched`), `current` switches. Past that switch nothing fails the script:
     /// the releases in `prune` go and `record` is written to `deployed`
     /// (a failure there is said on stderr).
     pub fn activate_script(
@@ -217,6 +218,7 @@ for f in {nginx}/*.conf; do
   [ -e "$f" ] && cp "$f" {sites}/vpsup-{app}."$(basename "$f")"
 done
 [ -e {map} ] && cp {map} {WEBSOCKET_MAP}
+switch_start=$(date +%s%N)
 if ! out=$(nginx -t 2>&1); then
   restore
   echo "nginx -t refused the new site configuration, the previous one is back in place: $out" >&2
@@ -228,6 +230,7 @@ if ! {{ {reload}
   echo "reloading nginx failed (above); the previous site configuration is back in place" >&2
   exit 1
 fi
+echo "{SWITCHED} $(( ($(date +%s%N) - switch_start) / 1000000 ))"
 rm -rf "$backup"
 {switch}set +e
 "#,
@@ -260,6 +263,16 @@ rm -rf "$backup"
             dir = quote(&self.dir)
         )
     }
+}
+
+/// The line `activate_script` prints once nginx serves the new site files.
+const SWITCHED: &str = "switched";
+
+/// How long `activate_script`'s `nginx -t` and reload took, in ms.
+pub fn parse_switched(stdout: &str) -> Option<u64> {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(SWITCHED)?.trim().parse().ok())
 }
 
 /// A container as `docker ps` reports it: by its compose service in a
@@ -401,8 +414,15 @@ mod tests {
         assert_eq!(listing(), expected);
         assert!(!root.join("shop/current").exists());
 
+        assert_eq!(parse_switched(&failed.stdout_str()), None);
+
         let done = activate("true").await;
         assert!(done.success(), "{}", done.stderr_str());
+        assert!(
+            parse_switched(&done.stdout_str()).is_some(),
+            "{}",
+            done.stdout_str()
+        );
         assert_eq!(
             listing(),
             [

@@ -26,8 +26,41 @@ pub struct HostReport {
     pub secrets_created: Vec<String>,
     pub certificates: Vec<String>,
     pub sites: Vec<SiteReport>,
+    /// Zero-downtime deploys: per site, the switch to the new instances
+    /// and the old ones' drain (docs/zero-downtime.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<SwitchReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+/// How one site moved to its new instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwitchReport {
+    pub domain: String,
+    /// `nginx -t` and the graceful reload.
+    pub switch_ms: u64,
+    /// Until the old instances held no connection, or the drain period ended.
+    pub drain_ms: u64,
+    /// Connections still open at the end of the drain (long WebSockets),
+    /// closed when the old instances stopped.
+    pub cut: u64,
+}
+
+impl SwitchReport {
+    pub fn line(&self) -> String {
+        let secs = |ms: u64| format!("{}.{} s", ms / 1000, (ms % 1000) / 100);
+        let cut = match self.cut {
+            0 => String::new(),
+            n => format!(", {n} connection(s) still open closed"),
+        };
+        format!(
+            "{} switched in {} ms, old instances drained in {}{cut}",
+            self.domain,
+            self.switch_ms,
+            secs(self.drain_ms)
+        )
+    }
 }
 
 /// One site as the final check saw it, over HTTPS from here.
@@ -92,6 +125,9 @@ pub fn print(reports: &[HostReport], check: bool) {
         for c in &r.certificates {
             println!("{}: certificate {c}", r.host);
         }
+        for switch in &r.switches {
+            println!("{}: {}", r.host, switch.line());
+        }
         for s in &r.sites {
             match &s.error {
                 Some(e) => println!("{}: {} FAILED: {e}", r.host, s.url),
@@ -135,5 +171,39 @@ pub fn print_rollback(rows: &[RollbackRow]) {
             }
             (None, None) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_switch_reads_as_one_line_and_json_fields() {
+        let switch = SwitchReport {
+            domain: "shop.example.com".into(),
+            switch_ms: 84,
+            drain_ms: 1530,
+            cut: 0,
+        };
+        assert_eq!(
+            switch.line(),
+            "shop.example.com switched in 84 ms, old instances drained in 1.5 s"
+        );
+        let cut = SwitchReport {
+            cut: 2,
+            drain_ms: 30000,
+            ..switch.clone()
+        };
+        assert_eq!(
+            cut.line(),
+            "shop.example.com switched in 84 ms, old instances drained in 30.0 s, 2 connection(s) still open closed"
+        );
+        assert_eq!(
+            serde_json::to_value(&switch).unwrap(),
+            serde_json::json!({"domain": "shop.example.com", "switch_ms": 84, "drain_ms": 1530, "cut": 0})
+        );
+        let quiet = serde_json::to_value(HostReport::default()).unwrap();
+        assert!(quiet.get("switches").is_none(), "{quiet}");
     }
 }

@@ -87,10 +87,29 @@ pub fn gate_script(
     } else {
         paths.app.clone()
     };
+    gate(
+        sections,
+        &paths.retire_script(&other),
+        &stack.up(timeout),
+        stack,
+        health,
+        timeout,
+    )
+}
+
+/// A health gate (as root): after `before`, the command `up` that starts
+/// (some of) `stack`'s containers, then each `(path, port)` of `health`;
+/// `parse_gate` reads what it printed.
+pub fn gate(
+    sections: &Sections,
+    before: &str,
+    up: &str,
+    stack: &Stack<'_>,
+    health: &[(String, u16)],
+    timeout: u32,
+) -> String {
     format!(
-        "{retire}if ! {up} >&2; then\n{failed}{ps}\nexit 1\nfi\n{health_part}{health}",
-        retire = paths.retire_script(&other),
-        up = stack.up(timeout),
+        "{before}if ! {up} >&2; then\n{failed}{ps}\nexit 1\nfi\n{health_part}{health}",
         failed = sections.header(COMPOSE_FAILED),
         ps = stack.ps(),
         health_part = sections.header(HEALTH),
