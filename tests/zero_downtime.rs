@@ -98,6 +98,9 @@ fn get(port: u16, path: &str) -> Result<String, String> {
     }
 }
 
+/// When a visitor's request ended, and how.
+type Answer = (Instant, Result<String, String>);
+
 fn site(nginx_port: u16, upstream: u16) -> String {
     format!(
         "server {{\n    listen 127.0.0.1:{nginx_port};\n    server_name shop.test;\n    location / {{\n        proxy_pass http://127.0.0.1:{upstream};\n        proxy_http_version 1.1;\n        proxy_set_header Host $host;\n    }}\n}}\n"
@@ -162,7 +165,7 @@ fn nginx_switches_to_the_new_instance_without_a_failed_request() {
 
     // Visitors: four clients, one request after another, new connections.
     let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(Instant, Result<String, String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Answer>>> = Arc::default();
     let clients: Vec<JoinHandle<()>> = (0..4)
         .map(|_| {
             let (stop, seen) = (stop.clone(), seen.clone());
