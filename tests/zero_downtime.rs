@@ -10,6 +10,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -187,15 +188,7 @@ fn nginx_switches_to_the_new_instance_without_a_failed_request() {
         bin.display(),
         paths.activate_script("r2", "nginx -s reload", &[], "release=r2 at=now by=test")
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run_checked(Command::new("sh").args(["-c", &script]), "the activation");
     let switched_at = Instant::now();
     let switch_ms = parse_switched(&String::from_utf8_lossy(&out.stdout)).unwrap();
     let drain = drain_script(
@@ -205,10 +198,7 @@ fn nginx_switches_to_the_new_instance_without_a_failed_request() {
         }],
         10,
     );
-    let out = std::process::Command::new("sh")
-        .args(["-c", &drain])
-        .output()
-        .unwrap();
+    let out = run_checked(Command::new("sh").args(["-c", &drain]), "the drain");
     let drained = parse_drain(&String::from_utf8_lossy(&out.stdout));
     old.stop();
     std::thread::sleep(Duration::from_millis(500));

@@ -250,7 +250,7 @@ pub fn stop_old_script(old: &Old<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::script::testing::write_executable;
+    use crate::transport::script::testing::{sh_ok, write_executable};
 
     fn stack<'a>(project: &'a str, files: &'a [String]) -> Stack<'a> {
         Stack {
@@ -337,21 +337,8 @@ mod tests {
             &[],
             30,
         );
-        let run = || {
-            std::process::Command::new("sh")
-                .args([
-                    "-c",
-                    &format!("PATH={}:$PATH\n{script}", dir.path().display()),
-                ])
-                .output()
-                .unwrap()
-        };
-        let out = run();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let with_docker = format!("PATH={}:$PATH\n{script}", dir.path().display());
+        sh_ok(&with_docker);
         let written: Value =
             serde_json::from_str(&std::fs::read_to_string(&override_path).unwrap()).unwrap();
         assert_eq!(written, doc);
@@ -362,7 +349,10 @@ mod tests {
         assert!(calls[1].ends_with(" up -d --build --no-deps --wait --wait-timeout 30 web"));
 
         std::fs::write(&status, "1").unwrap();
-        let out = run();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &with_docker])
+            .output()
+            .unwrap();
         assert!(!out.status.success());
         let why = start::parse_gate(
             &sections,
@@ -429,16 +419,7 @@ mod tests {
                 ],
                 secs,
             );
-            let out = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            parse_drain(&String::from_utf8_lossy(&out.stdout))
+            parse_drain(&String::from_utf8_lossy(&sh_ok(&script).stdout))
         };
         // Nothing open: done at once.
         let idle = run(5);

@@ -121,7 +121,7 @@ fn set_mode(path: &Path, mode: u32) {
 
 /// Runs `cmd` with stdin closed (so no tool can sit waiting on a prompt) and panics,
 /// showing its output, unless it exits 0.
-fn run_checked(cmd: &mut Command, what: &str) -> Output {
+pub fn run_checked(cmd: &mut Command, what: &str) -> Output {
     let out = cmd
         .stdin(Stdio::null())
         .output()
