@@ -186,7 +186,13 @@ fn nginx_switches_to_the_new_instance_without_a_failed_request() {
     let script = format!(
         "PATH={}:$PATH\n{}",
         bin.display(),
-        paths.activate_script("r2", "nginx -s reload", &[], "release=r2 at=now by=test")
+        paths.activate_script(
+            "r2",
+            None,
+            "nginx -s reload",
+            &[],
+            "release=r2 at=now by=test"
+        )
     );
     let out = run_checked(Command::new("sh").args(["-c", &script]), "the activation");
     let switched_at = Instant::now();

@@ -49,9 +49,11 @@ use crate::deploy::error::{DeployError, NotLive, Restored, RunsAgain, StepError}
 use crate::deploy::local_release::{self, Release};
 use crate::deploy::plan::{BackupWanted, BackupWork, DeployPlan, Wanted};
 use crate::deploy::probe::{self, Probed};
-use crate::deploy::remote::{self, AppPaths};
-use crate::deploy::report::{self, HostReport, RollbackRow};
-use crate::deploy::start::{self, stack_for};
+use crate::deploy::remote::AppPaths;
+use crate::deploy::remote::ReleaseMeta;
+use crate::deploy::report::{self, HostReport, RollbackRow, SwitchReport};
+use crate::deploy::start;
+use crate::deploy::switch::{InPlace, Launch, LaunchFailed, Retiring, Slot};
 use crate::deploy::{host_releases, https_check, secrets, volumes};
 use crate::engine::assets::Assets;
 use crate::engine::render::Renderer;
@@ -465,9 +467,10 @@ async fn change(
                 );
             }
             stop_before("starting the release")?;
-            go_live(transport, run, paths, probed, plan, &id).await
+            go_live(transport, run, paths, probed, plan, &id, &host).await
         };
-        start::holding_backups(plain, backup_lock.as_deref(), &run.owner, restart).await?;
+        report.switches =
+            start::holding_backups(plain, backup_lock.as_deref(), &run.owner, restart).await?;
         report.release = Some(id);
     }
     stop_before("installing the backup setup")?;
@@ -491,61 +494,161 @@ async fn go_live(
     probed: &Probed,
     plan: &DeployPlan<'_>,
     id: &str,
-) -> Result<(), StepError> {
-    // From `up` on, the previous release's containers are replaced, so any
-    // failure restarts them.
-    let timeout = run.app.health_timeout.0;
-    // No stop between `up` and serving (or restoring): either way, the host
-    // must end with one release serving.
-    let failure = match start::start(
-        transport,
+    host: &str,
+) -> Result<Vec<SwitchReport>, StepError> {
+    let current = probed.current.release.as_deref();
+    let previous = current.map(|id| (id, probed.meta.as_ref()));
+    let serve = Serve {
+        config: run.config,
+        app: run.app,
         paths,
-        id,
-        &plan.meta,
-        &run.release.ports,
-        timeout,
-    )
-    .await
-    {
-        Err(why) => Some((NotLive::Unhealthy(why.text), why.services)),
-        Ok(()) => start::activate(
-            transport,
-            run.config,
-            paths,
-            id,
-            &probed.releases,
-            run.app.releases.0 as usize,
-            &run.owner,
-        )
-        .await
-        .err()
-        .map(|e| (NotLive::NotServed(e), Vec::new())),
+        releases: &probed.releases,
+        keep: run.app.releases.0 as usize,
+        owner: &run.owner,
+        host,
     };
-    if let Some((why, services)) = failure {
-        let secrets_path = paths.secrets();
-        let release_dir = paths.release(id);
-        let failed = stack_for(&paths.app, &release_dir, &plan.meta, &secrets_path);
-        let current = probed.current.release.as_deref();
-        let previous = current.map(|id| (id, probed.meta.as_ref()));
-        let (logs, restored) =
-            start::roll_back(transport, paths, &failed, previous, &services, timeout).await;
-        let after = match (current, restored) {
-            (Some(previous), Ok(())) => Restored::Previous(previous.to_string()),
-            (Some(previous), Err(error)) => Restored::PreviousFailed {
-                previous: previous.to_string(),
-                error,
-            },
-            (None, Ok(())) => Restored::FirstStopped,
-            (None, Err(e)) => Restored::FirstNotStopped(e),
+    serve
+        .serve(transport, id, &plan.meta, previous, probed.serving, true)
+        .await
+        .map_err(|failed| {
+            let after = match (current, failed.restored) {
+                (Some(previous), Ok(())) => Restored::Previous(previous.to_string()),
+                (Some(previous), Err(error)) => Restored::PreviousFailed {
+                    previous: previous.to_string(),
+                    error,
+                },
+                (None, Ok(())) => Restored::FirstStopped,
+                (None, Err(e)) => Restored::FirstNotStopped(e),
+            };
+            StepError::NotLive {
+                id: id.to_string(),
+                why: Box::new(failed.why),
+                after,
+                logs: failed.logs,
+            }
+        })
+}
+
+/// What serving a release needs besides the release: deploy's and
+/// rollback's common path.
+struct Serve<'a> {
+    config: &'a Config,
+    app: &'a AppConfig,
+    paths: &'a AppPaths,
+    releases: &'a [String],
+    keep: usize,
+    owner: &'a str,
+    host: &'a str,
+}
+
+/// A release that did not go live, and what runs instead.
+struct ServeFailed {
+    why: NotLive,
+    logs: String,
+    /// The previous state back (`Err`: what went wrong restoring it).
+    restored: Result<(), String>,
+}
+
+impl Serve<'_> {
+    /// Release `id` (how `meta` runs it) started beside what serves (its
+    /// site services in the slot nginx does not send to, `serving` being the
+    /// one it does), its stateful services recreated only when changed,
+    /// then served (nginx switched), then the old instances drained and
+    /// stopped. On a failure, what served keeps serving, and what the
+    /// release recreated runs as `old` (`(id, how it runs)`: the release
+    /// `current` names) ran it; `forget`: the failed release's directory goes.
+    async fn serve(
+        &self,
+        transport: &dyn Transport,
+        id: &str,
+        meta: &ReleaseMeta,
+        old: Option<(&str, Option<&ReleaseMeta>)>,
+        serving: Option<Slot>,
+        forget: bool,
+    ) -> Result<Vec<SwitchReport>, ServeFailed> {
+        let slot = meta.slots.as_ref().map(|_| Slot::next(serving));
+        let old_meta = old.and_then(|(_, m)| m);
+        let launch = Launch {
+            paths: self.paths,
+            id,
+            meta,
+            slot,
+            split: InPlace::split(meta, old_meta),
+            timeout: self.app.health_timeout.0,
+            forget,
         };
-        return Err(StepError::NotLive {
-            id: id.to_string(),
-            why: Box::new(why),
-            after,
-            logs,
-        });
+        if old.is_some() {
+            for note in launch.split.notes() {
+                eprintln!("{}: {note}", self.host);
+            }
+        }
+        // No stop between the start and serving (or restoring): either way,
+        // the host must end with one release serving.
+        let failure = match launch.start(transport).await {
+            Err(failed) => Err((NotLive::Unhealthy(failed.why.text.clone()), failed)),
+            Ok(()) => start::activate(
+                transport,
+                self.config,
+                self.paths,
+                id,
+                slot,
+                self.releases,
+                self.keep,
+                self.owner,
+            )
+            .await
+            .map_err(|e| {
+                (
+                    NotLive::NotServed(e),
+                    LaunchFailed {
+                        why: start::Unhealthy {
+                            text: String::new(),
+                            services: Vec::new(),
+                        },
+                        in_slot: slot.is_some(),
+                    },
+                )
+            }),
+        };
+        let switched = match failure {
+            Ok(switched) => switched,
+            Err((why, failed)) => {
+                let (logs, restored) = launch.recover(transport, &failed, old).await;
+                return Err(ServeFailed {
+                    why,
+                    logs,
+                    restored,
+                });
+            }
+        };
+        let Some((old_id, Some(old_meta))) = old else {
+            return Ok(Vec::new());
+        };
+        let retiring = Retiring {
+            paths: self.paths,
+            id: old_id,
+            meta: old_meta,
+            serving,
+        };
+        match retiring
+            .retire(transport, &launch, self.app.drain.0.as_secs())
+            .await
+        {
+            Ok(drained) => Ok(drained
+                .into_iter()
+                .map(|d| SwitchReport {
+                    domain: d.domain,
+                    switch_ms: switched.unwrap_or_default(),
+                    drain_ms: d.ms,
+                    cut: d.open,
+                })
+                .collect()),
+            Err(e) => {
+                eprintln!("{}: the new release serves; {e}", self.host);
+                Ok(Vec::new())
+            }
+        }
     }
-    Ok(())
 }
 
 /// `[backup]`: the host's copy of the settings and its timers, as the plan
@@ -745,53 +848,37 @@ async fn rollback_on(
             .backup
             .is_some()
             .then(|| backup::lock::path(&paths.app));
+        let serve = Serve {
+            config,
+            app,
+            paths: &paths,
+            releases: &probed.releases,
+            keep: usize::MAX,
+            owner,
+            host,
+        };
         let restart = async {
-            let timeout = app.health_timeout.0;
-            let no_ports = BTreeMap::new();
-            let failure =
-                match start::start(transport, &paths, &previous, &meta, &no_ports, timeout).await {
-                    Err(why) => Some(NotLive::Unhealthy(why.text)),
-                    Ok(()) => start::activate(
-                        transport,
-                        config,
-                        &paths,
-                        &previous,
-                        &probed.releases,
-                        usize::MAX,
-                        owner,
-                    )
-                    .await
-                    .err()
-                    .map(NotLive::NotServed),
-                };
-            if let Some(why) = failure {
-                let again = match &probed.meta {
-                    Some(current_meta) => start::start(
-                        transport,
-                        &paths,
-                        &current,
-                        current_meta,
-                        &no_ports,
-                        timeout,
-                    )
-                    .await
-                    .map_err(|why| why.text),
-                    None => Err(format!("its {} is unreadable", remote::META_FILE)),
-                };
-                let after = match again {
-                    Ok(()) => RunsAgain::Yes(current.clone()),
-                    Err(error) => RunsAgain::Failed {
-                        current: current.clone(),
-                        error,
-                    },
-                };
-                return Err(StepError::RollbackNotLive {
+            serve
+                .serve(
+                    transport,
+                    &previous,
+                    &meta,
+                    Some((current.as_str(), probed.meta.as_ref())),
+                    probed.serving,
+                    false,
+                )
+                .await
+                .map_err(|failed| StepError::RollbackNotLive {
                     previous: previous.clone(),
-                    why: Box::new(why),
-                    after,
-                });
-            }
-            Ok(())
+                    why: Box::new(failed.why),
+                    after: match failed.restored {
+                        Ok(()) => RunsAgain::Yes(current.clone()),
+                        Err(error) => RunsAgain::Failed {
+                            current: current.clone(),
+                            error,
+                        },
+                    },
+                })
         };
         start::holding_backups(plain, backup_lock.as_deref(), owner, restart).await?;
         Ok((current, previous))

@@ -40,6 +40,8 @@ use crate::deploy::interpolate::Env;
 use crate::deploy::port_guard::{self, Exposure};
 use crate::deploy::ports::{self, Target};
 use crate::deploy::remote::AppPaths;
+use crate::deploy::strategy::{self, Replace, Running, ServiceFacts};
+use crate::deploy::switch::Slot;
 use crate::deploy::upload::ReleaseFile;
 use crate::deploy::volumes::{self, MountError};
 
@@ -64,8 +66,17 @@ pub struct Release {
     pub compose_files: Vec<String>,
     /// From `[app] env_files`, relative.
     pub env_files: Vec<String>,
-    /// The loopback port of each (service, container port) nginx proxies to.
+    /// The loopback port of each (service, container port) nginx proxies to
+    /// that runs in the app's own project (recreated in place).
     pub ports: BTreeMap<Target, u16>,
+    /// The services behind a site or route that switch blue/green
+    /// (`deploy::strategy`), and each slot's loopback ports for their
+    /// targets (never one of `ports`, nor the other slot's).
+    pub blue_green: Vec<String>,
+    pub slot_ports: BTreeMap<Slot, BTreeMap<Target, u16>>,
+    /// What the plan knows of every compose service (fingerprints, mounts,
+    /// networks).
+    pub services: Vec<ServiceFacts>,
     /// `service: before -> after` for each public port bound to loopback.
     pub rewritten: Vec<String>,
     /// SHA-256 (hex) over the path, mode and content of every file.
@@ -77,6 +88,8 @@ pub struct Release {
     pub seeded: Vec<String>,
     /// The compose files' named volumes (compose names them `<project>_<name>`).
     pub named_volumes: Vec<String>,
+    /// The compose files' networks compose names `<project>_<name>`.
+    pub project_networks: Vec<String>,
     /// The project has a `.env` (not listed in `[app] env_files`).
     pub dot_env: bool,
 }
@@ -166,6 +179,8 @@ pub enum ReleaseError {
     Mount(#[from] MountError),
     #[error("./{path} is mounted writable, which makes it the app's data (kept on the host, never updated by a deploy), but it holds {file}, which compose reads for every deploy: mount it read-only (:ro)")]
     DataHoldsConfig { path: String, file: String },
+    #[error("zero-downtime deploys cannot switch these services (vpsup.toml [app.services]):\n  - {}", .0.replace('\n', "\n  - "))]
+    Strategy(String),
     #[error("the project has its own {OVERRIDE_FILE}, the name of the file vpsup generates in the release: rename it (or list it in .vpsupignore)")]
     OverrideExists,
 }
@@ -411,7 +426,40 @@ fn collect_with_limit(
             targets.push((route.service.0.clone(), route.port.0));
         }
     }
-    let ports = ports::loopback_ports(app.name.as_str(), &targets);
+    let mut project_networks: Vec<String> = compose
+        .iter()
+        .flat_map(|file| volumes::project_scoped(&file.doc, "networks"))
+        .collect();
+    project_networks.sort();
+    project_networks.dedup();
+    // Blue/green services get each slot's ports; the rest keep theirs.
+    let listed: Vec<ReleaseFile> = files.values().cloned().collect();
+    let facts = strategy::service_facts(&compose, &listed).map_err(ReleaseError::Strategy)?;
+    let planned = strategy::plan(&facts, sites, &app.services, Running::Nothing)
+        .map_err(|e| ReleaseError::Strategy(e.to_string()))?;
+    if let Some(why) = strategy::refused(&planned) {
+        return Err(ReleaseError::Strategy(why));
+    }
+    let blue_green = strategy::services_where(&planned, |r| *r == Replace::BlueGreen);
+    let all_ports = ports::loopback_ports(app.name.as_str(), &targets);
+    let (switched, in_place): (Vec<Target>, Vec<Target>) = targets
+        .iter()
+        .cloned()
+        .partition(|(service, _)| blue_green.contains(service));
+    let ports: BTreeMap<Target, u16> = all_ports
+        .iter()
+        .filter(|(t, _)| in_place.contains(t))
+        .map(|(t, p)| (t.clone(), *p))
+        .collect();
+    let mut taken: Vec<u16> = all_ports.values().copied().collect();
+    let mut slot_ports = BTreeMap::new();
+    if !switched.is_empty() {
+        for slot in [Slot::Blue, Slot::Green] {
+            let assigned = ports::slot_ports(app.name.as_str(), slot.name(), &switched, &taken);
+            taken.extend(assigned.values());
+            slot_ports.insert(slot, assigned);
+        }
+    }
     files.insert(
         OVERRIDE_FILE.to_string(),
         ReleaseFile {
@@ -440,6 +488,10 @@ fn collect_with_limit(
         compose_files,
         env_files,
         ports,
+        blue_green,
+        slot_ports,
+        services: facts,
+        project_networks,
         rewritten,
         content_hash,
         data,
@@ -447,6 +499,18 @@ fn collect_with_limit(
         named_volumes,
         dot_env,
     })
+}
+
+impl Release {
+    /// The loopback port of every target when the site services run in
+    /// `slot` (`None`: in the app's project).
+    pub fn ports_in(&self, slot: Option<Slot>) -> BTreeMap<Target, u16> {
+        let mut ports = self.ports.clone();
+        if let Some(slot_ports) = slot.and_then(|s| self.slot_ports.get(&s)) {
+            ports.extend(slot_ports.iter().map(|(t, p)| (t.clone(), *p)));
+        }
+        ports
+    }
 }
 
 /// SHA-256 (hex) over each file's path, mode and content, in order; every
@@ -1224,11 +1288,21 @@ services:
         let dir = project();
         let p = dir.path();
         let secret = p.join("secrets/dns.ini");
-        let app = app("public_ports = \"loopback\"\nenv_files = [\".env\"]");
+        // db publishes ports of its own: behind a route it runs in place
+        // (recreated), and web switches blue/green.
+        let switching = app("public_ports = \"loopback\"\nenv_files = [\".env\"]");
+        let app = app("public_ports = \"loopback\"\nenv_files = [\".env\"]\nservices = { db = { strategy = \"recreate\" } }");
         let sites = [site(
             "web",
             "[[routes]]\npath = \"/db/\"\nservice = \"db\"\nport = 5432\n",
         )];
+        let refused = collect(p, &switching, &sites, &[home(secret.clone())])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refused.starts_with("zero-downtime deploys cannot switch these services (vpsup.toml [app.services]):\n  - db is behind a site and publishes ports of its own"),
+            "{refused}"
+        );
         let release = collect(p, &app, &sites, &[home(secret)]).unwrap();
         let paths: Vec<&str> = release.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
@@ -1248,15 +1322,19 @@ services:
         assert_eq!(release.compose_files, ["compose.yml", OVERRIDE_FILE]);
         assert_eq!(release.env_files, [".env"]);
 
-        let web = release.ports[&("web".to_string(), 80)];
         let db = release.ports[&("db".to_string(), 5432)];
-        assert_eq!(release.ports.len(), 2);
+        assert_eq!(release.ports.len(), 1);
+        assert_eq!(release.blue_green, ["web"]);
+        let blue = release.slot_ports[&Slot::Blue][&("web".to_string(), 80)];
+        let green = release.slot_ports[&Slot::Green][&("web".to_string(), 80)];
+        assert!(blue != green && blue != db && green != db);
+        assert_eq!(release.ports_in(Some(Slot::Green)).len(), 2);
+        // The app's project publishes what runs in place; each slot its own.
         let ov: Value = serde_json::from_slice(&file(&release, OVERRIDE_FILE).content).unwrap();
         assert_eq!(
             ov,
             serde_json::json!({"services": {
                 "db": {"ports": [format!("127.0.0.1:{db}:5432")]},
-                "web": {"ports": [format!("127.0.0.1:{web}:80")]},
             }})
         );
 

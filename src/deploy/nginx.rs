@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::ports;
 use super::remote;
+use super::switch::Slot;
 use super::upload::ReleaseFile;
 use crate::acme::store::cert_name;
 use crate::config::SiteConfig;
@@ -24,6 +25,8 @@ pub struct NginxSites<'a> {
     pub webroot: &'a str,
     /// nginx 1.25.1 and later: `http2 on;` instead of `listen ... http2`.
     pub http2_on: bool,
+    /// The slot these files serve (their site files go to its directory).
+    pub slot: Option<Slot>,
 }
 
 impl NginxSites<'_> {
@@ -69,7 +72,7 @@ impl NginxSites<'_> {
                 }),
             );
             files.push(ReleaseFile {
-                path: site_file(&site.domain.0),
+                path: site_file_in(self.slot, &site.domain.0),
                 content: render("nginx_site.conf.tera", &vars)?,
                 mode: 0o644,
             });
@@ -80,7 +83,12 @@ impl NginxSites<'_> {
 
 /// A site's file inside the release.
 pub fn site_file(domain: &str) -> String {
-    format!("{}/{domain}.conf", remote::NGINX_DIR)
+    site_file_in(None, domain)
+}
+
+/// A site's file inside the release, for `slot`.
+pub fn site_file_in(slot: Option<Slot>, domain: &str) -> String {
+    format!("{}/{domain}.conf", remote::nginx_dir(slot))
 }
 
 /// Whether the host's nginx (`nginx -v`'s version) takes `http2 on;`.
@@ -117,6 +125,7 @@ mod tests {
                 store_dir: "/etc/vpsup/acme",
                 webroot: "/var/lib/vpsup/acme",
                 http2_on,
+                slot: None,
             }
             .render(&renderer)
             .unwrap();

@@ -4,13 +4,18 @@
 //! secrets to generate, the certificates to order, whether the site files
 //! and the containers are as they should be. Nothing here touches a host.
 
+use std::collections::BTreeMap;
+
 use time::OffsetDateTime;
 
 use super::error::StepError;
 use super::local_release::{self, Release};
 use super::nginx::{self, NginxSites};
+use super::ports::Target;
 use super::probe::Probed;
-use super::remote::{self, AppPaths, Container, ReleaseMeta};
+use super::remote::{self, AppPaths, Container, ReleaseMeta, SlotMeta, SlotsMeta};
+use super::strategy::ServiceFacts;
+use super::switch::{self, Slot};
 use super::upload::{self, ReleaseFile};
 use super::{host_releases, volumes};
 use crate::acme::certinfo::CertInfo;
@@ -106,16 +111,20 @@ impl<'a> DeployPlan<'a> {
             .filter(|site| !cert_fresh(&probed.certificates, &site.domain.0, now))
             .map(|site| site.domain.0.clone())
             .collect();
-        let sites_current = wanted.sites.iter().all(|site| {
-            let installed = probed
-                .sites
-                .iter()
-                .find(|(f, _)| *f == paths.site_file_name(&site.domain.0));
-            let wanted = files
-                .iter()
-                .find(|f| f.path == nginx::site_file(&site.domain.0));
-            matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
-        }) && probed.sites.len() == wanted.sites.len();
+        // The site files of the slot that serves (none serves yet: not current).
+        let slot = (!wanted.release.blue_green.is_empty()).then_some(probed.serving);
+        let sites_current = slot != Some(None)
+            && wanted.sites.iter().all(|site| {
+                let installed = probed
+                    .sites
+                    .iter()
+                    .find(|(f, _)| *f == paths.site_file_name(&site.domain.0));
+                let wanted = files
+                    .iter()
+                    .find(|f| f.path == nginx::site_file_in(slot.flatten(), &site.domain.0));
+                matches!((installed, wanted), (Some((_, h)), Some(f)) if *h == f.sha256())
+            })
+            && probed.sites.len() == wanted.sites.len();
         let services_up =
             !probed.containers.is_empty() && probed.containers.iter().all(Container::is_up);
         let backup = match wanted.backup {
@@ -284,23 +293,113 @@ fn release_meta(wanted: &Wanted<'_>, pinned: bool) -> ReleaseMeta {
     if pinned && !release.named_volumes.is_empty() {
         compose_files.push(VOLUME_PINS.to_string());
     }
+    let slot_meta = |slot: Slot| {
+        let ports = &release.slot_ports[&slot];
+        SlotMeta {
+            health: health(wanted.sites, ports),
+            sites: wanted
+                .sites
+                .iter()
+                .map(|site| {
+                    let mut used: Vec<u16> = site_targets(site)
+                        .filter_map(|t| ports.get(&t).copied())
+                        .collect();
+                    used.sort();
+                    used.dedup();
+                    (site.domain.0.clone(), used)
+                })
+                .collect(),
+        }
+    };
     ReleaseMeta {
         compose_files,
         env_files: release.env_files.clone(),
-        health: wanted
-            .sites
-            .iter()
-            .filter_map(|s| {
-                release
-                    .ports
-                    .get(&(s.service.0.clone(), s.port.0))
-                    .map(|p| (s.health.0.clone(), *p))
-            })
-            .collect(),
+        health: health(wanted.sites, &release.ports),
         secrets: !wanted.app.secrets.generate.is_empty(),
         dot_env: release.dot_env,
         project: Some(remote::project_name(wanted.app.name.as_str())),
         volumes_pinned: pinned,
+        slots: (!release.blue_green.is_empty()).then(|| SlotsMeta {
+            services: release.blue_green.clone(),
+            blue: slot_meta(Slot::Blue),
+            green: slot_meta(Slot::Green),
+        }),
+        fingerprints: release
+            .services
+            .iter()
+            .map(|f| (f.name.clone(), f.fingerprint.clone()))
+            .collect(),
+    }
+}
+
+/// `(health path, loopback port)` of each site whose service has a port in `ports`.
+fn health(sites: &[SiteConfig], ports: &BTreeMap<Target, u16>) -> Vec<(String, u16)> {
+    sites
+        .iter()
+        .filter_map(|s| {
+            ports
+                .get(&(s.service.0.clone(), s.port.0))
+                .map(|p| (s.health.0.clone(), *p))
+        })
+        .collect()
+}
+
+/// The (service, port) pairs a site's nginx locations reach.
+fn site_targets(site: &SiteConfig) -> impl Iterator<Item = Target> + '_ {
+    std::iter::once((site.service.0.clone(), site.port.0))
+        .chain(site.routes.iter().map(|r| (r.service.0.clone(), r.port.0)))
+}
+
+/// The compose override of a slot: its ports, and the app project's
+/// networks and volumes that both its services and the app's own use (those
+/// exist: the app's services run). What only the slot's services use, the
+/// slot makes for itself.
+fn slot_override_file(wanted: &Wanted<'_>, pinned: bool, slot: Slot) -> ReleaseFile {
+    let release = wanted.release;
+    let app = wanted.app.name.as_str();
+    let (switched, in_place): (Vec<&ServiceFacts>, Vec<&ServiceFacts>) = release
+        .services
+        .iter()
+        .partition(|f| release.blue_green.contains(&f.name));
+    let shared = |pick: fn(&ServiceFacts) -> &Vec<String>, scoped: &[String]| {
+        let mut names: Vec<String> = switched
+            .iter()
+            .flat_map(|f| pick(f).iter())
+            .filter(|n| scoped.contains(n))
+            .filter(|n| in_place.iter().any(|f| pick(f).contains(n)))
+            .cloned()
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    };
+    let mut networks_scoped = release.project_networks.clone();
+    networks_scoped.push("default".to_string());
+    let mut networks = shared(|f| &f.networks, &networks_scoped);
+    // `slot_override` maps `default` always; it is here when shared.
+    let default_shared = networks.iter().any(|n| n == "default");
+    networks.retain(|n| n != "default");
+    let volumes = shared(|f| &f.volumes, &release.named_volumes);
+    let project = remote::project_name(app);
+    let prefix = if pinned {
+        app.to_string()
+    } else {
+        project.clone()
+    };
+    let doc = switch::slot_override(
+        &project,
+        default_shared,
+        &networks,
+        &volumes,
+        &prefix,
+        &release.slot_ports[&slot],
+    );
+    let mut content = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    content.push(b'\n');
+    ReleaseFile {
+        path: slot.override_file(),
+        content,
+        mode: 0o644,
     }
 }
 
@@ -331,15 +430,33 @@ fn release_files(
             mode: 0o644,
         });
     }
-    let sites = NginxSites {
-        app: wanted.app.name.as_str(),
-        sites: wanted.sites,
-        ports: &release.ports,
-        store_dir: wanted.store_dir,
-        webroot: wanted.webroot,
-        http2_on: nginx::http2_on(nginx_version),
+    // Site files per slot when services switch blue/green (their ports
+    // differ), else one set.
+    let slots: Vec<Option<Slot>> = if release.blue_green.is_empty() {
+        vec![None]
+    } else {
+        Slot::both().into_iter().map(Some).collect()
     };
-    files.extend(sites.render(wanted.renderer).map_err(StepError::Render)?);
+    for slot in slots {
+        let ports = release.ports_in(slot);
+        let sites = NginxSites {
+            app: wanted.app.name.as_str(),
+            sites: wanted.sites,
+            ports: &ports,
+            store_dir: wanted.store_dir,
+            webroot: wanted.webroot,
+            http2_on: nginx::http2_on(nginx_version),
+            slot,
+        };
+        for file in sites.render(wanted.renderer).map_err(StepError::Render)? {
+            if !files.iter().any(|f| f.path == file.path) {
+                files.push(file);
+            }
+        }
+        if let Some(slot) = slot {
+            files.push(slot_override_file(wanted, pinned, slot));
+        }
+    }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
 }
@@ -387,7 +504,11 @@ mod tests {
             data: vec![],
             seeded: vec![],
             named_volumes: vec![],
+            project_networks: vec![],
             dot_env: false,
+            blue_green: vec![],
+            slot_ports: BTreeMap::new(),
+            services: vec![],
         }
     }
 
@@ -400,6 +521,7 @@ mod tests {
             secrets: vec![],
             sites: vec![],
             containers: vec![],
+            serving: None,
             certificates: vec![],
             backup: Default::default(),
             watch: Default::default(),
@@ -519,6 +641,8 @@ mod tests {
             dot_env: false,
             project: None,
             volumes_pinned: false,
+            slots: None,
+            fingerprints: BTreeMap::new(),
         });
         let now = OffsetDateTime::now_utc();
         let plan = DeployPlan::new(&wanted, &AppPaths::new("doctor"), &old, now).unwrap();

@@ -8,6 +8,7 @@
 
 use super::error::StepError;
 use super::remote::{self, AppPaths, Container, ReleaseMeta};
+use super::switch::Slot;
 use super::upload;
 use crate::acme::store;
 use crate::backup::host_settings as backup_settings;
@@ -31,7 +32,11 @@ pub struct Probed {
     pub secrets: Vec<String>,
     /// `file name -> sha256` of the app's installed site files.
     pub sites: Vec<(String, String)>,
+    /// The app's containers: its project's and the serving slot's.
     pub containers: Vec<Container>,
+    /// The slot nginx sends the site services' requests to (`None`: they
+    /// run in the app's project).
+    pub serving: Option<Slot>,
     pub certificates: Vec<store::StoredCert>,
     /// The app's backup settings and timers on the host.
     pub backup: timers::Probed,
@@ -46,6 +51,7 @@ const RELEASES: &str = "releases";
 const SECRETS: &str = "secrets";
 const SITES: &str = "sites";
 const CONTAINERS: &str = "containers";
+const SERVING: &str = "serving";
 const CERTIFICATES: &str = "certificates";
 const BACKUP: &str = "backup";
 const WATCH: &str = "watch";
@@ -63,9 +69,14 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         r#"{}for f in $(vpsup_sites); do echo "$(sha256sum < "$f" | cut -d' ' -f1) $(basename "$f")"; done"#,
         paths.sites_fn()
     );
+    let serving = format!("cat {} 2>/dev/null", quote(&paths.serving_file()));
+    let slot_project = |slot: Slot| quote(&slot.project(&paths.app));
     let containers = format!(
-        "command -v docker >/dev/null 2>&1 && docker ps -a --filter label=com.docker.compose.project={} --format '{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}' 2>/dev/null",
-        quote(&remote::project_name(&paths.app))
+        "command -v docker >/dev/null 2>&1 && case \"$(cat {serving} 2>/dev/null)\" in blue) slot={blue} ;; green) slot={green} ;; *) slot= ;; esac && for p in {app} $slot; do docker ps -a --filter label=com.docker.compose.project=$p --format '{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}' 2>/dev/null; done",
+        serving = quote(&paths.serving_file()),
+        app = quote(&remote::project_name(&paths.app)),
+        blue = slot_project(Slot::Blue),
+        green = slot_project(Slot::Green),
     );
     let certificates = store::listing_script(store_dir);
     let backup = format!(
@@ -88,6 +99,7 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         (SECRETS, secrets.as_str()),
         (SITES, sites.as_str()),
         (CONTAINERS, containers.as_str()),
+        (SERVING, serving.as_str()),
         (CERTIFICATES, certificates.as_str()),
         (BACKUP, backup.as_str()),
         (WATCH, watch.as_str()),
@@ -117,6 +129,7 @@ pub fn parse(sections: &Sections, text: &str) -> Result<Probed, StepError> {
             .map(|(hash, file)| (file.to_string(), hash.to_string()))
             .collect(),
         containers: remote::parse_containers(parts.get(CONTAINERS)?),
+        serving: Slot::parse(parts.get(SERVING)?),
         certificates: store::parse_listing(parts.get(CERTIFICATES)?)
             .map_err(StepError::CertificateStore)?,
         backup: timers::Probed::parse(parts.get(BACKUP)?),
@@ -210,6 +223,8 @@ mod tests {
             dot_env: false,
             project: Some("vpsup-shop".into()),
             volumes_pinned: false,
+            slots: None,
+            fingerprints: Default::default(),
         };
         std::fs::write(
             release.join(remote::META_FILE),
@@ -249,13 +264,15 @@ mod tests {
             &local_paths(&dir.path().join("none")),
             "/nonexistent",
         );
-        assert!(script.contains("label=com.docker.compose.project=vpsup-shop"));
+        assert!(script.contains("for p in vpsup-shop $slot; do docker ps -a --filter label=com.docker.compose.project=$p"), "{script}");
+        assert!(script.contains("green) slot=vpsup_green-shop"), "{script}");
         let out = String::from_utf8(sh_ok(&script).stdout).unwrap();
         let probed = parse(&sections, &out).unwrap();
         assert_eq!(probed.current, upload::Current::default());
         assert_eq!(probed.meta, None);
         assert!(probed.releases.is_empty() && probed.secrets.is_empty());
         assert!(probed.sites.is_empty() && probed.containers.is_empty());
+        assert_eq!(probed.serving, None);
     }
 
     /// A part that did not come back is an error, not an empty part; and a
@@ -275,6 +292,7 @@ mod tests {
             part(SECRETS, "DB_PASSWORD\n@@sites\n"),
             part(SITES, ""),
             part(CONTAINERS, "web\trunning\tUp 1 second\n"),
+            part(SERVING, "green\n"),
             part(CERTIFICATES, ""),
             part(BACKUP, ""),
             part(WATCH, ""),
@@ -283,6 +301,7 @@ mod tests {
         assert_eq!(probed.secrets, ["DB_PASSWORD", "@@sites"]);
         assert_eq!(probed.current.release.as_deref(), Some("r1"));
         assert_eq!(probed.containers.len(), 1);
+        assert_eq!(probed.serving, Some(Slot::Green));
 
         let cut = all[..5].concat();
         assert_eq!(

@@ -10,6 +10,9 @@
 //! /srv/vpsup/<app>/shared/secrets.env  generated secrets (0600)
 //! /srv/vpsup/<app>/deploy.lock         one deploy at a time
 //! /srv/vpsup/<app>/deployed            release, time and operator of the last deploy
+//! /srv/vpsup/<app>/serving             the slot (blue, green) nginx sends the
+//!                                      app's site services' requests to; none:
+//!                                      they run in the app's own project
 //! /etc/nginx/sites-enabled/vpsup-<app>.<domain>.conf   the app's sites
 //! ```
 //!
@@ -20,8 +23,11 @@
 //! both are taken over by the next deploy, see `retire_script` and
 //! `SITES_FN`.)
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
+use super::switch::Slot;
 use crate::transport::script::quote;
 
 const APPS_DIR: &str = crate::layout::APPS_DIR;
@@ -56,12 +62,46 @@ pub struct ReleaseMeta {
     /// one without volumes.
     #[serde(default)]
     pub volumes_pinned: bool,
+    /// Zero-downtime deploys (`deploy::switch`): the services that run in
+    /// a blue/green slot, and what each slot's gate checks and drain
+    /// watches. `None`: every service runs in the app's project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<SlotsMeta>,
+    /// Each service's fingerprint (`deploy::strategy`): the next deploy
+    /// recreates in place only the services whose fingerprint changed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fingerprints: BTreeMap<String, String>,
+}
+
+/// The blue/green part of a release.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlotsMeta {
+    pub services: Vec<String>,
+    pub blue: SlotMeta,
+    pub green: SlotMeta,
+}
+
+/// One slot of a release.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SlotMeta {
+    /// `(health path, loopback port)` per site whose service runs in the slot.
+    pub health: Vec<(String, u16)>,
+    /// Each site's loopback ports in the slot: what drains once nginx
+    /// switched away from it.
+    pub sites: Vec<(String, Vec<u16>)>,
 }
 
 impl ReleaseMeta {
     /// The compose project this release runs as.
     pub fn project<'a>(&'a self, app: &'a str) -> &'a str {
         self.project.as_deref().unwrap_or(app)
+    }
+
+    pub fn slot(&self, slot: Slot) -> Option<&SlotMeta> {
+        self.slots.as_ref().map(|s| match slot {
+            Slot::Blue => &s.blue,
+            Slot::Green => &s.green,
+        })
     }
 }
 
@@ -145,6 +185,11 @@ impl AppPaths {
         format!("{}/deploy.lock", self.dir)
     }
 
+    /// Which slot serves (`deploy::switch`), written with each switch.
+    pub fn serving_file(&self) -> String {
+        format!("{}/serving", self.dir)
+    }
+
     /// The name of the site file nginx reads for `domain`.
     pub fn site_file_name(&self, domain: &str) -> String {
         format!("vpsup-{}.{domain}.conf", self.app)
@@ -197,11 +242,22 @@ done
     pub fn activate_script(
         &self,
         id: &str,
+        slot: Option<Slot>,
         reload: &str,
         prune: &[String],
         record: &str,
     ) -> String {
         let release = self.release(id);
+        // The serving slot changes in the script that reloads nginx: a
+        // dropped connection cannot leave one without the other.
+        let serving = match slot {
+            Some(slot) => format!(
+                "printf '%s\\n' {name} > {file}.new && mv -f {file}.new {file}\n",
+                name = slot.name(),
+                file = quote(&self.serving_file())
+            ),
+            None => format!("rm -f {}\n", quote(&self.serving_file())),
+        };
         let mut script = format!(
             r#"set -e
 trap '' HUP
@@ -232,18 +288,20 @@ if ! {{ {reload}
 fi
 echo "{SWITCHED} $(( ($(date +%s%N) - switch_start) / 1000000 ))"
 rm -rf "$backup"
-{switch}set +e
+{switch}{serving}set +e
 "#,
             sites_fn = self.sites_fn(),
-            nginx = quote(&format!("{release}/{NGINX_DIR}")),
+            nginx = quote(&format!("{release}/{}", nginx_dir(slot))),
             map = quote(&format!("{release}/{MAP_FILE}")),
             app = quote(&self.app),
             sites = quote(&self.sites_dir),
             switch = self.switch_script(id),
         );
+        // A release a running container was made from stays: a service
+        // left running across deploys (unchanged) may bind-mount its files.
         for old in prune {
             script.push_str(&format!(
-                "rm -rf -- {dir} || echo \"could not remove the old release {dir}\" >&2\n",
+                "if [ -n \"$(docker ps -aq --filter label=com.docker.compose.project.working_dir={dir} 2>/dev/null)\" ]; then :; else rm -rf -- {dir} || echo \"could not remove the old release {dir}\" >&2; fi\n",
                 dir = quote(&self.release(old))
             ));
         }
@@ -262,6 +320,15 @@ rm -rf "$backup"
             target = quote(&format!("releases/{id}")),
             dir = quote(&self.dir)
         )
+    }
+}
+
+/// Where a release keeps the site files nginx serves it with: per slot
+/// (their ports differ) when its site services switch blue/green.
+pub fn nginx_dir(slot: Option<Slot>) -> String {
+    match slot {
+        None => NGINX_DIR.to_string(),
+        Some(slot) => format!("{NGINX_DIR}-{}", slot.name()),
     }
 }
 
@@ -392,15 +459,16 @@ mod tests {
             names
         };
         let t = LocalTransport::new("test", true);
-        let activate = |reload: &str| {
+        let activate_in = |slot: Option<Slot>, reload: &str| {
             let script = format!(
                 "PATH={}:$PATH\n{}",
                 bin.display(),
-                paths.activate_script("r2", reload, &[], "release=r2")
+                paths.activate_script("r2", slot, reload, &[], "release=r2")
             );
             let t = &t;
             async move { t.exec(ExecRequest::new(script)).await.unwrap() }
         };
+        let activate = |reload: &str| activate_in(None, reload);
 
         let failed = activate("echo 'reload: no such unit' >&2; false").await;
         assert!(!failed.success());
@@ -437,6 +505,33 @@ mod tests {
                 .ends_with("# v2\n")
         );
         assert!(root.join("shop/current").exists());
+        assert!(!root.join("shop/serving").exists());
+
+        // Blue/green: the slot's own site files, and the serving slot
+        // recorded with the switch; a failed reload records nothing.
+        let green = release.join(nginx_dir(Some(Slot::Green)));
+        std::fs::create_dir_all(&green).unwrap();
+        std::fs::write(
+            green.join("a.example.com.conf"),
+            site("shop", "a.example.com") + "# green\n",
+        )
+        .unwrap();
+        assert!(!activate_in(Some(Slot::Green), "false").await.success());
+        assert!(!root.join("shop/serving").exists());
+        let done = activate_in(Some(Slot::Green), "true").await;
+        assert!(done.success(), "{}", done.stderr_str());
+        assert_eq!(
+            std::fs::read_to_string(root.join("shop/serving")).unwrap(),
+            "green\n"
+        );
+        assert!(
+            std::fs::read_to_string(sites.join("vpsup-shop.a.example.com.conf"))
+                .unwrap()
+                .ends_with("# green\n")
+        );
+        // Back to the app's own project: no slot serves.
+        assert!(activate("true").await.success());
+        assert!(!root.join("shop/serving").exists());
     }
 
     /// Only containers made from the app's releases are retired: one a

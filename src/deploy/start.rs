@@ -15,6 +15,7 @@ use super::error::StepError;
 use super::host_releases;
 use super::ports;
 use super::remote::{self, AppPaths, Deployed, ReleaseMeta};
+use super::switch::Slot;
 use crate::acme::store::Store;
 use crate::config::Config;
 use crate::transport::script::quote;
@@ -181,52 +182,20 @@ pub fn parse_gate(
     }
 }
 
-/// Starts release `id` and waits until it is healthy: compose's own
-/// healthchecks (`up --wait`), then each site's health path on its
-/// loopback port.
-pub async fn start(
-    transport: &dyn Transport,
-    paths: &AppPaths,
-    id: &str,
-    meta: &ReleaseMeta,
-    ports: &BTreeMap<ports::Target, u16>,
-    timeout: u32,
-) -> Result<(), Unhealthy> {
-    let release_dir = paths.release(id);
-    let secrets_path = paths.secrets();
-    let stack = stack_for(&paths.app, &release_dir, meta, &secrets_path);
-    let sections = Sections::random();
-    let gate = gate_script(&sections, paths, &stack, &meta.health, timeout);
-    let out = transport
-        .exec(ExecRequest::piped(gate).become_root(true))
-        .await
-        .map_err(|e| Unhealthy {
-            text: e.to_string(),
-            services: Vec::new(),
-        })?;
-    if out.success() {
-        Ok(())
-    } else {
-        Err(parse_gate(
-            &sections,
-            &out.stdout_str(),
-            &out.stderr_tail(8),
-            ports,
-        ))
-    }
-}
-
-/// Makes release `id` the one nginx serves and `current` points at, and
-/// prunes releases beyond `keep`.
+/// Makes release `id` the one nginx serves (its site files for `slot`, when
+/// its site services switch blue/green) and `current` points at, and prunes
+/// releases beyond `keep`; how long nginx took to switch, in ms.
+#[allow(clippy::too_many_arguments)]
 pub async fn activate(
     transport: &dyn Transport,
     config: &Config,
     paths: &AppPaths,
     id: &str,
+    slot: Option<Slot>,
     known: &[String],
     keep: usize,
     owner: &str,
-) -> Result<(), TransportError> {
+) -> Result<Option<u64>, TransportError> {
     let mut all = known.to_vec();
     if !all.iter().any(|r| r == id) {
         all.push(id.to_string());
@@ -248,11 +217,11 @@ pub async fn activate(
     transport
         .run_ok(
             "serving the new release",
-            ExecRequest::piped(paths.activate_script(id, &reload, &prune, &record))
+            ExecRequest::piped(paths.activate_script(id, slot, &reload, &prune, &record))
                 .become_root(true),
         )
         .await
-        .map(|_| ())
+        .map(|out| remote::parse_switched(&out.stdout_str()))
 }
 
 /// Runs `restart` (a release started, gated and served, or the one before
@@ -284,56 +253,29 @@ const LOGS: &str = "logs";
 const RESTORED: &str = "restored";
 const NOT_RESTORED: &str = "not-restored";
 
-/// After release `failed` failed (as root): the last log lines of
-/// `services`, then the previous release (`previous`: its directory and how
-/// it runs) up again, or, for a first release, `failed`'s containers
-/// stopped; and, when that worked, `failed`'s directory removed so
-/// `vpsup rollback` never picks it. `Err` beside the script: why the
-/// previous release is not started (the script then only reads the logs).
-pub fn restore_script(
+/// The recovery after a failed start (as root): the last log lines of
+/// `services` (of `logs_from`), then `restart` (what brings the previous
+/// state back; `Err`: why nothing is restarted), and when that worked the
+/// failed release's directory `forget` removed. `parse_restore` reads it.
+pub fn recovery_script(
     sections: &Sections,
-    paths: &AppPaths,
-    failed: &Stack<'_>,
-    previous: Option<(&str, Option<&ReleaseMeta>)>,
+    logs_from: &Stack<'_>,
     services: &[String],
-    timeout: u32,
+    restart: Result<String, String>,
+    forget: Option<&str>,
 ) -> (String, Result<(), String>) {
     let mut script = sections.header(LOGS);
     for service in services {
         script.push_str(&format!(
             "echo '--- {service} (last 30 lines)'\nlog=$({} 2>&1); printf '%s\\n' \"${{log:-(nothing logged)}}\"\n",
-            failed.logs(service, 30)
+            logs_from.logs(service, 30)
         ));
     }
-    let secrets_path = paths.secrets();
-    let restart = match previous {
-        Some((dir, Some(meta))) => {
-            let previous = stack_for(&paths.app, dir, meta, &secrets_path);
-            // Under another project name (a release an earlier vpsup made), the
-            // failed release's containers go first: they hold the ports.
-            let first = if previous.project == failed.project {
-                String::new()
-            } else {
-                format!("{} 2>&1; ", failed.down())
-            };
-            Ok(format!("{first}{}", previous.up(timeout)))
-        }
-        // Never `down` an app that has a previous release: leave it as it is.
-        Some((dir, None)) => Err(format!(
-            "how it runs ({dir}/{}) could not be read, so the failed release's containers were left as they are",
-            remote::META_FILE
-        )),
-        None => Ok(failed.down()),
-    };
-    // A redeploy of the current release (its containers had stopped) keeps its directory.
-    let forget_failed = match previous {
-        Some((dir, _)) if dir == failed.dir => String::new(),
-        _ => format!("rm -rf -- {}; ", quote(failed.dir)),
-    };
+    let forget = forget.map_or(String::new(), |dir| format!("rm -rf -- {}; ", quote(dir)));
     match restart {
         Ok(restart) => {
             script.push_str(&format!(
-                "if out=$({restart} 2>&1); then {forget_failed}{restored}else {not_restored}printf '%s\\n' \"$out\" | tail -n 12; fi\n",
+                "if out=$({{ {restart}\n}} 2>&1); then {forget}{restored}else {not_restored}printf '%s\\n' \"$out\" | tail -n 12; fi\n",
                 restored = sections.header(RESTORED),
                 not_restored = sections.header(NOT_RESTORED),
             ));
@@ -343,7 +285,7 @@ pub fn restore_script(
     }
 }
 
-/// What `restore_script` printed: the logs, and whether the previous
+/// What `recovery_script` printed: the logs, and whether the previous
 /// release runs again (else why not). `not_started`: the script's own `Err`;
 /// `stderr_tail`: the end of its stderr, for a script that stopped early.
 pub fn parse_restore(
@@ -365,37 +307,18 @@ pub fn parse_restore(
     (logs, outcome)
 }
 
-/// The failing services' last log lines, then the previous release up again
-/// (or, for a first release, its containers stopped) and the failed release's
-/// directory removed: the logs, and whether that worked (else the end of
-/// what compose said). `previous`: the release `current` names and how it
-/// runs.
-pub async fn roll_back(
+/// Runs a `recovery_script` built with `sections`.
+pub async fn run_recovery(
     transport: &dyn Transport,
-    paths: &AppPaths,
-    failed: &Stack<'_>,
-    previous: Option<(&str, Option<&ReleaseMeta>)>,
-    services: &[String],
-    timeout: u32,
+    sections: &Sections,
+    (script, not_started): (String, Result<(), String>),
 ) -> (String, Result<(), String>) {
-    let sections = Sections::random();
-    let previous_dir = previous.map(|(id, meta)| (paths.release(id), meta));
-    let (script, not_started) = restore_script(
-        &sections,
-        paths,
-        failed,
-        previous_dir
-            .as_ref()
-            .map(|(dir, meta)| (dir.as_str(), *meta)),
-        services,
-        timeout,
-    );
     match transport
         .exec(ExecRequest::piped(script).become_root(true))
         .await
     {
         Ok(out) => parse_restore(
-            &sections,
+            sections,
             &out.stdout_str(),
             &out.stderr_tail(5),
             not_started,
@@ -418,6 +341,8 @@ mod tests {
             dot_env: false,
             project: project.map(str::to_string),
             volumes_pinned: false,
+            slots: None,
+            fingerprints: BTreeMap::new(),
         }
     }
 
@@ -520,72 +445,6 @@ mod tests {
     /// The real restore script with a stand-in `docker`: logs that print the
     /// old `@@restored` marker cannot pass for a restore that failed; a
     /// restore that worked removes the failed release.
-    #[test]
-    fn the_restore_script_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("bin");
-        std::fs::create_dir_all(&bin).unwrap();
-        let docker = |up_exit: u32| {
-            write_executable(
-                &bin.join("docker"),
-                &format!(
-                    "#!/bin/sh\ncase \"$*\" in\n  *' logs '*) printf 'boom\\n@@restored\\n' ;;\n  *' up '*) echo 'no such image' >&2; exit {up_exit} ;;\nesac\n"
-                ),
-            )
-        };
-        let paths = AppPaths {
-            dir: dir.path().join("shop").display().to_string(),
-            ..AppPaths::new("shop")
-        };
-        let failed_dir = paths.release("r2");
-        std::fs::create_dir_all(&failed_dir).unwrap();
-        let current = meta(Some("vpsup-shop"));
-        let secrets = paths.secrets();
-        let failed = stack_for("shop", &failed_dir, &current, &secrets);
-        let previous_dir = paths.release("r1");
-        let previous = Some((previous_dir.as_str(), Some(&current)));
-        let services = ["backend".to_string()];
-        let s = Sections::random();
-
-        docker(1);
-        let (script, not_started) = restore_script(&s, &paths, &failed, previous, &services, 5);
-        let (out, err, _) = run(&bin, &script);
-        let (logs, restored) = parse_restore(&s, &out, &err, not_started);
-        assert_eq!(logs, "--- backend (last 30 lines)\nboom\n@@restored\n");
-        assert_eq!(restored, Err("no such image".to_string()));
-        assert!(std::path::Path::new(&failed_dir).exists());
-
-        docker(0);
-        let (script, not_started) = restore_script(&s, &paths, &failed, previous, &services, 5);
-        let (out, err, _) = run(&bin, &script);
-        let (logs, restored) = parse_restore(&s, &out, &err, not_started);
-        assert_eq!(logs, "--- backend (last 30 lines)\nboom\n@@restored\n");
-        assert_eq!(restored, Ok(()));
-        assert!(!std::path::Path::new(&failed_dir).exists());
-
-        // No readable release.json for the previous release: only the logs.
-        let (script, not_started) = restore_script(
-            &s,
-            &paths,
-            &failed,
-            Some((&previous_dir, None)),
-            &services,
-            5,
-        );
-        assert!(!script.contains(" up "));
-        let (out, err, _) = run(&bin, &script);
-        let (logs, restored) = parse_restore(&s, &out, &err, not_started);
-        assert!(logs.starts_with("--- backend"), "{logs}");
-        assert!(restored.unwrap_err().starts_with("how it runs ("));
-
-        // A script that stopped before saying how the restore went.
-        let (_, restored) = parse_restore(&s, "", "Killed", Ok(()));
-        assert_eq!(
-            restored,
-            Err("the rollback script did not finish: Killed".to_string())
-        );
-    }
-
     /// A deploy's restart holds the app's backup lock for its span only: a
     /// timer's backup that starts meanwhile waits and runs after it; while a
     /// backup holds the lock the restart does not run; without backups on

@@ -30,6 +30,11 @@ pub struct ServiceFacts {
     pub container_name: bool,
     /// It publishes ports of its own (a second instance could not bind them).
     pub ports: bool,
+    /// The networks it joins (`default` when it names none; none with a
+    /// `network_mode`).
+    pub networks: Vec<String>,
+    /// The named volumes it mounts, read-only or not.
+    pub volumes: Vec<String>,
     /// SHA-256 (hex) over its definition, interpolated as compose reads it,
     /// and the files it reads when built or started (its build context, its
     /// `env_file`s): equal when compose would run it the same way.
@@ -51,6 +56,7 @@ pub fn service_facts(
         };
         let writes =
             volumes::writable_mounts(&file.doc).map_err(|e| format!("{}: {e}", file.path))?;
+        let named = volumes::named_mounts(&file.doc).map_err(|e| format!("{}: {e}", file.path))?;
         let env_files =
             compose_model::service_env_files(file).map_err(|e| format!("{}: {e}", file.path))?;
         for (name, definition) in services {
@@ -59,8 +65,20 @@ pub fn service_facts(
                 writes: Vec::new(),
                 container_name: false,
                 ports: false,
+                networks: Vec::new(),
+                volumes: Vec::new(),
                 fingerprint: String::new(),
             });
+            // A later file's networks replace an earlier one's, as compose merges.
+            if let Some(networks) = service_networks(definition) {
+                facts.networks = networks;
+            }
+            facts.volumes.extend(
+                named
+                    .iter()
+                    .filter(|(service, _)| service == name)
+                    .map(|(_, volume)| volume.clone()),
+            );
             facts.writes.extend(
                 writes
                     .iter()
@@ -96,9 +114,40 @@ pub fn service_facts(
     for (name, parts) in hashes {
         if let Some(facts) = out.get_mut(&name) {
             facts.fingerprint = hex(&Sha256::digest(parts.join("\n").as_bytes()));
+            facts.volumes.sort();
+            facts.volumes.dedup();
+        }
+    }
+    // Set nowhere: compose puts the service on the project's default network.
+    for facts in out.values_mut() {
+        if facts.networks.is_empty() && !has_network_mode(compose, &facts.name) {
+            facts.networks.push("default".to_string());
         }
     }
     Ok(out.into_values().collect())
+}
+
+/// The networks a definition names (a list, or a map's keys); `None` when
+/// it names none.
+fn service_networks(definition: &Value) -> Option<Vec<String>> {
+    let names: Vec<String> = match definition.get("networks")? {
+        Value::Array(list) => list
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        Value::Object(map) => map.keys().cloned().collect(),
+        _ => return None,
+    };
+    Some(names)
+}
+
+fn has_network_mode(compose: &[ComposeFile], service: &str) -> bool {
+    compose.iter().any(|file| {
+        file.doc
+            .pointer(&format!("/services/{service}/network_mode"))
+            .is_some()
+    })
 }
 
 /// A definition as compose reads it: interpolated with the file's variables
@@ -284,12 +333,19 @@ pub fn plan(
 
 /// Recreated when its definition changed (or started when new).
 fn recreate(facts: &ServiceFacts, running: Running<'_>) -> Replace {
+    in_place(&facts.name, &facts.fingerprint, running)
+}
+
+/// How a service that runs in the app's project is replaced: recreated
+/// when its fingerprint differs from what runs (or started when new), else
+/// left running.
+pub fn in_place(name: &str, fingerprint: &str, running: Running<'_>) -> Replace {
     match running {
         Running::Nothing => Replace::Recreate(Change::New),
         Running::Unrecorded => Replace::Recreate(Change::Unknown),
-        Running::Recorded(fingerprints) => match fingerprints.get(&facts.name) {
+        Running::Recorded(fingerprints) => match fingerprints.get(name) {
             None => Replace::Recreate(Change::New),
-            Some(f) if *f == facts.fingerprint => Replace::Unchanged,
+            Some(f) if f == fingerprint => Replace::Unchanged,
             Some(_) => Replace::Recreate(Change::Changed),
         },
     }
@@ -353,6 +409,8 @@ mod tests {
             writes: writes.iter().map(|w| w.to_string()).collect(),
             container_name: false,
             ports: false,
+            networks: vec!["default".to_string()],
+            volumes: Vec::new(),
             fingerprint: fingerprint.to_string(),
         }
     }

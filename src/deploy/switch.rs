@@ -6,7 +6,7 @@
 //! `AppPaths::activate_script` (`remote::parse_switched` reads its time).
 //!
 //! A site's services run in a slot: the compose project
-//! `vpsup-<app>-blue` or `-green`, on the slot's own loopback ports
+//! `vpsup_blue-<app>` or `vpsup_green-<app>`, on the slot's own loopback ports
 //! (`ports::slot_ports`), joined to the app's networks (so they reach the
 //! database by its service name) and volumes (by the names the app's
 //! project gave them). The other services stay in the app's project
@@ -19,12 +19,17 @@ use serde_json::{json, Value};
 
 use super::compose_cli::Stack;
 use super::ports::{self, Target};
+use super::remote::{self, AppPaths, ReleaseMeta};
 use super::start;
+use super::strategy::{self, Change, Replace, Role, Running, ServicePlan};
 use crate::transport::script::quote;
 use crate::transport::sections::Sections;
+use crate::transport::{ExecRequest, Transport};
 
 /// One of the two compose projects a site's services alternate between.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     Blue,
@@ -49,9 +54,23 @@ impl Slot {
         }
     }
 
-    /// The slot's compose project.
+    /// The slot's compose project: `vpsup_blue-<app>`. The `_` keeps it
+    /// apart from every app's own project (`vpsup-<app>`), whatever the
+    /// app names are (`shop-blue` is one).
     pub fn project(self, app: &str) -> String {
-        format!("vpsup-{app}-{}", self.name())
+        format!("vpsup_{}-{app}", self.name())
+    }
+
+    pub fn both() -> [Slot; 2] {
+        [Slot::Blue, Slot::Green]
+    }
+
+    pub fn parse(text: &str) -> Option<Slot> {
+        match text.trim() {
+            "blue" => Some(Slot::Blue),
+            "green" => Some(Slot::Green),
+            _ => None,
+        }
     }
 
     /// The compose file (in the release) a slot runs with besides the
@@ -66,16 +85,22 @@ impl Slot {
 /// loopback port, and the app's own networks and volumes used by their names
 /// in the app's project `app_project` (`volume_prefix`: the volumes'
 /// prefix, the app's bare name for volumes an earlier vpsup made) instead of
-/// new ones of the slot's.
+/// new ones of the slot's: `default` when `default_shared`, and `networks`
+/// and `volumes`.
 pub fn slot_override(
     app_project: &str,
+    default_shared: bool,
     networks: &[String],
     volumes: &[String],
     volume_prefix: &str,
     ports: &BTreeMap<Target, u16>,
 ) -> Value {
     let mut nets = serde_json::Map::new();
-    for net in std::iter::once("default").chain(networks.iter().map(String::as_str)) {
+    let default = default_shared.then_some("default");
+    for net in default
+        .into_iter()
+        .chain(networks.iter().map(String::as_str))
+    {
         nets.insert(
             net.to_string(),
             json!({"name": format!("{app_project}_{net}"), "external": true}),
@@ -91,33 +116,27 @@ pub fn slot_override(
         })
         .collect();
     let mut doc = ports::compose_override(ports);
-    doc["networks"] = Value::Object(nets);
+    if !nets.is_empty() {
+        doc["networks"] = Value::Object(nets);
+    }
     if !vols.is_empty() {
         doc["volumes"] = Value::Object(vols);
     }
     doc
 }
 
-/// The health gate of a slot (as root, `start::parse_gate` reads it): the
-/// slot's override written at `override_path`, what the slot holds removed
-/// (never what serves: see the module's header), `services` started there
-/// (the app's project runs what they depend on), then each `(path, port)`
-/// of `health` on the slot's ports.
+/// The health gate of a slot (as root, `start::parse_gate` reads it): what
+/// the slot holds removed (never what serves: see the module's header),
+/// `services` started there (the app's project runs what they depend on),
+/// then each `(path, port)` of `health` on the slot's ports.
 pub fn slot_gate_script(
     sections: &Sections,
     stack: &Stack<'_>,
-    override_path: &str,
-    override_doc: &Value,
     services: &[String],
     health: &[(String, u16)],
     timeout: u32,
 ) -> String {
-    let before = format!(
-        "printf '%s\\n' {doc} > {path}\n{down} >/dev/null 2>&1 || true\n",
-        doc = quote(&override_doc.to_string()),
-        path = quote(override_path),
-        down = stack.down(),
-    );
+    let before = format!("{} >/dev/null 2>&1 || true\n", stack.down());
     start::gate(
         sections,
         &before,
@@ -128,15 +147,18 @@ pub fn slot_gate_script(
     )
 }
 
-/// The app's project's part (as root, `start::parse_gate` reads it): the
-/// services the plan left `unchanged` started if they are not running
-/// (never recreated), then the `changed` ones built and recreated; no site
-/// service among either.
+/// The app's project's part (as root, `start::parse_gate` reads it): after
+/// `before`, the services the plan left `unchanged` started if they are not
+/// running (never recreated), then the `changed` ones built and recreated
+/// (and services gone from the compose files removed), then each `(path,
+/// port)` of `health` (the sites of services recreated in place).
 pub fn in_place_script(
     sections: &Sections,
+    before: &str,
     stack: &Stack<'_>,
     unchanged: &[String],
     changed: &[String],
+    health: &[(String, u16)],
     timeout: u32,
 ) -> String {
     let mut up = Vec::new();
@@ -144,17 +166,21 @@ pub fn in_place_script(
         up.push(stack.up_services(unchanged, false, timeout));
     }
     if !changed.is_empty() {
-        up.push(stack.up_services(changed, true, timeout));
+        up.push(stack.up_services(changed, true, timeout).replacen(
+            " up -d ",
+            " up -d --remove-orphans ",
+            1,
+        ));
     }
     if up.is_empty() {
-        return String::new();
+        return before.to_string();
     }
     start::gate(
         sections,
-        "",
+        before,
         &format!("{{ {}; }}", up.join(" && ")),
         stack,
-        &[],
+        health,
         timeout,
     )
 }
@@ -247,6 +273,355 @@ pub fn stop_old_script(old: &Old<'_>) -> String {
     }
 }
 
+/// The services of a release that run in the app's project, against how
+/// the running release ran them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InPlace {
+    /// Left running (started only if stopped).
+    pub unchanged: Vec<String>,
+    /// Built and recreated (or started: new), and why.
+    pub recreated: Vec<(String, Change)>,
+}
+
+impl InPlace {
+    /// `meta`'s services outside its slots, against `old` (how the running
+    /// release ran them; `None`: nothing runs).
+    pub fn split(meta: &ReleaseMeta, old: Option<&ReleaseMeta>) -> InPlace {
+        let switched = meta.slots.as_ref().map_or(&[][..], |s| &s.services[..]);
+        let running = match old {
+            None => Running::Nothing,
+            Some(old) if old.fingerprints.is_empty() => Running::Unrecorded,
+            Some(old) => Running::Recorded(&old.fingerprints),
+        };
+        let mut split = InPlace::default();
+        for (name, fingerprint) in &meta.fingerprints {
+            if switched.contains(name) {
+                continue;
+            }
+            match strategy::in_place(name, fingerprint, running) {
+                Replace::Recreate(change) => split.recreated.push((name.clone(), change)),
+                _ => split.unchanged.push(name.clone()),
+            }
+        }
+        split
+    }
+
+    pub fn recreated_names(&self) -> Vec<String> {
+        self.recreated.iter().map(|(n, _)| n.clone()).collect()
+    }
+
+    /// What the deploy says beforehand of the services it restarts.
+    pub fn notes(&self) -> Vec<String> {
+        self.recreated
+            .iter()
+            .filter(|(_, change)| *change != Change::New)
+            .map(|(service, change)| {
+                ServicePlan {
+                    service: service.clone(),
+                    role: Role::Stateful,
+                    replace: Replace::Recreate(*change),
+                }
+                .note()
+            })
+            .collect()
+    }
+}
+
+/// A release to start beside what serves.
+pub struct Launch<'a> {
+    pub paths: &'a AppPaths,
+    pub id: &'a str,
+    pub meta: &'a ReleaseMeta,
+    /// Where its site services start (`None`: in the app's project).
+    pub slot: Option<Slot>,
+    pub split: InPlace,
+    pub timeout: u32,
+    /// A failure removes its directory (a deploy's new release; never a
+    /// rollback's target).
+    pub forget: bool,
+}
+
+/// Where a launch failed: its logs are there.
+#[derive(Debug)]
+pub struct LaunchFailed {
+    pub why: start::Unhealthy,
+    pub in_slot: bool,
+}
+
+/// A stack of release `dir` (how `meta` runs it) as slot `slot`'s project:
+/// its compose files plus the slot's override.
+fn slot_files(meta: &ReleaseMeta, slot: Slot) -> Vec<String> {
+    let mut files = meta.compose_files.clone();
+    files.push(slot.override_file());
+    files
+}
+
+fn slot_stack<'a>(app_stack: &Stack<'a>, project: &'a str, files: &'a [String]) -> Stack<'a> {
+    Stack {
+        project,
+        files,
+        ..*app_stack
+    }
+}
+
+impl Launch<'_> {
+    /// A release that recorded no fingerprints (an earlier vpsup made it,
+    /// a rollback starts it): its stack starts as a whole, as it was.
+    fn whole(&self) -> bool {
+        self.meta.fingerprints.is_empty()
+    }
+
+    /// The app's project's part, then the slot's gate: the release healthy
+    /// beside what serves (nothing serving changed), or where it failed.
+    pub async fn start(&self, transport: &dyn Transport) -> Result<(), LaunchFailed> {
+        let dir = self.paths.release(self.id);
+        let secrets = self.paths.secrets();
+        let app = start::stack_for(&self.paths.app, &dir, self.meta, &secrets);
+        let ports = BTreeMap::new();
+        let run = |script: String, in_slot: bool| async move {
+            let sections_script = script;
+            let out = transport
+                .exec(ExecRequest::piped(sections_script).become_root(true))
+                .await;
+            (out, in_slot)
+        };
+        // The app's containers under its other (bare) project name would
+        // hold its ports: retired first, as a whole-stack start does.
+        let sections = Sections::random();
+        let in_place = if self.whole() {
+            start::gate_script(&sections, self.paths, &app, &self.meta.health, self.timeout)
+        } else {
+            in_place_script(
+                &sections,
+                &self.paths.retire_script(&self.paths.app),
+                &app,
+                &self.split.unchanged,
+                &self.split.recreated_names(),
+                &self.meta.health,
+                self.timeout,
+            )
+        };
+        let failed = |sections: &Sections,
+                      out: Result<
+            crate::transport::ExecOutput,
+            crate::transport::TransportError,
+        >,
+                      in_slot| match out {
+            Ok(out) if out.success() => Ok(()),
+            Ok(out) => Err(LaunchFailed {
+                why: start::parse_gate(sections, &out.stdout_str(), &out.stderr_tail(8), &ports),
+                in_slot,
+            }),
+            Err(e) => Err(LaunchFailed {
+                why: start::Unhealthy {
+                    text: e.to_string(),
+                    services: Vec::new(),
+                },
+                in_slot,
+            }),
+        };
+        let (out, _) = run(in_place, false).await;
+        failed(&sections, out, false)?;
+        let (Some(slot), Some(slots)) = (self.slot, self.meta.slots.as_ref()) else {
+            return Ok(());
+        };
+        let project = slot.project(&self.paths.app);
+        let files = slot_files(self.meta, slot);
+        let stack = slot_stack(&app, &project, &files);
+        let sections = Sections::random();
+        let health = self.meta.slot(slot).map_or(&[][..], |s| &s.health[..]);
+        let gate = slot_gate_script(&sections, &stack, &slots.services, health, self.timeout);
+        let (out, _) = run(gate, true).await;
+        failed(&sections, out, true)
+    }
+
+    /// After `failed`: the failing services' last log lines, the slot's new
+    /// instances removed, the services recreated in place started again as
+    /// `previous` (`(id, how it runs)`: the release `current` names) ran
+    /// them, and the failed release's directory removed; for a first
+    /// release, its containers stopped. The logs, and whether that worked.
+    pub async fn recover(
+        &self,
+        transport: &dyn Transport,
+        failed: &LaunchFailed,
+        previous: Option<(&str, Option<&ReleaseMeta>)>,
+    ) -> (String, Result<(), String>) {
+        let sections = Sections::random();
+        let script = self.recovery_script(&sections, failed, previous);
+        start::run_recovery(transport, &sections, script).await
+    }
+
+    /// `recover`'s script (`start::recovery_script`).
+    pub fn recovery_script(
+        &self,
+        sections: &Sections,
+        failed: &LaunchFailed,
+        previous: Option<(&str, Option<&ReleaseMeta>)>,
+    ) -> (String, Result<(), String>) {
+        let dir = self.paths.release(self.id);
+        let secrets = self.paths.secrets();
+        let app = start::stack_for(&self.paths.app, &dir, self.meta, &secrets);
+        let slot_project = self.slot.map(|s| s.project(&self.paths.app));
+        let files = self
+            .slot
+            .map(|s| slot_files(self.meta, s))
+            .unwrap_or_default();
+        let slot = slot_project
+            .as_deref()
+            .map(|project| slot_stack(&app, project, &files));
+        let mut steps = Vec::new();
+        if let Some(slot) = &slot {
+            steps.push(format!("{} 2>&1", slot.down()));
+        }
+        let previous_dir = previous.map(|(id, meta)| (self.paths.release(id), meta));
+        let restart = match &previous_dir {
+            None => {
+                steps.push(app.down());
+                Ok(steps.join("\n"))
+            }
+            Some((dir, Some(old))) => {
+                let old_stack = start::stack_for(&self.paths.app, dir, old, &secrets);
+                let recreated = self.split.recreated_names();
+                match &old.slots {
+                    // The previous release ran every service here: as a whole.
+                    None if self.whole() || !recreated.is_empty() => {
+                        steps.push(old_stack.up(self.timeout))
+                    }
+                    None => {}
+                    Some(old_slots) => {
+                        let ran_here = |s: &String| {
+                            old.fingerprints.contains_key(s) && !old_slots.services.contains(s)
+                        };
+                        // A whole-stack start touched all of them, and
+                        // started the slot's services here too.
+                        let (theirs, gone): (Vec<String>, Vec<String>) = if self.whole() {
+                            (
+                                old.fingerprints.keys().filter(|s| ran_here(s)).cloned().collect(),
+                                old_slots.services.clone(),
+                            )
+                        } else {
+                            recreated.into_iter().partition(ran_here)
+                        };
+                        if !gone.is_empty() {
+                            steps.push(app.remove(&gone));
+                        }
+                        if !theirs.is_empty() {
+                            steps.push(old_stack.up_services(&theirs, true, self.timeout));
+                        }
+                    }
+                }
+                steps.push("true".to_string());
+                Ok(steps.join(" &&\n"))
+            }
+            Some((dir, None)) => Err(format!(
+                "how it runs ({dir}/{}) could not be read, so the services recreated in place were left as they are",
+                remote::META_FILE
+            )),
+        };
+        let logs_from = if failed.in_slot {
+            slot.as_ref().unwrap_or(&app)
+        } else {
+            &app
+        };
+        let forget = match previous {
+            Some((id, _)) if id == self.id => None,
+            _ if !self.forget => None,
+            _ => Some(dir.as_str()),
+        };
+        start::recovery_script(sections, logs_from, &failed.why.services, restart, forget)
+    }
+}
+
+/// What ran before a launch, to retire once nginx serves the new one.
+pub struct Retiring<'a> {
+    pub paths: &'a AppPaths,
+    /// The release that served, and how it ran.
+    pub id: &'a str,
+    pub meta: &'a ReleaseMeta,
+    /// Where its site services ran (`None`: in the app's project).
+    pub serving: Option<Slot>,
+}
+
+impl Retiring<'_> {
+    /// The old instances of `new`'s site services: drained (until no
+    /// connection reaches their ports, or `drain_secs`), then stopped. Each
+    /// site's drain; `Err`: what failed (the new release serves anyway).
+    pub async fn retire(
+        &self,
+        transport: &dyn Transport,
+        new: &Launch<'_>,
+        drain_secs: u64,
+    ) -> Result<Vec<Drained>, String> {
+        let dir = self.paths.release(self.id);
+        let secrets = self.paths.secrets();
+        let app = start::stack_for(&self.paths.app, &dir, self.meta, &secrets);
+        let slot_project = self.serving.map(|s| s.project(&self.paths.app));
+        let files = self
+            .serving
+            .map(|s| slot_files(self.meta, s))
+            .unwrap_or_default();
+        let new_services = new.meta.slots.as_ref().map_or(&[][..], |s| &s.services[..]);
+        let (old, sites): (Old<'_>, Vec<Draining>) = match (self.serving, new.slot) {
+            (Some(old), Some(next)) if old == next => return Ok(Vec::new()),
+            (Some(old), _) => {
+                let stack = slot_stack(&app, slot_project.as_deref().unwrap_or_default(), &files);
+                let sites = self
+                    .meta
+                    .slot(old)
+                    .map(|m| {
+                        m.sites
+                            .iter()
+                            .map(|(domain, ports)| Draining {
+                                domain: domain.clone(),
+                                ports: ports.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (Old::Slot(stack), sites)
+            }
+            (None, Some(next)) if !new_services.is_empty() => {
+                // They ran here with the rest: only they go; their sites
+                // were served on the ports the health gate checked.
+                let ports: Vec<u16> = self.meta.health.iter().map(|(_, p)| *p).collect();
+                let sites = new
+                    .meta
+                    .slot(next)
+                    .map(|m| {
+                        m.sites
+                            .iter()
+                            .map(|(domain, _)| Draining {
+                                domain: domain.clone(),
+                                ports: ports.clone(),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (Old::InPlace(app, new_services), sites)
+            }
+            (None, _) => return Ok(Vec::new()),
+        };
+        let script = format!(
+            "{}{}",
+            drain_script(&sites, drain_secs),
+            stop_old_script(&old)
+        );
+        let out = transport
+            .exec(ExecRequest::piped(script).become_root(true))
+            .await
+            .map_err(|e| e.to_string())?;
+        let drained = parse_drain(&out.stdout_str());
+        if out.success() {
+            Ok(drained)
+        } else {
+            Err(format!(
+                "stopping the old instances failed: {}",
+                out.stderr_tail(6)
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,7 +643,9 @@ mod tests {
         assert_eq!(Slot::next(None), Slot::Blue);
         assert_eq!(Slot::next(Some(Slot::Blue)), Slot::Green);
         assert_eq!(Slot::next(Some(Slot::Green)), Slot::Blue);
-        assert_eq!(Slot::Green.project("shop"), "vpsup-shop-green");
+        assert_eq!(Slot::Green.project("shop"), "vpsup_green-shop");
+        assert_eq!(Slot::parse("blue\n"), Some(Slot::Blue));
+        assert_eq!(Slot::parse("red"), None);
         assert_eq!(Slot::Blue.override_file(), ".vpsup/slot-blue.json");
     }
 
@@ -279,6 +656,7 @@ mod tests {
         let ports = BTreeMap::from([(("web".to_string(), 80), 23456)]);
         let doc = slot_override(
             "vpsup-shop",
+            true,
             &["backend".to_string()],
             &["assets".to_string()],
             "vpsup-shop",
@@ -298,15 +676,15 @@ mod tests {
         assert!(super::super::port_guard::exposures(&doc)
             .unwrap()
             .is_empty());
-        let none = slot_override("vpsup-shop", &[], &[], "shop", &ports);
-        assert!(none.get("volumes").is_none());
+        let none = slot_override("vpsup-shop", false, &[], &[], "shop", &ports);
+        assert!(none.get("volumes").is_none() && none.get("networks").is_none());
     }
 
-    /// The slot's gate, run with a stand-in `docker`: the override is
-    /// written, the slot emptied first, only the site services started;
-    /// a failed start reads as the gate's failure.
+    /// The slot's gate, run with a stand-in `docker`: the slot emptied
+    /// first, only the site services started; a failed start reads as the
+    /// gate's failure.
     #[test]
-    fn the_slot_gate_writes_its_override_and_starts_only_the_site_services() {
+    fn the_slot_gate_empties_the_slot_and_starts_only_the_site_services() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("docker.log");
         let status = dir.path().join("status");
@@ -323,29 +701,15 @@ mod tests {
             "compose.yml".to_string(),
             ".vpsup/slot-green.json".to_string(),
         ];
-        let s = stack("vpsup-shop-green", &files);
-        let override_path = dir.path().join("slot-green.json").display().to_string();
-        let doc =
-            json!({"networks": {"default": {"name": "vpsup-shop_default", "external": true}}});
+        let s = stack("vpsup_green-shop", &files);
         let sections = Sections::with_nonce(7);
-        let script = slot_gate_script(
-            &sections,
-            &s,
-            &override_path,
-            &doc,
-            &["web".to_string()],
-            &[],
-            30,
-        );
+        let script = slot_gate_script(&sections, &s, &["web".to_string()], &[], 30);
         let with_docker = format!("PATH={}:$PATH\n{script}", dir.path().display());
         sh_ok(&with_docker);
-        let written: Value =
-            serde_json::from_str(&std::fs::read_to_string(&override_path).unwrap()).unwrap();
-        assert_eq!(written, doc);
         let calls = std::fs::read_to_string(&log).unwrap();
         let calls: Vec<&str> = calls.lines().collect();
         assert_eq!(calls.len(), 2, "{calls:?}");
-        assert!(calls[0].contains("-p vpsup-shop-green") && calls[0].ends_with(" down"));
+        assert!(calls[0].contains("-p vpsup_green-shop") && calls[0].ends_with(" down"));
         assert!(calls[1].ends_with(" up -d --build --no-deps --wait --wait-timeout 30 web"));
 
         std::fs::write(&status, "1").unwrap();
@@ -372,12 +736,24 @@ mod tests {
         let files = ["compose.yml".to_string()];
         let s = stack("vpsup-shop", &files);
         let sections = Sections::with_nonce(1);
-        let script = in_place_script(&sections, &s, &["redis".into()], &["db".into()], 60);
+        let script = in_place_script(
+            &sections,
+            "retire\n",
+            &s,
+            &["redis".into()],
+            &["db".into()],
+            &[],
+            60,
+        );
         let base = s.base();
+        assert!(script.starts_with("retire\n"), "{script}");
         assert!(script.contains(&format!(
-            "if ! {{ {base} up -d --no-recreate --no-deps --wait --wait-timeout 60 redis && {base} up -d --build --no-deps --wait --wait-timeout 60 db; }} >&2; then"
+            "if ! {{ {base} up -d --no-recreate --no-deps --wait --wait-timeout 60 redis && {base} up -d --remove-orphans --build --no-deps --wait --wait-timeout 60 db; }} >&2; then"
         )), "{script}");
-        assert_eq!(in_place_script(&sections, &s, &[], &[], 60), "");
+        assert_eq!(
+            in_place_script(&sections, "retire\n", &s, &[], &[], &[], 60),
+            "retire\n"
+        );
     }
 
     #[test]
@@ -469,5 +845,182 @@ mod tests {
                 open: 2
             }]
         );
+    }
+
+    fn meta_with(fingerprints: &[(&str, &str)], switched: &[&str]) -> ReleaseMeta {
+        ReleaseMeta {
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            health: vec![],
+            secrets: false,
+            dot_env: false,
+            project: Some("vpsup-shop".into()),
+            volumes_pinned: false,
+            slots: (!switched.is_empty()).then(|| remote::SlotsMeta {
+                services: switched.iter().map(|s| s.to_string()).collect(),
+                blue: Default::default(),
+                green: Default::default(),
+            }),
+            fingerprints: fingerprints
+                .iter()
+                .map(|(n, f)| (n.to_string(), f.to_string()))
+                .collect(),
+        }
+    }
+
+    /// What runs in the app's project is left running unless its
+    /// fingerprint changed; the slot's services are never part of it.
+    #[test]
+    fn in_place_services_restart_only_when_their_definition_changed() {
+        let new = meta_with(
+            &[
+                ("db", "d1"),
+                ("redis", "r2"),
+                ("web", "w2"),
+                ("worker", "k1"),
+            ],
+            &["web"],
+        );
+        let old = meta_with(&[("db", "d1"), ("redis", "r1"), ("web", "w1")], &["web"]);
+        let split = InPlace::split(&new, Some(&old));
+        assert_eq!(split.unchanged, ["db"]);
+        assert_eq!(
+            split.recreated,
+            [
+                ("redis".to_string(), Change::Changed),
+                ("worker".to_string(), Change::New)
+            ]
+        );
+        assert_eq!(
+            split.notes(),
+            ["redis will restart: its clients see a short interruption"]
+        );
+        // A release an earlier vpsup made recorded nothing: any may restart.
+        let earlier = meta_with(&[], &[]);
+        let split = InPlace::split(&new, Some(&earlier));
+        assert!(split.unchanged.is_empty());
+        assert_eq!(split.recreated.len(), 3);
+        assert!(split.notes()[0].starts_with("db may restart"));
+        // A first deploy starts everything and says nothing.
+        let split = InPlace::split(&new, None);
+        assert_eq!(split.recreated.len(), 3);
+        assert!(split.notes().is_empty());
+    }
+
+    /// The recovery after a failed launch, run with a stand-in `docker`
+    /// that logs its calls: the new slot goes, the services recreated in
+    /// place run as the previous release ran them (one new in this release
+    /// is removed), the failed release's directory goes once that worked;
+    /// a first release's containers stop; an unreadable previous release
+    /// leaves them as they are.
+    #[test]
+    fn a_failed_launch_puts_back_what_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("docker.log");
+        let up_status = dir.path().join("status");
+        std::fs::write(&up_status, "0").unwrap();
+        write_executable(
+            &dir.path().join("docker"),
+            &format!(
+                "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in *' logs '*) echo boom ;; *' up '*) echo 'no such image' >&2; exit $(cat {status}) ;; esac\n",
+                log = log.display(),
+                status = up_status.display()
+            ),
+        );
+        let paths = AppPaths {
+            dir: dir.path().join("shop").display().to_string(),
+            ..AppPaths::new("shop")
+        };
+        let failed_dir = paths.release("r2");
+        let new = meta_with(&[("db", "d2"), ("queue", "q1"), ("web", "w2")], &["web"]);
+        let old = meta_with(&[("db", "d1"), ("web", "w1")], &["web"]);
+        let launch = Launch {
+            paths: &paths,
+            id: "r2",
+            meta: &new,
+            slot: Some(Slot::Green),
+            split: InPlace::split(&new, Some(&old)),
+            timeout: 5,
+            forget: true,
+        };
+        let failed = LaunchFailed {
+            why: start::Unhealthy {
+                text: "web answers /health with HTTP 500".into(),
+                services: vec!["web".into()],
+            },
+            in_slot: true,
+        };
+        let run = |script: &str| {
+            std::fs::write(&log, "").unwrap();
+            let out = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("PATH={}:$PATH\n{script}", dir.path().display()),
+                ])
+                .output()
+                .unwrap();
+            let calls = std::fs::read_to_string(&log).unwrap();
+            (out, calls)
+        };
+        let s = Sections::with_nonce(4);
+        for (status, restored) in [("1", Err("no such image".to_string())), ("0", Ok(()))] {
+            std::fs::create_dir_all(&failed_dir).unwrap();
+            std::fs::write(&up_status, status).unwrap();
+            let (script, not_started) =
+                launch.recovery_script(&s, &failed, Some(("r1", Some(&old))));
+            let (out, calls) = run(&script);
+            let (logs, outcome) =
+                start::parse_restore(&s, &String::from_utf8_lossy(&out.stdout), "", not_started);
+            assert_eq!(logs, "--- web (last 30 lines)\nboom\n");
+            assert_eq!(outcome, restored);
+            let calls: Vec<&str> = calls.lines().collect();
+            assert!(
+                calls[0].contains("-p vpsup_green-shop")
+                    && calls[0].ends_with(" logs --no-color --tail 30 web"),
+                "{calls:?}"
+            );
+            assert!(
+                calls[1].contains("-p vpsup_green-shop") && calls[1].ends_with(" down"),
+                "{calls:?}"
+            );
+            assert!(
+                calls[2].contains("-p vpsup-shop")
+                    && calls[2].contains("/releases/r2/")
+                    && calls[2].ends_with(" rm -s -f queue"),
+                "{calls:?}"
+            );
+            assert!(
+                calls[3].contains("/releases/r1/")
+                    && calls[3].ends_with(" up -d --build --no-deps --wait --wait-timeout 5 db"),
+                "{calls:?}"
+            );
+            assert_eq!(std::path::Path::new(&failed_dir).exists(), status == "1");
+        }
+
+        // A first release: its slot and its project stop.
+        let first = Launch {
+            split: InPlace::split(&new, None),
+            ..launch
+        };
+        let (script, not_started) = first.recovery_script(&s, &failed, None);
+        let (_, calls) = run(&script);
+        assert_eq!(not_started, Ok(()));
+        let calls: Vec<&str> = calls.lines().collect();
+        assert!(
+            calls[1].contains("-p vpsup_green-shop") && calls[1].ends_with(" down"),
+            "{calls:?}"
+        );
+        assert!(
+            calls[2].contains("-p vpsup-shop ") && calls[2].ends_with(" down"),
+            "{calls:?}"
+        );
+
+        // The previous release's release.json did not read: only the logs.
+        let (script, not_started) = first.recovery_script(&s, &failed, Some(("r1", None)));
+        assert!(
+            !script.contains(" up ") && !script.contains(" down"),
+            "{script}"
+        );
+        assert!(not_started.unwrap_err().starts_with("how it runs ("));
     }
 }

@@ -122,6 +122,18 @@ pub fn writable_mounts(compose: &Value) -> Result<Vec<(String, String)>, String>
         .collect())
 }
 
+/// `(service, volume)` for every named volume a service mounts, read-only
+/// or not.
+pub fn named_mounts(compose: &Value) -> Result<Vec<(String, String)>, String> {
+    Ok(service_volumes(compose)?
+        .into_iter()
+        .filter_map(|(service, volume)| match volume {
+            Volume::Named { name, .. } => Some((service, name)),
+            _ => None,
+        })
+        .collect())
+}
+
 /// One `volumes` entry, short (`src:target[:mode]`, a lone path) or long.
 fn parse_volume(volume: &Value) -> Result<Volume, String> {
     match volume {
