@@ -15,7 +15,7 @@ use super::ports::Target;
 use super::probe::Probed;
 use super::remote::{self, AppPaths, Container, ReleaseMeta, SlotMeta, SlotsMeta};
 use super::strategy::ServiceFacts;
-use super::switch::{self, Slot};
+use super::switch::{self, InPlace, Slot};
 use super::upload::{self, ReleaseFile};
 use super::{host_releases, volumes};
 use crate::acme::certinfo::CertInfo;
@@ -182,6 +182,10 @@ impl<'a> DeployPlan<'a> {
                 upload.removed.len(),
                 names.join(", ")
             ));
+        }
+        // Said beforehand: what the new release restarts in place.
+        if !upload.is_noop() && self.probed.current.release.is_some() {
+            pending.extend(InPlace::split(&self.meta, self.probed.meta.as_ref()).notes());
         }
         if !self.missing_secrets.is_empty() {
             pending.push(format!(
@@ -611,6 +615,142 @@ mod tests {
         assert_eq!(again.release_id(now), "20261122T101500Z-ab12cd34");
         let (script, uploaded) = again.release_script(&paths, "20261122T101500Z-ab12cd34");
         assert_eq!((script.as_str(), uploaded), ("", 0));
+    }
+
+    /// Blue/green: site files and a compose override per slot, the slots
+    /// in how it runs; the site files current are those of the slot that
+    /// serves; a changed database is said beforehand.
+    #[test]
+    fn a_switching_release_carries_both_slots() {
+        use crate::deploy::strategy::ServiceFacts;
+        let config = config();
+        let mut release = release();
+        let facts = |name: &str, volumes: &[&str], fingerprint: &str| ServiceFacts {
+            name: name.into(),
+            writes: volumes.iter().map(|v| format!("volume {v}")).collect(),
+            container_name: false,
+            ports: false,
+            networks: vec!["default".into()],
+            volumes: volumes.iter().map(|v| v.to_string()).collect(),
+            fingerprint: fingerprint.into(),
+        };
+        release.ports = BTreeMap::new();
+        release.blue_green = vec!["web".into()];
+        release.named_volumes = vec!["pgdata".into()];
+        release.services = vec![facts("db", &["pgdata"], "d2"), facts("web", &[], "w1")];
+        release.slot_ports = BTreeMap::from([
+            (
+                Slot::Blue,
+                BTreeMap::from([(("web".to_string(), 80), 23001)]),
+            ),
+            (
+                Slot::Green,
+                BTreeMap::from([(("web".to_string(), 80), 24001)]),
+            ),
+        ]);
+        let assets = Assets::load(None).unwrap();
+        let renderer = Renderer::new(&assets.templates).unwrap();
+        let wanted = Wanted {
+            app: config.app.as_ref().unwrap(),
+            sites: &config.sites,
+            release: &release,
+            renderer: &renderer,
+            store_dir: "/etc/vpsup/acme",
+            webroot: "/var/lib/vpsup/acme",
+            backup: None,
+            watch: &[],
+        };
+        let paths = AppPaths::new("doctor");
+        let now = OffsetDateTime::now_utc();
+        let fresh = probed(FACTS);
+        let plan = DeployPlan::new(&wanted, &paths, &fresh, now).unwrap();
+        let names: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                ".vpsup/nginx-blue/doctor.example.com.conf",
+                ".vpsup/nginx-green/doctor.example.com.conf",
+                ".vpsup/release.json",
+                ".vpsup/slot-blue.json",
+                ".vpsup/slot-green.json",
+                ".vpsup/websocket-map.conf",
+                "app.txt",
+                "compose.yml"
+            ]
+        );
+        let file = |path: &str| plan.files.iter().find(|f| f.path == path).unwrap();
+        let green_site = String::from_utf8(
+            file(".vpsup/nginx-green/doctor.example.com.conf")
+                .content
+                .clone(),
+        )
+        .unwrap();
+        assert!(green_site.contains("127.0.0.1:24001"), "{green_site}");
+        // web reaches db on the app's default network; pgdata is db's alone.
+        let green: serde_json::Value =
+            serde_json::from_slice(&file(".vpsup/slot-green.json").content).unwrap();
+        assert_eq!(
+            green,
+            serde_json::json!({
+                "services": {"web": {"ports": ["127.0.0.1:24001:80"]}},
+                "networks": {"default": {"name": "vpsup-doctor_default", "external": true}}
+            })
+        );
+        let slots = plan.meta.slots.as_ref().unwrap();
+        assert_eq!(slots.services, ["web"]);
+        assert_eq!(slots.blue.health, [("/".to_string(), 23001)]);
+        assert_eq!(
+            slots.green.sites,
+            [("doctor.example.com".to_string(), vec![24001])]
+        );
+        assert!(plan.meta.health.is_empty());
+        assert_eq!(plan.meta.fingerprints["db"], "d2");
+
+        // Deployed, blue serving: its site file is what nginx must have.
+        let mut deployed = probed(FACTS);
+        deployed.current = upload::Current {
+            release: Some("20261122T101500Z-ab12cd34".into()),
+            files: plan
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256()))
+                .collect(),
+        };
+        deployed.secrets = vec!["DB_PASSWORD".into()];
+        deployed.containers = remote::parse_containers("web\trunning\tUp 2 minutes\n");
+        deployed.sites = vec![(
+            "vpsup-doctor.doctor.example.com.conf".into(),
+            file(".vpsup/nginx-blue/doctor.example.com.conf").sha256(),
+        )];
+        deployed.serving = Some(Slot::Blue);
+        let again = DeployPlan::new(&wanted, &paths, &deployed, now).unwrap();
+        assert!(again.sites_current);
+        deployed.serving = Some(Slot::Green);
+        assert!(
+            !DeployPlan::new(&wanted, &paths, &deployed, now)
+                .unwrap()
+                .sites_current
+        );
+        deployed.serving = None;
+        assert!(
+            !DeployPlan::new(&wanted, &paths, &deployed, now)
+                .unwrap()
+                .sites_current
+        );
+
+        // The running release ran another db: a new release says so.
+        let mut old = plan.meta.clone();
+        old.fingerprints.insert("db".into(), "d1".into());
+        deployed.meta = Some(old);
+        deployed.current.files.clear();
+        let changed = DeployPlan::new(&wanted, &paths, &deployed, now).unwrap();
+        assert!(
+            changed
+                .pending()
+                .contains(&"db will restart: its clients see a short interruption".to_string()),
+            "{:?}",
+            changed.pending()
+        );
     }
 
     /// A release an earlier vpsup made (no project recorded) pins the named
