@@ -604,6 +604,7 @@ name = "shop"
 public_ports = "loopback"
 dns_resolver = "127.0.0.1:{}"
 health_timeout = 180
+drain = "10s"
 
 [app.secrets]
 generate = ["DB_PASSWORD"]
@@ -612,7 +613,7 @@ generate = ["DB_PASSWORD"]
 domain = "app.vpsup.test"
 service = "frontend"
 port = 8080
-routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
+routes = [{{ path = "/api/", service = "backend", port = 8000, websockets = true }}]
 "#,
         bind.port
     );
@@ -629,6 +630,18 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert!(config.contains("test-ca-roots.pem"), "{config}");
     std::fs::write(&config_path, config).unwrap();
     let resolve = format!("app.vpsup.test:{}:127.0.0.1", vm.https_port);
+    // Visitors: the page and the API back to back, and a 3 s request
+    // always in flight.
+    let site_addr: std::net::SocketAddr = format!("127.0.0.1:{}", vm.https_port).parse().unwrap();
+    let visit = || {
+        load::Load::start(
+            site_addr,
+            "app.vpsup.test",
+            &root,
+            &["/", "/api/", "/api/slow"],
+            Duration::from_millis(100),
+        )
+    };
     let https = |path: &str| {
         let out = curl(&[
             "--cacert",
@@ -767,25 +780,86 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     assert_eq!(again["release"], release_1.as_str());
     assert!(!text(&out).contains(&secret));
 
-    // One file changed: that file alone travels.
+    // A changed release, under load: the page and the backend's version
+    // travel (and release.json, whose fingerprints record them). Visitors
+    // (the page, the API, a 3 s request in flight) see no failure: every
+    // answer is a 200 from the old or the new release; a WebSocket opened
+    // before stays open through the switch and is closed once the drain
+    // period (10 s) ends, when the old instances stop.
     let index = op.project.path().join("frontend/www/index.html");
     let page = std::fs::read_to_string(&index).unwrap();
     std::fs::write(&index, page.replace("release: v1", "release: v2")).unwrap();
+    let version = op.project.path().join("backend/srv/version");
+    std::fs::write(&version, "v2\n").unwrap();
+    let ws = load::websocket(site_addr, "app.vpsup.test", &root, "/api/ws");
+    let visitors = visit();
     let out = op.vpsup(&["deploy", "--json"]);
+    let seen = visitors.stop();
     assert!(out.status.success(), "{}", describe_output(&out));
+    let ws = ws.join().unwrap().expect("the WebSocket opened");
     let second = json(&out)["hosts"][0].clone();
     eprintln!(
-        "one-file redeploy: {} ms, {} round trips",
-        second["elapsed_ms"], second["round_trips"]
+        "changed redeploy under load: {} ms, {} round trips; visitors: {}; switch: {}",
+        second["elapsed_ms"],
+        second["round_trips"],
+        seen.summary(),
+        second["switches"]
     );
-    assert_eq!(second["uploaded"], 1, "{second}");
+    assert_eq!(second["uploaded"], 3, "{second}");
     let release_2 = second["release"].as_str().unwrap().to_string();
     assert_ne!(release_2, release_1);
+    no_failed_visit(&seen, &describe_output(&out));
+    assert!(seen.saw("/", "release: v1") && seen.saw("/", "release: v2"));
+    assert!(seen.saw("/api/", "version=v1") && seen.saw("/api/", "version=v2"));
+    assert!(
+        seen.saw("/api/slow", "slow answer"),
+        "no slow answer came back"
+    );
     assert!(https("/").contains("release: v2"));
+    // The switch: the first answer of the new release.
+    let switched = seen
+        .samples
+        .iter()
+        .find(|s| s.body.contains("release: v2"))
+        .unwrap()
+        .at;
+    let after: Vec<&String> = ws
+        .messages
+        .iter()
+        .filter(|(at, _)| *at > switched)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        after.len() >= 5 && after.iter().all(|m| m.ends_with("version=v1")),
+        "the WebSocket to the old backend kept going after the switch: {after:?}"
+    );
+    assert!(
+        ws.closed.duration_since(switched) >= Duration::from_secs(9),
+        "closed {:?} after the switch, before the 10 s drain",
+        ws.closed.duration_since(switched)
+    );
+    let switch = second["switches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["domain"] == "app.vpsup.test")
+        .cloned()
+        .unwrap_or_else(|| panic!("no switch reported: {second}"));
+    assert!(switch["cut"].as_u64().unwrap() >= 1, "{switch}");
+    assert!(switch["drain_ms"].as_u64().unwrap() >= 9_500, "{switch}");
 
-    // A backend that fails its health check: rolled back, v2 keeps serving.
+    // A backend that fails its health check, under load: never served, v2
+    // keeps serving, no visitor sees a failure.
     std::fs::write(op.project.path().join("backend/srv/FAIL"), "").unwrap();
+    let visitors = visit();
     let out = op.vpsup(&["deploy"]);
+    let seen = visitors.stop();
+    eprintln!("failing release under load: visitors: {}", seen.summary());
+    no_failed_visit(&seen, &describe_output(&out));
+    assert!(
+        !seen.saw("/api/", "version=v1"),
+        "the old release answered again"
+    );
     assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
     assert!(
         text(&out).contains("is not healthy")
@@ -828,8 +902,13 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
     );
     assert!(https("/").contains("release: v2"), "{}", https("/"));
 
-    // `vpsup rollback`: v1 again.
+    // `vpsup rollback`, under load: v1 again, no visitor sees a failure.
+    let visitors = visit();
     let out = op.vpsup(&["rollback"]);
+    let seen = visitors.stop();
+    eprintln!("rollback under load: visitors: {}", seen.summary());
+    no_failed_visit(&seen, &describe_output(&out));
+    assert!(seen.saw("/", "release: v1") && seen.saw("/", "release: v2"));
     assert!(out.status.success(), "{}", describe_output(&out));
     assert!(
         text(&out).contains(&format!(
@@ -910,6 +989,60 @@ routes = [{{ path = "/api/", service = "backend", port = 8000 }}]
         "first:\n{first_starts}\nnow:\n{seen}"
     );
     assert!(in_releases.trim().is_empty(), "{seen}");
+
+    // The benchmark (README, "Zero-downtime deploys"): the same changed
+    // deploy under the same load, blue/green and then as before
+    // (`strategy = "recreate"`: the site's services replaced in place).
+    // The app stays on "recreate" for the stages after this one, which
+    // so run the in-place path.
+    let changed_deploy = |marker: &str| {
+        let page = std::fs::read_to_string(&index).unwrap();
+        let page: String = page
+            .lines()
+            .map(|l| {
+                if l.starts_with("release: ") {
+                    format!("release: {marker}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .map(|l| l + "\n")
+            .collect();
+        std::fs::write(&index, page).unwrap();
+        let visitors = visit();
+        let out = op.vpsup(&["deploy", "--json"]);
+        let seen = visitors.stop();
+        assert!(out.status.success(), "{}", describe_output(&out));
+        assert!(https("/").contains(&format!("release: {marker}")));
+        (json(&out)["hosts"][0]["elapsed_ms"].clone(), seen)
+    };
+    let (blue_green_ms, blue_green) = changed_deploy("b1");
+    no_failed_visit(&blue_green, "a blue/green deploy");
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(
+        &config_path,
+        format!("{config}\n[app.services.frontend]\nstrategy = \"recreate\"\n\n[app.services.backend]\nstrategy = \"recreate\"\n"),
+    )
+    .unwrap();
+    let (recreate_ms, recreate) = changed_deploy("r1");
+    eprintln!(
+        "benchmark: a changed deploy under load: blue/green {blue_green_ms} ms, visitors: {}; recreate (as before) {recreate_ms} ms, visitors: {}",
+        blue_green.summary(),
+        recreate.summary()
+    );
+}
+
+/// Every visitor's answer was a 200 (else the failures and `context`).
+fn no_failed_visit(seen: &load::LoadReport, context: &str) {
+    let failed = seen.failed();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}\n{}",
+        failed.len(),
+        seen.samples.len(),
+        failed.iter().take(10).collect::<Vec<_>>(),
+        context
+    );
 }
 
 /// `curl` over HTTPS to `domain` on the VM, trusting Pebble's issuing root
@@ -1036,10 +1169,16 @@ fn two_apps_share_one_host(vm: &TestVm, op: &Operator, key: &Path, pebble: &Test
             "{settings} missing:\n{seen}"
         );
     }
-    for container in ["handmade", "vpsup-shop--eu-web-1", "vpsup-shop-db-1"] {
+    // eu's web switches blue/green (its slot's project); shop's run in place.
+    for containers in [
+        &["handmade"][..],
+        &["vpsup_blue-shop--eu-web-1", "vpsup_green-shop--eu-web-1"],
+        &["vpsup-shop-db-1"],
+        &["vpsup-shop-frontend-1"],
+    ] {
         assert!(
-            seen.lines().any(|l| l == container),
-            "{container} missing:\n{seen}"
+            seen.lines().any(|l| containers.contains(&l)),
+            "{containers:?} missing:\n{seen}"
         );
     }
     assert!(eu_page().contains("eu shop: v1"), "{}", eu_page());
@@ -1079,7 +1218,7 @@ sudo cat {release}/state/starts
     let config = another_project(
         op,
         project.path(),
-        "name = \"legacy\"\n\n[[sites]]\ndomain = \"legacy.vpsup.test\"\nservice = \"web\"\nport = 8080\nhealth = \"/starts\"\n",
+        "name = \"legacy\"\n\n[app.services.web]\nstrategy = \"recreate\"\n\n[[sites]]\ndomain = \"legacy.vpsup.test\"\nservice = \"web\"\nport = 8080\nhealth = \"/starts\"\n",
     );
     let config = config.as_str();
     let out = op.vpsup(&["deploy", "--config", config]);

@@ -14,6 +14,7 @@
 
 mod agent;
 mod bind;
+pub mod load;
 mod netns;
 mod operator;
 mod pebble;
