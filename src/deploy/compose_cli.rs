@@ -10,6 +10,7 @@
 
 use crate::transport::script::quote;
 
+#[derive(Clone, Copy)]
 pub struct Stack<'a> {
     /// The compose project name (`vpsup-<app>`).
     pub project: &'a str,

@@ -552,60 +552,9 @@ impl Retiring<'_> {
         new: &Launch<'_>,
         drain_secs: u64,
     ) -> Result<Vec<Drained>, String> {
-        let dir = self.paths.release(self.id);
-        let secrets = self.paths.secrets();
-        let app = start::stack_for(&self.paths.app, &dir, self.meta, &secrets);
-        let slot_project = self.serving.map(|s| s.project(&self.paths.app));
-        let files = self
-            .serving
-            .map(|s| slot_files(self.meta, s))
-            .unwrap_or_default();
-        let new_services = new.meta.slots.as_ref().map_or(&[][..], |s| &s.services[..]);
-        let (old, sites): (Old<'_>, Vec<Draining>) = match (self.serving, new.slot) {
-            (Some(old), Some(next)) if old == next => return Ok(Vec::new()),
-            (Some(old), _) => {
-                let stack = slot_stack(&app, slot_project.as_deref().unwrap_or_default(), &files);
-                let sites = self
-                    .meta
-                    .slot(old)
-                    .map(|m| {
-                        m.sites
-                            .iter()
-                            .map(|(domain, ports)| Draining {
-                                domain: domain.clone(),
-                                ports: ports.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (Old::Slot(stack), sites)
-            }
-            (None, Some(next)) if !new_services.is_empty() => {
-                // They ran here with the rest: only they go; their sites
-                // were served on the ports the health gate checked.
-                let ports: Vec<u16> = self.meta.health.iter().map(|(_, p)| *p).collect();
-                let sites = new
-                    .meta
-                    .slot(next)
-                    .map(|m| {
-                        m.sites
-                            .iter()
-                            .map(|(domain, _)| Draining {
-                                domain: domain.clone(),
-                                ports: ports.clone(),
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                (Old::InPlace(app, new_services), sites)
-            }
-            (None, _) => return Ok(Vec::new()),
+        let Some(script) = self.retire_script(new, drain_secs) else {
+            return Ok(Vec::new());
         };
-        let script = format!(
-            "{}{}",
-            drain_script(&sites, drain_secs),
-            stop_old_script(&old)
-        );
         let out = transport
             .exec(ExecRequest::piped(script).become_root(true))
             .await
@@ -619,6 +568,66 @@ impl Retiring<'_> {
                 out.stderr_tail(6)
             ))
         }
+    }
+
+    /// `retire`'s script (the drain, then the stops); `None`: nothing to retire.
+    pub fn retire_script(&self, new: &Launch<'_>, drain_secs: u64) -> Option<String> {
+        let dir = self.paths.release(self.id);
+        let secrets = self.paths.secrets();
+        let app = start::stack_for(&self.paths.app, &dir, self.meta, &secrets);
+        let slot_project = self.serving.map(|s| s.project(&self.paths.app));
+        let files = self
+            .serving
+            .map(|s| slot_files(self.meta, s))
+            .unwrap_or_default();
+        let new_services = new.meta.slots.as_ref().map_or(&[][..], |s| &s.services[..]);
+        let old_services = self
+            .meta
+            .slots
+            .as_ref()
+            .map_or(&[][..], |s| &s.services[..]);
+        let mut old = Vec::new();
+        let mut sites: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        // The slot that served, unless the release starts there again.
+        if let (Some(serving), Some(project)) = (self.serving, slot_project.as_deref()) {
+            if new.slot != Some(serving) {
+                old.push(Old::Slot(slot_stack(&app, project, &files)));
+                for (domain, ports) in self.meta.slot(serving).map_or(&[][..], |m| &m.sites[..]) {
+                    sites.entry(domain.clone()).or_default().extend(ports);
+                }
+            }
+        }
+        // Services that ran in the app's project and switch blue/green now:
+        // only they go from there, drained on the ports its sites used.
+        let moved: Vec<String> = new_services
+            .iter()
+            .filter(|s| !old_services.contains(s))
+            .filter(|s| {
+                self.meta.fingerprints.is_empty() || self.meta.fingerprints.contains_key(*s)
+            })
+            .cloned()
+            .collect();
+        if !moved.is_empty() {
+            let ports: Vec<u16> = self.meta.health.iter().map(|(_, p)| *p).collect();
+            let next = new.slot.and_then(|s| new.meta.slot(s));
+            for (domain, _) in next.map_or(&[][..], |m| &m.sites[..]) {
+                sites.entry(domain.clone()).or_default().extend(&ports);
+            }
+            old.push(Old::InPlace(app, &moved));
+        }
+        if old.is_empty() {
+            return None;
+        }
+        let sites: Vec<Draining> = sites
+            .into_iter()
+            .map(|(domain, mut ports)| {
+                ports.sort_unstable();
+                ports.dedup();
+                Draining { domain, ports }
+            })
+            .collect();
+        let stop: String = old.iter().map(stop_old_script).collect();
+        Some(format!("{}{stop}", drain_script(&sites, drain_secs)))
     }
 }
 
@@ -1022,5 +1031,74 @@ mod tests {
             "{script}"
         );
         assert!(not_started.unwrap_err().starts_with("how it runs ("));
+    }
+
+    /// What goes once nginx serves the new release: the slot that served
+    /// (drained on its sites' ports), and services that ran in the app's
+    /// project before switching blue/green (drained on the ports its sites
+    /// used); nothing when the release starts in place as before.
+    #[test]
+    fn the_old_instances_retired_are_those_that_served() {
+        let paths = AppPaths::new("shop");
+        let mut new = meta_with(
+            &[("db", "d1"), ("web", "w2"), ("api", "a1")],
+            &["web", "api"],
+        );
+        new.slots.as_mut().unwrap().green.sites =
+            vec![("shop.example.com".into(), vec![24001, 24002])];
+        let mut old = meta_with(&[("db", "d1"), ("web", "w1"), ("api", "a1")], &["web"]);
+        old.slots.as_mut().unwrap().blue.sites = vec![("shop.example.com".into(), vec![23001])];
+        old.health = vec![("/".into(), 21000)];
+        let launch = Launch {
+            paths: &paths,
+            id: "r2",
+            meta: &new,
+            slot: Some(Slot::Green),
+            split: InPlace::default(),
+            timeout: 5,
+            forget: true,
+        };
+        let retiring = Retiring {
+            paths: &paths,
+            id: "r1",
+            meta: &old,
+            serving: Some(Slot::Blue),
+        };
+        let script = retiring.retire_script(&launch, 10).unwrap();
+        // api ran in place (it was not blue/green in r1): it goes from there.
+        assert!(
+            script.contains("( dport = :21000 or dport = :23001 )"),
+            "{script}"
+        );
+        let lines: Vec<&str> = script.lines().rev().take(2).collect();
+        assert!(
+            lines[0].contains("-p vpsup-shop ")
+                && lines[0].contains("/releases/r1/")
+                && lines[0].ends_with(" rm -s -f api"),
+            "{script}"
+        );
+        assert!(
+            lines[1].contains("-p vpsup_blue-shop ")
+                && lines[1].contains("/releases/r1/.vpsup/slot-blue.json")
+                && lines[1].ends_with(" down"),
+            "{script}"
+        );
+
+        // Back to running in place: the slot goes, nothing else.
+        let in_place = meta_with(&[("db", "d1"), ("web", "w3")], &[]);
+        let back = Launch {
+            meta: &in_place,
+            slot: None,
+            ..launch
+        };
+        let script = retiring.retire_script(&back, 10).unwrap();
+        assert!(!script.contains(" rm -s -f"), "{script}");
+        // Never blue/green on either side: nothing to retire.
+        let before = Retiring {
+            serving: None,
+            meta: &in_place,
+            ..retiring
+        };
+        assert!(before.retire_script(&back, 10).is_none());
     }
 }
