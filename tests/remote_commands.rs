@@ -116,6 +116,20 @@ impl Rig {
         }
     }
 
+    /// The current release runs `web` in a blue/green slot, and `slot`
+    /// serves, as a zero-downtime deploy leaves it.
+    fn serve_from_slot(&self, slot: &str) {
+        let app = &self.app;
+        std::fs::write(
+            format!("/srv/vpsup/{app}/releases/r1/.vpsup/release.json"),
+            format!(
+                r#"{{"compose_files":["compose.yml"],"env_files":[],"health":[],"secrets":false,"project":"vpsup-{app}","slots":{{"services":["web"],"blue":{{"health":[],"sites":[]}},"green":{{"health":[],"sites":[]}}}}}}"#
+            ),
+        )
+        .unwrap();
+        std::fs::write(format!("/srv/vpsup/{app}/serving"), format!("{slot}\n")).unwrap();
+    }
+
     /// What the fake docker was asked, one call a line.
     fn calls(&self) -> String {
         std::fs::read_to_string(self.fake.path().join("calls")).unwrap_or_default()
@@ -280,6 +294,15 @@ fn logs_prints_filters_and_passes_its_options() {
 #[test]
 fn logs_follow_streams_until_ctrl_c_and_leaves_nothing_running() {
     let rig = Rig::new();
+    follow_then_ctrl_c(&rig, |running| {
+        assert!(!running.is_empty(), "the fake should be following")
+    });
+}
+
+/// `vpsup logs -f` on `rig` until a third line written after it started
+/// arrives; then `while_following` sees the fakes running, Ctrl-C stops
+/// vpsup with 0, and nothing is left following on the host.
+fn follow_then_ctrl_c(rig: &Rig, while_following: impl FnOnce(&str)) {
     let mut child = rig.op.spawn(&["logs", "-f"], b"");
     let (tx, rx) = mpsc::channel();
     let reader = BufReader::new(child.stdout.take().unwrap());
@@ -301,10 +324,7 @@ fn logs_follow_streams_until_ctrl_c_and_leaves_nothing_running() {
             Err(_) => panic!("no `tick 3` within 20 s; got {seen:?}"),
         }
     }
-    assert!(
-        !rig.fakes_running().is_empty(),
-        "the fake should be following"
-    );
+    while_following(&rig.fakes_running());
 
     Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -322,6 +342,61 @@ fn logs_follow_streams_until_ctrl_c_and_leaves_nothing_running() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// After a zero-downtime deploy `web` runs in the serving slot's project
+/// (with the slot's compose override), `db` in the app's: `exec` and `logs`
+/// reach each where it runs, `logs` alone asks both projects, and `logs -f`
+/// follows both until Ctrl-C stops both.
+#[test]
+fn site_services_are_reached_in_the_serving_slot() {
+    let rig = Rig::new();
+    rig.serve_from_slot("green");
+    let app = &rig.app;
+    let current = format!("/srv/vpsup/{app}/current");
+    let app_project =
+        format!("-p vpsup-{app} --project-directory {current} -f {current}/compose.yml ");
+    let slot_project = format!(
+        "-p vpsup_green-{app} --project-directory {current} -f {current}/compose.yml -f {current}/.vpsup/slot-green.json "
+    );
+    for (service, project) in [("web", &slot_project), ("db", &app_project)] {
+        let out = rig.op.vpsup(&["exec", service, "--", "true"]);
+        assert!(out.status.success(), "{}", describe_output(&out));
+        assert!(
+            rig.calls()
+                .contains(&format!("{project}exec -T {service} true")),
+            "{service}: {}",
+            rig.calls()
+        );
+    }
+
+    let out = rig.op.vpsup(&["logs", "web", "--tail", "5"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    assert!(
+        rig.calls()
+            .contains(&format!("{slot_project}logs --no-color --tail 5 web")),
+        "{}",
+        rig.calls()
+    );
+    assert!(!rig.calls().contains(&format!("{app_project}logs")));
+    let out = rig.op.vpsup(&["logs"]);
+    assert!(out.status.success(), "{}", describe_output(&out));
+    for project in [&app_project, &slot_project] {
+        assert!(
+            rig.calls().contains(&format!("{project}logs --no-color\n")),
+            "{}",
+            rig.calls()
+        );
+    }
+
+    follow_then_ctrl_c(&rig, |running| {
+        for project in [&app_project, &slot_project] {
+            assert!(
+                running.contains(&format!("{project}logs --no-color --follow")),
+                "both follow: {running}"
+            );
+        }
+    });
 }
 
 /// On a terminal (util-linux `script` gives vpsup one), the command gets

@@ -335,10 +335,12 @@ fn local_nginx_has_http2_on() -> bool {
     version >= vec![1, 25, 1]
 }
 
-/// Writes the TLS snippet, the WebSocket map, the default server and a site
-/// (with a real certificate and key for doctor.example.com) into `dir`, as
-/// init and deploy put them, each passed through `place` (which may move
-/// their `listen`s), and an nginx.conf including them; returns its path.
+/// Writes the TLS snippet, the worker shutdown timeout, the WebSocket map,
+/// the default server and a site (with a real certificate and key for
+/// doctor.example.com) into `dir`, as init and deploy put them, each passed
+/// through `place` (which may move their `listen`s), and an nginx.conf
+/// including them (the shutdown timeout in the main context, as Debian's
+/// includes modules-enabled); returns its path.
 fn write_nginx_files(dir: &Path, vars: &Vars, place: &dyn Fn(String) -> String) -> PathBuf {
     let snippets = dir.join("snippets");
     std::fs::create_dir(&snippets).unwrap();
@@ -377,6 +379,16 @@ fn write_nginx_files(dir: &Path, vars: &Vars, place: &dyn Fn(String) -> String) 
     );
     vars.base
         .insert("default_tls_key".into(), json!(dir.join("default-key.pem")));
+    // Main context, as Debian's and Ubuntu's nginx.conf include
+    // /etc/nginx/modules-enabled/*.conf.
+    let shutdown = dir.join("vpsup-shutdown.conf");
+    std::fs::write(
+        &shutdown,
+        renderer
+            .template("nginx_shutdown.conf.tera", &vars)
+            .unwrap(),
+    )
+    .unwrap();
     let mut includes = String::new();
     for name in [
         "nginx_websocket_map.conf.tera",
@@ -392,15 +404,16 @@ fn write_nginx_files(dir: &Path, vars: &Vars, place: &dyn Fn(String) -> String) 
     std::fs::write(
         &config,
         format!(
-            "pid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{includes}}}\n"
+            "include {};\npid {d}/nginx.pid;\nerror_log {d}/error.log;\nevents {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n{includes}}}\n",
+            shutdown.display()
         ),
     )
     .unwrap();
     config
 }
 
-/// The TLS snippet, the default server, the WebSocket map and a site load
-/// together, as deploy puts them: the default server as a current nginx
+/// The TLS snippet, the worker shutdown timeout, the default server, the
+/// WebSocket map and a site load together, as init and deploy put them: the default server as a current nginx
 /// gets it, and as nginx before 1.19.4 gets it (this nginx reads both).
 #[test]
 fn the_nginx_files_pass_nginx_t_together() {
@@ -425,6 +438,7 @@ const DIRECTIVES_SINCE: &[(&str, &[u32])] = &[
     ("http2 on;", &[1, 25, 1]),
     ("ssl_protocols TLSv1.2 TLSv1.3;", &[1, 13, 0]),
     ("ssl_ecdh_curve X25519:prime256v1:secp384r1;", &[1, 11, 0]),
+    ("worker_shutdown_timeout", &[1, 11, 11]),
 ];
 
 /// On each supported system, on a fresh host (nginx not installed yet: init
@@ -445,6 +459,7 @@ fn each_distribution_gets_nginx_files_its_nginx_reads() {
                 "nginx_default.conf.tera",
                 "nginx_tls.conf.tera",
                 "nginx_site.conf.tera",
+                "nginx_shutdown.conf.tera",
             ] {
                 let text = render_with(name, &vars);
                 for (directive, since) in DIRECTIVES_SINCE {

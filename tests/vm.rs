@@ -88,6 +88,7 @@ sudo fail2ban-client status sshd | head -1
 docker version --format 'docker server {{.Server.Version}}'
 docker compose version
 sudo nginx -t 2>&1
+echo "worker shutdown timeout: $(sudo nginx -T 2>/dev/null | grep -c '^worker_shutdown_timeout 5m;$')"
 curl -s -o /dev/null -w 'unknown host on :80 -> %{http_code}\n' -H 'Host: unknown.example' http://127.0.0.1/ || true
 echo "active: $(sudo systemctl is-active fail2ban nginx docker systemd-timesyncd | tr '\n' ' ')"
 echo "boot revert: $(sudo systemctl is-enabled vpsup-sshd-boot-revert)"
@@ -208,6 +209,7 @@ fn init_hardens_a_fresh_vps_end_to_end() {
         "Status for the jail: sshd",
         "Docker Compose version",
         "nginx: configuration file /etc/nginx/nginx.conf test is successful",
+        "worker shutdown timeout: 1",
         "unknown host on :80 -> 000",
         "active: active active active active",
         "boot revert: enabled",

@@ -5,9 +5,11 @@
 //! shell is interactive).
 //!
 //! 1. Connect to the host.
-//! 2. Read how the current release runs (its compose files and env files).
+//! 2. Read how the current release runs (its compose files and env files)
+//!    and which slot serves.
 //! 3. Check that SERVICE is one of its services.
-//! 4. Run `docker compose exec` in it, attached.
+//! 4. Run `docker compose exec` in the project it runs in (a site service:
+//!    the serving slot's, `switch::Placement`), attached.
 
 use std::path::PathBuf;
 
@@ -81,11 +83,10 @@ async fn exec_in(
     command: &[String],
 ) -> exit::Result<ExecOutput> {
     let current = Current::read(transport, app).await?;
-    let stack = current.stack();
     let listed = transport
         .run_ok(
             "listing the app's services",
-            ExecRequest::new(stack.services()).become_root(true),
+            ExecRequest::new(current.stack().services()).become_root(true),
         )
         .await?;
     let services: Vec<String> = listed.stdout_str().lines().map(str::to_string).collect();
@@ -99,7 +100,9 @@ async fn exec_in(
         .into());
     }
     let tty = terminal::is_interactive();
-    let req = ExecRequest::new(stack.exec(service, command, tty)).become_root(true);
+    // A site service runs in the serving slot's project.
+    let req =
+        ExecRequest::new(current.stack_of(service).exec(service, command, tty)).become_root(true);
     let attach = Attach {
         pty: tty.then(|| {
             let (cols, rows) = terminal::size().unwrap_or((80, 24));

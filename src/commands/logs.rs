@@ -5,8 +5,10 @@
 //! With `-f` it follows until Ctrl-C, which stops `docker compose logs` on
 //! every host (`compose_cli::until_stdin_closes`) and ends vpsup with 0.
 //!
-//! On each host: read how the current release runs, then one attached
-//! `docker compose logs`.
+//! On each host: read how the current release runs and which slot serves,
+//! then one attached script: `docker compose logs` in the app's project and,
+//! for the site services, in the serving slot's (`switch::Placement`); both
+//! at once when following.
 
 use std::io::Write;
 use std::ops::ControlFlow;
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::exec::app_name;
-use crate::deploy::compose_cli::LogsQuery;
+use crate::deploy::compose_cli::{logs_script, LogsQuery};
 use crate::deploy::current::Current;
 use crate::exit;
 use crate::fleet::{self, Connection, Failures, HostJob, HostResult, Turn};
@@ -157,7 +159,7 @@ impl ShowLogs<'_> {
         let current = Current::read(transport, self.app)
             .await
             .map_err(|e| e.to_string())?;
-        let script = current.stack().logs_query(&self.query);
+        let script = logs_script(&current.stacks_for(&self.query.services), &self.query);
         let prefix = self.several.then(|| turn.target.name.clone());
         let lines = Arc::new(Mutex::new(Lines::new(prefix, self.grep.clone())));
         let sink = {

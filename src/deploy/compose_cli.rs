@@ -137,9 +137,9 @@ impl Stack<'_> {
         cmd
     }
 
-    /// The stack's logs as `query` asks; a following one stops when the
-    /// script's stdin closes (see `until_stdin_closes`).
-    pub fn logs_query(&self, query: &LogsQuery) -> String {
+    /// The logs of `services` (every service of the project when empty) as
+    /// `query` asks, its own services aside (`logs_script` runs it).
+    fn logs_of(&self, query: &LogsQuery, services: &[String]) -> String {
         let mut cmd = format!("{} logs --no-color", self.base());
         if query.follow {
             cmd.push_str(" --follow");
@@ -150,15 +150,11 @@ impl Stack<'_> {
         if let Some(tail) = query.tail {
             cmd.push_str(&format!(" --tail {tail}"));
         }
-        for service in &query.services {
+        for service in services {
             cmd.push(' ');
             cmd.push_str(&quote(service));
         }
-        if query.follow {
-            until_stdin_closes(&cmd)
-        } else {
-            cmd
-        }
+        cmd
     }
 
     /// `service<TAB>state<TAB>health` per container.
@@ -182,24 +178,53 @@ pub struct LogsQuery {
     pub tail: Option<u32>,
 }
 
-/// Runs `command` until it ends, or until this script's stdin closes (the
-/// operator stopped it, or the connection dropped; sshd then closes the
-/// pipe), and then stops it: a `logs --follow` never outlives the operator.
-/// Its status is the command's (143 when it was stopped).
-pub fn until_stdin_closes(command: &str) -> String {
-    format!(
-        r#"exec 3<&0
-{command} </dev/null 3<&- &
-job=$!
-( while read -r _ <&3; do :; done; kill "$job" 2>/dev/null ) >/dev/null 2>&1 &
+/// The logs of each `(stack, services)` (`Stack::logs_of`) as `query`
+/// asks, its own services aside, in one script: one after the other, or,
+/// following, all at once until stdin closes (`until_stdin_closes`). Fails
+/// when one of them failed.
+pub fn logs_script(parts: &[(Stack<'_>, Vec<String>)], query: &LogsQuery) -> String {
+    let commands: Vec<String> = parts
+        .iter()
+        .map(|(stack, services)| stack.logs_of(query, services))
+        .collect();
+    if query.follow {
+        return until_stdin_closes(&commands);
+    }
+    match &commands[..] {
+        [one] => one.clone(),
+        all => {
+            let mut script = String::from("status=0\n");
+            for command in all {
+                script.push_str(&format!("{command} || status=$?\n"));
+            }
+            script.push_str("exit \"$status\"\n");
+            script
+        }
+    }
+}
+
+/// Runs `commands` at once until they end, or until this script's stdin
+/// closes (the operator stopped them, or the connection dropped; sshd then
+/// closes the pipe), and then stops them all: a `logs --follow` never
+/// outlives the operator. Its status is the last failing command's (143
+/// when they were stopped), else 0.
+pub fn until_stdin_closes(commands: &[String]) -> String {
+    let mut script = String::from("exec 3<&0\njobs=\n");
+    for command in commands {
+        script.push_str(&format!("{command} </dev/null 3<&- &\njobs=\"$jobs $!\"\n"));
+    }
+    script.push_str(
+        r#"# $jobs: pids, split on purpose.
+( while read -r _ <&3; do :; done; kill $jobs 2>/dev/null ) >/dev/null 2>&1 &
 watch=$!
 exec 3<&-
-wait "$job"
-status=$?
+status=0
+for job in $jobs; do wait "$job" || status=$?; done
 kill "$watch" 2>/dev/null
 exit "$status"
-"#
-    )
+"#,
+    );
+    script
 }
 
 /// Asks each `(path, loopback port)` over HTTP until it answers 2xx or 3xx,
@@ -288,36 +313,102 @@ mod tests {
         assert_eq!(s.exec("db", &[], true), format!("{base} exec db"));
         assert_eq!(s.services(), format!("{base} config --services"));
         let query = LogsQuery {
-            services: vec!["web".into(), "a b".into()],
+            services: vec!["ignored".into()],
             since: Some("1h".into()),
             tail: Some(20),
             follow: false,
         };
+        let services = vec!["web".to_string(), "a b".into()];
         assert_eq!(
-            s.logs_query(&query),
+            logs_script(&[(s, services)], &query),
             format!("{base} logs --no-color --since 1h --tail 20 web 'a b'")
         );
-        let follow = s.logs_query(&LogsQuery {
-            follow: true,
-            ..LogsQuery::default()
-        });
+    }
+
+    /// The logs of two projects (the app's and a slot's): one after the
+    /// other, each with its services; following, both at once.
+    #[test]
+    fn logs_of_two_projects_run_in_one_script() {
+        let files = ["compose.yml".to_string()];
+        let app = Stack {
+            project: "vpsup-shop",
+            dir: "/srv/vpsup/shop/current",
+            files: &files,
+            env_files: &[],
+            secrets_env: None,
+            dot_env: false,
+        };
+        let slot = Stack {
+            project: "vpsup_blue-shop",
+            ..app
+        };
+        let (a, b) = (app.base(), slot.base());
+        let parts = [(app, vec!["db".to_string()]), (slot, vec![])];
+        assert_eq!(
+            logs_script(&parts, &LogsQuery::default()),
+            format!("status=0\n{a} logs --no-color db || status=$?\n{b} logs --no-color || status=$?\nexit \"$status\"\n")
+        );
+        let follow = logs_script(
+            &parts,
+            &LogsQuery {
+                follow: true,
+                ..LogsQuery::default()
+            },
+        );
         assert!(
             follow.starts_with(&format!(
-                "exec 3<&0\n{base} logs --no-color --follow </dev/null"
+                "exec 3<&0\njobs=\n{a} logs --no-color --follow db </dev/null 3<&- &\njobs=\"$jobs $!\"\n{b} logs --no-color --follow </dev/null 3<&- &\n"
             )),
             "{follow}"
         );
     }
 
-    /// The follower stops when stdin closes, and nothing of it is left.
+    /// Not following: each command runs, and a failed one fails the script.
+    #[test]
+    fn every_part_runs_and_a_failure_is_the_scripts() {
+        let run = |parts: &[(Stack<'_>, Vec<String>)]| {
+            let script = logs_script(parts, &LogsQuery::default());
+            let dir = tempfile::tempdir().unwrap();
+            crate::transport::script::testing::write_executable(
+                &dir.path().join("docker"),
+                "#!/bin/sh\ncase \"$*\" in *' -p bad '*) echo failed >&2; exit 3 ;; esac\necho \"$5\"\n",
+            );
+            std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("PATH={}:$PATH\n{script}", dir.path().display()),
+                ])
+                .output()
+                .unwrap()
+        };
+        let stack = |project| Stack {
+            project,
+            dir: "/srv/x",
+            files: &[],
+            env_files: &[],
+            secrets_env: None,
+            dot_env: false,
+        };
+        let out = run(&[(stack("bad"), vec![]), (stack("good"), vec![])]);
+        assert_eq!(out.status.code(), Some(3));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "good\n");
+        let out = run(&[(stack("one"), vec![]), (stack("two"), vec![])]);
+        assert!(out.status.success());
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "one\ntwo\n");
+    }
+
+    /// The followers stop when stdin closes, and nothing of them is left.
     #[test]
     fn a_follower_stops_when_stdin_closes() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("still-running");
-        let script = until_stdin_closes(&format!(
-            "sh -c 'while :; do echo tick; sleep 0.1; done' {}",
-            quote(&marker.display().to_string())
-        ));
+        let follower = |word: &str| {
+            format!(
+                "sh -c 'while :; do echo {word}; sleep 0.1; done' {}",
+                quote(&marker.display().to_string())
+            )
+        };
+        let script = until_stdin_closes(&[follower("tick"), follower("tock")]);
         let mut child = std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::piped())
@@ -328,7 +419,8 @@ mod tests {
         drop(child.stdin.take());
         let out = child.wait_with_output().unwrap();
         assert_eq!(out.status.code(), Some(143));
-        assert!(String::from_utf8_lossy(&out.stdout).starts_with("tick\n"));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains("tick\n") && said.contains("tock\n"), "{said}");
         let left = std::process::Command::new("pgrep")
             .args(["-f", &marker.display().to_string()])
             .output()
@@ -343,7 +435,7 @@ mod tests {
     /// A command that ends by itself ends the script, with its status.
     #[test]
     fn a_follower_that_ends_ends_the_script() {
-        let script = until_stdin_closes("sh -c 'echo done; exit 4'");
+        let script = until_stdin_closes(&["sh -c 'echo done; exit 4'".to_string()]);
         let mut child = std::process::Command::new("sh")
             .args(["-c", &script])
             .stdin(std::process::Stdio::piped())

@@ -81,6 +81,62 @@ impl Slot {
     }
 }
 
+/// Where the services of the release that serves run, as the app's
+/// `serving` file (`AppPaths::serving_file`) says: its slot services in the
+/// serving slot's project, the others (all of them when no slot serves, or
+/// the release has no slot services) in the app's project. What `logs` and
+/// `exec` look at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement<'a> {
+    /// The serving slot and the release's services that run there.
+    slot: Option<(Slot, &'a [String])>,
+}
+
+impl<'a> Placement<'a> {
+    pub fn new(meta: &'a ReleaseMeta, serving: Option<Slot>) -> Placement<'a> {
+        let services = meta.slots.as_ref().map_or(&[][..], |s| &s.services[..]);
+        Placement {
+            slot: serving
+                .filter(|_| !services.is_empty())
+                .map(|slot| (slot, services)),
+        }
+    }
+
+    /// The slot that runs some of the services.
+    pub fn slot(&self) -> Option<Slot> {
+        self.slot.map(|(slot, _)| slot)
+    }
+
+    /// Where `service` runs: a slot, or `None`: the app's project.
+    pub fn slot_of(&self, service: &str) -> Option<Slot> {
+        self.slot
+            .filter(|(_, services)| services.iter().any(|s| s == service))
+            .map(|(slot, _)| slot)
+    }
+
+    /// `services` (every service when empty) by where they run: the app's
+    /// project (`None`) first, then the slot, each with those of them that
+    /// run there (empty: all of its own); a place none of them runs in is
+    /// left out.
+    pub fn split(&self, services: &[String]) -> Vec<(Option<Slot>, Vec<String>)> {
+        let places = std::iter::once(None).chain(self.slot().map(Some));
+        if services.is_empty() {
+            return places.map(|place| (place, Vec::new())).collect();
+        }
+        places
+            .map(|place| {
+                let there: Vec<String> = services
+                    .iter()
+                    .filter(|s| self.slot_of(s) == place)
+                    .cloned()
+                    .collect();
+                (place, there)
+            })
+            .filter(|(_, there)| !there.is_empty())
+            .collect()
+    }
+}
+
 /// The slot's compose override: each target published on the slot's
 /// loopback port, and the app's own networks and volumes used by their names
 /// in the app's project `app_project` (`volume_prefix`: the volumes'
@@ -350,13 +406,17 @@ pub struct LaunchFailed {
 
 /// A stack of release `dir` (how `meta` runs it) as slot `slot`'s project:
 /// its compose files plus the slot's override.
-fn slot_files(meta: &ReleaseMeta, slot: Slot) -> Vec<String> {
+pub(super) fn slot_files(meta: &ReleaseMeta, slot: Slot) -> Vec<String> {
     let mut files = meta.compose_files.clone();
     files.push(slot.override_file());
     files
 }
 
-fn slot_stack<'a>(app_stack: &Stack<'a>, project: &'a str, files: &'a [String]) -> Stack<'a> {
+pub(super) fn slot_stack<'a>(
+    app_stack: &Stack<'a>,
+    project: &'a str,
+    files: &'a [String],
+) -> Stack<'a> {
     Stack {
         project,
         files,
@@ -656,6 +716,48 @@ mod tests {
         assert_eq!(Slot::parse("blue\n"), Some(Slot::Blue));
         assert_eq!(Slot::parse("red"), None);
         assert_eq!(Slot::Blue.override_file(), ".vpsup/slot-blue.json");
+    }
+
+    /// The site services are found in the serving slot, the rest in the
+    /// app's project; without a serving slot, or a release without slot
+    /// services (an earlier vpsup's, or one a rollback put back), all of
+    /// them in the app's project.
+    #[test]
+    fn services_are_placed_where_the_serving_file_says() {
+        let meta = meta_with(&[("db", "d"), ("web", "w"), ("api", "a")], &["web", "api"]);
+        let names = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let green = Placement::new(&meta, Some(Slot::Green));
+        assert_eq!(green.slot(), Some(Slot::Green));
+        assert_eq!(green.slot_of("web"), Some(Slot::Green));
+        assert_eq!(green.slot_of("db"), None);
+        assert_eq!(
+            green.split(&[]),
+            [(None, vec![]), (Some(Slot::Green), vec![])]
+        );
+        assert_eq!(
+            green.split(&names(&["web", "db", "api"])),
+            [
+                (None, names(&["db"])),
+                (Some(Slot::Green), names(&["web", "api"]))
+            ]
+        );
+        assert_eq!(
+            green.split(&names(&["web"])),
+            [(Some(Slot::Green), names(&["web"]))]
+        );
+        assert_eq!(green.split(&names(&["db"])), [(None, names(&["db"]))]);
+
+        let none = Placement::new(&meta, None);
+        assert_eq!(none.slot_of("web"), None);
+        assert_eq!(none.split(&[]), [(None, vec![])]);
+        assert_eq!(
+            none.split(&names(&["web", "db"])),
+            [(None, names(&["web", "db"]))]
+        );
+        let earlier = meta_with(&[], &[]);
+        let stale = Placement::new(&earlier, Some(Slot::Blue));
+        assert_eq!(stale.slot(), None);
+        assert_eq!(stale.slot_of("web"), None);
     }
 
     /// The slot joins the app's networks and volumes instead of making its

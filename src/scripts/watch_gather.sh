@@ -1,7 +1,7 @@
 # watch_gather.sh: everything one `vpsup watch --local` run looks at, in one
 # exec (watch::gather parses it): each site's health path through this
 # host's own nginx (its name as SNI and Host), the certificate nginx serves
-# for it, the app's containers, the disks of / and Docker's data, Docker's
+# for it, the app's containers (its project's and the serving slot's), the disks of / and Docker's data, Docker's
 # build cache, the renewal service's last result, a pending reboot, and the
 # kernel's OOM kill counter; then the backup parts (backup::status). Each
 # part starts with a marker line; a part whose tool is missing stays empty.
@@ -24,13 +24,29 @@ while [ $# -ge 2 ]; do
     openssl x509 2>/dev/null
 done
 project={{project}}
+serving={{serving}}
+# The compose projects of the app's containers, one a line: its own, and the
+# slot nginx serves, where its site services run (deploy::switch). The other
+# slot holds nothing, or a failed deploy's leftovers: never reported.
+app_projects() {
+  echo "$project"
+  case "$(head -n 1 "$serving" 2>/dev/null)" in
+    blue) echo {{blue}} ;;
+    green) echo {{green}} ;;
+  esac
+}
 root=
 if [ -n "$project" ]; then
   part containers
   if ! command -v docker >/dev/null 2>&1; then
     echo 'error docker is not installed'
-  elif ! ids=$(timeout 30 docker ps -aq --filter "label=com.docker.compose.project=$project" 2>&1); then
-    echo "error $ids" | head -n 1
+  elif ! ids=$(app_projects | while read -r p; do
+    found=$(timeout 30 docker ps -aq --filter "label=com.docker.compose.project=$p" 2>&1) ||
+      { echo "error $found" | head -n 1; exit 1; }
+    [ -z "$found" ] || echo "$found"
+  done); then
+    # Its last line: the error, after the ids of the projects listed before.
+    printf '%s\n' "$ids" | tail -n 1
   elif [ -n "$ids" ]; then
     # shellcheck disable=SC2086
     timeout 30 docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}' $ids 2>&1

@@ -8,6 +8,7 @@ use time::OffsetDateTime;
 use super::host_settings::WatchSettings;
 use crate::acme::certinfo::CertInfo;
 use crate::backup::status::{self as backup_status, AppBackups};
+use crate::deploy::switch::Slot;
 use crate::layout::RENEW_SERVICE;
 use crate::scripts::WATCH_GATHER;
 use crate::transport::script::quote;
@@ -21,12 +22,16 @@ pub fn script(sections: &Sections, settings: &WatchSettings) -> String {
         .flat_map(|s| [quote(&s.name), quote(&s.health)])
         .collect();
     let (nginx_host, nginx_port) = settings.nginx_address();
+    let slot_project = |slot: Slot| quote(&slot.project(&settings.app));
     WATCH_GATHER.fill(&[
         ("marker", sections.marker()),
         ("sites", &sites.join(" ")),
         ("nginx_host", &quote(nginx_host)),
         ("nginx_port", &quote(nginx_port)),
         ("project", &quote(settings.project.as_deref().unwrap_or(""))),
+        ("serving", &quote(&settings.app_paths().serving_file())),
+        ("blue", &slot_project(Slot::Blue)),
+        ("green", &slot_project(Slot::Green)),
         ("renew_service", RENEW_SERVICE),
         ("backups", &backup_status::script(sections.marker())),
     ])
@@ -296,6 +301,97 @@ mod tests {
             Err("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?".into())
         );
         assert_eq!(parse_containers(""), Ok(vec![]));
+    }
+
+    /// The containers part, run for real with a stand-in `docker` that
+    /// knows containers in the app's project and both slots (and logs what
+    /// it is asked): only the app's project and the slot the `serving`
+    /// file names are looked at; a failing `docker ps` is the part's error.
+    #[test]
+    fn the_containers_are_the_apps_projects_and_the_serving_slots() {
+        use crate::transport::script::testing::write_executable;
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        write_executable(
+            &bin.join("docker"),
+            &format!(
+                r#"#!/bin/sh
+echo "$*" >> {calls}
+case "$1" in
+  ps) p=${{4#label=com.docker.compose.project=}}; [ "$p" = "$(cat {fail} 2>/dev/null)" ] && {{ echo "cannot list $p" >&2; exit 1; }}; echo "c-$p" ;;
+  inspect) shift 3; for id in "$@"; do printf 'web\t/%s\trunning\t-\t0\t0\n' "$id"; done ;;
+esac
+"#,
+                calls = calls.display(),
+                fail = dir.path().join("fail").display(),
+            ),
+        );
+        let apps = dir.path().join("apps");
+        std::fs::create_dir_all(apps.join("shop")).unwrap();
+        let settings: WatchSettings = toml::from_str(&format!(
+            "app = \"shop\"\nhost = \"h\"\nproject = \"vpsup-shop\"\napps_dir = \"{}\"\n",
+            apps.display()
+        ))
+        .unwrap();
+        let serving = apps.join("shop/serving");
+        let containers = |serving_says: Option<&str>| {
+            match serving_says {
+                Some(text) => std::fs::write(&serving, text).unwrap(),
+                None => drop(std::fs::remove_file(&serving)),
+            }
+            std::fs::write(&calls, "").unwrap();
+            let sections = Sections::with_nonce(3);
+            let out = std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    &format!(
+                        "PATH={}:$PATH\n{}",
+                        bin.display(),
+                        script(&sections, &settings)
+                    ),
+                ])
+                .output()
+                .unwrap();
+            let facts = parse(
+                &sections,
+                &String::from_utf8_lossy(&out.stdout),
+                &settings,
+                OffsetDateTime::now_utc(),
+            );
+            let names = facts
+                .containers
+                .unwrap()
+                .map(|c| c.into_iter().map(|c| c.name).collect::<Vec<_>>());
+            let asked: Vec<String> = std::fs::read_to_string(&calls)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("ps "))
+                .map(|l| l.rsplit('=').next().unwrap().to_string())
+                .collect();
+            (names, asked)
+        };
+        let (names, asked) = containers(None);
+        assert_eq!(names, Ok(vec!["c-vpsup-shop".to_string()]));
+        assert_eq!(asked, ["vpsup-shop"]);
+        let (names, asked) = containers(Some("green\n"));
+        assert_eq!(
+            names,
+            Ok(vec![
+                "c-vpsup-shop".to_string(),
+                "c-vpsup_green-shop".to_string()
+            ])
+        );
+        assert_eq!(asked, ["vpsup-shop", "vpsup_green-shop"]);
+        let (_, asked) = containers(Some("blue\n"));
+        assert_eq!(asked, ["vpsup-shop", "vpsup_blue-shop"]);
+        let (_, asked) = containers(Some("red\n"));
+        assert_eq!(asked, ["vpsup-shop"]);
+
+        std::fs::write(dir.path().join("fail"), "vpsup_blue-shop").unwrap();
+        let (names, _) = containers(Some("blue\n"));
+        assert_eq!(names, Err("cannot list vpsup_blue-shop".to_string()));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::acme::host_settings::HostFile;
 use crate::backup::host_settings::project_file;
 use crate::config::{AlertsConfig, Config, WatchConfig};
-use crate::deploy::remote::project_name;
+use crate::deploy::remote::{project_name, AppPaths};
 use crate::layout::{WATCH_SETTINGS_DIR, WATCH_STATE_DIR};
 
 /// `/etc/vpsup/watch/<app>.toml`.
@@ -62,6 +62,10 @@ pub struct WatchSettings {
     /// Where this host's nginx serves HTTPS [default: 127.0.0.1:443].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nginx: Option<String>,
+    /// Where the apps live [default: /srv/vpsup]: the app's `serving`
+    /// file there says which slot's containers are its too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apps_dir: Option<String>,
     /// The state file [default: /var/lib/vpsup/watch/<app>.json].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<PathBuf>,
@@ -79,6 +83,18 @@ impl WatchSettings {
         match address.rsplit_once(':') {
             Some((host, port)) => (host.trim_start_matches('[').trim_end_matches(']'), port),
             None => (address, "443"),
+        }
+    }
+
+    /// Where the app lives on the host.
+    pub fn app_paths(&self) -> AppPaths {
+        let paths = AppPaths::new(&self.app);
+        match &self.apps_dir {
+            Some(dir) => AppPaths {
+                dir: format!("{dir}/{}", self.app),
+                ..paths
+            },
+            None => paths,
         }
     }
 
@@ -159,6 +175,7 @@ pub fn files(
             })
             .collect(),
         nginx: None,
+        apps_dir: None,
         state: None,
         watch: config.watch,
         alerts,

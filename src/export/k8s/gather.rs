@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use super::{Measured, Usage};
 use crate::deploy::remote::{project_name, AppPaths};
+use crate::deploy::switch::Slot;
 use crate::transport::script::quote;
 use crate::transport::sections::Sections;
 
@@ -29,7 +30,14 @@ pub fn script(
     with_secrets: bool,
 ) -> String {
     let paths = AppPaths::new(app);
-    let projects = format!("{} {}", quote(&project_name(app)), quote(app));
+    // The app's project, its bare name (an earlier vpsup's), and both
+    // slots, where its site services run (deploy::switch).
+    let projects = [project_name(app), app.to_string()]
+        .into_iter()
+        .chain(Slot::both().map(|slot| slot.project(app)))
+        .map(|p| quote(&p))
+        .collect::<Vec<_>>()
+        .join(" ");
     let docker = "command -v docker >/dev/null 2>&1 && echo present";
     let secrets = format!("cut -d= -f1 {} 2>/dev/null", quote(&paths.secrets()));
     let volumes = format!(
@@ -207,6 +215,14 @@ mod tests {
         let s = Sections::with_nonce(7);
         let without = script(&s, "shop", &["state".into()], &[".env".into()], false);
         assert!(!without.contains("cat /srv/vpsup/shop/shared/secrets.env"));
+        // Site services run in a slot: both slots are measured too.
+        assert_eq!(
+            without
+                .matches("for p in vpsup-shop shop vpsup_blue-shop vpsup_green-shop; do")
+                .count(),
+            2,
+            "{without}"
+        );
         assert!(without.contains("du -sb /srv/vpsup/shop/data/state"));
         let with = script(&s, "shop", &[], &[".env".into()], true);
         assert!(with.contains("cat /srv/vpsup/shop/shared/secrets.env"));
