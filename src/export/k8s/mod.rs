@@ -9,6 +9,7 @@
 //! is an Ingress (`ingress`); secrets are Secrets from files in a
 //! git-ignored `secrets/` directory, never values in a manifest (`env`).
 
+pub mod command;
 pub mod compose;
 pub mod env;
 pub mod gather;
@@ -180,7 +181,7 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         let built = definition.get("build").is_some();
         let image = match definition.get("image").and_then(Value::as_str) {
             Some(image) => env::plain(image, &secrets)
-                .map_err(|var| format!("service {name}: its image names the secret {var}"))?,
+                .map_err(|why| format!("service {name}: its image {why}"))?,
             None => format!("vpsup-{app}-{name}"),
         };
         // Ports: what the sites reach, what it exposes or publishes, the engine's.
@@ -225,22 +226,25 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         let mut container = serde_json::Map::new();
         container.insert("name".into(), json!(name));
         container.insert("image".into(), json!(image));
-        for (key, k8s_key) in [("entrypoint", "command"), ("command", "args")] {
-            match definition.get(key) {
-                Some(Value::Array(words)) => {
-                    container.insert(k8s_key.into(), json!(words));
-                }
-                Some(Value::String(line)) => {
-                    container.insert(k8s_key.into(), json!(["sh", "-c", line]));
-                }
-                _ => {}
-            }
-        }
         let env_vars = env::container_env(
             &env::environment_of(definition),
             &secrets,
             &mut service_notes,
-        );
+        )
+        .map_err(|why| format!("service {name}: its {why}"))?;
+        // The command and the healthcheck read secrets through this env.
+        let words = command::Context {
+            service: name,
+            secrets: &secrets,
+            env: &env_vars,
+        };
+        for (key, k8s_key) in [("entrypoint", "command"), ("command", "args")] {
+            if let Some(value) = definition.get(key) {
+                if let Some(list) = command::words(key, value, &words, &mut service_notes)? {
+                    container.insert(k8s_key.into(), json!(list));
+                }
+            }
+        }
         if !env_vars.is_empty() {
             container.insert(
                 "env".into(),
@@ -274,8 +278,9 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
                 }),
                 timing,
             )
-        } else if let Some((check, timing)) = compose_check {
-            (Some(check), timing)
+        } else if let Some((test, timing)) = compose_check {
+            let command = command::probe(&test, &words, &mut service_notes)?;
+            (Some(Check::Exec(command)), timing)
         } else if let Some(port) = ports.iter().next() {
             (Some(Check::Tcp(*port)), Timing::default())
         } else {

@@ -37,8 +37,12 @@ sftp_identity_file = \"~/.ssh/storagebox\"
 ";
 
 fn tree(measured: Option<&Measured>) -> Tree {
+    plan_of(COMPOSE, measured).unwrap()
+}
+
+fn plan_of(compose: &str, measured: Option<&Measured>) -> Result<Tree, String> {
     let config = crate::config::Config::parse(TOML, std::path::Path::new("vpsup.toml")).unwrap();
-    let compose: Value = serde_saphyr::from_str(COMPOSE).unwrap();
+    let compose: Value = serde_saphyr::from_str(compose).unwrap();
     let options = Options {
         namespace: "doctor".into(),
         storage_class: Some("fast".into()),
@@ -53,7 +57,6 @@ fn tree(measured: Option<&Measured>) -> Tree {
         options: &options,
         measured,
     })
-    .unwrap()
 }
 
 fn file<'a>(tree: &'a Tree, path: &str) -> &'a str {
@@ -266,4 +269,31 @@ fn env_files_are_read_as_compose_reads_them() {
     assert!(written.contains("MODE=a b\n"), "{written}");
     assert!(written.contains("\nTLS_KEY=\n"), "{written}");
     assert!(!written.contains("MIIE"), "{written}");
+}
+
+/// A secret in a command or a shell healthcheck reaches the manifest as a
+/// reference to the container's own variable, never as a value; without
+/// that variable the export stops, saying what to add.
+#[test]
+fn a_command_reads_a_secret_through_the_containers_env() {
+    let compose = COMPOSE.replace(
+        "    depends_on: [db]\n",
+        "    depends_on: [db]\n    command: [\"serve\", \"--key=${SECRET_KEY}\", \"--cost=5$$\"]\n    healthcheck: { test: \"check --key ${SECRET_KEY}\" }\n",
+    );
+    let t = plan_of(&compose, None).unwrap();
+    let backend = object(&t, "base/backend-deployment.yaml");
+    let c = &backend["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["args"],
+        json!(["serve", "--key=$(SECRET_KEY)", "--cost=5$"])
+    );
+    assert_eq!(
+        c["readinessProbe"]["exec"]["command"][2],
+        "check --key \"${SECRET_KEY}\""
+    );
+    let without = compose.replace("      SECRET_KEY: ${SECRET_KEY}\n", "");
+    assert_eq!(
+        plan_of(&without, None).unwrap_err(),
+        "service backend: its command uses the secret SECRET_KEY (never written into a manifest): give backend `SECRET_KEY: ${SECRET_KEY}` in its environment, and the command reads it from there as $(SECRET_KEY)"
+    );
 }
