@@ -77,6 +77,9 @@ pub const WATCH_SERVICE: &str = "vpsup-watch.service";
 pub const WATCH_SETTINGS_DIR: &str = "/etc/vpsup/watch";
 /// Each app's watch state (`<app>.json`).
 pub const WATCH_STATE_DIR: &str = "/var/lib/vpsup/watch";
+/// Where a watch state goes while WATCH_STATE_DIR cannot be written (a full
+/// disk): memory, so the run after still knows what it told.
+pub const WATCH_STATE_FALLBACK_DIR: &str = "/run/vpsup/watch";
 
 /// The layout as playbook and template variables.
 pub fn vars() -> Map<String, Value> {
@@ -103,6 +106,7 @@ pub fn vars() -> Map<String, Value> {
         ("watch_service", WATCH_SERVICE),
         ("watch_settings_dir", WATCH_SETTINGS_DIR),
         ("watch_state_dir", WATCH_STATE_DIR),
+        ("watch_state_fallback_dir", WATCH_STATE_FALLBACK_DIR),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_string(), json!(value)))

@@ -332,3 +332,125 @@ fn a_refused_message_is_sent_again_next_run_and_the_others_are_not() {
         "{state}"
     );
 }
+
+/// A channel whose file does not read (the SMTP password is missing) is
+/// reported by name; the other channels still send.
+#[test]
+fn a_channel_that_does_not_read_leaves_the_others_sending() {
+    let http = Receiver::http();
+    let smtp = Receiver::smtp("plain", None, None);
+    let op = Operator::new();
+    let dir = tempfile::tempdir().unwrap();
+    let alerts = format!(
+        "{}smtp_user = \"ops\"\nsmtp_password_file = \"{}\"\n",
+        channels(&http, &smtp, "/hook"),
+        dir.path().join("no-such-password").display()
+    );
+    let file = settings(dir.path(), None, "disk_percent = 1\n", &alerts);
+
+    let (ok, report) = watch(&op, &file);
+    assert!(!ok, "a channel that cannot send fails the run: {report}");
+    let app = &report["apps"][0];
+    assert!(
+        app["errors"].as_array().unwrap().iter().any(|e| e
+            .as_str()
+            .unwrap()
+            .starts_with("the email channel: [alerts] smtp_password_file ")),
+        "{report}"
+    );
+    let sent = app["sent"].as_array().unwrap();
+    let by = |name: &str| sent.iter().find(|s| s["channel"] == name).unwrap().clone();
+    assert_eq!(by("webhook")["ok"], true, "{report}");
+    assert_eq!(by("email")["ok"], false, "{report}");
+    assert_eq!(http.received().len(), 1);
+    assert!(smtp.received().is_empty());
+}
+
+/// A tmpfs of a few KiB, filled: writes there fail with "No space left".
+struct FullDisk {
+    dir: PathBuf,
+}
+
+impl FullDisk {
+    fn mount(dir: PathBuf) -> FullDisk {
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mount -t tmpfs -o size=16k tmpfs '{d}' && mkdir '{d}/state' && {{ dd if=/dev/zero of='{d}/fill' bs=1k count=64 2>/dev/null || true; }}",
+                d = dir.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", describe_output(&out));
+        FullDisk { dir }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("fill")).unwrap();
+    }
+}
+
+impl Drop for FullDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// The state file's disk is full: the run keeps its state in the fallback
+/// (memory on a host), so the next run does not tell the same problem
+/// again; once the disk has room, the state is back in its place and the
+/// fallback gone.
+#[test]
+fn a_full_disk_keeps_the_state_in_memory_so_nothing_is_told_twice() {
+    let http = Receiver::http();
+    let smtp = Receiver::smtp("plain", None, None);
+    let op = Operator::new();
+    let dir = tempfile::tempdir().unwrap();
+    let full = FullDisk::mount(dir.path().join("full"));
+    let state = full.dir.join("state/shop.json");
+    let fallback = dir.path().join("run/shop.json");
+    let file = settings(
+        dir.path(),
+        None,
+        "disk_percent = 1\n",
+        &channels(&http, &smtp, "/hook"),
+    );
+    let text = std::fs::read_to_string(&file).unwrap().replace(
+        &format!(
+            "state = \"{}\"",
+            dir.path().join("state/shop.json").display()
+        ),
+        &format!(
+            "state = \"{}\"\nstate_fallback = \"{}\"",
+            state.display(),
+            fallback.display()
+        ),
+    );
+    std::fs::write(&file, text).unwrap();
+
+    let (ok, report) = watch(&op, &file);
+    assert!(!ok, "a state not saved in its place is an error: {report}");
+    let errors = report["apps"][0]["errors"].to_string();
+    assert!(
+        errors.contains("No space left on device") && errors.contains("kept in"),
+        "{report}"
+    );
+    assert!(!state.exists());
+    assert!(fallback.exists());
+    assert_eq!(http.received().len(), 1);
+
+    // The next run reads the fallback: the open problem is not told again.
+    watch(&op, &file);
+    assert_eq!(http.received().len(), 1, "told twice");
+    assert_eq!(smtp.received().len(), 1, "told twice");
+
+    full.free();
+    let (ok, report) = watch(&op, &file);
+    assert!(ok, "{report}");
+    assert_eq!(http.received().len(), 1, "told twice");
+    assert!(state.exists(), "the state is back in its place");
+    assert!(!fallback.exists(), "the fallback is gone once not needed");
+    let saved: Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert!(saved["open"]["disk:/"]["since"].is_string(), "{saved}");
+}

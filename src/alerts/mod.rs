@@ -132,10 +132,25 @@ pub fn channel_names(config: &AlertsConfig) -> Vec<&'static str> {
 /// Every configured channel, ready to send.
 pub struct Channels(pub Vec<Channel>);
 
+/// One configured channel, or why its settings do not read.
+pub type Built = (&'static str, Result<Channel, AlertsError>);
+
 impl Channels {
     /// The channels `[alerts]` configures; files are relative to `project`
-    /// (vpsup.toml's directory), or `~/` in the operator's home.
+    /// (vpsup.toml's directory), or `~/` in the operator's home. The first
+    /// channel whose files do not read is the error.
     pub fn from_config(config: &AlertsConfig, project: &Path) -> Result<Channels, AlertsError> {
+        Channels::each(config, project)
+            .into_iter()
+            .map(|(_, built)| built)
+            .collect::<Result<Vec<_>, _>>()
+            .map(Channels)
+    }
+
+    /// Each channel built on its own, in `channel_names`' order: a file one
+    /// channel cannot read (its token, the password) leaves the others able
+    /// to send (the host's checks still alert through them).
+    pub fn each(config: &AlertsConfig, project: &Path) -> Vec<Built> {
         let file = |path: &Path| crate::backup::host_settings::project_file(project, path);
         let read = |key: &'static str, path: &Path| -> Result<Vec<u8>, AlertsError> {
             let path = file(path);
@@ -162,13 +177,7 @@ impl Channels {
             }
             Ok(Secret(text))
         };
-        let ca = config
-            .ca_file
-            .as_deref()
-            .map(|p| read("ca_file", p))
-            .transpose()?;
-        let mut channels = vec![];
-        if config.webhook.is_some() || config.ntfy.is_some() {
+        let http = || -> Result<http::HttpClient, AlertsError> {
             let ca_path = config.ca_file.as_deref().map(file);
             let tls = crate::acme::client::tls_config(ca_path.as_deref()).map_err(|e| {
                 AlertsError::File {
@@ -180,48 +189,62 @@ impl Channels {
                     },
                 }
             })?;
-            let client = http::HttpClient::new(tls);
-            if let Some(url) = &config.webhook {
-                channels.push(Channel::Webhook(webhook::Webhook {
+            Ok(http::HttpClient::new(tls))
+        };
+        let mut channels: Vec<Built> = vec![];
+        if let Some(url) = &config.webhook {
+            let built = http().map(|http| {
+                Channel::Webhook(webhook::Webhook {
                     url: url.0.clone(),
                     format: config.webhook_format.unwrap_or_default(),
-                    http: client.clone(),
-                }));
-            }
-            if let Some(url) = &config.ntfy {
-                channels.push(Channel::Ntfy(ntfy::Ntfy {
+                    http,
+                })
+            });
+            channels.push(("webhook", built));
+        }
+        if let Some(url) = &config.ntfy {
+            let built = (|| {
+                Ok(Channel::Ntfy(ntfy::Ntfy {
                     url: url.0.clone(),
                     token: config
                         .ntfy_token_file
                         .as_deref()
                         .map(|p| secret("ntfy_token_file", p))
                         .transpose()?,
-                    http: client,
-                }));
-            }
+                    http: http()?,
+                }))
+            })();
+            channels.push(("ntfy", built));
         }
         if let (Some(server), Some(port)) = (&config.smtp_server, config.smtp_port()) {
-            let login = match (&config.smtp_user, &config.smtp_password_file) {
-                (Some(user), Some(file)) => {
-                    Some((user.clone(), secret("smtp_password_file", file)?))
-                }
-                _ => None,
-            };
-            channels.push(Channel::Email(email::Email {
-                host: server.host.clone(),
-                port,
-                tls: config.smtp_tls,
-                login,
-                from: config
-                    .email_from
-                    .as_ref()
-                    .map(|e| e.0.clone())
-                    .unwrap_or_default(),
-                to: config.email_to.iter().map(|e| e.0.clone()).collect(),
-                extra_roots: ca,
-            }));
+            let built = (|| {
+                let login = match (&config.smtp_user, &config.smtp_password_file) {
+                    (Some(user), Some(file)) => {
+                        Some((user.clone(), secret("smtp_password_file", file)?))
+                    }
+                    _ => None,
+                };
+                Ok(Channel::Email(email::Email {
+                    host: server.host.clone(),
+                    port,
+                    tls: config.smtp_tls,
+                    login,
+                    from: config
+                        .email_from
+                        .as_ref()
+                        .map(|e| e.0.clone())
+                        .unwrap_or_default(),
+                    to: config.email_to.iter().map(|e| e.0.clone()).collect(),
+                    extra_roots: config
+                        .ca_file
+                        .as_deref()
+                        .map(|p| read("ca_file", p))
+                        .transpose()?,
+                }))
+            })();
+            channels.push(("email", built));
         }
-        Ok(Channels(channels))
+        channels
     }
 
     /// Sends `message` through every channel at once; one result each, in

@@ -183,6 +183,22 @@ impl Probed {
         self.hashes.iter().any(|(p, h)| p == path && *h == want)
     }
 
+    /// The files the probe saw directly under `dir` that are not in `keep`
+    /// (a channel's secret copy once `[alerts]` no longer names it).
+    pub fn others_under(&self, dir: &str, keep: &[&str]) -> Vec<String> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        self.hashes
+            .iter()
+            .map(|(path, _)| path)
+            .filter(|p| {
+                p.strip_prefix(&prefix)
+                    .is_some_and(|name| !name.contains('/'))
+                    && !keep.contains(&p.as_str())
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Both of `app`'s timers are on, with `units` as they should be.
     pub fn timers_current(&self, app: &str, units: &[UnitFile]) -> bool {
         units
@@ -343,5 +359,44 @@ mod tests {
         let without_verify = probe().replace("enabled vpsup-backup-verify@shop.timer\n", "");
         assert!(!current(&without_verify));
         assert!(Probed::parse(&without_verify).any_timer_on("shop"));
+    }
+
+    /// What the deploy's probe prints for a settings directory (sha256sum of
+    /// each file, run for real): the files not wanted any more, and only
+    /// those directly in it.
+    #[test]
+    fn files_the_settings_no_longer_name_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        for name in [
+            "shop.toml",
+            "shop/ca.pem",
+            "shop/smtp-password",
+            "shop/sub/x",
+        ] {
+            let path = dir.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, name).unwrap();
+        }
+        let out = sh_ok(&format!(
+            "for f in '{base}/shop.toml' '{base}/shop'/*; do if [ -f \"$f\" ]; then sha256sum \"$f\"; fi; done"
+        ));
+        let probed = Probed::parse(&String::from_utf8(out.stdout).unwrap());
+        let keep = [format!("{base}/shop.toml"), format!("{base}/shop/ca.pem")];
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        assert_eq!(
+            probed.others_under(&format!("{base}/shop"), &keep),
+            vec![format!("{base}/shop/smtp-password")]
+        );
+        assert!(probed.others_under(&format!("{base}/shop/"), &keep).len() == 1);
+        let all = [
+            format!("{base}/shop.toml"),
+            format!("{base}/shop/ca.pem"),
+            format!("{base}/shop/smtp-password"),
+        ];
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        assert!(probed
+            .others_under(&format!("{base}/shop"), &all)
+            .is_empty());
     }
 }

@@ -478,7 +478,7 @@ async fn change(
     if plan.watch_settings {
         // Written after the release: the timer's next run checks what it serves.
         let files = run.watch.get(&report.host).map_or(&[][..], Vec::as_slice);
-        watch_settings::write(transport, files)
+        watch_settings::write(transport, files, &plan.watch_stale)
             .await
             .map_err(|e| StepError::Watch(e.to_string()))?;
     }

@@ -4,14 +4,19 @@
 //! 2. With `--host`: measure the app's data and containers and read the
 //!    generated secrets' names (and values, with `--with-secrets`) in one exec.
 //! 3. Plan the tree (`export::k8s::plan`, pure).
-//! 4. Write it; secret files 0600, placeholders unless fetched.
+//! 4. Write it; secret files 0600, placeholders unless fetched (with
+//!    `--with-secrets`: from the host, and the backup's from this machine).
 
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use crate::backup::host_settings::project_file;
+use crate::backup::restic::S3Credentials;
 use crate::cli::ExportK8sArgs;
+use crate::config::BackupConfig;
+use crate::deploy::interpolate::Env;
 use crate::exit;
 use crate::export::k8s::{self, gather, Measured, Options, SecretSource};
 use crate::fleet;
@@ -120,10 +125,20 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
     for (path, content) in &tree.files {
         write(&args.out.join(path), content.as_bytes(), 0o644)?;
     }
+    let backup = config.backup.as_ref();
     for file in &tree.secret_files {
-        let content = match (&values, &file.source) {
-            (Some((generated, _)), SecretSource::Generated) => k8s::with_values(file, generated),
-            (Some((_, env)), SecretSource::EnvFiles) => k8s::with_values(file, env),
+        let content = match (&values, &file.source, backup) {
+            (Some((generated, _)), SecretSource::Generated, _) => k8s::with_values(file, generated),
+            (Some((_, env)), SecretSource::EnvFiles, _) => k8s::with_values(file, env),
+            (Some(_), SecretSource::Backup, Some(backup)) => {
+                backup_env(backup, project).map(|env| k8s::with_env(file, &env))
+            }
+            (Some(_), SecretSource::SftpKey, Some(backup)) => {
+                read_local(project, backup.sftp_identity_file.as_deref())
+            }
+            (Some(_), SecretSource::SftpKnownHosts { in_config: true }, Some(backup)) => {
+                read_local(project, backup.sftp_known_hosts.as_deref())
+            }
             _ => Ok(k8s::placeholder(file)),
         }
         .map_err(|e| ExportError::Input(format!("{}: {e}", file.path)))?;
@@ -142,6 +157,30 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
         );
     }
     Ok(())
+}
+
+/// A `[backup]` file of this machine's (as `vpsup backup` finds it: `~/`
+/// is the home). Errors name the file, never a line of it.
+fn read_local(project: &Path, file: Option<&Path>) -> Result<String, String> {
+    let file = file.ok_or("not in vpsup.toml")?;
+    let path = project_file(project, file);
+    std::fs::read_to_string(&path).map_err(|e| format!("reading {}: {e}", path.display()))
+}
+
+/// The backup Secret's values from this machine's files: the repository,
+/// its password (trimmed, as restic reads a password file) and the S3 keys.
+fn backup_env(backup: &BackupConfig, project: &Path) -> Result<Env, String> {
+    let mut env = Env::default();
+    env.set("RESTIC_REPOSITORY", &backup.repository.0);
+    let password = read_local(project, Some(&backup.password_file))?;
+    env.set("RESTIC_PASSWORD", password.trim());
+    if let Some(file) = &backup.s3_credentials_file {
+        let keys = S3Credentials::parse(&read_local(project, Some(file))?)
+            .map_err(|why| format!("{}: {why}", file.display()))?;
+        env.set("AWS_ACCESS_KEY_ID", &keys.access_key_id);
+        env.set("AWS_SECRET_ACCESS_KEY", &keys.secret_access_key);
+    }
+    Ok(env)
 }
 
 /// One exec on `host`: measurements, and secret values when asked.
@@ -193,4 +232,55 @@ fn write(path: &Path, content: &[u8], mode: u32) -> Result<(), ExportError> {
         .open(path)
         .map_err(err)?;
     file.write_all(content).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `--with-secrets` fills the backup's files from this machine's: the
+    /// password as restic reads it (trimmed), the S3 keys, the SFTP key
+    /// whole; a missing file is named, never a value shown.
+    #[test]
+    fn the_backups_secrets_come_from_this_machines_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("backup.pw"), "s3cr3t-pw\n").unwrap();
+        std::fs::write(
+            dir.path().join("s3.env"),
+            "AWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=sk-1\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::parse(
+            "[app]\nname = \"shop\"\n[backup]\nrepository = \"s3:https://s3.example.com/b/shop\"\ns3_credentials_file = \"s3.env\"\npassword_file = \"backup.pw\"\n",
+            Path::new("vpsup.toml"),
+        )
+        .unwrap();
+        let backup = config.backup.unwrap();
+        let env = backup_env(&backup, dir.path()).unwrap();
+        let file = k8s::SecretFile {
+            path: "base/secrets/backup.env".into(),
+            keys: [
+                "RESTIC_PASSWORD",
+                "RESTIC_REPOSITORY",
+                "AWS_ACCESS_KEY_ID",
+                "AWS_SECRET_ACCESS_KEY",
+            ]
+            .map(String::from)
+            .to_vec(),
+            source: SecretSource::Backup,
+        };
+        assert_eq!(
+            k8s::with_env(&file, &env),
+            "RESTIC_PASSWORD=s3cr3t-pw\nRESTIC_REPOSITORY=s3:https://s3.example.com/b/shop\nAWS_ACCESS_KEY_ID=AKID\nAWS_SECRET_ACCESS_KEY=sk-1\n"
+        );
+
+        let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n";
+        std::fs::write(dir.path().join("box"), key).unwrap();
+        assert_eq!(read_local(dir.path(), Some(Path::new("box"))).unwrap(), key);
+        let err = read_local(dir.path(), Some(Path::new("nope"))).unwrap_err();
+        assert!(err.starts_with("reading ") && err.contains("nope"), "{err}");
+        std::fs::remove_file(dir.path().join("backup.pw")).unwrap();
+        let err = backup_env(&backup, dir.path()).unwrap_err();
+        assert!(err.contains("backup.pw"), "{err}");
+    }
 }

@@ -12,9 +12,45 @@
 //! with compose's `.env` syntax. vpsup runs compose with no other variables
 //! of its own, so a name set nowhere is unset, as compose will find it.
 //! A generated secret's value exists only on the host: where these parts
-//! would need it, that is an error.
+//! would need it, that is an error (`pieces` leaves it a place instead, for
+//! the export, which refers to it).
 
 use std::collections::BTreeMap;
+
+/// Interpolated text in pieces (`Env::pieces`): text, and the places of
+/// secrets, whose values are known on the host only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    Text(String),
+    /// A secret's value: its name.
+    Secret(String),
+}
+
+/// What `Env::pieces` made of a text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pieces {
+    pub pieces: Vec<Piece>,
+    /// Variables it read that are set nowhere (compose leaves them empty,
+    /// with a warning), in order, once each.
+    pub unset: Vec<String>,
+}
+
+impl Pieces {
+    fn text(&mut self, text: &str) {
+        match self.pieces.last_mut() {
+            Some(Piece::Text(t)) => t.push_str(text),
+            _ if text.is_empty() => {}
+            _ => self.pieces.push(Piece::Text(text.to_string())),
+        }
+    }
+}
+
+/// Where `expand` writes: the pieces, and whether a secret may stay a place
+/// (`pieces`) or is an error (`interpolate`: the value itself is needed).
+struct Sink {
+    out: Pieces,
+    keep_secrets: bool,
+}
 
 /// The variables a compose file is interpolated with.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -186,20 +222,48 @@ impl Env {
         self.expand(text).map_err(|why| format!("{text:?}: {why}"))
     }
 
+    /// `text` interpolated as compose does it, each secret's value left as
+    /// its place: for a caller that refers to the secret instead of writing
+    /// it. The errors never show the text (it may hold a password).
+    pub fn pieces(&self, text: &str) -> Result<Pieces, String> {
+        let mut sink = Sink {
+            out: Pieces::default(),
+            keep_secrets: true,
+        };
+        self.expand_into(text, &mut sink)?;
+        Ok(sink.out)
+    }
+
     /// `interpolate`, its errors without the text.
     fn expand(&self, text: &str) -> Result<String, String> {
-        let mut out = String::new();
+        let mut sink = Sink {
+            out: Pieces::default(),
+            keep_secrets: false,
+        };
+        self.expand_into(text, &mut sink)?;
+        Ok(sink
+            .out
+            .pieces
+            .into_iter()
+            .map(|p| match p {
+                Piece::Text(t) => t,
+                Piece::Secret(_) => unreachable!("a secret is an error here"),
+            })
+            .collect())
+    }
+
+    fn expand_into(&self, text: &str, out: &mut Sink) -> Result<(), String> {
         let mut rest = text;
         while let Some(i) = rest.find('$') {
-            out.push_str(&rest[..i]);
+            out.out.text(&rest[..i]);
             let after = &rest[i + 1..];
             if let Some(after) = after.strip_prefix('$') {
-                out.push('$');
+                out.out.text("$");
                 rest = after;
             } else if let Some(braced) = after.strip_prefix('{') {
                 let end =
                     closing_brace(braced).ok_or_else(|| "a `${` without its `}`".to_string())?;
-                out.push_str(&self.braced(&braced[..end])?);
+                self.braced(&braced[..end], out)?;
                 rest = &braced[end + 1..];
             } else {
                 let len = after
@@ -214,16 +278,16 @@ impl Env {
                             .to_string(),
                     );
                 }
-                out.push_str(&self.value(&after[..len])?);
+                self.value(&after[..len], out)?;
                 rest = &after[len..];
             }
         }
-        out.push_str(rest);
-        Ok(out)
+        out.out.text(rest);
+        Ok(())
     }
 
     /// `${...}`'s inside: a name and perhaps an operator with its word.
-    fn braced(&self, inside: &str) -> Result<String, String> {
+    fn braced(&self, inside: &str, out: &mut Sink) -> Result<(), String> {
         let len = inside
             .find(|c: char| !(c == '_' || c.is_ascii_alphanumeric()))
             .unwrap_or(inside.len());
@@ -240,30 +304,40 @@ impl Env {
         };
         let missing = unset || (colon && empty);
         match word.chars().next() {
-            None if !colon => self.value(name),
-            Some('-') if missing => self.expand(&word[1..]),
-            Some('-') => self.value(name),
-            Some('+') if missing => Ok(String::new()),
-            Some('+') => self.expand(&word[1..]),
+            None if !colon => self.value(name, out),
+            Some('-') if missing => self.expand_into(&word[1..], out),
+            Some('-') => self.value(name, out),
+            Some('+') if missing => Ok(()),
+            Some('+') => self.expand_into(&word[1..], out),
             Some('?') if missing => Err(format!(
                 "{name} is required: {}",
                 self.expand(&word[1..])?
             )),
-            Some('?') => self.value(name),
+            Some('?') => self.value(name, out),
             _ => Err(format!(
                 "`${{{name}{op}}}` is not compose's syntax (`${{NAME}}`, `${{NAME:-default}}`, `${{NAME:?error}}`, `${{NAME:+value}}`)"
             )),
         }
     }
 
-    fn value(&self, name: &str) -> Result<String, String> {
+    fn value(&self, name: &str, out: &mut Sink) -> Result<(), String> {
         match self.vars.get(name) {
-            None => Ok(String::new()),
-            Some(Var::Known(v)) => Ok(v.clone()),
-            Some(Var::Secret) => Err(format!(
-                "needs ${{{name}}}, a secret [app.secrets] generates on the host: vpsup cannot check what it would be here; write the value itself"
-            )),
+            None => {
+                if !out.out.unset.iter().any(|n| n == name) {
+                    out.out.unset.push(name.to_string());
+                }
+            }
+            Some(Var::Known(v)) => out.out.text(v),
+            Some(Var::Secret) if out.keep_secrets => {
+                out.out.pieces.push(Piece::Secret(name.to_string()))
+            }
+            Some(Var::Secret) => {
+                return Err(format!(
+                    "needs ${{{name}}}, a secret [app.secrets] generates on the host: vpsup cannot check what it would be here; write the value itself"
+                ))
+            }
         }
+        Ok(())
     }
 }
 
@@ -392,6 +466,33 @@ mod tests {
         // Set and not empty, whatever its value.
         assert_eq!(e.interpolate("${DB_PASSWORD:+host}").unwrap(), "host");
         assert!(e.interpolate("${DB_PASSWORD:?x}").is_err());
+    }
+
+    /// For a caller that refers to a secret instead of writing it (the
+    /// export): compose's syntax applies around it, a secret is set and not
+    /// empty, and what is set nowhere is listed.
+    #[test]
+    fn pieces_leave_secrets_as_places_and_list_what_is_unset() {
+        let mut e = env(&[("NET", "host")]);
+        e.set_secret("PW");
+        let p = e
+            .pieces("a$$b ${PW} ${PW:-x} ${PW:+set} ${NOPE:-${PW}} $NET$NOPE ${NOPE}")
+            .unwrap();
+        assert_eq!(
+            p.pieces,
+            [
+                Piece::Text("a$b ".into()),
+                Piece::Secret("PW".into()),
+                Piece::Text(" ".into()),
+                Piece::Secret("PW".into()),
+                Piece::Text(" set ".into()),
+                Piece::Secret("PW".into()),
+                Piece::Text(" host ".into()),
+            ]
+        );
+        assert_eq!(p.unset, ["NOPE"]);
+        let err = e.pieces("pw=hunter2$5").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 
     /// An env file may build a value from a generated secret (compose

@@ -25,6 +25,7 @@ use crate::acme::store::{self, cert_name};
 use crate::backup::timers;
 use crate::config::{AppConfig, SiteConfig};
 use crate::engine::render::Renderer;
+use crate::watch::host_settings as watch_settings;
 
 /// What the project deploys, the same on every host.
 pub struct Wanted<'a> {
@@ -83,6 +84,8 @@ pub struct DeployPlan<'a> {
     pub backup: BackupWork,
     /// The host's watch settings differ from `Wanted::watch`.
     pub watch_settings: bool,
+    /// Copies of channel secrets the settings no longer name, to remove.
+    pub watch_stale: Vec<String>,
     probed: &'a Probed,
     data: &'a [String],
 }
@@ -146,10 +149,15 @@ impl<'a> DeployPlan<'a> {
             None if probed.backup.any_timer_on(&paths.app) => BackupWork::StopTimers,
             None => BackupWork::Nothing,
         };
-        let watch_settings = !wanted
+        let keep: Vec<&str> = wanted.watch.iter().map(|f| f.path.as_str()).collect();
+        let watch_stale = probed
             .watch
-            .iter()
-            .all(|f| probed.watch.holds(&f.path, &f.content));
+            .others_under(&watch_settings::files_dir(&paths.app), &keep);
+        let watch_settings = !watch_stale.is_empty()
+            || !wanted
+                .watch
+                .iter()
+                .all(|f| probed.watch.holds(&f.path, &f.content));
         Ok(DeployPlan {
             files,
             meta,
@@ -159,6 +167,7 @@ impl<'a> DeployPlan<'a> {
             services_up,
             backup,
             watch_settings,
+            watch_stale,
             probed,
             data: &wanted.release.data,
         })

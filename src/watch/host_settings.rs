@@ -9,6 +9,7 @@
 //! /etc/vpsup/watch/<app>/smtp-password 0600  [alerts] smtp_password_file's copy
 //! /etc/vpsup/watch/<app>/ca.pem        0600  [alerts] ca_file's copy
 //! /var/lib/vpsup/watch/<app>.json            open problems, deliveries owed, trends (`state`)
+//! /run/vpsup/watch/<app>.json                 the same while the disk is too full to write it
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,7 @@ use crate::acme::host_settings::HostFile;
 use crate::backup::host_settings::project_file;
 use crate::config::{AlertsConfig, Config, WatchConfig};
 use crate::deploy::remote::{project_name, AppPaths};
-use crate::layout::{WATCH_SETTINGS_DIR, WATCH_STATE_DIR};
+use crate::layout::{WATCH_SETTINGS_DIR, WATCH_STATE_DIR, WATCH_STATE_FALLBACK_DIR};
 
 /// `/etc/vpsup/watch/<app>.toml`.
 pub fn settings_path(app: &str) -> String {
@@ -69,6 +70,10 @@ pub struct WatchSettings {
     /// The state file [default: /var/lib/vpsup/watch/<app>.json].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<PathBuf>,
+    /// Where the state goes while `state` cannot be written [default:
+    /// /run/vpsup/watch/<app>.json].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_fallback: Option<PathBuf>,
     #[serde(default)]
     pub watch: WatchConfig,
     /// The channels, their file keys pointing at the host's copies.
@@ -102,6 +107,12 @@ impl WatchSettings {
         self.state
             .clone()
             .unwrap_or_else(|| PathBuf::from(state_path(&self.app)))
+    }
+
+    pub fn state_fallback_file(&self) -> PathBuf {
+        self.state_fallback.clone().unwrap_or_else(|| {
+            PathBuf::from(format!("{WATCH_STATE_FALLBACK_DIR}/{}.json", self.app))
+        })
     }
 }
 
@@ -177,6 +188,7 @@ pub fn files(
         nginx: None,
         apps_dir: None,
         state: None,
+        state_fallback: None,
         watch: config.watch,
         alerts,
     };
@@ -198,10 +210,12 @@ pub fn files(
     Ok(out)
 }
 
-/// Brings the host's copy of `files` up to date (contents on stdin).
+/// Brings the host's copy of `files` up to date (contents on stdin), and
+/// removes `stale` (secret copies the settings no longer name).
 pub async fn write(
     transport: &dyn crate::transport::Transport,
     files: &[HostFile],
+    stale: &[String],
 ) -> Result<(), crate::transport::TransportError> {
     crate::acme::host_settings::sync_files(
         transport,
@@ -209,8 +223,21 @@ pub async fn write(
         files,
         "the watch settings",
     )
-    .await
-    .map(|_| ())
+    .await?;
+    if !stale.is_empty() {
+        let paths: Vec<String> = stale
+            .iter()
+            .map(|p| crate::transport::script::quote(p))
+            .collect();
+        transport
+            .run_ok(
+                "removing watch files the settings no longer name",
+                crate::transport::ExecRequest::new(format!("rm -f -- {}", paths.join(" ")))
+                    .become_root(true),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 /// Reads one app's settings file.

@@ -84,7 +84,8 @@ pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppRepo
         ..AppReport::default()
     };
     let path = settings.state_file();
-    let (before, unreadable) = State::load(&path);
+    let fallback = settings.state_fallback_file();
+    let (before, unreadable) = State::load_either(&path, &fallback);
     report.errors.extend(unreadable);
     let sections = Sections::random();
     let out = transport
@@ -110,16 +111,18 @@ pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppRepo
         .as_ref()
         .map_or(std::time::Duration::MAX, |a| a.remind_every.0);
     let (mut alerting, outgoing) = alerting::plan(&before.alerting, &found, now, remind, &names);
-    let channels = match &settings.alerts {
-        None => Some(Channels(Vec::new())),
-        Some(alerts) => match Channels::from_config(alerts, Path::new("/")) {
-            Ok(channels) => Some(channels),
-            Err(e) => {
-                report.errors.push(e.to_string());
-                None
-            }
-        },
-    };
+    // Each channel on its own: one whose file does not read (a token, the
+    // password) is reported, and the others still send.
+    let channels = settings
+        .alerts
+        .as_ref()
+        .map(|alerts| Channels::each(alerts, Path::new("/")))
+        .unwrap_or_default();
+    for (name, built) in &channels {
+        if let Err(e) = built {
+            report.errors.push(format!("the {name} channel: {e}"));
+        }
+    }
     let sends = outgoing.iter().map(|out| {
         let problems: Vec<_> = out.problems.iter().map(|(_, p)| p.clone()).collect();
         let message = Message {
@@ -129,16 +132,23 @@ pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppRepo
             problems,
         };
         let channel = channels
-            .as_ref()
-            .and_then(|c| c.0.iter().find(|c| c.name() == out.channel));
+            .iter()
+            .find(|(name, _)| *name == out.channel)
+            .map(|(_, built)| built);
         async move {
             let delivery = match channel {
-                Some(channel) => channel.deliver(&message).await,
+                Some(Ok(channel)) => channel.deliver(&message).await,
+                Some(Err(e)) => Delivery {
+                    channel: out.channel,
+                    target: String::new(),
+                    ok: false,
+                    error: Some(format!("its settings do not read: {e}")),
+                },
                 None => Delivery {
                     channel: out.channel,
                     target: String::new(),
                     ok: false,
-                    error: Some("the channel's settings do not read (see the run's errors)".into()),
+                    error: Some("not configured".into()),
                 },
             };
             (out, message.summary, delivery)
@@ -165,11 +175,8 @@ pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppRepo
         memory: before.memory.next(&facts, now),
         alerting,
     };
-    if let Err(e) = next.save(&path) {
-        report.errors.push(format!(
-            "cannot write the state file {}: {e}",
-            path.display()
-        ));
+    if let Err(e) = next.save_or_fallback(&path, &fallback) {
+        report.errors.push(e);
     }
     report
 }

@@ -40,6 +40,40 @@ impl State {
         }
     }
 
+    /// The newer (by `checked`) of the states at `path` and `fallback` (where
+    /// `save_or_fallback` put it while `path` could not be written).
+    pub fn load_either(path: &Path, fallback: &Path) -> (State, Vec<String>) {
+        let (main, main_error) = State::load(path);
+        let (kept, kept_error) = State::load(fallback);
+        let errors = main_error.into_iter().chain(kept_error).collect();
+        if kept.checked > main.checked {
+            (kept, errors)
+        } else {
+            (main, errors)
+        }
+    }
+
+    /// Saves at `path`, and removes the copy at `fallback`; when `path`
+    /// cannot be written (a full disk), saves at `fallback` instead, so the
+    /// next run neither tells again what this one told nor forgets a
+    /// delivery owed. `Err`: why `path` was not written (and, if so,
+    /// `fallback` neither).
+    pub fn save_or_fallback(&self, path: &Path, fallback: &Path) -> Result<(), String> {
+        match self.save(path) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(fallback);
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!("cannot write the state file {}: {e}", path.display());
+                match self.save(fallback) {
+                    Ok(()) => Err(format!("{why}; kept in {} meanwhile", fallback.display())),
+                    Err(e2) => Err(format!("{why}, nor {}: {e2}", fallback.display())),
+                }
+            }
+        }
+    }
+
     /// Replaces the file at `path` atomically (its directory is created, 0700).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
         use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};

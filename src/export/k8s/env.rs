@@ -3,14 +3,16 @@
 //! `[app.secrets] generate` lists, or one set in the project's `.env` or
 //! `[app] env_files`) is a `secretKeyRef`, never text in a manifest.
 //!
-//! Compose interpolates `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-//! `$VAR` and `$$`. Here a variable from a secret becomes a reference (a
-//! value that only *embeds* it, like `postgresql://app:${PW}@db/app`, gets
-//! the variable first from the Secret and then `$(PW)`, Kubernetes' own
-//! expansion); any other variable takes its default, or nothing (as compose
-//! would, with a note).
+//! Values are interpolated as compose does it (`deploy::interpolate`, with
+//! every secret set, its value unknown here). A variable from a secret
+//! becomes a reference (a value that only *embeds* it, like
+//! `postgresql://app:${PW}@db/app`, gets the variable first from the
+//! Secret and then `$(PW)`, Kubernetes' own expansion); any other variable
+//! takes its default, or nothing (as compose would, with a note).
 
 use std::collections::BTreeSet;
+
+use crate::deploy::interpolate::{Env, Piece, Pieces};
 
 /// Where secret variables live: each Secret's name and its keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -26,6 +28,43 @@ impl SecretKeys {
             .find(|(_, keys)| keys.contains(key))
             .map(|(name, _)| name.as_str())
     }
+
+    /// `text` interpolated as compose does it, each secret a place: a
+    /// secret is set and not empty, its value unknown here. Errors never
+    /// show the text.
+    pub fn pieces(&self, text: &str) -> Result<Pieces, String> {
+        let mut env = Env::default();
+        for key in self.sources.iter().flat_map(|(_, keys)| keys) {
+            env.set_secret(key);
+        }
+        env.pieces(text)
+    }
+}
+
+/// The note for a variable set nowhere, read by `place` (an env var, `command`).
+pub fn unset_note(place: &str, var: &str) -> String {
+    format!(
+        "{place}: ${{{var}}} is set nowhere vpsup knows (not generated, not in an env file): it is empty here, as compose would leave it"
+    )
+}
+
+/// Text for a field kubelet expands (`env` values, `command`, `args`, and
+/// an exec probe, with the container's plain values): `(text, literal)`
+/// parts joined, each literal `$` that starts `$$` or `$(` doubled, as
+/// kubelet reads `$$` as `$` and `$(X)` as X's value.
+pub fn kubelet_text(parts: &[(String, bool)]) -> String {
+    let chars: Vec<(char, bool)> = parts
+        .iter()
+        .flat_map(|(text, literal)| text.chars().map(move |c| (c, *literal)))
+        .collect();
+    let mut out = String::new();
+    for (i, &(c, literal)) in chars.iter().enumerate() {
+        out.push(c);
+        if literal && c == '$' && matches!(chars.get(i + 1), Some(('$' | '(', _))) {
+            out.push('$');
+        }
+    }
+    out
 }
 
 /// One container env var.
@@ -54,91 +93,20 @@ impl EnvVar {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Var {
-        name: String,
-        default: Option<String>,
-    },
-}
-
-/// Splits a compose value into text and variables.
-fn pieces(value: &str) -> Vec<Piece> {
-    let mut out = Vec::new();
-    let mut text = String::new();
-    let mut rest = value;
-    while let Some(at) = rest.find('$') {
-        text.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            text.push('$');
-            rest = tail;
-        } else if let Some(body) = after.strip_prefix('{') {
-            let Some(end) = body.find('}') else {
-                text.push_str(&rest[at..]);
-                rest = "";
-                break;
-            };
-            let inner = &body[..end];
-            let (name, default) = match inner.find([':', '-', '?', '+']) {
-                Some(i) => {
-                    let op = &inner[i..];
-                    let default = op
-                        .strip_prefix(":-")
-                        .or_else(|| op.strip_prefix('-'))
-                        .map(str::to_string);
-                    (&inner[..i], default)
-                }
-                None => (inner, None),
-            };
-            flush(&mut text, &mut out);
-            out.push(Piece::Var {
-                name: name.to_string(),
-                default,
-            });
-            rest = &body[end + 1..];
-        } else {
-            let len = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            if len == 0 {
-                text.push('$');
-            } else {
-                flush(&mut text, &mut out);
-                out.push(Piece::Var {
-                    name: after[..len].to_string(),
-                    default: None,
-                });
-            }
-            rest = &after[len..];
-        }
-    }
-    text.push_str(rest);
-    flush(&mut text, &mut out);
-    out
-}
-
-fn flush(text: &mut String, out: &mut Vec<Piece>) {
-    if !text.is_empty() {
-        out.push(Piece::Text(std::mem::take(text)));
-    }
-}
-
 /// A value with no secret in it, interpolated as compose would with nothing
-/// set but defaults (an image tag `postgres:${PG:-16}`). `Err`: it names a
-/// secret (never resolved into a manifest).
+/// set but the secrets (an image tag `postgres:${PG:-16}`). `Err` says what
+/// is wrong: it names a secret (never resolved into a manifest), or is not
+/// compose's syntax.
 pub fn plain(value: &str, secrets: &SecretKeys) -> Result<String, String> {
     let mut out = String::new();
-    for piece in pieces(value) {
+    for piece in secrets
+        .pieces(value)
+        .map_err(|why| format!("is not compose's syntax: {why}"))?
+        .pieces
+    {
         match piece {
             Piece::Text(t) => out.push_str(&t),
-            Piece::Var { name, default } => {
-                if secrets.secret_of(&name).is_some() {
-                    return Err(name);
-                }
-                out.push_str(default.as_deref().unwrap_or(""));
-            }
+            Piece::Secret(name) => return Err(format!("names the secret {name}")),
         }
     }
     Ok(out)
@@ -146,20 +114,23 @@ pub fn plain(value: &str, secrets: &SecretKeys) -> Result<String, String> {
 
 /// The container env of `environment` (`(name, compose value)`, in order;
 /// `None`: `- NAME` without a value, taken from the environment compose ran
-/// in). Notes say what took a default or nothing.
+/// in). Notes say what took nothing. `Err`: a value compose would refuse.
 pub fn container_env(
     environment: &[(String, Option<String>)],
     secrets: &SecretKeys,
     notes: &mut Vec<String>,
-) -> Vec<EnvVar> {
+) -> Result<Vec<EnvVar>, String> {
     let mut helpers: Vec<EnvVar> = Vec::new();
     let mut vars = Vec::new();
     let names: BTreeSet<&str> = environment.iter().map(|(n, _)| n.as_str()).collect();
     for (name, value) in environment {
         let value = value.clone().unwrap_or_else(|| format!("${{{name}}}"));
-        let pieces = pieces(&value);
+        let Pieces { pieces, unset } = secrets
+            .pieces(&value)
+            .map_err(|why| format!("environment {name}: {why}"))?;
+        notes.extend(unset.iter().map(|var| unset_note(name, var)));
         // One secret variable and nothing else: a reference of its own.
-        if let [Piece::Var { name: var, .. }] = pieces.as_slice() {
+        if let [Piece::Secret(var)] = pieces.as_slice() {
             if let Some(secret) = secrets.secret_of(var) {
                 vars.push(EnvVar::FromSecret {
                     name: name.clone(),
@@ -169,13 +140,12 @@ pub fn container_env(
                 continue;
             }
         }
-        let mut out = String::new();
+        let mut parts = Vec::new();
         for piece in pieces {
             match piece {
-                // `$(` is Kubernetes' own expansion: kept as text with `$$(`.
-                Piece::Text(t) => out.push_str(&t.replace("$(", "$$(")),
-                Piece::Var { name: var, default } => match secrets.secret_of(&var) {
-                    Some(secret) => {
+                Piece::Text(t) => parts.push((t, true)),
+                Piece::Secret(var) => {
+                    if let Some(secret) = secrets.secret_of(&var) {
                         let helper = EnvVar::FromSecret {
                             name: var.clone(),
                             secret: secret.to_string(),
@@ -184,22 +154,14 @@ pub fn container_env(
                         if !names.contains(var.as_str()) && !helpers.contains(&helper) {
                             helpers.push(helper);
                         }
-                        out.push_str(&format!("$({var})"));
                     }
-                    None => {
-                        match &default {
-                            Some(d) => out.push_str(d),
-                            None => notes.push(format!(
-                                "{name}: ${{{var}}} is set nowhere vpsup knows (not generated, not in an env file): it is empty here, as compose would leave it"
-                            )),
-                        }
-                    }
-                },
+                    parts.push((format!("$({var})"), false));
+                }
             }
         }
         vars.push(EnvVar::Literal {
             name: name.clone(),
-            value: out,
+            value: kubelet_text(&parts),
         });
     }
     helpers.sort_by(|a, b| env_name(a).cmp(env_name(b)));
@@ -208,7 +170,7 @@ pub fn container_env(
     let (refs, literals): (Vec<EnvVar>, Vec<EnvVar>) = vars
         .into_iter()
         .partition(|v| matches!(v, EnvVar::FromSecret { .. }));
-    helpers.into_iter().chain(refs).chain(literals).collect()
+    Ok(helpers.into_iter().chain(refs).chain(literals).collect())
 }
 
 fn env_name(var: &EnvVar) -> &str {
@@ -281,7 +243,8 @@ mod tests {
             ]),
             &secrets(),
             &mut notes,
-        );
+        )
+        .unwrap();
         assert_eq!(
             vars,
             [
@@ -314,7 +277,8 @@ mod tests {
             )]),
             &secrets(),
             &mut notes,
-        );
+        )
+        .unwrap();
         assert_eq!(
             vars,
             [
@@ -338,11 +302,12 @@ mod tests {
             &env(&[
                 ("A", "${X:-fallback}"),
                 ("B", "x${NOPE}y"),
-                ("C", "$$HOME and $(x)"),
+                ("C", "$$HOME and $$(x) $$$$"),
             ]),
             &secrets(),
             &mut notes,
-        );
+        )
+        .unwrap();
         let values: Vec<String> = vars
             .iter()
             .map(|v| match v {
@@ -350,9 +315,26 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect();
-        assert_eq!(values, ["fallback", "xy", "$HOME and $$(x)"]);
+        // Kubelet reads `$$` as `$` and `$(x)` as x's value: both escaped.
+        assert_eq!(values, ["fallback", "xy", "$HOME and $$(x) $$$"]);
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(notes[0].contains("${NOPE}"));
+    }
+
+    /// What compose would refuse is refused, naming the variable, never
+    /// showing the value (it may be a password written in the file).
+    #[test]
+    fn a_value_compose_refuses_is_an_error_without_the_value() {
+        let err =
+            container_env(&env(&[("PW", "hunter2$(x)")]), &secrets(), &mut Vec::new()).unwrap_err();
+        assert!(err.starts_with("environment PW: "), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_literal_dollar_before_a_reference_stays_a_dollar() {
+        let parts = [("a$".to_string(), true), ("$(PW)".to_string(), false)];
+        assert_eq!(kubelet_text(&parts), "a$$$(PW)");
     }
 
     #[test]
@@ -363,7 +345,7 @@ mod tests {
         );
         assert_eq!(
             plain("x-${SECRET_KEY}", &secrets()).unwrap_err(),
-            "SECRET_KEY"
+            "names the secret SECRET_KEY"
         );
     }
 }

@@ -9,6 +9,7 @@
 //! is an Ingress (`ingress`); secrets are Secrets from files in a
 //! git-ignored `secrets/` directory, never values in a manifest (`env`).
 
+pub mod command;
 pub mod compose;
 pub mod env;
 pub mod gather;
@@ -20,6 +21,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{json, Value};
 
 use crate::backup::engines::{mongo, mysql, postgres, redis};
+use crate::backup::host_settings::files_dir;
+use crate::backup::restic::{HostFiles, HostKeys, Location, Repository};
 use crate::backup::schedule::Schedule;
 use crate::backup::{detect, plan as backup_plan, Engine};
 use crate::config::{AppConfig, BackupConfig, SiteConfig};
@@ -73,11 +76,13 @@ pub struct Input<'a> {
     pub measured: Option<&'a Measured>,
 }
 
-/// A file of `secrets/` the tree's secretGenerators read: `KEY=value` lines.
+/// A file of `secrets/` the tree's secretGenerators read: `KEY=value`
+/// lines, or one value, the whole file (`SecretSource::whole_file`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretFile {
     /// Relative to the tree (`base/secrets/generated.env`).
     pub path: String,
+    /// Its keys; for a whole file, the one key its Secret holds it under.
     pub keys: Vec<String>,
     /// Where its values are on the host (`--with-secrets`).
     pub source: SecretSource,
@@ -91,6 +96,26 @@ pub enum SecretSource {
     EnvFiles,
     /// The backup repository's password and keys: from this machine's files.
     Backup,
+    /// `[backup] sftp_identity_file`, whole.
+    SftpKey,
+    /// The SFTP server's host keys, whole: `[backup] sftp_known_hosts`, or
+    /// (`in_config: false`) what the tree's README says to put there.
+    SftpKnownHosts { in_config: bool },
+}
+
+impl SecretSource {
+    /// What a whole-file secret holds; `None` for `KEY=value` lines.
+    pub fn whole_file(&self) -> Option<&'static str> {
+        match self {
+            SecretSource::SftpKey => {
+                Some("the SFTP key (`[backup] sftp_identity_file`), the whole file")
+            }
+            SecretSource::SftpKnownHosts { .. } => {
+                Some("the SFTP server's host keys (known_hosts lines), the whole file")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// The tree: manifests (with no secret value in any), and the secret files
@@ -101,11 +126,22 @@ pub struct Tree {
     pub secret_files: Vec<SecretFile>,
 }
 
-/// A placeholder secret file: every key, no value, and why.
+/// A placeholder secret file: every key, no value, and why. (A whole file
+/// that holds only a comment fails closed: ssh reads no key from it.)
 pub fn placeholder(file: &SecretFile) -> String {
-    let mut out = String::from(
-        "# Placeholders: fill in each value (or run `vpsup export k8s --host NAME --with-secrets`).\n",
-    );
+    const FETCH: &str = "or run `vpsup export k8s --host NAME --with-secrets`";
+    match (&file.source, file.source.whole_file()) {
+        (SecretSource::SftpKnownHosts { in_config: false }, Some(what)) => {
+            return format!(
+                "# Placeholder: replace this file with {what}: see the tree's README.md.\n"
+            )
+        }
+        (_, Some(what)) => {
+            return format!("# Placeholder: replace this file with {what} ({FETCH}).\n")
+        }
+        (_, None) => {}
+    }
+    let mut out = format!("# Placeholders: fill in each value ({FETCH}).\n");
     for key in &file.keys {
         out.push_str(&format!("{key}=\n"));
     }
@@ -180,7 +216,7 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         let built = definition.get("build").is_some();
         let image = match definition.get("image").and_then(Value::as_str) {
             Some(image) => env::plain(image, &secrets)
-                .map_err(|var| format!("service {name}: its image names the secret {var}"))?,
+                .map_err(|why| format!("service {name}: its image {why}"))?,
             None => format!("vpsup-{app}-{name}"),
         };
         // Ports: what the sites reach, what it exposes or publishes, the engine's.
@@ -225,22 +261,25 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
         let mut container = serde_json::Map::new();
         container.insert("name".into(), json!(name));
         container.insert("image".into(), json!(image));
-        for (key, k8s_key) in [("entrypoint", "command"), ("command", "args")] {
-            match definition.get(key) {
-                Some(Value::Array(words)) => {
-                    container.insert(k8s_key.into(), json!(words));
-                }
-                Some(Value::String(line)) => {
-                    container.insert(k8s_key.into(), json!(["sh", "-c", line]));
-                }
-                _ => {}
-            }
-        }
         let env_vars = env::container_env(
             &env::environment_of(definition),
             &secrets,
             &mut service_notes,
-        );
+        )
+        .map_err(|why| format!("service {name}: its {why}"))?;
+        // The command and the healthcheck read secrets through this env.
+        let words = command::Context {
+            service: name,
+            secrets: &secrets,
+            env: &env_vars,
+        };
+        for (key, k8s_key) in [("entrypoint", "command"), ("command", "args")] {
+            if let Some(value) = definition.get(key) {
+                if let Some(list) = command::words(key, value, &words, &mut service_notes)? {
+                    container.insert(k8s_key.into(), json!(list));
+                }
+            }
+        }
         if !env_vars.is_empty() {
             container.insert(
                 "env".into(),
@@ -274,8 +313,9 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
                 }),
                 timing,
             )
-        } else if let Some((check, timing)) = compose_check {
-            (Some(check), timing)
+        } else if let Some((test, timing)) = compose_check {
+            let command = command::probe(&test, &words, &mut service_notes)?;
+            (Some(Check::Exec(command)), timing)
         } else if let Some(port) = ports.iter().next() {
             (Some(Check::Tcp(*port)), Timing::default())
         } else {
@@ -436,8 +476,9 @@ pub fn plan(input: &Input) -> Result<Tree, String> {
             &targets,
             &mut generators,
             &mut secret_files,
+            &mut notes,
             &labels,
-        );
+        )?;
         for (file, content) in backup_files {
             files.push((format!("base/{file}"), content));
             resources.push(file);
@@ -514,6 +555,11 @@ pub fn env_file_keys(text: &str) -> Result<BTreeSet<String>, String> {
 pub fn with_values(file: &SecretFile, text: &str) -> Result<String, String> {
     let mut env = Env::default();
     env.read_env_file(text)?;
+    Ok(with_env(file, &env))
+}
+
+/// A secret file with the values `env` knows for its keys (see `with_values`).
+pub fn with_env(file: &SecretFile, env: &Env) -> String {
     let mut out = String::new();
     for key in &file.keys {
         let value = env.known(key).unwrap_or_default();
@@ -525,7 +571,7 @@ pub fn with_values(file: &SecretFile, text: &str) -> Result<String, String> {
             out.push_str(&format!("{key}={value}\n"));
         }
     }
-    Ok(out)
+    out
 }
 
 /// Claim size for data holding `bytes` now: twice that, in whole GiB, at
@@ -626,8 +672,9 @@ fn backup_jobs(
     targets: &[detect::Target],
     generators: &mut Vec<Value>,
     secret_files: &mut Vec<SecretFile>,
+    notes: &mut Vec<String>,
     labels: &dyn Fn(&str) -> Value,
-) -> Vec<(String, String)> {
+) -> Result<Vec<(String, String)>, String> {
     let databases: Vec<&detect::Target> = targets
         .iter()
         .filter(|t| !matches!(t.engine, Engine::Volume { .. }))
@@ -639,7 +686,7 @@ fn backup_jobs(
         })
         .collect();
     if databases.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
     let secret = format!("{app}-backup");
     let mut keys = vec![
@@ -655,6 +702,17 @@ fn backup_jobs(
         keys,
         source: SecretSource::Backup,
     });
+    let sftp = sftp_access(app, backup, generators, secret_files, notes)?;
+    // Every restic below goes through the host's ssh command, said once.
+    let restic_fn = sftp.as_ref().map_or(String::new(), |s| {
+        format!("restic() {{ command {} \"$@\"; }}\n", s.restic)
+    });
+    let mut volumes = vec![json!({ "name": "dump", "emptyDir": {} })];
+    let mut mounts = vec![json!({ "name": "dump", "mountPath": "/dump" })];
+    if let Some(sftp) = sftp {
+        volumes.push(sftp.volume);
+        mounts.push(sftp.mount);
+    }
     let schedule = cron(&backup.schedule);
     let keep = backup.retention().args();
     let mut out = Vec::new();
@@ -698,7 +756,7 @@ fn backup_jobs(
             part.file
         );
         let upload = format!(
-            "restic snapshots >/dev/null 2>&1 || restic init\nrestic backup --host {app} --tag app={app} --tag service={service} /dump\nrestic forget --host {app} --tag app={app},service={service} {keep} --prune"
+            "{restic_fn}restic snapshots >/dev/null 2>&1 || restic init\nrestic backup --host {app} --tag app={app} --tag service={service} /dump\nrestic forget --host {app} --tag app={app},service={service} {keep} --prune"
         );
         let job = json!({
             "apiVersion": "batch/v1", "kind": "CronJob",
@@ -711,7 +769,7 @@ fn backup_jobs(
                     "spec": {
                         "serviceAccountName": format!("{app}-backup"),
                         "restartPolicy": "Never",
-                        "volumes": [{ "name": "dump", "emptyDir": {} }],
+                        "volumes": volumes,
                         "initContainers": [{
                             "name": "dump",
                             "image": KUBECTL_IMAGE,
@@ -724,7 +782,7 @@ fn backup_jobs(
                             "image": RESTIC_IMAGE,
                             "command": ["sh", "-c", upload],
                             "envFrom": [{ "secretRef": { "name": secret } }],
-                            "volumeMounts": [{ "name": "dump", "mountPath": "/dump" }],
+                            "volumeMounts": mounts,
                         }],
                     },
                 } } },
@@ -732,7 +790,66 @@ fn backup_jobs(
         });
         out.push((format!("{service}-backup-cronjob.yaml"), yaml(&job)));
     }
-    out
+    Ok(out)
+}
+
+/// How the backup reaches an SFTP repository: the host's own restic
+/// command (`Repository::restic`), its key and known_hosts from a Secret
+/// mounted read-only where the host keeps them.
+struct SftpAccess {
+    restic: String,
+    volume: Value,
+    mount: Value,
+}
+
+/// `None` for a repository other than SFTP. Host keys are always pinned
+/// here: the mounted known_hosts is read-only, so the host's accept-new
+/// would trust whatever key the server shows, on every run.
+fn sftp_access(
+    app: &str,
+    backup: &BackupConfig,
+    generators: &mut Vec<Value>,
+    secret_files: &mut Vec<SecretFile>,
+    notes: &mut Vec<String>,
+) -> Result<Option<SftpAccess>, String> {
+    let url = &backup.repository.0;
+    let Location::Sftp(server) = Location::parse(url)? else {
+        return Ok(None);
+    };
+    let repo = Repository::new(url, HostFiles::for_app(app), HostKeys::Pinned)?;
+    let secret = format!("{app}-backup-sftp");
+    let in_config = backup.sftp_known_hosts.is_some();
+    let mut files = Vec::new();
+    for (on_host, file, source) in [
+        (&repo.files.ssh_key, "backup-ssh-key", SecretSource::SftpKey),
+        (
+            &repo.files.known_hosts,
+            "backup-known-hosts",
+            SecretSource::SftpKnownHosts { in_config },
+        ),
+    ] {
+        // The Secret's key is the host file's name: mounted, the same path.
+        let key = on_host.rsplit('/').next().unwrap_or(on_host);
+        files.push(format!("{key}=secrets/{file}"));
+        secret_files.push(SecretFile {
+            path: format!("base/secrets/{file}"),
+            keys: vec![key.to_string()],
+            source,
+        });
+    }
+    generators.push(json!({ "name": secret, "files": files }));
+    if !in_config {
+        let port = server.port.map(|p| format!("-p {p} ")).unwrap_or_default();
+        notes.push(format!(
+            "backup: `base/secrets/backup-known-hosts` needs the SFTP server's host keys, and vpsup.toml pins none (`[backup] sftp_known_hosts`): copy the lines the host learned at its first backup (`sudo cat {}` there), or run `ssh-keyscan {port}{}` and check the fingerprints with the server's provider. Until then the backup refuses the server: the CronJob cannot learn a key (its copy is read-only), so it accepts only the keys given",
+            repo.files.known_hosts, server.host
+        ));
+    }
+    Ok(Some(SftpAccess {
+        restic: repo.restic(),
+        volume: json!({ "name": "sftp", "secret": { "secretName": secret, "defaultMode": 0o400 } }),
+        mount: json!({ "name": "sftp", "mountPath": files_dir(app), "readOnly": true }),
+    }))
 }
 
 /// `[backup] schedule` as a cron line (a systemd calendar expression has
@@ -937,7 +1054,11 @@ fn readme(
     } else {
         out.push_str("Kustomize generates them from these files (placeholders unless exported with `--host NAME --with-secrets`; fill them in before applying, keep them out of git):\n");
         for f in secret_files {
-            out.push_str(&format!("   - `{}`: {}\n", f.path, f.keys.join(", ")));
+            let what = f
+                .source
+                .whole_file()
+                .map_or_else(|| f.keys.join(", "), str::to_string);
+            out.push_str(&format!("   - `{}`: {what}\n", f.path));
         }
     }
     out.push_str("3. **Storage.** Each StatefulSet claims its data:\n");

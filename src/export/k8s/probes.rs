@@ -40,9 +40,19 @@ impl Default for Timing {
     }
 }
 
-/// The compose healthcheck as a check and its timing; `None` without one,
-/// or with `disable: true` / `test: ["NONE"]`.
-pub fn from_healthcheck(definition: &Value) -> Option<(Check, Timing)> {
+/// A compose healthcheck's test, as written (interpolated by `command`,
+/// and only when it is the check the probes use).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Test {
+    /// `CMD`: words run with no shell.
+    Exec(Vec<String>),
+    /// `CMD-SHELL`, or a string: a script `sh -c` runs.
+    Shell(String),
+}
+
+/// The compose healthcheck's test and timing; `None` without one, or with
+/// `disable: true` / `test: ["NONE"]`.
+pub fn from_healthcheck(definition: &Value) -> Option<(Test, Timing)> {
     let health = definition.get("healthcheck")?;
     if health.get("disable").and_then(Value::as_bool) == Some(true) {
         return None;
@@ -56,16 +66,11 @@ pub fn from_healthcheck(definition: &Value) -> Option<(Check, Timing)> {
             .collect(),
         _ => return None,
     };
-    let command = match test.split_first()? {
-        (kind, rest) if kind == "CMD" => rest.to_vec(),
-        (kind, rest) if kind == "CMD-SHELL" => {
-            vec!["sh".into(), "-c".into(), rest.join(" ")]
-        }
+    let test = match test.split_first()? {
+        (kind, rest) if kind == "CMD" && !rest.is_empty() => Test::Exec(rest.to_vec()),
+        (kind, rest) if kind == "CMD-SHELL" && !rest.is_empty() => Test::Shell(rest.join(" ")),
         _ => return None,
     };
-    if command.is_empty() {
-        return None;
-    }
     let secs = |key: &str, default: u64| {
         health
             .get(key)
@@ -85,7 +90,7 @@ pub fn from_healthcheck(definition: &Value) -> Option<(Check, Timing)> {
         start_period: secs("start_period", 0),
         start_interval: secs("start_interval", defaults.start_interval),
     };
-    Some((Check::Exec(command), timing))
+    Some((test, timing))
 }
 
 /// A compose duration (`1m30s`, `5s`, `500ms`) in whole seconds, at least 1.
@@ -216,10 +221,10 @@ mod tests {
     #[test]
     fn a_healthcheck_becomes_an_exec_check_with_its_timing() {
         let def = json!({"healthcheck": {"test": ["CMD", "pg_isready", "-U", "app"], "interval": "5s", "retries": 10, "timeout": "2s"}});
-        let (check, timing) = from_healthcheck(&def).unwrap();
+        let (test, timing) = from_healthcheck(&def).unwrap();
         assert_eq!(
-            check,
-            Check::Exec(vec!["pg_isready".into(), "-U".into(), "app".into()])
+            test,
+            Test::Exec(vec!["pg_isready".into(), "-U".into(), "app".into()])
         );
         assert_eq!(
             timing,
@@ -234,11 +239,7 @@ mod tests {
         let shell = json!({"healthcheck": {"test": "curl -f http://localhost/ || exit 1"}});
         assert_eq!(
             from_healthcheck(&shell).unwrap().0,
-            Check::Exec(vec![
-                "sh".into(),
-                "-c".into(),
-                "curl -f http://localhost/ || exit 1".into()
-            ])
+            Test::Shell("curl -f http://localhost/ || exit 1".into())
         );
         assert!(from_healthcheck(&json!({"healthcheck": {"test": ["NONE"]}})).is_none());
         assert!(from_healthcheck(&json!({"healthcheck": {"disable": true}})).is_none());
@@ -276,7 +277,8 @@ mod tests {
     #[test]
     fn a_start_period_is_a_startup_probe_not_a_delay() {
         let def = json!({"healthcheck": {"test": ["CMD", "true"], "interval": "60s", "retries": 3, "start_period": "120s", "start_interval": "1s"}});
-        let (check, timing) = from_healthcheck(&def).unwrap();
+        let (_, timing) = from_healthcheck(&def).unwrap();
+        let check = Check::Exec(vec!["true".into()]);
         let start = startup(&check, timing).unwrap();
         assert_eq!(start["periodSeconds"], 1);
         assert_eq!(start["failureThreshold"], 123);
@@ -287,7 +289,7 @@ mod tests {
             .get("initialDelaySeconds")
             .is_none());
         let without = json!({"healthcheck": {"test": ["CMD", "true"]}});
-        let (check, timing) = from_healthcheck(&without).unwrap();
+        let (_, timing) = from_healthcheck(&without).unwrap();
         assert!(startup(&check, timing).is_none());
     }
 

@@ -37,8 +37,12 @@ sftp_identity_file = \"~/.ssh/storagebox\"
 ";
 
 fn tree(measured: Option<&Measured>) -> Tree {
-    let config = crate::config::Config::parse(TOML, std::path::Path::new("vpsup.toml")).unwrap();
-    let compose: Value = serde_saphyr::from_str(COMPOSE).unwrap();
+    plan_of(TOML, COMPOSE, measured).unwrap()
+}
+
+fn plan_of(toml: &str, compose: &str, measured: Option<&Measured>) -> Result<Tree, String> {
+    let config = crate::config::Config::parse(toml, std::path::Path::new("vpsup.toml")).unwrap();
+    let compose: Value = serde_saphyr::from_str(compose).unwrap();
     let options = Options {
         namespace: "doctor".into(),
         storage_class: Some("fast".into()),
@@ -53,7 +57,6 @@ fn tree(measured: Option<&Measured>) -> Tree {
         options: &options,
         measured,
     })
-    .unwrap()
 }
 
 fn file<'a>(tree: &'a Tree, path: &str) -> &'a str {
@@ -204,6 +207,62 @@ fn backups_are_a_cronjob_per_database_doing_what_vpsup_backup_does() {
     assert!(file(&t, "base/backup-rbac.yaml").contains("pods/exec"));
 }
 
+/// An SFTP repository is reached as the host reaches it (the same ssh
+/// command, the key and known_hosts at the host's paths), from a Secret
+/// mounted read-only, its files placeholders in the git-ignored secrets/;
+/// host keys pinned, and the README says where to find them.
+#[test]
+fn an_sftp_backup_has_its_key_and_known_hosts_mounted_read_only() {
+    let t = tree(None);
+    let job = object(&t, "base/db-backup-cronjob.yaml");
+    let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    let upload = &pod["containers"][0];
+    let ssh = "restic() { command restic -o 'sftp.command=ssh -F /dev/null -i /etc/vpsup/backup/doctor/ssh_key -o IdentitiesOnly=yes -o UserKnownHostsFile=/etc/vpsup/backup/doctor/known_hosts -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=30 -o ServerAliveInterval=30 u1@backup.example.com -s sftp' \"$@\"; }\nrestic snapshots";
+    let script = upload["command"][2].as_str().unwrap();
+    assert!(script.starts_with(ssh), "{script}");
+    assert_eq!(
+        pod["volumes"][1],
+        json!({ "name": "sftp", "secret": { "secretName": "doctor-backup-sftp", "defaultMode": 0o400 } })
+    );
+    assert_eq!(
+        upload["volumeMounts"][1],
+        json!({ "name": "sftp", "mountPath": "/etc/vpsup/backup/doctor", "readOnly": true })
+    );
+    let k = object(&t, "base/kustomization.yaml");
+    assert_eq!(
+        k["secretGenerator"][2],
+        json!({ "name": "doctor-backup-sftp", "files": ["ssh_key=secrets/backup-ssh-key", "known_hosts=secrets/backup-known-hosts"] })
+    );
+    let key = t
+        .secret_files
+        .iter()
+        .find(|f| f.source == SecretSource::SftpKey)
+        .unwrap();
+    assert_eq!(key.path, "base/secrets/backup-ssh-key");
+    assert!(placeholder(key).starts_with("# Placeholder: replace this file with the SFTP key"));
+    let readme = file(&t, "README.md");
+    assert!(
+        readme.contains("`base/secrets/backup-known-hosts` needs the SFTP server's host keys, and vpsup.toml pins none")
+            && readme.contains("`ssh-keyscan backup.example.com`"),
+        "{readme}"
+    );
+    // No SFTP, none of it.
+    let s3 = TOML.replace(
+        "repository = \"sftp:u1@backup.example.com:/doctor\"\nsftp_identity_file = \"~/.ssh/storagebox\"",
+        "repository = \"s3:https://s3.example.com/b/doctor\"\ns3_credentials_file = \"s3.env\"",
+    );
+    let t = plan_of(&s3, COMPOSE, None).unwrap();
+    let job = file(&t, "base/db-backup-cronjob.yaml");
+    assert!(
+        !job.contains("sftp") && job.contains("restic snapshots"),
+        "{job}"
+    );
+    assert!(t
+        .secret_files
+        .iter()
+        .all(|f| f.source.whole_file().is_none()));
+}
+
 #[test]
 fn resources_come_from_what_the_container_uses() {
     let measured = Measured {
@@ -266,4 +325,31 @@ fn env_files_are_read_as_compose_reads_them() {
     assert!(written.contains("MODE=a b\n"), "{written}");
     assert!(written.contains("\nTLS_KEY=\n"), "{written}");
     assert!(!written.contains("MIIE"), "{written}");
+}
+
+/// A secret in a command or a shell healthcheck reaches the manifest as a
+/// reference to the container's own variable, never as a value; without
+/// that variable the export stops, saying what to add.
+#[test]
+fn a_command_reads_a_secret_through_the_containers_env() {
+    let compose = COMPOSE.replace(
+        "    depends_on: [db]\n",
+        "    depends_on: [db]\n    command: [\"serve\", \"--key=${SECRET_KEY}\", \"--cost=5$$\"]\n    healthcheck: { test: \"check --key ${SECRET_KEY}\" }\n",
+    );
+    let t = plan_of(TOML, &compose, None).unwrap();
+    let backend = object(&t, "base/backend-deployment.yaml");
+    let c = &backend["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        c["args"],
+        json!(["serve", "--key=$(SECRET_KEY)", "--cost=5$"])
+    );
+    assert_eq!(
+        c["readinessProbe"]["exec"]["command"][2],
+        "check --key \"${SECRET_KEY}\""
+    );
+    let without = compose.replace("      SECRET_KEY: ${SECRET_KEY}\n", "");
+    assert_eq!(
+        plan_of(TOML, &without, None).unwrap_err(),
+        "service backend: its command uses the secret SECRET_KEY (never written into a manifest): give backend `SECRET_KEY: ${SECRET_KEY}` in its environment, and the command reads it from there as $(SECRET_KEY)"
+    );
 }
