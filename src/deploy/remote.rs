@@ -252,11 +252,14 @@ done
         // dropped connection cannot leave one without the other.
         let serving = match slot {
             Some(slot) => format!(
-                "printf '%s\\n' {name} > {file}.new && mv -f {file}.new {file}\n",
+                "{{ printf '%s\\n' {name} > {file}.new && mv -f {file}.new {file}; }} || echo 'could not record the serving slot {name} in {file}' >&2\n",
                 name = slot.name(),
                 file = quote(&self.serving_file())
             ),
-            None => format!("rm -f {}\n", quote(&self.serving_file())),
+            None => format!(
+                "rm -f {file} || echo 'could not remove {file}' >&2\n",
+                file = quote(&self.serving_file())
+            ),
         };
         let mut script = format!(
             r#"set -e
@@ -287,9 +290,12 @@ if ! {{ {reload}
   exit 1
 fi
 echo "{SWITCHED} $(( ($(date +%s%N) - switch_start) / 1000000 ))"
+# nginx serves the new release now: nothing after this fails the script
+# (the caller would take the release back down), each failure is said.
+set +e
 rm -rf "$backup"
-{switch}{serving}set +e
-"#,
+if ! {{ {switch}}}; then echo "could not point current at release {id}: nginx serves it, run vpsup deploy again" >&2; fi
+{serving}"#,
             sites_fn = self.sites_fn(),
             nginx = quote(&format!("{release}/{}", nginx_dir(slot))),
             map = quote(&format!("{release}/{MAP_FILE}")),

@@ -256,8 +256,11 @@ pub struct Draining {
 /// stop). nginx's upstream connections close with each response (vpsup's
 /// site files keep none alive), so what stays open is work in progress.
 pub fn drain_script(sites: &[Draining], drain_secs: u64) -> String {
-    let mut script =
-        format!("start=$(date +%s%N)\ndeadline=$(( start + {drain_secs} * 1000000000 ))\n");
+    // nginx's old workers take a moment after the reload's signal to stop
+    // accepting: the first count comes half a second after the switch.
+    let mut script = format!(
+        "start=$(date +%s%N)\ndeadline=$(( start + {drain_secs} * 1000000000 ))\nsleep 0.5\n"
+    );
     for site in sites {
         let domain = quote(&site.domain);
         if site.ports.is_empty() {
@@ -324,7 +327,8 @@ pub enum Old<'a> {
 /// within its `stop_grace_period`) and removes them; once drained.
 pub fn stop_old_script(old: &Old<'_>) -> String {
     match old {
-        Old::Slot(stack) => format!("{}\n", stack.down()),
+        // A slot holds only vpsup's site services: any leftover goes too.
+        Old::Slot(stack) => format!("{} --remove-orphans\n", stack.down()),
         Old::InPlace(stack, services) => format!("{}\n", stack.remove(services)),
     }
 }
@@ -529,22 +533,32 @@ impl Launch<'_> {
         let slot = slot_project
             .as_deref()
             .map(|project| slot_stack(&app, project, &files));
-        let mut steps = Vec::new();
-        if let Some(slot) = &slot {
-            steps.push(format!("{} 2>&1", slot.down()));
+        // What must go whatever else fails (`;`): the new slot, when it was
+        // started; then the restores, each only if the one before worked.
+        let mut first = String::new();
+        if let (Some(slot), true) = (&slot, failed.in_slot) {
+            first.push_str(&format!("{} 2>&1;\n", slot.down()));
         }
+        let mut steps = Vec::new();
         let previous_dir = previous.map(|(id, meta)| (self.paths.release(id), meta));
         let restart = match &previous_dir {
             None => {
                 steps.push(app.down());
-                Ok(steps.join("\n"))
+                Ok(format!("{first}{}", steps.join(" &&\n")))
             }
             Some((dir, Some(old))) => {
                 let old_stack = start::stack_for(&self.paths.app, dir, old, &secrets);
+                // Started under another project than the previous release's
+                // (an earlier vpsup's bare `<app>`): all of it goes, or two
+                // databases would share the previous release's volumes.
+                let other_project = app.project != old_stack.project;
+                if other_project {
+                    first.push_str(&format!("{} 2>&1;\n", app.down()));
+                }
                 let recreated = self.split.recreated_names();
                 match &old.slots {
                     // The previous release ran every service here: as a whole.
-                    None if self.whole() || !recreated.is_empty() => {
+                    None if self.whole() || other_project || !recreated.is_empty() => {
                         steps.push(old_stack.up(self.timeout))
                     }
                     None => {}
@@ -552,17 +566,19 @@ impl Launch<'_> {
                         let ran_here = |s: &String| {
                             old.fingerprints.contains_key(s) && !old_slots.services.contains(s)
                         };
-                        // A whole-stack start touched all of them, and
-                        // started the slot's services here too.
-                        let (theirs, gone): (Vec<String>, Vec<String>) = if self.whole() {
-                            (
-                                old.fingerprints.keys().filter(|s| ran_here(s)).cloned().collect(),
-                                old_slots.services.clone(),
-                            )
-                        } else {
-                            recreated.into_iter().partition(ran_here)
-                        };
-                        if !gone.is_empty() {
+                        // A whole-stack start (or one under another project)
+                        // touched all of them, and started the slot's
+                        // services in the app's project too.
+                        let (theirs, gone): (Vec<String>, Vec<String>) =
+                            if self.whole() || other_project {
+                                (
+                                    old.fingerprints.keys().filter(|s| ran_here(s)).cloned().collect(),
+                                    old_slots.services.clone(),
+                                )
+                            } else {
+                                recreated.into_iter().partition(ran_here)
+                            };
+                        if !gone.is_empty() && !other_project {
                             steps.push(app.remove(&gone));
                         }
                         if !theirs.is_empty() {
@@ -571,7 +587,7 @@ impl Launch<'_> {
                     }
                 }
                 steps.push("true".to_string());
-                Ok(steps.join(" &&\n"))
+                Ok(format!("{first}{}", steps.join(" &&\n")))
             }
             Some((dir, None)) => Err(format!(
                 "how it runs ({dir}/{}) could not be read, so the services recreated in place were left as they are",
@@ -687,7 +703,11 @@ impl Retiring<'_> {
             })
             .collect();
         let stop: String = old.iter().map(stop_old_script).collect();
-        Some(format!("{}{stop}", drain_script(&sites, drain_secs)))
+        // A dropped connection during the drain must not stop the stop.
+        Some(format!(
+            "trap '' HUP\n{}{stop}",
+            drain_script(&sites, drain_secs)
+        ))
     }
 }
 
@@ -870,10 +890,10 @@ mod tests {
     #[test]
     fn old_instances_go_whole_slot_or_only_the_site_services() {
         let files = ["compose.yml".to_string()];
-        let slot = stack("vpsup-shop-blue", &files);
+        let slot = stack("vpsup_blue-shop", &files);
         assert_eq!(
-            stop_old_script(&Old::Slot(stack("vpsup-shop-blue", &files))),
-            format!("{}\n", slot.down())
+            stop_old_script(&Old::Slot(stack("vpsup_blue-shop", &files))),
+            format!("{} --remove-orphans\n", slot.down())
         );
         let app = stack("vpsup-shop", &files);
         let services = ["web".to_string()];
@@ -1182,7 +1202,7 @@ mod tests {
         assert!(
             lines[1].contains("-p vpsup_blue-shop ")
                 && lines[1].contains("/releases/r1/.vpsup/slot-blue.json")
-                && lines[1].ends_with(" down"),
+                && lines[1].ends_with(" down --remove-orphans"),
             "{script}"
         );
 
