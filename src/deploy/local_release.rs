@@ -451,6 +451,18 @@ fn collect_with_limit(
         .filter(|(t, _)| in_place.contains(t))
         .map(|(t, p)| (t.clone(), *p))
         .collect();
+    // A port vpsup publishes a service on is part of how it runs.
+    let mut facts = facts;
+    for service in &mut facts {
+        let published: Vec<String> = ports
+            .iter()
+            .filter(|((name, _), _)| *name == service.name)
+            .map(|((_, container), host)| format!("127.0.0.1:{host}:{container}"))
+            .collect();
+        if !published.is_empty() {
+            service.fold(&published.join(","));
+        }
+    }
     let mut taken: Vec<u16> = all_ports.values().copied().collect();
     let mut slot_ports = BTreeMap::new();
     if !switched.is_empty() {

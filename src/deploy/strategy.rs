@@ -95,11 +95,15 @@ pub fn service_facts(
                 .filter(|(_, service, _)| service == name)
                 .map(|(path, _, _)| path.as_str())
                 .collect();
-            let context = build_context(file, definition);
+            // What it reads from the release: its build context, what it
+            // bind-mounts (a config file, `init.sql`), its `configs` and
+            // `secrets` files. A change there restarts it.
+            let mut dirs: Vec<String> = build_context(file, definition).into_iter().collect();
+            dirs.extend(mounted(file, name, definition));
             read.extend(
                 files
                     .iter()
-                    .filter(|f| context.as_deref().is_some_and(|dir| under(&f.path, dir)))
+                    .filter(|f| dirs.iter().any(|dir| f.path == *dir || under(&f.path, dir)))
                     .map(|f| f.path.as_str()),
             );
             let parts = hashes.entry(name.clone()).or_default();
@@ -159,6 +163,44 @@ fn definition_hash(file: &ComposeFile, definition: &Value) -> String {
         resolved = definition.clone();
     }
     hex(&Sha256::digest(resolved.to_string().as_bytes()))
+}
+
+/// The release paths a service mounts: its bind mounts' sources, and the
+/// files of the `configs` and `secrets` it uses (the file's top-level
+/// `configs:`/`secrets:` say where each is).
+fn mounted(file: &ComposeFile, service: &str, definition: &Value) -> Vec<String> {
+    let mut paths: Vec<String> = volumes::bind_mounts(&file.doc, &file.dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| m.service == service)
+        .filter_map(|m| match file.locate(&m.source) {
+            Located::Release(path) => Some(path),
+            Located::Host | Located::Outside => None,
+        })
+        .collect();
+    for section in ["configs", "secrets"] {
+        let used = definition
+            .get(section)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| match entry {
+                Value::String(name) => Some(name.as_str()),
+                other => other.get("source").and_then(Value::as_str),
+            });
+        for name in used {
+            let source = file
+                .doc
+                .get(section)
+                .and_then(|all| all.get(name))
+                .and_then(|entry| entry.get("file"))
+                .and_then(Value::as_str);
+            if let Some(Located::Release(path)) = source.map(|s| file.locate(s)) {
+                paths.push(path);
+            }
+        }
+    }
+    paths
 }
 
 /// The release directory of a service's build context, when it has one in
@@ -236,6 +278,14 @@ pub struct ServicePlan {
     pub service: String,
     pub role: Role,
     pub replace: Replace,
+}
+
+impl ServiceFacts {
+    /// Folds `extra` (what vpsup adds for the service: its loopback ports)
+    /// into the fingerprint.
+    pub fn fold(&mut self, extra: &str) {
+        self.fingerprint = hex(&Sha256::digest(format!("{}\n{extra}", self.fingerprint).as_bytes()));
+    }
 }
 
 impl ServicePlan {
@@ -584,7 +634,7 @@ mod tests {
             content: content.as_bytes().to_vec(),
             mode: 0o644,
         };
-        let compose = "services:\n  web:\n    build: ./web\n    environment: { GREETING: \"${GREETING}\" }\n  db:\n    image: postgres:16\n    env_file: db.env\n    volumes: [\"pgdata:/var/lib/postgresql/data\"]\n    container_name: db\n    ports: [\"127.0.0.1:5432:5432\"]\nvolumes:\n  pgdata:\n";
+        let compose = "services:\n  web:\n    build: ./web\n    environment: { GREETING: \"${GREETING}\" }\n  db:\n    image: postgres:16\n    env_file: db.env\n    volumes: [\"pgdata:/var/lib/postgresql/data\", \"./conf/db.conf:/etc/db.conf:ro\"]\n    configs: [init]\n    container_name: db\n    ports: [\"127.0.0.1:5432:5432\"]\nvolumes:\n  pgdata:\nconfigs:\n  init:\n    file: ./init.sql\n";
         let facts_of = |files: &[ReleaseFile], greeting: &str| {
             let mut env = Env::default();
             env.set("GREETING", greeting);
@@ -607,6 +657,8 @@ mod tests {
             file("web/Dockerfile", "FROM scratch\n"),
             file("web/index.html", "v1"),
             file("README.md", "docs"),
+            file("conf/db.conf", "max_connections = 10"),
+            file("init.sql", "create table t ();"),
         ];
         let base = facts_of(&files, "hello");
         assert_eq!(base["db"].writes, ["volume pgdata"]);
@@ -630,6 +682,14 @@ mod tests {
         let var = facts_of(&files, "bonjour");
         assert_ne!(var["web"].fingerprint, base["web"].fingerprint);
         assert_eq!(var["db"].fingerprint, base["db"].fingerprint);
+        // db's mounted config file, and its `configs` file: db changes only.
+        for i in [5, 6] {
+            let conf = changed(i, "changed", "hello");
+            assert_ne!(conf["db"].fingerprint, base["db"].fingerprint, "file {i}");
+            assert_eq!(conf["web"].fingerprint, base["web"].fingerprint, "file {i}");
+        }
+        assert_eq!(base["db"].volumes, ["pgdata"]);
+        assert_eq!(base["web"].networks, ["default"]);
         // A file neither reads.
         let docs = changed(4, "more docs", "hello");
         assert_eq!(docs["web"].fingerprint, base["web"].fingerprint);
