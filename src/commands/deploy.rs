@@ -508,7 +508,7 @@ async fn go_live(
         host,
     };
     serve
-        .serve(transport, id, &plan.meta, previous, probed.serving, true)
+        .serve(transport, id, &plan.meta, previous, probed.serving(), true)
         .await
         .map_err(|failed| {
             let after = match (current, failed.restored) {
@@ -864,7 +864,7 @@ async fn rollback_on(
                     &previous,
                     &meta,
                     Some((current.as_str(), probed.meta.as_ref())),
-                    probed.serving,
+                    probed.serving(),
                     false,
                 )
                 .await

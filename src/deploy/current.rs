@@ -196,10 +196,12 @@ mod tests {
             volumes_pinned: false,
             slots: Some(SlotsMeta {
                 services: vec!["web".into()],
+                volumes: vec![],
                 blue: SlotMeta::default(),
                 green: SlotMeta::default(),
             }),
             fingerprints: Default::default(),
+            ports: vec![],
         };
         std::fs::write(release.join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
         std::os::unix::fs::symlink("releases/r1", dir.path().join("current")).unwrap();

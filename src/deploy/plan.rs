@@ -115,7 +115,7 @@ impl<'a> DeployPlan<'a> {
             .map(|site| site.domain.0.clone())
             .collect();
         // The site files of the slot that serves (none serves yet: not current).
-        let slot = (!wanted.release.blue_green.is_empty()).then_some(probed.serving);
+        let slot = (!wanted.release.blue_green.is_empty()).then_some(probed.serving());
         let sites_current = slot != Some(None)
             && wanted.sites.iter().all(|site| {
                 let installed = probed
@@ -310,6 +310,7 @@ fn release_meta(wanted: &Wanted<'_>, pinned: bool) -> ReleaseMeta {
         let ports = &release.slot_ports[&slot];
         SlotMeta {
             health: health(wanted.sites, ports),
+            ports: remote::port_list(ports),
             sites: wanted
                 .sites
                 .iter()
@@ -332,8 +333,10 @@ fn release_meta(wanted: &Wanted<'_>, pinned: bool) -> ReleaseMeta {
         dot_env: release.dot_env,
         project: Some(remote::project_name(wanted.app.name.as_str())),
         volumes_pinned: pinned,
+        ports: remote::port_list(&release.ports),
         slots: (!release.blue_green.is_empty()).then(|| SlotsMeta {
             services: release.blue_green.clone(),
+            volumes: slot_volumes(release, pinned, wanted.app.name.as_str()),
             blue: slot_meta(Slot::Blue),
             green: slot_meta(Slot::Green),
         }),
@@ -361,6 +364,27 @@ fn health(sites: &[SiteConfig], ports: &BTreeMap<Target, u16>) -> Vec<(String, u
 fn site_targets(site: &SiteConfig) -> impl Iterator<Item = Target> + '_ {
     std::iter::once((site.service.0.clone(), site.port.0))
         .chain(site.routes.iter().map(|r| (r.service.0.clone(), r.port.0)))
+}
+
+/// `(project, volume)` of the app's named volumes the slot's services mount
+/// (`pinned`: an earlier vpsup named them `<app>_<volume>`).
+fn slot_volumes(release: &Release, pinned: bool, app: &str) -> Vec<(String, String)> {
+    let project = if pinned {
+        app.to_string()
+    } else {
+        remote::project_name(app)
+    };
+    let mut volumes: Vec<String> = release
+        .services
+        .iter()
+        .filter(|f| release.blue_green.contains(&f.name))
+        .flat_map(|f| f.volumes.iter())
+        .filter(|v| release.named_volumes.contains(v))
+        .cloned()
+        .collect();
+    volumes.sort();
+    volumes.dedup();
+    volumes.into_iter().map(|v| (project.clone(), v)).collect()
 }
 
 /// The compose override of a slot: its ports, and the app project's
@@ -392,7 +416,12 @@ fn slot_override_file(wanted: &Wanted<'_>, pinned: bool, slot: Slot) -> ReleaseF
     // `slot_override` maps `default` always; it is here when shared.
     let default_shared = networks.iter().any(|n| n == "default");
     networks.retain(|n| n != "default");
-    let volumes = shared(|f| &f.volumes, &release.named_volumes);
+    // Every app volume they mount (read-only: a writer is refused) is the
+    // app's, made first if need be (`SlotsMeta::volumes`), never the slot's.
+    let volumes: Vec<String> = slot_volumes(release, pinned, app)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     let project = remote::project_name(app);
     let prefix = if pinned {
         app.to_string()
@@ -534,7 +563,8 @@ mod tests {
             secrets: vec![],
             sites: vec![],
             containers: vec![],
-            serving: None,
+            serving_file: None,
+            nginx_ports: vec![],
             certificates: vec![],
             backup: Default::default(),
             watch: Default::default(),
@@ -731,21 +761,24 @@ mod tests {
             "vpsup-doctor.doctor.example.com.conf".into(),
             file(".vpsup/nginx-blue/doctor.example.com.conf").sha256(),
         )];
-        deployed.serving = Some(Slot::Blue);
-        let again = DeployPlan::new(&wanted, &paths, &deployed, now).unwrap();
-        assert!(again.sites_current);
-        deployed.serving = Some(Slot::Green);
-        assert!(
-            !DeployPlan::new(&wanted, &paths, &deployed, now)
+        // nginx proxies to blue's port: blue serves, whatever the file says.
+        deployed.meta = Some(plan.meta.clone());
+        deployed.nginx_ports = vec![23001];
+        deployed.serving_file = Some(Slot::Green);
+        assert_eq!(deployed.serving(), Some(Slot::Blue));
+        let current = |d: &Probed| {
+            DeployPlan::new(&wanted, &paths, d, now)
                 .unwrap()
                 .sites_current
-        );
-        deployed.serving = None;
-        assert!(
-            !DeployPlan::new(&wanted, &paths, &deployed, now)
-                .unwrap()
-                .sites_current
-        );
+        };
+        assert!(current(&deployed));
+        // Neither slot's ports in nginx's files: the file's word.
+        deployed.nginx_ports = vec![];
+        assert_eq!(deployed.serving(), Some(Slot::Green));
+        assert!(!current(&deployed));
+        deployed.serving_file = None;
+        assert_eq!(deployed.serving(), None);
+        assert!(!current(&deployed));
 
         // The running release ran another db: a new release says so.
         let mut old = plan.meta.clone();
@@ -792,6 +825,7 @@ mod tests {
             volumes_pinned: false,
             slots: None,
             fingerprints: BTreeMap::new(),
+            ports: vec![],
         });
         let now = OffsetDateTime::now_utc();
         let plan = DeployPlan::new(&wanted, &AppPaths::new("doctor"), &old, now).unwrap();

@@ -34,9 +34,11 @@ pub struct Probed {
     pub sites: Vec<(String, String)>,
     /// The app's containers: its project's and the serving slot's.
     pub containers: Vec<Container>,
-    /// The slot nginx sends the site services' requests to (`None`: they
-    /// run in the app's project).
-    pub serving: Option<Slot>,
+    /// The slot `/srv/vpsup/<app>/serving` names (`serving()` checks it
+    /// against nginx's site files).
+    pub serving_file: Option<Slot>,
+    /// The loopback ports the app's installed site files proxy to.
+    pub nginx_ports: Vec<u16>,
     pub certificates: Vec<store::StoredCert>,
     /// The app's backup settings and timers on the host.
     pub backup: timers::Probed,
@@ -52,6 +54,7 @@ const SECRETS: &str = "secrets";
 const SITES: &str = "sites";
 const CONTAINERS: &str = "containers";
 const SERVING: &str = "serving";
+const NGINX_PORTS: &str = "nginx-ports";
 const CERTIFICATES: &str = "certificates";
 const BACKUP: &str = "backup";
 const WATCH: &str = "watch";
@@ -70,6 +73,10 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         paths.sites_fn()
     );
     let serving = format!("cat {} 2>/dev/null", quote(&paths.serving_file()));
+    let nginx_ports = format!(
+        "{}for f in $(vpsup_sites); do grep -o 'http://127\\.0\\.0\\.1:[0-9]*' \"$f\"; done | sed 's/.*://' | sort -un",
+        paths.sites_fn()
+    );
     let slot_project = |slot: Slot| quote(&slot.project(&paths.app));
     let containers = format!(
         "command -v docker >/dev/null 2>&1 && case \"$(cat {serving} 2>/dev/null)\" in blue) slot={blue} ;; green) slot={green} ;; *) slot= ;; esac && for p in {app} $slot; do docker ps -a --filter label=com.docker.compose.project=$p --format '{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.State}}}}\t{{{{.Status}}}}' 2>/dev/null; done",
@@ -100,12 +107,38 @@ pub fn script(sections: &Sections, paths: &AppPaths, store_dir: &str) -> String 
         (SITES, sites.as_str()),
         (CONTAINERS, containers.as_str()),
         (SERVING, serving.as_str()),
+        (NGINX_PORTS, nginx_ports.as_str()),
         (CERTIFICATES, certificates.as_str()),
         (BACKUP, backup.as_str()),
         (WATCH, watch.as_str()),
     ]);
     script.push_str("exit 0\n");
     script
+}
+
+impl Probed {
+    /// The slot nginx sends the app's site services' requests to: the one
+    /// of the current release whose every site port the installed site
+    /// files proxy to, whatever the `serving` file says (a stale file must
+    /// never make a deploy take down what serves); that file when neither
+    /// matches; `None` when the current release switches nothing.
+    pub fn serving(&self) -> Option<Slot> {
+        let meta = self.meta.as_ref()?;
+        meta.slots.as_ref()?;
+        let serves = |slot: Slot| {
+            let ports: Vec<u16> = meta
+                .slot(slot)
+                .map_or(&[][..], |m| &m.sites[..])
+                .iter()
+                .flat_map(|(_, ports)| ports.iter().copied())
+                .collect();
+            !ports.is_empty() && ports.iter().all(|p| self.nginx_ports.contains(p))
+        };
+        Slot::both()
+            .into_iter()
+            .find(|s| serves(*s))
+            .or(self.serving_file)
+    }
 }
 
 /// What `script` printed, run with the same `sections`.
@@ -129,7 +162,12 @@ pub fn parse(sections: &Sections, text: &str) -> Result<Probed, StepError> {
             .map(|(hash, file)| (file.to_string(), hash.to_string()))
             .collect(),
         containers: remote::parse_containers(parts.get(CONTAINERS)?),
-        serving: Slot::parse(parts.get(SERVING)?),
+        serving_file: Slot::parse(parts.get(SERVING)?),
+        nginx_ports: parts
+            .get(NGINX_PORTS)?
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect(),
         certificates: store::parse_listing(parts.get(CERTIFICATES)?)
             .map_err(StepError::CertificateStore)?,
         backup: timers::Probed::parse(parts.get(BACKUP)?),
@@ -225,6 +263,7 @@ mod tests {
             volumes_pinned: false,
             slots: None,
             fingerprints: Default::default(),
+            ports: vec![],
         };
         std::fs::write(
             release.join(remote::META_FILE),
@@ -272,7 +311,8 @@ mod tests {
         assert_eq!(probed.meta, None);
         assert!(probed.releases.is_empty() && probed.secrets.is_empty());
         assert!(probed.sites.is_empty() && probed.containers.is_empty());
-        assert_eq!(probed.serving, None);
+        assert_eq!(probed.serving_file, None);
+        assert!(probed.nginx_ports.is_empty());
     }
 
     /// A part that did not come back is an error, not an empty part; and a
@@ -293,6 +333,7 @@ mod tests {
             part(SITES, ""),
             part(CONTAINERS, "web\trunning\tUp 1 second\n"),
             part(SERVING, "green\n"),
+            part(NGINX_PORTS, "21000\n23001\n"),
             part(CERTIFICATES, ""),
             part(BACKUP, ""),
             part(WATCH, ""),
@@ -301,7 +342,8 @@ mod tests {
         assert_eq!(probed.secrets, ["DB_PASSWORD", "@@sites"]);
         assert_eq!(probed.current.release.as_deref(), Some("r1"));
         assert_eq!(probed.containers.len(), 1);
-        assert_eq!(probed.serving, Some(Slot::Green));
+        assert_eq!(probed.serving_file, Some(Slot::Green));
+        assert_eq!(probed.nginx_ports, [21000, 23001]);
 
         let cut = all[..5].concat();
         assert_eq!(

@@ -71,12 +71,20 @@ pub struct ReleaseMeta {
     /// recreates in place only the services whose fingerprint changed.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fingerprints: BTreeMap<String, String>,
+    /// `(service, container port, loopback port)` of what nginx reaches in
+    /// the app's project (a failed health path names its service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<(String, u16, u16)>,
 }
 
 /// The blue/green part of a release.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SlotsMeta {
     pub services: Vec<String>,
+    /// `(project, volume)`: the app's named volumes the slot's services
+    /// mount, made before the slot starts if the app's project has not yet.
+    #[serde(default)]
+    pub volumes: Vec<(String, String)>,
     pub blue: SlotMeta,
     pub green: SlotMeta,
 }
@@ -89,6 +97,24 @@ pub struct SlotMeta {
     /// Each site's loopback ports in the slot: what drains once nginx
     /// switched away from it.
     pub sites: Vec<(String, Vec<u16>)>,
+    /// `(service, container port, loopback port)` in the slot.
+    #[serde(default)]
+    pub ports: Vec<(String, u16, u16)>,
+}
+
+/// `(service, container port, loopback port)` as a map for `start::parse_gate`.
+pub fn port_map(ports: &[(String, u16, u16)]) -> BTreeMap<(String, u16), u16> {
+    ports
+        .iter()
+        .map(|(service, container, host)| ((service.clone(), *container), *host))
+        .collect()
+}
+
+pub fn port_list(ports: &BTreeMap<(String, u16), u16>) -> Vec<(String, u16, u16)> {
+    ports
+        .iter()
+        .map(|((service, container), host)| (service.clone(), *container, *host))
+        .collect()
 }
 
 impl ReleaseMeta {

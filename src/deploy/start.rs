@@ -343,6 +343,7 @@ mod tests {
             volumes_pinned: false,
             slots: None,
             fingerprints: BTreeMap::new(),
+            ports: vec![],
         }
     }
 

@@ -284,7 +284,9 @@ impl ServiceFacts {
     /// Folds `extra` (what vpsup adds for the service: its loopback ports)
     /// into the fingerprint.
     pub fn fold(&mut self, extra: &str) {
-        self.fingerprint = hex(&Sha256::digest(format!("{}\n{extra}", self.fingerprint).as_bytes()));
+        self.fingerprint = hex(&Sha256::digest(
+            format!("{}\n{extra}", self.fingerprint).as_bytes(),
+        ));
     }
 }
 

@@ -189,10 +189,21 @@ pub fn slot_gate_script(
     sections: &Sections,
     stack: &Stack<'_>,
     services: &[String],
+    volumes: &[(String, String)],
     health: &[(String, u16)],
     timeout: u32,
 ) -> String {
-    let before = format!("{} >/dev/null 2>&1 || true\n", stack.down());
+    let mut before = format!("{} >/dev/null 2>&1 || true\n", stack.down());
+    // The app's volumes the slot mounts (`external` in its override), made
+    // as compose makes them if the app's project has not yet.
+    for (project, volume) in volumes {
+        let name = quote(&format!("{project}_{volume}"));
+        before.push_str(&format!(
+            "docker volume inspect {name} >/dev/null 2>&1 || docker volume create --label com.docker.compose.project={project} --label com.docker.compose.volume={volume} {name} >/dev/null\n",
+            project = quote(project),
+            volume = quote(volume),
+        ));
+    }
     start::gate(
         sections,
         &before,
@@ -441,7 +452,6 @@ impl Launch<'_> {
         let dir = self.paths.release(self.id);
         let secrets = self.paths.secrets();
         let app = start::stack_for(&self.paths.app, &dir, self.meta, &secrets);
-        let ports = BTreeMap::new();
         let run = |script: String, in_slot: bool| async move {
             let sections_script = script;
             let out = transport
@@ -465,27 +475,26 @@ impl Launch<'_> {
                 self.timeout,
             )
         };
-        let failed = |sections: &Sections,
-                      out: Result<
-            crate::transport::ExecOutput,
-            crate::transport::TransportError,
-        >,
-                      in_slot| match out {
-            Ok(out) if out.success() => Ok(()),
-            Ok(out) => Err(LaunchFailed {
-                why: start::parse_gate(sections, &out.stdout_str(), &out.stderr_tail(8), &ports),
-                in_slot,
-            }),
-            Err(e) => Err(LaunchFailed {
-                why: start::Unhealthy {
-                    text: e.to_string(),
-                    services: Vec::new(),
-                },
-                in_slot,
-            }),
-        };
+        let failed =
+            |sections: &Sections,
+             ports: &BTreeMap<Target, u16>,
+             out: Result<crate::transport::ExecOutput, crate::transport::TransportError>,
+             in_slot| match out {
+                Ok(out) if out.success() => Ok(()),
+                Ok(out) => Err(LaunchFailed {
+                    why: start::parse_gate(sections, &out.stdout_str(), &out.stderr_tail(8), ports),
+                    in_slot,
+                }),
+                Err(e) => Err(LaunchFailed {
+                    why: start::Unhealthy {
+                        text: e.to_string(),
+                        services: Vec::new(),
+                    },
+                    in_slot,
+                }),
+            };
         let (out, _) = run(in_place, false).await;
-        failed(&sections, out, false)?;
+        failed(&sections, &remote::port_map(&self.meta.ports), out, false)?;
         let (Some(slot), Some(slots)) = (self.slot, self.meta.slots.as_ref()) else {
             return Ok(());
         };
@@ -494,9 +503,17 @@ impl Launch<'_> {
         let stack = slot_stack(&app, &project, &files);
         let sections = Sections::random();
         let health = self.meta.slot(slot).map_or(&[][..], |s| &s.health[..]);
-        let gate = slot_gate_script(&sections, &stack, &slots.services, health, self.timeout);
+        let gate = slot_gate_script(
+            &sections,
+            &stack,
+            &slots.services,
+            &slots.volumes,
+            health,
+            self.timeout,
+        );
         let (out, _) = run(gate, true).await;
-        failed(&sections, out, true)
+        let ports = self.meta.slot(slot).map_or(&[][..], |s| &s.ports[..]);
+        failed(&sections, &remote::port_map(ports), out, true)
     }
 
     /// After `failed`: the failing services' last log lines, the slot's new
@@ -823,7 +840,7 @@ mod tests {
         write_executable(
             &dir.path().join("docker"),
             &format!(
-                "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in *' ps '*) printf 'web\\texited\\t\\n' ;; esac\ncase \"$*\" in *' up '*) exit $(cat {status}) ;; esac\n",
+                "#!/bin/sh\necho \"$*\" >> {log}\ncase \"$*\" in *' ps '*) printf 'web\\texited\\t\\n' ;; 'volume inspect'*) exit 1 ;; esac\ncase \"$*\" in *' up '*) exit $(cat {status}) ;; esac\n",
                 log = log.display(),
                 status = status.display()
             ),
@@ -834,14 +851,21 @@ mod tests {
         ];
         let s = stack("vpsup_green-shop", &files);
         let sections = Sections::with_nonce(7);
-        let script = slot_gate_script(&sections, &s, &["web".to_string()], &[], 30);
+        let volumes = [("vpsup-shop".to_string(), "assets".to_string())];
+        let script = slot_gate_script(&sections, &s, &["web".to_string()], &volumes, &[], 30);
         let with_docker = format!("PATH={}:$PATH\n{script}", dir.path().display());
         sh_ok(&with_docker);
         let calls = std::fs::read_to_string(&log).unwrap();
         let calls: Vec<&str> = calls.lines().collect();
-        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert_eq!(calls.len(), 4, "{calls:?}");
         assert!(calls[0].contains("-p vpsup_green-shop") && calls[0].ends_with(" down"));
-        assert!(calls[1].ends_with(" up -d --build --no-deps --wait --wait-timeout 30 web"));
+        // The app's volume, missing, made as compose would.
+        assert_eq!(calls[1], "volume inspect vpsup-shop_assets");
+        assert_eq!(
+            calls[2],
+            "volume create --label com.docker.compose.project=vpsup-shop --label com.docker.compose.volume=assets vpsup-shop_assets"
+        );
+        assert!(calls[3].ends_with(" up -d --build --no-deps --wait --wait-timeout 30 web"));
 
         std::fs::write(&status, "1").unwrap();
         let out = std::process::Command::new("sh")
@@ -989,6 +1013,7 @@ mod tests {
             volumes_pinned: false,
             slots: (!switched.is_empty()).then(|| remote::SlotsMeta {
                 services: switched.iter().map(|s| s.to_string()).collect(),
+                volumes: vec![],
                 blue: Default::default(),
                 green: Default::default(),
             }),
@@ -996,6 +1021,7 @@ mod tests {
                 .iter()
                 .map(|(n, f)| (n.to_string(), f.to_string()))
                 .collect(),
+            ports: vec![],
         }
     }
 
