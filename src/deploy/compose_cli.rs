@@ -10,6 +10,18 @@
 
 use crate::transport::script::quote;
 
+/// How `Stack::up_services` treats what runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Up {
+    /// A running container is left as it is; a missing or stopped one starts.
+    KeepRunning,
+    /// Build, and replace a container whose definition changed.
+    Recreate,
+    /// As `Recreate`, and the project's containers of services gone from
+    /// the compose files are removed.
+    RecreateRemovingOrphans,
+}
+
 #[derive(Clone, Copy)]
 pub struct Stack<'a> {
     /// The compose project name (`vpsup-<app>`).
@@ -69,17 +81,15 @@ impl Stack<'_> {
     }
 
     /// Starts only `services` (what they depend on runs already: `--no-deps`)
-    /// and waits as `up` does. `recreate`: build, and replace a container
-    /// whose definition changed; else a running container is left as it is
-    /// and only a missing or stopped one starts.
-    pub fn up_services(&self, services: &[String], recreate: bool, timeout_secs: u32) -> String {
+    /// and waits as `up` does, as `how` says.
+    pub fn up_services(&self, services: &[String], how: Up, timeout_secs: u32) -> String {
         let mut cmd = format!(
             "{} up -d {}--no-deps --wait --wait-timeout {timeout_secs}",
             self.base(),
-            if recreate {
-                "--build "
-            } else {
-                "--no-recreate "
+            match how {
+                Up::KeepRunning => "--no-recreate ",
+                Up::Recreate => "--build ",
+                Up::RecreateRemovingOrphans => "--build --remove-orphans ",
             }
         );
         for service in services {
@@ -284,11 +294,11 @@ mod tests {
             .starts_with(&format!("{base} ps -a --format '{{{{.Service}}}}")));
         let services = ["db".to_string(), "a b".to_string()];
         assert_eq!(
-            s.up_services(&services, true, 60),
+            s.up_services(&services, Up::Recreate, 60),
             format!("{base} up -d --build --no-deps --wait --wait-timeout 60 db 'a b'")
         );
         assert_eq!(
-            s.up_services(&services[..1], false, 60),
+            s.up_services(&services[..1], Up::KeepRunning, 60),
             format!("{base} up -d --no-recreate --no-deps --wait --wait-timeout 60 db")
         );
         assert_eq!(s.remove(&services), format!("{base} rm -s -f db 'a b'"));

@@ -9,9 +9,10 @@
 //! lines of `compose_cli` and the host scripts of `remote`), the nginx files
 //! (`nginx`), the releases kept on the host (`host_releases`); then the final
 //! check (`https_check`) and the report (`report`). What stops a deploy:
-//! `error`. Zero-downtime deploys, in progress and not used by deploy yet
-//! (docs/zero-downtime.md): the plan per service (`strategy`) and the
-//! host's side of a blue/green switch (`switch`).
+//! `error`. Zero-downtime (docs/zero-downtime.md): which service switches
+//! blue/green and which is recreated in place (`strategy`), and the host's
+//! side: the launch beside what serves, the drain, the stop, the recovery
+//! (`switch`).
 
 pub mod compose_cli;
 pub mod compose_model;

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::compose_cli::Stack;
+use super::compose_cli::{Stack, Up};
 use super::ports::{self, Target};
 use super::remote::{self, AppPaths, ReleaseMeta};
 use super::start;
@@ -207,7 +207,7 @@ pub fn slot_gate_script(
     start::gate(
         sections,
         &before,
-        &stack.up_services(services, true, timeout),
+        &stack.up_services(services, Up::Recreate, timeout),
         stack,
         health,
         timeout,
@@ -230,14 +230,10 @@ pub fn in_place_script(
 ) -> String {
     let mut up = Vec::new();
     if !unchanged.is_empty() {
-        up.push(stack.up_services(unchanged, false, timeout));
+        up.push(stack.up_services(unchanged, Up::KeepRunning, timeout));
     }
     if !changed.is_empty() {
-        up.push(stack.up_services(changed, true, timeout).replacen(
-            " up -d ",
-            " up -d --remove-orphans ",
-            1,
-        ));
+        up.push(stack.up_services(changed, Up::RecreateRemovingOrphans, timeout));
     }
     if up.is_empty() {
         return before.to_string();
@@ -599,7 +595,7 @@ impl Launch<'_> {
                             steps.push(app.remove(&gone));
                         }
                         if !theirs.is_empty() {
-                            steps.push(old_stack.up_services(&theirs, true, self.timeout));
+                            steps.push(old_stack.up_services(&theirs, Up::Recreate, self.timeout));
                         }
                     }
                 }
@@ -903,7 +899,7 @@ mod tests {
         let base = s.base();
         assert!(script.starts_with("retire\n"), "{script}");
         assert!(script.contains(&format!(
-            "if ! {{ {base} up -d --no-recreate --no-deps --wait --wait-timeout 60 redis && {base} up -d --remove-orphans --build --no-deps --wait --wait-timeout 60 db; }} >&2; then"
+            "if ! {{ {base} up -d --no-recreate --no-deps --wait --wait-timeout 60 redis && {base} up -d --build --remove-orphans --no-deps --wait --wait-timeout 60 db; }} >&2; then"
         )), "{script}");
         assert_eq!(
             in_place_script(&sections, "retire\n", &s, &[], &[], &[], 60),
