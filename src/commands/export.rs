@@ -125,6 +125,9 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
     for (path, content) in &tree.files {
         write(&args.out.join(path), content.as_bytes(), 0o644)?;
     }
+    if let Some(listed) = keep_off_hosts(project, &args.out)? {
+        eprintln!("vpsup: {listed} added to .vpsupignore: the tree (and its secrets) is not for your hosts, `vpsup deploy` leaves it out");
+    }
     let backup = config.backup.as_ref();
     for file in &tree.secret_files {
         let content = match (&values, &file.source, backup) {
@@ -157,6 +160,51 @@ pub async fn k8s(settings: &Settings, args: &ExportK8sArgs) -> exit::Result<()> 
         );
     }
     Ok(())
+}
+
+/// The tree written inside the project would travel with every release
+/// (its secret files too): its path goes into the project's `.vpsupignore`
+/// unless listed there already. The path added, if one was.
+fn keep_off_hosts(project: &Path, out: &Path) -> Result<Option<String>, ExportError> {
+    let (Ok(project), Ok(out)) = (project.canonicalize(), out.canonicalize()) else {
+        return Ok(None);
+    };
+    let Ok(rel) = out.strip_prefix(&project) else {
+        return Ok(None);
+    };
+    let Some(rel) = rel.to_str().filter(|r| !r.is_empty()) else {
+        return Ok(None);
+    };
+    let ignore = project.join(crate::deploy::local_release::IGNORE_FILE);
+    let text = match std::fs::read_to_string(&ignore) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(error) => {
+            return Err(ExportError::Write {
+                path: ignore.display().to_string(),
+                error,
+            })
+        }
+    };
+    let listed = text.lines().any(|l| {
+        let entry = l.trim().trim_start_matches('/').trim_end_matches('/');
+        !entry.is_empty() && (rel == entry || Path::new(rel).starts_with(entry))
+    });
+    if listed {
+        return Ok(None);
+    }
+    let mut text = text;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "# written by `vpsup export k8s`: not for the hosts\n{rel}\n"
+    ));
+    std::fs::write(&ignore, text).map_err(|error| ExportError::Write {
+        path: ignore.display().to_string(),
+        error,
+    })?;
+    Ok(Some(rel.to_string()))
 }
 
 /// A `[backup]` file of this machine's (as `vpsup backup` finds it: `~/`
@@ -237,6 +285,52 @@ fn write(path: &Path, content: &[u8], mode: u32) -> Result<(), ExportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A tree written inside the project is listed in its `.vpsupignore`
+    /// once (so a deploy leaves it out); one outside it, or listed, is not.
+    #[test]
+    fn a_tree_in_the_project_is_kept_off_the_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("shop");
+        std::fs::create_dir_all(project.join("k8s")).unwrap();
+        std::fs::write(project.join(".vpsupignore"), "media").unwrap();
+        assert_eq!(
+            keep_off_hosts(&project, &project.join("k8s"))
+                .unwrap()
+                .as_deref(),
+            Some("k8s")
+        );
+        assert_eq!(
+            std::fs::read_to_string(project.join(".vpsupignore")).unwrap(),
+            "media\n# written by `vpsup export k8s`: not for the hosts\nk8s\n"
+        );
+        assert_eq!(
+            keep_off_hosts(&project, &project.join("k8s")).unwrap(),
+            None
+        );
+        std::fs::create_dir_all(project.join("media/k8s")).unwrap();
+        assert_eq!(
+            keep_off_hosts(&project, &project.join("media/k8s")).unwrap(),
+            None
+        );
+        let outside = dir.path().join("k8s");
+        std::fs::create_dir_all(&outside).unwrap();
+        assert_eq!(keep_off_hosts(&project, &outside).unwrap(), None);
+        // And the deploy's own reading of the file leaves the tree out.
+        std::fs::write(project.join("k8s/x.yaml"), "kind: Secret\n").unwrap();
+        std::fs::write(
+            project.join("compose.yml"),
+            "services:\n  web:\n    image: nginx\n",
+        )
+        .unwrap();
+        let app: crate::config::AppConfig = toml::from_str("name = \"shop\"").unwrap();
+        let release = crate::deploy::local_release::collect(&project, &app, &[], &[]).unwrap();
+        assert!(
+            release.files.iter().all(|f| !f.path.starts_with("k8s")),
+            "{:?}",
+            release.files.iter().map(|f| &f.path).collect::<Vec<_>>()
+        );
+    }
 
     /// `--with-secrets` fills the backup's files from this machine's: the
     /// password as restic reads it (trimmed), the S3 keys, the SFTP key
