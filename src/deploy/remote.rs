@@ -309,8 +309,8 @@ if ! out=$(nginx -t 2>&1); then
   echo "nginx -t refused the new site configuration, the previous one is back in place: $out" >&2
   exit 1
 fi
-if ! {{ {reload}
-}}; then
+if ! ( {reload}
+); then
   restore
   echo "reloading nginx failed (above); the previous site configuration is back in place" >&2
   exit 1
@@ -502,17 +502,27 @@ mod tests {
         };
         let activate = |reload: &str| activate_in(None, reload);
 
-        let failed = activate("echo 'reload: no such unit' >&2; false").await;
-        assert!(!failed.success());
-        assert!(
-            failed.stderr_str().contains("reloading nginx failed"),
-            "{}",
-            failed.stderr_str()
-        );
         let mut expected: Vec<String> = before.iter().map(|(n, _)| n.to_string()).collect();
         expected.sort();
-        assert_eq!(listing(), expected);
-        assert!(!root.join("shop/current").exists());
+        // A reload command that exits (`[acme] reload` is the user's shell)
+        // ends only itself: the site files are put back all the same (they
+        // stayed the failed release's, and the next probe took them for
+        // what nginx serves).
+        for reload in [
+            "echo 'reload: no such unit' >&2; false",
+            "echo 'reload refused' >&2; exit 3",
+        ] {
+            let failed = activate(reload).await;
+            assert_eq!(failed.exit_status, Some(1), "{reload}");
+            assert!(
+                failed.stderr_str().contains("reloading nginx failed"),
+                "{}",
+                failed.stderr_str()
+            );
+            assert_eq!(listing(), expected, "{reload}");
+            assert!(!root.join("shop/current").exists());
+        }
+        let failed = activate("false").await;
 
         assert_eq!(parse_switched(&failed.stdout_str()), None);
 
