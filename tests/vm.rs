@@ -11,7 +11,11 @@
 
 #[path = "vm/backups.rs"]
 mod backups;
+#[path = "vm/export.rs"]
+mod export;
 mod support;
+#[path = "vm/watch.rs"]
+mod watch;
 
 use std::path::Path;
 use std::process::Output;
@@ -360,6 +364,16 @@ sudo sshd -T | grep '^maxauthtries'"#,
     // tests/vm/backups.rs.
     backups::backups_are_proven_by_restores(&vm, &op, &root_key);
     clock.done("backups");
+
+    // The shop stack as Kubernetes manifests, measured on the host: see
+    // tests/vm/export.rs.
+    export::export_reads_the_deployed_stack(&vm, &op, &root_key);
+    clock.done("export");
+
+    // The host's own checks and alerts, by hand and by its timer: see
+    // tests/vm/watch.rs.
+    watch::watch_alerts_on_the_host(&vm, &op, &root_key);
+    clock.done("watch");
 
     // Root and password logins are closed (last: fail2ban counts failures).
     let out = vm.ssh("root", &root_key, "true", &[]);

@@ -13,7 +13,7 @@ use serde_json::Value;
 use crate::support::*;
 
 /// The guest's name for this machine's loopback (tests/vm/boot).
-const HOST_FROM_VM: &str = "198.51.100.2";
+pub const HOST_FROM_VM: &str = "198.51.100.2";
 
 /// Runs `sql` in the app's PostgreSQL as postgres, on database `db`.
 pub fn psql(vm: &TestVm, key: &Path, db: &str, sql: &str) -> String {
