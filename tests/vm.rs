@@ -358,12 +358,6 @@ sudo sshd -T | grep '^maxauthtries'"#,
     clock.done("two apps");
     an_earlier_layout_is_taken_over(&vm, &op, &root_key, &pebble);
     clock.done("an earlier layout");
-    drop(bind);
-
-    // Backups of a real PostgreSQL, Redis and MariaDB beside those apps: see
-    // tests/vm/backups.rs.
-    backups::backups_are_proven_by_restores(&vm, &op, &root_key);
-    clock.done("backups");
 
     // The shop stack as Kubernetes manifests, measured on the host: see
     // tests/vm/export.rs.
@@ -371,9 +365,15 @@ sudo sshd -T | grep '^maxauthtries'"#,
     clock.done("export");
 
     // The host's own checks and alerts, by hand and by its timer: see
-    // tests/vm/watch.rs.
+    // tests/vm/watch.rs. (Its deploys still need the DNS server.)
     watch::watch_alerts_on_the_host(&vm, &op, &root_key);
     clock.done("watch");
+    drop(bind);
+
+    // Backups of a real PostgreSQL, Redis and MariaDB beside those apps: see
+    // tests/vm/backups.rs.
+    backups::backups_are_proven_by_restores(&vm, &op, &root_key);
+    clock.done("backups");
 
     // Root and password logins are closed (last: fail2ban counts failures).
     let out = vm.ssh("root", &root_key, "true", &[]);
