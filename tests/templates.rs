@@ -727,3 +727,48 @@ fn docker_daemon_json_is_json_with_log_rotation() {
     assert_eq!(value["log-opts"]["max-size"], "10m");
     assert_eq!(value["log-opts"]["max-file"], "3");
 }
+
+/// The DOCKER-USER blocks init adds to ufw's after.rules and after6.rules
+/// load into the kernel, each with its family's restore tool and on top of
+/// what is there (`--noflush`, as ufw loads them), in a network namespace of
+/// their own that ends with the command: this machine's firewall is never
+/// touched. IPv6 gets the same rules, jumping to ufw's IPv6 chain.
+#[test]
+fn the_docker_user_rules_load_over_ipv4_and_ipv6() {
+    let v4 = render("ufw_docker_user.rules.tera");
+    let v6 = render("ufw_docker_user6.rules.tera");
+    assert!(
+        v6.contains("\n-A DOCKER-USER -j ufw6-user-forward\n"),
+        "{v6}"
+    );
+    assert!(!v6.contains("ufw-user-forward"), "{v6}");
+    assert_eq!(v6.replace("ufw6-", "ufw-"), v4);
+    for (rules, tables) in [(&v4, "iptables"), (&v6, "ip6tables")] {
+        let script = format!("{tables}-restore --noflush && {tables} -S DOCKER-USER");
+        let mut load = Command::new("unshare")
+            .args(["--net", "sh", "-c", &script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare and iptables (tests/setup)");
+        use std::io::Write as _;
+        load.stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        let out = load.wait_with_output().unwrap();
+        assert!(out.status.success(), "{tables}: {}", describe_output(&out));
+        let loaded = String::from_utf8_lossy(&out.stdout);
+        let expected: Vec<&str> = rules
+            .lines()
+            .filter(|l| l.starts_with("-A DOCKER-USER "))
+            .collect();
+        let listed: Vec<&str> = loaded
+            .lines()
+            .filter(|l| l.starts_with("-A DOCKER-USER "))
+            .collect();
+        assert_eq!(listed.len(), expected.len(), "{tables}:\n{loaded}");
+    }
+}
