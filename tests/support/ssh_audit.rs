@@ -25,6 +25,18 @@ pub struct SshAuditReport {
     pub json: Value,
 }
 
+impl SshAuditReport {
+    /// The algorithms the server offered in `section` (`kex`, `key`, ...), in its order.
+    pub fn offered(&self, section: &str) -> Vec<String> {
+        self.json[section]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a["algorithm"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
 /// Audits the SSH server on `127.0.0.1:port`. Without the connection rate
 /// test (`--skip-rate-test`): it opens dozens of connections, which a
 /// hardened host's firewall limit and fail2ban answer by dropping this

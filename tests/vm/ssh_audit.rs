@@ -16,26 +16,18 @@ use crate::support::*;
 pub fn ssh_audit_is_clean(port: u16) {
     // Two connections: the key exchange, then the host key's fingerprint.
     let report = ssh_budget::spend(2, || ssh_audit(port));
-    let offered = |section: &str| -> Vec<String> {
-        report.json[section]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|a| a["algorithm"].as_str().map(str::to_string))
-            .collect()
-    };
     eprintln!(
         "ssh-audit on the VM ({}): {} failures, {} warnings; kex {:?}",
         report.json["banner"]["raw"],
         report.failures.len(),
         report.warnings.len(),
-        offered("kex")
+        report.offered("kex")
     );
     assert_eq!(report.failures, [], "{:#}", report.json);
     assert_eq!(report.warnings, [], "{:#}", report.json);
-    assert_eq!(offered("key"), ["ssh-ed25519"], "{:#}", report.json);
+    assert_eq!(report.offered("key"), ["ssh-ed25519"], "{:#}", report.json);
     assert_eq!(
-        offered("kex").first().map(String::as_str),
+        report.offered("kex").first().map(String::as_str),
         Some("mlkem768x25519-sha256"),
         "{:#}",
         report.json
