@@ -42,6 +42,8 @@ pub struct InitOptions {
     pub docker: DockerSource,
     pub swap: Size,
     pub allow_ports: Vec<PortRule>,
+    /// [init] ssh_users: who may log in over SSH besides the admin.
+    pub ssh_users: Vec<String>,
     /// `--host-binary` (as given) or [init] host_binary (from the project
     /// directory); none: this vpsup.
     pub host_binary: Option<PathBuf>,
@@ -65,6 +67,7 @@ impl InitOptions {
                 .unwrap_or(DockerSource::Official),
             swap: args.swap.or(config.swap).unwrap_or(DEFAULT_SWAP),
             allow_ports: cli_or_file(&args.allow_ports, &config.allow_ports),
+            ssh_users: config.ssh_users.iter().map(|u| u.0.clone()).collect(),
             host_binary: args
                 .host_binary
                 .clone()
@@ -86,6 +89,18 @@ impl InitOptions {
         Value::Array(rules)
     }
 
+    /// The members of the SSH login group (`layout::SSH_GROUP`), in the
+    /// order `gpasswd -M` keeps them: the admin, then `ssh_users`.
+    fn ssh_login_users(&self) -> Vec<&str> {
+        let mut users = vec![self.admin_user.as_str()];
+        for user in &self.ssh_users {
+            if !users.contains(&user.as_str()) {
+                users.push(user);
+            }
+        }
+        users
+    }
+
     /// The playbook's variables: the host layout and these options.
     pub fn vars(&self, admin_keys: &[String]) -> Map<String, Value> {
         let mut vars = layout::vars();
@@ -97,6 +112,7 @@ impl InitOptions {
         vars.insert("firewall_rules".into(), self.firewall_rules());
         vars.insert("allow_comment".into(), json!(ALLOW_COMMENT));
         vars.insert("revert_seconds".into(), json!(REVERT_SECONDS));
+        vars.insert("ssh_login_users".into(), json!(self.ssh_login_users()));
         vars
     }
 }
@@ -1229,6 +1245,46 @@ mod tests {
         assert!(official
             .iter()
             .any(|t| t == "Docker Engine and compose v2 from Docker's repository (Debian)"));
+    }
+
+    /// sshd's AllowGroups lets in the group's members only: the admin (and
+    /// [init] ssh_users) must be in it before the drop-in that requires it,
+    /// which comes with the host key it names.
+    #[test]
+    fn the_admin_joins_the_ssh_group_before_the_drop_in_requires_it() {
+        let config = InitConfig {
+            ssh_users: vec![UserName("alice".into()), UserName("ops".into())],
+            ..InitConfig::default()
+        };
+        let args = InitArgs {
+            admin_user: Some(UserName("ops".into())),
+            ..InitArgs::default()
+        };
+        let options = InitOptions::resolve(&args, Some(&config), Path::new("."));
+        assert_eq!(options.ssh_login_users(), ["ops", "alice"]);
+        let tasks = selected(FRESH_DEBIAN, Some("distro\n"), &options);
+        let at = |name: &str| {
+            tasks
+                .iter()
+                .position(|t| t.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let group = at("SSH login group (the admin and [init] ssh_users)");
+        assert!(at("admin user, in the sudo and docker groups") < group);
+        assert!(group < at("Ed25519 host key (the one sshd offers)"));
+        assert!(
+            at("Ed25519 host key (the one sshd offers)")
+                < at("SSH hardening drop-in (sorts before cloud-init's; checked with sshd -t)")
+        );
+        let args = &tasks[group].args;
+        let run = args["run"].as_str().unwrap();
+        assert!(run.contains("for user in ops alice; do"), "{run}");
+        assert!(run.contains("gpasswd -M ops,alice vpsup-ssh"), "{run}");
+        let unless = args["unless"].as_str().unwrap();
+        assert!(
+            unless.ends_with("getent group vpsup-ssh | cut -d: -f4)\" = ops,alice ]"),
+            "{unless}"
+        );
     }
 
     #[test]
