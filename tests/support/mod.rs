@@ -22,6 +22,7 @@ mod seaweedfs;
 mod ssh_audit;
 pub mod ssh_budget;
 mod sshd;
+mod sslyze;
 mod users;
 mod vm;
 
@@ -34,6 +35,7 @@ pub use receivers::{Receiver, TestCa};
 pub use seaweedfs::TestSeaweedFs;
 pub use ssh_audit::{ssh_audit, Finding, SshAuditReport, SSH_AUDIT};
 pub use sshd::{SshdOptions, TestSshd};
+pub use sslyze::{mozilla_intermediate_problems, SSLYZE};
 pub use users::{plain_user, sudo_user, TestUser};
 pub use vm::TestVm;
 
