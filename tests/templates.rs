@@ -645,9 +645,6 @@ fn an_old_nginx_default_server_answers_unknown_names_with_nothing() {
     serve_and_check(&old_nginx, false);
 }
 
-/// Serves the files rendered with `vars` on loopback and checks the TLS, the
-/// versions shown, and what an unknown name gets (`rejects`: the handshake
-/// is refused, else completed with the throwaway certificate).
 /// sslyze's checks of the certificate itself, which a test's certificate
 /// (self-signed here, the test CA's on the VM) does not pass.
 const TEST_CERTIFICATE_CHECKS: [&str; 2] = [
@@ -687,6 +684,9 @@ fn sslyze_names_curves_mozilla_rejects() {
     );
 }
 
+/// Serves the files rendered with `vars` on loopback and checks the TLS, the
+/// versions shown, and what an unknown name gets (`rejects`: the handshake
+/// is refused, else completed with the throwaway certificate).
 fn serve_and_check(vars: &Vars, rejects: bool) {
     let (http, https) = (free_port(), free_port());
     let dir = tempfile::tempdir().unwrap();

@@ -18,7 +18,7 @@ mod support;
 mod watch;
 
 use std::path::Path;
-use std::process::Output;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -1187,6 +1187,32 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
         public_key.trim()
     ));
 
+    // known_hosts as an older OpenSSH client leaves it: the host's ECDSA key
+    // alone, for the port sshd is on and the one it moves to. Once hardened,
+    // sshd offers its Ed25519 key alone; init records that one through its
+    // checked session first, so no login meets a "changed" key.
+    let scanned = ssh_budget::spend(1, || {
+        Command::new("ssh-keyscan")
+            .args(["-t", "ecdsa", "-p", &vm.ssh_port.to_string(), "127.0.0.1"])
+            .output()
+            .unwrap()
+    });
+    let ecdsa = String::from_utf8_lossy(&scanned.stdout)
+        .lines()
+        .find_map(|l| {
+            l.split_once(" ecdsa-sha2-nistp256 ")
+                .map(|(_, key)| key.to_string())
+        })
+        .unwrap_or_else(|| panic!("no ECDSA host key: {}", text(&scanned)));
+    std::fs::write(
+        op.ssh_dir().join("known_hosts"),
+        format!(
+            "[127.0.0.1]:{} ecdsa-sha2-nistp256 {ecdsa}\n[127.0.0.1]:{new_port} ecdsa-sha2-nistp256 {ecdsa}\n",
+            vm.ssh_port
+        ),
+    )
+    .unwrap();
+
     // Interrupted halfway (a dropped laptop lid, Ctrl-C): packages are being
     // installed when it dies.
     let mut child = op.spawn(&args, password.as_bytes());
@@ -1262,6 +1288,14 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
         ),
         (Some(0), Some(1)),
         "{again}"
+    );
+
+    let known = std::fs::read_to_string(op.ssh_dir().join("known_hosts")).unwrap();
+    assert!(
+        known
+            .lines()
+            .any(|l| l.starts_with(&format!("[127.0.0.1]:{new_port} ssh-ed25519 "))),
+        "{known}"
     );
 
     // The password that opened the door no longer does.

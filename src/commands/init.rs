@@ -22,6 +22,7 @@ use crate::host_binary::HostBinary;
 use crate::layout;
 use crate::report::HostOutcome;
 use crate::settings::{project_dir, HostTarget, Settings, SettingsError};
+use crate::transport::known_hosts;
 use crate::transport::ssh::{Credentials, SshError, SshTarget, SshTransport};
 use crate::transport::{ExecRequest, FileMeta, Transport};
 
@@ -405,6 +406,38 @@ impl InitHooks<'_> {
         }
     }
 
+    /// Once the drop-in is live sshd offers its Ed25519 key alone. It is
+    /// recorded now, read through this session (whose host key checked out),
+    /// for the port sshd is reached on now and after the reload: the next
+    /// login meets a known key, never an unknown one or, where known_hosts
+    /// holds another type (an older client wrote ECDSA), a "changed" one.
+    async fn record_host_key(
+        &self,
+        transport: &dyn Transport,
+        facts: &HostFacts,
+    ) -> Result<(), String> {
+        let read = format!("cat {}.pub", layout::SSHD_HOST_KEY);
+        let out = transport
+            .run_ok("reading sshd's Ed25519 host key", ExecRequest::new(read))
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = russh::keys::PublicKey::from_openssh(text.trim())
+            .map_err(|e| format!("{}.pub is not a public key ({e})", layout::SSHD_HOST_KEY))?;
+        let target = &self.connected;
+        for port in [target.port, self.port_after_reload(facts)] {
+            known_hosts::record_alongside(&target.known_hosts, &target.host, port, &key).map_err(
+                |e| {
+                    format!(
+                        "cannot record the host key in {}: {e}",
+                        target.known_hosts.display()
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     async fn prove(&self, port: u16) -> Result<(), String> {
         let target = SshTarget {
             user: self.run.options.admin_user.clone(),
@@ -454,6 +487,7 @@ impl Hooks for InitHooks<'_> {
             self.prove(self.connected.port).await.map_err(|e| {
                 format!("{e}. Root and password logins stay open until the admin's login works")
             })?;
+            self.record_host_key(transport, facts).await?;
             // Armed before the drop-in is written: a run that dies right after
             // writing it (or a reboot) still gets the previous configuration back.
             let arm = format!("{}/sshd-arm {REVERT_SECONDS}", layout::HELPERS_DIR);

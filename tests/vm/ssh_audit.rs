@@ -12,7 +12,7 @@ use crate::support::*;
 /// the port init moved SSH to): 0 failures, 0 warnings, the Ed25519 host key
 /// alone. Run it last: its two connections end before authentication, and
 /// fail2ban's sshd jail counts those and bans this machine's address for
-/// minutes (see TESTING.md).
+/// minutes (see the module header of tests/vm.rs).
 pub fn ssh_audit_is_clean(port: u16) {
     // Two connections: the key exchange, then the host key's fingerprint.
     let report = ssh_budget::spend(2, || ssh_audit(port));
@@ -37,7 +37,8 @@ pub fn ssh_audit_is_clean(port: u16) {
 /// sshd lets in the members of vpsup-ssh only: `outsider`, a user with a
 /// shell and `key` in its authorized_keys but not in the group (like a
 /// cloud image's default user), is refused; the admin logs in and is a
-/// member. One refused login: fail2ban bans after five.
+/// member. The refused login counts twice toward fail2ban's five (sshd logs
+/// the group refusal and the failed key).
 pub fn only_the_ssh_group_logs_in(vm: &TestVm, port: u16, key: &Path, outsider: &str) {
     let out = vm.ssh_on(port, outsider, key, "true", &[]);
     assert!(
