@@ -13,7 +13,13 @@
 mod backups;
 #[path = "vm/export.rs"]
 mod export;
+#[path = "vm/ipv6_firewall.rs"]
+mod ipv6_firewall;
+#[path = "vm/ssh_audit.rs"]
+mod ssh_audit;
 mod support;
+#[path = "vm/ubuntu_like.rs"]
+mod ubuntu_like;
 #[path = "vm/watch.rs"]
 mod watch;
 
@@ -1178,14 +1184,11 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
         "vpsup-aarch64",
     ];
     let password = format!("{}\n", vm.root_password());
-    // A user like a cloud image's default one: a shell, the operator's key
-    // and passwordless sudo, but not in init's SSH login group (checked at
-    // the end: it loses SSH).
-    let public_key = std::fs::read_to_string(operator_key.with_extension("pub")).unwrap();
-    vm.root(&format!(
-        "useradd -m -s /bin/bash outsider && install -d -m 700 -o outsider -g outsider ~outsider/.ssh && echo '{}' > ~outsider/.ssh/authorized_keys && chown outsider: ~outsider/.ssh/authorized_keys && echo 'outsider ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-outsider",
-        public_key.trim()
-    ));
+    // This VM behaves like an Ubuntu cloud image (tests/vm/ubuntu_like.rs):
+    // socket-activated sshd, ufw inactive, a default user with the
+    // operator's key and passwordless sudo, and, while init starts,
+    // unattended-upgrades installing needrestart.
+    ubuntu_like::make(&vm, &operator_key);
 
     // known_hosts as an older OpenSSH client leaves it: the host's ECDSA key
     // alone, for the port sshd is on and the one it moves to. Once hardened,
@@ -1215,11 +1218,13 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
 
     // Interrupted halfway (a dropped laptop lid, Ctrl-C): packages are being
     // installed when it dies.
+    ubuntu_like::upgrades_start(&vm);
     let mut child = op.spawn(&args, password.as_bytes());
     std::thread::sleep(Duration::from_secs(45));
     child.kill().unwrap();
     let interrupted = child.wait_with_output().unwrap();
     eprintln!("interrupted run:\n{}", text(&interrupted));
+    ubuntu_like::upgrades_done(&vm);
 
     // The same command again completes the job.
     let out = op.vpsup_with_stdin(&args, password.as_bytes());
@@ -1277,6 +1282,8 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
         text(&out)
     );
 
+    ubuntu_like::ssh_socket_moved(&vm, port, &operator_key);
+
     // Converged.
     let out = op.vpsup(&["init", "--json"]);
     assert!(out.status.success(), "{}", describe_output(&out));
@@ -1298,6 +1305,8 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
         "{known}"
     );
 
+    ubuntu_like::deploys(&vm, &op, port, &operator_key);
+
     // The password that opened the door no longer does.
     let out = vm.ssh_on(
         port,
@@ -1316,4 +1325,11 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
         "{}",
         text(&out)
     );
+
+    // Issue 14: only the SSH login group gets in, published ports are
+    // closed over IPv6 too, and the auditor's tool finds nothing (last: its
+    // connections end before authentication and count toward fail2ban).
+    ssh_audit::only_the_ssh_group_logs_in(&vm, port, &operator_key, ubuntu_like::DEFAULT_USER);
+    ipv6_firewall::after6_rules_close_published_ports(&vm, port, &operator_key);
+    ssh_audit::ssh_audit_is_clean(port);
 }
