@@ -73,6 +73,10 @@ pub struct InitConfig {
     /// More ports open to the internet besides SSH, 80 and 443: `8443`, `51820/udp`.
     #[serde(default)]
     pub allow_ports: Vec<PortRule>,
+    /// Users besides the admin who may log in over SSH (their accounts must
+    /// exist on the host); everyone else is refused.
+    #[serde(default)]
+    pub ssh_users: Vec<UserName>,
     /// The vpsup executable installed on the host for its renewal timer, when
     /// the one running cannot run there (default: the running vpsup).
     pub host_binary: Option<PathBuf>,
@@ -114,7 +118,9 @@ impl TryFrom<String> for UserName {
             && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         match s.as_str() {
-            "root" => Err("the admin user cannot be root: init closes root login".to_string()),
+            "root" => Err(
+                "the admin user (or an SSH user) cannot be root: init closes root login".to_string(),
+            ),
             _ if ok => Ok(UserName(s)),
             _ => Err(format!(
                 "invalid user name {s:?}: use up to 32 lowercase letters, digits, '-' or '_', starting with a letter"
@@ -1725,10 +1731,11 @@ port = 3000
     #[test]
     fn init_options_parse_and_validate() {
         let c = parse(
-            "[init]\nadmin_user = \"ops\"\nssh_port = 2222\ndocker = \"distro\"\nswap = \"1.5G\"\nallow_ports = [8443, \"51820/udp\"]\nextra_keys = [\"~/.ssh/work.pub\"]\n",
+            "[init]\nadmin_user = \"ops\"\nssh_port = 2222\ndocker = \"distro\"\nswap = \"1.5G\"\nallow_ports = [8443, \"51820/udp\"]\nextra_keys = [\"~/.ssh/work.pub\"]\nssh_users = [\"alice\"]\n",
         )
         .unwrap();
         let init = c.init.unwrap();
+        assert_eq!(init.ssh_users, [UserName("alice".into())]);
         assert_eq!(init.admin_user, Some(UserName("ops".into())));
         assert_eq!(init.ssh_port, Some(Port(2222)));
         assert_eq!(init.docker, Some(DockerSource::Distro));
@@ -1749,6 +1756,10 @@ port = 3000
         let (line, col, msg) = error_at("[init]\nadmin_user = \"root\"\n");
         assert_eq!((line, col), (2, 14));
         assert!(msg.contains("cannot be root"), "{msg}");
+        let (_, _, msg) = error_at("[init]\nssh_users = [\"ops\", \"root\"]\n");
+        assert!(msg.contains("cannot be root"), "{msg}");
+        let (_, _, msg) = error_at("[init]\nssh_users = [\"$(id)\"]\n");
+        assert!(msg.contains("invalid user name"), "{msg}");
         let (_, _, msg) = error_at("[init]\nallow_ports = [\"80/sctp\"]\n");
         assert!(msg.contains("PORT/udp"), "{msg}");
         let (_, _, msg) = error_at("[init]\nswap = \"lots\"\n");

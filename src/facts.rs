@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
+use crate::sshd_algorithms::SshdAlgorithms;
 use crate::transport::{ExecRequest, Transport, TransportError};
 
 /// The probe. It only reads, needs no root, and runs with whatever the host
@@ -44,6 +45,9 @@ have nginx && emit nginx "$(nginx -v 2>&1)"
 have ufw && emit ufw "$(ufw version 2>/dev/null)"
 # Which package provides Docker, without forking dpkg.
 for p in docker-ce docker.io; do [ -e "/var/lib/dpkg/info/$p.list" ] && emit docker_package "$p" && break; done
+# sshd's release: `sshd -V` prints it; an sshd that has no -V prints an error
+# line, then its usage, which starts with the release. Either way: from OpenSSH_.
+if have sshd; then v=$(sshd -V 2>&1); case $v in *OpenSSH_*) emit sshd "OpenSSH_${v#*OpenSSH_}" ;; esac; fi
 # The ports sshd is configured for (readable as root only).
 have sshd && [ "$(id -u)" = 0 ] && emit sshd_ports "$(sshd -T 2>/dev/null | awk '$1 == "port" {printf "%s ", $2}')"
 if have chronyd; then t=chrony; elif have ntpd; then t=ntp
@@ -97,6 +101,13 @@ pub struct HostFacts {
     pub docker_package: Option<String>,
     /// Ports in sshd's configuration (empty when not probed as root).
     pub sshd_ports: Vec<u16>,
+    /// The OpenSSH release of the host's sshd, numbers only (`9.2` from
+    /// `OpenSSH_9.2p1`).
+    pub sshd_version: Option<String>,
+    /// What the hardened sshd offers, for that release or, when the probe
+    /// could not ask sshd, the one the distribution ships (see
+    /// `sshd_algorithms`).
+    pub sshd_algorithms: SshdAlgorithms,
     /// The installed time sync daemon: chrony, ntp or systemd-timesyncd.
     pub time_sync: Option<String>,
     /// vpsup's certificate renewal timer is enabled (an earlier init).
@@ -176,7 +187,22 @@ pub fn parse(output: &str) -> Result<HostFacts, String> {
     };
     let os_id = os_release_word(&text("os_id"), "._-");
     let os_version = os_release_word(&text("os_version"), "._-");
+    let sshd_version = optional("sshd", &|v| {
+        version_after(v, "OpenSSH_")
+            .map(|r| {
+                r.chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.')
+                    .collect::<String>()
+            })
+            .filter(|r| !r.is_empty())
+    });
     Ok(HostFacts {
+        sshd_algorithms: SshdAlgorithms::for_openssh(
+            sshd_version
+                .as_deref()
+                .or_else(|| shipped(&os_id, &os_version).map(|s| s.openssh)),
+        ),
+        sshd_version,
         distro_compose_v2: distro_compose_v2(&os_id, &os_version),
         nginx_reject_handshake: nginx_rejects_handshake(
             kv.get("nginx")
@@ -239,16 +265,24 @@ fn distro_compose_v2(os_id: &str, os_version: &str) -> Option<&'static str> {
     }
 }
 
-/// The nginx its distribution installs (init installs that one): Ubuntu
-/// 22.04 ships 1.18, 24.04 1.24, Debian 12 1.22, Debian 13 1.26.
-fn distro_nginx(os_id: &str, os_version: &str) -> Option<&'static str> {
-    match (os_id, os_version) {
-        ("ubuntu", "22.04") => Some("1.18.0"),
-        ("ubuntu", "24.04") => Some("1.24.0"),
-        ("debian", "12") => Some("1.22.1"),
-        ("debian", "13") => Some("1.26.3"),
-        _ => None,
-    }
+/// What a supported distribution ships of what init installs or hardens,
+/// for a host that does not have it yet (or could not say which it has).
+struct Shipped {
+    nginx: &'static str,
+    openssh: &'static str,
+}
+
+/// Ubuntu 22.04: nginx 1.18, OpenSSH 8.9; 24.04: 1.24, 9.6; Debian 12:
+/// 1.22, 9.2; Debian 13: 1.26, 10.0.
+fn shipped(os_id: &str, os_version: &str) -> Option<Shipped> {
+    let (nginx, openssh) = match (os_id, os_version) {
+        ("ubuntu", "22.04") => ("1.18.0", "8.9"),
+        ("ubuntu", "24.04") => ("1.24.0", "9.6"),
+        ("debian", "12") => ("1.22.1", "9.2"),
+        ("debian", "13") => ("1.26.3", "10.0"),
+        _ => return None,
+    };
+    Some(Shipped { nginx, openssh })
 }
 
 /// See `HostFacts::nginx_reject_handshake`: the installed nginx's version
@@ -256,7 +290,7 @@ fn distro_nginx(os_id: &str, os_version: &str) -> Option<&'static str> {
 /// to have a current nginx (init refuses it anyway).
 fn nginx_rejects_handshake(installed: Option<&str>, os_id: &str, os_version: &str) -> bool {
     installed
-        .or_else(|| distro_nginx(os_id, os_version))
+        .or_else(|| shipped(os_id, os_version).map(|s| s.nginx))
         .is_none_or(|v| version_at_least(v, &[1, 19, 4]))
 }
 
@@ -486,6 +520,57 @@ time_sync=systemd-timesyncd
         assert!(!facts("debian", "13", Some("1.18.0")));
         assert!(facts("ubuntu", "22.04", Some("1.19.4")));
         assert!(!facts("ubuntu", "24.04", Some("1.19.3")));
+    }
+
+    /// `sshd -V` (9.2: "OpenSSH_9.2, OpenSSL ..."), or an sshd without -V
+    /// whose usage names its release after the portable suffix, picks the
+    /// algorithms; without sshd, the distribution's release does.
+    #[test]
+    fn sshds_release_chooses_its_algorithms() {
+        let with = |sshd: &str| parse(&format!("{SAMPLE}{sshd}")).unwrap();
+        let f = with("sshd=OpenSSH_9.2, OpenSSL 3.0.19 27 Jan 2026\n");
+        assert_eq!(f.sshd_version.as_deref(), Some("9.2"));
+        let f = with("sshd=OpenSSH_8.9p1 Ubuntu-3ubuntu0.10, OpenSSL 3.0.2 15 Mar 2022\n");
+        assert_eq!(f.sshd_version.as_deref(), Some("8.9"));
+        assert_eq!(f.sshd_algorithms, SshdAlgorithms::for_openssh(Some("8.9")));
+        let f = with("sshd=OpenSSH_10.0p2 Debian-7, OpenSSL 3.5.1 1 Jul 2025\n");
+        assert_eq!(f.sshd_algorithms.kex[0], "mlkem768x25519-sha256");
+        // No sshd answer: Ubuntu 24.04 ships 9.6.
+        let f = with("sshd=OpenSSH_\n");
+        assert_eq!(f.sshd_version, None);
+        assert_eq!(f.sshd_algorithms, SshdAlgorithms::for_openssh(Some("9.6")));
+        for (os_id, os_version, shipped) in [
+            ("ubuntu", "22.04", "8.9"),
+            ("ubuntu", "24.04", "9.6"),
+            ("debian", "12", "9.2"),
+            ("debian", "13", "10.0"),
+        ] {
+            let facts = SAMPLE
+                .replace("os_id=ubuntu", &format!("os_id={os_id}"))
+                .replace("os_version=24.04", &format!("os_version={os_version}"));
+            assert_eq!(
+                parse(&facts).unwrap().sshd_algorithms,
+                SshdAlgorithms::for_openssh(Some(shipped)),
+                "{os_id} {os_version}"
+            );
+        }
+    }
+
+    /// The probe asks this machine's real sshd.
+    #[test]
+    fn the_probe_reads_the_local_sshds_release() {
+        let out = std::process::Command::new("sh")
+            .args(["-c", PROBE_SCRIPT])
+            .output()
+            .unwrap();
+        let f = parse(&String::from_utf8_lossy(&out.stdout)).unwrap();
+        let said = std::process::Command::new("/usr/sbin/sshd")
+            .arg("-V")
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&said.stderr);
+        let release = f.sshd_version.expect("this machine has sshd (tests/setup)");
+        assert!(said.starts_with(&format!("OpenSSH_{release}")), "{said}");
     }
 
     #[test]

@@ -10,6 +10,8 @@
 //! /etc/vpsup/default-tls/           the default HTTPS server's throwaway certificate (nginx < 1.19.4)
 //! /srv/vpsup/<app>/                 an app's releases, data and secrets (deploy)
 //! /etc/ssh/sshd_config.d/00-vpsup.conf   the SSH hardening drop-in
+//! /etc/ssh/ssh_host_ed25519_key     the one host key sshd offers
+//! vpsup-ssh                         the group allowed to log in over SSH
 //! /var/lib/vpsup/sshd-revert/       the saved drop-in while an SSH change awaits confirmation
 //! /run/vpsup-sshd.lock              one sshd change or revert at a time
 //! vpsup-renew-certs.timer/.service  daily certificate renewal
@@ -47,6 +49,11 @@ pub const HELPERS_DIR: &str = "/usr/local/lib/vpsup";
 pub const APPS_DIR: &str = "/srv/vpsup";
 /// The SSH hardening drop-in; `00-` sorts it before cloud-init's.
 pub const SSHD_DROPIN: &str = "/etc/ssh/sshd_config.d/00-vpsup.conf";
+/// The one host key the hardened sshd uses (init makes it if missing).
+pub const SSHD_HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key";
+/// The group whose members may log in over SSH (`AllowGroups`): the admin
+/// and `[init] ssh_users`.
+pub const SSH_GROUP: &str = "vpsup-ssh";
 /// Present while an SSH change awaits the admin's login (holds the previous drop-in).
 pub const SSHD_REVERT_DIR: &str = "/var/lib/vpsup/sshd-revert";
 /// Serializes arming, reverting and confirming an SSH change.
@@ -92,6 +99,8 @@ pub fn vars() -> Map<String, Value> {
         ("vpsup_lib", HELPERS_DIR),
         ("apps_dir", APPS_DIR),
         ("sshd_dropin", SSHD_DROPIN),
+        ("sshd_host_key", SSHD_HOST_KEY),
+        ("ssh_group", SSH_GROUP),
         ("sshd_revert_dir", SSHD_REVERT_DIR),
         ("sshd_lock", SSHD_LOCK),
         ("sshd_revert_unit", SSHD_REVERT_UNIT),
@@ -121,7 +130,8 @@ mod tests {
     fn every_path_is_absolute_and_every_unit_is_vpsups() {
         for (name, value) in vars() {
             let value = value.as_str().unwrap().to_string();
-            if name.ends_with("_unit") || name.ends_with("_service") || name.ends_with("_timer") {
+            let named = ["_unit", "_service", "_timer", "_group"];
+            if named.iter().any(|suffix| name.ends_with(suffix)) {
                 assert!(value.starts_with("vpsup-"), "{name} = {value}");
             } else {
                 assert!(value.starts_with('/'), "{name} = {value}");

@@ -20,6 +20,7 @@ pub mod report;
 pub mod scripts;
 pub mod settings;
 pub mod ssh_config;
+pub mod sshd_algorithms;
 pub mod terminal;
 pub mod transport;
 pub mod watch;

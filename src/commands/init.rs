@@ -22,6 +22,7 @@ use crate::host_binary::HostBinary;
 use crate::layout;
 use crate::report::HostOutcome;
 use crate::settings::{project_dir, HostTarget, Settings, SettingsError};
+use crate::transport::known_hosts;
 use crate::transport::ssh::{Credentials, SshError, SshTarget, SshTransport};
 use crate::transport::{ExecRequest, FileMeta, Transport};
 
@@ -42,6 +43,8 @@ pub struct InitOptions {
     pub docker: DockerSource,
     pub swap: Size,
     pub allow_ports: Vec<PortRule>,
+    /// [init] ssh_users: who may log in over SSH besides the admin.
+    pub ssh_users: Vec<String>,
     /// `--host-binary` (as given) or [init] host_binary (from the project
     /// directory); none: this vpsup.
     pub host_binary: Option<PathBuf>,
@@ -65,6 +68,7 @@ impl InitOptions {
                 .unwrap_or(DockerSource::Official),
             swap: args.swap.or(config.swap).unwrap_or(DEFAULT_SWAP),
             allow_ports: cli_or_file(&args.allow_ports, &config.allow_ports),
+            ssh_users: config.ssh_users.iter().map(|u| u.0.clone()).collect(),
             host_binary: args
                 .host_binary
                 .clone()
@@ -86,6 +90,18 @@ impl InitOptions {
         Value::Array(rules)
     }
 
+    /// The members of the SSH login group (`layout::SSH_GROUP`), in the
+    /// order `gpasswd -M` keeps them: the admin, then `ssh_users`.
+    fn ssh_login_users(&self) -> Vec<&str> {
+        let mut users = vec![self.admin_user.as_str()];
+        for user in &self.ssh_users {
+            if !users.contains(&user.as_str()) {
+                users.push(user);
+            }
+        }
+        users
+    }
+
     /// The playbook's variables: the host layout and these options.
     pub fn vars(&self, admin_keys: &[String]) -> Map<String, Value> {
         let mut vars = layout::vars();
@@ -97,6 +113,7 @@ impl InitOptions {
         vars.insert("firewall_rules".into(), self.firewall_rules());
         vars.insert("allow_comment".into(), json!(ALLOW_COMMENT));
         vars.insert("revert_seconds".into(), json!(REVERT_SECONDS));
+        vars.insert("ssh_login_users".into(), json!(self.ssh_login_users()));
         vars
     }
 }
@@ -389,6 +406,38 @@ impl InitHooks<'_> {
         }
     }
 
+    /// Once the drop-in is live sshd offers its Ed25519 key alone. It is
+    /// recorded now, read through this session (whose host key checked out),
+    /// for the port sshd is reached on now and after the reload: the next
+    /// login meets a known key, never an unknown one or, where known_hosts
+    /// holds another type (an older client wrote ECDSA), a "changed" one.
+    async fn record_host_key(
+        &self,
+        transport: &dyn Transport,
+        facts: &HostFacts,
+    ) -> Result<(), String> {
+        let read = format!("cat {}.pub", layout::SSHD_HOST_KEY);
+        let out = transport
+            .run_ok("reading sshd's Ed25519 host key", ExecRequest::new(read))
+            .await
+            .map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let key = russh::keys::PublicKey::from_openssh(text.trim())
+            .map_err(|e| format!("{}.pub is not a public key ({e})", layout::SSHD_HOST_KEY))?;
+        let target = &self.connected;
+        for port in [target.port, self.port_after_reload(facts)] {
+            known_hosts::record_alongside(&target.known_hosts, &target.host, port, &key).map_err(
+                |e| {
+                    format!(
+                        "cannot record the host key in {}: {e}",
+                        target.known_hosts.display()
+                    )
+                },
+            )?;
+        }
+        Ok(())
+    }
+
     async fn prove(&self, port: u16) -> Result<(), String> {
         let target = SshTarget {
             user: self.run.options.admin_user.clone(),
@@ -438,6 +487,7 @@ impl Hooks for InitHooks<'_> {
             self.prove(self.connected.port).await.map_err(|e| {
                 format!("{e}. Root and password logins stay open until the admin's login works")
             })?;
+            self.record_host_key(transport, facts).await?;
             // Armed before the drop-in is written: a run that dies right after
             // writing it (or a reboot) still gets the previous configuration back.
             let arm = format!("{}/sshd-arm {REVERT_SECONDS}", layout::HELPERS_DIR);
@@ -1229,6 +1279,46 @@ mod tests {
         assert!(official
             .iter()
             .any(|t| t == "Docker Engine and compose v2 from Docker's repository (Debian)"));
+    }
+
+    /// sshd's AllowGroups lets in the group's members only: the admin (and
+    /// [init] ssh_users) must be in it before the drop-in that requires it,
+    /// which comes with the host key it names.
+    #[test]
+    fn the_admin_joins_the_ssh_group_before_the_drop_in_requires_it() {
+        let config = InitConfig {
+            ssh_users: vec![UserName("alice".into()), UserName("ops".into())],
+            ..InitConfig::default()
+        };
+        let args = InitArgs {
+            admin_user: Some(UserName("ops".into())),
+            ..InitArgs::default()
+        };
+        let options = InitOptions::resolve(&args, Some(&config), Path::new("."));
+        assert_eq!(options.ssh_login_users(), ["ops", "alice"]);
+        let tasks = selected(FRESH_DEBIAN, Some("distro\n"), &options);
+        let at = |name: &str| {
+            tasks
+                .iter()
+                .position(|t| t.name == name)
+                .unwrap_or_else(|| panic!("{name} missing"))
+        };
+        let group = at("SSH login group (the admin and [init] ssh_users)");
+        assert!(at("admin user, in the sudo and docker groups") < group);
+        assert!(group < at("Ed25519 host key (the one sshd offers)"));
+        assert!(
+            at("Ed25519 host key (the one sshd offers)")
+                < at("SSH hardening drop-in (sorts before cloud-init's; checked with sshd -t)")
+        );
+        let args = &tasks[group].args;
+        let run = args["run"].as_str().unwrap();
+        assert!(run.contains("for user in ops alice; do"), "{run}");
+        assert!(run.contains("gpasswd -M ops,alice vpsup-ssh"), "{run}");
+        let unless = args["unless"].as_str().unwrap();
+        assert!(
+            unless.ends_with("getent group vpsup-ssh | cut -d: -f4)\" = ops,alice ]"),
+            "{unless}"
+        );
     }
 
     #[test]

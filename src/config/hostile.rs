@@ -33,6 +33,7 @@ extra_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHk4Cz6ZlMbDcj6ZgvjKOPhv1gKPt
 docker = "official"
 swap = "1G"
 allow_ports = [8443]
+ssh_users = ["alice"]
 host_binary = "vpsup-arm64"
 
 [acme]
@@ -175,6 +176,7 @@ const KEYS: &[(&str, &str, Reach)] = &[
     ("init.docker", "{}", Reach::Refused),
     ("init.swap", "{}", Reach::Refused),
     ("init.allow_ports[]", "{}", Reach::Refused),
+    ("init.ssh_users[]", "{}", Reach::Refused),
     ("init.host_binary", "{}", Reach::Local("a binary read here, uploaded by content to a fixed path")),
     ("acme.email", "ops@example.com{}", Reach::Checked(acme_settings)),
     ("acme.directory", "https://acme.example.com/{}", Reach::Checked(acme_settings)),

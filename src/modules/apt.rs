@@ -1166,7 +1166,7 @@ mod tests {
         assert!(c.script.ends_with("\n)\n"), "{}", c.script);
         assert!(
             c.script.contains(
-                "DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none apt-get -y -o DPkg::Lock::Timeout=120 \
+                "DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_SUSPEND=1 apt-get -y -o DPkg::Lock::Timeout=120 \
                  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \"$@\" </dev/null"
             ),
             "{}",

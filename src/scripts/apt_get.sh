@@ -3,7 +3,10 @@
 # wait for locks. `apt-get install` waits for the dpkg lock itself
 # (DPkg::Lock::Timeout); `apt-get update` and the download lock do not wait,
 # so lock failures are retried here until the same deadline. stderr is kept to
-# recognise a lock failure, then passed on.
+# recognise a lock failure, then passed on. needrestart (installed on Ubuntu)
+# is suspended: it would ask which services to restart, or restart them
+# itself, sshd too, in the middle of a run that is changing sshd; init's
+# handlers restart what it changes, and a pending reboot is `vpsup watch`'s.
 # Filled in by modules::apt (`timeout`: seconds); the change's steps follow.
 set -e
 vpsup_apt_err=$(mktemp)
@@ -23,14 +26,14 @@ vpsup_apt_get() {
   repaired=
   while :; do
     rc=0
-    DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none apt-get -y -o DPkg::Lock::Timeout={{timeout}} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null 2>"$vpsup_apt_err" || rc=$?
+    DEBIAN_FRONTEND=noninteractive APT_LISTCHANGES_FRONTEND=none NEEDRESTART_SUSPEND=1 apt-get -y -o DPkg::Lock::Timeout={{timeout}} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@" </dev/null 2>"$vpsup_apt_err" || rc=$?
     cat "$vpsup_apt_err" >&2
     [ "$rc" -ne 0 ] || return 0
     # A run killed halfway (a dropped connection, Ctrl-C) leaves dpkg
     # half-configured; apt refuses to go on until that is finished.
     if [ -z "$repaired" ] && grep -q 'dpkg was interrupted' "$vpsup_apt_err"; then
       echo "apt: an earlier package run was interrupted; finishing it (dpkg --configure -a)" >&2
-      DEBIAN_FRONTEND=noninteractive dpkg --configure -a --force-confdef --force-confold </dev/null
+      DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 dpkg --configure -a --force-confdef --force-confold </dev/null
       repaired=1
       continue
     fi

@@ -107,6 +107,27 @@ pub fn verify(path: &Path, host: &str, port: u16, offered: &PublicKey) -> HostKe
     }))
 }
 
+/// Records `key` for `host:port` beside what is recorded there, unless it is
+/// already: for a key the host handed over a connection whose own host key
+/// checked out (as OpenSSH's UpdateHostKeys does), before the host offers
+/// that key alone. Returns whether a line was added.
+pub fn record_alongside(
+    path: &Path,
+    host: &str,
+    port: u16,
+    key: &PublicKey,
+) -> std::io::Result<bool> {
+    let recorded = known_host_keys_path(host, port, path).map_err(std::io::Error::other)?;
+    if recorded
+        .iter()
+        .any(|(_, known)| known.key_data() == key.key_data())
+    {
+        return Ok(false);
+    }
+    learn(path, host, port, key)?;
+    Ok(true)
+}
+
 /// Appends `host_pattern key` as one line, creating ~/.ssh (0700) and the file (0600) if needed.
 fn learn(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::Result<()> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -163,6 +184,32 @@ mod tests {
 
     const KEY_A: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
     const KEY_B: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G1sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
+
+    #[test]
+    fn a_key_recorded_alongside_is_known_beside_the_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        let (a, b) = (key(KEY_A), key(KEY_B));
+        assert!(matches!(
+            verify(&path, "h", 22, &a),
+            HostKeyVerdict::Learned { .. }
+        ));
+        assert!(matches!(
+            verify(&path, "h", 22, &b),
+            HostKeyVerdict::Changed(_)
+        ));
+        assert!(record_alongside(&path, "h", 22, &b).unwrap());
+        assert!(!record_alongside(&path, "h", 22, &b).unwrap(), "once");
+        assert!(matches!(verify(&path, "h", 22, &b), HostKeyVerdict::Known));
+        assert!(matches!(verify(&path, "h", 22, &a), HostKeyVerdict::Known));
+        // Another port of the same host is its own entry.
+        assert!(record_alongside(&path, "h", 2222, &b).unwrap());
+        assert!(matches!(
+            verify(&path, "h", 2222, &b),
+            HostKeyVerdict::Known
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 3);
+    }
 
     #[test]
     fn new_host_is_learned_then_known_then_a_different_key_is_refused() {

@@ -20,8 +20,10 @@ mod operator;
 mod pebble;
 mod receivers;
 mod seaweedfs;
+mod ssh_audit;
 pub mod ssh_budget;
 mod sshd;
+mod sslyze;
 mod users;
 mod vm;
 
@@ -32,7 +34,9 @@ pub use operator::{json, key_arg, stderr, Operator};
 pub use pebble::{NginxProcess, TestNginx, TestPebble};
 pub use receivers::{Receiver, TestCa};
 pub use seaweedfs::TestSeaweedFs;
+pub use ssh_audit::{ssh_audit, Finding, SshAuditReport, SSH_AUDIT};
 pub use sshd::{SshdOptions, TestSshd};
+pub use sslyze::{mozilla_intermediate_problems, SSLYZE};
 pub use users::{plain_user, sudo_user, TestUser};
 pub use vm::TestVm;
 
