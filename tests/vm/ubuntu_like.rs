@@ -23,6 +23,9 @@ pub const DEFAULT_USER: &str = "ubuntu";
 /// ports sshd's configuration names (all addresses), read at daemon-reload.
 const GENERATOR: &str = r#"#!/bin/sh
 # Test stand-in for Ubuntu's sshd-socket-generator (vpsup tests/vm/ubuntu_like.rs).
+# sshd -T refuses to run without its privilege separation directory, which
+# goes with ssh.service (systemctl disable reloads, so generators run, then).
+mkdir -p /run/sshd
 ports=$(/usr/sbin/sshd -T 2>/dev/null | awk '$1 == "port" { print $2 }')
 [ -n "$ports" ] || exit 0
 mkdir -p "$1/ssh.socket.d"
