@@ -86,7 +86,7 @@ systemd-run --unit ubuntu-like-ssh --quiet sh -c 'systemctl daemon-reload && sys
 /// the dpkg lock while init starts.
 pub fn upgrades_start(vm: &TestVm) {
     vm.root(
-        "systemd-run --unit ubuntu-like-upgrades --quiet --setenv DEBIAN_FRONTEND=noninteractive apt-get install -y -q needrestart unattended-upgrades",
+        "systemd-run --unit ubuntu-like-upgrades --quiet --setenv DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 needrestart unattended-upgrades",
     );
 }
 
@@ -114,7 +114,8 @@ pub fn ssh_socket_moved(vm: &TestVm, port: u16, key: &Path) {
         port,
         "deploy",
         key,
-        "systemctl is-active ssh.socket; systemctl show -p Listen --value ssh.socket",
+        // (sudo: this image has no D-Bus for a user's systemctl.)
+        "sudo systemctl is-active ssh.socket; sudo systemctl show -p Listen --value ssh.socket",
         &[],
     );
     let seen = text(&out);
