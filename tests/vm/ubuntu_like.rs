@@ -23,6 +23,9 @@ pub const DEFAULT_USER: &str = "ubuntu";
 /// ports sshd's configuration names (all addresses), read at daemon-reload.
 const GENERATOR: &str = r#"#!/bin/sh
 # Test stand-in for Ubuntu's sshd-socket-generator (vpsup tests/vm/ubuntu_like.rs).
+# sshd -T refuses to run without its privilege separation directory, which
+# goes with ssh.service (systemctl disable reloads, so generators run, then).
+mkdir -p /run/sshd
 ports=$(/usr/sbin/sshd -T 2>/dev/null | awk '$1 == "port" { print $2 }')
 [ -n "$ports" ] || exit 0
 mkdir -p "$1/ssh.socket.d"
@@ -83,7 +86,7 @@ systemd-run --unit ubuntu-like-ssh --quiet sh -c 'systemctl daemon-reload && sys
 /// the dpkg lock while init starts.
 pub fn upgrades_start(vm: &TestVm) {
     vm.root(
-        "systemd-run --unit ubuntu-like-upgrades --quiet --setenv DEBIAN_FRONTEND=noninteractive apt-get install -y -q needrestart unattended-upgrades",
+        "systemd-run --unit ubuntu-like-upgrades --quiet --setenv DEBIAN_FRONTEND=noninteractive apt-get install -y -q -o DPkg::Lock::Timeout=600 needrestart unattended-upgrades",
     );
 }
 
@@ -111,7 +114,8 @@ pub fn ssh_socket_moved(vm: &TestVm, port: u16, key: &Path) {
         port,
         "deploy",
         key,
-        "systemctl is-active ssh.socket; systemctl show -p Listen --value ssh.socket",
+        // (sudo: this image has no D-Bus for a user's systemctl.)
+        "sudo systemctl is-active ssh.socket; sudo systemctl show -p Listen --value ssh.socket",
         &[],
     );
     let seen = text(&out);
