@@ -1060,6 +1060,10 @@ routes = [{{ path = "/api/", service = "backend", port = 8000, websockets = true
         format!("{config}\n[app.services.frontend]\nstrategy = \"recreate\"\n\n[app.services.backend]\nstrategy = \"recreate\"\n"),
     )
     .unwrap();
+    // The first deploy on "recreate" moves the services from the slot to
+    // the app's project on their own ports: served once healthy, like a
+    // switch. The second replaces them in place, as every deploy did before.
+    changed_deploy("r0");
     let (recreate_ms, recreate) = changed_deploy("r1");
     eprintln!(
         "benchmark: a changed deploy under load: blue/green {blue_green_ms} ms, visitors: {}; recreate (as before) {recreate_ms} ms, visitors: {}",

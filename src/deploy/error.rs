@@ -82,6 +82,12 @@ pub enum StepError {
         after: Restored,
         logs: String,
     },
+    #[error("nginx's site files for app {app} proxy to {ports:?}, the ports of neither its blue nor its green instances, and no serving slot is recorded in {serving_file}: vpsup cannot tell which instances serve and will not guess (a release started in either slot could replace them). Put back the site files vpsup wrote (/etc/nginx/sites-enabled/vpsup-{app}.*), or write the slot that serves (blue or green) to {serving_file}, then run it again")]
+    ServingUnknown {
+        app: String,
+        ports: Vec<u16>,
+        serving_file: String,
+    },
     #[error("app {0} was never deployed here")]
     NeverDeployed(String),
     #[error("release {0} is the only one kept: there is nothing to roll back to")]

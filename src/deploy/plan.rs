@@ -776,9 +776,21 @@ mod tests {
         deployed.nginx_ports = vec![];
         assert_eq!(deployed.serving(), Some(Slot::Green));
         assert!(!current(&deployed));
+        assert_eq!(deployed.serving_unknown(), None, "nothing in nginx's files");
         deployed.serving_file = None;
         assert_eq!(deployed.serving(), None);
         assert!(!current(&deployed));
+        // Ports in nginx's files that are neither slot's, and no file: unknown
+        // (deploy and rollback refuse); with the file, its word.
+        deployed.nginx_ports = vec![9];
+        assert_eq!(deployed.serving_unknown(), Some(&[9][..]));
+        deployed.serving_file = Some(Slot::Green);
+        assert_eq!(deployed.serving_unknown(), None);
+        assert_eq!(deployed.serving(), Some(Slot::Green));
+        deployed.nginx_ports = vec![23001];
+        deployed.serving_file = None;
+        assert_eq!(deployed.serving_unknown(), None, "blue's port: blue");
+        deployed.nginx_ports = vec![];
 
         // The running release ran another db: a new release says so.
         let mut old = plan.meta.clone();

@@ -123,8 +123,25 @@ impl Probed {
     /// never make a deploy take down what serves); that file when neither
     /// matches; `None` when the current release switches nothing.
     pub fn serving(&self) -> Option<Slot> {
+        self.meta.as_ref()?.slots.as_ref()?;
+        self.slot_nginx_sends_to().or(self.serving_file)
+    }
+
+    /// The ports nginx's site files for the app proxy to, when the current
+    /// release switches blue/green but they are neither slot's and no
+    /// serving slot is recorded (site files edited by hand, or left by
+    /// something else): which instances serve is unknown, and a release
+    /// started in either slot could replace them. `None`: known.
+    pub fn serving_unknown(&self) -> Option<&[u16]> {
+        self.meta.as_ref()?.slots.as_ref()?;
+        let unknown = !self.nginx_ports.is_empty()
+            && self.slot_nginx_sends_to().is_none()
+            && self.serving_file.is_none();
+        unknown.then_some(&self.nginx_ports[..])
+    }
+
+    fn slot_nginx_sends_to(&self) -> Option<Slot> {
         let meta = self.meta.as_ref()?;
-        meta.slots.as_ref()?;
         let serves = |slot: Slot| {
             let ports: Vec<u16> = meta
                 .slot(slot)
@@ -134,10 +151,7 @@ impl Probed {
                 .collect();
             !ports.is_empty() && ports.iter().all(|p| self.nginx_ports.contains(p))
         };
-        Slot::both()
-            .into_iter()
-            .find(|s| serves(*s))
-            .or(self.serving_file)
+        Slot::both().into_iter().find(|s| serves(*s))
     }
 }
 
@@ -218,7 +232,15 @@ pub async fn lock_and_probe(
     if let Some(dead) = &lock.taken_over {
         eprintln!("vpsup: {host}: took over the deploy lock of a run that died: {dead}");
     }
-    match parse(&sections, &text) {
+    let checked = parse(&sections, &text).and_then(|probed| match probed.serving_unknown() {
+        Some(ports) => Err(StepError::ServingUnknown {
+            app: paths.app.clone(),
+            ports: ports.to_vec(),
+            serving_file: paths.serving_file(),
+        }),
+        None => Ok(probed),
+    });
+    match checked {
         Ok(probed) => Ok((lock, probed)),
         Err(e) => {
             let _ = lock.release(transport).await;
