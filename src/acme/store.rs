@@ -140,7 +140,8 @@ impl Store<'_> {
     /// nginx serving the old certificate until it expires.
     pub fn reload_script(&self, reload: &str) -> String {
         let marker = quote(&format!("{}/{RELOAD_PENDING}", self.dir));
-        format!(": > {marker} && {{ {reload}\n}} && rm -f {marker}")
+        // A subshell: a reload command that exits ends only itself.
+        format!(": > {marker} && ( {reload}\n) && rm -f {marker}")
     }
 
     /// Installs a certificate, its key and its metadata as one switch: the

@@ -222,8 +222,8 @@ if ! out=$(nginx -t 2>&1); then
   echo "nginx -t refused the new site configuration, the previous one is back in place: $out" >&2
   exit 1
 fi
-if ! {{ {reload}
-}}; then
+if ! ( {reload}
+); then
   restore
   echo "reloading nginx failed (above); the previous site configuration is back in place" >&2
   exit 1
@@ -389,17 +389,25 @@ mod tests {
             async move { t.exec(ExecRequest::new(script)).await.unwrap() }
         };
 
-        let failed = activate("echo 'reload: no such unit' >&2; false").await;
-        assert!(!failed.success());
-        assert!(
-            failed.stderr_str().contains("reloading nginx failed"),
-            "{}",
-            failed.stderr_str()
-        );
         let mut expected: Vec<String> = before.iter().map(|(n, _)| n.to_string()).collect();
         expected.sort();
-        assert_eq!(listing(), expected);
-        assert!(!root.join("shop/current").exists());
+        // A reload command that exits (`[acme] reload` is the user's shell)
+        // ends only itself: the site files are put back all the same (they
+        // stayed the failed release's, for the next reload to serve).
+        for reload in [
+            "echo 'reload: no such unit' >&2; false",
+            "echo 'reload refused' >&2; exit 3",
+        ] {
+            let failed = activate(reload).await;
+            assert_eq!(failed.exit_status, Some(1), "{reload}");
+            assert!(
+                failed.stderr_str().contains("reloading nginx failed"),
+                "{}",
+                failed.stderr_str()
+            );
+            assert_eq!(listing(), expected, "{reload}");
+            assert!(!root.join("shop/current").exists());
+        }
 
         let done = activate("true").await;
         assert!(done.success(), "{}", done.stderr_str());
