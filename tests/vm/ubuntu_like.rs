@@ -51,6 +51,7 @@ install -d -m 700 -o {user} -g {user} /home/{user}/.ssh
 echo '{key}' > /home/{user}/.ssh/authorized_keys
 chown {user}: /home/{user}/.ssh/authorized_keys
 echo '{user} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/90-cloud-init-users
+chmod 440 /etc/sudoers.d/90-cloud-init-users
 cat > /usr/lib/systemd/system-generators/sshd-socket-generator <<'GENERATOR'
 {GENERATOR}GENERATOR
 chmod 755 /usr/lib/systemd/system-generators/sshd-socket-generator
