@@ -11,7 +11,7 @@ use std::process::Command;
 use serde_json::json;
 use support::{
     describe_output, free_port, mozilla_intermediate_problems, ssh_audit, Finding, NginxProcess,
-    SshdOptions, TestSshd,
+    SshdOptions, TestSshd, TEST_CERTIFICATE_CHECKS,
 };
 use vpsup::engine::assets::Assets;
 use vpsup::engine::render::{Renderer, Vars};
@@ -659,13 +659,6 @@ fn an_old_nginx_default_server_answers_unknown_names_with_nothing() {
     let (_, _, old_nginx) = variants().remove(0);
     serve_and_check(&old_nginx, false);
 }
-
-/// sslyze's checks of the certificate itself, which a test's certificate
-/// (self-signed here, the test CA's on the VM) does not pass.
-const TEST_CERTIFICATE_CHECKS: [&str; 2] = [
-    "certificate_path_validation",
-    "maximum_certificate_lifespan",
-];
 
 /// The check above can fail: with the curves Mozilla rejects added back
 /// (as nginx's default offered them), sslyze names them.

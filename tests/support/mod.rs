@@ -36,7 +36,7 @@ pub use receivers::{Receiver, TestCa};
 pub use seaweedfs::TestSeaweedFs;
 pub use ssh_audit::{ssh_audit, Finding, SshAuditReport, SSH_AUDIT};
 pub use sshd::{SshdOptions, TestSshd};
-pub use sslyze::{mozilla_intermediate_problems, SSLYZE};
+pub use sslyze::{mozilla_intermediate_problems, SSLYZE, TEST_CERTIFICATE_CHECKS};
 pub use users::{plain_user, sudo_user, TestUser};
 pub use vm::TestVm;
 
