@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::layout::WATCH_SETTINGS_DIR;
+use crate::layout::{WATCH_DOCKER_CACHE, WATCH_SETTINGS_DIR};
 use crate::settings::{Settings, Verbosity};
 use crate::transport::LocalTransport;
 use crate::watch::{self, host_settings, AppReport};
@@ -32,15 +32,19 @@ pub async fn run(settings: &Settings, local: bool, file: Option<&Path>) -> crate
         }
         return Ok(());
     }
-    let transport = LocalTransport::current();
+    // One app's unreadable settings (written by a newer vpsup, say) must
+    // not keep the others from being checked.
+    let mut apps = Vec::new();
     let mut reports = Vec::new();
     for path in files {
-        // One app's unreadable settings (written by a newer vpsup, say)
-        // must not keep the others from being checked.
         match host_settings::read(&path) {
-            Ok(app) => reports.push(watch::run(&transport, &app).await),
+            Ok(app) => apps.push(app),
             Err(e) => reports.push(watch::AppReport::unreadable(&path, e.to_string())),
         }
+    }
+    if !apps.is_empty() {
+        let transport = LocalTransport::current();
+        reports.extend(watch::run(&transport, &apps, Path::new(WATCH_DOCKER_CACHE)).await);
     }
     print(settings, &reports)?;
     let failed: Vec<&str> = reports

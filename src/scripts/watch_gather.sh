@@ -1,59 +1,78 @@
-# watch_gather.sh: everything one `vpsup watch --local` run looks at, in one
-# exec (watch::gather parses it): each site's health path through this
-# host's own nginx (its name as SNI and Host), the certificate nginx serves
-# for it, the app's containers (its project's and the serving slot's), the disks of / and Docker's data, Docker's
-# build cache, the renewal service's last result, a pending reboot, and the
-# kernel's OOM kill counter; then the backup parts (backup::status). Each
-# part starts with a marker line; a part whose tool is missing stays empty.
+# watch_gather.sh: everything one `vpsup watch --local` run looks at, for
+# every app on the host, in one exec (watch::gather parses it): each site's
+# health path through this host's own nginx (its name as SNI and Host), the
+# certificate nginx serves for it, the apps' containers (each app's project
+# and its serving slot's), the disks of / and Docker's data, Docker's build
+# cache, the renewal service's last result, a pending reboot, and the
+# kernel's OOM kill counter; then the backup parts (backup::status). What
+# concerns the whole host is looked at once, whatever the number of apps:
+# under emulation each docker command costs a second of CPU. Each part
+# starts with a marker line; a part whose tool is missing stays empty.
 # shellcheck disable=SC2016
 marker={{marker}}
-nginx_host={{nginx_host}}
-nginx_port={{nginx_port}}
 part() { printf '\n%s %s\n' "$marker" "$1"; }
+# Each site: its app, its name, its health path, nginx's HTTPS address.
 set -- {{sites}}
-while [ $# -ge 2 ]; do
-  name=$1
-  path=$2
-  shift 2
-  part "site $name"
+while [ $# -ge 5 ]; do
+  app=$1
+  name=$2
+  path=$3
+  nginx_host=$4
+  nginx_port=$5
+  shift 5
+  part "site $app $name"
   curl -sS -k -o /dev/null -w '%{http_code}\n' --max-time 10 \
     --resolve "$name:$nginx_port:$nginx_host" "https://$name:$nginx_port$path" 2>&1
-  part "certificate $name"
+  part "certificate $app $name"
   # timeout: a handshake that never ends must not hold the run (and its alerts).
   timeout 15 openssl s_client -connect "$nginx_host:$nginx_port" -servername "$name" </dev/null 2>/dev/null |
     openssl x509 2>/dev/null
 done
-project={{project}}
-serving={{serving}}
-# The compose projects of the app's containers, one a line: its own, and the
-# slot nginx serves, where its site services run (deploy::switch). The other
-# slot holds nothing, or a failed deploy's leftovers: never reported.
+# The compose projects of each app's containers, `app<TAB>project` a line:
+# its own, and the slot nginx serves, where its site services run
+# (deploy::switch). The other slot holds nothing, or a failed deploy's
+# leftovers: never reported.
 app_projects() {
-  echo "$project"
-  case "$(head -n 1 "$serving" 2>/dev/null)" in
-    blue) echo {{blue}} ;;
-    green) echo {{green}} ;;
-  esac
+  set -- {{projects}}
+  while [ $# -ge 5 ]; do
+    printf '%s\t%s\n' "$1" "$2"
+    case "$(head -n 1 "$3" 2>/dev/null)" in
+      blue) printf '%s\t%s\n' "$1" "$4" ;;
+      green) printf '%s\t%s\n' "$1" "$5" ;;
+    esac
+    shift 5
+  done
 }
+projects=$(app_projects)
 root=
-if [ -n "$project" ]; then
+if [ -n "$projects" ]; then
+  part projects
+  printf '%s\n' "$projects"
   part containers
   if ! command -v docker >/dev/null 2>&1; then
     echo 'error docker is not installed'
-  elif ! ids=$(app_projects | while read -r p; do
-    found=$(timeout 30 docker ps -aq --filter "label=com.docker.compose.project=$p" 2>&1) ||
-      { echo "error $found" | head -n 1; exit 1; }
-    [ -z "$found" ] || echo "$found"
-  done); then
-    # Its last line: the error, after the ids of the projects listed before.
-    printf '%s\n' "$ids" | tail -n 1
+  elif ! ids=$(timeout 30 docker ps -aq --filter label=com.docker.compose.project 2>&1); then
+    echo "error $ids" | head -n 1
   elif [ -n "$ids" ]; then
+    # Every compose container, in one `docker ps` and one `docker inspect`
+    # (label filters on one key must all match, so one `docker ps` cannot
+    # ask for several projects): the parser keeps the apps' projects' own.
     # shellcheck disable=SC2086
-    timeout 30 docker inspect --format '{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}' $ids 2>&1
+    timeout 30 docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}	{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}' $ids 2>&1
   fi
-  root=$(timeout 30 docker info --format '{{.DockerRootDir}}' 2>/dev/null)
-  part build-cache
-  timeout 30 docker system df --format '{{.Type}}	{{.Size}}' 2>/dev/null | grep '^Build Cache' | cut -f2
+  # Docker's data directory and build cache, asked at most hourly: `docker
+  # system df` sizes every image, container and volume.
+  docker_cache={{docker_cache}}
+  if [ -z "$(find "$docker_cache" -mmin -60 2>/dev/null)" ] &&
+    root=$(timeout 30 docker info --format '{{.DockerRootDir}}' 2>/dev/null); then
+    build_cache=$(timeout 30 docker system df --format '{{.Type}}	{{.Size}}' 2>/dev/null | grep '^Build Cache' | cut -f2)
+    mkdir -p "$(dirname "$docker_cache")" &&
+      printf 'root %s\nbuild-cache %s\n' "$root" "$build_cache" >"$docker_cache.new" &&
+      mv -f "$docker_cache.new" "$docker_cache"
+  fi
+  part docker
+  cat "$docker_cache" 2>/dev/null
+  root=$(sed -n 's/^root //p' "$docker_cache" 2>/dev/null)
 fi
 part disks
 df -Pk / ${root:+"$root"} 2>/dev/null

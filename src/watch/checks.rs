@@ -457,11 +457,12 @@ mod tests {
     #[test]
     fn stopped_unhealthy_and_crash_looping_containers_are_problems() {
         let containers = parse_containers(
-            "db\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\n\
-             api\t/vpsup-shop-api-1\trunning\tunhealthy\t0\t0\n\
-             worker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\n\
-             web\t/vpsup-shop-web-1\texited\t-\t0\t137\n\
-             cron\t/vpsup-shop-cron-1\trunning\t-\t4\t2\n",
+            "p\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\n\
+             p\tapi\t/vpsup-shop-api-1\trunning\tunhealthy\t0\t0\n\
+             p\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\n\
+             p\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\n\
+             p\tcron\t/vpsup-shop-cron-1\trunning\t-\t4\t2\n",
+            &["p"],
         )
         .unwrap();
         let facts = Facts {

@@ -3,6 +3,8 @@
 //! (`checks`). A part whose tool is missing reads as "not looked at", never
 //! as a problem of its own.
 
+use std::path::Path;
+
 use time::OffsetDateTime;
 
 use super::host_settings::WatchSettings;
@@ -14,24 +16,41 @@ use crate::scripts::WATCH_GATHER;
 use crate::transport::script::quote;
 use crate::transport::sections::{Parts, Sections};
 
-/// The gather script for `settings`, its parts marked by `sections`.
-pub fn script(sections: &Sections, settings: &WatchSettings) -> String {
-    let sites: Vec<String> = settings
-        .sites
+/// The gather script for every app in `apps`, its parts marked by
+/// `sections`; Docker's slow answers are kept in `docker_cache` for an hour.
+pub fn script(sections: &Sections, apps: &[WatchSettings], docker_cache: &Path) -> String {
+    let sites: Vec<String> = apps
         .iter()
-        .flat_map(|s| [quote(&s.name), quote(&s.health)])
+        .flat_map(|app| {
+            let (nginx_host, nginx_port) = app.nginx_address();
+            app.sites.iter().flat_map(move |s| {
+                [&app.app, &s.name, &s.health, nginx_host, nginx_port].map(quote)
+            })
+        })
         .collect();
-    let (nginx_host, nginx_port) = settings.nginx_address();
-    let slot_project = |slot: Slot| quote(&slot.project(&settings.app));
+    let projects: Vec<String> = apps
+        .iter()
+        .filter_map(|app| {
+            let project = app.project.as_deref()?;
+            let slot_project = |slot: Slot| slot.project(&app.app);
+            Some(
+                [
+                    app.app.clone(),
+                    project.to_string(),
+                    app.app_paths().serving_file(),
+                    slot_project(Slot::Blue),
+                    slot_project(Slot::Green),
+                ]
+                .map(|v| quote(&v))
+                .join(" "),
+            )
+        })
+        .collect();
     WATCH_GATHER.fill(&[
         ("marker", sections.marker()),
         ("sites", &sites.join(" ")),
-        ("nginx_host", &quote(nginx_host)),
-        ("nginx_port", &quote(nginx_port)),
-        ("project", &quote(settings.project.as_deref().unwrap_or(""))),
-        ("serving", &quote(&settings.app_paths().serving_file())),
-        ("blue", &slot_project(Slot::Blue)),
-        ("green", &slot_project(Slot::Green)),
+        ("projects", &projects.join(" ")),
+        ("docker_cache", &quote(&docker_cache.to_string_lossy())),
         ("renew_service", RENEW_SERVICE),
         ("backups", &backup_status::script(sections.marker())),
     ])
@@ -101,7 +120,8 @@ pub struct Facts {
     pub backups: Option<AppBackups>,
 }
 
-/// What `script` printed, run with the same `sections`, for `settings`'s app.
+/// What `script` printed, run with the same `sections`, for `settings`'s
+/// app (one of the apps it was written for).
 pub fn parse(
     sections: &Sections,
     text: &str,
@@ -110,21 +130,36 @@ pub fn parse(
 ) -> Facts {
     let parts = sections.parse(text);
     let part = |name: &str| parts.optional(name).unwrap_or("");
+    let docker = part("docker");
+    let projects: Vec<&str> = part("projects")
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(app, _)| *app == settings.app)
+        .map(|(_, project)| project)
+        .collect();
     Facts {
         sites: settings
             .sites
             .iter()
-            .map(|s| SiteFacts {
-                name: s.name.clone(),
-                health: s.health.clone(),
-                answer: parse_answer(part(&format!("site {}", s.name))),
-                certificate: parse_certificate(part(&format!("certificate {}", s.name))),
+            .map(|s| {
+                let name = format!("{} {}", settings.app, s.name);
+                SiteFacts {
+                    name: s.name.clone(),
+                    health: s.health.clone(),
+                    answer: parse_answer(part(&format!("site {name}"))),
+                    certificate: parse_certificate(part(&format!("certificate {name}"))),
+                }
             })
             .collect(),
-        containers: parts.optional("containers").map(parse_containers),
+        containers: settings
+            .project
+            .as_ref()
+            .and_then(|_| parts.optional("containers"))
+            .map(|text| parse_containers(text, &projects)),
         disks: parse_disks(part("disks")),
-        build_cache: parts
-            .optional("build-cache")
+        build_cache: docker
+            .lines()
+            .find_map(|l| l.strip_prefix("build-cache "))
             .and_then(|t| parse_docker_size(t.trim())),
         renewal_failed: parse_renewal(part("renewal")),
         reboot: parse_reboot(part("reboot")),
@@ -159,18 +194,21 @@ fn parse_certificate(text: &str) -> Option<Result<CertInfo, String>> {
     (!text.trim().is_empty()).then(|| CertInfo::from_pem_chain(text))
 }
 
-/// `service\tname\tstate\thealth\trestarts\texit` lines; `error ...` when
-/// Docker did not answer.
-pub fn parse_containers(text: &str) -> Result<Vec<ContainerFacts>, String> {
+/// `project\tservice\tname\tstate\thealth\trestarts\texit` lines, the
+/// containers of `projects` kept; `error ...` when Docker did not answer.
+pub fn parse_containers(text: &str, projects: &[&str]) -> Result<Vec<ContainerFacts>, String> {
     let mut containers = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         if let Some(error) = line.strip_prefix("error ") {
             return Err(error.trim().to_string());
         }
         let f: Vec<&str> = line.split('\t').collect();
-        let [service, name, state, health, restarts, exit] = f[..] else {
+        let [project, service, name, state, health, restarts, exit] = f[..] else {
             return Err(format!("docker inspect printed {line:?}"));
         };
+        if !projects.contains(&project) {
+            continue;
+        }
         let name = name.trim_start_matches('/').to_string();
         containers.push(ContainerFacts {
             service: if service.is_empty() || service == "<no value>" {
@@ -272,14 +310,16 @@ mod tests {
     use super::*;
 
     /// Recorded from `docker inspect` on the test VM's shop stack: a healthy
-    /// database, a crash-looping worker, a stopped web container.
-    const DOCKER: &str = "db\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\n\
-        worker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\n\
-        web\t/vpsup-shop-web-1\texited\t-\t0\t137\n";
+    /// database, a crash-looping worker, a stopped web container; and
+    /// another project's container.
+    const DOCKER: &str = "vpsup-shop\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\n\
+        vpsup-shop\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\n\
+        vpsup-blog\tweb\t/vpsup-blog-web-1\trunning\t-\t0\t0\n\
+        vpsup-shop\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\n";
 
     #[test]
     fn containers_read_from_docker_inspect() {
-        let c = parse_containers(DOCKER).unwrap();
+        let c = parse_containers(DOCKER, &["vpsup-shop"]).unwrap();
         assert_eq!(c.len(), 3);
         assert_eq!(
             c[0],
@@ -296,19 +336,24 @@ mod tests {
         assert_eq!(c[2].restarts, 7);
         assert_eq!(c[2].health, None);
         assert_eq!(c[1].exit_code, 137);
+        let blog = parse_containers(DOCKER, &["vpsup-blog"]).unwrap();
+        assert_eq!(blog.len(), 1);
+        assert_eq!(blog[0].name, "vpsup-blog-web-1");
         assert_eq!(
-            parse_containers("error Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n"),
+            parse_containers("error Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n", &["vpsup-shop"]),
             Err("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?".into())
         );
-        assert_eq!(parse_containers(""), Ok(vec![]));
+        assert_eq!(parse_containers("", &["vpsup-shop"]), Ok(vec![]));
     }
 
-    /// The containers part, run for real with a stand-in `docker` that
-    /// knows containers in the app's project and both slots (and logs what
-    /// it is asked): only the app's project and the slot the `serving`
-    /// file names are looked at; a failing `docker ps` is the part's error.
+    /// The script, run for real for two apps with a stand-in `docker` that
+    /// knows containers of both apps' projects, both of shop's slots and a
+    /// project of nobody's (and logs what it is asked): each app gets its
+    /// project's containers and those of the slot its `serving` file names;
+    /// Docker is asked once per run whatever the number of apps, its slow
+    /// answers once an hour; a failing `docker ps` is every app's error.
     #[test]
-    fn the_containers_are_the_apps_projects_and_the_serving_slots() {
+    fn one_run_asks_docker_once_for_every_app() {
         use crate::transport::script::testing::write_executable;
         let dir = tempfile::tempdir().unwrap();
         let calls = dir.path().join("calls");
@@ -320,23 +365,30 @@ mod tests {
                 r#"#!/bin/sh
 echo "$*" >> {calls}
 case "$1" in
-  ps) p=${{4#label=com.docker.compose.project=}}; [ "$p" = "$(cat {fail} 2>/dev/null)" ] && {{ echo "cannot list $p" >&2; exit 1; }}; echo "c-$p" ;;
-  inspect) shift 3; for id in "$@"; do printf 'web\t/%s\trunning\t-\t0\t0\n' "$id"; done ;;
+  ps) [ -e {fail} ] && {{ echo "cannot list" >&2; exit 1; }}
+      printf 'c-%s\n' vpsup-shop vpsup_blue-shop vpsup_green-shop vpsup-blog nobodys ;;
+  inspect) shift 3; for id in "$@"; do printf '%s\tweb\t/%s\trunning\t-\t0\t0\n' "${{id#c-}}" "$id"; done ;;
+  info) echo /var/lib/docker ;;
+  system) printf 'Images\t1GB\nBuild Cache\t1.5GB\n' ;;
 esac
 "#,
                 calls = calls.display(),
                 fail = dir.path().join("fail").display(),
             ),
         );
-        let apps = dir.path().join("apps");
-        std::fs::create_dir_all(apps.join("shop")).unwrap();
-        let settings: WatchSettings = toml::from_str(&format!(
-            "app = \"shop\"\nhost = \"h\"\nproject = \"vpsup-shop\"\napps_dir = \"{}\"\n",
-            apps.display()
-        ))
-        .unwrap();
-        let serving = apps.join("shop/serving");
-        let containers = |serving_says: Option<&str>| {
+        let apps_dir = dir.path().join("apps");
+        std::fs::create_dir_all(apps_dir.join("shop")).unwrap();
+        let app = |name: &str| -> WatchSettings {
+            toml::from_str(&format!(
+                "app = \"{name}\"\nhost = \"h\"\nproject = \"vpsup-{name}\"\napps_dir = \"{}\"\n",
+                apps_dir.display()
+            ))
+            .unwrap()
+        };
+        let apps = [app("shop"), app("blog")];
+        let serving = apps_dir.join("shop/serving");
+        let cache = dir.path().join("run/docker-facts");
+        let run = |serving_says: Option<&str>| {
             match serving_says {
                 Some(text) => std::fs::write(&serving, text).unwrap(),
                 None => drop(std::fs::remove_file(&serving)),
@@ -349,49 +401,59 @@ esac
                     &format!(
                         "PATH={}:$PATH\n{}",
                         bin.display(),
-                        script(&sections, &settings)
+                        script(&sections, &apps, &cache)
                     ),
                 ])
                 .output()
                 .unwrap();
-            let facts = parse(
-                &sections,
-                &String::from_utf8_lossy(&out.stdout),
-                &settings,
-                OffsetDateTime::now_utc(),
-            );
-            let names = facts
-                .containers
-                .unwrap()
-                .map(|c| c.into_iter().map(|c| c.name).collect::<Vec<_>>());
+            let text = String::from_utf8_lossy(&out.stdout);
+            let facts: Vec<Facts> = apps
+                .iter()
+                .map(|app| parse(&sections, &text, app, OffsetDateTime::now_utc()))
+                .collect();
+            let names: Vec<Result<Vec<String>, String>> = facts
+                .iter()
+                .map(|f| {
+                    f.containers
+                        .clone()
+                        .unwrap()
+                        .map(|c| c.into_iter().map(|c| c.name).collect())
+                })
+                .collect();
             let asked: Vec<String> = std::fs::read_to_string(&calls)
                 .unwrap()
                 .lines()
-                .filter(|l| l.starts_with("ps "))
-                .map(|l| l.rsplit('=').next().unwrap().to_string())
+                .map(|l| l.split(' ').next().unwrap().to_string())
                 .collect();
-            (names, asked)
+            (names, asked, facts[0].build_cache)
         };
-        let (names, asked) = containers(None);
-        assert_eq!(names, Ok(vec!["c-vpsup-shop".to_string()]));
-        assert_eq!(asked, ["vpsup-shop"]);
-        let (names, asked) = containers(Some("green\n"));
+        let ok = |names: &[&str]| Ok(names.iter().map(|n| n.to_string()).collect::<Vec<_>>());
+
+        let (names, asked, build_cache) = run(None);
+        assert_eq!(names, [ok(&["c-vpsup-shop"]), ok(&["c-vpsup-blog"])]);
+        assert_eq!(asked, ["ps", "inspect", "info", "system"]);
+        assert_eq!(build_cache, Some(1_500_000_000));
+        // Within the hour: Docker's data directory and build cache are
+        // remembered, not asked again.
+        let (names, asked, build_cache) = run(Some("green\n"));
         assert_eq!(
             names,
-            Ok(vec![
-                "c-vpsup-shop".to_string(),
-                "c-vpsup_green-shop".to_string()
-            ])
+            [
+                ok(&["c-vpsup-shop", "c-vpsup_green-shop"]),
+                ok(&["c-vpsup-blog"])
+            ]
         );
-        assert_eq!(asked, ["vpsup-shop", "vpsup_green-shop"]);
-        let (_, asked) = containers(Some("blue\n"));
-        assert_eq!(asked, ["vpsup-shop", "vpsup_blue-shop"]);
-        let (_, asked) = containers(Some("red\n"));
-        assert_eq!(asked, ["vpsup-shop"]);
+        assert_eq!(asked, ["ps", "inspect"]);
+        assert_eq!(build_cache, Some(1_500_000_000));
+        let (names, _, _) = run(Some("blue\n"));
+        assert_eq!(names[0], ok(&["c-vpsup-shop", "c-vpsup_blue-shop"]));
+        let (names, _, _) = run(Some("red\n"));
+        assert_eq!(names[0], ok(&["c-vpsup-shop"]));
 
-        std::fs::write(dir.path().join("fail"), "vpsup_blue-shop").unwrap();
-        let (names, _) = containers(Some("blue\n"));
-        assert_eq!(names, Err("cannot list vpsup_blue-shop".to_string()));
+        std::fs::write(dir.path().join("fail"), "").unwrap();
+        let (names, _, _) = run(Some("blue\n"));
+        let failed = Err("cannot list".to_string());
+        assert_eq!(names, [failed.clone(), failed]);
     }
 
     #[test]

@@ -1,9 +1,13 @@
 //! `vpsup watch --local`: the host checks itself, every few minutes from
 //! its vpsup-watch timer, and tells the app's `[alerts]` channels what
-//! changed. Per app with settings on the host, in order:
+//! changed:
 //!
-//! 1. the state file (what the last run found, told and remembered);
-//! 2. one exec gathers the facts (`gather`);
+//! 1. one exec gathers the facts of every app (`gather`): what concerns
+//!    the whole host (Docker, disks, timers) is looked at once;
+//!
+//! then per app with settings on the host, in order:
+//!
+//! 2. the state file (what the last run found, told and remembered);
 //! 3. the checks turn facts into problems (`checks`);
 //! 4. the alerting decides what each channel is told (`alerting`);
 //! 5. each channel's message is sent; a failure is owed to the next run and
@@ -76,8 +80,44 @@ impl AppReport {
     }
 }
 
-/// One run for one app's `settings`, on the host `transport` reaches.
-pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppReport {
+/// One run for every app in `apps`, on the host `transport` reaches: the
+/// facts of all of them gathered in one exec (what concerns the whole host
+/// looked at once), then each app judged, told and remembered on its own.
+/// Docker's slow answers are kept in `docker_cache` for an hour.
+pub async fn run(
+    transport: &dyn Transport,
+    apps: &[WatchSettings],
+    docker_cache: &Path,
+) -> Vec<AppReport> {
+    let sections = Sections::random();
+    let gathered = transport
+        .exec(ExecRequest::piped(gather::script(
+            &sections,
+            apps,
+            docker_cache,
+        )))
+        .await
+        .map(|out| out.stdout_str())
+        .map_err(|e| format!("gathering the facts: {e}"));
+    let now = OffsetDateTime::now_utc();
+    let mut reports = Vec::new();
+    for settings in apps {
+        let facts = gathered
+            .as_ref()
+            .map(|text| gather::parse(&sections, text, settings, now))
+            .map_err(Clone::clone);
+        reports.push(run_app(settings, facts, now).await);
+    }
+    reports
+}
+
+/// One app's part of a run: its `facts` (or why there are none) judged
+/// against what its state file remembers, its channels told what changed.
+async fn run_app(
+    settings: &WatchSettings,
+    facts: Result<gather::Facts, String>,
+    now: OffsetDateTime,
+) -> AppReport {
     let mut report = AppReport {
         app: settings.app.clone(),
         host: settings.host.clone(),
@@ -87,19 +127,13 @@ pub async fn run(transport: &dyn Transport, settings: &WatchSettings) -> AppRepo
     let fallback = settings.state_fallback_file();
     let (before, unreadable) = State::load_either(&path, &fallback);
     report.errors.extend(unreadable);
-    let sections = Sections::random();
-    let out = transport
-        .exec(ExecRequest::piped(gather::script(&sections, settings)))
-        .await;
-    let text = match out {
-        Ok(out) => out.stdout_str(),
+    let facts = match facts {
+        Ok(facts) => facts,
         Err(e) => {
-            report.errors.push(format!("gathering the facts: {e}"));
+            report.errors.push(e);
             return report;
         }
     };
-    let now = OffsetDateTime::now_utc();
-    let facts = gather::parse(&sections, &text, settings, now);
     let found = checks::check(&facts, &settings.watch, &before.memory, now);
     let names = settings
         .alerts
