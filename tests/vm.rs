@@ -1,7 +1,8 @@
 //! Tier 2: real "fresh VPSes" (Debian 13 under QEMU, see tests/support/vm.rs),
 //! driven by the real binary and checked from outside with real clients.
-//! Minutes, not seconds: `tests/run` runs these after the tier-1 tests
-//! (`cargo test --test vm -- --ignored --test-threads=1`).
+//! Minutes, not seconds: `tests/run` runs these after the tier-1 tests,
+//! side by side, each in its own process (`cargo test --test vm --
+//! --ignored --exact NAME`).
 //!
 //! Two things on a hardened host shape these tests: ufw rate-limits SSH (the
 //! 6th new connection from one address within 30 s is dropped), so checks
@@ -1029,7 +1030,7 @@ routes = [{{ path = "/api/", service = "backend", port = 8000, websockets = true
     // run the in-place path. With VPSUP_VM_BENCH=1 (two more deploys, so
     // not in CI), the benchmark (README, "Zero-downtime deploys"): the same
     // changed deploy under the same load, blue/green and then in place.
-    let bench = std::env::var_os("VPSUP_VM_BENCH").is_some();
+    let bench = std::env::var("VPSUP_VM_BENCH").is_ok_and(|v| v == "1");
     let changed_deploy = |marker: &str| {
         let page = std::fs::read_to_string(&index).unwrap();
         let page: String = page
@@ -1069,6 +1070,7 @@ routes = [{{ path = "/api/", service = "backend", port = 8000, websockets = true
         "moved from the slot to in place: {moved_ms} ms, visitors: {}",
         moved.summary()
     );
+    no_failed_visit(&moved, "the move from the slot to in place");
     if let Some((blue_green_ms, blue_green)) = blue_green {
         let (recreate_ms, recreate) = changed_deploy("r1");
         eprintln!(

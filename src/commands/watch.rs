@@ -33,19 +33,31 @@ pub async fn run(settings: &Settings, local: bool, file: Option<&Path>) -> crate
         return Ok(());
     }
     // One app's unreadable settings (written by a newer vpsup, say) must
-    // not keep the others from being checked.
-    let mut apps = Vec::new();
-    let mut reports = Vec::new();
-    for path in files {
-        match host_settings::read(&path) {
-            Ok(app) => apps.push(app),
-            Err(e) => reports.push(watch::AppReport::unreadable(&path, e.to_string())),
-        }
-    }
-    if !apps.is_empty() {
+    // not keep the others from being checked. Reports in the files' order.
+    let read: Vec<Result<host_settings::WatchSettings, AppReport>> = files
+        .iter()
+        .map(|path| {
+            host_settings::read(path).map_err(|e| AppReport::unreadable(path, e.to_string()))
+        })
+        .collect();
+    let apps: Vec<host_settings::WatchSettings> = read
+        .iter()
+        .filter_map(|r| r.as_ref().ok().cloned())
+        .collect();
+    let mut checked = if apps.is_empty() {
+        Vec::new()
+    } else {
         let transport = LocalTransport::current();
-        reports.extend(watch::run(&transport, &apps, Path::new(WATCH_DOCKER_CACHE)).await);
+        watch::run(&transport, &apps, Path::new(WATCH_DOCKER_CACHE)).await
     }
+    .into_iter();
+    let reports: Vec<AppReport> = read
+        .into_iter()
+        .filter_map(|r| match r {
+            Ok(_) => checked.next(),
+            Err(unreadable) => Some(unreadable),
+        })
+        .collect();
     print(settings, &reports)?;
     let failed: Vec<&str> = reports
         .iter()

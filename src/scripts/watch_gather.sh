@@ -57,18 +57,33 @@ if [ -n "$projects" ]; then
     # Every compose container, in one `docker ps` and one `docker inspect`
     # (label filters on one key must all match, so one `docker ps` cannot
     # ask for several projects): the parser keeps the apps' projects' own.
+    # A container gone since `docker ps` (a one-off run, a slot being
+    # stopped) is only missing here; anything else inspect says is an error.
+    errors=$(mktemp) || errors=/dev/null
     # shellcheck disable=SC2086
-    timeout 30 docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}	{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}' $ids 2>&1
+    inspected=$(timeout 30 docker inspect --format '{{index .Config.Labels "com.docker.compose.project"}}	{{index .Config.Labels "com.docker.compose.service"}}	{{.Name}}	{{.State.Status}}	{{if .State.Health}}{{.State.Health.Status}}{{ else }}-{{ end }}	{{.RestartCount}}	{{.State.ExitCode}}	{{.State.StartedAt}}' $ids 2>"$errors")
+    status=$?
+    other=$(grep -vi 'no such object' "$errors" 2>/dev/null | head -n 1)
+    [ "$errors" = /dev/null ] || rm -f "$errors"
+    if [ "$status" = 124 ]; then
+      echo 'error docker inspect did not answer within 30 s'
+    elif [ -n "$other" ]; then
+      echo "error $other"
+    else
+      printf '%s\n' "$inspected"
+    fi
   fi
   # Docker's data directory and build cache, asked at most hourly: `docker
-  # system df` sizes every image, container and volume.
+  # system df` sizes every image, container and volume. Kept only when both
+  # came back (an answer that timed out is asked again next run).
   docker_cache={{docker_cache}}
   if [ -z "$(find "$docker_cache" -mmin -60 2>/dev/null)" ] &&
     root=$(timeout 30 docker info --format '{{.DockerRootDir}}' 2>/dev/null); then
     build_cache=$(timeout 30 docker system df --format '{{.Type}}	{{.Size}}' 2>/dev/null | grep '^Build Cache' | cut -f2)
-    mkdir -p "$(dirname "$docker_cache")" &&
-      printf 'root %s\nbuild-cache %s\n' "$root" "$build_cache" >"$docker_cache.new" &&
-      mv -f "$docker_cache.new" "$docker_cache"
+    if [ -n "$root" ] && [ -n "$build_cache" ] && (umask 077 && mkdir -p "$(dirname "$docker_cache")") &&
+      printf 'root %s\nbuild-cache %s\n' "$root" "$build_cache" >"$docker_cache.$$"; then
+      mv -f "$docker_cache.$$" "$docker_cache"
+    fi
   fi
   part docker
   cat "$docker_cache" 2>/dev/null

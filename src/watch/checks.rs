@@ -116,7 +116,8 @@ pub fn check(
         )),
         Some(Ok(containers)) => {
             for c in containers {
-                if let Some(text) = container_problem(c, memory.restarts.get(&c.name).copied()) {
+                if let Some(text) = container_problem(c, memory.restarts.get(&c.name).copied(), now)
+                {
                     found.push(Found::new(
                         format!("container:{}", c.name),
                         format!("container {}", c.service),
@@ -277,19 +278,43 @@ fn name_matches(pattern: &str, name: &str) -> bool {
     }
 }
 
-fn container_problem(c: &ContainerFacts, restarts_before: Option<u64>) -> Option<String> {
+/// A container seen for the first time that restarted at least this often,
+/// the last time within `RECENT_START`, is crash-looping even when caught
+/// in the moment it runs (under emulation a start takes a second or two).
+const FIRST_SIGHT_RESTARTS: u64 = 2;
+/// The watch timer's interval: "since the last check" for a container the
+/// last run did not see.
+const RECENT_START: time::Duration = time::Duration::minutes(5);
+
+fn container_problem(
+    c: &ContainerFacts,
+    restarts_before: Option<u64>,
+    now: OffsetDateTime,
+) -> Option<String> {
     let rose = restarts_before
         .map(|before| c.restarts.saturating_sub(before))
         .filter(|n| *n > 0);
+    let first_sight_loop = c
+        .started
+        .map(|started| (now - started).whole_seconds())
+        .filter(|ago| {
+            restarts_before.is_none()
+                && c.restarts >= FIRST_SIGHT_RESTARTS
+                && *ago < RECENT_START.whole_seconds()
+        });
     match c.state.as_str() {
         "restarting" => Some(format!(
             "crash loop: restarting ({} restarts, last exit code {})",
             c.restarts, c.exit_code
         )),
-        "running" => match (c.health.as_deref(), rose) {
-            (Some("unhealthy"), _) => Some("unhealthy (its healthcheck fails)".to_string()),
-            (_, Some(n)) => Some(format!(
+        "running" => match (c.health.as_deref(), rose, first_sight_loop) {
+            (Some("unhealthy"), _, _) => Some("unhealthy (its healthcheck fails)".to_string()),
+            (_, Some(n), _) => Some(format!(
                 "crash loop: restarted {n} time(s) since the last check ({} in all)",
+                c.restarts
+            )),
+            (_, None, Some(ago)) => Some(format!(
+                "crash loop: restarted {} time(s), the last {ago} s ago",
                 c.restarts
             )),
             _ => None,
@@ -457,11 +482,13 @@ mod tests {
     #[test]
     fn stopped_unhealthy_and_crash_looping_containers_are_problems() {
         let containers = parse_containers(
-            "p\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\n\
-             p\tapi\t/vpsup-shop-api-1\trunning\tunhealthy\t0\t0\n\
-             p\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\n\
-             p\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\n\
-             p\tcron\t/vpsup-shop-cron-1\trunning\t-\t4\t2\n",
+            "p\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\t2027-01-15T07:00:00Z\n\
+             p\tapi\t/vpsup-shop-api-1\trunning\tunhealthy\t0\t0\t2027-01-15T07:00:00Z\n\
+             p\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\t2027-01-15T07:59:00Z\n\
+             p\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\t2027-01-15T07:00:00Z\n\
+             p\tcron\t/vpsup-shop-cron-1\trunning\t-\t4\t2\t2027-01-15T07:59:30Z\n\
+             p\tjob\t/vpsup-shop-job-1\trunning\t-\t3\t1\t2027-01-15T07:59:50Z\n\
+             p\told\t/vpsup-shop-old-1\trunning\t-\t5\t1\t2027-01-15T07:00:00Z\n",
             &["p"],
         )
         .unwrap();
@@ -489,6 +516,11 @@ mod tests {
                     "crash loop: restarted 3 time(s) since the last check (4 in all)"
                 ),
                 (
+                    "container:vpsup-shop-job-1",
+                    "container job",
+                    "crash loop: restarted 3 time(s), the last 10 s ago"
+                ),
+                (
                     "container:vpsup-shop-web-1",
                     "container web",
                     "exited (exit code 137)"
@@ -506,10 +538,23 @@ mod tests {
         assert!(!check(&facts, &limits(), &memory, now())
             .iter()
             .any(|f| f.key == "container:vpsup-shop-cron-1"));
-        // A container seen for the first time has no rise to judge.
-        assert!(!check(&facts, &limits(), &Memory::default(), now())
-            .iter()
-            .any(|f| f.key == "container:vpsup-shop-cron-1"));
+        // A container seen for the first time has no rise to judge: it is a
+        // crash loop when it restarted twice or more and started within the
+        // timer's interval, whether caught running or restarting; one that
+        // restarted long ago is not.
+        let first_sight: Vec<String> = check(&facts, &limits(), &Memory::default(), now())
+            .into_iter()
+            .filter(|f| f.text.starts_with("crash loop"))
+            .map(|f| f.key)
+            .collect();
+        assert_eq!(
+            first_sight,
+            [
+                "container:vpsup-shop-cron-1",
+                "container:vpsup-shop-job-1",
+                "container:vpsup-shop-worker-1"
+            ]
+        );
     }
 
     #[test]

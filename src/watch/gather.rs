@@ -78,6 +78,8 @@ pub struct ContainerFacts {
     pub health: Option<String>,
     pub restarts: u64,
     pub exit_code: i64,
+    /// When it last started (`None`: never, or Docker did not say).
+    pub started: Option<OffsetDateTime>,
 }
 
 /// A filesystem `df` reported.
@@ -194,7 +196,7 @@ fn parse_certificate(text: &str) -> Option<Result<CertInfo, String>> {
     (!text.trim().is_empty()).then(|| CertInfo::from_pem_chain(text))
 }
 
-/// `project\tservice\tname\tstate\thealth\trestarts\texit` lines, the
+/// `project\tservice\tname\tstate\thealth\trestarts\texit\tstarted` lines, the
 /// containers of `projects` kept; `error ...` when Docker did not answer.
 pub fn parse_containers(text: &str, projects: &[&str]) -> Result<Vec<ContainerFacts>, String> {
     let mut containers = Vec::new();
@@ -203,12 +205,14 @@ pub fn parse_containers(text: &str, projects: &[&str]) -> Result<Vec<ContainerFa
             return Err(error.trim().to_string());
         }
         let f: Vec<&str> = line.split('\t').collect();
-        let [project, service, name, state, health, restarts, exit] = f[..] else {
-            return Err(format!("docker inspect printed {line:?}"));
-        };
-        if !projects.contains(&project) {
+        // Another project's container is none of this app's business, even
+        // one whose labels read oddly.
+        if !projects.contains(&f[0]) {
             continue;
         }
+        let [_, service, name, state, health, restarts, exit, started] = f[..] else {
+            return Err(format!("docker inspect printed {line:?}"));
+        };
         let name = name.trim_start_matches('/').to_string();
         containers.push(ContainerFacts {
             service: if service.is_empty() || service == "<no value>" {
@@ -221,6 +225,13 @@ pub fn parse_containers(text: &str, projects: &[&str]) -> Result<Vec<ContainerFa
             health: (health != "-").then(|| health.to_string()),
             restarts: restarts.trim().parse().unwrap_or(0),
             exit_code: exit.trim().parse().unwrap_or(0),
+            // Docker's zero time (0001-01-01) for one never started.
+            started: OffsetDateTime::parse(
+                started.trim(),
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()
+            .filter(|t| t.year() > 1),
         });
     }
     containers.sort_by(|a, b| a.name.cmp(&b.name));
@@ -312,10 +323,10 @@ mod tests {
     /// Recorded from `docker inspect` on the test VM's shop stack: a healthy
     /// database, a crash-looping worker, a stopped web container; and
     /// another project's container.
-    const DOCKER: &str = "vpsup-shop\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\n\
-        vpsup-shop\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\n\
-        vpsup-blog\tweb\t/vpsup-blog-web-1\trunning\t-\t0\t0\n\
-        vpsup-shop\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\n";
+    const DOCKER: &str = "vpsup-shop\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\t2026-12-06T06:49:23.453213504Z\n\
+        vpsup-shop\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\t2026-12-06T06:50:01.5Z\n\
+        vpsup-blog\tweb\t/vpsup-blog-web-1\trunning\t-\t0\t0\t2026-12-06T06:49:23Z\n\
+        vpsup-shop\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\t0001-01-01T00:00:00Z\n";
 
     #[test]
     fn containers_read_from_docker_inspect() {
@@ -330,8 +341,16 @@ mod tests {
                 health: Some("healthy".into()),
                 restarts: 0,
                 exit_code: 0,
+                started: Some(
+                    OffsetDateTime::parse(
+                        "2026-12-06T06:49:23.453213504Z",
+                        &time::format_description::well_known::Rfc3339
+                    )
+                    .unwrap()
+                ),
             }
         );
+        assert_eq!(c[1].started, None, "never started");
         assert_eq!(c[2].name, "vpsup-shop-worker-1");
         assert_eq!(c[2].restarts, 7);
         assert_eq!(c[2].health, None);
@@ -351,7 +370,8 @@ mod tests {
     /// project of nobody's (and logs what it is asked): each app gets its
     /// project's containers and those of the slot its `serving` file names;
     /// Docker is asked once per run whatever the number of apps, its slow
-    /// answers once an hour; a failing `docker ps` is every app's error.
+    /// answers once an hour; a container gone before `docker inspect` is
+    /// missing, and any other failure of Docker's is every app's error.
     #[test]
     fn one_run_asks_docker_once_for_every_app() {
         use crate::transport::script::testing::write_executable;
@@ -367,13 +387,21 @@ echo "$*" >> {calls}
 case "$1" in
   ps) [ -e {fail} ] && {{ echo "cannot list" >&2; exit 1; }}
       printf 'c-%s\n' vpsup-shop vpsup_blue-shop vpsup_green-shop vpsup-blog nobodys ;;
-  inspect) shift 3; for id in "$@"; do printf '%s\tweb\t/%s\trunning\t-\t0\t0\n' "${{id#c-}}" "$id"; done ;;
+  inspect) shift 3; status=0
+      for id in "$@"; do
+        if [ "$id" = "$(cat {gone} 2>/dev/null)" ]; then echo "Error: No such object: $id" >&2; status=1; continue; fi
+        printf '%s\tweb\t/%s\trunning\t-\t0\t0\t2026-12-06T06:49:23Z\n' "${{id#c-}}" "$id"
+      done
+      [ -e {broken} ] && {{ echo "Error response from daemon: broken" >&2; exit 1; }}
+      exit $status ;;
   info) echo /var/lib/docker ;;
   system) printf 'Images\t1GB\nBuild Cache\t1.5GB\n' ;;
 esac
 "#,
                 calls = calls.display(),
                 fail = dir.path().join("fail").display(),
+                gone = dir.path().join("gone").display(),
+                broken = dir.path().join("broken").display(),
             ),
         );
         let apps_dir = dir.path().join("apps");
@@ -450,6 +478,16 @@ esac
         let (names, _, _) = run(Some("red\n"));
         assert_eq!(names[0], ok(&["c-vpsup-shop"]));
 
+        // A container removed between `docker ps` and `docker inspect` (a
+        // one-off run, a slot being stopped) is missing, not an error.
+        std::fs::write(dir.path().join("gone"), "c-vpsup-blog").unwrap();
+        let (names, _, _) = run(Some("blue\n"));
+        assert_eq!(names, [ok(&["c-vpsup-shop", "c-vpsup_blue-shop"]), ok(&[])]);
+        // Anything else Docker says is every app's error.
+        std::fs::write(dir.path().join("broken"), "").unwrap();
+        let (names, _, _) = run(Some("blue\n"));
+        let broken = Err("Error response from daemon: broken".to_string());
+        assert_eq!(names, [broken.clone(), broken]);
         std::fs::write(dir.path().join("fail"), "").unwrap();
         let (names, _, _) = run(Some("blue\n"));
         let failed = Err("cannot list".to_string());

@@ -341,4 +341,15 @@ pub fn watch_alerts_on_the_host(vm: &TestVm, op: &Operator, key: &Path) {
         "systemctl show -p ExecMainStartTimestampMonotonic -p ExecMainExitTimestampMonotonic -p CPUUsageNSec -p MemoryPeak vpsup-watch.service",
     );
     eprintln!("vpsup-watch.service's last run on the VM: {timing}");
+    // The run once an hour: Docker's data root and build cache asked again.
+    let hourly = root(
+        vm,
+        key,
+        "rm -f /run/vpsup/watch/docker-facts && systemctl start vpsup-watch.service && \
+         ls /run/vpsup/watch/docker-facts 2>&1; \
+         systemctl show -p ExecMainStartTimestampMonotonic -p ExecMainExitTimestampMonotonic -p CPUUsageNSec -p MemoryPeak vpsup-watch.service",
+    );
+    eprintln!(
+        "vpsup-watch.service's hourly run (docker info, docker system df) on the VM: {hourly}"
+    );
 }
