@@ -87,9 +87,12 @@ pub const WATCH_STATE_DIR: &str = "/var/lib/vpsup/watch";
 /// Where a watch state goes while WATCH_STATE_DIR cannot be written (a full
 /// disk): memory, so the run after still knows what it told.
 pub const WATCH_STATE_FALLBACK_DIR: &str = "/run/vpsup/watch";
+/// Where watch runs reach Docker's API.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 /// Where watch runs keep Docker's slow answers (its data directory, the
-/// build cache's size) for an hour; lost at reboot, asked again.
-pub const WATCH_DOCKER_CACHE: &str = "/run/vpsup/watch/docker-facts";
+/// build cache's size: its `/info` and `/system/df` JSON) for an hour; lost
+/// at reboot, asked again.
+pub const WATCH_DOCKER_CACHE: &str = "/run/vpsup/watch/docker-api";
 
 /// The layout as playbook and template variables.
 pub fn vars() -> Map<String, Value> {

@@ -159,13 +159,21 @@ fn channels(http: &Receiver, smtp: &Receiver, hook_path: &str) -> String {
 }
 
 fn watch(op: &Operator, settings: &Path) -> (bool, Value) {
-    let out = op.vpsup(&[
-        "watch",
-        "--local",
-        "--json",
-        "--config",
-        settings.to_str().unwrap(),
-    ]);
+    watch_with_env(op, settings, &[])
+}
+
+fn watch_with_env(op: &Operator, settings: &Path, env: &[(&str, &str)]) -> (bool, Value) {
+    let out = op.vpsup_with_env(
+        &[
+            "watch",
+            "--local",
+            "--json",
+            "--config",
+            settings.to_str().unwrap(),
+        ],
+        b"",
+        env,
+    );
     let report: Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", describe_output(&out)));
     (out.status.success(), report)
@@ -287,6 +295,47 @@ fn each_problem_is_told_once_then_not_again_then_resolved_once() {
     assert!(ok);
     assert_eq!(http.received().len(), 2);
     assert_eq!(smtp.received().len(), 2);
+}
+
+/// A curl older than 7.88 (Ubuntu 22.04's 7.81) cannot write the chain it
+/// was served: the run asks openssl for each site's certificate instead,
+/// and judges it the same. (A stand-in that says it is 7.81 and runs the
+/// real curl.)
+#[test]
+fn an_older_curl_has_the_certificate_from_openssl() {
+    let nginx = SiteNginx::start(false);
+    let op = Operator::new();
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let curl = bin.join("curl");
+    std::fs::write(
+        &curl,
+        "#!/bin/sh
+if [ \"$1\" = -V ]; then echo 'curl 7.81.0 (x86_64-pc-linux-gnu) libcurl/7.81.0 OpenSSL/3.0.2'; exit 0; fi\nexec /usr/bin/curl \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&curl, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let file = settings(dir.path(), Some(&nginx), "certificate_days = 60\n", "");
+    let (ok, report) = watch_with_env(&op, &file, &[("PATH", &path)]);
+    assert!(ok, "{report}");
+    let problems = report["apps"][0]["problems"].as_array().unwrap();
+    let text = |check: &str| {
+        problems
+            .iter()
+            .find(|p| p["check"] == check)
+            .unwrap_or_else(|| panic!("no {check} in {report}"))["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(text("site shop.test"), "/healthz answered 502");
+    assert!(
+        text("certificate shop.test")
+            .starts_with("the certificate nginx serves expires in 29 day(s), on "),
+        "{report}"
+    );
 }
 
 #[test]

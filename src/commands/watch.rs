@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use crate::layout::{WATCH_DOCKER_CACHE, WATCH_SETTINGS_DIR};
+use crate::layout::WATCH_SETTINGS_DIR;
 use crate::settings::{Settings, Verbosity};
 use crate::transport::LocalTransport;
 use crate::watch::{self, host_settings, AppReport};
@@ -48,7 +48,7 @@ pub async fn run(settings: &Settings, local: bool, file: Option<&Path>) -> crate
         Vec::new()
     } else {
         let transport = LocalTransport::current();
-        watch::run(&transport, &apps, Path::new(WATCH_DOCKER_CACHE)).await
+        watch::run(&transport, &apps, watch::gather::DockerPaths::host()).await
     }
     .into_iter();
     let reports: Vec<AppReport> = read

@@ -90,12 +90,17 @@ pub const WATCH_GATHER: Script = Script {
     text: include_str!("watch_gather.sh"),
     sample: &[
         ("marker", "@@vpsup-0123456789abcdef"),
+        (
+            "sites_curl",
+            "curl -k -s --max-time 10 -o /dev/null --resolve 'shop.example.com:443:127.0.0.1' -w '\\n@@vpsup-0123456789abcdef site shop shop.example.com\\n%{http_code}\\n%{errormsg}\\n'\"$certs\" 'https://shop.example.com:443/healthz' 2>/dev/null",
+        ),
         ("sites", "shop 'shop.example.com' '/healthz' 127.0.0.1 443"),
         (
             "projects",
             "shop vpsup-shop /srv/vpsup/shop/serving vpsup_blue-shop vpsup_green-shop",
         ),
-        ("docker_cache", "/run/vpsup/watch/docker-facts"),
+        ("docker_socket", "/var/run/docker.sock"),
+        ("docker_cache", "/run/vpsup/watch/docker-api"),
         ("renew_service", "vpsup-renew-certs.service"),
         ("backups", "true"),
     ],

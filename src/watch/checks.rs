@@ -376,6 +376,7 @@ mod tests {
     use super::*;
     use crate::acme::certinfo::CertInfo;
     use crate::config::{Percent, Size, TimeSpan};
+    use crate::watch::gather::testing::inspected;
     use crate::watch::gather::{parse_containers, DiskFacts};
     use std::time::Duration;
 
@@ -482,13 +483,17 @@ mod tests {
     #[test]
     fn stopped_unhealthy_and_crash_looping_containers_are_problems() {
         let containers = parse_containers(
-            "p\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\t2027-01-15T07:00:00Z\n\
+            &"p\tdb\t/vpsup-shop-db-1\trunning\thealthy\t0\t0\t2027-01-15T07:00:00Z\n\
              p\tapi\t/vpsup-shop-api-1\trunning\tunhealthy\t0\t0\t2027-01-15T07:00:00Z\n\
              p\tworker\t/vpsup-shop-worker-1\trestarting\t-\t7\t1\t2027-01-15T07:59:00Z\n\
              p\tweb\t/vpsup-shop-web-1\texited\t-\t0\t137\t2027-01-15T07:00:00Z\n\
              p\tcron\t/vpsup-shop-cron-1\trunning\t-\t4\t2\t2027-01-15T07:59:30Z\n\
              p\tjob\t/vpsup-shop-job-1\trunning\t-\t3\t1\t2027-01-15T07:59:50Z\n\
-             p\told\t/vpsup-shop-old-1\trunning\t-\t5\t1\t2027-01-15T07:00:00Z\n",
+             p\told\t/vpsup-shop-old-1\trunning\t-\t5\t1\t2027-01-15T07:00:00Z\n"
+                .lines()
+                .map(inspected)
+                .collect::<Vec<_>>()
+                .join("\n"),
             &["p"],
         )
         .unwrap();

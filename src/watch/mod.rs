@@ -83,19 +83,15 @@ impl AppReport {
 /// One run for every app in `apps`, on the host `transport` reaches: the
 /// facts of all of them gathered in one exec (what concerns the whole host
 /// looked at once), then each app judged, told and remembered on its own.
-/// Docker's slow answers are kept in `docker_cache` for an hour.
+/// Docker is reached, and its slow answers kept, where `docker` says.
 pub async fn run(
     transport: &dyn Transport,
     apps: &[WatchSettings],
-    docker_cache: &Path,
+    docker: gather::DockerPaths<'_>,
 ) -> Vec<AppReport> {
     let sections = Sections::random();
     let gathered = transport
-        .exec(ExecRequest::piped(gather::script(
-            &sections,
-            apps,
-            docker_cache,
-        )))
+        .exec(ExecRequest::piped(gather::script(&sections, apps, docker)))
         .await
         .map(|out| out.stdout_str())
         .map_err(|e| format!("gathering the facts: {e}"));

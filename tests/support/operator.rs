@@ -52,7 +52,12 @@ impl Operator {
     }
 
     pub fn vpsup_with_stdin(&self, args: &[&str], stdin: &[u8]) -> Output {
-        let run = || self.start(args, stdin).wait_with_output().unwrap();
+        self.vpsup_with_env(args, stdin, &[])
+    }
+
+    /// vpsup with `env` set too (a PATH with a stand-in, say).
+    pub fn vpsup_with_env(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Output {
+        let run = || self.start(args, stdin, env).wait_with_output().unwrap();
         if self.facing_vm {
             ssh_budget::spend(connections(args), run)
         } else {
@@ -66,12 +71,13 @@ impl Operator {
             // It connects within seconds of starting.
             ssh_budget::spend_ahead(connections(args), Duration::from_secs(5));
         }
-        self.start(args, stdin)
+        self.start(args, stdin, &[])
     }
 
-    fn start(&self, args: &[&str], stdin: &[u8]) -> Child {
+    fn start(&self, args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> Child {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vpsup"))
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(self.project.path())
             .env("HOME", self.home.path())
             .env_remove("SSH_AUTH_SOCK")

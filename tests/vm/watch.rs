@@ -345,8 +345,8 @@ pub fn watch_alerts_on_the_host(vm: &TestVm, op: &Operator, key: &Path) {
     let hourly = root(
         vm,
         key,
-        "rm -f /run/vpsup/watch/docker-facts && systemctl start vpsup-watch.service && \
-         ls /run/vpsup/watch/docker-facts 2>&1; \
+        "rm -f /run/vpsup/watch/docker-api && systemctl start vpsup-watch.service && \
+         ls /run/vpsup/watch/docker-api 2>&1; \
          systemctl show -p ExecMainStartTimestampMonotonic -p ExecMainExitTimestampMonotonic -p CPUUsageNSec -p MemoryPeak vpsup-watch.service",
     );
     eprintln!(
