@@ -108,14 +108,17 @@ echo "ip_forward=$(sysctl -n net.ipv4.ip_forward) kptr_restrict=$(sysctl -n kern
 sudo grep -c 'VPSUP DOCKER-USER' /etc/ufw/after.rules | sed 's/^/docker-user markers: /'
 "#;
 
-/// A container publishing 5432 on all interfaces, as a careless compose file
-/// would; built without a registry (busybox copied into an imported image).
-const PUBLISH_A_PORT: &str = r#"set -e
-sudo apt-get install -y -qq busybox-static >/dev/null 2>&1
+/// An image `vpsup-probe` whose busybox httpd serves "hello from the
+/// container" from /www (no registry here: made from busybox-static).
+pub const IMPORT_PROBE_IMAGE: &str = r#"sudo apt-get install -y -qq busybox-static >/dev/null 2>&1
 root=$(mktemp -d); mkdir -p "$root/bin" "$root/www"
 cp /bin/busybox "$root/bin/"; echo "hello from the container" > "$root/www/index.html"
 tar -C "$root" -c . | docker import - vpsup-probe >/dev/null
-docker run -d --name probe -p 5432:5432 vpsup-probe /bin/busybox httpd -f -p 5432 -h /www >/dev/null
+"#;
+
+/// A container publishing 5432 on all interfaces, as a careless compose file
+/// would (the image from IMPORT_PROBE_IMAGE).
+const PUBLISH_A_PORT: &str = r#"docker run -d --name probe -p 5432:5432 vpsup-probe /bin/busybox httpd -f -p 5432 -h /www >/dev/null
 for i in $(seq 20); do curl -fsS http://127.0.0.1:5432/ && exit 0; sleep 1; done
 exit 1
 "#;
@@ -255,7 +258,12 @@ fn init_hardens_a_fresh_vps_end_to_end() {
 
     // Docker's ufw bypass is closed: a container publishing 5432 on 0.0.0.0
     // answers inside the VM but not from outside...
-    let out = vm.ssh("deploy", &root_key, PUBLISH_A_PORT, &[]);
+    let out = vm.ssh(
+        "deploy",
+        &root_key,
+        &format!("set -e\n{IMPORT_PROBE_IMAGE}{PUBLISH_A_PORT}"),
+        &[],
+    );
     assert!(
         text(&out).contains("hello from the container"),
         "{}",
@@ -1486,5 +1494,6 @@ fn init_by_password_survives_an_interruption_and_moves_ssh() {
     // connections end before authentication and count toward fail2ban).
     ssh_audit::only_the_ssh_group_logs_in(&vm, port, &operator_key, ubuntu_like::DEFAULT_USER);
     ipv6_firewall::after6_rules_close_published_ports(&vm, port, &operator_key);
+    ipv6_firewall::published_ports_are_closed_over_ipv6(&vm, port, &operator_key);
     ssh_audit::ssh_audit_is_clean(port);
 }

@@ -45,3 +45,82 @@ pub fn after6_rules_close_published_ports(vm: &TestVm, port: u16, key: &Path) {
         "new connections are not dropped:\n{chain}"
     );
 }
+
+/// Reachability over IPv6 from outside the host: a client in a network
+/// namespace behind a veth pair (its own IPv6 subnet, so its packets come
+/// in on an interface as the internet's would), a container on an
+/// IPv6-enabled network publishing 5432, as a careless compose file does.
+/// Twice: with Docker as the distribution ships it, and with Docker
+/// filtering IPv6 itself (`ip6tables`, the default since Docker 27), where
+/// its DNAT sends the traffic through FORWARD, past ufw's INPUT rules, and
+/// only the DOCKER-USER block in after6.rules stands in the way. Each time
+/// the port answers inside the host, not from outside, and does from
+/// outside once ufw opens it the way that path needs (so the block is the
+/// firewall's doing, not a network that does not work).
+pub fn published_ports_are_closed_over_ipv6(vm: &TestVm, port: u16, key: &Path) {
+    let script = format!("set -e\n{}{PROBE_OVER_IPV6}", crate::IMPORT_PROBE_IMAGE);
+    let out = vm.ssh_on(port, "deploy", key, &script, &[]);
+    let seen = text(&out);
+    assert!(out.status.success(), "{seen}");
+    let hello = "hello from the container";
+    for docker in ["as shipped", "ip6tables"] {
+        let said = |what: &str| {
+            let prefix = format!("{docker} {what}: ");
+            seen.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} line in:\n{seen}"))
+                .to_string()
+        };
+        assert!(said("inside").contains(hello), "{docker}: {seen}");
+        assert!(
+            !said("outside").contains(hello),
+            "{docker}: reachable over IPv6 from outside:\n{seen}"
+        );
+        assert!(said("opened").contains(hello), "{docker}: {seen}");
+    }
+    // With ip6tables, Docker's own DNAT carries the traffic (the path the
+    // DOCKER-USER block is for), not its userland proxy.
+    assert!(seen.contains("ip6tables path: dnat"), "{seen}");
+}
+
+/// See `published_ports_are_closed_over_ipv6`; prints `<docker> <what>: ...`
+/// lines. ufw's rules for 5432 are removed again each time.
+const PROBE_OVER_IPV6: &str = r#"sudo ip netns add v6out
+sudo ip link add v6host type veth peer name v6peer
+sudo ip link set v6peer netns v6out
+sudo ip addr add fd00:99::1/64 dev v6host nodad
+sudo ip link set v6host up
+sudo ip netns exec v6out ip addr add fd00:99::2/64 dev v6peer nodad
+sudo ip netns exec v6out ip link set v6peer up
+docker network create --ipv6 --subnet fd00:d0c::/64 v6net >/dev/null
+outside() { sudo ip netns exec v6out curl -g -sS --max-time 5 'http://[fd00:99::1]:5432/' 2>&1 || true; }
+probe() {
+  docker run -d --name probe6 --network v6net -p 5432:5432 vpsup-probe /bin/busybox httpd -f -p 5432 -h /www >/dev/null
+  for i in $(seq 20); do curl -gfsS 'http://[::1]:5432/' >/dev/null 2>&1 && break; sleep 1; done
+  echo "$1 inside: $(curl -gsS --max-time 5 'http://[::1]:5432/' 2>&1 || true)"
+  echo "$1 outside: $(outside)"
+  # Docker's DNAT goes through FORWARD (ufw route), its proxy through INPUT.
+  if sudo ip6tables -t nat -S DOCKER 2>/dev/null | grep -q 'dport 5432 .*DNAT'; then
+    echo "$1 path: dnat"
+    sudo ufw route allow proto tcp from any to any port 5432 >/dev/null
+    echo "$1 opened: $(outside)"
+    sudo ufw route delete allow proto tcp from any to any port 5432 >/dev/null
+  else
+    echo "$1 path: proxy"
+    sudo ufw allow 5432/tcp >/dev/null
+    echo "$1 opened: $(outside)"
+    sudo ufw delete allow 5432/tcp >/dev/null
+  fi
+  echo "$1 ipv6 forwarding: $(sysctl -n net.ipv6.conf.all.forwarding)"
+  docker rm -f probe6 >/dev/null
+}
+probe 'as shipped'
+# Docker before 27 filters IPv6 only when asked, as an experiment.
+sudo test ! -e /etc/docker/daemon.json
+echo '{"experimental": true, "ip6tables": true}' | sudo tee /etc/docker/daemon.json >/dev/null
+sudo systemctl restart docker
+for i in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+probe ip6tables
+docker network rm v6net >/dev/null
+sudo ip netns del v6out
+"#;
