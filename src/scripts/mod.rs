@@ -97,7 +97,7 @@ pub const WATCH_GATHER: Script = Script {
         ("sites", "shop 'shop.example.com' '/healthz' 127.0.0.1 443"),
         (
             "projects",
-            "shop vpsup-shop /srv/vpsup/shop/serving vpsup_blue-shop vpsup_green-shop",
+            "shop vpsup-shop /srv/vpsup/shop/current/.vpsup/release.json /srv/vpsup/shop/serving vpsup_blue-shop vpsup_green-shop",
         ),
         ("docker_socket", "/var/run/docker.sock"),
         ("docker_cache", "/run/vpsup/watch/docker-api"),

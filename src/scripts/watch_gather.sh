@@ -35,18 +35,25 @@ if [ -z "$certs" ]; then
   done
 fi
 # The compose projects of each app's containers, `app<TAB>project` a line:
-# its own, and the slot nginx serves, where its site services run
-# (deploy::switch). The other slot holds nothing, or a failed deploy's
-# leftovers: never reported.
+# the one its current release runs as (its metadata's top-level "project";
+# an earlier vpsup's release, which has none, ran as the app's bare name;
+# no release: the settings' guess), and the slot nginx serves, where its
+# site services run (deploy::switch). The other slot holds nothing, or a
+# failed deploy's leftovers: never reported.
 app_projects() {
   set -- {{projects}}
-  while [ $# -ge 5 ]; do
-    printf '%s\t%s\n' "$1" "$2"
-    case "$(head -n 1 "$3" 2>/dev/null)" in
-      blue) printf '%s\t%s\n' "$1" "$4" ;;
-      green) printf '%s\t%s\n' "$1" "$5" ;;
+  while [ $# -ge 6 ]; do
+    project=$2
+    if [ -f "$3" ]; then
+      project=$(sed -n 's/^{[^{]*"project": *"\([^"]*\)".*/\1/p' "$3")
+      project=${project:-$1}
+    fi
+    printf '%s\t%s\n' "$1" "$project"
+    case "$(head -n 1 "$4" 2>/dev/null)" in
+      blue) printf '%s\t%s\n' "$1" "$5" ;;
+      green) printf '%s\t%s\n' "$1" "$6" ;;
     esac
-    shift 5
+    shift 6
   done
 }
 projects=$(app_projects)

@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use super::host_settings::WatchSettings;
 use crate::acme::certinfo::CertInfo;
 use crate::backup::status::{self as backup_status, AppBackups};
+use crate::deploy::remote::META_FILE;
 use crate::deploy::switch::Slot;
 use crate::layout::{DOCKER_SOCKET, RENEW_SERVICE, WATCH_DOCKER_CACHE};
 use crate::scripts::WATCH_GATHER;
@@ -56,6 +57,7 @@ pub fn script(sections: &Sections, apps: &[WatchSettings], docker: DockerPaths<'
                 [
                     app.app.clone(),
                     project.to_string(),
+                    format!("{}/current/{META_FILE}", app.app_paths().dir),
                     app.app_paths().serving_file(),
                     slot_project(Slot::Blue),
                     slot_project(Slot::Green),
@@ -607,7 +609,7 @@ mod tests {
 import hashlib, json, os, socketserver, sys, urllib.parse
 from http.server import BaseHTTPRequestHandler
 sock, state = sys.argv[1], sys.argv[2]
-projects = ["vpsup-shop", "vpsup_blue-shop", "vpsup_green-shop", "vpsup-blog", "nobodys"]
+projects = ["vpsup-shop", "vpsup_blue-shop", "vpsup_green-shop", "vpsup-blog", "blog", "nobodys"]
 def cid(p): return hashlib.sha256(p.encode()).hexdigest()
 def flag(name): return os.path.exists(os.path.join(state, name))
 class Api(BaseHTTPRequestHandler):
@@ -744,19 +746,9 @@ Server(sock, Api).serve_forever()
 
         let (names, asked, build_cache, disks) = run(None, &socket);
         assert_eq!(names, [ok(&["c-vpsup-shop"]), ok(&["c-vpsup-blog"])]);
-        assert_eq!(
-            asked,
-            [
-                "/containers/json",
-                "inspect",
-                "inspect",
-                "inspect",
-                "inspect",
-                "inspect",
-                "/info",
-                "/system/df"
-            ]
-        );
+        assert_eq!(asked[0], "/containers/json");
+        assert_eq!(asked[1..7], ["inspect"; 6]);
+        assert_eq!(asked[7..], ["/info", "/system/df"]);
         assert_eq!(build_cache, Some(1_500_000_000));
         assert!(disks >= 1, "df of / and of Docker's data root");
         // Within the hour: Docker's data directory and build cache are
@@ -769,12 +761,26 @@ Server(sock, Api).serve_forever()
                 ok(&["c-vpsup-blog"])
             ]
         );
-        assert_eq!(asked.len(), 6, "{asked:?}");
+        assert_eq!(asked.len(), 7, "{asked:?}");
         assert_eq!(build_cache, Some(1_500_000_000));
         let (names, _, _, _) = run(Some("blue\n"), &socket);
         assert_eq!(names[0], ok(&["c-vpsup-shop", "c-vpsup_blue-shop"]));
         let (names, _, _, _) = run(Some("red\n"), &socket);
         assert_eq!(names[0], ok(&["c-vpsup-shop"]));
+
+        // The project blog's current release runs as: its metadata's (the
+        // fingerprint of a service named "project" is not it), or, in a
+        // release an earlier vpsup made, the app's bare name (after a
+        // rollback to it, say).
+        let meta = apps_dir.join("blog/current/.vpsup/release.json");
+        std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
+        std::fs::write(&meta, r#"{"compose_files":["compose.yml"],"env_files":[],"health":[],"secrets":false,"project":"vpsup-blog","fingerprints":{"project":"blog"}}"#).unwrap();
+        let (names, _, _, _) = run(None, &socket);
+        assert_eq!(names[1], ok(&["c-vpsup-blog"]));
+        std::fs::write(&meta, r#"{"compose_files":["compose.yml"],"env_files":[],"health":[["/starts",8080]],"secrets":false}"#).unwrap();
+        let (names, _, _, _) = run(None, &socket);
+        assert_eq!(names[1], ok(&["c-blog"]));
+        std::fs::remove_file(&meta).unwrap();
 
         // A container removed between the list and its inspection (a
         // one-off run, a slot being stopped) is missing, not an error.
