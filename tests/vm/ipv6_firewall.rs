@@ -115,9 +115,10 @@ probe() {
   docker rm -f probe6 >/dev/null
 }
 probe 'as shipped'
-# Docker before 27 filters IPv6 only when asked, as an experiment.
-sudo test ! -e /etc/docker/daemon.json
-echo '{"experimental": true, "ip6tables": true}' | sudo tee /etc/docker/daemon.json >/dev/null
+# Docker before 27 filters IPv6 only when asked, as an experiment (added to
+# init's daemon.json, whose live-restore keeps the app running).
+sudo sed -i '$ s/^}$/  ,"experimental": true, "ip6tables": true\n}/' /etc/docker/daemon.json
+sudo grep -q '"ip6tables": true' /etc/docker/daemon.json
 sudo systemctl restart docker
 for i in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
 probe ip6tables
