@@ -330,6 +330,49 @@ fn init_refuses_bad_input_before_connecting() {
     );
 }
 
+/// A re-run of `init root@HOST` on a host vpsup.toml records (an earlier
+/// init's admin) logs in as that admin first: sshd refuses root there
+/// (AllowGroups) and fail2ban counts every refusal, one per key tried. A
+/// host it does not record gets root first. (This sshd refuses both, so
+/// nothing runs here; the error names who was tried, in order.)
+#[test]
+fn init_tries_the_recorded_admin_before_root() {
+    let sshd = TestSshd::start_with(SshdOptions {
+        extra_config: "DenyUsers root deploy\n".into(),
+        ..SshdOptions::default()
+    });
+    let op = Operator::new();
+    std::fs::write(
+        op.ssh_dir().join("known_hosts"),
+        format!("{}\n", sshd.known_hosts_line),
+    )
+    .unwrap();
+    let key = key_arg(&sshd);
+    let public = format!("{key}.pub");
+    let at = |user: &str| format!("{user}@127.0.0.1:{}", sshd.port);
+    let init = || {
+        let out = op.vpsup(&["init", &at("root"), "-i", &key, "--key", &public]);
+        assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+        describe_output(&out)
+    };
+    let err = init();
+    assert!(
+        err.contains(&format!("{} (and {}", at("root"), at("deploy")))
+            && err.contains("Root's login was refused too."),
+        "{err}"
+    );
+    op.write_config(&format!(
+        "[hosts.web]\naddress = \"127.0.0.1\"\nport = {}\nuser = \"deploy\"\n",
+        sshd.port
+    ));
+    let err = init();
+    assert!(
+        err.contains(&format!("{} (and {}", at("deploy"), at("root")))
+            && err.contains("The admin's login was refused too."),
+        "{err}"
+    );
+}
+
 #[test]
 fn renew_certs_without_acme_config_says_what_is_missing() {
     let op = Operator::new();

@@ -318,43 +318,65 @@ struct InitRun {
 #[async_trait]
 impl HostRun for InitRun {
     /// A host initialised before refuses root: go on as the admin, as the
-    /// operator would have to.
+    /// operator would have to. When vpsup.toml records that admin for the
+    /// host (an earlier init's), the admin goes first: sshd refuses root
+    /// (AllowGroups) and fail2ban counts each refusal, so a re-run with
+    /// several keys in the agent could lock the operator out.
     async fn connect(
         &self,
         settings: &Settings,
         target: &HostTarget,
     ) -> Result<Connection, SshError> {
-        match connect(settings, target).await {
-            Err(SshError::AuthFailed { .. }) if target.ssh.user == "root" => {
-                let admin = HostTarget {
-                    ssh: SshTarget {
-                        user: self.options.admin_user.clone(),
-                        ..target.ssh.clone()
-                    },
-                    ..target.clone()
-                };
-                eprintln!(
-                    "vpsup: {}: root's login is refused (closed by an earlier init?); trying the admin, {}",
-                    target.ssh.describe(),
-                    admin.ssh.describe()
-                );
-                match connect(settings, &admin).await {
-                    Ok(connection) => Ok(connection),
-                    // Neither got in: both reasons matter (a wrong root password
-                    // on a fresh host is the likelier story).
-                    Err(SshError::AuthFailed {
-                        target: who,
-                        tried,
-                        hint,
-                    }) => Err(SshError::AuthFailed {
-                        target: format!("{} (and {who})", target.ssh.describe()),
-                        tried,
-                        hint: format!("{hint} Root's login was refused too."),
-                    }),
-                    Err(other) => Err(other),
-                }
-            }
-            other => other,
+        if target.ssh.user != "root" {
+            return connect(settings, target).await;
+        }
+        let admin = HostTarget {
+            ssh: SshTarget {
+                user: self.options.admin_user.clone(),
+                ..target.ssh.clone()
+            },
+            ..target.clone()
+        };
+        let recorded = recorded_admin(settings, target) == Some(self.options.admin_user.as_str());
+        let (first, second) = if recorded {
+            (&admin, target)
+        } else {
+            (target, &admin)
+        };
+        match connect(settings, first).await {
+            Err(SshError::AuthFailed { .. }) => {}
+            other => return other,
+        }
+        let (refused, other) = if recorded {
+            (
+                "the admin's login, which vpsup.toml records, is refused",
+                "The admin's",
+            )
+        } else {
+            (
+                "root's login is refused (closed by an earlier init?)",
+                "Root's",
+            )
+        };
+        eprintln!(
+            "vpsup: {}: {refused}; trying {}",
+            first.ssh.describe(),
+            second.ssh.describe()
+        );
+        match connect(settings, second).await {
+            Ok(connection) => Ok(connection),
+            // Neither got in: both reasons matter (a wrong root password on
+            // a fresh host is the likelier story).
+            Err(SshError::AuthFailed {
+                target: who,
+                tried,
+                hint,
+            }) => Err(SshError::AuthFailed {
+                target: format!("{} (and {who})", first.ssh.describe()),
+                tried,
+                hint: format!("{hint} {other} login was refused too."),
+            }),
+            Err(other) => Err(other),
         }
     }
 
@@ -376,6 +398,18 @@ impl HostRun for InitRun {
             connected,
         })
     }
+}
+
+/// The admin user vpsup.toml records for `target`'s host (an earlier
+/// init's), found by the host's name or address.
+fn recorded_admin<'a>(settings: &'a Settings, target: &HostTarget) -> Option<&'a str> {
+    let config = settings.config.as_ref()?;
+    let (_, host) = config.hosts.iter().find(|(name, host)| {
+        name.as_str() == target.name
+            || host.address == target.name
+            || host.address == target.ssh.host
+    })?;
+    host.user.as_deref().filter(|user| *user != "root")
 }
 
 /// The hooks init.yml names. The two logins each log in afresh as the admin,
