@@ -366,6 +366,33 @@ sudo sshd -T | grep '^maxauthtries'"#,
     assert_eq!(play_report(&out)["recap"]["changed"], 1);
     assert_eq!(open_ports(), ONLY_SSH_HTTP_HTTPS);
 
+    // [init] ssh_users naming someone with no account on the host: refused
+    // before anything changes, and the config says so.
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let with_alice = match config.contains("[init]\n") {
+        true => config.replacen("[init]\n", "[init]\nssh_users = [\"alice\"]\n", 1),
+        false => format!("{config}\n[init]\nssh_users = [\"alice\"]\n"),
+    };
+    std::fs::write(&config_path, with_alice).unwrap();
+    let out = op.vpsup(&["init", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe_output(&out));
+    let refused = play_report(&out);
+    assert_eq!(
+        (
+            refused["recap"]["changed"].as_u64(),
+            refused["recap"]["failed"].as_u64()
+        ),
+        (Some(0), Some(1)),
+        "{refused}"
+    );
+    assert!(
+        describe_output(&out)
+            .contains("[init] ssh_users names alice, who has no account on this host"),
+        "{}",
+        describe_output(&out)
+    );
+    std::fs::write(&config_path, config).unwrap();
+
     // The main job: the compose stack behind nginx over HTTPS.
     let bind = TestBind::start("vpsup.test");
     clock.done("init converged, --allow");

@@ -1307,6 +1307,12 @@ mod tests {
             );
         }
         assert!(!tasks.iter().any(|t| t.contains("Docker's repository")));
+        assert!(
+            !tasks
+                .iter()
+                .any(|t| t == "the users [init] ssh_users names have accounts here"),
+            "none named"
+        );
         assert!(!tasks.iter().any(|t| t == "the old SSH port is closed"));
         assert!(!tasks.iter().any(|t| t.starts_with("SSH stays open")));
         let official = selected_tasks(FRESH_DEBIAN, Some("official\n"), &options);
@@ -1344,9 +1350,14 @@ mod tests {
             at("Ed25519 host key (the one sshd offers)")
                 < at("SSH hardening drop-in (sorts before cloud-init's; checked with sshd -t)")
         );
+        // ssh_users (not the admin, made by init) are looked for before
+        // anything changes.
+        let accounts = at("the users [init] ssh_users names have accounts here");
+        assert!(accounts < at("base packages"));
+        let unless = tasks[accounts].args["unless"].as_str().unwrap();
+        assert!(unless.starts_with("for user in alice; do"), "{unless}");
         let args = &tasks[group].args;
         let run = args["run"].as_str().unwrap();
-        assert!(run.contains("for user in ops alice; do"), "{run}");
         assert!(run.contains("gpasswd -M ops,alice vpsup-ssh"), "{run}");
         let unless = args["unless"].as_str().unwrap();
         assert!(
