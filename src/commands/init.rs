@@ -720,6 +720,15 @@ impl Record<'_> {
         if port != target.ssh.port || (!configured && port != 22) {
             host["port"] = toml_edit::value(i64::from(port));
         }
+        let recorded_user = host
+            .get("user")
+            .and_then(|u| u.as_str())
+            .map(str::to_string);
+        // An earlier admin left out of the SSH login group loses SSH on
+        // this run (AllowGroups): said, not done quietly.
+        let left_out = recorded_user.filter(|user| {
+            user != "root" && *user != options.admin_user && !options.ssh_users.contains(user)
+        });
         if host.get("user").and_then(|u| u.as_str()) != Some(options.admin_user.as_str()) {
             host["user"] = toml_edit::value(options.admin_user.as_str());
         }
@@ -786,12 +795,17 @@ impl Record<'_> {
         } else {
             "created"
         };
-        let note = format!(
+        let mut note = format!(
             "{verb} {}: host {name} is reached as {}@{}:{port} from now on",
             path.display(),
             options.admin_user,
             target.ssh.host
         );
+        if let Some(user) = left_out {
+            note.push_str(&format!(
+                ". {user}, its admin before, no longer logs in over SSH (sshd lets in the admin and [init] ssh_users only): add it to [init] ssh_users to keep its access"
+            ));
+        }
         Ok((name, Some(note)))
     }
 }
@@ -1008,6 +1022,40 @@ mod tests {
         );
         assert_eq!(config.init.unwrap().ssh_port, Some(Port(2222)));
         assert_eq!(config.app.unwrap().name.as_str(), "doctor");
+
+        // Another admin: the one before loses SSH (the login group is the
+        // admin and ssh_users), and is told so, unless ssh_users keeps it.
+        let config_before_ops = Config::parse(&after, &path).unwrap();
+        let ops = |ssh_users: &[&str]| {
+            let init = InitConfig {
+                ssh_users: ssh_users.iter().map(|u| UserName(u.to_string())).collect(),
+                ..InitConfig::default()
+            };
+            let args = InitArgs {
+                admin_user: Some(UserName("ops".into())),
+                ..InitArgs::default()
+            };
+            let options = InitOptions::resolve(&args, Some(&init), Path::new("."));
+            std::fs::write(&path, &after).unwrap();
+            let record = Record {
+                path: &path,
+                config: Some(&config_before_ops),
+                identity: None,
+            };
+            record
+                .host(&target("web", "deploy", 2222), 2222, &options, &args)
+                .unwrap()
+                .1
+                .unwrap()
+        };
+        let note = ops(&[]);
+        assert!(
+            note.contains("deploy, its admin before, no longer logs in over SSH")
+                && note.contains("add it to [init] ssh_users"),
+            "{note}"
+        );
+        let note = ops(&["deploy"]);
+        assert!(!note.contains("no longer logs in"), "{note}");
     }
 
     #[test]
