@@ -77,6 +77,12 @@ pub struct InitConfig {
     /// exist on the host); everyone else is refused.
     #[serde(default)]
     pub ssh_users: Vec<UserName>,
+    /// Also offer the classical `curve25519-sha256` key exchange where sshd
+    /// has post-quantum ones only (OpenSSH 9.9 and later), for SSH clients
+    /// with neither ML-KEM nor sntrup761 (OpenSSH before 8.5, paramiko).
+    /// ssh-audit warns about it.
+    #[serde(default)]
+    pub ssh_classical_kex: bool,
     /// The vpsup executable installed on the host for its renewal timer, when
     /// the one running cannot run there (default: the running vpsup).
     pub host_binary: Option<PathBuf>,

@@ -47,9 +47,25 @@ const DISTRIBUTIONS: &[(&str, &str, &str)] = &[
 fn variants() -> Vec<(&'static str, &'static str, Vars)> {
     let mut old_nginx = vars();
     old_nginx.with_facts(&host_facts("ubuntu", "22.04", None));
+    // [init] ssh_classical_kex: curve25519-sha256 after the hybrids where
+    // OpenSSH (10.0 here) would offer hybrids only; once where it has it.
+    let mut classical = vars();
+    classical
+        .base
+        .insert("ssh_classical_kex".into(), json!(true));
+    let mut classical_old = old_nginx.clone();
+    classical_old
+        .base
+        .insert("ssh_classical_kex".into(), json!(true));
     vec![
         ("nginx_default.conf.tera", "ubuntu-22.04", old_nginx.clone()),
         ("sshd_hardening.conf.tera", "ubuntu-22.04", old_nginx),
+        ("sshd_hardening.conf.tera", "classical-kex", classical),
+        (
+            "sshd_hardening.conf.tera",
+            "ubuntu-22.04-classical-kex",
+            classical_old,
+        ),
     ]
 }
 

@@ -45,6 +45,8 @@ pub struct InitOptions {
     pub allow_ports: Vec<PortRule>,
     /// [init] ssh_users: who may log in over SSH besides the admin.
     pub ssh_users: Vec<String>,
+    /// [init] ssh_classical_kex: `curve25519-sha256` for old clients too.
+    pub ssh_classical_kex: bool,
     /// `--host-binary` (as given) or [init] host_binary (from the project
     /// directory); none: this vpsup.
     pub host_binary: Option<PathBuf>,
@@ -69,6 +71,7 @@ impl InitOptions {
             swap: args.swap.or(config.swap).unwrap_or(DEFAULT_SWAP),
             allow_ports: cli_or_file(&args.allow_ports, &config.allow_ports),
             ssh_users: config.ssh_users.iter().map(|u| u.0.clone()).collect(),
+            ssh_classical_kex: config.ssh_classical_kex,
             host_binary: args
                 .host_binary
                 .clone()
@@ -114,6 +117,7 @@ impl InitOptions {
         vars.insert("allow_comment".into(), json!(ALLOW_COMMENT));
         vars.insert("revert_seconds".into(), json!(REVERT_SECONDS));
         vars.insert("ssh_login_users".into(), json!(self.ssh_login_users()));
+        vars.insert("ssh_classical_kex".into(), json!(self.ssh_classical_kex));
         vars
     }
 }

@@ -34,6 +34,7 @@ docker = "official"
 swap = "1G"
 allow_ports = [8443]
 ssh_users = ["alice"]
+ssh_classical_kex = true
 host_binary = "vpsup-arm64"
 
 [acme]
@@ -177,6 +178,7 @@ const KEYS: &[(&str, &str, Reach)] = &[
     ("init.swap", "{}", Reach::Refused),
     ("init.allow_ports[]", "{}", Reach::Refused),
     ("init.ssh_users[]", "{}", Reach::Refused),
+    ("init.ssh_classical_kex", "{}", Reach::Refused),
     ("init.host_binary", "{}", Reach::Local("a binary read here, uploaded by content to a fixed path")),
     ("acme.email", "ops@example.com{}", Reach::Checked(acme_settings)),
     ("acme.directory", "https://acme.example.com/{}", Reach::Checked(acme_settings)),
