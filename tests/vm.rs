@@ -110,7 +110,7 @@ sudo grep -c 'VPSUP DOCKER-USER' /etc/ufw/after.rules | sed 's/^/docker-user mar
 
 /// An image `vpsup-probe` whose busybox httpd serves "hello from the
 /// container" from /www (no registry here: made from busybox-static).
-pub const IMPORT_PROBE_IMAGE: &str = r#"sudo apt-get install -y -qq busybox-static >/dev/null 2>&1
+pub const IMPORT_PROBE_IMAGE: &str = r#"sudo apt-get install -y -qq -o DPkg::Lock::Timeout=300 busybox-static >/dev/null 2>&1
 root=$(mktemp -d); mkdir -p "$root/bin" "$root/www"
 cp /bin/busybox "$root/bin/"; echo "hello from the container" > "$root/www/index.html"
 tar -C "$root" -c . | docker import - vpsup-probe >/dev/null

@@ -405,13 +405,14 @@ impl HostRun for InitRun {
 }
 
 /// The admin user vpsup.toml records for `target`'s host (an earlier
-/// init's), found by the host's name or address.
+/// init's), found by the host's name, or by its address and SSH port
+/// (hosts behind one address differ by port).
 fn recorded_admin<'a>(settings: &'a Settings, target: &HostTarget) -> Option<&'a str> {
     let config = settings.config.as_ref()?;
     let (_, host) = config.hosts.iter().find(|(name, host)| {
         name.as_str() == target.name
-            || host.address == target.name
-            || host.address == target.ssh.host
+            || ([target.name.as_str(), target.ssh.host.as_str()].contains(&host.address.as_str())
+                && host.port.map_or(22, |p| p.0) == target.ssh.port)
     })?;
     host.user.as_deref().filter(|user| *user != "root")
 }

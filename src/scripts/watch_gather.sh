@@ -35,24 +35,29 @@ if [ -z "$certs" ]; then
   done
 fi
 # The compose projects of each app's containers, `app<TAB>project` a line:
-# the one its current release runs as (its metadata's top-level "project";
-# an earlier vpsup's release, which has none, ran as the app's bare name;
-# no release: the settings' guess), and the slot nginx serves, where its
-# site services run (deploy::switch). The other slot holds nothing, or a
-# failed deploy's leftovers: never reported.
+# its own (the settings' name for it; the parser reads the one its current
+# release runs as from the part `release <app>`, its metadata), and the slot
+# nginx serves, where its site services run (deploy::switch). The other
+# slot holds nothing, or a failed deploy's leftovers: never reported.
 app_projects() {
   set -- {{projects}}
   while [ $# -ge 6 ]; do
-    project=$2
-    if [ -f "$3" ]; then
-      project=$(sed -n 's/^{[^{]*"project": *"\([^"]*\)".*/\1/p' "$3")
-      project=${project:-$1}
-    fi
-    printf '%s\t%s\n' "$1" "$project"
+    printf '%s\t%s\n' "$1" "$2"
     case "$(head -n 1 "$4" 2>/dev/null)" in
       blue) printf '%s\t%s\n' "$1" "$5" ;;
       green) printf '%s\t%s\n' "$1" "$6" ;;
     esac
+    shift 6
+  done
+}
+current_releases() {
+  set -- {{projects}}
+  while [ $# -ge 6 ]; do
+    if [ -f "$3" ]; then
+      part "release $1"
+      # read, not cat: no process per app
+      while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done <"$3"
+    fi
     shift 6
   done
 }
@@ -72,14 +77,16 @@ root=
 if [ -n "$projects" ]; then
   part projects
   printf '%s\n' "$projects"
+  current_releases
   part containers
   if [ ! -S {{docker_socket}} ]; then
     echo 'error Docker is not running (no '{{docker_socket}}')'
   else
     # Every compose container (a label filter names one key, so one list
     # cannot ask for several projects: the parser keeps the apps' own),
-    # then each one inspected, in one curl: the list's top-level "Id"s (no
-    # nested object of it has that key). A container gone since the list
+    # then each one inspected, in one curl: the list's "Id"s (a label of
+    # that name would add an id that is no container's: "No such
+    # container", skipped as below). A container gone since the list
     # (a one-off run, a slot being stopped) answers "No such container".
     listed=$(docker_api 'http://docker/containers/json?all=1&filters=%7B%22label%22%3A%5B%22com.docker.compose.project%22%5D%7D')
     printf '%s\n' "$listed"
@@ -95,9 +102,10 @@ if [ -n "$projects" ]; then
   docker_cache={{docker_cache}}
   if [ -z "$(find "$docker_cache" -mmin -60 2>/dev/null)" ]; then
     facts=$(docker_api http://docker/info 'http://docker/system/df?type=build-cache')
+    # 0600: /info tells registries and proxies.
     if [ "$(printf '%s\n' "$facts" | grep -c -e '"DockerRootDir":' -e '"BuildCache":')" = 2 ] &&
-      (umask 077 && mkdir -p "$(dirname "$docker_cache")") &&
-      printf '%s\n' "$facts" >"$docker_cache.$$"; then
+      (umask 077 && mkdir -p "$(dirname "$docker_cache")" &&
+        printf '%s\n' "$facts" >"$docker_cache.$$"); then
       mv -f "$docker_cache.$$" "$docker_cache"
     fi
   fi

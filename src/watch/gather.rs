@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use super::host_settings::WatchSettings;
 use crate::acme::certinfo::CertInfo;
 use crate::backup::status::{self as backup_status, AppBackups};
-use crate::deploy::remote::META_FILE;
+use crate::deploy::remote::{ReleaseMeta, META_FILE};
 use crate::deploy::switch::Slot;
 use crate::layout::{DOCKER_SOCKET, RENEW_SERVICE, WATCH_DOCKER_CACHE};
 use crate::scripts::WATCH_GATHER;
@@ -39,14 +39,10 @@ impl DockerPaths<'static> {
 /// The gather script for every app in `apps`, its parts marked by
 /// `sections`, Docker reached where `docker` says.
 pub fn script(sections: &Sections, apps: &[WatchSettings], docker: DockerPaths<'_>) -> String {
-    let sites: Vec<String> = apps
+    let sites = sites(apps);
+    let openssl_args: Vec<String> = sites
         .iter()
-        .flat_map(|app| {
-            let (nginx_host, nginx_port) = app.nginx_address();
-            app.sites.iter().flat_map(move |s| {
-                [&app.app, &s.name, &s.health, nginx_host, nginx_port].map(quote)
-            })
-        })
+        .flat_map(|s| [s.app, s.name, s.health, s.nginx_host, s.nginx_port].map(quote))
         .collect();
     let projects: Vec<String> = apps
         .iter()
@@ -69,8 +65,8 @@ pub fn script(sections: &Sections, apps: &[WatchSettings], docker: DockerPaths<'
         .collect();
     WATCH_GATHER.fill(&[
         ("marker", sections.marker()),
-        ("sites_curl", &sites_curl(sections.marker(), apps)),
-        ("sites", &sites.join(" ")),
+        ("sites_curl", &sites_curl(sections.marker(), &sites)),
+        ("sites", &openssl_args.join(" ")),
         ("projects", &projects.join(" ")),
         ("docker_socket", &quote(&docker.socket.to_string_lossy())),
         ("docker_cache", &quote(&docker.cache.to_string_lossy())),
@@ -79,31 +75,52 @@ pub fn script(sections: &Sections, apps: &[WatchSettings], docker: DockerPaths<'
     ])
 }
 
-/// One curl asking every site of `apps` for its health path through the
-/// host's nginx (`-k`: the certificate is judged by the checks, which say
-/// why), each answer written as the part `site <app> <name>`: the HTTP
-/// status, curl's error, then whatever the script's `$certs` asks for (the
-/// chain nginx served, from a curl that can tell it). `:` without sites.
-fn sites_curl(marker: &str, apps: &[WatchSettings]) -> String {
-    let transfers: Vec<String> = apps
-        .iter()
+/// A site a run asks for its health path, through its app's nginx.
+struct SiteToAsk<'a> {
+    app: &'a str,
+    name: &'a str,
+    health: &'a str,
+    nginx_host: &'a str,
+    nginx_port: &'a str,
+}
+
+fn sites(apps: &[WatchSettings]) -> Vec<SiteToAsk<'_>> {
+    apps.iter()
         .flat_map(|app| {
             let (nginx_host, nginx_port) = app.nginx_address();
-            app.sites.iter().map(move |site| {
-                let answer = format!(
-                    "\\n{marker} site {} {}\\n%{{http_code}}\\n%{{errormsg}}\\n",
-                    app.app, site.name
-                );
-                format!(
-                    "-k -s --max-time 10 -o /dev/null --resolve {} -w {}\"$certs\" {}",
-                    quote(&format!("{}:{nginx_port}:{nginx_host}", site.name)),
-                    quote(&answer),
-                    quote(&format!(
-                        "https://{}:{nginx_port}{}",
-                        site.name, site.health
-                    )),
-                )
+            app.sites.iter().map(move |site| SiteToAsk {
+                app: &app.app,
+                name: &site.name,
+                health: &site.health,
+                nginx_host,
+                nginx_port,
             })
+        })
+        .collect()
+}
+
+/// One curl asking every site for its health path through the host's
+/// nginx (`-k`: the certificate is judged by the checks, which say why),
+/// each answer written as the part `site <app> <name>`: the HTTP status,
+/// curl's error, then whatever the script's `$certs` asks for (the chain
+/// nginx served, from a curl that can tell it). `:` without sites.
+fn sites_curl(marker: &str, sites: &[SiteToAsk<'_>]) -> String {
+    let transfers: Vec<String> = sites
+        .iter()
+        .map(|site| {
+            let answer = format!(
+                "\\n{marker} site {} {}\\n%{{http_code}}\\n%{{errormsg}}\\n",
+                site.app, site.name
+            );
+            format!(
+                "-k -s --max-time 10 -o /dev/null --resolve {} -w {}\"$certs\" {}",
+                quote(&format!("{}:{}:{}", site.name, site.nginx_port, site.nginx_host)),
+                quote(&answer),
+                quote(&format!(
+                    "https://{}:{}{}",
+                    site.name, site.nginx_port, site.health
+                )),
+            )
         })
         .collect();
     if transfers.is_empty() {
@@ -188,11 +205,22 @@ pub fn parse(
 ) -> Facts {
     let parts = sections.parse(text);
     let part = |name: &str| parts.optional(name).unwrap_or("");
+    // The project the app's current release runs as: an earlier vpsup's
+    // release (no "project" in its metadata), rolled back to, runs as the
+    // app's bare name, not as the settings say.
+    let current = parts
+        .optional(&format!("release {}", settings.app))
+        .and_then(|text| serde_json::from_str::<ReleaseMeta>(text).ok());
     let projects: Vec<&str> = part("projects")
         .lines()
         .filter_map(|l| l.split_once('\t'))
         .filter(|(app, _)| *app == settings.app)
-        .map(|(_, project)| project)
+        .map(|(_, project)| match &current {
+            Some(meta) if Some(project) == settings.project.as_deref() => {
+                meta.project(&settings.app)
+            }
+            _ => project,
+        })
         .collect();
     Facts {
         sites: settings
@@ -774,10 +802,26 @@ Server(sock, Api).serve_forever()
         // rollback to it, say).
         let meta = apps_dir.join("blog/current/.vpsup/release.json");
         std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
-        std::fs::write(&meta, r#"{"compose_files":["compose.yml"],"env_files":[],"health":[],"secrets":false,"project":"vpsup-blog","fingerprints":{"project":"blog"}}"#).unwrap();
+        let written = |project: Option<&str>| {
+            let meta = ReleaseMeta {
+                compose_files: vec!["compose.yml".into()],
+                env_files: vec![],
+                health: vec![("/starts".into(), 8080)],
+                secrets: false,
+                dot_env: false,
+                project: project.map(str::to_string),
+                volumes_pinned: false,
+                slots: None,
+                fingerprints: [("project".to_string(), "blog".to_string())].into(),
+                ports: vec![],
+            };
+            // As deploy writes it (deploy::plan).
+            serde_json::to_vec_pretty(&meta).unwrap()
+        };
+        std::fs::write(&meta, written(Some("vpsup-blog"))).unwrap();
         let (names, _, _, _) = run(None, &socket);
         assert_eq!(names[1], ok(&["c-vpsup-blog"]));
-        std::fs::write(&meta, r#"{"compose_files":["compose.yml"],"env_files":[],"health":[["/starts",8080]],"secrets":false}"#).unwrap();
+        std::fs::write(&meta, written(None)).unwrap();
         let (names, _, _, _) = run(None, &socket);
         assert_eq!(names[1], ok(&["c-blog"]));
         std::fs::remove_file(&meta).unwrap();

@@ -111,7 +111,7 @@ probe() {
     echo "$1 opened: $(outside)"
     sudo ufw delete allow 5432/tcp >/dev/null
   fi
-  echo "$1 ipv6 forwarding: $(sysctl -n net.ipv6.conf.all.forwarding)"
+  echo "$1 ipv6 forwarding: $(cat /proc/sys/net/ipv6/conf/all/forwarding)"
   docker rm -f probe6 >/dev/null
 }
 probe 'as shipped'
