@@ -159,7 +159,7 @@ fn read_script(meta: &str, serving: &str) -> String {
 mod tests {
     use super::*;
     use crate::deploy::compose_cli::{logs_script, LogsQuery};
-    use crate::deploy::remote::{SlotMeta, SlotsMeta};
+    use crate::deploy::remote::testing::meta_with;
     use crate::transport::script::testing::write_executable;
     use crate::transport::LocalTransport;
 
@@ -186,23 +186,7 @@ mod tests {
 
         let release = dir.path().join("releases/r1");
         std::fs::create_dir_all(release.join(".vpsup")).unwrap();
-        let meta = ReleaseMeta {
-            compose_files: vec!["compose.yml".into()],
-            env_files: vec![],
-            health: vec![],
-            secrets: false,
-            dot_env: false,
-            project: Some("vpsup-shop".into()),
-            volumes_pinned: false,
-            slots: Some(SlotsMeta {
-                services: vec!["web".into()],
-                volumes: vec![],
-                blue: SlotMeta::default(),
-                green: SlotMeta::default(),
-            }),
-            fingerprints: Default::default(),
-            ports: vec![],
-        };
+        let meta = meta_with(&[], &["web"]);
         std::fs::write(release.join(META_FILE), serde_json::to_vec(&meta).unwrap()).unwrap();
         std::os::unix::fs::symlink("releases/r1", dir.path().join("current")).unwrap();
         let current_dir = format!("{}/current", paths.dir);

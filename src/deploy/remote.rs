@@ -405,6 +405,38 @@ pub fn parse_containers(text: &str) -> Vec<Container> {
         .collect()
 }
 
+/// Releases for tests here and elsewhere.
+#[cfg(test)]
+pub mod testing {
+    use super::{ReleaseMeta, SlotsMeta};
+
+    /// A release of `compose.yml` in project `vpsup-shop`, each service's
+    /// fingerprint from `fingerprints`, the `switched` ones in blue/green
+    /// slots.
+    pub fn meta_with(fingerprints: &[(&str, &str)], switched: &[&str]) -> ReleaseMeta {
+        ReleaseMeta {
+            compose_files: vec!["compose.yml".into()],
+            env_files: vec![],
+            health: vec![],
+            secrets: false,
+            dot_env: false,
+            project: Some("vpsup-shop".into()),
+            volumes_pinned: false,
+            slots: (!switched.is_empty()).then(|| SlotsMeta {
+                services: switched.iter().map(|s| s.to_string()).collect(),
+                volumes: vec![],
+                blue: Default::default(),
+                green: Default::default(),
+            }),
+            fingerprints: fingerprints
+                .iter()
+                .map(|(n, f)| (n.to_string(), f.to_string()))
+                .collect(),
+            ports: vec![],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

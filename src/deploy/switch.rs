@@ -727,6 +727,7 @@ impl Retiring<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deploy::remote::testing::meta_with;
     use crate::transport::script::testing::{sh_ok, write_executable};
 
     fn stack<'a>(project: &'a str, files: &'a [String]) -> Stack<'a> {
@@ -996,29 +997,6 @@ mod tests {
                 open: 2
             }]
         );
-    }
-
-    fn meta_with(fingerprints: &[(&str, &str)], switched: &[&str]) -> ReleaseMeta {
-        ReleaseMeta {
-            compose_files: vec!["compose.yml".into()],
-            env_files: vec![],
-            health: vec![],
-            secrets: false,
-            dot_env: false,
-            project: Some("vpsup-shop".into()),
-            volumes_pinned: false,
-            slots: (!switched.is_empty()).then(|| remote::SlotsMeta {
-                services: switched.iter().map(|s| s.to_string()).collect(),
-                volumes: vec![],
-                blue: Default::default(),
-                green: Default::default(),
-            }),
-            fingerprints: fingerprints
-                .iter()
-                .map(|(n, f)| (n.to_string(), f.to_string()))
-                .collect(),
-            ports: vec![],
-        }
     }
 
     /// What runs in the app's project is left running unless its

@@ -114,7 +114,10 @@ fn sites_curl(marker: &str, sites: &[SiteToAsk<'_>]) -> String {
             );
             format!(
                 "-k -s --max-time 10 -o /dev/null --resolve {} -w {}\"$certs\" {}",
-                quote(&format!("{}:{}:{}", site.name, site.nginx_port, site.nginx_host)),
+                quote(&format!(
+                    "{}:{}:{}",
+                    site.name, site.nginx_port, site.nginx_host
+                )),
                 quote(&answer),
                 quote(&format!(
                     "https://{}:{}{}",
@@ -803,18 +806,8 @@ Server(sock, Api).serve_forever()
         let meta = apps_dir.join("blog/current/.vpsup/release.json");
         std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
         let written = |project: Option<&str>| {
-            let meta = ReleaseMeta {
-                compose_files: vec!["compose.yml".into()],
-                env_files: vec![],
-                health: vec![("/starts".into(), 8080)],
-                secrets: false,
-                dot_env: false,
-                project: project.map(str::to_string),
-                volumes_pinned: false,
-                slots: None,
-                fingerprints: [("project".to_string(), "blog".to_string())].into(),
-                ports: vec![],
-            };
+            let mut meta = crate::deploy::remote::testing::meta_with(&[("project", "blog")], &[]);
+            meta.project = project.map(str::to_string);
             // As deploy writes it (deploy::plan).
             serde_json::to_vec_pretty(&meta).unwrap()
         };
