@@ -554,6 +554,24 @@ mod tests {
         }
     }
 
+    fn renderer() -> Renderer {
+        Renderer::new(&Assets::load(None).unwrap().templates).unwrap()
+    }
+
+    /// What deploy wants on a host for `config`'s app, `release`.
+    fn wanted<'a>(config: &'a Config, release: &'a Release, renderer: &'a Renderer) -> Wanted<'a> {
+        Wanted {
+            app: config.app.as_ref().unwrap(),
+            sites: &config.sites,
+            release,
+            renderer,
+            store_dir: "/etc/vpsup/acme",
+            webroot: "/var/lib/vpsup/acme",
+            backup: None,
+            watch: &[],
+        }
+    }
+
     fn probed(facts: &str) -> Probed {
         Probed {
             facts: crate::facts::parse(facts).unwrap(),
@@ -579,20 +597,9 @@ mod tests {
     #[test]
     fn a_fresh_host_needs_everything_and_a_deployed_one_nothing_more() {
         let config = config();
-        let app = config.app.as_ref().unwrap();
         let release = release();
-        let assets = Assets::load(None).unwrap();
-        let renderer = Renderer::new(&assets.templates).unwrap();
-        let wanted = Wanted {
-            app,
-            sites: &config.sites,
-            release: &release,
-            renderer: &renderer,
-            store_dir: "/etc/vpsup/acme",
-            webroot: "/var/lib/vpsup/acme",
-            backup: None,
-            watch: &[],
-        };
+        let renderer = renderer();
+        let wanted = wanted(&config, &release, &renderer);
         let paths = AppPaths::new("doctor");
         let now = OffsetDateTime::now_utc();
         let fresh = probed(FACTS);
@@ -687,18 +694,8 @@ mod tests {
                 BTreeMap::from([(("web".to_string(), 80), 24001)]),
             ),
         ]);
-        let assets = Assets::load(None).unwrap();
-        let renderer = Renderer::new(&assets.templates).unwrap();
-        let wanted = Wanted {
-            app: config.app.as_ref().unwrap(),
-            sites: &config.sites,
-            release: &release,
-            renderer: &renderer,
-            store_dir: "/etc/vpsup/acme",
-            webroot: "/var/lib/vpsup/acme",
-            backup: None,
-            watch: &[],
-        };
+        let renderer = renderer();
+        let wanted = wanted(&config, &release, &renderer);
         let paths = AppPaths::new("doctor");
         let now = OffsetDateTime::now_utc();
         let fresh = probed(FACTS);
@@ -814,30 +811,13 @@ mod tests {
         let config = config();
         let mut release = release();
         release.named_volumes = vec!["pgdata".into()];
-        let assets = Assets::load(None).unwrap();
-        let renderer = Renderer::new(&assets.templates).unwrap();
-        let wanted = Wanted {
-            app: config.app.as_ref().unwrap(),
-            sites: &config.sites,
-            release: &release,
-            renderer: &renderer,
-            store_dir: "/etc/vpsup/acme",
-            webroot: "/var/lib/vpsup/acme",
-            backup: None,
-            watch: &[],
-        };
+        let renderer = renderer();
+        let wanted = wanted(&config, &release, &renderer);
         let mut old = probed(FACTS);
+        // A release an earlier vpsup made: no project of its own.
         old.meta = Some(ReleaseMeta {
-            compose_files: vec!["compose.yml".into()],
-            env_files: vec![],
-            health: vec![],
-            secrets: false,
-            dot_env: false,
             project: None,
-            volumes_pinned: false,
-            slots: None,
-            fingerprints: BTreeMap::new(),
-            ports: vec![],
+            ..remote::testing::meta_with(&[], &[])
         });
         let now = OffsetDateTime::now_utc();
         let plan = DeployPlan::new(&wanted, &AppPaths::new("doctor"), &old, now).unwrap();
@@ -856,8 +836,7 @@ mod tests {
     fn backup_setup_is_work_until_the_host_holds_it() {
         let config = config();
         let release = release();
-        let assets = Assets::load(None).unwrap();
-        let renderer = Renderer::new(&assets.templates).unwrap();
+        let renderer = renderer();
         let want = BackupWanted {
             settings: vec![HostFile {
                 path: "/etc/vpsup/backup/doctor.toml".into(),
@@ -870,14 +849,8 @@ mod tests {
             }],
         };
         let mut wanted = Wanted {
-            app: config.app.as_ref().unwrap(),
-            sites: &config.sites,
-            release: &release,
-            renderer: &renderer,
-            store_dir: "/etc/vpsup/acme",
-            webroot: "/var/lib/vpsup/acme",
             backup: Some(&want),
-            watch: &[],
+            ..wanted(&config, &release, &renderer)
         };
         let paths = AppPaths::new("doctor");
         let now = OffsetDateTime::now_utc();

@@ -276,16 +276,9 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("shared")).unwrap();
         std::fs::create_dir_all(dir.path().join("sites")).unwrap();
         let meta = ReleaseMeta {
-            compose_files: vec!["compose.yml".into()],
-            env_files: vec![],
             health: vec![("/".into(), 21000)],
             secrets: true,
-            dot_env: false,
-            project: Some("vpsup-shop".into()),
-            volumes_pinned: false,
-            slots: None,
-            fingerprints: Default::default(),
-            ports: vec![],
+            ..remote::testing::meta_with(&[], &[])
         };
         std::fs::write(
             release.join(remote::META_FILE),

@@ -334,16 +334,9 @@ mod tests {
 
     fn meta(project: Option<&str>) -> ReleaseMeta {
         ReleaseMeta {
-            compose_files: vec!["compose.yml".into()],
-            env_files: vec![],
             health: vec![("/health".into(), 22000)],
-            secrets: false,
-            dot_env: false,
             project: project.map(str::to_string),
-            volumes_pinned: false,
-            slots: None,
-            fingerprints: BTreeMap::new(),
-            ports: vec![],
+            ..crate::deploy::remote::testing::meta_with(&[], &[])
         }
     }
 
