@@ -786,6 +786,51 @@ fn serve_and_check(vars: &Vars, rejects: bool) {
     }
 }
 
+/// The script Docker's service runs after each start
+/// (docker_user_first.sh.tera), run for real in a network namespace of its
+/// own: where a Docker restarted with containers running left FORWARD
+/// without the jump to DOCKER-USER (IPv6 here) or below its own rules
+/// (IPv4), the jump ends up first, once; `--check` tells before and after;
+/// a second run changes nothing.
+#[test]
+fn docker_user_first_puts_the_jump_first_in_each_family() {
+    let script = render("docker_user_first.sh.tera");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker-user-first");
+    std::fs::write(&path, &script).unwrap();
+    let run = format!(
+        "set -e
+iptables -N DOCKER-USER; iptables -N DOCKER
+iptables -A FORWARD -o br-1 -j DOCKER; iptables -A FORWARD -j DOCKER-USER
+ip6tables -N DOCKER-USER; ip6tables -N DOCKER; ip6tables -A FORWARD -o br-1 -j DOCKER
+before=0; sh {s} --check || before=$?
+sh {s}
+after=0; sh {s} --check || after=$?
+sh {s}
+echo \"check: $before $after\"
+iptables -S FORWARD; ip6tables -S FORWARD",
+        s = path.display()
+    );
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", &run])
+        .output()
+        .expect("unshare and iptables (tests/setup)");
+    assert!(out.status.success(), "{}", describe_output(&out));
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.contains("check: 1 0"), "{seen}");
+    let forward: Vec<&str> = seen.lines().filter(|l| l.starts_with("-A FORWARD")).collect();
+    assert_eq!(
+        forward,
+        [
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -o br-1 -j DOCKER",
+            "-A FORWARD -j DOCKER-USER",
+            "-A FORWARD -o br-1 -j DOCKER",
+        ],
+        "{seen}"
+    );
+}
+
 #[test]
 fn docker_daemon_json_is_json_with_log_rotation() {
     let value: serde_json::Value =

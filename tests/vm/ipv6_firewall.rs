@@ -53,7 +53,11 @@ pub fn after6_rules_close_published_ports(vm: &TestVm, port: u16, key: &Path) {
 /// Twice: with Docker as the distribution ships it, and with Docker
 /// filtering IPv6 itself (`ip6tables`, the default since Docker 27), where
 /// its DNAT sends the traffic through FORWARD, past ufw's INPUT rules, and
-/// only the DOCKER-USER block in after6.rules stands in the way. Each time
+/// only the DOCKER-USER block in after6.rules stands in the way. Docker is
+/// restarted for that with the app's containers running (live-restore):
+/// Docker 26 then leaves out the jump to DOCKER-USER (moby#48560), and the
+/// first run of this test found the port open; init's docker-user-first,
+/// run after every start of Docker, puts it back. Each time
 /// the port answers inside the host, not from outside, and does from
 /// outside once ufw opens it the way that path needs (so the block is the
 /// firewall's doing, not a network that does not work).
@@ -112,6 +116,7 @@ probe() {
     sudo ufw delete allow 5432/tcp >/dev/null
   fi
   echo "$1 ipv6 forwarding: $(cat /proc/sys/net/ipv6/conf/all/forwarding)"
+  echo "$1 forward: $(sudo ip6tables -S FORWARD | tr '\n' ';')"
   docker rm -f probe6 >/dev/null
 }
 probe 'as shipped'
