@@ -818,7 +818,10 @@ iptables -S FORWARD; ip6tables -S FORWARD",
     assert!(out.status.success(), "{}", describe_output(&out));
     let seen = String::from_utf8_lossy(&out.stdout);
     assert!(seen.contains("check: 1 0"), "{seen}");
-    let forward: Vec<&str> = seen.lines().filter(|l| l.starts_with("-A FORWARD")).collect();
+    let forward: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.starts_with("-A FORWARD"))
+        .collect();
     assert_eq!(
         forward,
         [
