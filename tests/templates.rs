@@ -789,8 +789,8 @@ fn serve_and_check(vars: &Vars, rejects: bool) {
 /// The script Docker's service runs after each start
 /// (docker_user_first.sh.tera), run for real in a network namespace of its
 /// own: where a Docker restarted with containers running left FORWARD
-/// without the jump to DOCKER-USER (IPv6 here) or below its own rules
-/// (IPv4), the jump ends up first, once; `--check` tells before and after;
+/// without the jump to DOCKER-USER (IPv6 here) or below its own rules,
+/// twice (IPv4), the jump ends up first, once; `--check` tells before and after;
 /// a second run changes nothing.
 #[test]
 fn docker_user_first_puts_the_jump_first_in_each_family() {
@@ -801,7 +801,7 @@ fn docker_user_first_puts_the_jump_first_in_each_family() {
     let run = format!(
         "set -e
 iptables -N DOCKER-USER; iptables -N DOCKER
-iptables -A FORWARD -o br-1 -j DOCKER; iptables -A FORWARD -j DOCKER-USER
+iptables -A FORWARD -o br-1 -j DOCKER; iptables -A FORWARD -j DOCKER-USER; iptables -A FORWARD -j DOCKER-USER
 ip6tables -N DOCKER-USER; ip6tables -N DOCKER; ip6tables -A FORWARD -o br-1 -j DOCKER
 before=0; sh {s} --check || before=$?
 sh {s}
