@@ -199,6 +199,34 @@ fn ours(message: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The text of the first app's open problem `check`.
+fn problem_text(report: &Value, check: &str) -> String {
+    report["apps"][0]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["check"] == check)
+        .unwrap_or_else(|| panic!("no {check} in {report}"))["text"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What a run finds at SiteNginx with a dead upstream and a 60-day
+/// certificate threshold: the health path answered 502, the certificate
+/// (30 days from now) has 29 full days left.
+fn site_answers_502_and_the_certificate_has_29_days(report: &Value) {
+    assert_eq!(
+        problem_text(report, "site shop.test"),
+        "/healthz answered 502"
+    );
+    assert!(
+        problem_text(report, "certificate shop.test")
+            .starts_with("the certificate nginx serves expires in 29 day(s), on "),
+        "{report}"
+    );
+}
+
 #[test]
 fn each_problem_is_told_once_then_not_again_then_resolved_once() {
     let http = Receiver::http();
@@ -218,22 +246,8 @@ fn each_problem_is_told_once_then_not_again_then_resolved_once() {
 
     let (ok, report) = watch(&op, &file);
     assert!(ok, "{report}");
-    let problems = report["apps"][0]["problems"].as_array().unwrap();
-    let text = |check: &str| {
-        problems
-            .iter()
-            .find(|p| p["check"] == check)
-            .unwrap_or_else(|| panic!("no {check} in {report}"))["text"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(text("site shop.test"), "/healthz answered 502");
-    assert!(
-        text("certificate shop.test")
-            .starts_with("the certificate nginx serves expires in 29 day(s), on "),
-        "{report}"
-    );
+    site_answers_502_and_the_certificate_has_29_days(&report);
+    let text = |check: &str| problem_text(&report, check);
     assert!(text("disk /").contains("% used (threshold 1%)"), "{report}");
     let hooks = http.received();
     assert_eq!(hooks.len(), 1, "{hooks:?}");
@@ -320,22 +334,7 @@ if [ \"$1\" = -V ]; then echo 'curl 7.81.0 (x86_64-pc-linux-gnu) libcurl/7.81.0 
     let file = settings(dir.path(), Some(&nginx), "certificate_days = 60\n", "");
     let (ok, report) = watch_with_env(&op, &file, &[("PATH", &path)]);
     assert!(ok, "{report}");
-    let problems = report["apps"][0]["problems"].as_array().unwrap();
-    let text = |check: &str| {
-        problems
-            .iter()
-            .find(|p| p["check"] == check)
-            .unwrap_or_else(|| panic!("no {check} in {report}"))["text"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(text("site shop.test"), "/healthz answered 502");
-    assert!(
-        text("certificate shop.test")
-            .starts_with("the certificate nginx serves expires in 29 day(s), on "),
-        "{report}"
-    );
+    site_answers_502_and_the_certificate_has_29_days(&report);
 }
 
 #[test]
